@@ -1,0 +1,85 @@
+/*
+ * auth_scram.h: SCRAM-SHA-256 (RFC 5802, RFC 7677) for both directions, as pure functions over
+ * byte buffers: the server side authenticates clients, the client side logs in to PostgreSQL.
+ * Channel binding is not offered (gs2 flag 'n' or 'y' accepted, 'p' refused).
+ */
+#ifndef SLUICE_AUTH_SCRAM_H
+#define SLUICE_AUTH_SCRAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SCRAM_KEY_LEN 32
+#define SCRAM_MAX_SALT_LEN 64
+#define SCRAM_NONCE_LEN 24           /* raw random bytes before base64 */
+#define SCRAM_DEFAULT_ITERATIONS 4096
+#define SCRAM_MAX_MESSAGE 1024       /* any SCRAM message longer than this is refused */
+
+struct scram_verifier {
+    int iterations;
+    uint8_t salt[SCRAM_MAX_SALT_LEN];
+    size_t salt_len;
+    uint8_t stored_key[SCRAM_KEY_LEN];
+    uint8_t server_key[SCRAM_KEY_LEN];
+};
+
+/* "SCRAM-SHA-256$4096:<salt>$<StoredKey>:<ServerKey>" -> verifier. false if malformed. */
+bool scram_parse_verifier(const char *secret, struct scram_verifier *out);
+
+/* Derives a verifier from a password (PBKDF2-HMAC-SHA-256). false on failure. */
+bool scram_verifier_from_password(const char *password, const uint8_t *salt, size_t salt_len,
+                                  int iterations, struct scram_verifier *out);
+
+/* Formats a verifier the way PostgreSQL stores it (buf at least 256 bytes). */
+bool scram_format_verifier(const struct scram_verifier *v, char *buf, size_t buf_len);
+
+/* ---- server side: sluice authenticates a client ---- */
+struct scram_server {
+    struct scram_verifier verifier;
+    char client_first_bare[SCRAM_MAX_MESSAGE + 1];
+    char server_first[SCRAM_MAX_MESSAGE + 1];
+    char nonce[128];                 /* client nonce + server nonce, as sent */
+    int step;                        /* 0: expect client-first, 1: expect client-final, 2: done */
+};
+
+/*
+ * Handles client-first-message (the SASLInitialResponse data). Writes server-first-message into
+ * out (NUL-terminated, *out_len set). server_nonce may be NULL (random) or a fixed string (tests).
+ * Returns 0, or -1 with a short reason in err (protocol violation).
+ */
+int scram_server_first(struct scram_server *s, const struct scram_verifier *verifier,
+                       const char *server_nonce, const uint8_t *msg, size_t len, char *out,
+                       size_t out_cap, size_t *out_len, char *err, size_t err_len);
+
+/*
+ * Handles client-final-message. Returns 1 if the proof is right (server-final written into out),
+ * 0 if the proof is wrong (password mismatch), -1 on a malformed message (reason in err).
+ */
+int scram_server_final(struct scram_server *s, const uint8_t *msg, size_t len, char *out,
+                       size_t out_cap, size_t *out_len, char *err, size_t err_len);
+
+/* ---- client side: sluice logs in to PostgreSQL ---- */
+struct scram_client {
+    char client_nonce[64];
+    char client_first_bare[SCRAM_MAX_MESSAGE + 1];
+    char server_first[SCRAM_MAX_MESSAGE + 1];
+    uint8_t salted_password[SCRAM_KEY_LEN];
+    uint8_t auth_message_signature_key[SCRAM_KEY_LEN]; /* ServerKey, to check server-final */
+    char expected_server_signature[64];
+    int step;
+};
+
+/* Writes client-first-message ("n,,n=,r=<nonce>"). client_nonce NULL = random. */
+int scram_client_first(struct scram_client *c, const char *client_nonce, char *out, size_t out_cap,
+                       size_t *out_len);
+
+/* Handles server-first, writes client-final-message. Returns 0 or -1 (reason in err). */
+int scram_client_final(struct scram_client *c, const char *password, const uint8_t *msg, size_t len,
+                       char *out, size_t out_cap, size_t *out_len, char *err, size_t err_len);
+
+/* Checks server-final ("v=..."). Returns 0 if the server proved it knows the password. */
+int scram_client_verify_server(struct scram_client *c, const uint8_t *msg, size_t len, char *err,
+                               size_t err_len);
+
+#endif

@@ -1,0 +1,181 @@
+/*
+ * proto.h: the PostgreSQL 3.0 wire protocol as pure functions over byte buffers.
+ * Parsers take bytes and return a parsed value or a precise error; they never read a socket and
+ * never trust a length from the network. Builders append complete messages to a msgbuf.
+ *
+ * Conventions: a regular message is type byte + int32 length (counting itself) + body.
+ * "body" below is what follows the 5-byte header, body_len = length - 4.
+ * Pointers returned by parsers point into the caller's buffer.
+ */
+#ifndef SLUICE_PROTO_H
+#define SLUICE_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PROTO_VERSION_3_0 196608u      /* 3 << 16 */
+#define PROTO_SSL_REQUEST 80877103u
+#define PROTO_GSSENC_REQUEST 80877104u
+#define PROTO_CANCEL_REQUEST 80877102u
+#define PROTO_HEADER_LEN 5
+#define PROTO_MAX_STARTUP_LEN 10000    /* PostgreSQL refuses larger startup packets too */
+#define PROTO_MAX_STARTUP_PARAMS 64
+#define PROTO_TLS_HANDSHAKE_BYTE 0x16  /* first byte of a direct TLS ClientHello */
+
+/* Authentication request codes ('R' messages). */
+#define AUTH_REQ_OK 0
+#define AUTH_REQ_PASSWORD 3
+#define AUTH_REQ_MD5 5
+#define AUTH_REQ_SASL 10
+#define AUTH_REQ_SASL_CONTINUE 11
+#define AUTH_REQ_SASL_FINAL 12
+
+enum proto_result {
+    PROTO_OK = 0,
+    PROTO_INCOMPLETE = 1, /* not enough bytes yet */
+    PROTO_ERROR = -1,     /* malformed: close the connection with 08P01 */
+};
+
+/* ---- message framing ---- */
+
+/*
+ * Reads a regular message header. *msg_len is the length field (>= 4, counts itself, not the
+ * type byte). ERROR if the length is < 4 or > max_len.
+ */
+enum proto_result proto_peek_header(const uint8_t *buf, size_t len, uint32_t max_len,
+                                    uint8_t *type, uint32_t *msg_len);
+
+/* Reads the int32 length that starts a startup-phase packet. ERROR if < 8 or > PROTO_MAX_STARTUP_LEN. */
+enum proto_result proto_peek_startup_length(const uint8_t *buf, size_t len, uint32_t *pkt_len);
+
+/* ---- startup phase (client -> sluice) ---- */
+
+enum startup_kind {
+    STARTUP_NORMAL,  /* StartupMessage: protocol version + parameters */
+    STARTUP_SSL,     /* SSLRequest */
+    STARTUP_GSSENC,  /* GSSENCRequest */
+    STARTUP_CANCEL,  /* CancelRequest */
+};
+
+struct startup_param {
+    const char *name;
+    const char *value;
+};
+
+struct startup_packet {
+    enum startup_kind kind;
+    uint32_t protocol;       /* STARTUP_NORMAL: requested version (major << 16 | minor) */
+    size_t n_params;
+    struct startup_param params[PROTO_MAX_STARTUP_PARAMS]; /* excludes _pq_.* options */
+    size_t n_protocol_options;                              /* "_pq_." names the client asked for */
+    const char *protocol_options[PROTO_MAX_STARTUP_PARAMS];
+    uint32_t cancel_pid;     /* STARTUP_CANCEL */
+    uint32_t cancel_key;     /* STARTUP_CANCEL */
+};
+
+/*
+ * Parses one whole startup-phase packet (length field included: buf[0..len) with len equal to
+ * the packet's length field). Accepts major version 3 with any minor (the caller answers
+ * NegotiateProtocolVersion for minor > 0). Requires "user"; parameter names and values must be
+ * NUL-terminated inside the packet; the list ends with an empty name. Returns PROTO_OK or
+ * PROTO_ERROR with a human-readable reason in err.
+ */
+enum proto_result proto_parse_startup(const uint8_t *buf, size_t len, struct startup_packet *out,
+                                      char *err, size_t err_len);
+
+/* Value of a startup parameter, or NULL. */
+const char *proto_startup_get(const struct startup_packet *pkt, const char *name);
+
+/* ---- server -> sluice messages (bodies) ---- */
+
+/* 'R': *code is the request code; *data/*data_len what follows it (salt, SASL payload...). */
+enum proto_result proto_parse_auth_request(const uint8_t *body, size_t body_len, uint32_t *code,
+                                           const uint8_t **data, size_t *data_len);
+
+/* AuthenticationSASL payload: does the NUL-separated mechanism list contain mech? */
+bool proto_sasl_offers(const uint8_t *data, size_t data_len, const char *mech);
+
+/* 'S' ParameterStatus. */
+enum proto_result proto_parse_parameter_status(const uint8_t *body, size_t body_len,
+                                               const char **name, const char **value);
+
+/* 'K' BackendKeyData (protocol 3.0: 4-byte key). */
+enum proto_result proto_parse_backend_key_data(const uint8_t *body, size_t body_len,
+                                               uint32_t *pid, uint32_t *key);
+
+/* 'Z' ReadyForQuery: status 'I', 'T' or 'E'. */
+enum proto_result proto_parse_ready_for_query(const uint8_t *body, size_t body_len, char *status);
+
+/* 'E' ErrorResponse / 'N' NoticeResponse: the fields sluice cares about (NULL if absent). */
+struct proto_error {
+    const char *severity;   /* 'V' if present, else 'S' */
+    const char *sqlstate;   /* 'C' */
+    const char *message;    /* 'M' */
+    const char *detail;     /* 'D' */
+    const char *hint;       /* 'H' */
+};
+enum proto_result proto_parse_error(const uint8_t *body, size_t body_len, struct proto_error *out);
+
+/* ---- client -> sluice messages (bodies) ---- */
+
+/* 'p' PasswordMessage holding a cleartext or md5 password: exactly one NUL-terminated string. */
+enum proto_result proto_parse_password(const uint8_t *body, size_t body_len, const char **password);
+
+/* 'p' SASLInitialResponse: mechanism name, int32 length (-1 = none), data. */
+enum proto_result proto_parse_sasl_initial(const uint8_t *body, size_t body_len, const char **mech,
+                                           const uint8_t **data, size_t *data_len);
+
+/* 'Q' Query: exactly one NUL-terminated string. */
+enum proto_result proto_parse_query(const uint8_t *body, size_t body_len, const char **sql);
+
+/* ---- building messages ---- */
+
+/* A growable byte buffer for outgoing messages; failed is set (and stays) if memory runs out. */
+struct msgbuf {
+    uint8_t *data;
+    size_t len;
+    size_t cap;
+    bool failed;
+};
+
+void msgbuf_init(struct msgbuf *mb);
+void msgbuf_reset(struct msgbuf *mb);  /* len = 0, keeps memory */
+void msgbuf_free(struct msgbuf *mb);
+
+/* ErrorResponse (severity "ERROR" or "FATAL") with S, V, C, M and optional D/H fields. */
+void proto_build_error(struct msgbuf *mb, const char *severity, const char *sqlstate,
+                       const char *message, const char *detail, const char *hint);
+/* NoticeResponse, severity "NOTICE"/"WARNING"/"LOG". */
+void proto_build_notice(struct msgbuf *mb, const char *severity, const char *sqlstate,
+                        const char *message);
+/* Authentication request 'R' with a code and its payload (salt, SASL data...). */
+void proto_build_auth_request(struct msgbuf *mb, uint32_t code, const void *data, size_t data_len);
+/* AuthenticationSASL with one mechanism. */
+void proto_build_auth_sasl(struct msgbuf *mb, const char *mech);
+void proto_build_parameter_status(struct msgbuf *mb, const char *name, const char *value);
+void proto_build_backend_key_data(struct msgbuf *mb, uint32_t pid, uint32_t key);
+void proto_build_ready_for_query(struct msgbuf *mb, char status);
+/* NegotiateProtocolVersion: newest minor supported and the unrecognized _pq_ options. */
+void proto_build_negotiate_version(struct msgbuf *mb, uint32_t newest_minor,
+                                   const char *const *options, size_t n_options);
+
+/* StartupMessage for protocol 3.0 from name/value pairs (user, database, ...). */
+void proto_build_startup(struct msgbuf *mb, const struct startup_param *params, size_t n_params);
+/* CancelRequest (16 bytes). */
+void proto_build_cancel_request(struct msgbuf *mb, uint32_t pid, uint32_t key);
+/* 'p' PasswordMessage with a cleartext or md5 password. */
+void proto_build_password(struct msgbuf *mb, const char *password);
+void proto_build_sasl_initial(struct msgbuf *mb, const char *mech, const void *data, size_t len);
+void proto_build_sasl_response(struct msgbuf *mb, const void *data, size_t len);
+void proto_build_query(struct msgbuf *mb, const char *sql);
+void proto_build_terminate(struct msgbuf *mb);
+
+/* SQL literal quoting for SET commands built by sluice: 'va''lue' (standard_conforming_strings). */
+void proto_append_quoted_literal(struct msgbuf *mb, const char *value);
+/* Identifier quoting: "na""me". */
+void proto_append_quoted_ident(struct msgbuf *mb, const char *name);
+/* Raw append (used by the two above and by SQL builders). */
+void msgbuf_append(struct msgbuf *mb, const void *data, size_t len);
+
+#endif

@@ -1,0 +1,48 @@
+/*
+ * userlist.h: the auth_file in PgBouncer's format, one `"user" "secret"` per line, where secret
+ * is a plain password, "md5" + 32 hex digits, or a SCRAM-SHA-256 verifier.
+ * The list owns a per-user cache of SCRAM keys derived from plain passwords, so the costly
+ * PBKDF2 runs once per user, not once per login.
+ */
+#ifndef SLUICE_USERLIST_H
+#define SLUICE_USERLIST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include "auth_scram.h"
+
+enum secret_kind {
+    SECRET_PLAIN,
+    SECRET_MD5,     /* "md5" + hex(md5(password || user)) */
+    SECRET_SCRAM,   /* SCRAM-SHA-256$<iter>:<salt b64>$<StoredKey b64>:<ServerKey b64> */
+};
+
+struct userlist_entry {
+    char *name;
+    char *secret;
+    enum secret_kind kind;
+    bool scram_ready;                 /* scram holds keys (parsed, or derived once from plain) */
+    struct scram_verifier scram;
+};
+
+struct userlist {
+    struct userlist_entry *entries;
+    size_t n_entries;
+};
+
+/* Returns 0, or -1 with "FILE:LINE: what is wrong" in err. Empty lines and ';' / '#' comments skipped. */
+int userlist_load(const char *path, struct userlist **out, char *err, size_t err_len);
+int userlist_load_string(const char *text, const char *path, struct userlist **out, char *err,
+                         size_t err_len);
+void userlist_free(struct userlist *list);
+
+/* NULL if absent. */
+struct userlist_entry *userlist_find(struct userlist *list, const char *name);
+
+/*
+ * The SCRAM verifier for a user: parsed from a SCRAM secret, or derived once from a plain
+ * password (random salt, 4096 iterations) and cached. NULL for md5 secrets (SCRAM impossible).
+ */
+const struct scram_verifier *userlist_scram_verifier(struct userlist_entry *entry);
+
+#endif
