@@ -1,0 +1,161 @@
+/*
+ * config.h: the one typed, validated configuration of a running sluice.
+ * config_load() parses an INI file into a fresh struct; reload parses a new one and swaps it in,
+ * so a bad file never replaces a good one.
+ */
+#ifndef SLUICE_CONFIG_H
+#define SLUICE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+enum pool_mode {
+    POOL_MODE_UNSET = 0, /* per-database/user override not given: use the global one */
+    POOL_MODE_SESSION,
+    POOL_MODE_TRANSACTION,
+};
+
+enum auth_type {
+    AUTH_TYPE_UNSET = 0,
+    AUTH_TYPE_TRUST,
+    AUTH_TYPE_MD5,   /* as PgBouncer: md5, or SCRAM when the stored secret is a SCRAM verifier */
+    AUTH_TYPE_SCRAM, /* scram-sha-256 */
+    AUTH_TYPE_PLAIN, /* cleartext password over the wire (PgBouncer's "plain") */
+    AUTH_TYPE_TOKEN, /* RDS-style IAM token as the cleartext password (TLS only) */
+};
+
+/* One [databases] line: a client-visible name mapped to a backend. */
+struct config_database {
+    char *name;          /* client-visible database name */
+    char *host;          /* host name, IP, or a unix socket directory (starts with '/') */
+    int port;            /* default 5432 */
+    char *dbname;        /* backend database name; default: name */
+    char *user;          /* backend user; NULL: the client's user name */
+    char *password;      /* backend password; NULL: the client's password if known, else none */
+    int pool_size;       /* -1: default_pool_size */
+    int min_pool_size;   /* -1: min_pool_size */
+    int max_db_connections; /* 0: unlimited */
+    enum pool_mode pool_mode; /* POOL_MODE_UNSET: global */
+    char *connect_query; /* run once on each new backend connection; NULL: none */
+    char *application_name; /* default application_name for the backend; NULL: none */
+};
+
+/* One [users] line: per-user overrides. */
+struct config_user {
+    char *name;
+    enum pool_mode pool_mode;  /* POOL_MODE_UNSET: database's or global */
+    enum auth_type auth_type;  /* AUTH_TYPE_UNSET: global auth_type */
+    int max_user_connections;  /* 0: unlimited */
+};
+
+struct config {
+    char *path;                  /* the file it came from */
+
+    /* [sluice] */
+    char *listen_addr;           /* "127.0.0.1"; "*" = all; comma-separated list; "" = no TCP */
+    int listen_port;             /* 6432 */
+    char *unix_socket_dir;       /* "/tmp"; "" = no unix socket */
+    int unix_socket_mode;        /* 0777 */
+    bool so_reuseport;           /* false */
+    enum pool_mode pool_mode;    /* session */
+    int default_pool_size;       /* 20 */
+    int min_pool_size;           /* 0 */
+    int max_client_conn;         /* 100 */
+    int max_db_connections;      /* 0 = unlimited */
+    enum auth_type auth_type;    /* md5 */
+    char *auth_file;             /* NULL = none */
+    char *admin_users;           /* comma-separated; NULL = none */
+    char *stats_users;           /* comma-separated; NULL = none */
+
+    double query_wait_timeout;      /* 120 s; 0 = forever */
+    double client_idle_timeout;     /* 0 = off */
+    double client_login_timeout;    /* 60 s */
+    double idle_transaction_timeout;/* 0 = off */
+    double server_idle_timeout;     /* 600 s */
+    double server_lifetime;         /* 3600 s */
+    double server_connect_timeout;  /* 15 s */
+    double server_login_retry;      /* 15 s */
+    double shutdown_timeout;        /* 30 s: how long SIGTERM waits for transactions */
+    char *server_reset_query;       /* "DISCARD ALL" */
+    bool server_reset_query_always; /* false: only in session mode */
+    char *server_check_query;       /* "select 1" (PgBouncer's); "" = no check */
+    double server_check_delay;      /* 30 s */
+    char *ignore_startup_parameters;/* comma-separated names accepted and dropped */
+
+    bool log_connections;        /* true */
+    bool log_disconnections;     /* true */
+    bool log_pooler_errors;      /* true */
+    int verbose;                 /* 0 */
+    int max_packet_size;         /* 2147483647: larger client messages are refused */
+    int pkt_buf;                 /* 4096: read chunk size */
+    int tcp_keepalive;           /* 1 */
+    char *pidfile;               /* NULL */
+    double stats_period;         /* 60 s: periodic stats log line; 0 = off */
+    bool syslog;                 /* false */
+    char *syslog_ident;          /* "sluice" */
+    char *syslog_facility;       /* "daemon" */
+
+    /* TLS, client side (PgBouncer names and meanings) */
+    char *client_tls_sslmode;    /* "disable" | allow | prefer | require | verify-ca | verify-full */
+    char *client_tls_key_file;
+    char *client_tls_cert_file;
+    char *client_tls_ca_file;
+    char *client_tls_protocols;  /* "secure" (tlsv1.2,tlsv1.3) | all | list like "tlsv1.3" */
+    char *client_tls_ciphers;    /* "default" */
+    /* TLS, server side */
+    char *server_tls_sslmode;    /* "disable" */
+    char *server_tls_ca_file;
+    char *server_tls_key_file;
+    char *server_tls_cert_file;
+    char *server_tls_protocols;  /* "secure" */
+    char *server_tls_ciphers;    /* "default" */
+
+    /* RDS-style IAM token auth */
+    char *auth_token_keys;       /* INI file: [ACCESS_KEY_ID] secret = ..., users = a,b */
+    char *auth_token_region;     /* e.g. "us-east-1" */
+    char *auth_token_endpoints;  /* comma-separated host:port values a token may be signed for */
+    double auth_token_clock_skew;/* 60 s: how far in the future X-Amz-Date may be */
+    bool auth_token_allow_unix_socket; /* false: tokens only over TLS */
+
+    /* operations */
+    char *metrics_listen_addr;   /* NULL: metrics endpoint off */
+    int metrics_port;            /* 0: off */
+    int max_prepared_statements; /* 200 per backend; 0 = no protocol-level prepared statements */
+    char *pinning;               /* "on" | "off" | "reject" */
+
+    /* [databases] and [users], in file order */
+    struct config_database *databases;
+    size_t n_databases;
+    struct config_user *users;
+    size_t n_users;
+};
+
+/*
+ * Parses the file at path. On success returns 0 and sets *out (free with config_free).
+ * On failure returns -1 and writes "FILE:LINE: setting: what is wrong" into err.
+ */
+int config_load(const char *path, struct config **out, char *err, size_t err_len);
+
+/* Parses an INI text held in memory (for tests); path is used in messages only. */
+int config_load_string(const char *text, const char *path, struct config **out, char *err,
+                       size_t err_len);
+
+void config_free(struct config *cfg);
+
+const struct config_database *config_find_database(const struct config *cfg, const char *name);
+const struct config_user *config_find_user(const struct config *cfg, const char *name);
+
+/* Effective settings once overrides are applied. */
+enum pool_mode config_effective_pool_mode(const struct config *cfg,
+                                          const struct config_database *db,
+                                          const struct config_user *user);
+int config_effective_pool_size(const struct config *cfg, const struct config_database *db);
+enum auth_type config_effective_auth_type(const struct config *cfg, const struct config_user *user);
+
+/* True if name is in a comma-separated list (spaces around items ignored). */
+bool config_list_contains(const char *list, const char *name);
+
+const char *config_pool_mode_name(enum pool_mode mode);
+const char *config_auth_type_name(enum auth_type type);
+
+#endif
