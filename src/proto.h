@@ -46,7 +46,10 @@ enum proto_result {
 enum proto_result proto_peek_header(const uint8_t *buf, size_t len, uint32_t max_len,
                                     uint8_t *type, uint32_t *msg_len);
 
-/* Reads the int32 length that starts a startup-phase packet. ERROR if < 8 or > PROTO_MAX_STARTUP_LEN. */
+/*
+ * Reads the int32 length that starts a startup-phase packet. ERROR if < 8 or
+ * > PROTO_MAX_STARTUP_LEN (a direct TLS ClientHello, first byte 0x16, lands here: check it first).
+ */
 enum proto_result proto_peek_startup_length(const uint8_t *buf, size_t len, uint32_t *pkt_len);
 
 /* ---- startup phase (client -> sluice) ---- */
@@ -77,8 +80,9 @@ struct startup_packet {
 /*
  * Parses one whole startup-phase packet (length field included: buf[0..len) with len equal to
  * the packet's length field). Accepts major version 3 with any minor (the caller answers
- * NegotiateProtocolVersion for minor > 0). Requires "user"; parameter names and values must be
- * NUL-terminated inside the packet; the list ends with an empty name. Returns PROTO_OK or
+ * NegotiateProtocolVersion for minor > 0). Requires a non-empty "user" and refuses a name given
+ * twice; parameter names and values must be NUL-terminated inside the packet; the list ends with
+ * an empty name, which must be the last byte. Returns PROTO_OK or
  * PROTO_ERROR with a human-readable reason in err.
  */
 enum proto_result proto_parse_startup(const uint8_t *buf, size_t len, struct startup_packet *out,
@@ -89,7 +93,10 @@ const char *proto_startup_get(const struct startup_packet *pkt, const char *name
 
 /* ---- server -> sluice messages (bodies) ---- */
 
-/* 'R': *code is the request code; *data/*data_len what follows it (salt, SASL payload...). */
+/*
+ * 'R': *code is the request code; *data and *data_len what follows it (salt, SASL payload...).
+ * ERROR if the payload size does not fit the code: none for OK and cleartext, 4 bytes for MD5.
+ */
 enum proto_result proto_parse_auth_request(const uint8_t *body, size_t body_len, uint32_t *code,
                                            const uint8_t **data, size_t *data_len);
 
@@ -131,7 +138,10 @@ enum proto_result proto_parse_query(const uint8_t *body, size_t body_len, const 
 
 /* ---- building messages ---- */
 
-/* A growable byte buffer for outgoing messages; failed is set (and stays) if memory runs out. */
+/*
+ * A growable byte buffer for outgoing messages. failed is set (and stays until msgbuf_reset) if
+ * memory runs out or a message would exceed the int32 length; the contents are then unusable.
+ */
 struct msgbuf {
     uint8_t *data;
     size_t len;
@@ -140,7 +150,7 @@ struct msgbuf {
 };
 
 void msgbuf_init(struct msgbuf *mb);
-void msgbuf_reset(struct msgbuf *mb);  /* len = 0, keeps memory */
+void msgbuf_reset(struct msgbuf *mb);  /* len = 0 and failed = false, keeps memory */
 void msgbuf_free(struct msgbuf *mb);
 
 /* ErrorResponse (severity "ERROR" or "FATAL") with S, V, C, M and optional D/H fields. */
@@ -156,22 +166,30 @@ void proto_build_auth_sasl(struct msgbuf *mb, const char *mech);
 void proto_build_parameter_status(struct msgbuf *mb, const char *name, const char *value);
 void proto_build_backend_key_data(struct msgbuf *mb, uint32_t pid, uint32_t key);
 void proto_build_ready_for_query(struct msgbuf *mb, char status);
-/* NegotiateProtocolVersion: newest minor supported and the unrecognized _pq_ options. */
+/*
+ * NegotiateProtocolVersion: newest minor supported and the unrecognized _pq_ options. The version
+ * field is written as 3 << 16 | newest_minor, as PostgreSQL sends it and libpq expects it.
+ */
 void proto_build_negotiate_version(struct msgbuf *mb, uint32_t newest_minor,
                                    const char *const *options, size_t n_options);
 
 /* StartupMessage for protocol 3.0 from name/value pairs (user, database, ...). */
 void proto_build_startup(struct msgbuf *mb, const struct startup_param *params, size_t n_params);
-/* CancelRequest (16 bytes). */
+/* CancelRequest (16 bytes, no type byte). */
 void proto_build_cancel_request(struct msgbuf *mb, uint32_t pid, uint32_t key);
 /* 'p' PasswordMessage with a cleartext or md5 password. */
 void proto_build_password(struct msgbuf *mb, const char *password);
+/* SASLInitialResponse; data NULL writes length -1 (no initial response). */
 void proto_build_sasl_initial(struct msgbuf *mb, const char *mech, const void *data, size_t len);
 void proto_build_sasl_response(struct msgbuf *mb, const void *data, size_t len);
 void proto_build_query(struct msgbuf *mb, const char *sql);
 void proto_build_terminate(struct msgbuf *mb);
 
-/* SQL literal quoting for SET commands built by sluice: 'va''lue' (standard_conforming_strings). */
+/*
+ * SQL literal quoting for SET commands built by sluice: 'va''lue'. A value holding a backslash
+ * becomes E'a\\b' (backslashes doubled), which reads the same whatever standard_conforming_strings
+ * says.
+ */
 void proto_append_quoted_literal(struct msgbuf *mb, const char *value);
 /* Identifier quoting: "na""me". */
 void proto_append_quoted_ident(struct msgbuf *mb, const char *name);
