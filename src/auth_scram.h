@@ -2,6 +2,7 @@
  * auth_scram.h: SCRAM-SHA-256 (RFC 5802, RFC 7677) for both directions, as pure functions over
  * byte buffers: the server side authenticates clients, the client side logs in to PostgreSQL.
  * Channel binding is not offered (gs2 flag 'n' or 'y' accepted, 'p' refused).
+ * Messages may hold any bytes: malformed ones are refused with a short reason, never trusted.
  */
 #ifndef SLUICE_AUTH_SCRAM_H
 #define SLUICE_AUTH_SCRAM_H
@@ -24,14 +25,20 @@ struct scram_verifier {
     uint8_t server_key[SCRAM_KEY_LEN];
 };
 
-/* "SCRAM-SHA-256$4096:<salt>$<StoredKey>:<ServerKey>" -> verifier. false if malformed. */
+/*
+ * "SCRAM-SHA-256$4096:<salt>$<StoredKey>:<ServerKey>" -> verifier. false if malformed: strict
+ * base64, a salt of 1..SCRAM_MAX_SALT_LEN bytes, keys of exactly SCRAM_KEY_LEN bytes.
+ */
 bool scram_parse_verifier(const char *secret, struct scram_verifier *out);
 
-/* Derives a verifier from a password (PBKDF2-HMAC-SHA-256). false on failure. */
+/*
+ * Derives a verifier from a password (PBKDF2-HMAC-SHA-256). false on failure. Passwords are used
+ * as PostgreSQL uses them for ASCII; see auth_scram.c for non-ASCII ones.
+ */
 bool scram_verifier_from_password(const char *password, const uint8_t *salt, size_t salt_len,
                                   int iterations, struct scram_verifier *out);
 
-/* Formats a verifier the way PostgreSQL stores it (buf at least 256 bytes). */
+/* Formats a verifier the way PostgreSQL stores it (buf at least 256 bytes). false if too small. */
 bool scram_format_verifier(const struct scram_verifier *v, char *buf, size_t buf_len);
 
 /* ---- server side: sluice authenticates a client ---- */
@@ -41,11 +48,13 @@ struct scram_server {
     char server_first[SCRAM_MAX_MESSAGE + 1];
     char nonce[128];                 /* client nonce + server nonce, as sent */
     int step;                        /* 0: expect client-first, 1: expect client-final, 2: done */
+    char gs2_cbind_flag;             /* 'n' or 'y': client-final's c= must echo "<flag>,," */
 };
 
 /*
- * Handles client-first-message (the SASLInitialResponse data). Writes server-first-message into
- * out (NUL-terminated, *out_len set). server_nonce may be NULL (random) or a fixed string (tests).
+ * Handles client-first-message (the SASLInitialResponse data) and starts a new exchange: s is
+ * overwritten, so it need not be initialised. Writes server-first-message into out
+ * (NUL-terminated, *out_len set). server_nonce may be NULL (random) or a fixed string (tests).
  * Returns 0, or -1 with a short reason in err (protocol violation).
  */
 int scram_server_first(struct scram_server *s, const struct scram_verifier *verifier,
@@ -55,6 +64,7 @@ int scram_server_first(struct scram_server *s, const struct scram_verifier *veri
 /*
  * Handles client-final-message. Returns 1 if the proof is right (server-final written into out),
  * 0 if the proof is wrong (password mismatch), -1 on a malformed message (reason in err).
+ * Whatever the outcome, the exchange is over: a further call returns -1.
  */
 int scram_server_final(struct scram_server *s, const uint8_t *msg, size_t len, char *out,
                        size_t out_cap, size_t *out_len, char *err, size_t err_len);
@@ -66,19 +76,29 @@ struct scram_client {
     char server_first[SCRAM_MAX_MESSAGE + 1];
     uint8_t salted_password[SCRAM_KEY_LEN];
     uint8_t auth_message_signature_key[SCRAM_KEY_LEN]; /* ServerKey, to check server-final */
-    char expected_server_signature[64];
-    int step;
+    char expected_server_signature[64];  /* base64 */
+    int step;                        /* 1: client-first sent, 2: client-final sent, 3: done */
 };
 
-/* Writes client-first-message ("n,,n=,r=<nonce>"). client_nonce NULL = random. */
+/*
+ * Starts a new exchange (c need not be initialised) and writes client-first-message
+ * ("n,,n=,r=<nonce>"): PostgreSQL takes the user from the startup packet, so n= stays empty.
+ * client_nonce NULL = random. Returns 0, or -1 on a bad nonce or a too small out.
+ */
 int scram_client_first(struct scram_client *c, const char *client_nonce, char *out, size_t out_cap,
                        size_t *out_len);
 
-/* Handles server-first, writes client-final-message. Returns 0 or -1 (reason in err). */
+/*
+ * Handles server-first, writes client-final-message. Returns 0 or -1 (reason in err). The
+ * iteration count a server may ask for is capped, so a hostile server cannot burn our CPU.
+ */
 int scram_client_final(struct scram_client *c, const char *password, const uint8_t *msg, size_t len,
                        char *out, size_t out_cap, size_t *out_len, char *err, size_t err_len);
 
-/* Checks server-final ("v=..."). Returns 0 if the server proved it knows the password. */
+/*
+ * Checks server-final ("v=..."). Returns 0 if the server proved it knows the password, -1
+ * otherwise; a server error ("e=...") is returned as -1 with its text in err.
+ */
 int scram_client_verify_server(struct scram_client *c, const uint8_t *msg, size_t len, char *err,
                                size_t err_len);
 
