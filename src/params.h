@@ -46,8 +46,12 @@ bool params_is_session_setting(const char *name);
 bool params_is_tracked(const char *name);
 
 /*
- * Parses a libpq "options" value ("-c a=b --c=d -c e=f\ g") into set. Returns 0, or -1 with a
- * reason in err for anything but -c/--name=value switches.
+ * Parses a libpq "options" value ("-c a=b --c=d -c e=f\ g") into set, as the backend would:
+ * words are separated by whitespace, a backslash takes the next character literally, and
+ * "-c name=value", "-cname=value" and "--name=value" are accepted, with '-' in a name read as '_'.
+ * A later value for the same name replaces the earlier one. Returns 0, or -1 with a reason in err
+ * for any other switch or a setting without '=' or without a name (set may then hold the
+ * settings that came before the bad one).
  */
 int params_parse_options(const char *options, struct param_set *set, char *err, size_t err_len);
 
@@ -56,7 +60,10 @@ int params_parse_options(const char *options, struct param_set *set, char *err, 
  * for each client value that differs from the server's, SET name = 'value'; for each server value
  * the client did not set that differs from the pool's defaults, SET it back to the default, or
  * RESET it if the pool has no default. Returns the number of statements (0: nothing to do).
- * Names are quoted as identifiers, values as literals.
+ * Names are quoted as identifiers, values as literals; statements are joined by "; " in a fixed
+ * order (client entries, then server entries, each in set order). Names no SET can change
+ * (user, database, options, _pq_.*, server_version, is_superuser...) are skipped. Any of the
+ * three sets may be NULL (empty).
  */
 size_t params_build_sync(const struct param_set *client, const struct param_set *pool_defaults,
                          const struct param_set *server, struct msgbuf *sql);

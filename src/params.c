@@ -1,0 +1,397 @@
+/*
+ * params.c: session parameters that follow a client from backend to backend: small ordered
+ * name/value sets, which names are session settings and which ParameterStatus reports a client
+ * may change, the libpq "options" switches, and the SQL that makes a server match a client.
+ * Parameter names compare case-insensitively, as PostgreSQL's GUC names do.
+ */
+#include "params.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PARAM_SET_INITIAL_CAP 8
+#define PROTOCOL_OPTION_PREFIX "_pq_."
+#define STATEMENT_SEPARATOR "; "
+#define ERROR_SWITCH_SHOWN 64   /* how much of a bad switch an error message quotes */
+
+/* Startup parameters that are not GUCs: the backend's own startup packet carries them. */
+static const char *const startup_only_names[] = { "user", "database", "replication", "options" };
+
+/* GUC_REPORT parameters a client may change with SET, so a backend's report must follow it. */
+static const char *const tracked_names[] = {
+    "application_name",
+    "client_encoding",
+    "DateStyle",
+    "default_transaction_read_only",
+    "IntervalStyle",
+    "scram_iterations",
+    "search_path",
+    "standard_conforming_strings",
+    "TimeZone",
+};
+
+/* Reported by the server but not changeable by a client's SET: never part of a sync. */
+static const char *const read_only_reported_names[] = {
+    "in_hot_standby",
+    "integer_datetimes",
+    "is_superuser",
+    "server_encoding",
+    "server_version",
+    "session_authorization",
+};
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ASCII-only case folding, so the locale (Turkish dotless i...) cannot change a match. */
+static int ascii_tolower(int c)
+{
+    return (c >= 'A' && c <= 'Z') ? c + ('a' - 'A') : c;
+}
+
+static bool name_equal(const char *a, const char *b)
+{
+    for (; *a != '\0' && *b != '\0'; a++, b++) {
+        if (ascii_tolower((unsigned char)*a) != ascii_tolower((unsigned char)*b))
+            return false;
+    }
+    return *a == *b;
+}
+
+static bool name_has_prefix(const char *name, const char *prefix)
+{
+    for (; *prefix != '\0'; name++, prefix++) {
+        if (ascii_tolower((unsigned char)*name) != ascii_tolower((unsigned char)*prefix))
+            return false;
+    }
+    return true;
+}
+
+static bool name_in_list(const char *name, const char *const *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (name_equal(name, list[i]))
+            return true;
+    }
+    return false;
+}
+
+__attribute__((format(printf, 3, 4))) static void set_error(char *err, size_t err_len,
+                                                             const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err == NULL || err_len == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, err_len, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- param_set ---- */
+
+void param_set_init(struct param_set *set)
+{
+    set->entries = NULL;
+    set->n = 0;
+    set->cap = 0;
+}
+
+void param_set_clear(struct param_set *set)
+{
+    for (size_t i = 0; i < set->n; i++) {
+        free(set->entries[i].name);
+        free(set->entries[i].value);
+    }
+    set->n = 0;
+}
+
+void param_set_free(struct param_set *set)
+{
+    param_set_clear(set);
+    free(set->entries);
+    param_set_init(set);
+}
+
+static struct param_entry *find_entry(const struct param_set *set, const char *name)
+{
+    if (set == NULL || name == NULL)
+        return NULL;
+    for (size_t i = 0; i < set->n; i++) {
+        if (name_equal(set->entries[i].name, name))
+            return &set->entries[i];
+    }
+    return NULL;
+}
+
+static int ensure_room(struct param_set *set)
+{
+    size_t cap;
+    struct param_entry *grown;
+
+    if (set->n < set->cap)
+        return 0;
+    cap = set->cap ? set->cap * 2 : PARAM_SET_INITIAL_CAP;
+    if (cap > SIZE_MAX / sizeof(*grown))
+        return -1;
+    grown = realloc(set->entries, cap * sizeof(*grown));
+    if (grown == NULL)
+        return -1;
+    set->entries = grown;
+    set->cap = cap;
+    return 0;
+}
+
+int param_set_put(struct param_set *set, const char *name, const char *value)
+{
+    struct param_entry *existing;
+    char *name_copy, *value_copy;
+
+    if (name == NULL || value == NULL)
+        return -1;
+    value_copy = strdup(value);
+    if (value_copy == NULL)
+        return -1;
+    existing = find_entry(set, name);
+    if (existing != NULL) {
+        free(existing->value);
+        existing->value = value_copy;
+        return 0;
+    }
+    name_copy = strdup(name);
+    if (name_copy == NULL || ensure_room(set) != 0) {
+        free(name_copy);
+        free(value_copy);
+        return -1;
+    }
+    set->entries[set->n].name = name_copy;
+    set->entries[set->n].value = value_copy;
+    set->n++;
+    return 0;
+}
+
+const char *param_set_get(const struct param_set *set, const char *name)
+{
+    const struct param_entry *entry = find_entry(set, name);
+
+    return entry ? entry->value : NULL;
+}
+
+bool param_set_remove(struct param_set *set, const char *name)
+{
+    struct param_entry *entry = find_entry(set, name);
+    size_t index;
+
+    if (entry == NULL)
+        return false;
+    index = (size_t)(entry - set->entries);
+    free(entry->name);
+    free(entry->value);
+    memmove(entry, entry + 1, (set->n - index - 1) * sizeof(*entry));
+    set->n--;
+    return true;
+}
+
+int param_set_copy(struct param_set *dst, const struct param_set *src)
+{
+    if (dst == src)
+        return 0;
+    param_set_clear(dst);
+    for (size_t i = 0; i < src->n; i++) {
+        if (param_set_put(dst, src->entries[i].name, src->entries[i].value) != 0) {
+            param_set_clear(dst);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ---- which names are which ---- */
+
+bool params_is_session_setting(const char *name)
+{
+    if (name == NULL || name[0] == '\0')
+        return false;
+    if (name_has_prefix(name, PROTOCOL_OPTION_PREFIX))
+        return false;
+    return !name_in_list(name, startup_only_names, ARRAY_LEN(startup_only_names));
+}
+
+bool params_is_tracked(const char *name)
+{
+    return name != NULL && name_in_list(name, tracked_names, ARRAY_LEN(tracked_names));
+}
+
+/* ---- libpq "options" ---- */
+
+/*
+ * Copies the next whitespace-separated word of *cursor into word, as the backend's
+ * pg_split_opts() does: a backslash takes the next character literally (a trailing one is
+ * dropped). Returns false when only whitespace is left.
+ */
+static bool next_word(const char **cursor, char *word)
+{
+    const char *p = *cursor;
+    bool escaped = false;
+
+    while (*p == ' ' || (*p >= '\t' && *p <= '\r'))
+        p++;
+    if (*p == '\0')
+        return false;
+    for (; *p != '\0'; p++) {
+        bool is_space = *p == ' ' || (*p >= '\t' && *p <= '\r');
+
+        if (is_space && !escaped)
+            break;
+        if (!escaped && *p == '\\') {
+            escaped = true;
+            continue;
+        }
+        escaped = false;
+        *word++ = *p;
+    }
+    *word = '\0';
+    *cursor = p;
+    return true;
+}
+
+/*
+ * Stores one "name=value" setting given to a -c or -- switch. Dashes in the name become
+ * underscores, as the backend's ParseLongOption() does for both switches.
+ */
+static int put_setting(struct param_set *set, char *setting, const char *switch_text, char *err,
+                       size_t err_len)
+{
+    char *equals = strchr(setting, '=');
+
+    if (equals == NULL) {
+        set_error(err, err_len, "%s%.*s requires a value (name=value)", switch_text,
+                  ERROR_SWITCH_SHOWN, setting);
+        return -1;
+    }
+    if (equals == setting) {
+        set_error(err, err_len, "%s%.*s is missing a parameter name", switch_text,
+                  ERROR_SWITCH_SHOWN, setting);
+        return -1;
+    }
+    *equals = '\0';
+    for (char *p = setting; *p != '\0'; p++) {
+        if (*p == '-')
+            *p = '_';
+    }
+    if (param_set_put(set, setting, equals + 1) != 0) {
+        set_error(err, err_len, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+static int parse_option_words(const char *options, char *word, struct param_set *set, char *err,
+                              size_t err_len)
+{
+    const char *cursor = options;
+
+    while (next_word(&cursor, word)) {
+        if (strcmp(word, "-c") == 0) {
+            if (!next_word(&cursor, word)) {
+                set_error(err, err_len, "-c requires a value (name=value)");
+                return -1;
+            }
+            if (put_setting(set, word, "-c ", err, err_len) != 0)
+                return -1;
+        } else if (strncmp(word, "-c", 2) == 0) {
+            if (put_setting(set, word + 2, "-c", err, err_len) != 0)
+                return -1;
+        } else if (strncmp(word, "--", 2) == 0) {
+            if (put_setting(set, word + 2, "--", err, err_len) != 0)
+                return -1;
+        } else {
+            set_error(err, err_len,
+                      "unsupported switch \"%.*s\" in options: only -c name=value and "
+                      "--name=value are accepted",
+                      ERROR_SWITCH_SHOWN, word);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int params_parse_options(const char *options, struct param_set *set, char *err, size_t err_len)
+{
+    char *word;
+    int rc;
+
+    if (options == NULL)
+        return 0;
+    /* No word is longer than the whole value, so one buffer of that size holds each in turn. */
+    word = malloc(strlen(options) + 1);
+    if (word == NULL) {
+        set_error(err, err_len, "out of memory");
+        return -1;
+    }
+    rc = parse_option_words(options, word, set, err, err_len);
+    free(word);
+    return rc;
+}
+
+/* ---- sync ---- */
+
+/* Names whose value a SET can carry: session settings a client is allowed to change. */
+static bool is_syncable(const char *name)
+{
+    return params_is_session_setting(name) &&
+           !name_in_list(name, read_only_reported_names, ARRAY_LEN(read_only_reported_names));
+}
+
+static void begin_statement(struct msgbuf *sql, size_t *n_statements)
+{
+    if (*n_statements > 0)
+        msgbuf_append(sql, STATEMENT_SEPARATOR, strlen(STATEMENT_SEPARATOR));
+    (*n_statements)++;
+}
+
+static void append_set(struct msgbuf *sql, const char *name, const char *value,
+                       size_t *n_statements)
+{
+    begin_statement(sql, n_statements);
+    msgbuf_append(sql, "SET ", 4);
+    proto_append_quoted_ident(sql, name);
+    msgbuf_append(sql, " = ", 3);
+    proto_append_quoted_literal(sql, value);
+}
+
+static void append_reset(struct msgbuf *sql, const char *name, size_t *n_statements)
+{
+    begin_statement(sql, n_statements);
+    msgbuf_append(sql, "RESET ", 6);
+    proto_append_quoted_ident(sql, name);
+}
+
+size_t params_build_sync(const struct param_set *client, const struct param_set *pool_defaults,
+                         const struct param_set *server, struct msgbuf *sql)
+{
+    size_t n_statements = 0;
+
+    for (size_t i = 0; client != NULL && i < client->n; i++) {
+        const struct param_entry *wanted = &client->entries[i];
+        const char *current = param_set_get(server, wanted->name);
+
+        if (!is_syncable(wanted->name))
+            continue;
+        if (current == NULL || strcmp(current, wanted->value) != 0)
+            append_set(sql, wanted->name, wanted->value, &n_statements);
+    }
+    for (size_t i = 0; server != NULL && i < server->n; i++) {
+        const struct param_entry *current = &server->entries[i];
+        const char *fallback = param_set_get(pool_defaults, current->name);
+
+        if (!is_syncable(current->name) || param_set_get(client, current->name) != NULL)
+            continue;
+        if (fallback == NULL)
+            append_reset(sql, current->name, &n_statements);
+        else if (strcmp(fallback, current->value) != 0)
+            append_set(sql, current->name, fallback, &n_statements);
+    }
+    return n_statements;
+}
