@@ -109,7 +109,7 @@ int sigv4_percent_decode(const char *s, size_t len, char **out, size_t *out_len)
 
     *out = NULL;
     if (decoded == NULL)
-        return -1;
+        return -2;
     for (size_t i = 0; i < len; i++) {
         char c = s[i];
         if (c == '%') {

@@ -69,8 +69,8 @@ char *sigv4_uri_encode(const char *s, size_t len);
 
 /*
  * Percent-decodes s[0..len) into a fresh string (*out, length *out_len). '+' decodes to a space,
- * as form encoding means it: a SigV4 encoder never leaves a '+' unencoded. Returns 0, or -1 if
- * a '%' is not followed by two hex digits, a byte decodes to NUL, or memory runs out (*out NULL).
+ * as form encoding means it: a SigV4 encoder never leaves a '+' unencoded. Returns 0; -1 if a '%'
+ * is not followed by two hex digits or a byte decodes to NUL; -2 when out of memory.
  */
 int sigv4_percent_decode(const char *s, size_t len, char **out, size_t *out_len);
 
