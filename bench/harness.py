@@ -1,0 +1,857 @@
+#!/usr/bin/env python3
+"""
+The sluice benchmark: direct Postgres 15, PgBouncer and sluice side by side, interleaved.
+
+Run it through bench/run, which installs what is missing first. See bench/README.md.
+Everything it starts is recorded by PID in bench/work/run.pids and stopped by PID when it ends,
+on error, or on Ctrl-C; bench/run stops whatever is still listed there if this process dies.
+"""
+import argparse
+import datetime
+import glob
+import json
+import os
+import platform
+import pwd
+import re
+import resource
+import select
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(BENCH)
+WORK = os.path.join(BENCH, "work")
+PIDFILE = os.path.join(WORK, "run.pids")
+PGBIN = "/usr/lib/postgresql/15/bin"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+TARGETS = ["direct", "pgbouncer", "sluice"]
+TARGET_LABEL = {"direct": "Postgres (direct)", "pgbouncer": "PgBouncer", "sluice": "sluice"}
+POOL_SIZE = 20
+MAX_CLIENT_CONN = 12000
+PASSWORD = "bench-secret-pw"
+TOKEN_KEY_ID = "AKIDSLUICEBENCH0001"
+TOKEN_SECRET = "benchSecretKey/For+Token0000000000000000"
+TOKEN_REGION = "us-east-1"
+
+# name: description, pgbench arguments, how clients log in, TLS, which targets run it
+SCENARIOS = {
+    "a": dict(desc="steady select-only", args=["-S", "-c", "50", "-j", "2"], auth="trust"),
+    "b-trust": dict(desc="new connection per transaction, trust on every hop",
+                    args=["-S", "-C", "-c", "50", "-j", "4"], auth="trust"),
+    "b-scram-plain": dict(desc="new connection per transaction, SCRAM, plain passwords in auth_file",
+                          args=["-S", "-C", "-c", "50", "-j", "4"], auth="scram-plain"),
+    "b-scram-verifier": dict(desc="new connection per transaction, SCRAM, SCRAM verifiers in auth_file",
+                             args=["-S", "-C", "-c", "50", "-j", "4"], auth="scram-verifier"),
+    "b-tls": dict(desc="new connection per transaction, sslmode=require, trust, ECDSA P-256 cert",
+                  args=["-S", "-C", "-c", "50", "-j", "4"], auth="trust", tls=True),
+    "b-token": dict(desc="new connection per transaction, token auth over TLS (sluice only)",
+                    args=["-S", "-C", "-c", "50", "-j", "4"], auth="token", tls=True,
+                    targets=["sluice"]),
+    "c": dict(desc="1,000 clients over a pool of 20", args=["-S", "-c", "1000", "-j", "2"], auth="trust"),
+    "d": dict(desc="TPC-B (pgbench default script)", args=["-c", "20", "-j", "2"], auth="trust"),
+    "e-extended": dict(desc="select-only, extended protocol", args=["-S", "-M", "extended", "-c", "50", "-j", "2"],
+                       auth="trust"),
+    "e-prepared": dict(desc="select-only, prepared statements", args=["-S", "-M", "prepared", "-c", "100", "-j", "2"],
+                       auth="trust"),
+    "f": dict(desc="idle clients: proxy RSS per connected idle client", args=None, auth="trust",
+              targets=["pgbouncer", "sluice"]),
+}
+ORDER = list(SCENARIOS)
+
+MODES = {
+    "smoke": dict(duration=1, rounds=1, scale=1, idle_n=200, idle_rounds=1,
+                  scenarios=["a", "b-trust", "f"]),
+    "quick": dict(duration=2, rounds=3, scale=10, idle_n=2000, idle_rounds=1,
+                  scenarios=["a", "b-trust", "b-scram-plain", "b-tls", "c", "e-prepared", "f"]),
+    "full": dict(duration=6, rounds=3, scale=10, idle_n=10000, idle_rounds=3,
+                 scenarios=ORDER),
+}
+
+# What the proxy is asked to reach against PgBouncer (same run, medians).
+GOALS = {
+    "a": dict(tps_p=1.07, cpu_p=0.7),
+    "b-trust": dict(tps_p=1.15, tps_d=10.0, cpu_p=0.5, conn_p=0.8),
+    "b-scram-plain": dict(tps_p=1.8, cpu_p=0.05),
+    "b-scram-verifier": dict(tps_p=1.0, cpu_p=0.8),
+    "b-tls": dict(tps_p=1.2, cpu_p=0.5),
+    "c": dict(tps_p=1.05, cpu_p=0.8, p99_p=1.0, zero_fail=True),
+    "d": dict(cpu_p=0.8),
+    "e-extended": dict(cpu_p=0.8),
+    "e-prepared": dict(cpu_p=0.8),
+    "f": dict(kib_per_client=2.0),
+}
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class Failure(Exception):
+    pass
+
+
+class Interrupted(BaseException):
+    pass
+
+
+def _on_signal(signum, frame):
+    raise Interrupted(f"signal {signum}")
+
+
+# ---------------------------------------------------------------------------------------------
+# processes started by the harness, tracked by PID
+
+
+class Procs:
+    def __init__(self):
+        self.live = {}  # pid -> (name, Popen)
+        os.makedirs(WORK, exist_ok=True)
+        self._write()
+
+    def _write(self):
+        with open(PIDFILE + ".tmp", "w") as f:
+            for pid, (name, _) in self.live.items():
+                f.write(f"{pid} {name}\n")
+        os.replace(PIDFILE + ".tmp", PIDFILE)
+
+    def add(self, name, popen):
+        self.live[popen.pid] = (name, popen)
+        self._write()
+
+    def alive(self, popen):
+        return popen.poll() is None
+
+    def stop(self, popen, sig=signal.SIGTERM, timeout=10.0, then=(signal.SIGKILL,)):
+        if popen.pid not in self.live:
+            return
+        name = self.live[popen.pid][0]
+        sigs = [sig] + list(then)
+        for i, s in enumerate(sigs):
+            if popen.poll() is not None:
+                break
+            try:
+                os.kill(popen.pid, s)
+            except ProcessLookupError:
+                break
+            try:
+                popen.wait(timeout=timeout if i < len(sigs) - 1 else 10)
+            except subprocess.TimeoutExpired:
+                log(f"{name} (pid {popen.pid}) did not stop on signal {s}")
+        del self.live[popen.pid]
+        self._write()
+
+    def stop_all(self):
+        for pid, (name, popen) in reversed(list(self.live.items())):
+            # Postgres: fast shutdown on SIGINT; everything else: SIGTERM.
+            if name == "postgres":
+                self.stop(popen, signal.SIGINT, 20, (signal.SIGQUIT, signal.SIGKILL))
+            else:
+                self.stop(popen, signal.SIGTERM, 5)
+        try:
+            os.unlink(PIDFILE)
+        except FileNotFoundError:
+            pass
+
+
+# ---------------------------------------------------------------------------------------------
+# /proc readings
+
+
+def proc_table():
+    """pid -> (ppid, utime+stime+cutime+cstime in ticks)"""
+    table = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                s = f.read()
+        except OSError:
+            continue
+        rest = s[s.rindex(")") + 2:].split()
+        table[int(d)] = (int(rest[1]), sum(int(x) for x in rest[11:15]))
+    return table
+
+
+def tree_pids(root, table):
+    kids = {}
+    for pid, (ppid, _) in table.items():
+        kids.setdefault(ppid, []).append(pid)
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        if p in table:
+            out.append(p)
+            todo.extend(kids.get(p, []))
+    return out
+
+
+def tree_cpu_seconds(root, table=None):
+    """CPU of a process, its live descendants and every descendant it has reaped."""
+    table = table or proc_table()
+    return sum(table[p][1] for p in tree_pids(root, table)) / CLK_TCK
+
+
+def tree_mem_kib(root, field):
+    total = 0
+    for p in tree_pids(root, proc_table()):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith(field + ":"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def run(argv, check=True, user=None, env=None, cwd=None, timeout=600, quiet=True):
+    kw = {}
+    if user is not None:
+        kw.update(user=user.pw_uid, group=user.pw_gid, extra_groups=[])
+    p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd,
+                       timeout=timeout, **kw)
+    if check and p.returncode != 0:
+        raise Failure(f"{' '.join(map(shlex.quote, argv))} exited {p.returncode}:\n{p.stdout[-3000:]}")
+    return p
+
+
+def free_port(preferred):
+    for port in list(range(preferred, preferred + 50)):
+        s = socket.socket()
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
+    raise Failure(f"no free port near {preferred}")
+
+
+def tail(path, n=15):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:]).strip()
+    except OSError:
+        return ""
+
+
+def one_line(text, limit=160):
+    text = re.sub(r"\s+", " ", text).strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, opts):
+        self.o = opts
+        self.procs = Procs()
+        self.tmp = None
+        self.is_root = os.geteuid() == 0
+        self.user = pwd.getpwnam(opts.run_as) if self.is_root else None
+        self.results = []  # one dict per run
+        self.unavailable = {}  # (scenario, target) -> reason
+        self.notes = []
+        self.commands = {}  # scenario -> command template
+        self.configs = {}
+        self.sluice_bin = None
+        self.token_bin = None
+        self.sluice_reason = None
+        self.build_cmds = []
+
+    # ------------------------------------------------------------------ setup
+    def raise_nofile(self):
+        want = 65536
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), max(hard, want)))
+        except (ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        self.nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        log(f"open files limit: {self.nofile}")
+
+    def chown(self, path):
+        if self.user:
+            os.chown(path, self.user.pw_uid, self.user.pw_gid)
+
+    def spawn(self, name, argv, logpath, env=None, as_user=True):
+        kw = {}
+        if self.user and as_user:
+            kw.update(user=self.user.pw_uid, group=self.user.pw_gid, extra_groups=[])
+        logf = open(logpath, "ab")
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                             start_new_session=True, env=env, cwd=self.tmp, **kw)
+        logf.close()
+        self.procs.add(name, p)
+        return p
+
+    def build_sluice(self):
+        if self.o.no_sluice:
+            self.sluice_reason = "not run (--no-sluice)"
+            return
+        if self.o.sluice_bin:
+            self.sluice_bin = os.path.abspath(self.o.sluice_bin)
+            tok = os.path.join(os.path.dirname(os.path.dirname(self.sluice_bin)), "tools", "sluice-token")
+            self.token_bin = tok if os.access(tok, os.X_OK) else None
+            return
+        src = os.path.join(WORK, "sluice-build")
+        os.makedirs(src, exist_ok=True)
+        if not os.path.exists(os.path.join(REPO, "src", "main.c")):
+            self.sluice_reason = "not available: src/main.c does not exist yet"
+            return
+        # Copy the work tree (tracked and untracked, not ignored) so the build never touches it.
+        try:
+            out = subprocess.run(["git", "-C", REPO, "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                                 stdout=subprocess.PIPE, check=True).stdout.decode()
+            files = [f for f in out.split("\0") if f and not f.startswith("bench/")]
+        except (subprocess.CalledProcessError, FileNotFoundError):
+            files = []
+            for root, dirs, names in os.walk(REPO):
+                dirs[:] = [d for d in dirs if d not in (".git", "work", "autom4te.cache", ".deps")]
+                for n in names:
+                    rel = os.path.relpath(os.path.join(root, n), REPO)
+                    if not rel.startswith("bench/") and not n.endswith((".o", ".a")):
+                        files.append(rel)
+        changed = 0
+        for rel in files:
+            s, d = os.path.join(REPO, rel), os.path.join(src, rel)
+            if not os.path.isfile(s):
+                continue
+            with open(s, "rb") as f:
+                data = f.read()
+            try:
+                with open(d, "rb") as f:
+                    same = f.read() == data
+            except OSError:
+                same = False
+            if not same:
+                os.makedirs(os.path.dirname(d), exist_ok=True)
+                with open(d, "wb") as f:
+                    f.write(data)
+                shutil.copymode(s, d)
+                changed += 1
+        buildlog = os.path.join(WORK, "sluice-build.log")
+        t0 = time.time()
+        try:
+            with open(buildlog, "w") as bl:
+                def step(argv):
+                    self.build_cmds.append(" ".join(map(shlex.quote, argv)))
+                    bl.write(f"$ {' '.join(argv)}\n")
+                    bl.flush()
+                    r = subprocess.run(argv, cwd=src, stdout=bl, stderr=subprocess.STDOUT)
+                    if r.returncode != 0:
+                        raise Failure(f"{' '.join(argv)} exited {r.returncode}")
+                if not os.path.exists(os.path.join(src, "configure")):
+                    step(["./autogen.sh"])
+                if not os.path.exists(os.path.join(src, "config.status")):
+                    step(["./configure", "CFLAGS=-O2 -g", "--disable-werror", "--disable-sanitizers"])
+                step(["make", f"-j{os.cpu_count() or 2}", "src/sluice"])
+        except Failure as e:
+            self.sluice_reason = f"not available: build failed ({e}): {one_line(tail(buildlog, 6), 300)}"
+            log(f"sluice {self.sluice_reason}")
+            return
+        self.sluice_bin = os.path.join(src, "src", "sluice")
+        log(f"sluice built in {time.time() - t0:.0f} s ({changed} files copied) -> {self.sluice_bin}")
+        if os.path.exists(os.path.join(src, "tools", "sluice-token.c")):
+            with open(buildlog, "a") as bl:
+                r = subprocess.run(["make", f"-j{os.cpu_count() or 2}", "tools/sluice-token"], cwd=src, stdout=bl,
+                                   stderr=subprocess.STDOUT)
+            if r.returncode == 0:
+                self.token_bin = os.path.join(src, "tools", "sluice-token")
+
+    def git_commit(self):
+        try:
+            c = subprocess.run(["git", "-C", REPO, "rev-parse", "--short=12", "HEAD"], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True).stdout.strip()
+            dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                    ":!bench"], stdout=subprocess.PIPE, text=True).stdout.strip()
+            return c + (" (with uncommitted changes)" if dirty else "")
+        except FileNotFoundError:
+            return "unknown"
+
+    def setup_postgres(self):
+        self.tmp = tempfile.mkdtemp(prefix="sluice-bench-")
+        os.chmod(self.tmp, 0o755)
+        self.chown(self.tmp)
+        log(f"scratch directory {self.tmp}")
+        self.pgport = free_port(self.o.base_port)
+        self.pbport = free_port(self.pgport + 1)
+        self.slport = free_port(self.pbport + 1)
+        data = os.path.join(self.tmp, "pgdata")
+        # Certificate: ECDSA P-256, self-signed, for Postgres, PgBouncer and sluice alike.
+        self.cert = os.path.join(self.tmp, "server.crt")
+        self.key = os.path.join(self.tmp, "server.key")
+        cmd = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+               "-keyout", self.key, "-out", self.cert, "-days", "7", "-subj", "/CN=localhost",
+               "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"]
+        run(cmd)
+        self.cert_cmd = " ".join(cmd).replace(self.tmp, "$TMP")
+        for p in (self.cert, self.key):
+            self.chown(p)
+        os.chmod(self.key, 0o600)
+        run([f"{PGBIN}/initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"],
+            user=self.user)
+        self.pg_settings = {
+            "listen_addresses": "'127.0.0.1'",
+            "port": str(self.pgport),
+            "unix_socket_directories": f"'{self.tmp}'",
+            "max_connections": "300",
+            "shared_buffers": "512MB",
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "password_encryption": "'scram-sha-256'",
+            "ssl": "on",
+            "ssl_cert_file": f"'{self.cert}'",
+            "ssl_key_file": f"'{self.key}'",
+            "log_min_messages": "warning",
+        }
+        with open(os.path.join(data, "postgresql.conf"), "a") as f:
+            f.write("\n# sluice bench\n")
+            for k, v in self.pg_settings.items():
+                f.write(f"{k} = {v}\n")
+        with open(os.path.join(data, "pg_hba.conf"), "w") as f:
+            f.write("local all all trust\n"
+                    "host all bench_trust 127.0.0.1/32 trust\n"
+                    "host all all 127.0.0.1/32 scram-sha-256\n")
+        self.pglog = os.path.join(self.tmp, "postgres.log")
+        self.pg = self.spawn("postgres", [f"{PGBIN}/postgres", "-D", data], self.pglog)
+        for _ in range(300):
+            r = run(["psql", "-h", self.tmp, "-p", str(self.pgport), "-U", "postgres", "-d", "postgres", "-Atc",
+                     "select 1"], check=False)
+            if r.returncode == 0:
+                break
+            if self.pg.poll() is not None:
+                raise Failure(f"postgres exited:\n{tail(self.pglog)}")
+            time.sleep(0.1)
+        else:
+            raise Failure(f"postgres did not start:\n{tail(self.pglog)}")
+        self.psql("postgres", f"create role bench login password '{PASSWORD}'; create role bench_trust login;")
+        self.psql("postgres", "create database bench owner bench")
+        log(f"pgbench -i -s {self.scale}")
+        t0 = time.time()
+        run(["pgbench", "-i", "-q", "-s", str(self.scale), "-h", self.tmp, "-p", str(self.pgport), "-U", "bench",
+             "bench"])
+        log(f"initialised in {time.time() - t0:.0f} s")
+        self.psql("bench", "grant all on all tables in schema public to bench_trust;")
+        self.verifier = self.psql("postgres", "select rolpassword from pg_authid where rolname = 'bench'").strip()
+        # Warm the cache once, directly, before anything is measured.
+        run(["pgbench", "-n", "-S", "-c", "4", "-j", "2", "-T", "2" if self.scale > 1 else "1", "-h", self.tmp, "-p",
+             str(self.pgport), "-U", "bench", "bench"])
+
+    def psql(self, db, sql):
+        return run(["psql", "-v", "ON_ERROR_STOP=1", "-h", self.tmp, "-p", str(self.pgport), "-U", "postgres", "-d", db,
+                    "-Atc", sql]).stdout
+
+    # ------------------------------------------------------------------ proxies
+    def write_userlist(self, auth):
+        path = os.path.join(self.tmp, f"userlist-{auth}.txt")
+        secret = self.verifier if auth == "scram-verifier" else PASSWORD
+        with open(path, "w") as f:
+            f.write(f'"bench" "{secret}"\n"bench_trust" ""\n')
+        self.chown(path)
+        return path
+
+    def proxy_config(self, kind, scn):
+        s = SCENARIOS[scn]
+        auth = s["auth"]
+        port = self.pbport if kind == "pgbouncer" else self.slport
+        auth_type = {"trust": "trust", "scram-plain": "scram-sha-256", "scram-verifier": "scram-sha-256",
+                     "token": "token"}[auth]
+        if auth == "trust":
+            db = f"bench = host=127.0.0.1 port={self.pgport} dbname=bench user=bench_trust pool_size={POOL_SIZE}"
+        else:
+            db = (f"bench = host=127.0.0.1 port={self.pgport} dbname=bench user=bench password={PASSWORD} "
+                  f"pool_size={POOL_SIZE}")
+        lines = [f"[{kind if kind == 'pgbouncer' else 'sluice'}]",
+                 "listen_addr = 127.0.0.1",
+                 f"listen_port = {port}",
+                 "unix_socket_dir =",
+                 "pool_mode = transaction",
+                 f"default_pool_size = {POOL_SIZE}",
+                 f"max_client_conn = {MAX_CLIENT_CONN}",
+                 f"auth_type = {auth_type}",
+                 f"auth_file = {self.write_userlist(auth)}",
+                 "log_connections = 0",
+                 "log_disconnections = 0"]
+        if kind == "pgbouncer":
+            lines.append("ignore_startup_parameters = extra_float_digits")
+        if s.get("tls"):
+            lines += ["client_tls_sslmode = require", f"client_tls_key_file = {self.key}",
+                      f"client_tls_cert_file = {self.cert}"]
+        if auth == "token":
+            keys = os.path.join(self.tmp, "token-keys.ini")
+            with open(keys, "w") as f:
+                f.write(f"[{TOKEN_KEY_ID}]\nsecret = {TOKEN_SECRET}\nusers = bench\n")
+            self.chown(keys)
+            os.chmod(keys, 0o600)
+            lines += [f"auth_token_keys = {keys}", f"auth_token_region = {TOKEN_REGION}",
+                      f"auth_token_endpoints = 127.0.0.1:{port},localhost:{port}"]
+        lines += ["", "[databases]", db, ""]
+        return "\n".join(lines)
+
+    def client_env(self, scn, target):
+        s = SCENARIOS[scn]
+        env = dict(os.environ)
+        for k in list(env):
+            if k.startswith("PG"):
+                del env[k]
+        env["PGSSLMODE"] = "require" if s.get("tls") else "disable"
+        env["PGGSSENCMODE"] = "disable"
+        env["PGCONNECT_TIMEOUT"] = "20"
+        user = "bench_trust" if s["auth"] == "trust" else "bench"
+        if s["auth"] in ("scram-plain", "scram-verifier"):
+            env["PGPASSWORD"] = PASSWORD
+        if s["auth"] == "token":
+            env["PGPASSWORD"] = self.token
+        return env, user
+
+    def port_of(self, target):
+        return {"direct": self.pgport, "pgbouncer": self.pbport, "sluice": self.slport}[target]
+
+    def check_login(self, scn, target, tries=50):
+        env, user = self.client_env(scn, target)
+        err = ""
+        for _ in range(tries):
+            r = run(["psql", "-h", "127.0.0.1", "-p", str(self.port_of(target)), "-U", user, "-d", "bench", "-Atc",
+                     "select 1"], check=False, env=env, timeout=30)
+            if r.returncode == 0 and r.stdout.strip() == "1":
+                return None
+            err = one_line(r.stdout, 300)
+            time.sleep(0.1)
+        return err or "login failed"
+
+    def start_proxy(self, kind, scn):
+        """Starts one proxy for scenario scn; returns (Popen, None) or (None, reason)."""
+        if kind == "sluice" and not self.sluice_bin:
+            return None, self.sluice_reason
+        if scn == "b-token":
+            if not self.token_bin:
+                return None, "not available: tools/sluice-token does not exist"
+            env = dict(os.environ, AWS_ACCESS_KEY_ID=TOKEN_KEY_ID, AWS_SECRET_ACCESS_KEY=TOKEN_SECRET)
+            env.pop("AWS_SESSION_TOKEN", None)
+            r = run([self.token_bin, "--host", "127.0.0.1", "--port", str(self.slport), "--user", "bench",
+                     "--region", TOKEN_REGION], check=False, env=env)
+            if r.returncode != 0 or not r.stdout.strip():
+                return None, f"not available: sluice-token failed: {one_line(r.stdout)}"
+            self.token = r.stdout.strip().splitlines()[-1]
+        conf = os.path.join(self.tmp, f"{kind}-{scn}.ini")
+        text = self.proxy_config(kind, scn)
+        with open(conf, "w") as f:
+            f.write(text)
+        self.chown(conf)
+        self.configs.setdefault(kind, {})[scn] = text
+        logpath = os.path.join(self.tmp, f"{kind}-{scn}.log")
+        argv = ["pgbouncer", conf] if kind == "pgbouncer" else [self.sluice_bin, "-c", conf]
+        p = self.spawn(kind, argv, logpath)
+        err = self.check_login(scn, kind)
+        if err:
+            died = p.poll() is not None
+            self.procs.stop(p, signal.SIGTERM, 3)
+            why = f"{kind} {'exited' if died else 'refused the login'}: {err}; log: {one_line(tail(logpath, 4), 300)}"
+            return None, why
+        return p, None
+
+    def stop_proxy(self, p):
+        if p is not None:
+            self.procs.stop(p, signal.SIGTERM, 5)
+
+    # ------------------------------------------------------------------ one pgbench run
+    def pgbench(self, scn, target, rnd, proxy):
+        s = SCENARIOS[scn]
+        env, user = self.client_env(scn, target)
+        logdir = os.path.join(self.tmp, "txlog", f"{scn}-{target}-{rnd}")
+        os.makedirs(logdir, exist_ok=True)
+        port = self.port_of(target)
+        argv = ["pgbench", "-n", *s["args"], "-T", str(self.duration), "-h", "127.0.0.1", "-p", str(port), "-U", user,
+                "-l", "--log-prefix", os.path.join(logdir, "tx"), "bench"]
+        envs = f"PGSSLMODE={env['PGSSLMODE']}" + (" PGPASSWORD=..." if "PGPASSWORD" in env else "")
+        self.commands[scn] = (envs + " pgbench -n " + " ".join(s["args"]) + f" -T {self.duration} -h 127.0.0.1 "
+                              f"-p <port> -U {user} -l --log-prefix <dir>/tx bench")
+        watch = proxy.pid if proxy is not None else None
+        table = proc_table()
+        cpu_pg0 = tree_cpu_seconds(self.pg.pid, table)
+        cpu_px0 = tree_cpu_seconds(watch, table) if watch else None
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.monotonic()
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+        self.procs.add("pgbench", p)
+        try:
+            out, _ = p.communicate(timeout=self.duration + 180)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, _ = p.communicate()
+            out += "\npgbench: error: timed out (killed by the harness)"
+        self.procs.stop(p)
+        wall = time.monotonic() - t0
+        time.sleep(0.2)  # let backends and proxy finish closing the last connections
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        table = proc_table()
+        cpu_pg = tree_cpu_seconds(self.pg.pid, table) - cpu_pg0
+        cpu_px = tree_cpu_seconds(watch, table) - cpu_px0 if watch else None
+        cpu_cl = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
+        hwm = tree_mem_kib(watch, "VmHWM") if watch else None
+        res = dict(scenario=scn, target=target, round=rnd, rc=p.returncode, wall=wall)
+
+        def grab(pattern, conv=float):
+            m = re.search(pattern, out)
+            return conv(m.group(1)) if m else None
+
+        res["txns"] = grab(r"number of transactions actually processed: (\d+)", int)
+        res["failed"] = grab(r"number of failed transactions: (\d+)", int) or 0
+        res["tps"] = grab(r"tps = ([\d.]+)")
+        res["conn_ms"] = grab(r"average connection time = ([\d.]+) ms")
+        aborted = [l for l in out.splitlines() if "aborted" in l and "error" in l and "Run was aborted" not in l]
+        res["aborted"] = len(aborted)
+        errs = [l for l in out.splitlines() if "error:" in l and "Run was aborted" not in l]
+        if errs:
+            e = errs[0]
+            m = re.search(r"((?:ERROR|FATAL):.*)", e)
+            res["error"] = one_line(m.group(1) if m else e.split("error:", 1)[1])
+        lat = []
+        for path in glob.glob(os.path.join(logdir, "tx.*")):
+            with open(path) as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) >= 3 and parts[2].isdigit():
+                        lat.append(int(parts[2]))
+        shutil.rmtree(logdir, ignore_errors=True)
+        if lat:
+            lat.sort()
+            res["lat_mean_ms"] = sum(lat) / len(lat) / 1000
+            res["lat_p99_ms"] = lat[min(len(lat) - 1, int(len(lat) * 0.99))] / 1000
+            res["logged"] = len(lat)
+        ok = p.returncode == 0 and res["aborted"] == 0 and res["tps"] is not None and res["txns"]
+        res["ok"] = bool(ok)
+        if res["txns"]:
+            k = res["txns"] / 1000
+            res["cpu_pg"] = cpu_pg / k
+            res["cpu_proxy"] = cpu_px / k if cpu_px is not None else None
+            res["cpu_client"] = cpu_cl / k
+        res["hwm_kib"] = hwm
+        if not ok and "error" not in res:
+            res["error"] = one_line(out[-300:]) or f"pgbench exited {p.returncode}"
+        return res
+
+    # ------------------------------------------------------------------ scenarios
+    def run_scenario(self, scn):
+        s = SCENARIOS[scn]
+        targets = [t for t in s.get("targets", TARGETS) if t in self.targets]
+        log(f"scenario {scn}: {s['desc']} ({', '.join(targets)})")
+        if scn == "f":
+            return self.run_idle(targets)
+        proxies = {}
+        for t in targets:
+            if t == "direct":
+                continue
+            p, why = self.start_proxy(t, scn)
+            if p is None:
+                self.unavailable[(scn, t)] = why
+                log(f"  {t}: {why}")
+            else:
+                proxies[t] = p
+        active = [t for t in targets if t == "direct" or t in proxies]
+        for rnd in range(1, self.rounds + 1):
+            for t in active:
+                if (scn, t) in self.unavailable:
+                    continue
+                proxy = proxies.get(t)
+                if proxy is not None and proxy.poll() is not None:
+                    self.notes.append(f"{scn}: {t} had exited before round {rnd} (exit status {proxy.returncode}); "
+                                      f"restarted")
+                    self.procs.stop(proxy)
+                    proxy, why = self.start_proxy(t, scn)
+                    if proxy is None:
+                        self.unavailable[(scn, t)] = why
+                        continue
+                    proxies[t] = proxy
+                r = self.pgbench(scn, t, rnd, proxy)
+                self.results.append(r)
+                if r["ok"]:
+                    extra = f", conn {r['conn_ms']:.2f} ms" if r.get("conn_ms") is not None else ""
+                    cpu = f", proxy {r['cpu_proxy'] * 1000:.1f} us/txn" if r.get("cpu_proxy") is not None else ""
+                    log(f"  round {rnd} {t:9s} {r['tps']:10.1f} tps{extra}{cpu}")
+                else:
+                    log(f"  round {rnd} {t:9s} FAILED: {r.get('error')}")
+                time.sleep(0.3)
+        for t, p in proxies.items():
+            if p.poll() is not None:
+                self.notes.append(f"{scn}: {t} exited during the scenario (exit status {p.returncode}): "
+                                  f"{one_line(tail(os.path.join(self.tmp, f'{t}-{scn}.log'), 3), 300)}")
+            self.stop_proxy(p)
+
+    def run_idle(self, targets):
+        n = self.idle_n
+        self.commands["f"] = f"idle_clients 127.0.0.1 <port> bench_trust bench {n}"
+        for rnd in range(1, self.idle_rounds + 1):
+            for t in targets:
+                if ("f", t) in self.unavailable:
+                    continue
+                p, why = self.start_proxy(t, "f")
+                if p is None:
+                    self.unavailable[("f", t)] = why
+                    log(f"  {t}: {why}")
+                    continue
+                try:
+                    r = self.idle_round(t, p, n, rnd)
+                finally:
+                    self.stop_proxy(p)
+                self.results.append(r)
+                if r["ok"]:
+                    log(f"  round {rnd} {t:9s} {n} idle clients: +{r['rss_delta_kib'] / 1024:.1f} MiB RSS, "
+                        f"{r['kib_per_client']:.2f} KiB/client, {r['logins_per_s']:.0f} logins/s")
+                else:
+                    log(f"  round {rnd} {t:9s} FAILED: {r.get('error')}")
+
+    def idle_round(self, target, proxy, n, rnd):
+        res = dict(scenario="f", target=target, round=rnd, n=n, ok=False)
+        time.sleep(0.5)
+        base = tree_mem_kib(proxy.pid, "VmRSS")
+        cpu0 = tree_cpu_seconds(proxy.pid)
+        t0 = time.monotonic()
+        c = subprocess.Popen([self.idle_bin, "127.0.0.1", str(self.port_of(target)), "bench_trust", "bench", str(n),
+                              "120"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+        self.procs.add("idle_clients", c)
+        try:
+            line = ""
+            deadline = time.monotonic() + 150
+            while time.monotonic() < deadline:
+                rd, _, _ = select.select([c.stdout], [], [], 1.0)
+                if rd:
+                    line = c.stdout.readline()
+                    if not line or line.startswith(("READY", "FAIL")):
+                        break
+                elif c.poll() is not None:
+                    break
+            if not line.startswith("READY"):
+                res["error"] = one_line(line or "idle_clients ended without a word")
+                return res
+            login_s = time.monotonic() - t0
+            time.sleep(1.0)
+            rss = tree_mem_kib(proxy.pid, "VmRSS")
+            hwm = tree_mem_kib(proxy.pid, "VmHWM")
+            cpu = tree_cpu_seconds(proxy.pid) - cpu0
+            c.stdin.close()
+            done = c.stdout.readline().strip()
+            c.wait(timeout=30)
+            lost = int(done.split("lost=")[1]) if "lost=" in done else None
+            res.update(ok=lost == 0, rss_base_kib=base, rss_kib=rss, hwm_kib=hwm, rss_delta_kib=rss - base,
+                       kib_per_client=(rss - base) / n, logins_per_s=n / login_s,
+                       cpu_per_login_ms=cpu / n * 1000, lost=lost)
+            if lost:
+                res["error"] = f"{lost} of {n} idle connections were closed by {target}"
+            return res
+        finally:
+            self.procs.stop(c, signal.SIGTERM, 5)
+
+    # ------------------------------------------------------------------ main
+    def main(self):
+        mode = MODES[self.o.mode]
+        self.duration = self.o.duration or mode["duration"]
+        self.rounds = self.o.rounds or mode["rounds"]
+        self.scale = self.o.scale or mode["scale"]
+        self.idle_n = self.o.idle_clients or mode["idle_n"]
+        self.idle_rounds = self.o.idle_rounds or min(mode["idle_rounds"], self.rounds)
+        self.scenarios = self.o.scenarios.split(",") if self.o.scenarios else mode["scenarios"]
+        for s in self.scenarios:
+            if s not in SCENARIOS:
+                raise Failure(f"unknown scenario {s} (known: {', '.join(ORDER)})")
+        self.targets = self.o.targets.split(",") if self.o.targets else TARGETS
+        if self.o.no_sluice and "sluice" in self.targets:
+            self.targets.remove("sluice")
+        self.started = datetime.datetime.now(datetime.timezone.utc)
+        t0 = time.monotonic()
+        self.raise_nofile()
+        if "sluice" in self.targets:
+            self.build_sluice()
+        else:
+            self.sluice_reason = "not run (--targets)"
+        self.idle_bin = os.path.join(WORK, "idle_clients")
+        run(["cc", "-O2", "-Wall", "-o", self.idle_bin, os.path.join(BENCH, "idle_clients.c")])
+        self.setup_postgres()
+        for scn in self.scenarios:
+            self.run_scenario(scn)
+        self.elapsed = time.monotonic() - t0
+        log(f"done in {self.elapsed:.0f} s")
+        import report  # noqa: E402  (bench/report.py)
+        report.write(self)
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="bench/run", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--quick", dest="mode", action="store_const", const="quick", help="main scenarios, under 3 min")
+    g.add_argument("--smoke", dest="mode", action="store_const", const="smoke",
+                   help="one tiny round, seconds; writes to bench/work/")
+    g.add_argument("--full", dest="mode", action="store_const", const="full", help="everything (the default)")
+    ap.set_defaults(mode="full")
+    ap.add_argument("--scenarios", help=f"comma-separated subset of: {','.join(ORDER)}")
+    ap.add_argument("--targets", help="comma-separated subset of: direct,pgbouncer,sluice")
+    ap.add_argument("--rounds", type=int, help="rounds per scenario (median reported)")
+    ap.add_argument("--duration", type=int, help="pgbench -T seconds per run")
+    ap.add_argument("--scale", type=int, help="pgbench -i scale")
+    ap.add_argument("--idle-clients", type=int, help="connections held open in scenario f")
+    ap.add_argument("--idle-rounds", type=int, help="rounds of scenario f")
+    ap.add_argument("--sluice-bin", help="use this sluice binary instead of building one")
+    ap.add_argument("--no-sluice", action="store_true", help="direct Postgres and PgBouncer only")
+    ap.add_argument("--out", help="directory for RESULTS.md and results.png (default: bench/, smoke: bench/work/)")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch directory (logs, configs)")
+    ap.add_argument("--run-as", default="postgres", help="unprivileged user for the servers when run as root")
+    ap.add_argument("--base-port", type=int, default=55432)
+    return ap.parse_args(argv)
+
+
+def main(argv):
+    opts = parse_args(argv)
+    sys.path.insert(0, BENCH)
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, _on_signal)
+    b = Bench(opts)
+    b.argv = argv
+    code = 0
+    try:
+        b.main()
+    except (KeyboardInterrupt, Interrupted) as e:
+        log(f"interrupted ({e or 'Ctrl-C'}): cleaning up")
+        code = 130
+    except Failure as e:
+        log(f"failed: {e}")
+        code = 1
+    finally:
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(s, signal.SIG_IGN)
+        b.procs.stop_all()
+        if b.tmp and not opts.keep:
+            shutil.rmtree(b.tmp, ignore_errors=True)
+        elif b.tmp:
+            log(f"kept {b.tmp}")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
