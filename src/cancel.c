@@ -1,0 +1,101 @@
+/*
+ * cancel.c: maps the (pid, key) pairs sluice gives clients back to the clients. The pid's low
+ * CANCEL_SLOT_BITS hold slot + 1; the bits above hold a generation, so a pid is not reused at once.
+ */
+#include "cancel.h"
+
+#include <stdlib.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#define CANCEL_SLOT_BITS 22
+#define CANCEL_SLOT_MASK ((1u << CANCEL_SLOT_BITS) - 1)
+#define CANCEL_MAX_SLOTS (CANCEL_SLOT_MASK - 1)
+#define CANCEL_GENERATION_MASK 0x1ffu /* 9 bits: pid stays below 2^31 */
+
+void cancel_registry_init(struct cancel_registry *reg)
+{
+    reg->slots = NULL;
+    reg->n_slots = 0;
+    reg->free_slots = NULL;
+    reg->n_free = 0;
+    reg->generation = 1;
+}
+
+void cancel_registry_free(struct cancel_registry *reg)
+{
+    free(reg->slots);
+    free(reg->free_slots);
+    cancel_registry_init(reg);
+}
+
+static int cancel_registry_grow(struct cancel_registry *reg)
+{
+    size_t new_count = reg->n_slots ? reg->n_slots * 2 : 256;
+    if (new_count > CANCEL_MAX_SLOTS)
+        new_count = CANCEL_MAX_SLOTS;
+    if (new_count <= reg->n_slots)
+        return -1;
+    struct cancel_slot *slots = realloc(reg->slots, new_count * sizeof(*slots));
+    if (!slots)
+        return -1;
+    reg->slots = slots;
+    size_t *free_slots = realloc(reg->free_slots, new_count * sizeof(*free_slots));
+    if (!free_slots)
+        return -1;
+    reg->free_slots = free_slots;
+    /* Push new slots so the lowest index is handed out first. */
+    for (size_t i = new_count; i > reg->n_slots; i--) {
+        reg->slots[i - 1] = (struct cancel_slot){ 0 };
+        reg->free_slots[reg->n_free++] = i - 1;
+    }
+    reg->n_slots = new_count;
+    return 0;
+}
+
+int cancel_registry_add(struct cancel_registry *reg, struct client *client, uint32_t *pid,
+                        uint32_t *key)
+{
+    if (reg->n_free == 0 && cancel_registry_grow(reg) != 0)
+        return -1;
+    size_t slot = reg->free_slots[--reg->n_free];
+    uint32_t random_key;
+    if (RAND_bytes((unsigned char *)&random_key, sizeof(random_key)) != 1)
+        return -1;
+    reg->generation = (reg->generation + 1) & CANCEL_GENERATION_MASK;
+    if (reg->generation == 0)
+        reg->generation = 1;
+    uint32_t new_pid = (reg->generation << CANCEL_SLOT_BITS) | (uint32_t)(slot + 1);
+    reg->slots[slot] = (struct cancel_slot){ .client = client, .pid = new_pid, .key = random_key };
+    *pid = new_pid;
+    *key = random_key;
+    return 0;
+}
+
+static struct cancel_slot *cancel_slot_for_pid(const struct cancel_registry *reg, uint32_t pid)
+{
+    uint32_t index_plus_one = pid & CANCEL_SLOT_MASK;
+    if (index_plus_one == 0 || index_plus_one > reg->n_slots)
+        return NULL;
+    struct cancel_slot *slot = &reg->slots[index_plus_one - 1];
+    if (!slot->client || slot->pid != pid)
+        return NULL;
+    return slot;
+}
+
+void cancel_registry_remove(struct cancel_registry *reg, uint32_t pid)
+{
+    struct cancel_slot *slot = cancel_slot_for_pid(reg, pid);
+    if (!slot)
+        return;
+    *slot = (struct cancel_slot){ 0 };
+    reg->free_slots[reg->n_free++] = (size_t)(slot - reg->slots);
+}
+
+struct client *cancel_registry_find(const struct cancel_registry *reg, uint32_t pid, uint32_t key)
+{
+    struct cancel_slot *slot = cancel_slot_for_pid(reg, pid);
+    if (!slot || CRYPTO_memcmp(&slot->key, &key, sizeof(key)) != 0)
+        return NULL;
+    return slot->client;
+}

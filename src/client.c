@@ -1,0 +1,849 @@
+/*
+ * client.c: the client state machine. Reads the startup packet, authenticates against the
+ * auth_file, answers the login from the pool's session defaults, then passes messages to a
+ * backend: whole messages, moved as buffer chains, with only their 5-byte headers inspected.
+ */
+#include "client.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include "auth_md5.h"
+#include "conn.h"
+#include "log.h"
+#include "pool.h"
+#include "server.h"
+
+/* Password and SASL messages are small; anything larger during login is an attack or a bug. */
+#define CLIENT_MAX_AUTH_MESSAGE 8192
+/* Bytes a client may have buffered while it has no backend; reading stops beyond this. */
+#define CLIENT_READ_HIGH_WATER (256 * 1024)
+#define CLIENT_WRITE_LOW_WATER (64 * 1024)
+#define SCRAM_MECHANISM "SCRAM-SHA-256"
+
+static void client_read_cb(struct bufferevent *bev, void *arg);
+static void client_write_cb(struct bufferevent *bev, void *arg);
+static void client_event_cb(struct bufferevent *bev, short what, void *arg);
+static void client_handle_startup(struct client *c);
+static void client_handle_auth(struct client *c);
+static void client_forward_input(struct client *c);
+
+/* ---- lifecycle ---- */
+
+static void client_describe_peer(struct client *c, const struct sockaddr *addr, bool is_unix)
+{
+    c->is_unix = is_unix;
+    if (is_unix || !addr) {
+        snprintf(c->addr, sizeof(c->addr), "unix");
+        c->port = 0;
+        return;
+    }
+    if (addr->sa_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)addr;
+        inet_ntop(AF_INET, &sin->sin_addr, c->addr, sizeof(c->addr));
+        c->port = ntohs(sin->sin_port);
+    } else if (addr->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)addr;
+        inet_ntop(AF_INET6, &sin6->sin6_addr, c->addr, sizeof(c->addr));
+        c->port = ntohs(sin6->sin6_port);
+    } else {
+        snprintf(c->addr, sizeof(c->addr), "unknown");
+    }
+}
+
+struct client *client_create(struct worker *w, int fd, const struct sockaddr *addr, int addr_len,
+                             bool is_unix)
+{
+    struct client *c = calloc(1, sizeof(*c));
+    if (!c) {
+        evutil_closesocket(fd);
+        return NULL;
+    }
+    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (!c->bev) {
+        evutil_closesocket(fd);
+        free(c);
+        return NULL;
+    }
+    c->worker = w;
+    c->id = ++w->next_id;
+    c->state = CLIENT_STARTUP;
+    c->connect_time = worker_now(w);
+    c->last_activity = c->connect_time;
+    param_set_init(&c->params);
+    client_describe_peer(c, addr, is_unix);
+    conn_tune_socket(fd, w->cfg->tcp_keepalive);
+
+    bufferevent_setcb(c->bev, client_read_cb, client_write_cb, client_event_cb, c);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, CLIENT_READ_HIGH_WATER);
+    bufferevent_setwatermark(c->bev, EV_WRITE, CLIENT_WRITE_LOW_WATER, 0);
+    bufferevent_enable(c->bev, EV_READ);
+
+    TAILQ_INSERT_TAIL(&w->clients, c, link);
+    TAILQ_INSERT_TAIL(&w->login_clients, c, login_link);
+    c->in_login_list = true;
+    w->n_clients++;
+    return c;
+}
+
+bool client_is_closed(const struct client *c)
+{
+    return c->state == CLIENT_CLOSED;
+}
+
+static bool client_is_logged_in(const struct client *c)
+{
+    return c->state == CLIENT_IDLE || c->state == CLIENT_WAITING || c->state == CLIENT_ACTIVE;
+}
+
+/* Every state change goes through here, so the pool's client counts stay true. */
+static void client_set_state(struct client *c, enum client_state state)
+{
+    struct pool *pool = c->pool;
+    if (pool) {
+        if (c->state == CLIENT_IDLE)
+            pool->n_idle_clients--;
+        else if (c->state == CLIENT_ACTIVE)
+            pool->n_active_clients--;
+        if (state == CLIENT_IDLE)
+            pool->n_idle_clients++;
+        else if (state == CLIENT_ACTIVE)
+            pool->n_active_clients++;
+    }
+    c->state = state;
+}
+
+static void client_leave_login_list(struct client *c)
+{
+    if (!c->in_login_list)
+        return;
+    TAILQ_REMOVE(&c->worker->login_clients, c, login_link);
+    c->in_login_list = false;
+}
+
+static void client_leave_pool_list(struct client *c)
+{
+    if (!c->in_pool_list)
+        return;
+    if (c->state == CLIENT_WAITING)
+        pool_cancel_wait(c->pool, c);
+    else if (c->state == CLIENT_LOGIN_WAIT)
+        TAILQ_REMOVE(&c->pool->login_clients, c, pool_link);
+    c->in_pool_list = false;
+}
+
+static void client_log_disconnect(struct client *c, const char *reason)
+{
+    struct config *cfg = c->worker->cfg;
+    if (!cfg->log_disconnections || c->state == CLIENT_STARTUP)
+        return;
+    log_info("C-%llu: %s/%s@%s:%d closing because: %s (age=%.3fs)", (unsigned long long)c->id,
+             c->database ? c->database : "-", c->user ? c->user : "-", c->addr, c->port,
+             reason ? reason : "client left", worker_now(c->worker) - c->connect_time);
+}
+
+void client_close(struct client *c, const char *reason)
+{
+    struct worker *w = c->worker;
+
+    if (c->state == CLIENT_CLOSED)
+        return;
+    client_log_disconnect(c, reason);
+    if (c->server) {
+        struct server *s = c->server;
+        c->server = NULL;
+        server_client_left(s);
+    }
+    client_leave_pool_list(c);
+    client_leave_login_list(c);
+    client_set_state(c, CLIENT_CLOSED);
+    if (c->registered_for_cancel)
+        cancel_registry_remove(&w->cancels, c->cancel_pid);
+    c->registered_for_cancel = false;
+    /* The bufferevent lives until the reaper, so callers up the stack may still touch it. */
+    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
+    w->n_clients--;
+    TAILQ_REMOVE(&w->clients, c, link);
+    TAILQ_INSERT_TAIL(&w->dead_clients, c, link);
+    worker_schedule_reap(w);
+}
+
+void client_free(struct client *c)
+{
+    if (c->bev)
+        bufferevent_free(c->bev);
+    if (c->scram) {
+        OPENSSL_cleanse(c->scram, sizeof(*c->scram));
+        free(c->scram);
+    }
+    param_set_free(&c->params);
+    free(c->startup_copy);
+    free(c);
+}
+
+void client_fail(struct client *c, const char *sqlstate, const char *message)
+{
+    struct msgbuf *mb = &c->worker->scratch;
+
+    if (c->state == CLIENT_CLOSED || c->state == CLIENT_CLOSING)
+        return;
+    if (c->worker->cfg->log_pooler_errors)
+        log_info("C-%llu: %s/%s@%s:%d error %s: %s", (unsigned long long)c->id,
+                 c->database ? c->database : "-", c->user ? c->user : "-", c->addr, c->port,
+                 sqlstate, message);
+    if (c->server) {
+        struct server *s = c->server;
+        c->server = NULL;
+        server_client_left(s);
+    }
+    client_leave_pool_list(c);
+    msgbuf_reset(mb);
+    proto_build_error(mb, "FATAL", sqlstate, message, NULL, NULL);
+    if (!conn_send(c->bev, mb)) {
+        client_close(c, message);
+        return;
+    }
+    /* Stop reading; the write callback closes once the error is on the wire. */
+    bufferevent_disable(c->bev, EV_READ);
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    client_set_state(c, CLIENT_CLOSING);
+    c->last_activity = worker_now(c->worker);
+}
+
+static void client_failf(struct client *c, const char *sqlstate, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void client_failf(struct client *c, const char *sqlstate, const char *fmt, ...)
+{
+    char message[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof(message), fmt, ap);
+    va_end(ap);
+    client_fail(c, sqlstate, message);
+}
+
+/* ---- libevent callbacks ---- */
+
+static void client_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct client *c = arg;
+    c->last_activity = worker_now(c->worker);
+    client_process_input(c);
+}
+
+static void client_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct client *c = arg;
+
+    if (c->state == CLIENT_CLOSING) {
+        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+            client_close(c, "error sent");
+        return;
+    }
+    if (c->server && c->server->reading_paused && !conn_output_is_full(bev))
+        server_unpause(c->server);
+}
+
+static void client_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct client *c = arg;
+    if (what & BEV_EVENT_EOF)
+        client_close(c, "client closed the connection");
+    else if (what & BEV_EVENT_ERROR)
+        client_close(c, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+}
+
+void client_process_input(struct client *c)
+{
+    switch (c->state) {
+    case CLIENT_STARTUP:
+        client_handle_startup(c);
+        break;
+    case CLIENT_AUTH:
+        client_handle_auth(c);
+        break;
+    case CLIENT_IDLE:
+    case CLIENT_WAITING:
+    case CLIENT_ACTIVE:
+        client_forward_input(c);
+        break;
+    case CLIENT_LOGIN_WAIT:
+        break; /* a pipelined query waits in the buffer until the login completes */
+    case CLIENT_CLOSING:
+    case CLIENT_CLOSED:
+        evbuffer_drain(bufferevent_get_input(c->bev), evbuffer_get_length(bufferevent_get_input(c->bev)));
+        break;
+    }
+}
+
+/* ---- startup ---- */
+
+static void client_handle_cancel(struct client *c, const struct startup_packet *sp)
+{
+    struct client *target = cancel_registry_find(&c->worker->cancels, sp->cancel_pid, sp->cancel_key);
+
+    /* As PostgreSQL does, the requester learns nothing: the connection just closes. */
+    if (target && target->server)
+        server_send_cancel(target->server);
+    else
+        log_debug("C-%llu: cancel request matched no running query", (unsigned long long)c->id);
+    client_close(c, "cancel request handled");
+}
+
+static bool client_wants_replication(const struct startup_packet *sp)
+{
+    const char *value = proto_startup_get(sp, "replication");
+    if (!value)
+        return false;
+    return !(strcmp(value, "false") == 0 || strcmp(value, "0") == 0 || strcmp(value, "off") == 0 ||
+             strcmp(value, "no") == 0);
+}
+
+static int client_keep_identity(struct client *c, const char *user, const char *database)
+{
+    size_t user_len = strlen(user), db_len = strlen(database);
+    c->startup_copy = malloc(user_len + db_len + 2);
+    if (!c->startup_copy)
+        return -1;
+    memcpy(c->startup_copy, user, user_len + 1);
+    memcpy(c->startup_copy + user_len + 1, database, db_len + 1);
+    c->user = c->startup_copy;
+    c->database = c->startup_copy + user_len + 1;
+    return 0;
+}
+
+/* Session settings from the startup packet become this client's own, applied by SET. */
+static int client_take_settings(struct client *c, const struct startup_packet *sp, char *err,
+                                size_t err_len)
+{
+    const struct config *cfg = c->worker->cfg;
+    for (size_t i = 0; i < sp->n_params; i++) {
+        const char *name = sp->params[i].name, *value = sp->params[i].value;
+        if (strcmp(name, "options") == 0) {
+            if (params_parse_options(value, &c->params, err, err_len) != 0)
+                return -1;
+            continue;
+        }
+        if (!params_is_session_setting(name) ||
+            config_list_contains(cfg->ignore_startup_parameters, name))
+            continue;
+        if (param_set_put(&c->params, name, value) != 0) {
+            snprintf(err, err_len, "out of memory");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void client_negotiate_version(struct client *c, const struct startup_packet *sp)
+{
+    uint32_t minor = sp->protocol & 0xffff;
+    if (minor == 0 && sp->n_protocol_options == 0)
+        return;
+    struct msgbuf *mb = &c->worker->scratch;
+    msgbuf_reset(mb);
+    proto_build_negotiate_version(mb, 0, sp->protocol_options, sp->n_protocol_options);
+    conn_send(c->bev, mb);
+}
+
+static void client_begin_auth(struct client *c);
+
+static void client_handle_startup_message(struct client *c, const struct startup_packet *sp)
+{
+    struct worker *w = c->worker;
+    char err[256];
+
+    client_negotiate_version(c, sp);
+    if (c->over_limit) {
+        client_fail(c, "53300", "sorry, too many clients already (max_client_conn reached)");
+        return;
+    }
+    if (w->shutting_down) {
+        client_fail(c, "57P03", "the connection pooler is shutting down");
+        return;
+    }
+    if (client_wants_replication(sp)) {
+        client_fail(c, "08P01", "replication connections are not supported by the connection pooler");
+        return;
+    }
+    const char *user = proto_startup_get(sp, "user");
+    const char *database = proto_startup_get(sp, "database");
+    if (!database || !*database)
+        database = user;
+    if (client_keep_identity(c, user, database) != 0) {
+        client_fail(c, "53200", "out of memory");
+        return;
+    }
+    if (client_take_settings(c, sp, err, sizeof(err)) != 0) {
+        client_failf(c, "08P01", "invalid startup options: %s", err);
+        return;
+    }
+    const struct config_database *db = config_find_database(w->cfg, c->database);
+    if (!db) {
+        client_failf(c, "3D000", "database \"%s\" does not exist", c->database);
+        return;
+    }
+    client_begin_auth(c);
+}
+
+static void client_handle_startup(struct client *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    uint8_t packet[PROTO_MAX_STARTUP_LEN];
+    struct startup_packet sp;
+    char err[256];
+
+    while (c->state == CLIENT_STARTUP) {
+        size_t available = evbuffer_get_length(in);
+        uint32_t packet_len;
+        if (available == 0)
+            return;
+        if (evbuffer_copyout(in, packet, 1) == 1 && packet[0] == PROTO_TLS_HANDSHAKE_BYTE) {
+            /* A direct TLS ClientHello cannot be answered with a protocol error. */
+            client_close(c, "direct TLS negotiation is not supported");
+            return;
+        }
+        if (available < 4)
+            return;
+        evbuffer_copyout(in, packet, 4);
+        if (proto_peek_startup_length(packet, 4, &packet_len) != PROTO_OK) {
+            client_fail(c, "08P01", "invalid startup packet length");
+            return;
+        }
+        if (available < packet_len)
+            return;
+        evbuffer_remove(in, packet, packet_len);
+        if (proto_parse_startup(packet, packet_len, &sp, err, sizeof(err)) != PROTO_OK) {
+            client_fail(c, "08P01", err);
+            return;
+        }
+        switch (sp.kind) {
+        case STARTUP_SSL:
+        case STARTUP_GSSENC:
+            /* Encryption is not offered here: 'N', then the client may go on in plain text. */
+            bufferevent_write(c->bev, "N", 1);
+            continue;
+        case STARTUP_CANCEL:
+            client_handle_cancel(c, &sp);
+            return;
+        case STARTUP_NORMAL:
+            client_handle_startup_message(c, &sp);
+            return;
+        }
+    }
+}
+
+/* ---- authentication ---- */
+
+static void client_send_auth_request(struct client *c, uint32_t code, const void *data, size_t len)
+{
+    struct msgbuf *mb = &c->worker->scratch;
+    msgbuf_reset(mb);
+    proto_build_auth_request(mb, code, data, len);
+    conn_send(c->bev, mb);
+}
+
+static void client_auth_failed(struct client *c)
+{
+    /* Same words for a wrong password and an unknown user: no user enumeration. */
+    c->worker->stats.logins_failed++;
+    client_failf(c, "28P01", "password authentication failed for user \"%s\"", c->user);
+}
+
+static void client_auth_succeeded(struct client *c);
+
+static void client_begin_auth(struct client *c)
+{
+    struct worker *w = c->worker;
+    const struct config_user *cu = config_find_user(w->cfg, c->user);
+    enum auth_type type = config_effective_auth_type(w->cfg, cu);
+    struct userlist_entry *entry = w->users ? userlist_find(w->users, c->user) : NULL;
+
+    client_set_state(c, CLIENT_AUTH);
+    switch (type) {
+    case AUTH_TYPE_TRUST:
+        client_auth_succeeded(c);
+        return;
+    case AUTH_TYPE_PLAIN:
+        c->auth_step = AUTH_STEP_CLEARTEXT;
+        client_send_auth_request(c, AUTH_REQ_PASSWORD, NULL, 0);
+        return;
+    case AUTH_TYPE_MD5:
+        /* As PgBouncer: a SCRAM secret cannot answer md5, so such users get SCRAM. */
+        if (!(entry && entry->kind == SECRET_SCRAM)) {
+            if (RAND_bytes(c->md5_salt, sizeof(c->md5_salt)) != 1) {
+                client_fail(c, "XX000", "could not generate a random salt");
+                return;
+            }
+            c->auth_step = AUTH_STEP_MD5;
+            client_send_auth_request(c, AUTH_REQ_MD5, c->md5_salt, sizeof(c->md5_salt));
+            return;
+        }
+        /* fall through */
+    case AUTH_TYPE_SCRAM: {
+        struct msgbuf *mb = &w->scratch;
+        c->auth_step = AUTH_STEP_SCRAM_FIRST;
+        msgbuf_reset(mb);
+        proto_build_auth_sasl(mb, SCRAM_MECHANISM);
+        conn_send(c->bev, mb);
+        return;
+    }
+    case AUTH_TYPE_TOKEN:
+        client_fail(c, "28000", "token authentication requires TLS, which this listener does not offer");
+        return;
+    case AUTH_TYPE_UNSET:
+        break;
+    }
+    client_fail(c, "28000", "no authentication method is configured for this user");
+}
+
+static bool client_check_cleartext(struct client *c, struct userlist_entry *entry, const char *password)
+{
+    if (!entry)
+        return false;
+    switch (entry->kind) {
+    case SECRET_PLAIN: {
+        size_t a = strlen(entry->secret), b = strlen(password);
+        return a == b && CRYPTO_memcmp(entry->secret, password, a) == 0;
+    }
+    case SECRET_MD5: {
+        char computed[MD5_PASSWORD_LEN + 1];
+        md5_stored_secret(password, c->user, computed);
+        return CRYPTO_memcmp(computed, entry->secret, MD5_PASSWORD_LEN) == 0 &&
+               strlen(entry->secret) == MD5_PASSWORD_LEN;
+    }
+    case SECRET_SCRAM: {
+        struct scram_verifier derived;
+        const struct scram_verifier *stored = &entry->scram;
+        if (!scram_verifier_from_password(password, stored->salt, stored->salt_len,
+                                          stored->iterations, &derived))
+            return false;
+        return CRYPTO_memcmp(derived.stored_key, stored->stored_key, SCRAM_KEY_LEN) == 0;
+    }
+    }
+    return false;
+}
+
+/* A verifier no password matches, so an unknown user walks the same path as a wrong password. */
+static void client_mock_verifier(struct scram_verifier *v)
+{
+    memset(v, 0, sizeof(*v));
+    v->iterations = SCRAM_DEFAULT_ITERATIONS;
+    v->salt_len = 16;
+    RAND_bytes(v->salt, (int)v->salt_len);
+    RAND_bytes(v->stored_key, SCRAM_KEY_LEN);
+    RAND_bytes(v->server_key, SCRAM_KEY_LEN);
+}
+
+static void client_scram_first(struct client *c, struct userlist_entry *entry, const uint8_t *body,
+                               size_t body_len)
+{
+    const char *mech;
+    const uint8_t *data;
+    size_t data_len, out_len;
+    char out[SCRAM_MAX_MESSAGE + 1], err[128];
+    struct scram_verifier mock;
+    const struct scram_verifier *verifier = entry ? userlist_scram_verifier(entry) : NULL;
+
+    if (proto_parse_sasl_initial(body, body_len, &mech, &data, &data_len) != PROTO_OK) {
+        client_fail(c, "08P01", "malformed SASLInitialResponse message");
+        return;
+    }
+    if (strcmp(mech, SCRAM_MECHANISM) != 0) {
+        client_fail(c, "28000", "client selected an invalid SASL authentication mechanism");
+        return;
+    }
+    if (!verifier) {
+        client_mock_verifier(&mock);
+        verifier = &mock;
+    }
+    c->scram = calloc(1, sizeof(*c->scram));
+    if (!c->scram) {
+        client_fail(c, "53200", "out of memory");
+        return;
+    }
+    if (scram_server_first(c->scram, verifier, NULL, data, data_len, out, sizeof(out), &out_len,
+                           err, sizeof(err)) != 0) {
+        client_failf(c, "08P01", "malformed SCRAM message: %s", err);
+        return;
+    }
+    c->auth_step = AUTH_STEP_SCRAM_FINAL;
+    client_send_auth_request(c, AUTH_REQ_SASL_CONTINUE, out, out_len);
+}
+
+static void client_scram_final(struct client *c, const uint8_t *body, size_t body_len)
+{
+    char out[SCRAM_MAX_MESSAGE + 1], err[128];
+    size_t out_len;
+    int verdict = scram_server_final(c->scram, body, body_len, out, sizeof(out), &out_len, err,
+                                     sizeof(err));
+    OPENSSL_cleanse(c->scram, sizeof(*c->scram));
+    free(c->scram);
+    c->scram = NULL;
+    if (verdict < 0) {
+        client_failf(c, "08P01", "malformed SCRAM message: %s", err);
+        return;
+    }
+    if (verdict == 0) {
+        client_auth_failed(c);
+        return;
+    }
+    client_send_auth_request(c, AUTH_REQ_SASL_FINAL, out, out_len);
+    client_auth_succeeded(c);
+}
+
+static void client_auth_message(struct client *c, const uint8_t *body, size_t body_len)
+{
+    struct worker *w = c->worker;
+    struct userlist_entry *entry = w->users ? userlist_find(w->users, c->user) : NULL;
+    const char *password;
+
+    switch (c->auth_step) {
+    case AUTH_STEP_CLEARTEXT:
+        if (proto_parse_password(body, body_len, &password) != PROTO_OK) {
+            client_fail(c, "08P01", "malformed password message");
+            return;
+        }
+        if (client_check_cleartext(c, entry, password))
+            client_auth_succeeded(c);
+        else
+            client_auth_failed(c);
+        return;
+    case AUTH_STEP_MD5:
+        if (proto_parse_password(body, body_len, &password) != PROTO_OK) {
+            client_fail(c, "08P01", "malformed password message");
+            return;
+        }
+        if (entry && entry->kind != SECRET_SCRAM &&
+            md5_check_response(entry->secret, c->user, c->md5_salt, password))
+            client_auth_succeeded(c);
+        else
+            client_auth_failed(c);
+        return;
+    case AUTH_STEP_SCRAM_FIRST:
+        client_scram_first(c, entry, body, body_len);
+        return;
+    case AUTH_STEP_SCRAM_FINAL:
+        client_scram_final(c, body, body_len);
+        return;
+    case AUTH_STEP_NONE:
+        break;
+    }
+    client_fail(c, "08P01", "unexpected authentication message");
+}
+
+static void client_handle_auth(struct client *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+
+    while (c->state == CLIENT_AUTH) {
+        uint8_t type;
+        uint32_t msg_len;
+        enum proto_result r = conn_peek_header(in, CLIENT_MAX_AUTH_MESSAGE, &type, &msg_len);
+        if (r == PROTO_INCOMPLETE)
+            return;
+        if (r == PROTO_ERROR) {
+            client_fail(c, "08P01", "invalid message length during authentication");
+            return;
+        }
+        if (type != 'p') {
+            client_failf(c, "08P01", "expected password response, got message type %d", type);
+            return;
+        }
+        const uint8_t *msg = conn_pullup_message(in, msg_len);
+        if (!msg)
+            return;
+        client_auth_message(c, msg + PROTO_HEADER_LEN, msg_len - 4);
+        if (c->state == CLIENT_CLOSED)
+            return;
+        evbuffer_drain(in, (size_t)msg_len + 1);
+    }
+    if (client_is_logged_in(c))
+        client_process_input(c);
+}
+
+static void client_auth_succeeded(struct client *c)
+{
+    struct worker *w = c->worker;
+    const struct config_database *db = config_find_database(w->cfg, c->database);
+
+    c->auth_step = AUTH_STEP_NONE;
+    client_send_auth_request(c, AUTH_REQ_OK, NULL, 0);
+    if (!db) {
+        client_failf(c, "3D000", "database \"%s\" does not exist", c->database);
+        return;
+    }
+    struct pool *pool = worker_get_pool(w, db, c->user);
+    if (!pool) {
+        client_fail(c, "53200", "out of memory");
+        return;
+    }
+    if (cancel_registry_add(&w->cancels, c, &c->cancel_pid, &c->cancel_key) != 0) {
+        client_fail(c, "53200", "out of memory");
+        return;
+    }
+    c->registered_for_cancel = true;
+    c->pool = pool;
+    w->stats.logins_ok++;
+    if (pool->has_defaults) {
+        client_finish_login(c);
+        return;
+    }
+    client_set_state(c, CLIENT_LOGIN_WAIT);
+    TAILQ_INSERT_TAIL(&pool->login_clients, c, pool_link);
+    c->in_pool_list = true;
+    pool_request_defaults(pool);
+}
+
+void client_finish_login(struct client *c)
+{
+    struct msgbuf *mb = &c->worker->scratch;
+    struct pool *pool = c->pool;
+
+    if (c->state == CLIENT_LOGIN_WAIT && c->in_pool_list) {
+        TAILQ_REMOVE(&pool->login_clients, c, pool_link);
+        c->in_pool_list = false;
+    }
+    msgbuf_reset(mb);
+    for (size_t i = 0; i < pool->defaults.n; i++) {
+        const char *name = pool->defaults.entries[i].name;
+        const char *value = param_set_get(&c->params, name);
+        proto_build_parameter_status(mb, name, value ? value : pool->defaults.entries[i].value);
+    }
+    proto_build_backend_key_data(mb, c->cancel_pid, c->cancel_key);
+    proto_build_ready_for_query(mb, 'I');
+    if (!conn_send(c->bev, mb)) {
+        client_fail(c, "53200", "out of memory");
+        return;
+    }
+    client_leave_login_list(c);
+    client_set_state(c, CLIENT_IDLE);
+    if (c->worker->cfg->log_connections)
+        log_info("C-%llu: %s/%s@%s:%d login ok", (unsigned long long)c->id, c->database, c->user,
+                 c->addr, c->port);
+    client_process_input(c);
+}
+
+/* ---- passing messages to the backend ---- */
+
+/* Tracks which replies the backend owes, so the backend is given back at the right moment. */
+static void client_note_message(struct client *c, uint8_t type)
+{
+    switch (type) {
+    case 'Q': /* simple query: ends with ReadyForQuery */
+    case 'F': /* function call: ends with ReadyForQuery */
+    case 'S': /* Sync */
+        c->pending_ready++;
+        c->unsynced = false;
+        if (type != 'S' && c->pool)
+            c->pool->stats.query_count++;
+        break;
+    case 'P': /* Parse, Bind, Describe, Execute, Close, Flush: no reply until Sync */
+    case 'B':
+    case 'D':
+    case 'E':
+    case 'C':
+    case 'H':
+        c->unsynced = true;
+        if (type == 'E' && c->pool)
+            c->pool->stats.query_count++;
+        break;
+    default: /* CopyData/CopyDone/CopyFail and anything else: part of what is under way */
+        break;
+    }
+}
+
+static void client_pause(struct client *c)
+{
+    bufferevent_disable(c->bev, EV_READ);
+    c->reading_paused = true;
+}
+
+void client_unpause(struct client *c)
+{
+    if (!c->reading_paused || c->state == CLIENT_CLOSED)
+        return;
+    c->reading_paused = false;
+    bufferevent_enable(c->bev, EV_READ);
+    client_process_input(c);
+}
+
+static void client_forward_input(struct client *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    uint32_t max_len = (uint32_t)c->worker->cfg->max_packet_size;
+
+    for (;;) {
+        if (c->forward_remaining > 0) {
+            if (c->state != CLIENT_ACTIVE || c->server->state != SERVER_ACTIVE)
+                return;
+            size_t moved = conn_forward(c->bev, c->server->bev, &c->forward_remaining);
+            c->pool->stats.bytes_received += moved;
+            if (c->forward_remaining > 0)
+                return;
+            if (conn_output_is_full(c->server->bev)) {
+                client_pause(c);
+                return;
+            }
+            continue;
+        }
+        uint8_t type;
+        uint32_t msg_len;
+        enum proto_result r = conn_peek_header(in, max_len, &type, &msg_len);
+        if (r == PROTO_INCOMPLETE)
+            return;
+        if (r == PROTO_ERROR) {
+            client_fail(c, "08P01", "invalid message length (larger than max_packet_size?)");
+            return;
+        }
+        if (type == 'X') {
+            evbuffer_drain(in, evbuffer_get_length(in));
+            client_close(c, "client sent Terminate");
+            return;
+        }
+        if (c->state == CLIENT_IDLE) {
+            client_set_state(c, CLIENT_WAITING);
+            c->wait_start = worker_now(c->worker);
+            pool_request_server(c->pool, c);
+        }
+        if (c->state != CLIENT_ACTIVE || c->server->state != SERVER_ACTIVE)
+            return; /* resumed by client_server_linked / client_resume */
+        client_note_message(c, type);
+        c->forward_remaining = msg_len + 1;
+    }
+}
+
+void client_server_linked(struct client *c, struct server *s)
+{
+    c->server = s;
+    c->in_pool_list = false;
+    client_set_state(c, CLIENT_ACTIVE);
+}
+
+void client_resume(struct client *c)
+{
+    if (c->state == CLIENT_ACTIVE)
+        client_process_input(c);
+}
+
+void client_transaction_done(struct client *c)
+{
+    c->server = NULL;
+    c->pending_ready = 0;
+    c->unsynced = false;
+    client_set_state(c, CLIENT_IDLE);
+    if (c->worker->shutting_down) {
+        client_fail(c, "57P01", "terminating connection because the connection pooler is shutting down");
+        return;
+    }
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+        client_process_input(c);
+}

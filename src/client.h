@@ -1,0 +1,105 @@
+/*
+ * client.h: one client connection and its state machine:
+ *   STARTUP -> AUTH -> LOGIN_WAIT -> IDLE <-> WAITING -> ACTIVE -> IDLE ... -> CLOSED
+ * A client holds a backend only while ACTIVE; in transaction mode it gives it back at each
+ * ReadyForQuery 'I', in session mode when it leaves.
+ */
+#ifndef SLUICE_CLIENT_H
+#define SLUICE_CLIENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <event2/bufferevent.h>
+#include "auth_scram.h"
+#include "params.h"
+#include "worker.h"
+
+enum client_state {
+    CLIENT_STARTUP,    /* reading SSLRequest/StartupMessage/CancelRequest */
+    CLIENT_AUTH,       /* exchanging password messages */
+    CLIENT_LOGIN_WAIT, /* authenticated; waiting for the pool's session defaults */
+    CLIENT_IDLE,       /* logged in, no backend */
+    CLIENT_WAITING,    /* has a message for a backend, queued in the pool */
+    CLIENT_ACTIVE,     /* linked to a backend */
+    CLIENT_CLOSING,    /* flushing a last message (an error) before closing */
+    CLIENT_CLOSED,     /* waiting for the reaper */
+};
+
+enum client_auth_step {
+    AUTH_STEP_NONE,
+    AUTH_STEP_CLEARTEXT,
+    AUTH_STEP_MD5,
+    AUTH_STEP_SCRAM_FIRST,
+    AUTH_STEP_SCRAM_FINAL,
+};
+
+struct client {
+    TAILQ_ENTRY(client) link;       /* worker->clients, or worker->dead_clients once closed */
+    TAILQ_ENTRY(client) login_link; /* worker->login_clients until logged in */
+    TAILQ_ENTRY(client) pool_link;  /* pool->waiting_clients or pool->login_clients */
+    bool in_login_list;
+    bool in_pool_list;
+
+    struct worker *worker;
+    struct bufferevent *bev;
+    enum client_state state;
+    uint64_t id;
+
+    struct pool *pool;
+    struct server *server;          /* linked backend while ACTIVE */
+    const char *user;               /* points into startup copy */
+    const char *database;
+    char *startup_copy;             /* owned: user and database strings */
+    struct param_set params;        /* session settings this client asked for */
+
+    uint32_t cancel_pid;
+    uint32_t cancel_key;
+    bool registered_for_cancel;
+
+    enum client_auth_step auth_step;
+    uint8_t md5_salt[4];
+    struct scram_server *scram;     /* only during SCRAM */
+
+    /* transaction tracking on the client -> backend path */
+    uint32_t forward_remaining;     /* bytes of the current message still to pass to the backend */
+    uint32_t pending_ready;         /* ReadyForQuery replies the backend still owes (Query, Sync) */
+    bool unsynced;                  /* extended-protocol messages sent since the last Sync */
+    bool reading_paused;            /* backend's output is full */
+
+    double connect_time;
+    double wait_start;              /* when it joined the wait queue */
+    double last_activity;
+    bool over_limit;                /* accepted past max_client_conn: refused after startup */
+    bool is_unix;
+    char addr[64];
+    int port;
+};
+
+/* Takes ownership of fd. NULL on failure (fd closed). */
+struct client *client_create(struct worker *w, int fd, const struct sockaddr *addr, int addr_len,
+                             bool is_unix);
+
+/* Sends an ErrorResponse with severity FATAL and closes once it is written. */
+void client_fail(struct client *c, const char *sqlstate, const char *message);
+/* Closes now (unlinks its backend, which is kept only if clean). */
+void client_close(struct client *c, const char *reason);
+/* Frees the memory of a closed client (reaper only). */
+void client_free(struct client *c);
+
+/* The pool linked a backend to this waiting client. */
+void client_server_linked(struct client *c, struct server *s);
+/* The backend finished sluice's own work for this client (parameter sync): resume the client. */
+void client_resume(struct client *c);
+/* The backend gave its last ReadyForQuery 'I' of the transaction (transaction mode). */
+void client_transaction_done(struct client *c);
+/* The pool knows its session defaults now: finish this client's login. */
+void client_finish_login(struct client *c);
+/* The backend's output drained: read from the client again. */
+void client_unpause(struct client *c);
+/* Processes buffered input (after a state change that allows progress). */
+void client_process_input(struct client *c);
+
+bool client_is_closed(const struct client *c);
+
+#endif

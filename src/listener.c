@@ -1,0 +1,174 @@
+/*
+ * listener.c: opens the TCP and unix-socket listeners from the config and hands accepted sockets
+ * to the worker. On EMFILE/ENFILE it stops accepting for a second rather than spin on the error.
+ */
+#include "listener.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <event2/listener.h>
+
+#include "log.h"
+
+#define LISTEN_BACKLOG 4096
+#define ACCEPT_PAUSE_SECONDS 1
+
+struct listener {
+    struct listener *next;
+    struct worker *worker;
+    struct evconnlistener *evl;
+    struct event *resume_timer;
+    bool is_unix;
+    char unix_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    char description[128];
+};
+
+static void listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *addr,
+                               int addr_len, void *arg)
+{
+    struct listener *l = arg;
+    worker_accept(l->worker, fd, addr, addr_len, l->is_unix);
+}
+
+static void listener_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct listener *l = arg;
+    evconnlistener_enable(l->evl);
+}
+
+static void listener_error_cb(struct evconnlistener *evl, void *arg)
+{
+    struct listener *l = arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        struct timeval pause = { ACCEPT_PAUSE_SECONDS, 0 };
+        log_warning("accept() on %s failed: %s; pausing accepts for %d s", l->description,
+                    evutil_socket_error_to_string(err), ACCEPT_PAUSE_SECONDS);
+        evconnlistener_disable(evl);
+        evtimer_add(l->resume_timer, &pause);
+        return;
+    }
+    log_warning("accept() on %s failed: %s", l->description, evutil_socket_error_to_string(err));
+}
+
+static struct listener *listener_new(struct worker *w, const struct sockaddr *addr, int addr_len,
+                                     bool is_unix, const char *description)
+{
+    struct listener *l = calloc(1, sizeof(*l));
+    if (!l)
+        return NULL;
+    unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE;
+    if (w->cfg->so_reuseport && !is_unix)
+        flags |= LEV_OPT_REUSEABLE_PORT;
+    l->worker = w;
+    l->is_unix = is_unix;
+    snprintf(l->description, sizeof(l->description), "%s", description);
+    l->evl = evconnlistener_new_bind(w->base, listener_accept_cb, l, flags, LISTEN_BACKLOG, addr, addr_len);
+    if (!l->evl) {
+        log_error("could not listen on %s: %s", description,
+                  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        free(l);
+        return NULL;
+    }
+    l->resume_timer = evtimer_new(w->base, listener_resume_cb, l);
+    evconnlistener_set_error_cb(l->evl, listener_error_cb);
+    l->next = w->listeners;
+    w->listeners = l;
+    log_info("listening on %s", description);
+    return l;
+}
+
+static int listener_open_tcp(struct worker *w, const char *host, int port)
+{
+    struct evutil_addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                                     .ai_flags = EVUTIL_AI_PASSIVE | EVUTIL_AI_ADDRCONFIG };
+    struct evutil_addrinfo *res = NULL;
+    char port_text[16];
+    snprintf(port_text, sizeof(port_text), "%d", port);
+    int rc = evutil_getaddrinfo(strcmp(host, "*") == 0 ? NULL : host, port_text, &hints, &res);
+    if (rc != 0) {
+        log_error("listen_addr %s: %s", host, evutil_gai_strerror(rc));
+        return -1;
+    }
+    int opened = 0;
+    for (struct evutil_addrinfo *ai = res; ai; ai = ai->ai_next) {
+        char description[128];
+        snprintf(description, sizeof(description), "%s:%d%s", host, port,
+                 ai->ai_family == AF_INET6 ? " (IPv6)" : "");
+        if (listener_new(w, ai->ai_addr, (int)ai->ai_addrlen, false, description))
+            opened++;
+    }
+    evutil_freeaddrinfo(res);
+    return opened > 0 ? 0 : -1;
+}
+
+static int listener_open_unix(struct worker *w, const char *dir, int port, int mode)
+{
+    struct sockaddr_un sun = { .sun_family = AF_UNIX };
+    int n = snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/.s.PGSQL.%d", dir, port);
+    if (n < 0 || (size_t)n >= sizeof(sun.sun_path)) {
+        log_error("unix_socket_dir %s: path too long", dir);
+        return -1;
+    }
+    /* A stale socket file from a previous run: remove it only if nothing answers on it. */
+    int probe = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (probe >= 0) {
+        if (connect(probe, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
+            close(probe);
+            log_error("unix socket %s is in use by another process", sun.sun_path);
+            return -1;
+        }
+        close(probe);
+    }
+    unlink(sun.sun_path);
+    struct listener *l = listener_new(w, (struct sockaddr *)&sun, sizeof(sun), true, sun.sun_path);
+    if (!l)
+        return -1;
+    snprintf(l->unix_path, sizeof(l->unix_path), "%s", sun.sun_path);
+    chmod(sun.sun_path, (mode_t)mode);
+    return 0;
+}
+
+int listener_open_all(struct worker *w)
+{
+    const struct config *cfg = w->cfg;
+    if (cfg->listen_addr && *cfg->listen_addr) {
+        char *list = strdup(cfg->listen_addr), *save = NULL;
+        if (!list)
+            return -1;
+        for (char *item = strtok_r(list, ", ", &save); item; item = strtok_r(NULL, ", ", &save)) {
+            if (listener_open_tcp(w, item, cfg->listen_port) != 0) {
+                free(list);
+                return -1;
+            }
+        }
+        free(list);
+    }
+    if (cfg->unix_socket_dir && *cfg->unix_socket_dir &&
+        listener_open_unix(w, cfg->unix_socket_dir, cfg->listen_port, cfg->unix_socket_mode) != 0)
+        return -1;
+    if (!w->listeners) {
+        log_error("nothing to listen on: set listen_addr or unix_socket_dir");
+        return -1;
+    }
+    return 0;
+}
+
+void listener_close_all(struct worker *w)
+{
+    while (w->listeners) {
+        struct listener *l = w->listeners;
+        w->listeners = l->next;
+        evconnlistener_free(l->evl);
+        event_free(l->resume_timer);
+        if (l->is_unix && l->unix_path[0])
+            unlink(l->unix_path);
+        free(l);
+    }
+}

@@ -1,0 +1,99 @@
+/*
+ * log.c: writes log lines to stderr or syslog. The settings below are the process's only log
+ * state; they are set once at start and on reload, from the main thread.
+ */
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/time.h>
+
+struct log_settings {
+    int verbose;
+    bool use_syslog;
+    char ident[64];
+};
+
+static struct log_settings log_settings = { .verbose = 0, .use_syslog = false, .ident = "sluice" };
+
+static int syslog_facility_from_name(const char *name)
+{
+    static const struct { const char *name; int value; } facilities[] = {
+        { "daemon", LOG_DAEMON }, { "user", LOG_USER },     { "local0", LOG_LOCAL0 },
+        { "local1", LOG_LOCAL1 }, { "local2", LOG_LOCAL2 }, { "local3", LOG_LOCAL3 },
+        { "local4", LOG_LOCAL4 }, { "local5", LOG_LOCAL5 }, { "local6", LOG_LOCAL6 },
+        { "local7", LOG_LOCAL7 },
+    };
+    for (size_t i = 0; name && i < sizeof(facilities) / sizeof(facilities[0]); i++)
+        if (strcasecmp(name, facilities[i].name) == 0)
+            return facilities[i].value;
+    return LOG_DAEMON;
+}
+
+void log_configure(int verbose, bool use_syslog, const char *ident, const char *facility)
+{
+    log_settings.verbose = verbose;
+    if (log_settings.use_syslog)
+        closelog();
+    log_settings.use_syslog = use_syslog;
+    snprintf(log_settings.ident, sizeof(log_settings.ident), "%s", ident ? ident : "sluice");
+    if (use_syslog)
+        openlog(log_settings.ident, LOG_PID, syslog_facility_from_name(facility));
+}
+
+bool log_enabled(enum log_level level)
+{
+    return (int)level <= LOG_LEVEL_INFO + log_settings.verbose;
+}
+
+static const char *level_name(enum log_level level)
+{
+    switch (level) {
+    case LOG_LEVEL_ERROR: return "ERROR";
+    case LOG_LEVEL_WARNING: return "WARNING";
+    case LOG_LEVEL_INFO: return "LOG";
+    case LOG_LEVEL_DEBUG: return "DEBUG";
+    case LOG_LEVEL_TRACE: return "TRACE";
+    }
+    return "LOG";
+}
+
+static int syslog_priority(enum log_level level)
+{
+    switch (level) {
+    case LOG_LEVEL_ERROR: return LOG_ERR;
+    case LOG_LEVEL_WARNING: return LOG_WARNING;
+    case LOG_LEVEL_INFO: return LOG_INFO;
+    default: return LOG_DEBUG;
+    }
+}
+
+void log_write(enum log_level level, const char *fmt, ...)
+{
+    char line[2048];
+    va_list ap;
+
+    if (!log_enabled(level))
+        return;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+
+    if (log_settings.use_syslog) {
+        syslog(syslog_priority(level), "%s", line);
+        return;
+    }
+    struct timeval now;
+    struct tm tm;
+    char stamp[32];
+    gettimeofday(&now, NULL);
+    gmtime_r(&now.tv_sec, &tm);
+    strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%S", &tm);
+    fprintf(stderr, "%s.%03d UTC [%d] %s %s\n", stamp, (int)(now.tv_usec / 1000), (int)getpid(),
+            level_name(level), line);
+}

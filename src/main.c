@@ -1,0 +1,122 @@
+/*
+ * main.c: command line, start-up, and the process's life: load the config, run the worker loop,
+ * tell systemd where we are.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "worker.h"
+#ifdef HAVE_CONFIG_H
+#include "../config.h"
+#endif
+#ifdef HAVE_LIBSYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+static void print_usage(FILE *out)
+{
+    fprintf(out,
+            "sluice: a PostgreSQL connection pooler for serverless clients\n"
+            "\n"
+            "Usage: sluice [-v] -c FILE\n"
+            "       sluice [-v] FILE\n"
+            "\n"
+            "  -c, --config FILE   configuration file (INI; see conf/sluice.ini)\n"
+            "  -v, --verbose       more log output (repeat for more)\n"
+            "      --check         load the configuration, report problems, and exit\n"
+            "  -h, --help          this text\n"
+            "  -V, --version       version\n"
+            "\n"
+            "Runs in the foreground and logs to stderr. SIGHUP reloads the configuration;\n"
+            "SIGTERM or SIGINT stop accepting and let running transactions finish.\n");
+}
+
+static int write_pidfile(const char *path)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        log_error("could not write pidfile %s", path);
+        return -1;
+    }
+    fprintf(f, "%d\n", (int)getpid());
+    fclose(f);
+    return 0;
+}
+
+static void notify_systemd(const char *state)
+{
+#ifdef HAVE_LIBSYSTEMD
+    sd_notify(0, state);
+#else
+    (void)state;
+#endif
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option options[] = {
+        { "config", required_argument, NULL, 'c' }, { "verbose", no_argument, NULL, 'v' },
+        { "help", no_argument, NULL, 'h' },         { "version", no_argument, NULL, 'V' },
+        { "check", no_argument, NULL, 'C' },        { NULL, 0, NULL, 0 },
+    };
+    const char *config_path = NULL;
+    int verbose = 0, opt;
+    int check_only = 0;
+
+    while ((opt = getopt_long(argc, argv, "c:vhV", options, NULL)) != -1) {
+        switch (opt) {
+        case 'c': config_path = optarg; break;
+        case 'v': verbose++; break;
+        case 'C': check_only = 1; break;
+        case 'h': print_usage(stdout); return 0;
+        case 'V': printf("sluice %s\n", PACKAGE_VERSION); return 0;
+        default: print_usage(stderr); return 2;
+        }
+    }
+    if (!config_path && optind < argc)
+        config_path = argv[optind++];
+    if (!config_path || optind < argc) {
+        print_usage(stderr);
+        return 2;
+    }
+
+    char err[1024];
+    struct config *cfg = NULL;
+    if (config_load(config_path, &cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "sluice: invalid configuration: %s\n", err);
+        return 1;
+    }
+    if (check_only) {
+        printf("%s: configuration is valid\n", config_path);
+        config_free(cfg);
+        return 0;
+    }
+    log_configure(cfg->verbose + verbose, cfg->syslog, cfg->syslog_ident, cfg->syslog_facility);
+    if (cfg->pidfile && write_pidfile(cfg->pidfile) != 0) {
+        config_free(cfg);
+        return 1;
+    }
+
+    struct worker worker;
+    if (worker_init(&worker, cfg) != 0) {
+        worker_destroy(&worker);
+        return 1;
+    }
+    log_info("sluice %s started", PACKAGE_VERSION);
+    notify_systemd("READY=1");
+    int rc = worker_run(&worker);
+    notify_systemd("STOPPING=1");
+    const char *pidfile = worker.cfg->pidfile ? strdup(worker.cfg->pidfile) : NULL;
+    worker_destroy(&worker);
+    if (pidfile) {
+        unlink(pidfile);
+        free((void *)pidfile);
+    }
+    log_info("sluice stopped");
+    return rc == 0 ? 0 : 1;
+}

@@ -1,0 +1,301 @@
+/*
+ * pool.c: one pool per (database, backend user). Hands idle backends to clients, queues clients
+ * in FIFO order when none is free, opens backends up to pool_size, and retires them by age.
+ */
+#include "pool.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client.h"
+#include "log.h"
+#include "server.h"
+
+static char *pool_strdup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static bool pool_same_string(const char *a, const char *b)
+{
+    if (!a || !b)
+        return a == b;
+    return strcmp(a, b) == 0;
+}
+
+/* The backend password: the database line's, else the user's plain password from auth_file. */
+static const char *pool_backend_password(struct worker *w, const struct config_database *db,
+                                         const char *user_name)
+{
+    if (db->password)
+        return db->password;
+    struct userlist_entry *entry = w->users ? userlist_find(w->users, user_name) : NULL;
+    if (entry && (entry->kind == SECRET_PLAIN || entry->kind == SECRET_MD5))
+        return entry->secret;
+    return NULL;
+}
+
+static void pool_take_settings(struct pool *pool, const struct config_database *db,
+                               const struct config *cfg)
+{
+    const struct config_user *user = config_find_user(cfg, pool->user_name);
+    pool->mode = config_effective_pool_mode(cfg, db, user);
+    pool->pool_size = config_effective_pool_size(cfg, db);
+    pool->min_pool_size = db->min_pool_size >= 0 ? db->min_pool_size : cfg->min_pool_size;
+    if (pool->min_pool_size > pool->pool_size)
+        pool->min_pool_size = pool->pool_size;
+}
+
+struct pool *pool_create(struct worker *w, const struct config_database *db, const char *user_name,
+                         const struct config *cfg)
+{
+    struct pool *pool = calloc(1, sizeof(*pool));
+    if (!pool)
+        return NULL;
+    pool->worker = w;
+    pool->db_name = strdup(db->name);
+    pool->user_name = strdup(user_name);
+    pool->host = strdup(db->host ? db->host : "127.0.0.1");
+    pool->port = db->port;
+    pool->dbname = strdup(db->dbname ? db->dbname : db->name);
+    pool->password = pool_strdup_or_null(pool_backend_password(w, db, user_name));
+    pool->connect_query = pool_strdup_or_null(db->connect_query);
+    pool->application_name = pool_strdup_or_null(db->application_name);
+    TAILQ_INIT(&pool->idle_servers);
+    TAILQ_INIT(&pool->used_servers);
+    TAILQ_INIT(&pool->new_servers);
+    TAILQ_INIT(&pool->waiting_clients);
+    TAILQ_INIT(&pool->login_clients);
+    param_set_init(&pool->defaults);
+    pool_take_settings(pool, db, cfg);
+    if (!pool->db_name || !pool->user_name || !pool->host || !pool->dbname) {
+        pool_destroy(pool);
+        return NULL;
+    }
+    return pool;
+}
+
+static void pool_retire_servers(struct server_list *list)
+{
+    struct server *s;
+    TAILQ_FOREACH(s, list, link)
+        s->close_needed = true;
+}
+
+void pool_apply_config(struct pool *pool, const struct config_database *db, const struct config *cfg)
+{
+    const char *host = db->host ? db->host : "127.0.0.1";
+    const char *dbname = db->dbname ? db->dbname : db->name;
+    const char *password = pool_backend_password(pool->worker, db, pool->user_name);
+    bool address_changed = strcmp(pool->host, host) != 0 || pool->port != db->port ||
+                           strcmp(pool->dbname, dbname) != 0 ||
+                           !pool_same_string(pool->password, password) ||
+                           !pool_same_string(pool->connect_query, db->connect_query) ||
+                           !pool_same_string(pool->application_name, db->application_name);
+    pool->disabled = false;
+    pool_take_settings(pool, db, cfg);
+    if (!address_changed)
+        return;
+    free(pool->host);
+    free(pool->dbname);
+    free(pool->password);
+    free(pool->connect_query);
+    free(pool->application_name);
+    pool->host = strdup(host);
+    pool->port = db->port;
+    pool->dbname = strdup(dbname);
+    pool->password = pool_strdup_or_null(password);
+    pool->connect_query = pool_strdup_or_null(db->connect_query);
+    pool->application_name = pool_strdup_or_null(db->application_name);
+    /* Old backends finish what they do, then close; idle ones close at once. */
+    pool_retire_servers(&pool->used_servers);
+    pool_retire_servers(&pool->new_servers);
+    while (!TAILQ_EMPTY(&pool->idle_servers))
+        server_close(TAILQ_FIRST(&pool->idle_servers), "configuration changed");
+    pool->last_login_failure = 0;
+    log_info("pool %s/%s: backend settings changed, reconnecting to %s:%d", pool->db_name,
+             pool->user_name, pool->host, pool->port);
+}
+
+void pool_destroy(struct pool *pool)
+{
+    free(pool->db_name);
+    free(pool->user_name);
+    free(pool->host);
+    free(pool->dbname);
+    free(pool->password);
+    free(pool->connect_query);
+    free(pool->application_name);
+    free(pool->last_login_error);
+    param_set_free(&pool->defaults);
+    free(pool);
+}
+
+int pool_server_count(const struct pool *pool)
+{
+    return pool->n_idle + pool->n_used + pool->n_new;
+}
+
+static bool pool_in_login_backoff(const struct pool *pool)
+{
+    double retry = pool->worker->cfg->server_login_retry;
+    return pool->last_login_failure > 0 &&
+           worker_now(pool->worker) - pool->last_login_failure < retry;
+}
+
+/* Opens one more backend if the pool has room and is not backing off after a failed login. */
+static bool pool_launch_server(struct pool *pool)
+{
+    struct worker *w = pool->worker;
+    if (pool_server_count(pool) >= pool->pool_size || pool_in_login_backoff(pool))
+        return false;
+    int global_limit = w->cfg->max_db_connections;
+    if (global_limit > 0 && (int)w->n_servers >= global_limit)
+        return false;
+    return server_connect(pool) != NULL;
+}
+
+static void pool_fail_clients(struct client_list *list, const char *sqlstate, const char *message)
+{
+    while (!TAILQ_EMPTY(list))
+        client_fail(TAILQ_FIRST(list), sqlstate, message);
+}
+
+static void pool_fail_for_login_error(struct pool *pool)
+{
+    char message[600];
+    snprintf(message, sizeof(message), "%s", pool->last_login_error ? pool->last_login_error
+                                                                     : "could not connect to the database server");
+    pool_fail_clients(&pool->login_clients, pool->last_login_sqlstate, message);
+    pool_fail_clients(&pool->waiting_clients, pool->last_login_sqlstate, message);
+}
+
+void pool_request_defaults(struct pool *pool)
+{
+    if (pool->n_new > 0 || pool->n_idle + pool->n_used > 0)
+        return; /* a backend is on its way or already reported */
+    if (!pool_launch_server(pool) && pool_in_login_backoff(pool))
+        pool_fail_for_login_error(pool);
+}
+
+void pool_request_server(struct pool *pool, struct client *client)
+{
+    struct server *s = TAILQ_FIRST(&pool->idle_servers);
+    if (s) {
+        server_link_client(s, client);
+        return;
+    }
+    TAILQ_INSERT_TAIL(&pool->waiting_clients, client, pool_link);
+    client->in_pool_list = true;
+    pool->n_waiting++;
+    pool->stats.wait_count++;
+    if (pool->n_waiting > pool->n_new && !pool_launch_server(pool) && pool->n_idle + pool->n_used == 0 &&
+        pool->n_new == 0 && pool_in_login_backoff(pool))
+        pool_fail_for_login_error(pool);
+}
+
+void pool_cancel_wait(struct pool *pool, struct client *client)
+{
+    TAILQ_REMOVE(&pool->waiting_clients, client, pool_link);
+    pool->n_waiting--;
+    pool->stats.wait_time += worker_now(pool->worker) - client->wait_start;
+}
+
+void pool_server_ready(struct pool *pool, struct server *s)
+{
+    struct client *c = TAILQ_FIRST(&pool->waiting_clients);
+    s->ready_status = 'I';
+    if (!c) {
+        server_set_idle(s);
+        return;
+    }
+    pool_cancel_wait(pool, c);
+    c->in_pool_list = false;
+    server_link_client(s, c);
+    client_process_input(c);
+}
+
+void pool_server_gone(struct pool *pool, struct server *s)
+{
+    /* Clients that were waiting for this one may need another. */
+    while (pool->n_waiting > pool->n_new && pool_launch_server(pool))
+        ;
+}
+
+void pool_login_failed(struct pool *pool, const char *sqlstate, const char *message)
+{
+    free(pool->last_login_error);
+    pool->last_login_error = strdup(message);
+    snprintf(pool->last_login_sqlstate, sizeof(pool->last_login_sqlstate), "%s", sqlstate);
+    pool->last_login_failure = worker_now(pool->worker);
+    /* Nobody else can serve them if no backend is logged in. */
+    if (pool->n_idle + pool->n_used == 0)
+        pool_fail_for_login_error(pool);
+}
+
+void pool_set_defaults(struct pool *pool, const struct param_set *server_params)
+{
+    if (param_set_copy(&pool->defaults, server_params) != 0)
+        return;
+    pool->has_defaults = true;
+    pool->last_login_failure = 0;
+    while (!TAILQ_EMPTY(&pool->login_clients))
+        client_finish_login(TAILQ_FIRST(&pool->login_clients));
+}
+
+static void pool_expire_waiters(struct pool *pool, double now)
+{
+    double timeout = pool->worker->cfg->query_wait_timeout;
+    char message[256];
+    if (timeout <= 0)
+        return;
+    while (!TAILQ_EMPTY(&pool->waiting_clients)) {
+        struct client *c = TAILQ_FIRST(&pool->waiting_clients);
+        if (now - c->wait_start < timeout)
+            break; /* FIFO: everyone behind waited less */
+        snprintf(message, sizeof(message),
+                 "query_wait_timeout: no database connection became free within %g seconds "
+                 "(pool_size %d for %s/%s)",
+                 timeout, pool->pool_size, pool->db_name, pool->user_name);
+        client_fail(c, "57014", message);
+    }
+}
+
+static void pool_expire_servers(struct pool *pool, double now)
+{
+    const struct config *cfg = pool->worker->cfg;
+    struct server *s, *next;
+
+    for (s = TAILQ_FIRST(&pool->new_servers); s; s = next) {
+        next = TAILQ_NEXT(s, link);
+        if (cfg->server_connect_timeout > 0 && now - s->connect_time > cfg->server_connect_timeout) {
+            char message[256];
+            snprintf(message, sizeof(message),
+                     "could not connect to the database server at %s:%d: timed out after %g seconds",
+                     pool->host, pool->port, cfg->server_connect_timeout);
+            pool_login_failed(pool, "08006", message);
+            server_close(s, message);
+        }
+    }
+    /* Idle list is most-recently-used first: the oldest idle ones are at the tail. */
+    for (s = TAILQ_LAST(&pool->idle_servers, server_list); s; s = next) {
+        next = TAILQ_PREV(s, server_list, link);
+        bool too_old = cfg->server_lifetime > 0 && now - s->connect_time > cfg->server_lifetime;
+        bool idle_too_long = cfg->server_idle_timeout > 0 && now - s->last_used > cfg->server_idle_timeout &&
+                             pool_server_count(pool) > pool->min_pool_size;
+        if (too_old || idle_too_long || s->close_needed)
+            server_close(s, too_old ? "server_lifetime reached" : idle_too_long ? "server_idle_timeout reached"
+                                                                                : "configuration changed");
+    }
+}
+
+void pool_janitor(struct pool *pool, double now)
+{
+    pool_expire_waiters(pool, now);
+    pool_expire_servers(pool, now);
+    while (pool_server_count(pool) < pool->min_pool_size && !pool->disabled && pool_launch_server(pool))
+        ;
+    while (pool->n_waiting > pool->n_new && pool_launch_server(pool))
+        ;
+}

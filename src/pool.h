@@ -1,0 +1,94 @@
+/*
+ * pool.h: one pool per (database, backend user): its idle and busy backends, the clients waiting
+ * for one in FIFO order, the size limit, and the session defaults its backends start with.
+ */
+#ifndef SLUICE_POOL_H
+#define SLUICE_POOL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include "config.h"
+#include "params.h"
+#include "worker.h"
+
+struct pool_stats {
+    uint64_t xact_count;
+    uint64_t query_count;
+    uint64_t bytes_received;   /* from clients */
+    uint64_t bytes_sent;       /* to clients */
+    uint64_t wait_count;
+    double wait_time;          /* seconds, summed */
+};
+
+struct pool {
+    TAILQ_ENTRY(pool) link;
+    struct worker *worker;
+
+    /* identity, owned copies (a reload can change the config underneath) */
+    char *db_name;             /* client-visible */
+    char *user_name;           /* backend user */
+    char *host;
+    int port;
+    char *dbname;              /* backend database */
+    char *password;            /* backend password or NULL */
+    char *connect_query;
+    char *application_name;
+    enum pool_mode mode;
+    int pool_size;
+    int min_pool_size;
+    bool disabled;             /* its database left the config: refuse new logins */
+
+    struct server_list idle_servers;    /* most recently used first */
+    struct server_list used_servers;    /* linked to a client or running sluice's own query */
+    struct server_list new_servers;     /* connecting or logging in */
+    int n_idle, n_used, n_new;
+
+    struct client_list waiting_clients; /* FIFO: have a query, need a backend */
+    struct client_list login_clients;   /* authenticated, waiting for the pool's defaults */
+    int n_waiting;
+    int n_active_clients;               /* linked to a backend */
+    int n_idle_clients;                 /* logged in, no backend */
+
+    struct param_set defaults;          /* what a fresh backend reports; known once has_defaults */
+    bool has_defaults;
+
+    double last_login_failure;          /* time of the last failed backend login, 0 if none */
+    char *last_login_error;             /* its message, shown to clients while it stands */
+    char last_login_sqlstate[6];
+
+    struct pool_stats stats;
+};
+
+struct pool *pool_create(struct worker *w, const struct config_database *db, const char *user_name,
+                         const struct config *cfg);
+/* Applies a reloaded config to an existing pool; servers on a changed address are retired. */
+void pool_apply_config(struct pool *pool, const struct config_database *db, const struct config *cfg);
+void pool_destroy(struct pool *pool);
+
+/* Backends counted against pool_size: idle, used and connecting. */
+int pool_server_count(const struct pool *pool);
+
+/*
+ * A logged-in client needs a backend for the message waiting in its buffer. Links an idle backend
+ * now, or queues the client (starting a new backend if the pool has room).
+ */
+void pool_request_server(struct pool *pool, struct client *client);
+/* Logins wait for the pool's session defaults: make sure a backend is on its way to report them. */
+void pool_request_defaults(struct pool *pool);
+/* A client that was waiting leaves (closed or timed out). */
+void pool_cancel_wait(struct pool *pool, struct client *client);
+
+/* A backend finished its login or its reset and is clean: hand it to a waiter or keep it idle. */
+void pool_server_ready(struct pool *pool, struct server *server);
+/* A backend is gone (closed by either side); start another if clients wait. */
+void pool_server_gone(struct pool *pool, struct server *server);
+/* A backend could not log in: remember why and tell the clients that cannot wait for it. */
+void pool_login_failed(struct pool *pool, const char *sqlstate, const char *message);
+/* The first backend reported the session defaults: let waiting logins finish. */
+void pool_set_defaults(struct pool *pool, const struct param_set *server_params);
+
+/* Periodic work: wait timeouts, idle/lifetime limits, min_pool_size. */
+void pool_janitor(struct pool *pool, double now);
+
+#endif

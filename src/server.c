@@ -1,0 +1,858 @@
+/*
+ * server.c: the backend state machine. Connects to PostgreSQL (TCP or unix socket), logs in with
+ * trust, cleartext, md5 or SCRAM-SHA-256, then passes replies to its linked client, watching only
+ * ReadyForQuery (to know when the transaction ends) and ParameterStatus (to track the session).
+ */
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <event2/dns.h>
+#include <openssl/crypto.h>
+
+#include "auth_md5.h"
+#include "client.h"
+#include "conn.h"
+#include "log.h"
+#include "pool.h"
+
+#define SERVER_WRITE_LOW_WATER (64 * 1024)
+/* PostgreSQL never sends a message larger than 1 GB. */
+#define SERVER_MAX_MESSAGE (1024u * 1024u * 1024u)
+#define SCRAM_MECHANISM "SCRAM-SHA-256"
+
+static void server_read_cb(struct bufferevent *bev, void *arg);
+static void server_write_cb(struct bufferevent *bev, void *arg);
+static void server_event_cb(struct bufferevent *bev, short what, void *arg);
+
+/* ---- lifecycle ---- */
+
+static struct server_list *server_pool_list(struct server *s)
+{
+    switch (s->state) {
+    case SERVER_CONNECTING:
+    case SERVER_LOGIN:
+        return &s->pool->new_servers;
+    case SERVER_IDLE:
+        return &s->pool->idle_servers;
+    case SERVER_ACTIVE:
+    case SERVER_INTERNAL:
+        return &s->pool->used_servers;
+    case SERVER_CLOSED:
+        break;
+    }
+    return NULL;
+}
+
+static int *server_pool_counter(struct server *s)
+{
+    switch (s->state) {
+    case SERVER_CONNECTING:
+    case SERVER_LOGIN:
+        return &s->pool->n_new;
+    case SERVER_IDLE:
+        return &s->pool->n_idle;
+    case SERVER_ACTIVE:
+    case SERVER_INTERNAL:
+        return &s->pool->n_used;
+    case SERVER_CLOSED:
+        break;
+    }
+    return NULL;
+}
+
+/* Moves the server between the pool's lists as its state changes; idle ones go to the front. */
+static void server_set_state(struct server *s, enum server_state state)
+{
+    struct server_list *from = server_pool_list(s);
+    int *from_count = server_pool_counter(s);
+    s->state = state;
+    struct server_list *to = server_pool_list(s);
+    int *to_count = server_pool_counter(s);
+    if (from == to)
+        return;
+    if (from) {
+        TAILQ_REMOVE(from, s, link);
+        (*from_count)--;
+    }
+    if (to) {
+        if (state == SERVER_IDLE)
+            TAILQ_INSERT_HEAD(to, s, link);
+        else
+            TAILQ_INSERT_TAIL(to, s, link);
+        (*to_count)++;
+    }
+}
+
+static int server_start_connect(struct server *s)
+{
+    struct pool *pool = s->pool;
+    struct worker *w = s->worker;
+
+    if (pool->host[0] == '/') {
+        struct sockaddr_un sun = { .sun_family = AF_UNIX };
+        int n = snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/.s.PGSQL.%d", pool->host, pool->port);
+        if (n < 0 || (size_t)n >= sizeof(sun.sun_path))
+            return -1;
+        return bufferevent_socket_connect(s->bev, (struct sockaddr *)&sun, sizeof(sun));
+    }
+    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)pool->port) };
+    if (inet_pton(AF_INET, pool->host, &sin.sin_addr) == 1)
+        return bufferevent_socket_connect(s->bev, (struct sockaddr *)&sin, sizeof(sin));
+    struct sockaddr_in6 sin6 = { .sin6_family = AF_INET6, .sin6_port = htons((uint16_t)pool->port) };
+    if (inet_pton(AF_INET6, pool->host, &sin6.sin6_addr) == 1)
+        return bufferevent_socket_connect(s->bev, (struct sockaddr *)&sin6, sizeof(sin6));
+    if (!w->dns)
+        return -1;
+    return bufferevent_socket_connect_hostname(s->bev, w->dns, AF_UNSPEC, pool->host, pool->port);
+}
+
+struct server *server_connect(struct pool *pool)
+{
+    struct worker *w = pool->worker;
+    struct server *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->bev = bufferevent_socket_new(w->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (!s->bev) {
+        free(s);
+        return NULL;
+    }
+    s->worker = w;
+    s->pool = pool;
+    s->id = ++w->next_id;
+    s->state = SERVER_CLOSED; /* not in a list yet */
+    s->connect_time = worker_now(w);
+    s->last_used = s->connect_time;
+    param_set_init(&s->params);
+    server_set_state(s, SERVER_CONNECTING);
+    w->n_servers++;
+
+    bufferevent_setcb(s->bev, server_read_cb, server_write_cb, server_event_cb, s);
+    bufferevent_setwatermark(s->bev, EV_WRITE, SERVER_WRITE_LOW_WATER, 0);
+    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+    log_debug("S-%llu: %s/%s connecting to %s:%d", (unsigned long long)s->id, pool->db_name,
+              pool->user_name, pool->host, pool->port);
+    if (server_start_connect(s) != 0) {
+        char message[256];
+        snprintf(message, sizeof(message), "could not connect to the database server at %s:%d",
+                 pool->host, pool->port);
+        pool_login_failed(pool, "08006", message);
+        server_close(s, message);
+        return NULL;
+    }
+    return s;
+}
+
+void server_close(struct server *s, const char *reason)
+{
+    struct worker *w = s->worker;
+    struct pool *pool = s->pool;
+
+    if (s->state == SERVER_CLOSED)
+        return;
+    if (s->client) {
+        /* A client cannot go on without its backend's session. */
+        struct client *c = s->client;
+        s->client = NULL;
+        c->server = NULL;
+        client_fail(c, "08006", "the connection to the database server was closed");
+    }
+    if (s->state == SERVER_IDLE || s->state == SERVER_ACTIVE || s->state == SERVER_INTERNAL) {
+        struct msgbuf *mb = &w->scratch;
+        msgbuf_reset(mb);
+        proto_build_terminate(mb);
+        conn_send(s->bev, mb);
+    }
+    log_debug("S-%llu: %s/%s closing: %s", (unsigned long long)s->id, pool->db_name,
+              pool->user_name, reason);
+    server_set_state(s, SERVER_CLOSED);
+    bufferevent_setcb(s->bev, NULL, NULL, NULL, NULL);
+    /* Try to push Terminate out now; the socket closes when the reaper frees the bufferevent. */
+    bufferevent_flush(s->bev, EV_WRITE, BEV_FINISHED);
+    bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+    w->n_servers--;
+    TAILQ_INSERT_TAIL(&w->dead_servers, s, link);
+    worker_schedule_reap(w);
+    pool_server_gone(pool, s);
+}
+
+void server_free(struct server *s)
+{
+    if (s->bev)
+        bufferevent_free(s->bev);
+    if (s->scram) {
+        OPENSSL_cleanse(s->scram, sizeof(*s->scram));
+        free(s->scram);
+    }
+    free(s->internal_error);
+    param_set_free(&s->params);
+    free(s);
+}
+
+/* The backend could not be logged in to: the pool hears why, then the server goes. */
+static void server_login_failed(struct server *s, const char *sqlstate, const char *message)
+{
+    struct pool *pool = s->pool;
+    log_warning("S-%llu: %s/%s login to %s:%d failed: %s", (unsigned long long)s->id,
+                pool->db_name, pool->user_name, pool->host, pool->port, message);
+    s->worker->stats.servers_failed++;
+    pool_login_failed(pool, sqlstate, message);
+    server_close(s, message);
+}
+
+/* ---- libevent callbacks ---- */
+
+static void server_read_cb(struct bufferevent *bev, void *arg)
+{
+    server_process_input(arg);
+}
+
+static void server_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct server *s = arg;
+    if (s->client && s->client->reading_paused && !conn_output_is_full(bev))
+        client_unpause(s->client);
+}
+
+static void server_send_startup(struct server *s)
+{
+    struct pool *pool = s->pool;
+    struct startup_param params[3];
+    size_t n = 0;
+
+    params[n++] = (struct startup_param){ "user", pool->user_name };
+    params[n++] = (struct startup_param){ "database", pool->dbname };
+    if (pool->application_name)
+        params[n++] = (struct startup_param){ "application_name", pool->application_name };
+    struct msgbuf *mb = &s->worker->scratch;
+    msgbuf_reset(mb);
+    proto_build_startup(mb, params, n);
+    conn_send(s->bev, mb);
+}
+
+static void server_lost(struct server *s, const char *why)
+{
+    struct client *c = s->client;
+    if (s->state == SERVER_CONNECTING || s->state == SERVER_LOGIN) {
+        char message[512];
+        snprintf(message, sizeof(message), "could not connect to the database server at %s:%d: %s",
+                 s->pool->host, s->pool->port, why);
+        server_login_failed(s, "08006", message);
+        return;
+    }
+    if (c) {
+        s->client = NULL;
+        c->server = NULL;
+        client_fail(c, "08006", "the database server closed the connection unexpectedly");
+    }
+    server_close(s, why);
+}
+
+static void server_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct server *s = arg;
+
+    if (what & BEV_EVENT_CONNECTED) {
+        conn_tune_socket(bufferevent_getfd(bev), s->worker->cfg->tcp_keepalive);
+        server_set_state(s, SERVER_LOGIN);
+        server_send_startup(s);
+        return;
+    }
+    if (what & BEV_EVENT_EOF) {
+        server_lost(s, "server closed the connection");
+        return;
+    }
+    if (what & BEV_EVENT_ERROR) {
+        int dns_error = bufferevent_socket_get_dns_error(bev);
+        server_lost(s, dns_error ? evutil_gai_strerror(dns_error)
+                                 : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    }
+}
+
+/* ---- logging in to PostgreSQL ---- */
+
+static void server_send_password(struct server *s, const char *password)
+{
+    struct msgbuf *mb = &s->worker->scratch;
+    msgbuf_reset(mb);
+    proto_build_password(mb, password);
+    conn_send(s->bev, mb);
+}
+
+static void server_scram_start(struct server *s, const uint8_t *data, size_t data_len)
+{
+    char out[SCRAM_MAX_MESSAGE + 1];
+    size_t out_len;
+
+    if (!proto_sasl_offers(data, data_len, SCRAM_MECHANISM)) {
+        server_login_failed(s, "28000", "the database server offers no SASL mechanism sluice supports");
+        return;
+    }
+    s->scram = calloc(1, sizeof(*s->scram));
+    if (!s->scram || scram_client_first(s->scram, NULL, out, sizeof(out), &out_len) != 0) {
+        server_login_failed(s, "53200", "could not start SCRAM authentication");
+        return;
+    }
+    struct msgbuf *mb = &s->worker->scratch;
+    msgbuf_reset(mb);
+    proto_build_sasl_initial(mb, SCRAM_MECHANISM, out, out_len);
+    conn_send(s->bev, mb);
+}
+
+static void server_scram_continue(struct server *s, const uint8_t *data, size_t data_len)
+{
+    char out[SCRAM_MAX_MESSAGE + 1], err[128], message[256];
+    size_t out_len;
+
+    if (!s->scram || scram_client_final(s->scram, s->pool->password, data, data_len, out,
+                                        sizeof(out), &out_len, err, sizeof(err)) != 0) {
+        snprintf(message, sizeof(message), "SCRAM exchange with the database server failed: %s",
+                 s->scram ? err : "unexpected message");
+        server_login_failed(s, "08P01", message);
+        return;
+    }
+    struct msgbuf *mb = &s->worker->scratch;
+    msgbuf_reset(mb);
+    proto_build_sasl_response(mb, out, out_len);
+    conn_send(s->bev, mb);
+}
+
+static void server_scram_final(struct server *s, const uint8_t *data, size_t data_len)
+{
+    char err[128];
+    if (!s->scram || scram_client_verify_server(s->scram, data, data_len, err, sizeof(err)) != 0) {
+        server_login_failed(s, "28000", "the database server did not prove it knows the password");
+        return;
+    }
+    OPENSSL_cleanse(s->scram, sizeof(*s->scram));
+    free(s->scram);
+    s->scram = NULL;
+}
+
+static void server_handle_auth_request(struct server *s, const uint8_t *body, size_t body_len)
+{
+    struct pool *pool = s->pool;
+    uint32_t code;
+    const uint8_t *data;
+    size_t data_len;
+    char answer[MD5_PASSWORD_LEN + 1];
+
+    if (proto_parse_auth_request(body, body_len, &code, &data, &data_len) != PROTO_OK) {
+        server_login_failed(s, "08P01", "malformed authentication request from the database server");
+        return;
+    }
+    if (code != AUTH_REQ_OK && !pool->password) {
+        server_login_failed(s, "28000", "the database server asks for a password, and none is configured for this database");
+        return;
+    }
+    switch (code) {
+    case AUTH_REQ_OK:
+        return;
+    case AUTH_REQ_PASSWORD:
+        server_send_password(s, pool->password);
+        return;
+    case AUTH_REQ_MD5:
+        if (data_len != 4)
+            break;
+        md5_client_response(pool->password, pool->user_name, data, answer);
+        server_send_password(s, answer);
+        return;
+    case AUTH_REQ_SASL:
+        server_scram_start(s, data, data_len);
+        return;
+    case AUTH_REQ_SASL_CONTINUE:
+        server_scram_continue(s, data, data_len);
+        return;
+    case AUTH_REQ_SASL_FINAL:
+        server_scram_final(s, data, data_len);
+        return;
+    default:
+        break;
+    }
+    char message[128];
+    snprintf(message, sizeof(message), "the database server asks for an unsupported authentication method (%u)", code);
+    server_login_failed(s, "28000", message);
+}
+
+static void server_run_internal(struct server *s, enum server_internal_purpose purpose, const char *sql);
+
+static void server_login_complete(struct server *s)
+{
+    struct pool *pool = s->pool;
+
+    s->worker->stats.servers_connected++;
+    if (!pool->has_defaults)
+        pool_set_defaults(pool, &s->params);
+    if (s->state == SERVER_CLOSED)
+        return;
+    log_debug("S-%llu: %s/%s logged in, backend pid %u", (unsigned long long)s->id, pool->db_name,
+              pool->user_name, s->backend_pid);
+    if (pool->connect_query && *pool->connect_query) {
+        server_run_internal(s, INTERNAL_CONNECT_QUERY, pool->connect_query);
+        return;
+    }
+    pool_server_ready(pool, s);
+}
+
+static void server_error_text(const uint8_t *body, size_t body_len, char *sqlstate, char *message,
+                              size_t message_len)
+{
+    struct proto_error e;
+    if (proto_parse_error(body, body_len, &e) != PROTO_OK) {
+        memset(&e, 0, sizeof(e));
+    }
+    snprintf(sqlstate, 6, "%s", e.sqlstate ? e.sqlstate : "08P01");
+    snprintf(message, message_len, "%s", e.message ? e.message : "unknown error");
+}
+
+static void server_login_message(struct server *s, uint8_t type, const uint8_t *body, size_t body_len)
+{
+    const char *name, *value;
+    char sqlstate[6], message[512], full[600];
+
+    switch (type) {
+    case 'R':
+        server_handle_auth_request(s, body, body_len);
+        return;
+    case 'S':
+        if (proto_parse_parameter_status(body, body_len, &name, &value) == PROTO_OK)
+            param_set_put(&s->params, name, value);
+        return;
+    case 'K':
+        proto_parse_backend_key_data(body, body_len, &s->backend_pid, &s->backend_key);
+        return;
+    case 'E':
+        server_error_text(body, body_len, sqlstate, message, sizeof(message));
+        snprintf(full, sizeof(full), "the database server refused the login: %s", message);
+        server_login_failed(s, sqlstate, full);
+        return;
+    case 'Z':
+        proto_parse_ready_for_query(body, body_len, &s->ready_status);
+        server_login_complete(s);
+        return;
+    case 'N':
+    case 'v':
+        return;
+    default:
+        server_login_failed(s, "08P01", "unexpected message from the database server during login");
+        return;
+    }
+}
+
+/* ---- sluice's own queries ---- */
+
+static void server_run_internal(struct server *s, enum server_internal_purpose purpose, const char *sql)
+{
+    struct msgbuf *mb = &s->worker->scratch;
+    s->purpose = purpose;
+    s->error_in_internal = false;
+    free(s->internal_error);
+    s->internal_error = NULL;
+    server_set_state(s, SERVER_INTERNAL);
+    msgbuf_reset(mb);
+    proto_build_query(mb, sql);
+    conn_send(s->bev, mb);
+}
+
+/* After a successful sync the session holds the client's settings and the pool's defaults. */
+static void server_record_synced_params(struct server *s, const struct client *c)
+{
+    const struct param_set *defaults = &s->pool->defaults;
+    for (size_t i = 0; i < s->params.n;) {
+        const char *name = s->params.entries[i].name;
+        if (!param_set_get(&c->params, name) && !param_set_get(defaults, name)) {
+            param_set_remove(&s->params, name);
+            continue;
+        }
+        if (!param_set_get(&c->params, name))
+            param_set_put(&s->params, name, param_set_get(defaults, name));
+        i++;
+    }
+    for (size_t i = 0; i < c->params.n; i++)
+        param_set_put(&s->params, c->params.entries[i].name, c->params.entries[i].value);
+}
+
+static void server_internal_done(struct server *s)
+{
+    struct pool *pool = s->pool;
+    struct client *c = s->client;
+    enum server_internal_purpose purpose = s->purpose;
+    char message[600];
+
+    s->purpose = INTERNAL_NONE;
+    switch (purpose) {
+    case INTERNAL_CONNECT_QUERY:
+        if (s->error_in_internal) {
+            snprintf(message, sizeof(message), "connect_query failed: %s", s->internal_error);
+            server_login_failed(s, s->internal_sqlstate, message);
+            return;
+        }
+        pool_server_ready(pool, s);
+        return;
+    case INTERNAL_PARAM_SYNC:
+        if (!c) {
+            pool_server_ready(pool, s);
+            return;
+        }
+        if (s->error_in_internal) {
+            snprintf(message, sizeof(message), "could not apply the session's settings: %s",
+                     s->internal_error);
+            s->client = NULL;
+            c->server = NULL;
+            param_set_copy(&s->params, &pool->defaults);
+            client_fail(c, s->internal_sqlstate, message);
+            server_close(s, "settings could not be applied");
+            return;
+        }
+        server_record_synced_params(s, c);
+        server_set_state(s, SERVER_ACTIVE);
+        client_resume(c);
+        return;
+    case INTERNAL_RESET:
+        if (s->error_in_internal) {
+            server_close(s, "server_reset_query failed");
+            return;
+        }
+        param_set_copy(&s->params, &pool->defaults);
+        pool_server_ready(pool, s);
+        return;
+    case INTERNAL_NONE:
+        break;
+    }
+    server_close(s, "internal query finished with no purpose");
+}
+
+static void server_internal_message(struct server *s, uint8_t type, const uint8_t *body, size_t body_len)
+{
+    const char *name, *value;
+    char sqlstate[6], message[512];
+
+    switch (type) {
+    case 'S':
+        if (proto_parse_parameter_status(body, body_len, &name, &value) != PROTO_OK)
+            return;
+        param_set_put(&s->params, name, value);
+        /* The server's spelling of a value the client asked for becomes the client's. */
+        if (s->client && param_set_get(&s->client->params, name))
+            param_set_put(&s->client->params, name, value);
+        return;
+    case 'E':
+        server_error_text(body, body_len, sqlstate, message, sizeof(message));
+        s->error_in_internal = true;
+        memcpy(s->internal_sqlstate, sqlstate, sizeof(s->internal_sqlstate));
+        free(s->internal_error);
+        s->internal_error = strdup(message);
+        return;
+    case 'Z':
+        proto_parse_ready_for_query(body, body_len, &s->ready_status);
+        server_internal_done(s);
+        return;
+    case 'C':
+    case 'N':
+    case 'T':
+    case 'D':
+    case 'I':
+    case 'A':
+        return;
+    default:
+        server_close(s, "unexpected message during an internal query");
+        return;
+    }
+}
+
+static void server_idle_message(struct server *s, uint8_t type, const uint8_t *body, size_t body_len)
+{
+    const char *name, *value;
+    switch (type) {
+    case 'S':
+        if (proto_parse_parameter_status(body, body_len, &name, &value) == PROTO_OK)
+            param_set_put(&s->params, name, value);
+        return;
+    case 'N':
+    case 'A':
+        return;
+    default:
+        /* A FATAL (57P01 admin shutdown...) or anything else from an idle backend: drop it. */
+        server_close(s, "unexpected message from an idle backend");
+        return;
+    }
+}
+
+typedef void (*server_message_handler)(struct server *s, uint8_t type, const uint8_t *body,
+                                       size_t body_len);
+
+/* Reads whole messages while the server stays in the given state. */
+static void server_consume_messages(struct server *s, enum server_state state,
+                                    server_message_handler handler)
+{
+    struct evbuffer *in = bufferevent_get_input(s->bev);
+    while (s->state == state) {
+        uint8_t type;
+        uint32_t msg_len;
+        enum proto_result r = conn_peek_header(in, CONN_MAX_INSPECTED_MESSAGE, &type, &msg_len);
+        if (r == PROTO_INCOMPLETE)
+            return;
+        if (r == PROTO_ERROR) {
+            server_lost(s, "invalid message length from the database server");
+            return;
+        }
+        const uint8_t *msg = conn_pullup_message(in, msg_len);
+        if (!msg)
+            return;
+        handler(s, type, msg + PROTO_HEADER_LEN, msg_len - 4);
+        if (s->state == SERVER_CLOSED)
+            return;
+        evbuffer_drain(in, (size_t)msg_len + 1);
+    }
+    server_process_input(s);
+}
+
+/* ---- passing replies to the client ---- */
+
+static void server_pause(struct server *s)
+{
+    bufferevent_disable(s->bev, EV_READ);
+    s->reading_paused = true;
+}
+
+void server_unpause(struct server *s)
+{
+    if (!s->reading_paused || s->state == SERVER_CLOSED)
+        return;
+    s->reading_paused = false;
+    bufferevent_enable(s->bev, EV_READ);
+    server_process_input(s);
+}
+
+/* ReadyForQuery passed to the client: is the transaction over, and the backend free to go? */
+static void server_ready_for_query(struct server *s, char status)
+{
+    struct client *c = s->client;
+    s->ready_status = status;
+    if (c->pending_ready > 0)
+        c->pending_ready--;
+    if (status != 'I' || c->pending_ready > 0 || c->unsynced || c->forward_remaining > 0)
+        return;
+    s->pool->stats.xact_count++;
+    if (s->pool->mode == POOL_MODE_TRANSACTION || s->worker->shutting_down)
+        server_release(s);
+}
+
+static void server_track_parameter(struct server *s, struct evbuffer *in, uint32_t msg_len)
+{
+    const char *name, *value;
+    if (msg_len > CONN_MAX_INSPECTED_MESSAGE)
+        return;
+    const uint8_t *msg = conn_pullup_message(in, msg_len);
+    if (!msg || proto_parse_parameter_status(msg + PROTO_HEADER_LEN, msg_len - 4, &name, &value) != PROTO_OK)
+        return;
+    param_set_put(&s->params, name, value);
+    if (params_is_tracked(name))
+        param_set_put(&s->client->params, name, value);
+}
+
+static void server_forward_input(struct server *s)
+{
+    struct evbuffer *in = bufferevent_get_input(s->bev);
+
+    while (s->state == SERVER_ACTIVE) {
+        struct client *c = s->client;
+        if (s->forward_remaining > 0) {
+            size_t moved = conn_forward(s->bev, c->bev, &s->forward_remaining);
+            s->pool->stats.bytes_sent += moved;
+            if (s->forward_remaining > 0)
+                return;
+            if (conn_output_is_full(c->bev)) {
+                server_pause(s);
+                return;
+            }
+            continue;
+        }
+        uint8_t type;
+        uint32_t msg_len;
+        enum proto_result r = conn_peek_header(in, SERVER_MAX_MESSAGE, &type, &msg_len);
+        if (r == PROTO_INCOMPLETE)
+            return;
+        if (r == PROTO_ERROR) {
+            server_lost(s, "invalid message length from the database server");
+            return;
+        }
+        if (type == 'Z') {
+            uint8_t ready[PROTO_HEADER_LEN + 1];
+            if (msg_len != 5) {
+                server_lost(s, "malformed ReadyForQuery from the database server");
+                return;
+            }
+            if (evbuffer_copyout(in, ready, sizeof(ready)) < (ev_ssize_t)sizeof(ready))
+                return;
+            uint32_t whole = sizeof(ready);
+            conn_forward(s->bev, c->bev, &whole);
+            s->pool->stats.bytes_sent += sizeof(ready);
+            server_ready_for_query(s, (char)ready[PROTO_HEADER_LEN]);
+            continue;
+        }
+        if (type == 'S') {
+            if (evbuffer_get_length(in) < (size_t)msg_len + 1 && msg_len <= CONN_MAX_INSPECTED_MESSAGE)
+                return;
+            server_track_parameter(s, in, msg_len);
+        }
+        s->forward_remaining = msg_len + 1;
+    }
+    server_process_input(s);
+}
+
+void server_process_input(struct server *s)
+{
+    if (s->reading_paused)
+        return;
+    switch (s->state) {
+    case SERVER_LOGIN:
+        server_consume_messages(s, SERVER_LOGIN, server_login_message);
+        break;
+    case SERVER_IDLE:
+        server_consume_messages(s, SERVER_IDLE, server_idle_message);
+        break;
+    case SERVER_INTERNAL:
+        server_consume_messages(s, SERVER_INTERNAL, server_internal_message);
+        break;
+    case SERVER_ACTIVE:
+        server_forward_input(s);
+        break;
+    case SERVER_CONNECTING:
+    case SERVER_CLOSED:
+        break;
+    }
+}
+
+/* ---- linking to clients ---- */
+
+void server_set_idle(struct server *s)
+{
+    s->last_used = worker_now(s->worker);
+    server_set_state(s, SERVER_IDLE);
+}
+
+void server_link_client(struct server *s, struct client *c)
+{
+    struct pool *pool = s->pool;
+    struct msgbuf sql;
+
+    s->client = c;
+    s->last_used = worker_now(s->worker);
+    client_server_linked(c, s);
+    msgbuf_init(&sql);
+    if (params_build_sync(&c->params, &pool->defaults, &s->params, &sql) > 0) {
+        msgbuf_append(&sql, "", 1);
+        if (!sql.failed) {
+            server_run_internal(s, INTERNAL_PARAM_SYNC, (const char *)sql.data);
+            msgbuf_free(&sql);
+            return;
+        }
+    }
+    msgbuf_free(&sql);
+    server_set_state(s, SERVER_ACTIVE);
+}
+
+/* A backend goes back to the pool only if nothing of the last client's is under way on it. */
+static bool server_is_clean_after(const struct server *s, const struct client *c)
+{
+    return s->state == SERVER_ACTIVE && s->ready_status == 'I' && c->pending_ready == 0 &&
+           !c->unsynced && c->forward_remaining == 0 && s->forward_remaining == 0 &&
+           evbuffer_get_length(bufferevent_get_input(s->bev)) == 0;
+}
+
+static void server_back_to_pool(struct server *s)
+{
+    struct pool *pool = s->pool;
+    const struct config *cfg = s->worker->cfg;
+    double now = worker_now(s->worker);
+
+    if (s->close_needed || s->worker->shutting_down ||
+        (cfg->server_lifetime > 0 && now - s->connect_time > cfg->server_lifetime)) {
+        server_close(s, s->close_needed ? "configuration changed" : "server_lifetime reached");
+        return;
+    }
+    bool reset = pool->mode == POOL_MODE_SESSION || cfg->server_reset_query_always;
+    if (reset && cfg->server_reset_query && *cfg->server_reset_query) {
+        server_run_internal(s, INTERNAL_RESET, cfg->server_reset_query);
+        return;
+    }
+    pool_server_ready(pool, s);
+}
+
+void server_client_left(struct server *s)
+{
+    struct client *c = s->client;
+    s->client = NULL;
+    if (!c || !server_is_clean_after(s, c)) {
+        /* Mid-transaction or mid-message: never hand this session to anyone else. */
+        server_close(s, "client left while the backend was busy");
+        return;
+    }
+    server_back_to_pool(s);
+}
+
+void server_release(struct server *s)
+{
+    struct client *c = s->client;
+    s->client = NULL;
+    c->server = NULL;
+    server_back_to_pool(s);
+    client_transaction_done(c);
+}
+
+/* ---- cancel ---- */
+
+struct cancel_request {
+    struct bufferevent *bev;
+};
+
+static void cancel_request_done(struct bufferevent *bev, short what, void *arg)
+{
+    if (what & BEV_EVENT_CONNECTED)
+        return;
+    bufferevent_free(bev);
+}
+
+static void cancel_request_written(struct bufferevent *bev, void *arg)
+{
+    /* PostgreSQL closes the connection after reading the request; wait for that EOF. */
+}
+
+void server_send_cancel(struct server *s)
+{
+    struct pool *pool = s->pool;
+    struct bufferevent *bev = bufferevent_socket_new(s->worker->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (!bev)
+        return;
+    struct msgbuf *mb = &s->worker->scratch;
+    msgbuf_reset(mb);
+    proto_build_cancel_request(mb, s->backend_pid, s->backend_key);
+    bufferevent_setcb(bev, NULL, cancel_request_written, cancel_request_done, NULL);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    conn_send(bev, mb);
+
+    int rc;
+    if (pool->host[0] == '/') {
+        struct sockaddr_un sun = { .sun_family = AF_UNIX };
+        snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/.s.PGSQL.%d", pool->host, pool->port);
+        rc = bufferevent_socket_connect(bev, (struct sockaddr *)&sun, sizeof(sun));
+    } else if (s->worker->dns) {
+        rc = bufferevent_socket_connect_hostname(bev, s->worker->dns, AF_UNSPEC, pool->host, pool->port);
+    } else {
+        struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)pool->port) };
+        rc = inet_pton(AF_INET, pool->host, &sin.sin_addr) == 1
+                 ? bufferevent_socket_connect(bev, (struct sockaddr *)&sin, sizeof(sin))
+                 : -1;
+    }
+    if (rc != 0)
+        bufferevent_free(bev);
+    log_debug("S-%llu: cancel request sent for backend pid %u", (unsigned long long)s->id, s->backend_pid);
+}

@@ -1,0 +1,82 @@
+/*
+ * server.h: one backend connection to PostgreSQL and its state machine:
+ *   CONNECTING -> LOGIN -> IDLE <-> ACTIVE (linked to a client) -> ... -> CLOSED
+ * with INTERNAL while it runs sluice's own queries (parameter sync, reset, connect_query).
+ */
+#ifndef SLUICE_SERVER_H
+#define SLUICE_SERVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <event2/bufferevent.h>
+#include "auth_scram.h"
+#include "params.h"
+#include "worker.h"
+
+enum server_state {
+    SERVER_CONNECTING,
+    SERVER_LOGIN,
+    SERVER_IDLE,
+    SERVER_ACTIVE,    /* linked to a client, passing its traffic */
+    SERVER_INTERNAL,  /* running a query of sluice's own; replies are not forwarded */
+    SERVER_CLOSED,
+};
+
+/* Why sluice runs its own query on a backend: decides what happens when it completes. */
+enum server_internal_purpose {
+    INTERNAL_NONE,
+    INTERNAL_CONNECT_QUERY, /* after login, then ready */
+    INTERNAL_PARAM_SYNC,    /* before a client's traffic, then active */
+    INTERNAL_RESET,         /* server_reset_query after a session, then ready */
+};
+
+struct server {
+    TAILQ_ENTRY(server) link;       /* in one of the pool's lists, or worker->dead_servers */
+    struct worker *worker;
+    struct pool *pool;
+    struct bufferevent *bev;
+    enum server_state state;
+    enum server_internal_purpose purpose;
+    uint64_t id;
+
+    struct client *client;          /* linked client while ACTIVE or syncing for it */
+    struct param_set params;        /* what this backend's session has now */
+    uint32_t backend_pid;
+    uint32_t backend_key;
+    struct scram_client *scram;     /* only during SCRAM login */
+
+    uint32_t forward_remaining;     /* bytes of the current message still to pass to the client */
+    char ready_status;              /* last ReadyForQuery status: 'I', 'T' or 'E' */
+    bool error_in_internal;         /* sluice's own query failed */
+    char internal_sqlstate[6];
+    char *internal_error;
+    bool close_needed;              /* retire instead of returning to the pool */
+    bool reading_paused;            /* client's output is full */
+
+    double connect_time;
+    double last_used;
+    char local_addr[64];
+};
+
+/* Starts connecting a new backend for pool (state CONNECTING). NULL on immediate failure. */
+struct server *server_connect(struct pool *pool);
+/* Sends Terminate (if possible) and closes. The pool is told. */
+void server_close(struct server *s, const char *reason);
+void server_free(struct server *s);
+
+/* Parks a clean backend in the pool's idle list. */
+void server_set_idle(struct server *s);
+/* Binds to a client; runs parameter sync first if the sessions differ. */
+void server_link_client(struct server *s, struct client *c);
+/* Unbinds from its client when the client leaves: keeps it if clean, else closes it. */
+void server_client_left(struct server *s);
+/* The transaction ended: unbinds from the client and hands itself back to the pool. */
+void server_release(struct server *s);
+/* Processes buffered input (after the client's output drained). */
+void server_process_input(struct server *s);
+void server_unpause(struct server *s);
+/* Asks PostgreSQL, on a new connection, to cancel what this backend is running. */
+void server_send_cancel(struct server *s);
+
+#endif

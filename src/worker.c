@@ -1,0 +1,363 @@
+/*
+ * worker.c: one event loop and what it owns. Accepts clients, finds pools, runs the periodic
+ * janitor (timeouts, lifetimes), reloads the config on SIGHUP and shuts down in order on
+ * SIGTERM/SIGINT. Closed connections are freed by the reaper, after the callback that closed them.
+ */
+#include "worker.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/dns.h>
+
+#include "client.h"
+#include "listener.h"
+#include "log.h"
+#include "pool.h"
+#include "server.h"
+
+#define JANITOR_INTERVAL_USEC 200000
+/* Clients accepted past max_client_conn get a proper error; beyond this many more, just a close. */
+#define OVER_LIMIT_GRACE 256
+/* A client that does not read its final error is dropped after this long. */
+#define CLOSING_GRACE_SECONDS 5.0
+
+static void worker_reaper_cb(evutil_socket_t fd, short what, void *arg);
+static void worker_janitor_cb(evutil_socket_t fd, short what, void *arg);
+static void worker_signal_cb(evutil_socket_t sig, short what, void *arg);
+
+double worker_now(struct worker *w)
+{
+    struct timeval tv;
+    event_base_gettimeofday_cached(w->base, &tv);
+    return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
+static int worker_load_users(const struct config *cfg, struct userlist **out)
+{
+    char err[512];
+    *out = NULL;
+    if (!cfg->auth_file || !*cfg->auth_file)
+        return 0;
+    if (userlist_load(cfg->auth_file, out, err, sizeof(err)) != 0) {
+        log_error("auth_file: %s", err);
+        return -1;
+    }
+    return 0;
+}
+
+static struct event_base *worker_new_base(void)
+{
+    /* One thread per loop: no locking inside libevent. */
+    struct event_config *ec = event_config_new();
+    if (!ec)
+        return NULL;
+    event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
+    struct event_base *base = event_base_new_with_config(ec);
+    event_config_free(ec);
+    return base;
+}
+
+static int worker_add_signals(struct worker *w)
+{
+    static const int signals[] = { SIGINT, SIGTERM, SIGHUP };
+    signal(SIGPIPE, SIG_IGN);
+    for (size_t i = 0; i < sizeof(signals) / sizeof(signals[0]); i++) {
+        w->signal_events[i] = evsignal_new(w->base, signals[i], worker_signal_cb, w);
+        if (!w->signal_events[i] || event_add(w->signal_events[i], NULL) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+int worker_init(struct worker *w, struct config *cfg)
+{
+    memset(w, 0, sizeof(*w));
+    w->cfg = cfg;
+    TAILQ_INIT(&w->clients);
+    TAILQ_INIT(&w->login_clients);
+    TAILQ_INIT(&w->pools);
+    TAILQ_INIT(&w->dead_clients);
+    TAILQ_INIT(&w->dead_servers);
+    cancel_registry_init(&w->cancels);
+    msgbuf_init(&w->scratch);
+
+    w->base = worker_new_base();
+    if (!w->base) {
+        log_error("could not create the event loop");
+        return -1;
+    }
+    /* Host names in [databases] need a resolver; IP addresses and sockets do not. */
+    w->dns = evdns_base_new(w->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+    if (!w->dns)
+        log_warning("no DNS resolver configured: [databases] hosts must be IP addresses or socket directories");
+    if (worker_load_users(cfg, &w->users) != 0)
+        return -1;
+    w->reaper = event_new(w->base, -1, 0, worker_reaper_cb, w);
+    w->janitor = event_new(w->base, -1, EV_PERSIST, worker_janitor_cb, w);
+    struct timeval tick = { 0, JANITOR_INTERVAL_USEC };
+    if (!w->reaper || !w->janitor || event_add(w->janitor, &tick) != 0)
+        return -1;
+    if (worker_add_signals(w) != 0) {
+        log_error("could not install signal handlers");
+        return -1;
+    }
+    if (listener_open_all(w) != 0)
+        return -1;
+    return 0;
+}
+
+int worker_run(struct worker *w)
+{
+    return event_base_dispatch(w->base) < 0 ? -1 : 0;
+}
+
+static void worker_reap(struct worker *w)
+{
+    while (!TAILQ_EMPTY(&w->dead_clients)) {
+        struct client *c = TAILQ_FIRST(&w->dead_clients);
+        TAILQ_REMOVE(&w->dead_clients, c, link);
+        client_free(c);
+    }
+    while (!TAILQ_EMPTY(&w->dead_servers)) {
+        struct server *s = TAILQ_FIRST(&w->dead_servers);
+        TAILQ_REMOVE(&w->dead_servers, s, link);
+        server_free(s);
+    }
+}
+
+static void worker_close_pool_servers(struct pool *pool)
+{
+    struct server_list *lists[] = { &pool->idle_servers, &pool->used_servers, &pool->new_servers };
+    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+        while (!TAILQ_EMPTY(lists[i]))
+            server_close(TAILQ_FIRST(lists[i]), "shutting down");
+}
+
+void worker_destroy(struct worker *w)
+{
+    while (!TAILQ_EMPTY(&w->clients))
+        client_close(TAILQ_FIRST(&w->clients), "shutting down");
+    struct pool *pool;
+    TAILQ_FOREACH(pool, &w->pools, link)
+        worker_close_pool_servers(pool);
+    worker_reap(w);
+    while (!TAILQ_EMPTY(&w->pools)) {
+        pool = TAILQ_FIRST(&w->pools);
+        TAILQ_REMOVE(&w->pools, pool, link);
+        pool_destroy(pool);
+    }
+    listener_close_all(w);
+    for (size_t i = 0; i < sizeof(w->signal_events) / sizeof(w->signal_events[0]); i++)
+        if (w->signal_events[i])
+            event_free(w->signal_events[i]);
+    if (w->reaper)
+        event_free(w->reaper);
+    if (w->janitor)
+        event_free(w->janitor);
+    if (w->dns)
+        evdns_base_free(w->dns, 0);
+    if (w->base)
+        event_base_free(w->base);
+    if (w->users)
+        userlist_free(w->users);
+    config_free(w->cfg);
+    cancel_registry_free(&w->cancels);
+    msgbuf_free(&w->scratch);
+}
+
+void worker_schedule_reap(struct worker *w)
+{
+    if (w->reap_scheduled)
+        return;
+    w->reap_scheduled = true;
+    event_active(w->reaper, 0, 0);
+}
+
+static void worker_reaper_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    w->reap_scheduled = false;
+    worker_reap(w);
+}
+
+/* ---- accepting ---- */
+
+void worker_accept(struct worker *w, int fd, const struct sockaddr *addr, int addr_len, bool is_unix)
+{
+    int max_clients = w->cfg->max_client_conn;
+    bool over_limit = max_clients > 0 && (int)w->n_clients >= max_clients;
+
+    if (w->shutting_down || (over_limit && (int)w->n_clients >= max_clients + OVER_LIMIT_GRACE)) {
+        evutil_closesocket(fd);
+        w->stats.clients_rejected++;
+        return;
+    }
+    struct client *c = client_create(w, fd, addr, addr_len, is_unix);
+    if (!c)
+        return;
+    w->stats.clients_accepted++;
+    if (over_limit) {
+        /* Counted apart, so the clients already in are not affected. */
+        c->over_limit = true;
+        w->stats.clients_rejected++;
+    }
+}
+
+struct pool *worker_get_pool(struct worker *w, const struct config_database *db, const char *client_user)
+{
+    const char *user = db->user ? db->user : client_user;
+    struct pool *pool;
+    TAILQ_FOREACH(pool, &w->pools, link)
+        if (strcmp(pool->db_name, db->name) == 0 && strcmp(pool->user_name, user) == 0)
+            return pool;
+    pool = pool_create(w, db, user, w->cfg);
+    if (pool)
+        TAILQ_INSERT_TAIL(&w->pools, pool, link);
+    return pool;
+}
+
+/* ---- periodic work ---- */
+
+static void worker_expire_logins(struct worker *w, double now)
+{
+    double timeout = w->cfg->client_login_timeout;
+    while (timeout > 0 && !TAILQ_EMPTY(&w->login_clients)) {
+        struct client *c = TAILQ_FIRST(&w->login_clients);
+        if (now - c->connect_time < timeout)
+            break;
+        if (c->state == CLIENT_STARTUP)
+            client_close(c, "client_login_timeout: no startup packet in time");
+        else
+            client_fail(c, "08006", "client_login_timeout: the login did not complete in time");
+    }
+}
+
+static void worker_expire_clients(struct worker *w, double now)
+{
+    double idle_timeout = w->cfg->client_idle_timeout;
+    struct client *c, *next;
+    for (c = TAILQ_FIRST(&w->clients); c; c = next) {
+        next = TAILQ_NEXT(c, link);
+        if (c->state == CLIENT_CLOSING && now - c->last_activity > CLOSING_GRACE_SECONDS)
+            client_close(c, "did not read its final error");
+        else if (c->state == CLIENT_IDLE && idle_timeout > 0 && now - c->last_activity > idle_timeout)
+            client_fail(c, "57P05", "terminating connection due to client_idle_timeout");
+        else if (w->shutting_down && (c->state == CLIENT_STARTUP || c->state == CLIENT_AUTH ||
+                                      c->state == CLIENT_LOGIN_WAIT))
+            client_fail(c, "57P03", "the connection pooler is shutting down");
+        else if (c->state == CLIENT_IDLE && w->shutting_down &&
+                 evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+            client_fail(c, "57P01", "terminating connection because the connection pooler is shutting down");
+    }
+}
+
+static void worker_check_shutdown(struct worker *w, double now)
+{
+    if (!w->shutting_down)
+        return;
+    if (w->n_clients > 0 && now < w->shutdown_deadline)
+        return;
+    if (w->n_clients > 0)
+        log_warning("shutdown_timeout reached with %zu clients still connected: closing them", w->n_clients);
+    while (!TAILQ_EMPTY(&w->clients))
+        client_fail(TAILQ_FIRST(&w->clients), "57P01", "terminating connection because the connection pooler is shutting down");
+    struct pool *pool;
+    TAILQ_FOREACH(pool, &w->pools, link)
+        worker_close_pool_servers(pool);
+    event_base_loopexit(w->base, NULL);
+}
+
+static void worker_janitor_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    double now = worker_now(w);
+    struct pool *pool;
+
+    worker_expire_logins(w, now);
+    worker_expire_clients(w, now);
+    TAILQ_FOREACH(pool, &w->pools, link)
+        pool_janitor(pool, now);
+    worker_check_shutdown(w, now);
+}
+
+/* ---- signals: reload and shutdown ---- */
+
+static void worker_apply_config(struct worker *w)
+{
+    struct pool *pool;
+    TAILQ_FOREACH(pool, &w->pools, link) {
+        const struct config_database *db = config_find_database(w->cfg, pool->db_name);
+        if (!db) {
+            pool->disabled = true;
+            continue;
+        }
+        pool_apply_config(pool, db, w->cfg);
+    }
+}
+
+void worker_reload(struct worker *w)
+{
+    char err[1024];
+    struct config *fresh = NULL;
+    struct userlist *users = NULL;
+
+    log_info("reloading configuration from %s", w->cfg->path);
+    if (config_load(w->cfg->path, &fresh, err, sizeof(err)) != 0) {
+        log_error("reload failed, keeping the running configuration: %s", err);
+        return;
+    }
+    if (worker_load_users(fresh, &users) != 0) {
+        log_error("reload failed, keeping the running configuration");
+        config_free(fresh);
+        return;
+    }
+    if (strcmp(fresh->listen_addr ? fresh->listen_addr : "", w->cfg->listen_addr ? w->cfg->listen_addr : "") != 0 ||
+        fresh->listen_port != w->cfg->listen_port)
+        log_warning("listen_addr/listen_port changes take effect only after a restart");
+    config_free(w->cfg);
+    w->cfg = fresh;
+    if (w->users)
+        userlist_free(w->users);
+    w->users = users;
+    log_configure(fresh->verbose, fresh->syslog, fresh->syslog_ident, fresh->syslog_facility);
+    worker_apply_config(w);
+    log_info("configuration reloaded");
+}
+
+void worker_begin_shutdown(struct worker *w, const char *why)
+{
+    if (w->shutting_down) {
+        /* A second signal: stop waiting. */
+        w->shutdown_deadline = 0;
+        return;
+    }
+    log_info("%s: no new connections; waiting up to %g s for transactions to finish", why,
+             w->cfg->shutdown_timeout);
+    w->shutting_down = true;
+    w->shutdown_deadline = worker_now(w) + w->cfg->shutdown_timeout;
+    listener_close_all(w);
+    worker_expire_clients(w, worker_now(w));
+    worker_check_shutdown(w, worker_now(w));
+}
+
+static void worker_signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    struct worker *w = arg;
+    switch (sig) {
+    case SIGHUP:
+        worker_reload(w);
+        break;
+    case SIGINT:
+        worker_begin_shutdown(w, "SIGINT received");
+        break;
+    case SIGTERM:
+        worker_begin_shutdown(w, "SIGTERM received");
+        break;
+    default:
+        break;
+    }
+}

@@ -1,0 +1,91 @@
+/*
+ * worker.h: one event loop and everything it owns: listeners, clients, pools, the cancel
+ * registry, timers and counters. Nothing in the data path is global, so several workers (each with
+ * its own event_base and SO_REUSEPORT listener) can run side by side later.
+ */
+#ifndef SLUICE_WORKER_H
+#define SLUICE_WORKER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <event2/event.h>
+#include "cancel.h"
+#include "config.h"
+#include "proto.h"
+#include "userlist.h"
+
+struct client;
+struct server;
+struct pool;
+struct listener;
+struct evdns_base;
+
+TAILQ_HEAD(client_list, client);
+TAILQ_HEAD(server_list, server);
+TAILQ_HEAD(pool_list, pool);
+
+struct worker_stats {
+    uint64_t clients_accepted;
+    uint64_t clients_rejected;   /* max_client_conn */
+    uint64_t logins_ok;
+    uint64_t logins_failed;
+    uint64_t servers_connected;
+    uint64_t servers_failed;
+};
+
+struct worker {
+    struct event_base *base;
+    struct evdns_base *dns;
+    struct config *cfg;            /* owned; swapped on reload */
+    struct userlist *users;        /* owned; NULL when no auth_file */
+
+    struct listener *listeners;    /* singly linked, owned */
+    struct client_list clients;    /* every live client */
+    struct client_list login_clients; /* not yet logged in, oldest first (login timeout) */
+    struct pool_list pools;
+    struct cancel_registry cancels;
+
+    struct client_list dead_clients;  /* closed, freed by the reaper after the current callback */
+    struct server_list dead_servers;
+    struct event *reaper;
+    bool reap_scheduled;
+    struct event *janitor;         /* periodic: timeouts, lifetimes, min_pool_size */
+    struct event *signal_events[4];
+
+    struct msgbuf scratch;         /* reused to build outgoing messages */
+    size_t n_clients;              /* logged in or logging in, counted against max_client_conn */
+    size_t n_servers;
+    uint64_t next_id;
+    struct worker_stats stats;
+
+    bool shutting_down;
+    double shutdown_deadline;
+};
+
+/* Sets up the loop, listeners and signals. Takes ownership of cfg. 0, or -1 (logged). */
+int worker_init(struct worker *w, struct config *cfg);
+/* Runs until shutdown completes. */
+int worker_run(struct worker *w);
+void worker_destroy(struct worker *w);
+
+/* Seconds since the epoch, from the loop's cached clock. */
+double worker_now(struct worker *w);
+
+/* Re-reads the config file (and auth_file); a bad file keeps the old settings. */
+void worker_reload(struct worker *w);
+/* Stops accepting; lets transactions finish within shutdown_timeout. */
+void worker_begin_shutdown(struct worker *w, const char *why);
+
+/* Closed objects are freed once the current callback returns. */
+void worker_schedule_reap(struct worker *w);
+
+/* The pool for (database entry, user), created on first use. NULL if out of memory. */
+struct pool *worker_get_pool(struct worker *w, const struct config_database *db,
+                             const char *client_user);
+
+/* Called by the listener for each accepted socket. */
+void worker_accept(struct worker *w, int fd, const struct sockaddr *addr, int addr_len,
+                   bool is_unix);
+
+#endif
