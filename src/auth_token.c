@@ -50,6 +50,7 @@ struct keyring_parser {
     size_t line_cap;
     int lineno;
     int section_line;                /* line of the latest [section] header; 0: none yet */
+    char *section_name;              /* its name, read whole (inih cuts names at 49 bytes) */
     bool section_has_settings;
     struct token_key *current;       /* key of the latest section, once a setting arrived */
     bool failed;
@@ -227,14 +228,16 @@ static int key_add_users(struct keyring_parser *p, struct token_key *key, const 
     }
 }
 
-static int keyring_handle_setting(void *user, const char *section, const char *name,
+static int keyring_handle_setting(void *user, const char *inih_section, const char *name,
                                   const char *value)
 {
     struct keyring_parser *p = user;
+    const char *section = p->section_name;
 
+    (void)inih_section; /* ours is read whole from the header line */
     if (p->failed)
         return 0;
-    if (*section == '\0') {
+    if (section == NULL) {
         parser_fail(p, p->lineno, "'%s' is outside any section; put it under [ACCESS_KEY_ID]",
                     name);
         return 0;
@@ -258,7 +261,23 @@ static int keyring_handle_setting(void *user, const char *section, const char *n
 static void parser_check_section_end(struct keyring_parser *p)
 {
     if (p->section_line > 0 && !p->section_has_settings)
-        parser_fail(p, p->section_line, "section has no secret and no users");
+        parser_fail(p, p->section_line, "[%s] has no secret and no users", p->section_name);
+}
+
+/* A "[name]" line: remembers the name whole; a missing ']' is left to inih to report. */
+static bool parser_start_section(struct keyring_parser *p, const char *after_bracket)
+{
+    size_t name_len = strcspn(after_bracket, "]");
+
+    parser_check_section_end(p);
+    free(p->section_name);
+    p->section_name = strndup(after_bracket, name_len);
+    p->section_line = p->lineno;
+    p->section_has_settings = false;
+    p->current = NULL;
+    if (p->section_name == NULL)
+        parser_fail(p, p->lineno, "out of memory");
+    return !p->failed;
 }
 
 /*
@@ -299,12 +318,8 @@ static char *keyring_read_line(char *str, int num, void *stream)
         parser_fail(p, p->lineno, "line is %zu characters long; at most %d fit", len, num - 1);
         return NULL;
     }
-    if (*start == '[') {
-        parser_check_section_end(p);
-        p->section_line = p->lineno;
-        p->section_has_settings = false;
-        p->current = NULL;
-    }
+    if (*start == '[' && !parser_start_section(p, start + 1))
+        return NULL;
     memcpy(str, start, len + 1);
     return str;
 }
@@ -345,6 +360,7 @@ static int keyring_parse_file(FILE *file, const char *path, struct token_keyring
     if (!p.failed)
         keyring_check_complete(&p);
     free(p.line);
+    free(p.section_name);
     if (p.failed) {
         token_keyring_free(p.ring);
         return -1;
@@ -752,12 +768,13 @@ static bool normalize_signature(const struct sigv4_param *signature, char *out)
     return true;
 }
 
-static enum token_failure check_signature(const struct parsed_token *t,
-                                          const struct token_key *key)
+/* Signs the token's query for canonical_host with the key and compares in constant time. */
+static enum token_failure compare_signature(const struct parsed_token *t,
+                                            const struct token_key *key,
+                                            const char *canonical_host)
 {
     struct sigv4_steps steps;
     char given[SIGV4_HEX_LEN];
-    char *canonical_host = sigv4_canonical_host(t->host, t->host_len, t->port);
     enum token_failure failure = TOKEN_FAIL_OUT_OF_MEMORY;
 
     if (canonical_host == NULL)
@@ -778,6 +795,33 @@ static enum token_failure check_signature(const struct parsed_token *t,
         failure = same ? TOKEN_OK : TOKEN_FAIL_BAD_SIGNATURE;
     }
     OPENSSL_cleanse(&steps, sizeof steps);
+    return failure;
+}
+
+static bool has_uppercase(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (s[i] >= 'A' && s[i] <= 'Z')
+            return true;
+    return false;
+}
+
+/*
+ * botocore signs the host lowercased; SDKs that sign it as written differ only when the host has
+ * capitals, so then both forms are tried (the signer must still know the secret either way).
+ */
+static enum token_failure check_signature(const struct parsed_token *t,
+                                          const struct token_key *key)
+{
+    char *canonical_host = sigv4_canonical_host(t->host, t->host_len, t->port);
+    enum token_failure failure = compare_signature(t, key, canonical_host);
+
+    free(canonical_host);
+    if (failure != TOKEN_FAIL_BAD_SIGNATURE || !has_uppercase(t->host, t->host_len))
+        return failure;
+    canonical_host = t->port == SIGV4_HTTPS_DEFAULT_PORT ? strndup(t->host, t->host_len)
+                                                   : strndup(t->endpoint, t->endpoint_len);
+    failure = compare_signature(t, key, canonical_host);
     free(canonical_host);
     return failure;
 }

@@ -17,7 +17,6 @@
 
 /* SHA-256 of the empty string: a GET has no payload. */
 #define SIGV4_EMPTY_PAYLOAD_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-#define HTTPS_DEFAULT_PORT 443
 
 static const char hex_upper[] = "0123456789ABCDEF";
 static const char hex_lower[] = "0123456789abcdef";
@@ -189,18 +188,16 @@ char *sigv4_canonical_host(const char *host, size_t host_len, int port)
     struct strbuf sb = {0};
     char port_text[16];
 
-    if (port == HTTPS_DEFAULT_PORT) {
-        for (size_t i = 0; i < host_len; i++) {
-            char c = host[i];
-            if (c >= 'A' && c <= 'Z')
-                c = (char)(c - 'A' + 'a');
-            strbuf_append(&sb, &c, 1);
-        }
-        return strbuf_take(&sb);
+    for (size_t i = 0; i < host_len; i++) {
+        char c = host[i];
+        if (c >= 'A' && c <= 'Z')
+            c = (char)(c - 'A' + 'a');
+        strbuf_append(&sb, &c, 1);
     }
-    snprintf(port_text, sizeof port_text, ":%d", port);
-    strbuf_append(&sb, host, host_len);
-    strbuf_add(&sb, port_text);
+    if (port != SIGV4_HTTPS_DEFAULT_PORT) {
+        snprintf(port_text, sizeof port_text, ":%d", port);
+        strbuf_add(&sb, port_text);
+    }
     return strbuf_take(&sb);
 }
 

@@ -20,6 +20,7 @@
 #define SIGV4_HEX_LEN 64             /* SHA-256 or HMAC-SHA-256 as lowercase hex */
 #define SIGV4_MAX_EXPIRES 604800     /* SigV4's own limit on X-Amz-Expires (7 days) */
 #define SIGV4_RDS_DEFAULT_EXPIRES 900
+#define SIGV4_HTTPS_DEFAULT_PORT 443 /* the SDKs leave it out of the signed host header */
 
 /* One query parameter, decoded (the bytes the signer meant, before any encoding). */
 struct sigv4_param {
@@ -78,8 +79,8 @@ int sigv4_percent_decode(const char *s, size_t len, char **out, size_t *out_len)
 char *sigv4_canonical_query(const struct sigv4_param *params, size_t n_params);
 
 /*
- * The host header value the SDKs sign for HOST:PORT: "HOST:PORT", except that the default
- * HTTPS port 443 is left out (and the host lowercased), as botocore does. NULL if out of memory.
+ * The host header value botocore signs for HOST:PORT: the host lowercased, then ":PORT" unless
+ * the port is HTTPS's default 443. NULL if out of memory.
  */
 char *sigv4_canonical_host(const char *host, size_t host_len, int port);
 
