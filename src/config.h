@@ -27,7 +27,8 @@ enum auth_type {
 /* One [databases] line: a client-visible name mapped to a backend. */
 struct config_database {
     char *name;          /* client-visible database name */
-    char *host;          /* host name, IP, or a unix socket directory (starts with '/') */
+    char *host;          /* host name, IP, or a unix socket directory (starts with '/');
+                            default "127.0.0.1" */
     int port;            /* default 5432 */
     char *dbname;        /* backend database name; default: name */
     char *user;          /* backend user; NULL: the client's user name */
@@ -141,6 +142,12 @@ int config_load_string(const char *text, const char *path, struct config **out, 
                        size_t err_len);
 
 void config_free(struct config *cfg);
+
+/*
+ * Reads a whole text file into a NUL-terminated heap buffer (free with free()); *len, if given,
+ * gets its length. Returns NULL with "FILE: reason" (or "FILE:LINE:" for a NUL byte) in err.
+ */
+char *config_read_file(const char *path, size_t *len, char *err, size_t err_len);
 
 const struct config_database *config_find_database(const struct config *cfg, const char *name);
 const struct config_user *config_find_user(const struct config *cfg, const char *name);

@@ -1,0 +1,950 @@
+/*
+ * test_config.c: sluice.ini parsing: defaults, every kind of value, errors that name file and
+ * line, lines longer than inih's buffer, [databases]/[users] strings and the lookup helpers.
+ */
+#include "../../src/config.h" /* not "config.h": autoconf's config.h sits first on the path */
+#include "tap.h"
+
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static char err[1024];
+
+/* Loads text as "test.ini"; NULL on failure (the message is in err). */
+static struct config *load(const char *text)
+{
+    struct config *cfg = NULL;
+
+    err[0] = '\0';
+    if (config_load_string(text, "test.ini", &cfg, err, sizeof err) != 0)
+        return NULL;
+    return cfg;
+}
+
+/* Loads text that must fail; returns the message ("" if it loaded). */
+static const char *load_error(const char *text)
+{
+    struct config *cfg = load(text);
+
+    if (cfg != NULL) {
+        config_free(cfg);
+        return "(loaded without error)";
+    }
+    return err;
+}
+
+static bool starts_with(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+static char *repeated(char c, size_t n)
+{
+    char *s = malloc(n + 1);
+
+    memset(s, c, n);
+    s[n] = '\0';
+    return s;
+}
+
+/* A heap string built with printf, for texts around long values. */
+__attribute__((format(printf, 1, 2))) static char *text_of(const char *fmt, ...)
+{
+    va_list ap;
+    char *s;
+
+    va_start(ap, fmt);
+    if (vasprintf(&s, fmt, ap) < 0)
+        s = NULL;
+    va_end(ap);
+    return s;
+}
+
+static void test_defaults(void)
+{
+    struct config *cfg = load("");
+
+    ok(cfg != NULL, "an empty file loads");
+    if (cfg == NULL)
+        return;
+    is_str(cfg->path, "test.ini", "the config remembers the file it came from");
+    is_str(cfg->listen_addr, "127.0.0.1", "listen_addr defaults to 127.0.0.1");
+    is_int(cfg->listen_port, 6432, "listen_port defaults to 6432");
+    is_str(cfg->unix_socket_dir, "/tmp", "unix_socket_dir defaults to /tmp");
+    is_int(cfg->unix_socket_mode, 0777, "unix_socket_mode defaults to 0777");
+    is_int(cfg->so_reuseport, false, "so_reuseport defaults to off");
+    is_int(cfg->pool_mode, POOL_MODE_SESSION, "pool_mode defaults to session");
+    is_int(cfg->default_pool_size, 20, "default_pool_size defaults to 20");
+    is_int(cfg->min_pool_size, 0, "min_pool_size defaults to 0");
+    is_int(cfg->max_client_conn, 100, "max_client_conn defaults to 100");
+    is_int(cfg->max_db_connections, 0, "max_db_connections defaults to unlimited");
+    is_int(cfg->auth_type, AUTH_TYPE_MD5, "auth_type defaults to md5");
+    is_str(cfg->auth_file, NULL, "auth_file defaults to none");
+    is_str(cfg->admin_users, NULL, "admin_users defaults to none");
+    is_str(cfg->stats_users, NULL, "stats_users defaults to none");
+    ok(cfg->query_wait_timeout == 120, "query_wait_timeout defaults to 120 s");
+    ok(cfg->client_idle_timeout == 0, "client_idle_timeout defaults to off");
+    ok(cfg->client_login_timeout == 60, "client_login_timeout defaults to 60 s");
+    ok(cfg->idle_transaction_timeout == 0, "idle_transaction_timeout defaults to off");
+    ok(cfg->server_idle_timeout == 600, "server_idle_timeout defaults to 600 s");
+    ok(cfg->server_lifetime == 3600, "server_lifetime defaults to 3600 s");
+    ok(cfg->server_connect_timeout == 15, "server_connect_timeout defaults to 15 s");
+    ok(cfg->server_login_retry == 15, "server_login_retry defaults to 15 s");
+    ok(cfg->shutdown_timeout == 30, "shutdown_timeout defaults to 30 s");
+    is_str(cfg->server_reset_query, "DISCARD ALL", "server_reset_query defaults to DISCARD ALL");
+    is_int(cfg->server_reset_query_always, false, "server_reset_query_always defaults to off");
+    is_str(cfg->server_check_query, "select 1", "server_check_query defaults to select 1");
+    ok(cfg->server_check_delay == 30, "server_check_delay defaults to 30 s");
+    is_str(cfg->ignore_startup_parameters, NULL, "ignore_startup_parameters defaults to none");
+    is_int(cfg->log_connections, true, "log_connections defaults to on");
+    is_int(cfg->log_disconnections, true, "log_disconnections defaults to on");
+    is_int(cfg->log_pooler_errors, true, "log_pooler_errors defaults to on");
+    is_int(cfg->verbose, 0, "verbose defaults to 0");
+    is_int(cfg->max_packet_size, 2147483647, "max_packet_size defaults to 2147483647");
+    is_int(cfg->pkt_buf, 4096, "pkt_buf defaults to 4096");
+    is_int(cfg->tcp_keepalive, 1, "tcp_keepalive defaults to 1");
+    is_str(cfg->pidfile, NULL, "pidfile defaults to none");
+    ok(cfg->stats_period == 60, "stats_period defaults to 60 s");
+    is_int(cfg->syslog, false, "syslog defaults to off");
+    is_str(cfg->syslog_ident, "sluice", "syslog_ident defaults to sluice");
+    is_str(cfg->syslog_facility, "daemon", "syslog_facility defaults to daemon");
+    is_str(cfg->client_tls_sslmode, "disable", "client_tls_sslmode defaults to disable");
+    is_str(cfg->client_tls_key_file, NULL, "client_tls_key_file defaults to none");
+    is_str(cfg->client_tls_cert_file, NULL, "client_tls_cert_file defaults to none");
+    is_str(cfg->client_tls_ca_file, NULL, "client_tls_ca_file defaults to none");
+    is_str(cfg->client_tls_protocols, "secure", "client_tls_protocols defaults to secure");
+    is_str(cfg->client_tls_ciphers, "default", "client_tls_ciphers defaults to default");
+    is_str(cfg->server_tls_sslmode, "disable", "server_tls_sslmode defaults to disable");
+    is_str(cfg->server_tls_ca_file, NULL, "server_tls_ca_file defaults to none");
+    is_str(cfg->server_tls_key_file, NULL, "server_tls_key_file defaults to none");
+    is_str(cfg->server_tls_cert_file, NULL, "server_tls_cert_file defaults to none");
+    is_str(cfg->server_tls_protocols, "secure", "server_tls_protocols defaults to secure");
+    is_str(cfg->server_tls_ciphers, "default", "server_tls_ciphers defaults to default");
+    is_str(cfg->auth_token_keys, NULL, "auth_token_keys defaults to none");
+    is_str(cfg->auth_token_region, NULL, "auth_token_region defaults to none");
+    is_str(cfg->auth_token_endpoints, NULL, "auth_token_endpoints defaults to none");
+    ok(cfg->auth_token_clock_skew == 60, "auth_token_clock_skew defaults to 60 s");
+    is_int(cfg->auth_token_allow_unix_socket, false, "auth_token_allow_unix_socket defaults to off");
+    is_str(cfg->metrics_listen_addr, NULL, "metrics_listen_addr defaults to none");
+    is_int(cfg->metrics_port, 0, "metrics_port defaults to off");
+    is_int(cfg->max_prepared_statements, 200, "max_prepared_statements defaults to 200");
+    is_str(cfg->pinning, "on", "pinning defaults to on");
+    is_int(cfg->n_databases, 0, "no [databases] means no databases");
+    is_int(cfg->n_users, 0, "no [users] means no users");
+    config_free(cfg);
+}
+
+static void test_every_setting_is_read(void)
+{
+    struct config *cfg = load("[sluice]\n"
+                              "listen_addr = *\n"
+                              "listen_port = 7432\n"
+                              "unix_socket_dir = /run/sluice\n"
+                              "unix_socket_mode = 0700\n"
+                              "so_reuseport = on\n"
+                              "pool_mode = transaction\n"
+                              "default_pool_size = 5\n"
+                              "min_pool_size = 2\n"
+                              "max_client_conn = 1000\n"
+                              "max_db_connections = 50\n"
+                              "auth_type = scram-sha-256\n"
+                              "auth_file = /etc/sluice/userlist.txt\n"
+                              "admin_users = alice, bob\n"
+                              "stats_users = carol\n"
+                              "query_wait_timeout = 0.5\n"
+                              "client_idle_timeout = 300\n"
+                              "client_login_timeout = 10\n"
+                              "idle_transaction_timeout = 2.5\n"
+                              "server_idle_timeout = 60\n"
+                              "server_lifetime = 1800\n"
+                              "server_connect_timeout = 3\n"
+                              "server_login_retry = 1\n"
+                              "shutdown_timeout = 5\n"
+                              "server_reset_query = RESET ALL\n"
+                              "server_reset_query_always = yes\n"
+                              "server_check_query = select 2\n"
+                              "server_check_delay = 10\n"
+                              "ignore_startup_parameters = extra_float_digits, search_path\n"
+                              "log_connections = off\n"
+                              "log_disconnections = false\n"
+                              "log_pooler_errors = no\n"
+                              "verbose = 2\n"
+                              "max_packet_size = 1048576\n"
+                              "pkt_buf = 8192\n"
+                              "tcp_keepalive = 0\n"
+                              "pidfile = /run/sluice.pid\n"
+                              "stats_period = 0\n"
+                              "syslog = 1\n"
+                              "syslog_ident = pooler\n"
+                              "syslog_facility = local3\n"
+                              "client_tls_sslmode = require\n"
+                              "client_tls_key_file = /k.pem\n"
+                              "client_tls_cert_file = /c.pem\n"
+                              "client_tls_ca_file = /ca.pem\n"
+                              "client_tls_protocols = tlsv1.3\n"
+                              "client_tls_ciphers = HIGH\n"
+                              "server_tls_sslmode = verify-full\n"
+                              "server_tls_ca_file = /sca.pem\n"
+                              "server_tls_key_file = /sk.pem\n"
+                              "server_tls_cert_file = /sc.pem\n"
+                              "server_tls_protocols = tlsv1.2,tlsv1.3\n"
+                              "server_tls_ciphers = ECDHE\n"
+                              "auth_token_keys = /etc/sluice/keys.ini\n"
+                              "auth_token_region = eu-west-1\n"
+                              "auth_token_endpoints = db.example:5432\n"
+                              "auth_token_clock_skew = 30\n"
+                              "auth_token_allow_unix_socket = true\n"
+                              "metrics_listen_addr = 127.0.0.1\n"
+                              "metrics_port = 9127\n"
+                              "max_prepared_statements = 0\n"
+                              "pinning = reject\n");
+
+    ok(cfg != NULL, "a file setting every [sluice] setting loads (%s)", err);
+    if (cfg == NULL)
+        return;
+    is_str(cfg->listen_addr, "*", "listen_addr is read");
+    is_int(cfg->listen_port, 7432, "listen_port is read");
+    is_str(cfg->unix_socket_dir, "/run/sluice", "unix_socket_dir is read");
+    is_int(cfg->unix_socket_mode, 0700, "unix_socket_mode is read as octal");
+    is_int(cfg->so_reuseport, true, "so_reuseport is read");
+    is_int(cfg->pool_mode, POOL_MODE_TRANSACTION, "pool_mode is read");
+    is_int(cfg->default_pool_size, 5, "default_pool_size is read");
+    is_int(cfg->min_pool_size, 2, "min_pool_size is read");
+    is_int(cfg->max_client_conn, 1000, "max_client_conn is read");
+    is_int(cfg->max_db_connections, 50, "max_db_connections is read");
+    is_int(cfg->auth_type, AUTH_TYPE_SCRAM, "auth_type is read");
+    is_str(cfg->auth_file, "/etc/sluice/userlist.txt", "auth_file is read");
+    is_str(cfg->admin_users, "alice, bob", "admin_users is read");
+    is_str(cfg->stats_users, "carol", "stats_users is read");
+    ok(cfg->query_wait_timeout == 0.5, "query_wait_timeout takes fractional seconds");
+    ok(cfg->client_idle_timeout == 300, "client_idle_timeout is read");
+    ok(cfg->client_login_timeout == 10, "client_login_timeout is read");
+    ok(cfg->idle_transaction_timeout == 2.5, "idle_transaction_timeout is read");
+    ok(cfg->server_idle_timeout == 60, "server_idle_timeout is read");
+    ok(cfg->server_lifetime == 1800, "server_lifetime is read");
+    ok(cfg->server_connect_timeout == 3, "server_connect_timeout is read");
+    ok(cfg->server_login_retry == 1, "server_login_retry is read");
+    ok(cfg->shutdown_timeout == 5, "shutdown_timeout is read");
+    is_str(cfg->server_reset_query, "RESET ALL", "server_reset_query is read");
+    is_int(cfg->server_reset_query_always, true, "server_reset_query_always is read");
+    is_str(cfg->server_check_query, "select 2", "server_check_query is read");
+    ok(cfg->server_check_delay == 10, "server_check_delay is read");
+    is_str(cfg->ignore_startup_parameters, "extra_float_digits, search_path",
+           "ignore_startup_parameters is read");
+    is_int(cfg->log_connections, false, "log_connections is read");
+    is_int(cfg->log_disconnections, false, "log_disconnections is read");
+    is_int(cfg->log_pooler_errors, false, "log_pooler_errors is read");
+    is_int(cfg->verbose, 2, "verbose is read");
+    is_int(cfg->max_packet_size, 1048576, "max_packet_size is read");
+    is_int(cfg->pkt_buf, 8192, "pkt_buf is read");
+    is_int(cfg->tcp_keepalive, 0, "tcp_keepalive is read");
+    is_str(cfg->pidfile, "/run/sluice.pid", "pidfile is read");
+    ok(cfg->stats_period == 0, "stats_period is read");
+    is_int(cfg->syslog, true, "syslog is read");
+    is_str(cfg->syslog_ident, "pooler", "syslog_ident is read");
+    is_str(cfg->syslog_facility, "local3", "syslog_facility is read");
+    is_str(cfg->client_tls_sslmode, "require", "client_tls_sslmode is read");
+    is_str(cfg->client_tls_key_file, "/k.pem", "client_tls_key_file is read");
+    is_str(cfg->client_tls_cert_file, "/c.pem", "client_tls_cert_file is read");
+    is_str(cfg->client_tls_ca_file, "/ca.pem", "client_tls_ca_file is read");
+    is_str(cfg->client_tls_protocols, "tlsv1.3", "client_tls_protocols is read");
+    is_str(cfg->client_tls_ciphers, "HIGH", "client_tls_ciphers is read");
+    is_str(cfg->server_tls_sslmode, "verify-full", "server_tls_sslmode is read");
+    is_str(cfg->server_tls_ca_file, "/sca.pem", "server_tls_ca_file is read");
+    is_str(cfg->server_tls_key_file, "/sk.pem", "server_tls_key_file is read");
+    is_str(cfg->server_tls_cert_file, "/sc.pem", "server_tls_cert_file is read");
+    is_str(cfg->server_tls_protocols, "tlsv1.2,tlsv1.3", "server_tls_protocols is read");
+    is_str(cfg->server_tls_ciphers, "ECDHE", "server_tls_ciphers is read");
+    is_str(cfg->auth_token_keys, "/etc/sluice/keys.ini", "auth_token_keys is read");
+    is_str(cfg->auth_token_region, "eu-west-1", "auth_token_region is read");
+    is_str(cfg->auth_token_endpoints, "db.example:5432", "auth_token_endpoints is read");
+    ok(cfg->auth_token_clock_skew == 30, "auth_token_clock_skew is read");
+    is_int(cfg->auth_token_allow_unix_socket, true, "auth_token_allow_unix_socket is read");
+    is_str(cfg->metrics_listen_addr, "127.0.0.1", "metrics_listen_addr is read");
+    is_int(cfg->metrics_port, 9127, "metrics_port is read");
+    is_int(cfg->max_prepared_statements, 0, "max_prepared_statements is read");
+    is_str(cfg->pinning, "reject", "pinning is read");
+    config_free(cfg);
+}
+
+static void test_booleans(void)
+{
+    static const char *const yes[] = {"1", "on", "true", "yes", "ON", "True", "YES"};
+    static const char *const no[] = {"0", "off", "false", "no", "OFF", "False", "No"};
+    char text[128];
+
+    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
+        struct config *cfg;
+
+        snprintf(text, sizeof text, "[sluice]\nso_reuseport = %s\n", yes[i]);
+        cfg = load(text);
+        ok(cfg != NULL && cfg->so_reuseport, "boolean '%s' reads as true", yes[i]);
+        config_free(cfg);
+    }
+    for (size_t i = 0; i < sizeof no / sizeof no[0]; i++) {
+        struct config *cfg;
+
+        snprintf(text, sizeof text, "[sluice]\nlog_connections = %s\n", no[i]);
+        cfg = load(text);
+        ok(cfg != NULL && !cfg->log_connections, "boolean '%s' reads as false", no[i]);
+        config_free(cfg);
+    }
+    is_str(load_error("[sluice]\nsyslog = maybe\n"),
+           "test.ini:2: syslog: invalid value 'maybe' (expected on/off, true/false, yes/no or 1/0)",
+           "a boolean that is none of the words names file, line and setting");
+    is_str(load_error("[sluice]\nsyslog = 2\n"),
+           "test.ini:2: syslog: invalid value '2' (expected on/off, true/false, yes/no or 1/0)",
+           "a boolean of 2 is refused");
+}
+
+static void test_integers(void)
+{
+    struct config *cfg;
+
+    is_str(load_error("[sluice]\nlisten_port = abc\n"),
+           "test.ini:2: listen_port: invalid value 'abc' (expected an integer 1-65535)",
+           "a non-numeric port names file, line, setting and range");
+    is_str(load_error("[sluice]\nlisten_port = 0\n"),
+           "test.ini:2: listen_port: invalid value '0' (expected an integer 1-65535)",
+           "a port below the range is refused");
+    is_str(load_error("[sluice]\nlisten_port = 65536\n"),
+           "test.ini:2: listen_port: invalid value '65536' (expected an integer 1-65535)",
+           "a port above the range is refused");
+    ok(starts_with(load_error("[sluice]\nlisten_port = 12abc\n"), "test.ini:2: listen_port:"),
+       "an integer with trailing text is refused");
+    ok(starts_with(load_error("[sluice]\nlisten_port =\n"), "test.ini:2: listen_port:"),
+       "an empty integer is refused");
+    ok(starts_with(load_error("[sluice]\nlisten_port = 6432.5\n"), "test.ini:2: listen_port:"),
+       "a fractional integer is refused");
+    ok(starts_with(load_error("[sluice]\nmax_client_conn = 99999999999999999999\n"),
+                   "test.ini:2: max_client_conn:"),
+       "an integer too large for any int is refused");
+    ok(starts_with(load_error("[sluice]\nmin_pool_size = -1\n"), "test.ini:2: min_pool_size:"),
+       "a negative count is refused");
+    ok(starts_with(load_error("[sluice]\ndefault_pool_size = 0\n"),
+                   "test.ini:2: default_pool_size:"),
+       "a default_pool_size of 0 is refused");
+    ok(starts_with(load_error("[sluice]\ntcp_keepalive = 2\n"), "test.ini:2: tcp_keepalive:"),
+       "tcp_keepalive other than 0 or 1 is refused");
+    cfg = load("[sluice]\nlisten_port = 1\n");
+    ok(cfg != NULL && cfg->listen_port == 1, "the lowest port in range is accepted");
+    config_free(cfg);
+    cfg = load("[sluice]\nlisten_port = 65535\n");
+    ok(cfg != NULL && cfg->listen_port == 65535, "the highest port in range is accepted");
+    config_free(cfg);
+}
+
+static void test_file_modes(void)
+{
+    struct config *cfg = load("[sluice]\nunix_socket_mode = 600\n");
+
+    ok(cfg != NULL && cfg->unix_socket_mode == 0600, "a file mode without a leading 0 is octal");
+    config_free(cfg);
+    is_str(load_error("[sluice]\nunix_socket_mode = 0800\n"),
+           "test.ini:2: unix_socket_mode: invalid value '0800' (expected an octal file mode "
+           "0-0777)",
+           "a file mode with a non-octal digit is refused");
+    ok(starts_with(load_error("[sluice]\nunix_socket_mode = 1777\n"),
+                   "test.ini:2: unix_socket_mode:"),
+       "a file mode above 0777 is refused");
+}
+
+static void test_seconds(void)
+{
+    struct config *cfg = load("[sluice]\nserver_lifetime = .25\nquery_wait_timeout = 0\n");
+
+    ok(cfg != NULL && cfg->server_lifetime == 0.25, "seconds may start with a decimal point");
+    ok(cfg != NULL && cfg->query_wait_timeout == 0, "zero seconds is accepted");
+    config_free(cfg);
+    is_str(load_error("[sluice]\nserver_lifetime = -1\n"),
+           "test.ini:2: server_lifetime: invalid value '-1' (expected a number of seconds such "
+           "as 30 or 0.5)",
+           "negative seconds are refused");
+    ok(starts_with(load_error("[sluice]\nserver_lifetime = 30s\n"), "test.ini:2: server_lifetime:"),
+       "seconds with a unit suffix are refused");
+    ok(starts_with(load_error("[sluice]\nserver_lifetime = 1e3\n"), "test.ini:2: server_lifetime:"),
+       "seconds in exponent notation are refused");
+    ok(starts_with(load_error("[sluice]\nserver_lifetime = inf\n"), "test.ini:2: server_lifetime:"),
+       "infinite seconds are refused");
+    ok(starts_with(load_error("[sluice]\nserver_lifetime = nan\n"), "test.ini:2: server_lifetime:"),
+       "nan seconds are refused");
+    ok(starts_with(load_error("[sluice]\nserver_lifetime = .\n"), "test.ini:2: server_lifetime:"),
+       "a lone decimal point is refused");
+    ok(starts_with(load_error("[sluice]\nserver_lifetime = 10000000000\n"),
+                   "test.ini:2: server_lifetime:"),
+       "seconds beyond a billion are refused");
+}
+
+static void test_pool_modes_and_auth_types(void)
+{
+    struct config *cfg;
+
+    is_str(load_error("[sluice]\npool_mode = statement\n"),
+           "test.ini:2: pool_mode: statement pooling is not supported (use session or "
+           "transaction)",
+           "statement pooling is refused with a clear reason");
+    is_str(load_error("[sluice]\npool_mode = sessions\n"),
+           "test.ini:2: pool_mode: invalid value 'sessions' (expected session or transaction)",
+           "an unknown pool_mode is refused");
+    cfg = load("[sluice]\nauth_type = trust\n");
+    ok(cfg != NULL && cfg->auth_type == AUTH_TYPE_TRUST, "auth_type trust is read");
+    config_free(cfg);
+    cfg = load("[sluice]\nauth_type = plain\n");
+    ok(cfg != NULL && cfg->auth_type == AUTH_TYPE_PLAIN, "auth_type plain is read");
+    config_free(cfg);
+    cfg = load("[sluice]\nauth_type = md5\n");
+    ok(cfg != NULL && cfg->auth_type == AUTH_TYPE_MD5, "auth_type md5 is read");
+    config_free(cfg);
+    cfg = load("[sluice]\nauth_type = token\nauth_token_keys = /k.ini\nauth_token_region = x\n");
+    ok(cfg != NULL && cfg->auth_type == AUTH_TYPE_TOKEN, "auth_type token is read");
+    config_free(cfg);
+    is_str(load_error("[sluice]\nauth_type = hba\n"),
+           "test.ini:2: auth_type: 'hba' is not supported by sluice (expected trust, md5, "
+           "scram-sha-256, plain or token)",
+           "PgBouncer's auth_type hba is refused as not supported");
+    ok(strstr(load_error("[sluice]\nauth_type = any\n"), "'any' is not supported") != NULL,
+       "PgBouncer's auth_type any is refused as not supported");
+    ok(strstr(load_error("[sluice]\nauth_type = cert\n"), "'cert' is not supported") != NULL,
+       "PgBouncer's auth_type cert is refused as not supported");
+    is_str(load_error("[sluice]\nauth_type = password\n"),
+           "test.ini:2: auth_type: invalid value 'password' (expected trust, md5, "
+           "scram-sha-256, plain or token)",
+           "an unknown auth_type is refused");
+}
+
+static void test_choices(void)
+{
+    struct config *cfg = load("[sluice]\nserver_tls_sslmode = Verify-CA\npinning = OFF\n");
+
+    ok(cfg != NULL, "choices are read without regard to case");
+    if (cfg != NULL) {
+        is_str(cfg->server_tls_sslmode, "verify-ca", "a choice is stored in its canonical spelling");
+        is_str(cfg->pinning, "off", "pinning off is read");
+    }
+    config_free(cfg);
+    is_str(load_error("[sluice]\nserver_tls_sslmode = required\n"),
+           "test.ini:2: server_tls_sslmode: invalid value 'required' (expected one of: disable, "
+           "allow, prefer, require, verify-ca, verify-full)",
+           "an unknown sslmode names every mode that would do");
+    ok(starts_with(load_error("[sluice]\nclient_tls_sslmode = strict\n"),
+                   "test.ini:2: client_tls_sslmode: invalid value"),
+       "an unknown client_tls_sslmode is refused");
+    ok(starts_with(load_error("[sluice]\npinning = sometimes\n"), "test.ini:2: pinning:"),
+       "an unknown pinning mode is refused");
+    ok(starts_with(load_error("[sluice]\nsyslog_facility = kernel\n"),
+                   "test.ini:2: syslog_facility:"),
+       "an unknown syslog facility is refused");
+    ok(starts_with(load_error("[sluice]\nclient_tls_protocols = tlsv1.4\n"),
+                   "test.ini:2: client_tls_protocols:"),
+       "an unknown TLS protocol is refused");
+    ok(starts_with(load_error("[sluice]\nserver_tls_protocols =\n"),
+                   "test.ini:2: server_tls_protocols:"),
+       "an empty TLS protocol list is refused");
+    cfg = load("[sluice]\nserver_tls_protocols = tlsv1.2 tlsv1.3\n");
+    ok(cfg != NULL, "TLS protocols may be separated by spaces");
+    config_free(cfg);
+}
+
+static void test_strings(void)
+{
+    struct config *cfg = load("[sluice]\nlisten_addr =\nunix_socket_dir =\nauth_file =\n"
+                              "server_check_query =\n");
+
+    ok(cfg != NULL, "empty string values load");
+    if (cfg != NULL) {
+        is_str(cfg->listen_addr, "", "an empty listen_addr stays empty (no TCP)");
+        is_str(cfg->unix_socket_dir, "", "an empty unix_socket_dir stays empty (no socket)");
+        is_str(cfg->auth_file, NULL, "an empty auth_file means none");
+        is_str(cfg->server_check_query, "", "an empty server_check_query stays empty (no check)");
+    }
+    config_free(cfg);
+}
+
+static void test_file_structure(void)
+{
+    struct config *cfg;
+
+    cfg = load("[sluice]\nlisten_port = 7000\nlisten_port = 7001\n");
+    ok(cfg != NULL && cfg->listen_port == 7001, "a setting given twice: the last one wins");
+    config_free(cfg);
+    cfg = load("[sluice]\nlisten_addr = a\nlisten_addr = b\n");
+    ok(cfg != NULL && strcmp(cfg->listen_addr, "b") == 0,
+       "a string setting given twice: the last one wins");
+    config_free(cfg);
+    cfg = load("[pgbouncer]\nlisten_port = 7002\n");
+    ok(cfg != NULL && cfg->listen_port == 7002, "[pgbouncer] is read as [sluice]");
+    config_free(cfg);
+    cfg = load("[SLUICE]\nLISTEN_PORT = 7003\n");
+    ok(cfg != NULL && cfg->listen_port == 7003, "section and setting names ignore case");
+    config_free(cfg);
+    cfg = load("; comment\n# another\n\n[sluice]\n   ; indented comment\nlisten_port = 7004\n");
+    ok(cfg != NULL && cfg->listen_port == 7004, "comment and blank lines are skipped");
+    config_free(cfg);
+    cfg = load("[sluice]\nlisten_addr = 127.0.0.1\n    listen_port = 7005\n");
+    ok(cfg != NULL && cfg->listen_port == 7005 && strcmp(cfg->listen_addr, "127.0.0.1") == 0,
+       "an indented line is a setting of its own, not a continuation of the one before");
+    config_free(cfg);
+    cfg = load("[sluice]\r\nlisten_port = 7006\r\nlisten_addr = x\r\n");
+    ok(cfg != NULL && cfg->listen_port == 7006 && strcmp(cfg->listen_addr, "x") == 0,
+       "CRLF line ends are read");
+    config_free(cfg);
+    cfg = load("\xEF\xBB\xBF[sluice]\nlisten_port = 7007\n");
+    ok(cfg != NULL && cfg->listen_port == 7007, "a UTF-8 byte order mark is skipped");
+    config_free(cfg);
+    cfg = load("[sluice]\nlisten_port = 7008");
+    ok(cfg != NULL && cfg->listen_port == 7008, "a last line without a newline is read");
+    config_free(cfg);
+    cfg = load("[sluice]\nlisten_port: 7009\n");
+    ok(cfg != NULL && cfg->listen_port == 7009, "name: value is read as name = value (as inih)");
+    config_free(cfg);
+    cfg = load("[sluice] ; the main section\nlisten_port = 7010\n");
+    ok(cfg != NULL && cfg->listen_port == 7010, "a comment after a section header is ignored");
+    config_free(cfg);
+
+    is_str(load_error("[sluice]\nlisten_port = 6432\nbogus_setting = 1\n"),
+           "test.ini:3: bogus_setting: unknown setting", "unknown setting names file and line");
+    is_str(load_error("[sluice]\n\n[extras]\n"),
+           "test.ini:3: unknown section [extras] (expected [sluice], [databases] or [users])",
+           "an unknown section is refused even when it holds nothing");
+    is_str(load_error("listen_port = 6432\n"),
+           "test.ini:1: listen_port: setting outside any section (start with [sluice])",
+           "a setting before any section is refused");
+    is_str(load_error("[sluice]\nlisten_port 6432\n"), "test.ini:2: expected 'name = value'",
+           "a line without '=' is refused");
+    is_str(load_error("[sluice\n"), "test.ini:1: section header has no closing ']'",
+           "a section header without ']' is refused");
+    is_str(load_error("%include /etc/sluice/more.ini\n"), "test.ini:1: %include is not supported",
+           "PgBouncer's %%include is refused by name");
+    is_str(load_error("[sluice]\n= 5\n"), "test.ini:2: : unknown setting",
+           "a line with no setting name is refused");
+}
+
+static void test_inline_comments(void)
+{
+    struct config *cfg = load("[sluice]\n"
+                              "listen_addr = 10.0.0.1 ; the private address\n"
+                              "server_reset_query = SELECT 1;SELECT 2\n"
+                              "server_check_query = select 1 # not a comment\n"
+                              "syslog_ident =;x\n");
+
+    ok(cfg != NULL, "settings with inline comments load (%s)", err);
+    if (cfg == NULL)
+        return;
+    is_str(cfg->listen_addr, "10.0.0.1", "a ';' after a space starts an inline comment");
+    is_str(cfg->server_reset_query, "SELECT 1;SELECT 2", "a ';' with no space before it is kept");
+    is_str(cfg->server_check_query, "select 1 # not a comment", "a '#' inside a line is kept");
+    is_str(cfg->syslog_ident, ";x", "a ';' right after '=' is kept (as inih)");
+    config_free(cfg);
+}
+
+static void test_cross_checks(void)
+{
+    struct config *cfg;
+
+    is_str(load_error("[sluice]\nlisten_port = 1\nclient_tls_sslmode = require\n"),
+           "test.ini:3: client_tls_sslmode: 'require' needs client_tls_key_file and "
+           "client_tls_cert_file",
+           "client TLS without a key and certificate is refused at the sslmode line");
+    cfg = load("[sluice]\nclient_tls_sslmode = prefer\nclient_tls_key_file = /k\n"
+               "client_tls_cert_file = /c\n");
+    ok(cfg != NULL, "client TLS with a key and certificate given after it loads");
+    config_free(cfg);
+    is_str(load_error("[sluice]\nauth_type = token\n"),
+           "test.ini:2: auth_type: 'token' needs auth_token_keys and auth_token_region",
+           "token auth without keys and region is refused at the auth_type line");
+    is_str(load_error("[users]\nalice = auth_type=token\n"),
+           "test.ini:2: [users] alice: auth_type: 'token' needs auth_token_keys and "
+           "auth_token_region",
+           "a token user without keys and region is refused at the user's line");
+}
+
+/* ---- lines longer than inih's buffer ------------------------------------------------- */
+
+/* Loads "[sluice]\nserver_reset_query = <x * n>" so that line 2 is exactly line_len long. */
+static void check_exact_line_length(size_t line_len)
+{
+    const char *prefix = "server_reset_query = ";
+    char *value = repeated('x', line_len - strlen(prefix));
+    char *text = text_of("[sluice]\n%s%s\nlisten_port = 7100\n", prefix, value);
+    struct config *cfg = load(text);
+
+    ok(cfg != NULL, "a line of exactly %zu characters loads (%s)", line_len, err);
+    if (cfg != NULL) {
+        is_str(cfg->server_reset_query, value, "a line of exactly %zu characters keeps its value whole",
+               line_len);
+        is_int(cfg->listen_port, 7100, "the line after a %zu-character line is read", line_len);
+    }
+    config_free(cfg);
+    free(text);
+    free(value);
+}
+
+/* A [databases] line holding a password of n characters. */
+static void check_long_password(size_t n)
+{
+    char *password = repeated('p', n);
+    char *text = text_of("[databases]\nrds = host=mydb.abcdefghijkl.eu-west-1.rds.amazonaws.com "
+                         "port=5432 dbname=app user=app_user password=%s pool_size=7\n"
+                         "[sluice]\nlisten_port = 7200\n",
+                         password);
+    struct config *cfg = load(text);
+    const struct config_database *db = cfg != NULL ? config_find_database(cfg, "rds") : NULL;
+
+    ok(cfg != NULL && cfg->n_databases == 1,
+       "a database line with a %zu-character password is one database (%s)", n, err);
+    ok(db != NULL && db->password != NULL && strcmp(db->password, password) == 0,
+       "a %zu-character password is read whole", n);
+    ok(db != NULL && db->pool_size == 7, "the keyword after a %zu-character password is read", n);
+    ok(cfg != NULL && cfg->listen_port == 7200,
+       "the section after a %zu-character password line is read", n);
+    config_free(cfg);
+    free(text);
+    free(password);
+}
+
+static void test_long_lines(void)
+{
+    char *filler = repeated('c', 5000);
+    char *text;
+    struct config *cfg;
+    const struct config_database *db;
+
+    check_exact_line_length(199);
+    check_exact_line_length(200);
+    check_exact_line_length(201);
+    check_long_password(300);
+    check_long_password(5000);
+
+    text = text_of("[databases]\nbig = host=h password='a ;b#%s' ; comment %s\n", filler, filler);
+    cfg = load(text);
+    db = cfg != NULL ? config_find_database(cfg, "big") : NULL;
+    ok(db != NULL && db->password != NULL && strlen(db->password) == 5005 &&
+           strncmp(db->password, "a ;b#c", 6) == 0,
+       "a 5000-character database line parses whole, quoted ';' kept, comment dropped");
+    config_free(cfg);
+    free(text);
+
+    text = text_of("[sluice]\nserver_reset_query = SELECT %s ; a comment %s\n", filler, filler);
+    cfg = load(text);
+    ok(cfg != NULL && strlen(cfg->server_reset_query) == 5007 &&
+           strncmp(cfg->server_reset_query, "SELECT cc", 9) == 0,
+       "a long [sluice] line loses its inline comment just like a short one");
+    config_free(cfg);
+    free(text);
+
+    text = text_of("; %s\n[sluice] ; %s\nlisten_port = 7300 ;%s\n", filler, filler, filler);
+    cfg = load(text);
+    ok(cfg != NULL && cfg->listen_port == 7300,
+       "long comment lines and a long comment after a section header are ignored (%s)", err);
+    config_free(cfg);
+    free(text);
+
+    text = text_of("[databases]\nbig = host=h password=%s\n\n[sluice]\nlisten_port = x\n", filler);
+    is_str(load_error(text),
+           "test.ini:5: listen_port: invalid value 'x' (expected an integer 1-65535)",
+           "line numbers after a long line are still right");
+    free(text);
+
+    text = text_of("[sluice]\n%s\n", filler);
+    is_str(load_error(text), "test.ini:2: expected 'name = value'",
+           "a long line without '=' is refused with its line number");
+    free(text);
+
+    text = text_of("[sluice]\n%s = 1\n", filler);
+    ok(starts_with(load_error(text), "test.ini:2: ccccc") &&
+           strstr(err, ": unknown setting") != NULL && strlen(err) < 200,
+       "a long unknown setting name is refused, shortened in the message");
+    free(text);
+
+    text = text_of("[sluice]\nlisten_port = %s\n", filler);
+    ok(starts_with(load_error(text), "test.ini:2: listen_port: invalid value 'cccc") &&
+           strstr(err, "...' (expected an integer 1-65535)") != NULL,
+       "a long bad value is shortened in the message");
+    free(text);
+    free(filler);
+}
+
+/* ---- [databases] and [users] ---------------------------------------------------------- */
+
+static void test_database_defaults(void)
+{
+    struct config *cfg = load("[databases]\nappdb =\n");
+    const struct config_database *db = cfg != NULL ? config_find_database(cfg, "appdb") : NULL;
+
+    ok(db != NULL, "a database line with no keywords loads (%s)", err);
+    if (db == NULL) {
+        config_free(cfg);
+        return;
+    }
+    is_str(db->host, "127.0.0.1", "a database's host defaults to 127.0.0.1");
+    is_int(db->port, 5432, "a database's port defaults to 5432");
+    is_str(db->dbname, "appdb", "a database's dbname defaults to its name");
+    is_str(db->user, NULL, "a database's user defaults to the client's");
+    is_str(db->password, NULL, "a database's password defaults to none");
+    is_int(db->pool_size, -1, "a database's pool_size defaults to default_pool_size");
+    is_int(db->min_pool_size, -1, "a database's min_pool_size defaults to min_pool_size");
+    is_int(db->max_db_connections, 0, "a database's max_db_connections defaults to unlimited");
+    is_int(db->pool_mode, POOL_MODE_UNSET, "a database's pool_mode defaults to the global one");
+    is_str(db->connect_query, NULL, "a database's connect_query defaults to none");
+    is_str(db->application_name, NULL, "a database's application_name defaults to none");
+    config_free(cfg);
+}
+
+static void test_database_keywords(void)
+{
+    struct config *cfg = load(
+        "[databases]\n"
+        "app = host=/var/run/postgresql port=5433 dbname=app_prod user=app password=s3cret "
+        "pool_size=10 min_pool_size=2 max_db_connections=30 pool_mode=transaction "
+        "connect_query='SET search_path = app' application_name=sluice\n"
+        "spaced = host = db1   port =  6000\n"
+        "quoted = password='it\\'s a \\\\ ;test#1' user='a b'\n"
+        "hashes = password=abc#def;ghi\n"
+        "commented = host=db2 ; host=db3\n");
+    const struct config_database *db;
+
+    ok(cfg != NULL, "database lines with every keyword load (%s)", err);
+    if (cfg == NULL)
+        return;
+    is_int(cfg->n_databases, 5, "each database line is one database");
+    db = config_find_database(cfg, "app");
+    ok(db != NULL, "a database is found by its name");
+    if (db != NULL) {
+        is_str(db->host, "/var/run/postgresql", "a host starting with '/' is kept as a socket dir");
+        is_int(db->port, 5433, "port is read");
+        is_str(db->dbname, "app_prod", "dbname is read");
+        is_str(db->user, "app", "user is read");
+        is_str(db->password, "s3cret", "password is read");
+        is_int(db->pool_size, 10, "pool_size is read");
+        is_int(db->min_pool_size, 2, "min_pool_size is read");
+        is_int(db->max_db_connections, 30, "max_db_connections is read");
+        is_int(db->pool_mode, POOL_MODE_TRANSACTION, "pool_mode is read");
+        is_str(db->connect_query, "SET search_path = app", "a quoted value keeps its spaces");
+        is_str(db->application_name, "sluice", "application_name is read");
+    }
+    db = config_find_database(cfg, "spaced");
+    ok(db != NULL && strcmp(db->host, "db1") == 0 && db->port == 6000,
+       "spaces around '=' in keyword=value are allowed");
+    db = config_find_database(cfg, "quoted");
+    is_str(db != NULL ? db->password : NULL, "it's a \\ ;test#1",
+           "a quoted value reads \\' and \\\\ and keeps ' ;' and '#'");
+    is_str(db != NULL ? db->user : NULL, "a b", "a quoted user keeps its space");
+    db = config_find_database(cfg, "hashes");
+    is_str(db != NULL ? db->password : NULL, "abc#def;ghi",
+           "an unquoted value keeps '#' and a ';' with no space before it");
+    db = config_find_database(cfg, "commented");
+    is_str(db != NULL ? db->host : NULL, "db2", "a ';' after a space outside quotes starts a comment");
+    is_str(cfg->databases[0].name, "app", "databases keep file order (first)");
+    is_str(cfg->databases[4].name, "commented", "databases keep file order (last)");
+    config_free(cfg);
+}
+
+static void test_database_errors(void)
+{
+    struct config *cfg;
+    const char *message;
+
+    is_str(load_error("[databases]\napp = host=db hots=db2\n"),
+           "test.ini:2: [databases] app: unknown keyword 'hots'",
+           "an unknown database keyword is named");
+    is_str(load_error("[databases]\napp = host=db port=abc\n"),
+           "test.ini:2: [databases] app: port: invalid value 'abc' (expected an integer 1-65535)",
+           "a bad database port names file, line, database and keyword");
+    ok(starts_with(load_error("[databases]\napp = pool_size=0\n"),
+                   "test.ini:2: [databases] app: pool_size: invalid value '0'"),
+       "a database pool_size of 0 is refused");
+    is_str(load_error("[databases]\napp = pool_mode=statement\n"),
+           "test.ini:2: [databases] app: pool_mode: statement pooling is not supported (use "
+           "session or transaction)",
+           "statement pooling is refused for a database");
+    is_str(load_error("[databases]\napp = host=db password='hunter2\n"),
+           "test.ini:2: [databases] app: password: quoted value has no closing quote",
+           "an unterminated quote is refused without showing the password");
+    message = load_error("[databases]\napp = host=db password=correct horse staple\n");
+    is_str(message,
+           "test.ini:2: [databases] app: expected keyword=value after password (a value holding "
+           "spaces must be single-quoted: password='...')",
+           "an unquoted password with spaces is refused");
+    ok(strstr(message, "horse") == NULL, "the refusal of a password with spaces does not show it");
+    message = load_error("[databases]\napp = host=db password=correct horse=staple\n");
+    ok(strstr(message, "after password") != NULL && strstr(message, "horse") == NULL,
+       "a password with spaces that looks like keyword=value is refused without showing it");
+    message = load_error("[databases]\napp = password=hunter2 port=x\n");
+    ok(strstr(message, "hunter2") == NULL, "an error on a line holding a password does not show it");
+    is_str(load_error("[databases]\napp = host='db'port=1\n"),
+           "test.ini:2: [databases] app: host: expected a space after the closing quote",
+           "text glued to a closing quote is refused");
+    is_str(load_error("[databases]\napp = host=\n"),
+           "test.ini:2: [databases] app: host: empty value (leave the keyword out instead)",
+           "an empty database value is refused");
+    is_str(load_error("[databases]\napp = host\n"),
+           "test.ini:2: [databases] app: host: expected '=' after the keyword",
+           "a keyword without '=' is refused");
+    is_str(load_error("[databases]\napp = 'host'=x\n"),
+           "test.ini:2: [databases] app: expected keyword=value",
+           "a line not starting with a keyword is refused");
+    is_str(load_error("[databases]\n= host=x\n"),
+           "test.ini:2: [databases]: missing database name before '='",
+           "a database line without a name is refused");
+
+    cfg = load("[databases]\napp = host=old port=1\nother = host=o\napp = host=new\n");
+    ok(cfg != NULL && cfg->n_databases == 2, "a database given twice is one database");
+    ok(cfg != NULL && strcmp(config_find_database(cfg, "app")->host, "new") == 0 &&
+           config_find_database(cfg, "app")->port == 5432,
+       "a database given twice: the last line wins whole");
+    config_free(cfg);
+}
+
+static void test_users(void)
+{
+    struct config *cfg = load("[users]\n"
+                              "alice = pool_mode=transaction auth_type=plain "
+                              "max_user_connections=3\n"
+                              "bob =\n");
+    const struct config_user *user;
+
+    ok(cfg != NULL && cfg->n_users == 2, "user lines load (%s)", err);
+    if (cfg == NULL)
+        return;
+    user = config_find_user(cfg, "alice");
+    ok(user != NULL, "a user is found by name");
+    if (user != NULL) {
+        is_int(user->pool_mode, POOL_MODE_TRANSACTION, "a user's pool_mode is read");
+        is_int(user->auth_type, AUTH_TYPE_PLAIN, "a user's auth_type is read");
+        is_int(user->max_user_connections, 3, "a user's max_user_connections is read");
+    }
+    user = config_find_user(cfg, "bob");
+    ok(user != NULL && user->pool_mode == POOL_MODE_UNSET && user->auth_type == AUTH_TYPE_UNSET &&
+           user->max_user_connections == 0,
+       "a user line with no keywords overrides nothing");
+    ok(config_find_user(cfg, "carol") == NULL, "an unlisted user is not found");
+    config_free(cfg);
+
+    is_str(load_error("[users]\nalice = password=x\n"),
+           "test.ini:2: [users] alice: unknown keyword 'password'",
+           "an unknown user keyword is named");
+    ok(starts_with(load_error("[users]\nalice = auth_type=hba\n"),
+                   "test.ini:2: [users] alice: auth_type: 'hba' is not supported"),
+       "a user's unsupported auth_type is refused");
+    ok(starts_with(load_error("[users]\nalice = max_user_connections=-1\n"),
+                   "test.ini:2: [users] alice: max_user_connections: invalid value '-1'"),
+       "a negative max_user_connections is refused");
+    cfg = load("[users]\nalice = max_user_connections=1\nalice = max_user_connections=2\n");
+    ok(cfg != NULL && cfg->n_users == 1 && cfg->users[0].max_user_connections == 2,
+       "a user given twice: the last line wins");
+    config_free(cfg);
+}
+
+/* ---- helpers ------------------------------------------------------------------------- */
+
+static void test_helpers(void)
+{
+    struct config *cfg = load("[sluice]\npool_mode = session\ndefault_pool_size = 9\n"
+                              "[databases]\nplain =\ntx = pool_mode=transaction pool_size=4\n"
+                              "[users]\nsess = pool_mode=session auth_type=trust\nnobody =\n");
+    const struct config_database *plain, *tx;
+    const struct config_user *sess, *nobody;
+
+    ok(cfg != NULL, "the helper fixture loads (%s)", err);
+    if (cfg == NULL)
+        return;
+    plain = config_find_database(cfg, "plain");
+    tx = config_find_database(cfg, "tx");
+    sess = config_find_user(cfg, "sess");
+    nobody = config_find_user(cfg, "nobody");
+    ok(config_find_database(cfg, "Plain") == NULL, "database lookup is case-sensitive");
+    ok(config_find_database(cfg, "pla") == NULL, "database lookup wants the whole name");
+    is_int(config_effective_pool_mode(cfg, plain, NULL), POOL_MODE_SESSION,
+           "with no overrides the global pool_mode applies");
+    is_int(config_effective_pool_mode(cfg, tx, NULL), POOL_MODE_TRANSACTION,
+           "a database's pool_mode overrides the global one");
+    is_int(config_effective_pool_mode(cfg, tx, nobody), POOL_MODE_TRANSACTION,
+           "a user without pool_mode leaves the database's");
+    is_int(config_effective_pool_mode(cfg, tx, sess), POOL_MODE_SESSION,
+           "a user's pool_mode overrides the database's");
+    is_int(config_effective_pool_mode(cfg, NULL, NULL), POOL_MODE_SESSION,
+           "no database and no user: the global pool_mode");
+    is_int(config_effective_pool_size(cfg, plain), 9, "a database without pool_size gets the default");
+    is_int(config_effective_pool_size(cfg, tx), 4, "a database's pool_size overrides the default");
+    is_int(config_effective_auth_type(cfg, sess), AUTH_TYPE_TRUST, "a user's auth_type overrides");
+    is_int(config_effective_auth_type(cfg, nobody), AUTH_TYPE_MD5,
+           "a user without auth_type gets the global one");
+    is_int(config_effective_auth_type(cfg, NULL), AUTH_TYPE_MD5, "no user: the global auth_type");
+    config_free(cfg);
+
+    ok(config_list_contains("alice, bob ,carol", "bob"), "a list contains an item with spaces around it");
+    ok(config_list_contains("alice, bob ,carol", "carol"), "a list contains its last item");
+    ok(config_list_contains("alice", "alice"), "a one-item list contains its item");
+    ok(!config_list_contains("alice, bob", "ali"), "a list does not contain part of an item");
+    ok(!config_list_contains("alice, bob", "alice, bob"), "a list does not contain itself");
+    ok(!config_list_contains("alice,,bob", ""), "an empty name is in no list");
+    ok(!config_list_contains(NULL, "alice"), "no list contains nothing");
+    ok(!config_list_contains("", "alice"), "an empty list contains nothing");
+
+    is_str(config_pool_mode_name(POOL_MODE_TRANSACTION), "transaction", "pool mode names");
+    is_str(config_pool_mode_name(POOL_MODE_SESSION), "session", "pool mode names (session)");
+    is_str(config_auth_type_name(AUTH_TYPE_SCRAM), "scram-sha-256", "auth type names");
+    is_str(config_auth_type_name(AUTH_TYPE_TOKEN), "token", "auth type names (token)");
+}
+
+/* ---- files ---------------------------------------------------------------------------- */
+
+static void test_files(void)
+{
+    char path[] = "/tmp/sluice-test-config-XXXXXX";
+    int fd = mkstemp(path);
+    struct config *cfg = NULL;
+    static const char text[] = "[sluice]\nlisten_port = 7400\n[databases]\napp = host=db\n";
+    static const char with_nul[] = "[sluice]\nlisten_port = 1\0\n";
+
+    ok(fd >= 0 && write(fd, text, sizeof text - 1) == (ssize_t)(sizeof text - 1),
+       "a config file can be written for the test");
+    close(fd);
+    ok(config_load(path, &cfg, err, sizeof err) == 0 && cfg != NULL && cfg->listen_port == 7400 &&
+           cfg->n_databases == 1,
+       "config_load reads a file (%s)", err);
+    is_str(cfg != NULL ? cfg->path : NULL, path, "the loaded config remembers its path");
+    config_free(cfg);
+
+    fd = open(path, O_WRONLY | O_TRUNC);
+    ok(fd >= 0 && write(fd, with_nul, sizeof with_nul - 1) == (ssize_t)(sizeof with_nul - 1),
+       "a config file holding a NUL byte can be written for the test");
+    close(fd);
+    cfg = NULL;
+    ok(config_load(path, &cfg, err, sizeof err) != 0 && cfg == NULL, "a file holding a NUL byte is refused");
+    ok(strstr(err, ":2: holds a NUL byte") != NULL, "the NUL byte's line is named (%s)", err);
+    unlink(path);
+
+    ok(config_load("/nonexistent/sluice.ini", &cfg, err, sizeof err) != 0 && cfg == NULL,
+       "a missing file is an error");
+    ok(starts_with(err, "/nonexistent/sluice.ini: cannot open: "), "a missing file is named (%s)", err);
+}
+
+int main(void)
+{
+    test_defaults();
+    test_every_setting_is_read();
+    test_booleans();
+    test_integers();
+    test_file_modes();
+    test_seconds();
+    test_pool_modes_and_auth_types();
+    test_choices();
+    test_strings();
+    test_file_structure();
+    test_inline_comments();
+    test_cross_checks();
+    test_long_lines();
+    test_database_defaults();
+    test_database_keywords();
+    test_database_errors();
+    test_users();
+    test_helpers();
+    test_files();
+    return tap_done();
+}
