@@ -1,6 +1,7 @@
 /*
  * auth_md5.h: PostgreSQL's md5 password scheme, both directions.
- * Stored secret: "md5" + hex(md5(password || user)); on the wire: "md5" + hex(md5(hex_secret || salt)).
+ * Stored secret: "md5" + hex(md5(password || user));
+ * on the wire:   "md5" + hex(md5(hex_secret || salt)).
  */
 #ifndef SLUICE_AUTH_MD5_H
 #define SLUICE_AUTH_MD5_H

@@ -277,7 +277,7 @@ static bool scram_derive_keys(const uint8_t salted_password[SCRAM_KEY_LEN],
                        strlen(SCRAM_SERVER_KEY_LABEL), server_key);
 }
 
-/* AuthMessage := client-first-message-bare "," server-first-message "," client-final-without-proof */
+/* AuthMessage := client-first-message-bare "," server-first-message "," client-final-w/o-proof */
 static bool scram_auth_message(const char *client_first_bare, const char *server_first,
                                const char *final_without_proof, size_t final_len, char *out,
                                size_t *out_len)
@@ -659,7 +659,8 @@ static const char *read_server_first(const struct scram_client *c, const uint8_t
     if (!nonce_is_printable(m->nonce, m->nonce_len))
         return "malformed SCRAM message: invalid nonce";
     /* The server must add its own part: an echo of ours alone would make replays possible. */
-    if (m->nonce_len <= client_nonce_len || memcmp(m->nonce, c->client_nonce, client_nonce_len) != 0)
+    if (m->nonce_len <= client_nonce_len ||
+        memcmp(m->nonce, c->client_nonce, client_nonce_len) != 0)
         return "SCRAM nonce mismatch";
     if (!read_comma(&cur) || !read_attribute(&cur, 's', &value, &value_len))
         return "malformed SCRAM message: expected salt (s=)";

@@ -48,6 +48,10 @@ static void test_client_response(void)
     is_str(out, "md59ca7b5e091765573c6c4363085c48ee9",
            "a password merely starting with md5 is hashed as a plain password");
 
+    md5_client_response(SECRET_POSTGRES_STORED "!", "postgres", salt_1234, out);
+    is_str(out, "md5a2a031bcd16b80e06d0b2aedea5a1f6f",
+           "an md5 secret with one more character is hashed as a plain password");
+
     md5_client_response("md553F48B7C4B76A86CE72276C5755F217D", "postgres", salt_1234, out);
     is_str(out, "md5e5658c48275fb153b8862012fba47b56",
            "uppercase hex is not an md5 secret (PostgreSQL's rule) and is hashed as a password");
@@ -90,8 +94,8 @@ static void test_check_response(void)
 
 static void test_scram_secret_refused(void)
 {
-    const char *verifier = "SCRAM-SHA-256$4096:QhPOPv2uqb1woDYdMouW2g==$N8vHfT44MpLPyWeXxirsN+q7U4c64"
-                           "EH7nz1T6Nk9/r4=:PCS48WXh/d7vBvfY7GpC0lYNz5GhfLjh1FAVaJ5VA38=";
+    const char *verifier = "SCRAM-SHA-256$4096:QhPOPv2uqb1woDYdMouW2g==$N8vHfT44MpLPyWeXxirsN+q7U4"
+                           "c64EH7nz1T6Nk9/r4=:PCS48WXh/d7vBvfY7GpC0lYNz5GhfLjh1FAVaJ5VA38=";
     char hashed_as_password[MD5_PASSWORD_LEN + 1];
     char stored[MD5_PASSWORD_LEN + 1];
 
