@@ -428,6 +428,14 @@ static int check_token_request(const struct sigv4_rds_token_request *req, char *
                                                  : "secret access key");
         return -1;
     }
+    if (strspn(req->region, "abcdefghijklmnopqrstuvwxyz0123456789-") != strlen(req->region)) {
+        set_error(err, err_len, "region must be lowercase letters, digits and '-' (us-east-1)");
+        return -1;
+    }
+    if (strpbrk(req->access_key_id, "/ \t\r\n") != NULL) {
+        set_error(err, err_len, "access key id must not contain '/' or spaces");
+        return -1;
+    }
     if (req->amz_date == NULL ||
         sigv4_parse_amz_date(req->amz_date, strlen(req->amz_date), &ignored) != 0) {
         set_error(err, err_len, "date must be a real UTC time written YYYYMMDDTHHMMSSZ");
@@ -441,101 +449,113 @@ static int check_token_request(const struct sigv4_rds_token_request *req, char *
     return 0;
 }
 
-enum rds_token_param {
-    RDS_PARAM_ACTION,
-    RDS_PARAM_DB_USER,
-    RDS_PARAM_ALGORITHM,
-    RDS_PARAM_CREDENTIAL,
-    RDS_PARAM_DATE,
-    RDS_PARAM_EXPIRES,
-    RDS_PARAM_SECURITY_TOKEN,
-    RDS_PARAM_SIGNED_HEADERS,
-    RDS_PARAM_COUNT
+/* The parameters of one token before signing; the sigv4_param entries point into it or req. */
+struct rds_token_parts {
+    char scope_date[SIGV4_SCOPE_DATE_LEN + 1];
+    char expires[16];
+    char *credential;
+    struct sigv4_param params[8];
+    size_t n_params;
 };
 
-static struct sigv4_param make_param(const char *name, const char *value)
+static void add_param(struct rds_token_parts *parts, const char *name, const char *value)
 {
-    return (struct sigv4_param){name, strlen(name), value, strlen(value)};
+    parts->params[parts->n_params++] = (struct sigv4_param){name, strlen(name), value,
+                                                            strlen(value)};
+}
+
+/* What generate_db_auth_token signs; the caller frees parts->credential. */
+static int rds_token_parts_init(const struct sigv4_rds_token_request *req,
+                                struct rds_token_parts *parts)
+{
+    struct strbuf credential = {0};
+
+    memset(parts, 0, sizeof *parts);
+    memcpy(parts->scope_date, req->amz_date, SIGV4_SCOPE_DATE_LEN);
+    snprintf(parts->expires, sizeof parts->expires, "%d", req->expires);
+    strbuf_add(&credential, req->access_key_id);
+    strbuf_add(&credential, "/");
+    strbuf_add(&credential, parts->scope_date);
+    strbuf_add(&credential, "/");
+    strbuf_add(&credential, req->region);
+    strbuf_add(&credential, "/" SIGV4_RDS_SERVICE "/" SIGV4_SCOPE_TERMINATOR);
+    parts->credential = strbuf_take(&credential);
+    if (parts->credential == NULL)
+        return -1;
+    add_param(parts, "Action", "connect");
+    add_param(parts, "DBUser", req->user);
+    add_param(parts, "X-Amz-Algorithm", SIGV4_ALGORITHM);
+    add_param(parts, "X-Amz-Credential", parts->credential);
+    add_param(parts, "X-Amz-Date", req->amz_date);
+    add_param(parts, "X-Amz-Expires", parts->expires);
+    if (!is_empty(req->session_token))
+        add_param(parts, "X-Amz-Security-Token", req->session_token);
+    add_param(parts, "X-Amz-SignedHeaders", "host");
+    return 0;
+}
+
+static int sign_rds_token(const struct sigv4_rds_token_request *req,
+                          const struct rds_token_parts *parts, struct sigv4_steps *steps)
+{
+    char *canonical_host = sigv4_canonical_host(req->host, strlen(req->host), req->port);
+    int rc = -1;
+
+    if (canonical_host == NULL)
+        return -1;
+    struct sigv4_signing_input in = {
+        .secret_access_key = req->secret_access_key,
+        .canonical_host = canonical_host,
+        .params = parts->params,
+        .n_params = parts->n_params,
+        .amz_date = req->amz_date,
+        .scope_date = parts->scope_date,
+        .region = req->region,
+        .service = SIGV4_RDS_SERVICE,
+    };
+    rc = sigv4_sign(&in, steps);
+    free(canonical_host);
+    return rc;
+}
+
+/* "HOST:PORT/?<sorted query>&X-Amz-Signature=<hex>": the host and port as given, even 443. */
+static char *format_rds_token(const struct sigv4_rds_token_request *req,
+                              const struct rds_token_parts *parts, const char *signature)
+{
+    char *query = sigv4_canonical_query(parts->params, parts->n_params);
+    struct strbuf sb = {0};
+    char port_text[16];
+
+    if (query == NULL)
+        return NULL;
+    snprintf(port_text, sizeof port_text, ":%d/?", req->port);
+    strbuf_add(&sb, req->host);
+    strbuf_add(&sb, port_text);
+    strbuf_add(&sb, query);
+    strbuf_add(&sb, "&X-Amz-Signature=");
+    strbuf_add(&sb, signature);
+    free(query);
+    return strbuf_take(&sb);
 }
 
 int sigv4_presign_rds_token(const struct sigv4_rds_token_request *req, char **token,
                             struct sigv4_steps *steps, char *err, size_t err_len)
 {
     struct sigv4_steps own_steps;
-    struct sigv4_param params[RDS_PARAM_COUNT];
-    size_t n_params = 0;
-    char scope_date[SIGV4_SCOPE_DATE_LEN + 1];
-    char expires[16];
-    struct strbuf credential = {0}, sb = {0};
-    char *canonical_host = NULL, *query = NULL, *credential_text = NULL;
-    char port_text[16];
-    int rc = -1;
+    struct rds_token_parts parts;
 
     *token = NULL;
-    if (steps == NULL)
-        steps = &own_steps;
     if (check_token_request(req, err, err_len) != 0)
         return -1;
-    memcpy(scope_date, req->amz_date, SIGV4_SCOPE_DATE_LEN);
-    scope_date[SIGV4_SCOPE_DATE_LEN] = '\0';
-    snprintf(expires, sizeof expires, "%d", req->expires);
-
-    strbuf_add(&credential, req->access_key_id);
-    strbuf_add(&credential, "/");
-    strbuf_add(&credential, scope_date);
-    strbuf_add(&credential, "/");
-    strbuf_add(&credential, req->region);
-    strbuf_add(&credential, "/" SIGV4_RDS_SERVICE "/" SIGV4_SCOPE_TERMINATOR);
-    credential_text = strbuf_take(&credential);
-    if (credential_text == NULL)
-        goto out_of_memory;
-
-    params[n_params++] = make_param("Action", "connect");
-    params[n_params++] = make_param("DBUser", req->user);
-    params[n_params++] = make_param("X-Amz-Algorithm", SIGV4_ALGORITHM);
-    params[n_params++] = make_param("X-Amz-Credential", credential_text);
-    params[n_params++] = make_param("X-Amz-Date", req->amz_date);
-    params[n_params++] = make_param("X-Amz-Expires", expires);
-    if (!is_empty(req->session_token))
-        params[n_params++] = make_param("X-Amz-Security-Token", req->session_token);
-    params[n_params++] = make_param("X-Amz-SignedHeaders", "host");
-
-    canonical_host = sigv4_canonical_host(req->host, strlen(req->host), req->port);
-    query = sigv4_canonical_query(params, n_params);
-    if (canonical_host == NULL || query == NULL)
-        goto out_of_memory;
-    struct sigv4_signing_input in = {
-        .secret_access_key = req->secret_access_key,
-        .canonical_host = canonical_host,
-        .params = params,
-        .n_params = n_params,
-        .amz_date = req->amz_date,
-        .scope_date = scope_date,
-        .region = req->region,
-        .service = SIGV4_RDS_SERVICE,
-    };
-    if (sigv4_sign(&in, steps) != 0)
-        goto out_of_memory;
-
-    /* The token shows the host and port as given, even where the signed host header omits 443. */
-    snprintf(port_text, sizeof port_text, ":%d/?", req->port);
-    strbuf_add(&sb, req->host);
-    strbuf_add(&sb, port_text);
-    strbuf_add(&sb, query);
-    strbuf_add(&sb, "&X-Amz-Signature=");
-    strbuf_add(&sb, steps->signature);
-    *token = strbuf_take(&sb);
-    if (*token == NULL)
-        goto out_of_memory;
-    rc = 0;
-    goto done;
-out_of_memory:
-    set_error(err, err_len, "out of memory");
-done:
+    if (steps == NULL)
+        steps = &own_steps;
+    if (rds_token_parts_init(req, &parts) == 0 && sign_rds_token(req, &parts, steps) == 0)
+        *token = format_rds_token(req, &parts, steps->signature);
     if (steps == &own_steps)
         OPENSSL_cleanse(&own_steps, sizeof own_steps);
-    free(credential_text);
-    free(canonical_host);
-    free(query);
-    return rc;
+    free(parts.credential);
+    if (*token == NULL) {
+        set_error(err, err_len, "out of memory");
+        return -1;
+    }
+    return 0;
 }

@@ -413,6 +413,9 @@ static void test_presign_refuses_bad_input(void)
     req.host = "db.example.com/x";
     is_int(sigv4_presign_rds_token(&req, &token, NULL, err, sizeof err), -1, "host with '/'");
     req = good;
+    req.region = "us-east-1/x";
+    is_int(sigv4_presign_rds_token(&req, &token, NULL, err, sizeof err), -1, "region with '/'");
+    req = good;
     req.user = "";
     is_int(sigv4_presign_rds_token(&req, &token, NULL, err, sizeof err), -1, "empty user");
     ok(strstr(err, "user") != NULL, "the error names what is missing: %s", err);
