@@ -315,7 +315,10 @@ static char *keyring_read_line(char *str, int num, void *stream)
         start++;
     len = strlen(start);
     if (num < 1 || len > (size_t)num - 1) {
-        parser_fail(p, p->lineno, "line is %zu characters long; at most %d fit", len, num - 1);
+        parser_fail(p, p->lineno,
+                    "line is %zu characters long; at most %d fit (a long users list can be "
+                    "split over several users = lines)",
+                    len, num - 1);
         return NULL;
     }
     if (*start == '[' && !parser_start_section(p, start + 1))
