@@ -27,6 +27,10 @@ def mib(kib):
     return "-" if not kib else f"{kib / 1024:.1f}"
 
 
+def short_na(status):
+    return "not run" if status.startswith("not run") else "not available (see notes below)"
+
+
 def num(x, fmt):
     return "-" if x is None else format(x, fmt)
 
@@ -85,7 +89,8 @@ def aggregate(b):
             ok = [r for r in runs if r["ok"]]
             bad = [r for r in runs if not r["ok"]]
             if not ok:
-                row["status"] = f"fails: {bad[0].get('error', '?')}"
+                why = H.EXPECTED_FAILURES.get((scn, t))
+                row["status"] = f"fails{f' (expected: {why})' if why else ''}: {bad[0].get('error', '?')}"
                 row["fails"] = True
             elif bad:
                 row["status"] = f"{len(bad)} of {len(runs)} rounds failed: {bad[0].get('error', '?')}"
@@ -176,6 +181,8 @@ def write(b):
     L.append(f"- Machine: {model}, {cores} cores, {mem}, Linux {kernel}")
     L.append(f"- {pg_ver}; {pgb_ver}; {pb_ver}; {ssl_ver}")
     L.append(f"- sluice: git commit {commit}" + (f" ({b.sluice_reason})" if b.sluice_reason else ""))
+    L.append(f"- Load average (1, 5, 15 min) before the run: {', '.join(f'{x:.2f}' for x in b.load_before)}; after: "
+             f"{', '.join(f'{x:.2f}' for x in b.load_after)} (anything else running on the machine skews all targets)")
     L.append(f"- pgbench scale {b.scale}; pool of {H.POOL_SIZE} server connections per proxy, transaction mode; "
              f"pgbench, the proxy and Postgres share the same {cores} cores")
     L.append("")
@@ -193,17 +200,17 @@ def write(b):
             continue
         for t in [t for t in H.SCENARIOS[scn].get("targets", H.TARGETS) if t in b.targets]:
             r = rows[(scn, t)]
-            label = f"{scn}" if t == "direct" or scn == "b-token" else ""
+            label = scn
             if r.get("na"):
-                L.append(f"| {label or scn} | {H.TARGET_LABEL[t]} | {cell(r['status'])} | | | | | | | | |")
+                L.append(f"| {label} | {H.TARGET_LABEL[t]} | {short_na(r['status'])} | | | | | | | | |")
                 continue
             if r.get("fails"):
-                L.append(f"| {label or scn} | {H.TARGET_LABEL[t]} | {cell(r['status'])} | | | | "
+                L.append(f"| {label} | {H.TARGET_LABEL[t]} | {cell(r['status'])} | | | | "
                          f"{r['failed']} (+{r['aborted']} clients aborted) | | | | |")
                 continue
             failed = f"{r['failed']}" + (f" (+{r['aborted']} clients aborted)" if r["aborted"] else "")
             tps = f"{r['tps']:,.0f}" + ("" if r["status"] == "ok" else f" ({cell(r['status'])})")
-            L.append(f"| {label or scn} | {H.TARGET_LABEL[t]} | {tps} | {sig(r['lat_mean_ms'])} | "
+            L.append(f"| {label} | {H.TARGET_LABEL[t]} | {tps} | {sig(r['lat_mean_ms'])} | "
                      f"{sig(r['lat_p99_ms'])} | {sig(r['conn_ms'])} | {failed} | {sig(r['cpu_proxy'])} | "
                      f"{sig(r['cpu_pg'])} | {sig(r['cpu_client'])} | "
                      f"{mib(r['hwm_kib'])} |")
@@ -251,7 +258,8 @@ def write(b):
         for t in [t for t in H.SCENARIOS["f"]["targets"] if t in b.targets]:
             r = rows[("f", t)]
             if r.get("na") or r.get("fails"):
-                L.append(f"| {H.TARGET_LABEL[t]} | {cell(r['status'])} | | | | |")
+                L.append(f"| {H.TARGET_LABEL[t]} | {short_na(r['status']) if r.get('na') else cell(r['status'])} "
+                         f"| | | | |")
                 continue
             L.append(f"| {H.TARGET_LABEL[t]} | {r['rss_base_kib'] / 1024:.1f} | {r['rss_kib'] / 1024:.1f} | "
                      f"{sig(r['kib_per_client'])} | {r['logins_per_s']:,.0f} | {sig(r['cpu_per_login_ms'] * 1000)} |")
@@ -272,11 +280,13 @@ def write(b):
         L.append("")
 
     # --- unavailable and notes
-    na = sorted(set((s, t, why) for (s, t), why in b.unavailable.items()))
-    if na or b.notes:
+    na = {}
+    for (s, t), why in b.unavailable.items():
+        na.setdefault((t, why), []).append(s)
+    if na or b.notes or any(row.get("fails") for row in rows.values()):
         L.append("## Not available, failures and notes\n")
-        for s, t, why in na:
-            L.append(f"- {s} / {H.TARGET_LABEL[t]}: {why}")
+        for (t, why), scns in na.items():
+            L.append(f"- {H.TARGET_LABEL[t]}, {', '.join(scns)}: {cell(why)}")
         for r in rows:
             row = rows[r]
             if row.get("fails"):
