@@ -11,18 +11,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <sys/socket.h>
 #include <sys/un.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/rand.h>
+#include <event2/bufferevent_ssl.h>
 
 #include "auth_md5.h"
+#include "auth_token.h"
 #include "conn.h"
 #include "log.h"
 #include "pool.h"
 #include "server.h"
 
 /* Password and SASL messages are small; anything larger during login is an attack or a bug. */
-#define CLIENT_MAX_AUTH_MESSAGE 8192
+#define CLIENT_MAX_AUTH_MESSAGE (TOKEN_MAX_LEN + 1024)
 /* Bytes a client may have buffered while it has no backend; reading stops beyond this. */
 #define CLIENT_READ_HIGH_WATER (256 * 1024)
 #define CLIENT_WRITE_LOW_WATER (64 * 1024)
@@ -252,9 +257,26 @@ static void client_write_cb(struct bufferevent *bev, void *arg)
         server_unpause(c->server);
 }
 
+static void client_log_tls_error(struct client *c)
+{
+    unsigned long err = bufferevent_get_openssl_error(c->bev);
+    char text[256];
+    if (!err)
+        return;
+    c->worker->stats.tls_handshake_failures++;
+    ERR_error_string_n(err, text, sizeof(text));
+    log_info("C-%llu: %s:%d TLS error: %s", (unsigned long long)c->id, c->addr, c->port, text);
+}
+
 static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct client *c = arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        c->worker->stats.tls_handshakes++; /* TLS handshake finished */
+        return;
+    }
+    if (c->tls && (what & BEV_EVENT_ERROR))
+        client_log_tls_error(c);
     if (what & BEV_EVENT_EOF)
         client_close(c, "client closed the connection");
     else if (what & BEV_EVENT_ERROR)
@@ -386,12 +408,65 @@ static void client_handle_startup_message(struct client *c, const struct startup
         client_failf(c, "08P01", "invalid startup options: %s", err);
         return;
     }
+    if (w->tls.client_mode >= TLS_MODE_REQUIRE && !c->tls && !c->is_unix) {
+        client_failf(c, "28000", "SSL connection is required for user \"%s\": connect with sslmode=require or stronger",
+                     c->user);
+        return;
+    }
     const struct config_database *db = config_find_database(w->cfg, c->database);
     if (!db) {
         client_failf(c, "3D000", "database \"%s\" does not exist", c->database);
         return;
     }
     client_begin_auth(c);
+}
+
+/*
+ * Answers 'S' and continues on a TLS bufferevent over the same socket. The 'S' goes out directly:
+ * the client sends nothing until it has it, and nothing may sit unread before the handshake
+ * (bytes buffered after SSLRequest would bypass TLS, as in CVE-2021-23214).
+ */
+static void client_start_tls(struct client *c)
+{
+    struct worker *w = c->worker;
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
+        client_fail(c, "08P01", "received unencrypted data after SSL request");
+        return;
+    }
+    while (evbuffer_get_length(out) > 0)
+        if (evbuffer_write(out, fd) <= 0) {
+            client_close(c, "could not write to the client");
+            return;
+        }
+    SSL *ssl = tls_new_client_ssl(&w->tls);
+    if (!ssl || send(fd, "S", 1, MSG_NOSIGNAL) != 1) {
+        if (ssl)
+            SSL_free(ssl);
+        client_close(c, "could not start TLS");
+        return;
+    }
+    struct bufferevent *tls_bev = bufferevent_openssl_socket_new(
+        w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+    if (!tls_bev) {
+        SSL_free(ssl);
+        client_close(c, "could not start TLS");
+        return;
+    }
+    /* The plain bufferevent lets go of the socket without closing it. */
+    bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
+    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    bufferevent_setfd(c->bev, -1);
+    bufferevent_free(c->bev);
+    c->bev = tls_bev;
+    c->tls = true;
+    bufferevent_openssl_set_allow_dirty_shutdown(tls_bev, 1);
+    bufferevent_setcb(tls_bev, client_read_cb, client_write_cb, client_event_cb, c);
+    bufferevent_setwatermark(tls_bev, EV_READ, 0, CLIENT_READ_HIGH_WATER);
+    bufferevent_setwatermark(tls_bev, EV_WRITE, CLIENT_WRITE_LOW_WATER, 0);
+    bufferevent_enable(tls_bev, EV_READ);
 }
 
 static void client_handle_startup(struct client *c)
@@ -427,6 +502,12 @@ static void client_handle_startup(struct client *c)
         }
         switch (sp.kind) {
         case STARTUP_SSL:
+            if (c->worker->tls.client_ctx && !c->tls) {
+                client_start_tls(c);
+                return;
+            }
+            bufferevent_write(c->bev, "N", 1);
+            continue;
         case STARTUP_GSSENC:
             /* Encryption is not offered here: 'N', then the client may go on in plain text. */
             bufferevent_write(c->bev, "N", 1);
@@ -497,7 +578,14 @@ static void client_begin_auth(struct client *c)
         return;
     }
     case AUTH_TYPE_TOKEN:
-        client_fail(c, "28000", "token authentication requires TLS, which this listener does not offer");
+        if (!c->tls && !(c->is_unix && w->cfg->auth_token_allow_unix_socket)) {
+            c->worker->stats.logins_failed++;
+            client_failf(c, "28000", "token authentication for user \"%s\" requires an SSL connection: connect with sslmode=require or stronger",
+                         c->user);
+            return;
+        }
+        c->auth_step = AUTH_STEP_TOKEN;
+        client_send_auth_request(c, AUTH_REQ_PASSWORD, NULL, 0);
         return;
     case AUTH_TYPE_UNSET:
         break;
@@ -600,6 +688,38 @@ static void client_scram_final(struct client *c, const uint8_t *body, size_t bod
     client_auth_succeeded(c);
 }
 
+static void client_check_token(struct client *c, const uint8_t *body, size_t body_len)
+{
+    struct worker *w = c->worker;
+    const struct config *cfg = w->cfg;
+    const char *token;
+    enum token_failure why = TOKEN_FAIL_UNKNOWN_ACCESS_KEY;
+
+    if (proto_parse_password(body, body_len, &token) != PROTO_OK) {
+        client_fail(c, "08P01", "malformed password message");
+        return;
+    }
+    struct token_policy policy = {
+        .region = cfg->auth_token_region,
+        .endpoints = cfg->auth_token_endpoints,
+        .clock_skew_seconds = (int)cfg->auth_token_clock_skew,
+        .max_expires = TOKEN_DEFAULT_MAX_EXPIRES,
+    };
+    if (w->token_keys &&
+        token_verify(w->token_keys, &policy, token, strlen(token), c->user, time(NULL), &why) == 0) {
+        w->stats.token_logins_ok++;
+        client_auth_succeeded(c);
+        return;
+    }
+    if ((size_t)why < sizeof(w->stats.token_failures) / sizeof(w->stats.token_failures[0]))
+        w->stats.token_failures[why]++;
+    w->stats.logins_failed++;
+    log_info("C-%llu: %s@%s:%d token login refused: %s", (unsigned long long)c->id, c->user,
+             c->addr, c->port, token_failure_message(why));
+    client_failf(c, "28P01", "token authentication failed for user \"%s\": %s", c->user,
+                 token_failure_message(why));
+}
+
 static void client_auth_message(struct client *c, const uint8_t *body, size_t body_len)
 {
     struct worker *w = c->worker;
@@ -630,6 +750,9 @@ static void client_auth_message(struct client *c, const uint8_t *body, size_t bo
         return;
     case AUTH_STEP_SCRAM_FIRST:
         client_scram_first(c, entry, body, body_len);
+        return;
+    case AUTH_STEP_TOKEN:
+        client_check_token(c, body, body_len);
         return;
     case AUTH_STEP_SCRAM_FINAL:
         client_scram_final(c, body, body_len);

@@ -32,6 +32,7 @@ enum client_auth_step {
     AUTH_STEP_MD5,
     AUTH_STEP_SCRAM_FIRST,
     AUTH_STEP_SCRAM_FINAL,
+    AUTH_STEP_TOKEN,
 };
 
 struct client {
@@ -72,6 +73,7 @@ struct client {
     double last_activity;
     bool over_limit;                /* accepted past max_client_conn: refused after startup */
     bool is_unix;
+    bool tls;                       /* the connection was upgraded to TLS */
     char addr[64];
     int port;
 };

@@ -14,6 +14,8 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <event2/dns.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
 #include <openssl/crypto.h>
 
 #include "auth_md5.h"
@@ -255,15 +257,95 @@ static void server_lost(struct server *s, const char *why)
     server_close(s, why);
 }
 
+static bool server_wants_tls(const struct server *s)
+{
+    return s->worker->tls.server_ctx && s->pool->host[0] != '/';
+}
+
+static void server_send_ssl_request(struct server *s)
+{
+    uint8_t request[8];
+    uint32_t length = htonl(8), code = htonl(PROTO_SSL_REQUEST);
+    memcpy(request, &length, 4);
+    memcpy(request + 4, &code, 4);
+    bufferevent_write(s->bev, request, sizeof(request));
+    s->awaiting_ssl_answer = true;
+}
+
+/* 'S': continue on a TLS bufferevent over the same socket; the handshake's end sends the startup. */
+static void server_start_tls(struct server *s)
+{
+    struct worker *w = s->worker;
+    evutil_socket_t fd = bufferevent_getfd(s->bev);
+    SSL *ssl = tls_new_server_ssl(&w->tls, s->pool->host);
+    struct bufferevent *tls_bev = ssl ? bufferevent_openssl_socket_new(w->base, fd, ssl,
+                                                                       BUFFEREVENT_SSL_CONNECTING,
+                                                                       BEV_OPT_CLOSE_ON_FREE)
+                                      : NULL;
+    if (!tls_bev) {
+        if (ssl)
+            SSL_free(ssl);
+        server_login_failed(s, "08006", "could not start TLS with the database server");
+        return;
+    }
+    bufferevent_setcb(s->bev, NULL, NULL, NULL, NULL);
+    bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+    bufferevent_setfd(s->bev, -1);
+    bufferevent_free(s->bev);
+    s->bev = tls_bev;
+    s->tls = true;
+    bufferevent_setcb(tls_bev, server_read_cb, server_write_cb, server_event_cb, s);
+    bufferevent_setwatermark(tls_bev, EV_WRITE, SERVER_WRITE_LOW_WATER, 0);
+    bufferevent_enable(tls_bev, EV_READ | EV_WRITE);
+}
+
+/* The answer to SSLRequest: one byte, before any protocol message. */
+static void server_handle_ssl_answer(struct server *s)
+{
+    uint8_t answer;
+    if (evbuffer_remove(bufferevent_get_input(s->bev), &answer, 1) != 1)
+        return;
+    s->awaiting_ssl_answer = false;
+    if (answer == 'S') {
+        server_start_tls(s);
+        return;
+    }
+    if (answer == 'N' && s->worker->tls.server_mode < TLS_MODE_REQUIRE) {
+        server_send_startup(s);
+        return;
+    }
+    server_login_failed(s, "08006", answer == 'N'
+                                        ? "the database server does not accept SSL connections, and server_tls_sslmode requires it"
+                                        : "unexpected answer from the database server to SSLRequest");
+}
+
 static void server_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct server *s = arg;
 
-    if (what & BEV_EVENT_CONNECTED) {
+    if ((what & BEV_EVENT_CONNECTED) && !s->tcp_connected) {
+        s->tcp_connected = true;
         conn_tune_socket(bufferevent_getfd(bev), s->worker->cfg->tcp_keepalive);
         server_set_state(s, SERVER_LOGIN);
-        server_send_startup(s);
+        if (server_wants_tls(s))
+            server_send_ssl_request(s);
+        else
+            server_send_startup(s);
         return;
+    }
+    if (what & BEV_EVENT_CONNECTED) {
+        server_send_startup(s); /* TLS handshake finished */
+        return;
+    }
+    if (s->tls && (what & BEV_EVENT_ERROR)) {
+        unsigned long err = bufferevent_get_openssl_error(bev);
+        if (err) {
+            char text[256], message[400];
+            ERR_error_string_n(err, text, sizeof(text));
+            snprintf(message, sizeof(message), "TLS error with the database server: %s", text);
+            server_lost(s, message);
+            return;
+        }
     }
     if (what & BEV_EVENT_EOF) {
         server_lost(s, "server closed the connection");
@@ -714,6 +796,11 @@ void server_process_input(struct server *s)
         return;
     switch (s->state) {
     case SERVER_LOGIN:
+        if (s->awaiting_ssl_answer) {
+            server_handle_ssl_answer(s);
+            if (s->state != SERVER_LOGIN || s->awaiting_ssl_answer)
+                break;
+        }
         server_consume_messages(s, SERVER_LOGIN, server_login_message);
         break;
     case SERVER_IDLE:

@@ -53,6 +53,9 @@ struct server {
     char *internal_error;
     bool close_needed;              /* retire instead of returning to the pool */
     bool reading_paused;            /* client's output is full */
+    bool tcp_connected;
+    bool awaiting_ssl_answer;       /* SSLRequest sent, 'S' or 'N' not read yet */
+    bool tls;
 
     double connect_time;
     double last_used;

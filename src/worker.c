@@ -13,6 +13,7 @@
 #include <event2/bufferevent.h>
 #include <event2/dns.h>
 
+#include "auth_token.h"
 #include "client.h"
 #include "listener.h"
 #include "log.h"
@@ -44,6 +45,25 @@ static int worker_load_users(const struct config *cfg, struct userlist **out)
         return 0;
     if (userlist_load(cfg->auth_file, out, err, sizeof(err)) != 0) {
         log_error("auth_file: %s", err);
+        return -1;
+    }
+    return 0;
+}
+
+/* TLS contexts and the token key file: loaded together, so a reload swaps all or nothing. */
+static int worker_load_security(const struct config *cfg, struct tls_contexts *tls,
+                                struct token_keyring **keys)
+{
+    char err[1024];
+    *keys = NULL;
+    if (tls_contexts_load(cfg, tls, err, sizeof(err)) != 0) {
+        log_error("%s", err);
+        return -1;
+    }
+    if (cfg->auth_token_keys && *cfg->auth_token_keys &&
+        token_keyring_load(cfg->auth_token_keys, keys, err, sizeof(err)) != 0) {
+        log_error("auth_token_keys: %s", err);
+        tls_contexts_free(tls);
         return -1;
     }
     return 0;
@@ -95,6 +115,8 @@ int worker_init(struct worker *w, struct config *cfg)
     if (!w->dns)
         log_warning("no DNS resolver configured: [databases] hosts must be IP addresses or socket directories");
     if (worker_load_users(cfg, &w->users) != 0)
+        return -1;
+    if (worker_load_security(cfg, &w->tls, &w->token_keys) != 0)
         return -1;
     w->reaper = event_new(w->base, -1, 0, worker_reaper_cb, w);
     w->janitor = event_new(w->base, -1, EV_PERSIST, worker_janitor_cb, w);
@@ -164,6 +186,8 @@ void worker_destroy(struct worker *w)
         event_base_free(w->base);
     if (w->users)
         userlist_free(w->users);
+    tls_contexts_free(&w->tls);
+    token_keyring_free(w->token_keys);
     config_free(w->cfg);
     cancel_registry_free(&w->cancels);
     msgbuf_free(&w->scratch);
@@ -304,6 +328,8 @@ void worker_reload(struct worker *w)
     char err[1024];
     struct config *fresh = NULL;
     struct userlist *users = NULL;
+    struct tls_contexts tls;
+    struct token_keyring *keys = NULL;
 
     log_info("reloading configuration from %s", w->cfg->path);
     if (config_load(w->cfg->path, &fresh, err, sizeof(err)) != 0) {
@@ -315,6 +341,13 @@ void worker_reload(struct worker *w)
         config_free(fresh);
         return;
     }
+    if (worker_load_security(fresh, &tls, &keys) != 0) {
+        log_error("reload failed, keeping the running configuration");
+        if (users)
+            userlist_free(users);
+        config_free(fresh);
+        return;
+    }
     if (strcmp(fresh->listen_addr ? fresh->listen_addr : "", w->cfg->listen_addr ? w->cfg->listen_addr : "") != 0 ||
         fresh->listen_port != w->cfg->listen_port)
         log_warning("listen_addr/listen_port changes take effect only after a restart");
@@ -323,6 +356,11 @@ void worker_reload(struct worker *w)
     if (w->users)
         userlist_free(w->users);
     w->users = users;
+    /* Live TLS connections hold their own reference to the old contexts. */
+    tls_contexts_free(&w->tls);
+    w->tls = tls;
+    token_keyring_free(w->token_keys);
+    w->token_keys = keys;
     log_configure(fresh->verbose, fresh->syslog, fresh->syslog_ident, fresh->syslog_facility);
     worker_apply_config(w);
     log_info("configuration reloaded");

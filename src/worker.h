@@ -13,6 +13,7 @@
 #include "cancel.h"
 #include "config.h"
 #include "proto.h"
+#include "tls.h"
 #include "userlist.h"
 
 struct client;
@@ -20,6 +21,7 @@ struct server;
 struct pool;
 struct listener;
 struct evdns_base;
+struct token_keyring;
 
 TAILQ_HEAD(client_list, client);
 TAILQ_HEAD(server_list, server);
@@ -32,6 +34,10 @@ struct worker_stats {
     uint64_t logins_failed;
     uint64_t servers_connected;
     uint64_t servers_failed;
+    uint64_t tls_handshakes;
+    uint64_t tls_handshake_failures;
+    uint64_t token_logins_ok;
+    uint64_t token_failures[32];   /* by enum token_failure */
 };
 
 struct worker {
@@ -39,6 +45,8 @@ struct worker {
     struct evdns_base *dns;
     struct config *cfg;            /* owned; swapped on reload */
     struct userlist *users;        /* owned; NULL when no auth_file */
+    struct tls_contexts tls;       /* owned; rebuilt on reload */
+    struct token_keyring *token_keys; /* owned; NULL when auth_token_keys is unset */
 
     struct listener *listeners;    /* singly linked, owned */
     struct client_list clients;    /* every live client */
