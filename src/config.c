@@ -22,6 +22,7 @@
 #define MAX_SECONDS 1e9          /* ~31 years: keeps every timeout representable as a timeval */
 #define SHOWN_VALUE_MAX 60       /* longest piece of a value quoted back in an error message */
 #define KEYWORD_MAX 32           /* longer [databases] keywords are unknown by definition */
+#define UTF8_BOM "\xEF\xBB\xBF"
 /*
  * What inih is handed for a line too long for its buffer: the name and value are taken from our
  * own split of that line instead. Which lines were substituted is tracked by line number, never
@@ -179,6 +180,7 @@ struct parser {
     size_t line_cap;
     struct line_parts current;
     int substituted_line; /* line number whose stand-in inih is reading; 0: none */
+    int unhandled_entry_line; /* an entry line inih has not called the handler for yet; 0: none */
     int setting_line[N_SETTINGS]; /* where each [sluice] setting was last given; 0: default */
     int *user_lines;              /* the line of each cfg->users entry */
     bool failed;
@@ -923,7 +925,7 @@ static bool next_line(struct parser *p)
     len = newline != NULL ? (size_t)(newline - start) : strlen(start);
     p->pos += len + (newline != NULL);
     p->lineno++;
-    if (p->lineno == 1 && len >= 3 && memcmp(start, "\xEF\xBB\xBF", 3) == 0) {
+    if (p->lineno == 1 && len >= 3 && memcmp(start, UTF8_BOM, 3) == 0) {
         start += 3; /* a UTF-8 byte order mark, as inih skips it */
         len -= 3;
     }
@@ -952,6 +954,8 @@ static char *read_line_for_inih(char *buf, int size, void *stream)
     char *start;
     size_t len;
 
+    if (p->unhandled_entry_line > 0)
+        fail_at(p, p->unhandled_entry_line, "could not read this line whole");
     if (p->failed || !next_line(p))
         return NULL;
     start = skip_space(trim_right(p->line));
@@ -960,8 +964,11 @@ static char *read_line_for_inih(char *buf, int size, void *stream)
         fail_at(p, p->lineno, "line buffer of %d bytes is too small", size);
         return NULL;
     }
-    /* inih's buffer must hold the line, a '\n' it may look for, and the NUL. */
-    if (len + 3 <= (size_t)size) {
+    /*
+     * inih's buffer must hold the line, a '\n' it may look for, and the NUL. On line 1 inih drops
+     * a leading byte order mark; one that came after spaces is text to us, so inih must not see it.
+     */
+    if (len + 3 <= (size_t)size && !(p->lineno == 1 && strncmp(start, UTF8_BOM, 3) == 0)) {
         memcpy(buf, start, len + 1);
         p->substituted_line = 0;
     } else {
@@ -970,7 +977,9 @@ static char *read_line_for_inih(char *buf, int size, void *stream)
     }
     if (!split_line(p, start))
         return NULL;
-    if (p->current.kind == LINE_BLANK)
+    if (p->current.kind == LINE_ENTRY)
+        p->unhandled_entry_line = p->lineno;
+    else if (p->current.kind == LINE_BLANK)
         buf[0] = '\0';
     else if (p->current.kind == LINE_SECTION)
         snprintf(buf, (size_t)size, "[%s]", p->current.section);
@@ -978,8 +987,9 @@ static char *read_line_for_inih(char *buf, int size, void *stream)
 }
 
 /*
- * inih's handler. For a line handed whole, inih's split must equal ours (if it ever does not, the
- * line was not read whole and the load fails rather than run on a cut value).
+ * inih's handler. For a line handed whole, inih's split must equal ours, and every line we split
+ * as an entry must reach this handler exactly once: if not, the line was not read whole and the
+ * load fails rather than run on a cut or skipped value.
  */
 static int handle_inih_entry(void *user, const char *section, const char *name, const char *value)
 {
@@ -987,8 +997,9 @@ static int handle_inih_entry(void *user, const char *section, const char *name, 
 
     if (p->failed)
         return 0;
-    if (p->current.kind != LINE_ENTRY)
+    if (p->current.kind != LINE_ENTRY || p->unhandled_entry_line != p->lineno)
         return fail_at(p, p->lineno, "could not read this line whole");
+    p->unhandled_entry_line = 0;
     if (p->substituted_line != p->lineno &&
         (strcmp(name, p->current.name) != 0 ||
          (p->section == SECTION_SLUICE && strcmp(value, p->current.value) != 0)))
@@ -1060,6 +1071,8 @@ int config_load_string(const char *text, const char *path, struct config **out, 
     p.cfg->path = copy_string(&p, p.path);
     if (!p.failed && apply_defaults(&p)) {
         inih_result = ini_parse_stream(read_line_for_inih, &p, handle_inih_entry, &p);
+        if (p.unhandled_entry_line > 0)
+            fail_at(&p, p.unhandled_entry_line, "could not read this line whole");
         if (!p.failed && inih_result > 0)
             fail_at(&p, inih_result, "syntax error");
         else if (!p.failed && inih_result < 0)

@@ -5,6 +5,8 @@
 #include "../../src/config.h" /* not "config.h": autoconf's config.h sits first on the path */
 #include "tap.h"
 
+#include <ini.h>
+
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -563,6 +565,37 @@ static void test_cross_checks(void)
            "a token user without keys and region is refused at the user's line");
 }
 
+/*
+ * Debian's inih takes its parsing rules from globals. Changing them makes inih read lines
+ * differently from our own split, which must fail the load rather than run on another value.
+ */
+static void test_disagreement_with_inih_fails(void)
+{
+    char *saved_inline = ini_inline_comment_prefixes;
+    char *saved_start = ini_start_comment_prefixes;
+    char inline_hash[] = "#";
+    char start_with_s[] = ";#s";
+
+    ini_inline_comment_prefixes = inline_hash;
+    is_str(load_error("[sluice]\nserver_check_query = select 1 # x\n"),
+           "test.ini:2: could not read this line whole",
+           "a line inih cuts differently fails the load");
+    ini_inline_comment_prefixes = saved_inline;
+
+    ini_start_comment_prefixes = start_with_s;
+    is_str(load_error("[sluice]\nserver_check_query = select 1\nlisten_port = 7\n"),
+           "test.ini:2: could not read this line whole",
+           "a setting inih skips as a comment fails the load");
+    is_str(load_error("[sluice]\nlisten_port = 7\nserver_check_query = select 1\n"),
+           "test.ini:3: could not read this line whole",
+           "a setting inih skips on the last line fails the load");
+    ini_start_comment_prefixes = saved_start;
+
+    is_str(load_error(" \xEF\xBB\xBF[sluice]\n"),
+           "test.ini:1: expected 'name = value'",
+           "a byte order mark after spaces is text, not a mark to skip");
+}
+
 /* ---- lines longer than inih's buffer ------------------------------------------------- */
 
 /* Loads "[sluice]\nserver_reset_query = <x * n>" so that line 2 is exactly line_len long. */
@@ -925,6 +958,142 @@ static void test_files(void)
     ok(starts_with(err, "/nonexistent/sluice.ini: cannot open: "), "a missing file is named (%s)", err);
 }
 
+/* ---- the sample config ---------------------------------------------------------------- */
+
+static const char *const every_setting[] = {
+    "listen_addr", "listen_port", "unix_socket_dir", "unix_socket_mode", "so_reuseport",
+    "pool_mode", "default_pool_size", "min_pool_size", "max_client_conn", "max_db_connections",
+    "auth_type", "auth_file", "admin_users", "stats_users", "query_wait_timeout",
+    "client_idle_timeout", "client_login_timeout", "idle_transaction_timeout",
+    "server_idle_timeout", "server_lifetime", "server_connect_timeout", "server_login_retry",
+    "shutdown_timeout", "server_reset_query", "server_reset_query_always", "server_check_query",
+    "server_check_delay", "ignore_startup_parameters", "log_connections", "log_disconnections",
+    "log_pooler_errors", "verbose", "max_packet_size", "pkt_buf", "tcp_keepalive", "pidfile",
+    "stats_period", "syslog", "syslog_ident", "syslog_facility", "client_tls_sslmode",
+    "client_tls_key_file", "client_tls_cert_file", "client_tls_ca_file", "client_tls_protocols",
+    "client_tls_ciphers", "server_tls_sslmode", "server_tls_ca_file", "server_tls_key_file",
+    "server_tls_cert_file", "server_tls_protocols", "server_tls_ciphers", "auth_token_keys",
+    "auth_token_region", "auth_token_endpoints", "auth_token_clock_skew",
+    "auth_token_allow_unix_socket", "metrics_listen_addr", "metrics_port",
+    "max_prepared_statements", "pinning",
+};
+
+/* The sample with each commented-out "name = value" line (';' then a letter) made live. */
+static char *uncommented(const char *text)
+{
+    char *out = malloc(strlen(text) + 1), *o = out;
+
+    for (const char *line = text; *line != '\0';) {
+        const char *end = strchr(line, '\n');
+        size_t len = end != NULL ? (size_t)(end - line) + 1 : strlen(line);
+
+        if (line[0] == ';' && line[1] >= 'a' && line[1] <= 'z') {
+            line++;
+            len--;
+        }
+        memcpy(o, line, len);
+        o += len;
+        line += len;
+    }
+    *o = '\0';
+    return out;
+}
+
+static void test_sample_config(void)
+{
+    const char *srcdir = getenv("SLUICE_SRCDIR");
+    char path[4096], pattern[128];
+    char *text, *live;
+    struct config *sample = NULL, *defaults, *every;
+    size_t documented = 0;
+
+    snprintf(path, sizeof path, "%s/conf/sluice.ini", srcdir != NULL ? srcdir : ".");
+    text = config_read_file(path, NULL, err, sizeof err);
+    ok(text != NULL, "the sample config can be read (%s)", err);
+    if (text == NULL)
+        return;
+    ok(config_load(path, &sample, err, sizeof err) == 0, "the sample config loads (%s)", err);
+    ok(sample != NULL && config_find_database(sample, "app") != NULL,
+       "the sample config has a working [databases] line");
+    config_free(sample);
+
+    for (size_t i = 0; i < sizeof every_setting / sizeof every_setting[0]; i++) {
+        snprintf(pattern, sizeof pattern, "\n;%s = ", every_setting[i]);
+        if (strstr(text, pattern) != NULL)
+            documented++;
+        else
+            ok(0, "the sample config documents %s", every_setting[i]);
+    }
+    is_int(documented, sizeof every_setting / sizeof every_setting[0],
+           "the sample config documents every setting");
+
+    live = uncommented(text);
+    every = load(live);
+    ok(every != NULL, "the sample config still loads with every setting line uncommented (%s)",
+       err);
+    defaults = load("");
+    if (every != NULL && defaults != NULL) {
+        ok(every->listen_port == defaults->listen_port &&
+               every->unix_socket_mode == defaults->unix_socket_mode &&
+               every->so_reuseport == defaults->so_reuseport &&
+               every->pool_mode == defaults->pool_mode &&
+               every->default_pool_size == defaults->default_pool_size &&
+               every->min_pool_size == defaults->min_pool_size &&
+               every->max_client_conn == defaults->max_client_conn &&
+               every->max_db_connections == defaults->max_db_connections &&
+               every->auth_type == defaults->auth_type &&
+               every->verbose == defaults->verbose &&
+               every->max_packet_size == defaults->max_packet_size &&
+               every->pkt_buf == defaults->pkt_buf &&
+               every->tcp_keepalive == defaults->tcp_keepalive &&
+               every->metrics_port == defaults->metrics_port &&
+               every->max_prepared_statements == defaults->max_prepared_statements,
+           "every integer default the sample shows is the real default");
+        ok(every->query_wait_timeout == defaults->query_wait_timeout &&
+               every->client_idle_timeout == defaults->client_idle_timeout &&
+               every->client_login_timeout == defaults->client_login_timeout &&
+               every->idle_transaction_timeout == defaults->idle_transaction_timeout &&
+               every->server_idle_timeout == defaults->server_idle_timeout &&
+               every->server_lifetime == defaults->server_lifetime &&
+               every->server_connect_timeout == defaults->server_connect_timeout &&
+               every->server_login_retry == defaults->server_login_retry &&
+               every->shutdown_timeout == defaults->shutdown_timeout &&
+               every->server_check_delay == defaults->server_check_delay &&
+               every->stats_period == defaults->stats_period &&
+               every->auth_token_clock_skew == defaults->auth_token_clock_skew,
+           "every timeout default the sample shows is the real default");
+        ok(every->server_reset_query_always == defaults->server_reset_query_always &&
+               every->log_connections == defaults->log_connections &&
+               every->log_disconnections == defaults->log_disconnections &&
+               every->log_pooler_errors == defaults->log_pooler_errors &&
+               every->syslog == defaults->syslog &&
+               every->auth_token_allow_unix_socket == defaults->auth_token_allow_unix_socket,
+           "every boolean default the sample shows is the real default");
+        ok(strcmp(every->listen_addr, defaults->listen_addr) == 0 &&
+               strcmp(every->unix_socket_dir, defaults->unix_socket_dir) == 0 &&
+               strcmp(every->server_reset_query, defaults->server_reset_query) == 0 &&
+               strcmp(every->server_check_query, defaults->server_check_query) == 0 &&
+               strcmp(every->syslog_ident, defaults->syslog_ident) == 0 &&
+               strcmp(every->syslog_facility, defaults->syslog_facility) == 0 &&
+               strcmp(every->client_tls_sslmode, defaults->client_tls_sslmode) == 0 &&
+               strcmp(every->client_tls_protocols, defaults->client_tls_protocols) == 0 &&
+               strcmp(every->client_tls_ciphers, defaults->client_tls_ciphers) == 0 &&
+               strcmp(every->server_tls_sslmode, defaults->server_tls_sslmode) == 0 &&
+               strcmp(every->server_tls_protocols, defaults->server_tls_protocols) == 0 &&
+               strcmp(every->server_tls_ciphers, defaults->server_tls_ciphers) == 0 &&
+               strcmp(every->pinning, defaults->pinning) == 0,
+           "every string default the sample shows is the real default");
+        ok(config_find_database(every, "reports") != NULL &&
+               strcmp(config_find_database(every, "reports")->password, "s3cret; pass#1") == 0,
+           "the sample's commented database example loads, quoted password whole");
+        ok(config_find_user(every, "reporter") != NULL, "the sample's [users] example loads");
+    }
+    config_free(every);
+    config_free(defaults);
+    free(live);
+    free(text);
+}
+
 int main(void)
 {
     test_defaults();
@@ -939,6 +1108,7 @@ int main(void)
     test_file_structure();
     test_inline_comments();
     test_cross_checks();
+    test_disagreement_with_inih_fails();
     test_long_lines();
     test_database_defaults();
     test_database_keywords();
@@ -946,5 +1116,6 @@ int main(void)
     test_users();
     test_helpers();
     test_files();
+    test_sample_config();
     return tap_done();
 }
