@@ -994,6 +994,7 @@ static char *read_line_for_inih(char *buf, int size, void *stream)
 static int handle_inih_entry(void *user, const char *section, const char *name, const char *value)
 {
     struct parser *p = user;
+    char buf[SHOWN_VALUE_MAX + 4];
 
     if (p->failed)
         return 0;
@@ -1017,7 +1018,7 @@ static int handle_inih_entry(void *user, const char *section, const char *name, 
         break;
     }
     return fail_at(p, p->lineno, "%s: setting outside any section (start with [sluice])",
-                   p->current.name);
+                   shown(p->current.name, buf, sizeof buf));
 }
 
 /* ---- checks across settings ------------------------------------------------------------ */
