@@ -507,14 +507,21 @@ class Endpoint:
             env.pop("PGPASSWORD", None)
         return env
 
-    def close_clients(self):
+    def close_clients(self, wait=2.0):
+        """Closes every client this endpoint handed out. A psycopg2 connection still running a
+        query in another thread blocks close(), so give up waiting after a moment: stopping
+        sluice (or resetting the cluster) ends those."""
         with self._lock:
             connections, self.connections = self.connections, []
-        for conn in connections:
-            try:
-                conn.close()
-            except Exception:
-                pass
+
+        def close_all():
+            for conn in connections:
+                try:
+                    conn.close()
+                except Exception:
+                    pass
+
+        Background(close_all).wait(wait)
 
 
 class DirectEndpoint(Endpoint):
