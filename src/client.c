@@ -103,11 +103,6 @@ bool client_is_closed(const struct client *c)
     return c->state == CLIENT_CLOSED;
 }
 
-static bool client_is_logged_in(const struct client *c)
-{
-    return c->state == CLIENT_IDLE || c->state == CLIENT_WAITING || c->state == CLIENT_ACTIVE;
-}
-
 /* Every state change goes through here, so the pool's client counts stay true. */
 static void client_set_state(struct client *c, enum client_state state)
 {
@@ -595,7 +590,8 @@ static void client_begin_auth(struct client *c)
 
 static bool client_check_cleartext(struct client *c, struct userlist_entry *entry, const char *password)
 {
-    if (!entry)
+    /* As PostgreSQL and PgBouncer: an empty password never logs anyone in. */
+    if (!entry || !*password || !*entry->secret)
         return false;
     switch (entry->kind) {
     case SECRET_PLAIN: {
@@ -742,7 +738,7 @@ static void client_auth_message(struct client *c, const uint8_t *body, size_t bo
             client_fail(c, "08P01", "malformed password message");
             return;
         }
-        if (entry && entry->kind != SECRET_SCRAM &&
+        if (entry && entry->kind != SECRET_SCRAM && *entry->secret &&
             md5_check_response(entry->secret, c->user, c->md5_salt, password))
             client_auth_succeeded(c);
         else
@@ -781,16 +777,14 @@ static void client_handle_auth(struct client *c)
             client_failf(c, "08P01", "expected password response, got message type %d", type);
             return;
         }
-        const uint8_t *msg = conn_pullup_message(in, msg_len);
-        if (!msg)
+        if (evbuffer_get_length(in) < (size_t)msg_len + 1)
             return;
-        client_auth_message(c, msg + PROTO_HEADER_LEN, msg_len - 4);
-        if (c->state == CLIENT_CLOSED)
-            return;
-        evbuffer_drain(in, (size_t)msg_len + 1);
+        /* Taken out of the buffer first: a finished login goes on to read what follows it. */
+        uint8_t message[CLIENT_MAX_AUTH_MESSAGE + 1];
+        evbuffer_remove(in, message, (size_t)msg_len + 1);
+        client_auth_message(c, message + PROTO_HEADER_LEN, msg_len - 4);
+        OPENSSL_cleanse(message, (size_t)msg_len + 1);
     }
-    if (client_is_logged_in(c))
-        client_process_input(c);
 }
 
 static void client_auth_succeeded(struct client *c)

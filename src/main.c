@@ -11,9 +11,7 @@
 #include "config.h"
 #include "log.h"
 #include "worker.h"
-#ifdef HAVE_CONFIG_H
-#include "../config.h"
-#endif
+#include "build-config.h"
 #ifdef HAVE_LIBSYSTEMD
 #include <systemd/sd-daemon.h>
 #endif

@@ -464,6 +464,7 @@ static void server_handle_auth_request(struct server *s, const uint8_t *body, si
 }
 
 static void server_run_internal(struct server *s, enum server_internal_purpose purpose, const char *sql);
+static void server_back_to_pool(struct server *s);
 
 static void server_login_complete(struct server *s)
 {
@@ -596,6 +597,13 @@ static void server_internal_done(struct server *s)
         server_record_synced_params(s, c);
         server_set_state(s, SERVER_ACTIVE);
         client_resume(c);
+        return;
+    case INTERNAL_ROLLBACK:
+        if (s->error_in_internal || s->ready_status != 'I') {
+            server_close(s, "could not roll back the transaction a client left open");
+            return;
+        }
+        server_back_to_pool(s);
         return;
     case INTERNAL_RESET:
         if (s->error_in_internal) {
@@ -847,11 +855,14 @@ void server_link_client(struct server *s, struct client *c)
     server_set_state(s, SERVER_ACTIVE);
 }
 
-/* A backend goes back to the pool only if nothing of the last client's is under way on it. */
-static bool server_is_clean_after(const struct server *s, const struct client *c)
+/*
+ * A backend can be reused only if nothing of the last client's is under way on it: no reply owed,
+ * no half-sent message. An open transaction is fine: it is rolled back first.
+ */
+static bool server_is_quiet_after(const struct server *s, const struct client *c)
 {
-    return s->state == SERVER_ACTIVE && s->ready_status == 'I' && c->pending_ready == 0 &&
-           !c->unsynced && c->forward_remaining == 0 && s->forward_remaining == 0 &&
+    return s->state == SERVER_ACTIVE && c->pending_ready == 0 && !c->unsynced &&
+           c->forward_remaining == 0 && s->forward_remaining == 0 &&
            evbuffer_get_length(bufferevent_get_input(s->bev)) == 0;
 }
 
@@ -878,9 +889,13 @@ void server_client_left(struct server *s)
 {
     struct client *c = s->client;
     s->client = NULL;
-    if (!c || !server_is_clean_after(s, c)) {
-        /* Mid-transaction or mid-message: never hand this session to anyone else. */
+    if (!c || !server_is_quiet_after(s, c)) {
+        /* Mid-query or mid-message: never hand this session to anyone else. */
         server_close(s, "client left while the backend was busy");
+        return;
+    }
+    if (s->ready_status != 'I') {
+        server_run_internal(s, INTERNAL_ROLLBACK, "ROLLBACK");
         return;
     }
     server_back_to_pool(s);

@@ -29,6 +29,7 @@ enum server_internal_purpose {
     INTERNAL_CONNECT_QUERY, /* after login, then ready */
     INTERNAL_PARAM_SYNC,    /* before a client's traffic, then active */
     INTERNAL_RESET,         /* server_reset_query after a session, then ready */
+    INTERNAL_ROLLBACK,      /* a client left inside a transaction: roll it back, then reuse */
 };
 
 struct server {
