@@ -41,7 +41,7 @@ enum proto_result {
 
 /*
  * Reads a regular message header. *msg_len is the length field (>= 4, counts itself, not the
- * type byte). ERROR if the length is < 4 or > max_len.
+ * type byte). ERROR if the length is < 4, > max_len or beyond the int32 range.
  */
 enum proto_result proto_peek_header(const uint8_t *buf, size_t len, uint32_t max_len,
                                     uint8_t *type, uint32_t *msg_len);
