@@ -39,7 +39,8 @@ bool tls_parse_mode(const char *text, enum tls_mode *mode);
  * an optional client certificate (server_tls_cert_file/key_file). Protocols: "secure" (TLS 1.2 and
  * 1.3), "all", "legacy", or a list like "tlsv1.2,tlsv1.3"; ciphers: "default", "secure", "fast",
  * "normal", "all" or an OpenSSL cipher string. Returns 0, or -1 with a reason naming the setting
- * and file in err.
+ * and file in err; on failure *out is left disabled with nothing to free, so a reload builds
+ * into a fresh struct and swaps it in only on success.
  */
 int tls_contexts_load(const struct config *cfg, struct tls_contexts *out, char *err, size_t err_len);
 void tls_contexts_free(struct tls_contexts *tls);
@@ -54,5 +55,11 @@ SSL *tls_new_server_ssl(const struct tls_contexts *tls, const char *host);
 
 /* For logs and SHOW CLIENTS: "TLSv1.3/TLS_AES_256_GCM_SHA384" or "" when not TLS. */
 void tls_describe(SSL *ssl, char *buf, size_t buf_len);
+
+/*
+ * Why the peer's certificate was refused ("certificate has expired", "hostname mismatch"), for
+ * the log line of a failed handshake; NULL when no certificate was checked or it passed.
+ */
+const char *tls_verify_failure(SSL *ssl);
 
 #endif
