@@ -23,6 +23,7 @@
 #define SCRAM_MAX_SERVER_NONCE_LEN 64
 #define SCRAM_GS2_HEADER_LEN 3 /* "n,," or "y,,": authzid and channel binding are refused */
 #define BASE64_LEN(raw_len) (4 * (((raw_len) + 2) / 3))
+#define ARRAY_LEN(array) (sizeof(array) / sizeof((array)[0]))
 /* client-first-bare "," server-first "," client-final-without-proof */
 #define SCRAM_AUTH_MESSAGE_CAP (3 * (SCRAM_MAX_MESSAGE + 1))
 
@@ -224,27 +225,147 @@ static bool cursor_at_end(const struct scram_cursor *cur)
 
 /* ---- key derivation ------------------------------------------------------------------------ */
 
+/* ---- passwords: the part of SASLprep (RFC 4013) that needs no Unicode tables ---------------- */
+
+struct code_point_range {
+    uint32_t first;
+    uint32_t last;
+};
+
+/* RFC 3454 C.1.2, mapped to U+0020. Checked before B.1, as PostgreSQL does (U+200B is in both). */
+static const struct code_point_range sasl_space_characters[] = {
+    {0x00a0, 0x00a0}, {0x1680, 0x1680}, {0x2000, 0x200b},
+    {0x202f, 0x202f}, {0x205f, 0x205f}, {0x3000, 0x3000},
+};
+
+/* RFC 3454 B.1, mapped to nothing. */
+static const struct code_point_range sasl_mapped_to_nothing[] = {
+    {0x00ad, 0x00ad}, {0x034f, 0x034f}, {0x1806, 0x1806}, {0x180b, 0x180d},
+    {0x200b, 0x200d}, {0x2060, 0x2060}, {0xfe00, 0xfe0f}, {0xfeff, 0xfeff},
+};
+
 /*
- * SaltedPassword := Hi(Normalize(password), salt, i), Hi being PBKDF2-HMAC-SHA-256.
- *
- * Normalize is SASLprep (RFC 4013). PostgreSQL applies it like this: a pure ASCII password is
- * used as is; otherwise it is NFKC-normalised with a few character mappings, and if that fails
- * (invalid UTF-8, prohibited characters) the raw bytes are used. We do not carry the Unicode
- * tables: ASCII passwords are used as is, exactly like PostgreSQL, and non-ASCII ones as raw
- * bytes. That matches PostgreSQL whenever SASLprep fails or leaves the password unchanged
- * (e.g. NFC text without special spaces or compatibility characters); a password that
- * SASLprep would rewrite (say, containing U+00A0 or full-width letters) yields keys that a
- * PostgreSQL-made verifier for it will not match.
+ * What SASLprep refuses, so that PostgreSQL falls back to the raw bytes: RFC 3454 C.2-C.9 in
+ * the BMP (C.2.1, ASCII controls, is checked apart; C.5, surrogates, never leave
+ * utf8_decode), and beyond the BMP an approximation of "unassigned in Unicode 3.2" (A.1)
+ * that is right for emoji and the like; the few scripts Unicode 3.2 had in plane 1 (Gothic,
+ * Deseret, ...) are counted as unassigned too.
  */
+static const struct code_point_range sasl_refused_characters[] = {
+    {0x0080, 0x009f}, {0x0340, 0x0341}, {0x06dd, 0x06dd}, {0x070f, 0x070f},
+    {0x180e, 0x180e}, {0x200e, 0x200f}, {0x2028, 0x202e}, {0x2061, 0x2063},
+    {0x206a, 0x206f}, {0x2ff0, 0x2ffb}, {0xe000, 0xf8ff}, {0xfdd0, 0xfdef},
+    {0xfff9, 0xffff}, {0x10000, 0x1ffff}, {0x2a6d7, 0x10ffff},
+};
+
+static bool code_point_in(uint32_t cp, const struct code_point_range *ranges, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (cp >= ranges[i].first && cp <= ranges[i].last)
+            return true;
+    return false;
+}
+
+/*
+ * Decodes one UTF-8 sequence as strictly as PostgreSQL (no overlong forms, no surrogates,
+ * nothing above U+10FFFF). Returns its length, or 0 if the bytes are not valid UTF-8.
+ */
+static size_t utf8_decode(const unsigned char *s, uint32_t *cp)
+{
+    unsigned char lead = s[0];
+    unsigned char low = 0x80, high = 0xbf;
+    size_t len;
+
+    if (lead < 0x80) {
+        *cp = lead;
+        return 1;
+    }
+    if (lead >= 0xc2 && lead <= 0xdf)
+        len = 2;
+    else if (lead >= 0xe0 && lead <= 0xef)
+        len = 3;
+    else if (lead >= 0xf0 && lead <= 0xf4)
+        len = 4;
+    else
+        return 0;
+    if (lead == 0xe0)
+        low = 0xa0;
+    else if (lead == 0xed)
+        high = 0x9f;
+    else if (lead == 0xf0)
+        low = 0x90;
+    else if (lead == 0xf4)
+        high = 0x8f;
+    if (s[1] < low || s[1] > high)
+        return 0;
+    *cp = lead & (0xff >> (len + 1));
+    for (size_t i = 1; i < len; i++) {
+        if (i > 1 && (s[i] < 0x80 || s[i] > 0xbf))
+            return 0;
+        *cp = (*cp << 6) | (s[i] & 0x3f);
+    }
+    return len;
+}
+
+/*
+ * Writes into out (strlen(password) + 1 bytes) the password as PostgreSQL's SASLprep gives it,
+ * as far as that is possible without the Unicode tables. PostgreSQL uses a pure ASCII password
+ * as is, and the raw bytes whenever SASLprep fails (invalid UTF-8, a prohibited or unassigned
+ * character, an empty result); both are reproduced here. Otherwise it maps C.1.2 spaces to
+ * ' ' and drops B.1 characters, as we do, then applies NFKC, which we do not. So a password
+ * that NFKC changes (full-width letters, ligatures, decomposed accents), holds a BMP character
+ * unassigned in Unicode 3.2, or breaks the bidi rule, yields other keys than PostgreSQL's.
+ * ASCII passwords, and non-ASCII ones that NFKC leaves alone (most text as people type it),
+ * come out exactly as in PostgreSQL.
+ */
+static void sasl_prepare_password(const char *password, char *out)
+{
+    const unsigned char *in = (const unsigned char *)password;
+    size_t in_len = strlen(password);
+    size_t i = 0, o = 0;
+
+    while (i < in_len) {
+        uint32_t cp = 0;
+        size_t n = utf8_decode(in + i, &cp);
+
+        if (n == 0 || cp < 0x20 || cp == 0x7f)
+            break; /* invalid UTF-8, or prohibited (C.2.1): PostgreSQL uses the raw bytes */
+        if (code_point_in(cp, sasl_space_characters, ARRAY_LEN(sasl_space_characters))) {
+            out[o++] = ' ';
+        } else if (code_point_in(cp, sasl_refused_characters,
+                                 ARRAY_LEN(sasl_refused_characters))) {
+            break;
+        } else if (!code_point_in(cp, sasl_mapped_to_nothing, ARRAY_LEN(sasl_mapped_to_nothing))) {
+            memcpy(out + o, in + i, n);
+            o += n;
+        }
+        i += n;
+    }
+    if (i < in_len || o == 0) {
+        memcpy(out, password, in_len + 1);
+        return;
+    }
+    out[o] = '\0';
+}
+
+/* SaltedPassword := Hi(SASLprep(password), salt, i), Hi being PBKDF2-HMAC-SHA-256. */
 static bool scram_salted_password(const char *password, const uint8_t *salt, size_t salt_len,
                                   int iterations, uint8_t out[SCRAM_KEY_LEN])
 {
     size_t password_len = strlen(password);
+    char *prepared;
+    bool derived = false;
 
     if (password_len > INT_MAX || salt_len > INT_MAX || iterations < 1)
         return false;
-    return PKCS5_PBKDF2_HMAC(password, (int)password_len, salt, (int)salt_len, iterations,
-                             EVP_sha256(), SCRAM_KEY_LEN, out) == 1;
+    prepared = OPENSSL_malloc(password_len + 1);
+    if (prepared == NULL)
+        return false;
+    sasl_prepare_password(password, prepared);
+    derived = PKCS5_PBKDF2_HMAC(prepared, (int)strlen(prepared), salt, (int)salt_len, iterations,
+                                EVP_sha256(), SCRAM_KEY_LEN, out) == 1;
+    OPENSSL_clear_free(prepared, password_len + 1);
+    return derived;
 }
 
 static bool hmac_sha256(const uint8_t key[SCRAM_KEY_LEN], const void *data, size_t data_len,

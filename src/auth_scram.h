@@ -32,8 +32,8 @@ struct scram_verifier {
 bool scram_parse_verifier(const char *secret, struct scram_verifier *out);
 
 /*
- * Derives a verifier from a password (PBKDF2-HMAC-SHA-256). false on failure. Passwords are used
- * as PostgreSQL uses them for ASCII; see auth_scram.c for non-ASCII ones.
+ * Derives a verifier from a password (PBKDF2-HMAC-SHA-256). false on failure. The password goes
+ * through SASLprep as PostgreSQL applies it, short of NFKC (see auth_scram.c).
  */
 bool scram_verifier_from_password(const char *password, const uint8_t *salt, size_t salt_len,
                                   int iterations, struct scram_verifier *out);

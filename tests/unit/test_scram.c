@@ -207,6 +207,144 @@ static void test_postgresql_verifiers(void)
            "a different non-ASCII password is refused");
 }
 
+/*
+ * Passwords go through SASLprep as PostgreSQL applies it. Each verifier here was made by
+ * PostgreSQL 15 from the first password given for it (CREATE ROLE ... PASSWORD E'...').
+ */
+static void test_passwords_prepared_like_postgresql(void)
+{
+    static const struct {
+        const char *name;
+        const char *verifier;
+        const char *password;
+        int want;
+    } cases[] = {
+        {"a no-break space maps to a space",
+         "SCRAM-SHA-256$4096:qqrKA7Vy3ZLsXEIKXWfsRA==$"
+         "oQkKva8O/qRvLK015lCFUwfWYBU92/2Lq9OxzMdVzi8=:"
+         "CI+3ZcKCN2EzZlep0oSn4bjtvQ3Tc05wf6CuAvz7MB0=",
+         "pass\xc2\xa0word", 1},
+        {"so the same password typed with a plain space logs in too",
+         "SCRAM-SHA-256$4096:qqrKA7Vy3ZLsXEIKXWfsRA==$"
+         "oQkKva8O/qRvLK015lCFUwfWYBU92/2Lq9OxzMdVzi8=:"
+         "CI+3ZcKCN2EzZlep0oSn4bjtvQ3Tc05wf6CuAvz7MB0=",
+         "pass word", 1},
+        {"a zero-width space maps to a space (C.1.2 before B.1)",
+         "SCRAM-SHA-256$4096:rLbvagjPiKjIYVX1giYDtg==$"
+         "bFoPcMOfzyQJWuZB0mD/+81Kjc051nwIZLt7TJnvPoE=:"
+         "qf7dMDdUuL41aI8UgwSk+2BA+MD3LBmHwgDcjnM/APM=",
+         "pass\xe2\x80\x8bword", 1},
+        {"a soft hyphen maps to nothing",
+         "SCRAM-SHA-256$4096:TMchJ/Zp17KtIBYQRA5LWg==$"
+         "tqcPjgF4ru0HgykRbKpzc3YCXLEu/qF7hDyGVasFwF4=:"
+         "/evHIN5QMhYnj1gNUpWxoDDrEnpLL6ExXg9qSGGn/PU=",
+         "pass\xc2\xadword", 1},
+        {"so the password without it logs in too",
+         "SCRAM-SHA-256$4096:TMchJ/Zp17KtIBYQRA5LWg==$"
+         "tqcPjgF4ru0HgykRbKpzc3YCXLEu/qF7hDyGVasFwF4=:"
+         "/evHIN5QMhYnj1gNUpWxoDDrEnpLL6ExXg9qSGGn/PU=",
+         "password", 1},
+        {"mapping keeps other non-ASCII characters",
+         "SCRAM-SHA-256$4096:1OZu/GZgXbCKQgGzc3NEEw==$"
+         "zR8rPSnuNPreAA0gUxRbiHYXuQBqq4yPKczdnwvFfVw=:"
+         "yI1rxd5HjUuxUX22uteXTNwI51L9ZrsFnkFtnos3DJQ=",
+         "\xc3\xa9t\xc3\xa9\xc2\xa0" "caf\xc3\xa9", 1},
+        {"a password that maps to one space",
+         "SCRAM-SHA-256$4096:iWnF2Nq/9fQR3QGR0xHhJQ==$"
+         "xFqBpQ/ievoXi4cWz8qnVQvN9nPnIUXz+stKIU7KuSA=:"
+         "bdBPZMcxm7oL5BGAaWSACNkv4SAnsBzIxec+Q6YBqdo=",
+         "\xe2\x80\x8b", 1},
+        {"an ASCII control character keeps the raw bytes",
+         "SCRAM-SHA-256$4096:tqSZ4R8uF9v+zAInREZxlQ==$"
+         "iimVuNOOQyx8HraO35X1F9YY3/P2sbkIhkiEFbpR+V8=:"
+         "GpeJfLzwtJMH9DOZChXn+AqH7YVC2uuLq8t2ozkG4zw=",
+         "\xc2\xa0pass\x01", 1},
+        {"and its mapped form is another password",
+         "SCRAM-SHA-256$4096:tqSZ4R8uF9v+zAInREZxlQ==$"
+         "iimVuNOOQyx8HraO35X1F9YY3/P2sbkIhkiEFbpR+V8=:"
+         "GpeJfLzwtJMH9DOZChXn+AqH7YVC2uuLq8t2ozkG4zw=",
+         " pass\x01", 0},
+        {"a password that maps to nothing keeps the raw bytes",
+         "SCRAM-SHA-256$4096:k7zhMJ4yLx80e08GyuIF+g==$"
+         "Mosb3L0rlSbILoype6QbjwavlGlYUOMfs8MOxIbsJ/o=:"
+         "/uH58BAJxgpmdq7WQQAn9gebasIHSCZkoOqEc5hcdLo=",
+         "\xc2\xad", 1},
+        {"and the empty password is another one",
+         "SCRAM-SHA-256$4096:k7zhMJ4yLx80e08GyuIF+g==$"
+         "Mosb3L0rlSbILoype6QbjwavlGlYUOMfs8MOxIbsJ/o=:"
+         "/uH58BAJxgpmdq7WQQAn9gebasIHSCZkoOqEc5hcdLo=",
+         "", 0},
+        {"an emoji (unassigned in Unicode 3.2) keeps the raw bytes",
+         "SCRAM-SHA-256$4096:Owg0lpkL9G5q43vxLrZ0fQ==$"
+         "qvCEVPCcRDoobtmTuBxtg/RCL6BG8G5LBjFxTclMpeg=:"
+         "yig7wXGvPMPah3DmGmZZdX092ZCi8X2LKWg2yhsaR+E=",
+         "pass\xc2\xa0word\xf0\x9f\x98\x80", 1},
+        {"and its mapped form is another password",
+         "SCRAM-SHA-256$4096:Owg0lpkL9G5q43vxLrZ0fQ==$"
+         "qvCEVPCcRDoobtmTuBxtg/RCL6BG8G5LBjFxTclMpeg=:"
+         "yig7wXGvPMPah3DmGmZZdX092ZCi8X2LKWg2yhsaR+E=",
+         "pass word\xf0\x9f\x98\x80", 0},
+        {"a private-use character keeps the raw bytes",
+         "SCRAM-SHA-256$4096:346VIpWMvEpcbiw1Oc2URg==$"
+         "9GSHNHnZFSbDvuftu6cvqGH46E6BUoKkpXaN0EOnPZg=:"
+         "YzNCjty8JFE/2L8rNIjsNHzcWlR5OleibER1Va2gkBA=",
+         "pass\xc2\xa0word\xee\x80\x80", 1},
+    };
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct scram_verifier v;
+        int client_verdict;
+
+        scram_parse_verifier(cases[i].verifier, &v);
+        is_int(full_exchange(&v, cases[i].password, &client_verdict), cases[i].want,
+               "SASLprep: %s", cases[i].name);
+    }
+}
+
+/* Invalid UTF-8 is hashed raw, even around a character SASLprep would map. */
+static void test_invalid_utf8_passwords_used_raw(void)
+{
+    static const struct {
+        const char *name;
+        const char *password;
+        const char *verifier; /* python3 hashlib over the raw bytes, RFC 7677 salt */
+    } cases[] = {
+        {"a stray continuation byte", "pass\xc2\xa0word\xff",
+         "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$"
+         "q8qrFzRGE8M10fe23MRidLCEkeBa02PHsh1OncmSv8M=:"
+         "moxpFqRV/5+X7A4l28NmFUwxRslL1ZGozwao9tU1yGw="},
+        {"an encoded surrogate", "pass\xc2\xa0word\xed\xa0\x80",
+         "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$"
+         "nT43jv1oPbg+Fgyt5WfxLjvb432r433aKWfuC+rouTA=:"
+         "DIwvmjl4unWLR/kfCRq4h4+ZkFVzC66ozCoORSIHQiA="},
+        {"an overlong encoding", "pass\xc2\xa0word\xc0\xa0",
+         "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$"
+         "t3kfOuvY4IORLJDOORXMw4E+F5xM9NwiB79b9MUB/KI=:"
+         "q7znweP95lkLV8JLLIeEoh+LldxtB3iK2FWHiUzfnUU="},
+        {"a three-byte overlong no-break space", "pass\xc2\xa0word\xe0\x82\xa0",
+         "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$"
+         "5CWWJLjxX/cuidRpJzbLjHgtlslqJWdvwwp1XCh8w9o=:"
+         "SrfZY3Y05zR6iB97oezgC5bbPElqcdUycuh+2qKlvUA="},
+        {"a code point above U+10FFFF", "pass\xc2\xa0word\xf4\x90\x80\x80",
+         "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$"
+         "vNzKh8S4Q2Z6DLpGU/c7grUrr2O8Uprnv+H8OdoDFNM=:"
+         "aIyQHJ82tAhByQkbdVquq+rVvhUW80DX8kfWbGLVWY4="},
+        {"a truncated sequence", "pass\xc2\xa0word\xe2\x80",
+         "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$"
+         "6zEUbJmH7tDM+b29c3QoZITrxT0i5tHs1EvoQ+Nbiyg=:"
+         "0d6RGpVY7bRVQuP1xBBgV3pY/rLfNnW1zwBYVyWzSvo="},
+    };
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct scram_verifier v;
+        char formatted[256] = "";
+
+        scram_verifier_from_password(cases[i].password, rfc_salt, sizeof rfc_salt, 4096, &v);
+        scram_format_verifier(&v, formatted, sizeof formatted);
+        is_str(formatted, cases[i].verifier, "a password with %s is hashed raw", cases[i].name);
+    }
+}
+
 static void test_random_nonces(void)
 {
     struct scram_client c1, c2;
@@ -677,6 +815,8 @@ int main(void)
     test_rfc7677_server_side(&rfc);
     test_rfc7677_client_side(&rfc);
     test_postgresql_verifiers();
+    test_passwords_prepared_like_postgresql();
+    test_invalid_utf8_passwords_used_raw();
     test_random_nonces();
     test_malformed_verifiers();
     test_server_refuses_malformed_client_first(&rfc);
