@@ -11,12 +11,7 @@
 #include <time.h>
 
 #include "sigv4.h"
-#ifdef HAVE_CONFIG_H
-#include "../config.h"
-#endif
-#ifndef PACKAGE_VERSION
-#define PACKAGE_VERSION "unknown"
-#endif
+#include "build-config.h"
 
 #define EXIT_USAGE 2
 #define MAX_PORT 65535

@@ -2,7 +2,7 @@
  * test_config.c: sluice.ini parsing: defaults, every kind of value, errors that name file and
  * line, lines longer than inih's buffer, [databases]/[users] strings and the lookup helpers.
  */
-#include "../../src/config.h" /* not "config.h": autoconf's config.h sits first on the path */
+#include "config.h"
 #include "tap.h"
 
 #include <ini.h>
