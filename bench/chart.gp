@@ -1,5 +1,5 @@
 # Bar chart of sluice/PgBouncer ratios per scenario, drawn by bench/run.
-# Called as: gnuplot -e "datafile='...'; outfile='...'; subtitle='...'; empty=0" bench/chart.gp
+# Called as: gnuplot -e "datafile='...'; outfile='...'; subtitle='...'; empty=0; ymax=2" bench/chart.gp
 # datafile columns: scenario  tps_ratio  cpu_ratio   (NaN where a figure is missing)
 set terminal pngcairo size 1100,600 font "sans,10"
 set output outfile
@@ -11,9 +11,10 @@ set style fill solid 0.85 border -1
 set boxwidth 0.9
 set ylabel "ratio (1 = same as PgBouncer)"
 set grid ytics
-set key top left
+set key below horizontal
 set xtics nomirror
-set yrange [0:*]
+if (!exists("ymax")) ymax = 2
+set yrange [0:ymax]
 set arrow 1 from graph 0, first 1 to graph 1, first 1 nohead dt 2 lw 1.5 lc rgb "#333333"
 if (empty) {
     unset arrow 1

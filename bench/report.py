@@ -31,6 +31,10 @@ def short_na(status):
     return "not run" if status.startswith("not run") else "not available (see notes below)"
 
 
+def spread(x):
+    return "" if x is None else f" ±{x * 100:.0f}%"
+
+
 def num(x, fmt):
     return "-" if x is None else format(x, fmt)
 
@@ -100,6 +104,9 @@ def aggregate(b):
                     "kib_per_client", "rss_delta_kib", "rss_base_kib", "rss_kib", "logins_per_s", "cpu_per_login_ms"]
             for k in keys:
                 row[k] = H.median([r.get(k) for r in ok])
+            for k in ("tps", "cpu_proxy"):
+                xs = [r[k] for r in ok if r.get(k) is not None]
+                row[k + "_spread"] = (max(xs) - min(xs)) / 2 / row[k] if len(xs) > 1 and row[k] else None
             row["failed"] = sum(r.get("failed") or 0 for r in runs)
             row["aborted"] = sum(r.get("aborted") or 0 for r in runs)
             hwms = [r.get("hwm_kib") for r in runs if r.get("hwm_kib")]
@@ -209,12 +216,15 @@ def write(b):
                          f"{r['failed']} (+{r['aborted']} clients aborted) | | | | |")
                 continue
             failed = f"{r['failed']}" + (f" (+{r['aborted']} clients aborted)" if r["aborted"] else "")
-            tps = f"{r['tps']:,.0f}" + ("" if r["status"] == "ok" else f" ({cell(r['status'])})")
+            tps = f"{r['tps']:,.0f}{spread(r['tps_spread'])}" + ("" if r["status"] == "ok" else
+                                                                f" ({cell(r['status'])})")
             L.append(f"| {label} | {H.TARGET_LABEL[t]} | {tps} | {sig(r['lat_mean_ms'])} | "
-                     f"{sig(r['lat_p99_ms'])} | {sig(r['conn_ms'])} | {failed} | {sig(r['cpu_proxy'])} | "
+                     f"{sig(r['lat_p99_ms'])} | {sig(r['conn_ms'])} | {failed} | "
+                     f"{sig(r['cpu_proxy'])}{spread(r['cpu_proxy_spread'])} | "
                      f"{sig(r['cpu_pg'])} | {sig(r['cpu_client'])} | "
                      f"{mib(r['hwm_kib'])} |")
     L.append("")
+    L.append("±: half the range (max − min) of the rounds, relative to the median: how far apart the rounds were.\n")
     L.append("Peak RSS is VmHWM, the proxy's high-water mark: each proxy is started afresh for each scenario, so it "
              "is the peak over that scenario's rounds (for direct Postgres, '-': many processes).\n")
 
@@ -364,7 +374,9 @@ def write(b):
         for scn, tp, cp in chart:
             f.write(f"{scn} {'NaN' if tp is None else f'{tp:.4f}'} {'NaN' if cp is None else f'{cp:.4f}'}\n")
     sub = f"{when}, {invocation}, sluice {commit.split()[0]}, {model}, {cores} cores"
-    gp = (f"datafile='{dat}'; outfile='{png_path}'; subtitle='{sub}'; empty={0 if chart else 1}")
+    top = max([1.0] + [x for _, tp, cp in chart for x in (tp, cp) if x is not None])
+    gp = (f"datafile='{dat}'; outfile='{png_path}'; subtitle='{sub}'; empty={0 if chart else 1}; "
+          f"ymax={top * 1.15:.3f}")
     r = subprocess.run(["gnuplot", "-e", gp, os.path.join(H.BENCH, "chart.gp")], stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, text=True)
     if r.returncode != 0:
