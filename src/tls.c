@@ -278,16 +278,11 @@ static bool is_protocol_separator(char c)
     return c == ',' || c == ':' || c == ' ' || c == '\t';
 }
 
-/*
- * tls_protocols -> the range OpenSSL is to allow. OpenSSL 3 takes a minimum and a maximum
- * version only, so a list that skips a version in the middle is refused rather than widened.
- */
-static int parse_protocols(const char *prefix, const char *text, int *min, int *max, char *err,
-                           size_t err_len)
+/* Marks in wanted[] the versions each word of a tls_protocols list names. */
+static int collect_protocol_versions(const char *prefix, const char *text,
+                                     bool wanted[N_KNOWN_VERSIONS], char *err, size_t err_len)
 {
-    bool wanted[N_KNOWN_VERSIONS] = {false};
-    char word[SHOWN_VALUE_MAX + 4], buf[SHOWN_VALUE_MAX + 4];
-    int lowest = -1, highest = -1;
+    char word[SHOWN_VALUE_MAX + 4];
 
     for (const char *c = text; *c != '\0';) {
         const struct protocol_word *found;
@@ -316,16 +311,32 @@ static int parse_protocols(const char *prefix, const char *text, int *min, int *
         for (int i = version_index(found->min); i <= version_index(found->max); i++)
             wanted[i] = true;
     }
+    return 0;
+}
+
+/*
+ * tls_protocols -> the range OpenSSL is to allow. OpenSSL 3 takes a minimum and a maximum
+ * version only, so a list that skips a version in the middle is refused rather than widened.
+ */
+static int parse_protocols(const char *prefix, const char *text, int *min, int *max, char *err,
+                           size_t err_len)
+{
+    bool wanted[N_KNOWN_VERSIONS] = {false};
+    char buf[SHOWN_VALUE_MAX + 4];
+    int lowest = -1, highest = -1;
+
+    if (collect_protocol_versions(prefix, text, wanted, err, err_len) != 0)
+        return -1;
     for (int i = 0; i < (int)N_KNOWN_VERSIONS; i++) {
         if (!wanted[i])
             continue;
-        if (lowest < 0)
-            lowest = i;
-        else if (highest != i - 1)
+        if (lowest >= 0 && highest != i - 1)
             return fail(err, err_len,
                         "%s_protocols: '%s' leaves out a version between two it allows; OpenSSL "
                         "can only allow a range such as tlsv1.2,tlsv1.3",
                         prefix, shown(text, buf, sizeof buf));
+        if (lowest < 0)
+            lowest = i;
         highest = i;
     }
     if (lowest < 0)

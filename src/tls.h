@@ -34,13 +34,14 @@ bool tls_parse_mode(const char *text, enum tls_mode *mode);
 
 /*
  * Builds both contexts from cfg. Client side needs client_tls_key_file/cert_file when the mode is
- * not disable; client_tls_ca_file turns on client-certificate checks (verify-ca/verify-full ask
- * for and verify a client certificate). Server side loads server_tls_ca_file for verify-ca/full and
- * an optional client certificate (server_tls_cert_file/key_file). Protocols: "secure" (TLS 1.2 and
- * 1.3), "all", "legacy", or a list like "tlsv1.2,tlsv1.3"; ciphers: "default", "secure", "fast",
- * "normal", "all" or an OpenSSL cipher string. Returns 0, or -1 with a reason naming the setting
- * and file in err; on failure *out is left disabled with nothing to free, so a reload builds
- * into a fresh struct and swaps it in only on success.
+ * not disable; verify-ca/verify-full also need client_tls_ca_file and then require a client
+ * certificate it signed (below verify-ca none is asked for). Server side loads server_tls_ca_file
+ * for verify-ca/full (the system's CA certificates when it is not set) and an optional client
+ * certificate (server_tls_cert_file/key_file). Protocols: "secure" (TLS 1.2 and 1.3), "all",
+ * "legacy", or a list like "tlsv1.2,tlsv1.3"; ciphers: "default", "secure", "fast", "normal",
+ * "all" or an OpenSSL cipher string. Returns 0, or -1 with a reason naming the setting and file
+ * in err; on failure *out is left disabled with nothing to free, so a reload builds into a fresh
+ * struct and swaps it in only on success.
  */
 int tls_contexts_load(const struct config *cfg, struct tls_contexts *out, char *err, size_t err_len);
 void tls_contexts_free(struct tls_contexts *tls);
@@ -49,7 +50,8 @@ void tls_contexts_free(struct tls_contexts *tls);
 SSL *tls_new_client_ssl(const struct tls_contexts *tls);
 /*
  * A new SSL toward a backend host: SNI set for host names, and for verify-full the host name (or
- * IP address) checked against the certificate. NULL on failure.
+ * IP address) checked against the certificate. NULL on failure, and for verify-full when host is
+ * NULL, empty or a unix socket directory (nothing to check the certificate against).
  */
 SSL *tls_new_server_ssl(const struct tls_contexts *tls, const char *host);
 

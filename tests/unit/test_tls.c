@@ -221,10 +221,10 @@ static void session_end(struct session *s)
 static bool handshake_succeeds(const struct config *cfg, const char *host)
 {
     struct session s;
-    bool ok = session_start(&s, cfg, host);
+    bool succeeded = session_start(&s, cfg, host);
 
     session_end(&s);
-    return ok;
+    return succeeded;
 }
 
 static bool starts_with(const char *text, const char *prefix)
@@ -739,6 +739,36 @@ static void test_session_resumption(const struct certs *c)
     ok(resumes(&cfg), "a client with a certificate resumes too");
 }
 
+/* The config file's own defaults and spellings ("secure", "default", "verify-full") load. */
+static void test_settings_from_a_config_file(const struct certs *c)
+{
+    char text[1024];
+    struct config *cfg = NULL;
+    struct session s;
+
+    snprintf(text, sizeof text,
+             "[sluice]\n"
+             "client_tls_sslmode = verify-full\n"
+             "client_tls_cert_file = %s\n"
+             "client_tls_key_file = %s\n"
+             "client_tls_ca_file = %s\n"
+             "server_tls_sslmode = verify-full\n"
+             "server_tls_ca_file = %s\n"
+             "server_tls_cert_file = %s\n"
+             "server_tls_key_file = %s\n",
+             c->server_crt, c->server_key, c->ca, c->ca, c->client_crt, c->client_key);
+    if (config_load_string(text, "sluice.ini", &cfg, err, sizeof err) != 0) {
+        ok(0, "sluice.ini loads: %s", err);
+        return;
+    }
+    ok(session_start(&s, cfg, "localhost"), "TLS settings from sluice.ini give a handshake");
+    is_str(peer_common_name(s.accepting), "app", "with the client certificate checked");
+    ok(SSL_CTX_get_min_proto_version(s.tls.client_ctx) == TLS1_2_VERSION,
+       "the file's default protocols are TLS 1.2 and 1.3");
+    session_end(&s);
+    config_free(cfg);
+}
+
 static void test_connections_outlive_freed_contexts(const struct certs *c)
 {
     struct config cfg = both_sides(c, "require", "verify-full");
@@ -783,6 +813,7 @@ int main(void)
     test_protocol_mismatch_and_tls12(&certs);
     test_cipher_choices(&certs);
     test_session_resumption(&certs);
+    test_settings_from_a_config_file(&certs);
     test_connections_outlive_freed_contexts(&certs);
     remove_certs(&certs);
     return tap_done();
