@@ -167,11 +167,11 @@ static bool parse_positive_number(const char *text, size_t len, long max, int *o
 static const char *scram_message_problem(const uint8_t *msg, size_t len)
 {
     if (len > SCRAM_MAX_MESSAGE)
-        return "SCRAM message too long";
+        return "message too long";
     if (msg == NULL || len == 0)
-        return "empty SCRAM message";
+        return "empty message";
     if (memchr(msg, '\0', len) != NULL)
-        return "SCRAM message contains a NUL byte";
+        return "message contains a NUL byte";
     return NULL;
 }
 
@@ -525,14 +525,14 @@ static const char *read_gs2_header(struct scram_cursor *cur, char *cbind_flag)
     if (cur->pos < cur->end && *cur->pos == 'p')
         return "channel binding not supported";
     if (cur->pos >= cur->end || (*cur->pos != 'n' && *cur->pos != 'y'))
-        return "malformed SCRAM message: expected channel binding flag";
+        return "expected channel binding flag";
     *cbind_flag = *cur->pos++;
     if (!read_comma(cur))
-        return "malformed SCRAM message: expected ',' after channel binding flag";
+        return "expected ',' after channel binding flag";
     if (cursor_at(cur, 'a'))
         return "authorization identity not supported";
     if (!read_comma(cur))
-        return "malformed SCRAM message: expected ',' after gs2 header";
+        return "expected ',' after gs2 header";
     return NULL;
 }
 
@@ -549,16 +549,16 @@ static const char *read_client_first(struct scram_server *s, const uint8_t *msg,
     if (problem != NULL)
         return problem;
     if (cursor_at(&cur, 'm'))
-        return "unsupported mandatory SCRAM extension";
+        return "unsupported mandatory extension (m=)";
     /* Any n= is fine: PostgreSQL takes the user from the startup packet, libpq sends "n=". */
     if (!read_attribute(&cur, 'n', &user, &user_len) || !read_comma(&cur))
-        return "malformed SCRAM message: expected user name (n=)";
+        return "expected user name (n=)";
     if (!read_attribute(&cur, 'r', nonce, nonce_len))
-        return "malformed SCRAM message: expected nonce (r=)";
+        return "expected nonce (r=)";
     if (!nonce_is_printable(*nonce, *nonce_len))
-        return "malformed SCRAM message: invalid nonce";
+        return "invalid nonce";
     if (!cursor_at_end(&cur))
-        return "unsupported SCRAM extension in client-first-message";
+        return "unsupported extension after the nonce";
     memcpy(s->client_first_bare, bare, (size_t)(cur.end - bare));
     s->client_first_bare[cur.end - bare] = '\0';
     return NULL;
@@ -596,12 +596,12 @@ int scram_server_first(struct scram_server *s, const struct scram_verifier *veri
     int n;
 
     if (s == NULL || verifier == NULL)
-        return scram_fail(err, err_len, "SCRAM state missing");
+        return scram_fail(err, err_len, "no exchange state");
     keys = *verifier; /* verifier may point into s */
     memset(s, 0, sizeof *s);
     s->step = SCRAM_SERVER_DONE;
     if (!scram_verifier_is_usable(&keys))
-        return scram_fail(err, err_len, "invalid SCRAM verifier");
+        return scram_fail(err, err_len, "invalid verifier");
     s->verifier = keys;
     OPENSSL_cleanse(&keys, sizeof keys);
     problem = scram_message_problem(msg, len);
@@ -614,12 +614,12 @@ int scram_server_first(struct scram_server *s, const struct scram_verifier *veri
     n = snprintf(s->nonce, sizeof s->nonce, "%.*s%s", (int)client_nonce_len, client_nonce,
                  own_nonce);
     if (n < 0 || (size_t)n >= sizeof s->nonce)
-        return scram_fail(err, err_len, "malformed SCRAM message: nonce too long");
+        return scram_fail(err, err_len, "nonce too long");
     base64_encode(s->verifier.salt, s->verifier.salt_len, salt, sizeof salt);
     snprintf(s->server_first, sizeof s->server_first, "r=%s,s=%s,i=%d", s->nonce, salt,
              s->verifier.iterations);
     if (!copy_out(s->server_first, out, out_cap, out_len))
-        return scram_fail(err, err_len, "SCRAM output buffer too small");
+        return scram_fail(err, err_len, "output buffer too small");
     s->step = SCRAM_SERVER_EXPECT_FINAL;
     return 0;
 }
@@ -639,25 +639,25 @@ static const char *read_client_final(const struct scram_server *s, const uint8_t
     size_t value_len;
 
     if (!read_attribute(&cur, 'c', &value, &value_len))
-        return "malformed SCRAM message: expected channel binding (c=)";
+        return "expected channel binding (c=)";
     if (!base64_decode(value, value_len, header, sizeof header, &header_len))
-        return "malformed SCRAM message: invalid base64 in channel binding";
+        return "invalid base64 in channel binding";
     if (header_len != SCRAM_GS2_HEADER_LEN || memcmp(header, expected_header, header_len) != 0)
-        return "SCRAM channel binding check failed";
+        return "channel binding check failed";
     if (!read_comma(&cur) || !read_attribute(&cur, 'r', &value, &value_len))
-        return "malformed SCRAM message: expected nonce (r=)";
+        return "expected nonce (r=)";
     if (value_len != strlen(s->nonce) || memcmp(value, s->nonce, value_len) != 0)
-        return "SCRAM nonce mismatch";
+        return "nonce mismatch";
     *without_proof_len = (size_t)(cur.pos - (const char *)msg);
     if (!read_comma(&cur))
-        return "malformed SCRAM message: expected proof (p=)";
+        return "expected proof (p=)";
     if (!cursor_at(&cur, 'p'))
-        return "unsupported SCRAM extension in client-final-message";
+        return "unsupported extension before the proof";
     read_attribute(&cur, 'p', &value, &value_len);
     if (!decode_key(value, value_len, proof))
-        return "malformed SCRAM message: invalid client proof";
+        return "invalid client proof";
     if (!cursor_at_end(&cur))
-        return "malformed SCRAM message: unexpected data after proof";
+        return "unexpected data after proof";
     return NULL;
 }
 
@@ -695,7 +695,7 @@ int scram_server_final(struct scram_server *s, const uint8_t *msg, size_t len, c
     bool right = false;
 
     if (s == NULL || s->step != SCRAM_SERVER_EXPECT_FINAL)
-        return scram_fail(err, err_len, "unexpected SCRAM message");
+        return scram_fail(err, err_len, "unexpected message");
     s->step = SCRAM_SERVER_DONE;
     if (out_len != NULL)
         *out_len = 0;
@@ -709,15 +709,15 @@ int scram_server_final(struct scram_server *s, const uint8_t *msg, size_t len, c
     if (!scram_auth_message(s->client_first_bare, s->server_first, (const char *)msg,
                             without_proof_len, auth_message, &auth_message_len) ||
         !scram_proof_is_right(&s->verifier, auth_message, auth_message_len, proof, &right))
-        return scram_fail(err, err_len, "could not compute SCRAM proof");
+        return scram_fail(err, err_len, "could not compute the proof");
     if (!right)
         return 0;
     if (!hmac_sha256(s->verifier.server_key, auth_message, auth_message_len, server_signature))
-        return scram_fail(err, err_len, "could not compute SCRAM server signature");
+        return scram_fail(err, err_len, "could not compute the server signature");
     memcpy(server_final, "v=", 2);
     base64_encode(server_signature, SCRAM_KEY_LEN, server_final + 2, sizeof server_final - 2);
     if (!copy_out(server_final, out, out_cap, out_len))
-        return scram_fail(err, err_len, "SCRAM output buffer too small");
+        return scram_fail(err, err_len, "output buffer too small");
     return 1;
 }
 
@@ -774,26 +774,26 @@ static const char *read_server_first(const struct scram_client *c, const uint8_t
     size_t value_len;
 
     if (cursor_at(&cur, 'm'))
-        return "unsupported mandatory SCRAM extension";
+        return "unsupported mandatory extension (m=)";
     if (!read_attribute(&cur, 'r', &m->nonce, &m->nonce_len))
-        return "malformed SCRAM message: expected nonce (r=)";
+        return "expected nonce (r=)";
     if (!nonce_is_printable(m->nonce, m->nonce_len))
-        return "malformed SCRAM message: invalid nonce";
+        return "invalid nonce";
     /* The server must add its own part: an echo of ours alone would make replays possible. */
     if (m->nonce_len <= client_nonce_len ||
         memcmp(m->nonce, c->client_nonce, client_nonce_len) != 0)
-        return "SCRAM nonce mismatch";
+        return "nonce mismatch";
     if (!read_comma(&cur) || !read_attribute(&cur, 's', &value, &value_len))
-        return "malformed SCRAM message: expected salt (s=)";
+        return "expected salt (s=)";
     if (!base64_decode(value, value_len, m->salt, sizeof m->salt, &m->salt_len) ||
         m->salt_len == 0)
-        return "malformed SCRAM message: invalid salt";
+        return "invalid salt";
     if (!read_comma(&cur) || !read_attribute(&cur, 'i', &value, &value_len))
-        return "malformed SCRAM message: expected iteration count (i=)";
+        return "expected iteration count (i=)";
     if (!parse_positive_number(value, value_len, SCRAM_MAX_SERVER_ITERATIONS, &m->iterations))
-        return "malformed SCRAM message: invalid iteration count";
+        return "invalid iteration count";
     if (!cursor_at_end(&cur))
-        return "malformed SCRAM message: unexpected data after iteration count";
+        return "unexpected data after iteration count";
     return NULL;
 }
 
@@ -841,10 +841,10 @@ int scram_client_final(struct scram_client *c, const char *password, const uint8
     int n;
 
     if (c == NULL || c->step != SCRAM_CLIENT_FIRST_SENT)
-        return scram_fail(err, err_len, "unexpected SCRAM message");
+        return scram_fail(err, err_len, "unexpected message");
     c->step = SCRAM_CLIENT_DONE;
     if (password == NULL)
-        return scram_fail(err, err_len, "no password for SCRAM authentication");
+        return scram_fail(err, err_len, "no password");
     problem = scram_message_problem(msg, len);
     if (problem == NULL)
         problem = read_server_first(c, msg, len, &m);
@@ -857,15 +857,15 @@ int scram_client_final(struct scram_client *c, const char *password, const uint8
     if (n < 0 || (size_t)n >= sizeof without_proof ||
         !scram_auth_message(c->client_first_bare, c->server_first, without_proof, (size_t)n,
                             auth_message, &auth_message_len))
-        return scram_fail(err, err_len, "SCRAM message too long");
+        return scram_fail(err, err_len, "message too long");
     if (!scram_client_compute(c, password, &m, auth_message, auth_message_len, proof))
-        return scram_fail(err, err_len, "could not compute SCRAM proof");
+        return scram_fail(err, err_len, "could not compute the proof");
     base64_encode(proof, SCRAM_KEY_LEN, proof_base64, sizeof proof_base64);
     if (out == NULL)
-        return scram_fail(err, err_len, "SCRAM output buffer too small");
+        return scram_fail(err, err_len, "output buffer too small");
     n = snprintf(out, out_cap, "%s,p=%s", without_proof, proof_base64);
     if (n < 0 || (size_t)n >= out_cap)
-        return scram_fail(err, err_len, "SCRAM output buffer too small");
+        return scram_fail(err, err_len, "output buffer too small");
     if (out_len != NULL)
         *out_len = (size_t)n;
     c->step = SCRAM_CLIENT_FINAL_SENT;
@@ -884,7 +884,7 @@ static int scram_server_error(const char *text, size_t len, char *err, size_t er
     }
     printable[len] = '\0';
     if (err != NULL && err_len > 0)
-        snprintf(err, err_len, "SCRAM server error: %s", printable);
+        snprintf(err, err_len, "server error: %s", printable);
     return -1;
 }
 
@@ -900,7 +900,7 @@ int scram_client_verify_server(struct scram_client *c, const uint8_t *msg, size_
     bool same;
 
     if (c == NULL || c->step != SCRAM_CLIENT_FINAL_SENT)
-        return scram_fail(err, err_len, "unexpected SCRAM message");
+        return scram_fail(err, err_len, "unexpected message");
     c->step = SCRAM_CLIENT_DONE;
     problem = scram_message_problem(msg, len);
     if (problem != NULL)
@@ -908,16 +908,16 @@ int scram_client_verify_server(struct scram_client *c, const uint8_t *msg, size_
     if (read_attribute(&cur, 'e', &value, &value_len))
         return scram_server_error(value, value_len, err, err_len);
     if (!read_attribute(&cur, 'v', &value, &value_len))
-        return scram_fail(err, err_len, "malformed SCRAM message: expected server signature (v=)");
+        return scram_fail(err, err_len, "expected server signature (v=)");
     if (!cursor_at_end(&cur))
-        return scram_fail(err, err_len, "malformed SCRAM message: unexpected data after signature");
+        return scram_fail(err, err_len, "unexpected data after signature");
     if (!decode_key(value, value_len, received))
-        return scram_fail(err, err_len, "malformed SCRAM message: invalid server signature");
+        return scram_fail(err, err_len, "invalid server signature");
     if (!decode_key(c->expected_server_signature, strlen(c->expected_server_signature), expected))
-        return scram_fail(err, err_len, "SCRAM state missing the expected server signature");
+        return scram_fail(err, err_len, "no expected server signature");
     same = CRYPTO_memcmp(expected, received, SCRAM_KEY_LEN) == 0;
     OPENSSL_cleanse(expected, sizeof expected);
     if (!same)
-        return scram_fail(err, err_len, "SCRAM server signature does not match");
+        return scram_fail(err, err_len, "server signature does not match");
     return 0;
 }

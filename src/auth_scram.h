@@ -3,6 +3,8 @@
  * byte buffers: the server side authenticates clients, the client side logs in to PostgreSQL.
  * Channel binding is not offered (gs2 flag 'n' or 'y' accepted, 'p' refused).
  * Messages may hold any bytes: malformed ones are refused with a short reason, never trusted.
+ * Reasons written to err are bare phrases ("nonce mismatch", "invalid client proof") for the
+ * caller to put after its own context, such as "malformed SCRAM message: ".
  */
 #ifndef SLUICE_AUTH_SCRAM_H
 #define SLUICE_AUTH_SCRAM_H
