@@ -205,6 +205,7 @@ void client_fail(struct client *c, const char *sqlstate, const char *message)
         server_client_left(s);
     }
     client_leave_pool_list(c);
+    client_leave_login_list(c);
     msgbuf_reset(mb);
     proto_build_error(mb, "FATAL", sqlstate, message, NULL, NULL);
     if (!conn_send(c->bev, mb)) {
@@ -851,6 +852,18 @@ void client_finish_login(struct client *c)
 
 /* ---- passing messages to the backend ---- */
 
+/* What a logged-in client may send (PostgreSQL's own list, less the password messages). */
+static bool client_message_type_is_valid(uint8_t type)
+{
+    switch (type) {
+    case 'Q': case 'P': case 'B': case 'E': case 'D': case 'C': case 'H': case 'S': case 'F':
+    case 'd': case 'c': case 'f':
+        return true;
+    default:
+        return false;
+    }
+}
+
 /* Tracks which replies the backend owes, so the backend is given back at the right moment. */
 static void client_note_message(struct client *c, uint8_t type)
 {
@@ -924,6 +937,10 @@ static void client_forward_input(struct client *c)
         if (type == 'X') {
             evbuffer_drain(in, evbuffer_get_length(in));
             client_close(c, "client sent Terminate");
+            return;
+        }
+        if (!client_message_type_is_valid(type)) {
+            client_failf(c, "08P01", "invalid frontend message type %d", type);
             return;
         }
         if (c->state == CLIENT_IDLE) {

@@ -25,6 +25,7 @@
 #define OVER_LIMIT_GRACE 256
 /* A client that does not read its final error is dropped after this long. */
 #define CLOSING_GRACE_SECONDS 5.0
+#define SHUTDOWN_FLUSH_USEC 100000
 
 static void worker_reaper_cb(evutil_socket_t fd, short what, void *arg);
 static void worker_janitor_cb(evutil_socket_t fd, short what, void *arg);
@@ -287,12 +288,17 @@ static void worker_check_shutdown(struct worker *w, double now)
         return;
     if (w->n_clients > 0)
         log_warning("shutdown_timeout reached with %zu clients still connected: closing them", w->n_clients);
-    while (!TAILQ_EMPTY(&w->clients))
-        client_fail(TAILQ_FIRST(&w->clients), "57P01", "terminating connection because the connection pooler is shutting down");
+    struct client *c, *next;
+    for (c = TAILQ_FIRST(&w->clients); c; c = next) {
+        next = TAILQ_NEXT(c, link);
+        client_fail(c, "57P01", "terminating connection because the connection pooler is shutting down");
+    }
     struct pool *pool;
     TAILQ_FOREACH(pool, &w->pools, link)
         worker_close_pool_servers(pool);
-    event_base_loopexit(w->base, NULL);
+    /* A moment for the last errors to reach their clients; worker_destroy closes the rest. */
+    struct timeval flush_time = { 0, SHUTDOWN_FLUSH_USEC };
+    event_base_loopexit(w->base, &flush_time);
 }
 
 static void worker_janitor_cb(evutil_socket_t fd, short what, void *arg)
