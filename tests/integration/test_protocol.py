@@ -184,9 +184,10 @@ def slowloris(t):
     check_equal(kind, "R", "first reply to a complete startup packet")
     started = time.monotonic()
     still_serving(s)
-    for name, wire in (("silent", silent), ("partial", partial), ("unanswered", unanswered)):
-        check(wire.is_closed_within(max(0.1, started + 6 - time.monotonic())),
-              f"{name} client still connected 6s into a 2s client_login_timeout")
+    still_open = [name for name, wire in (("silent", silent), ("partial startup", partial),
+                                          ("unanswered auth", unanswered))
+                  if not wire.is_closed_within(max(0.1, started + 6 - time.monotonic()))]
+    check(not still_open, f"still connected 6s into a 2s client_login_timeout: {still_open}")
     check(time.monotonic() - started >= 1.0, "closed well before client_login_timeout")
     still_serving(s)
 
@@ -304,7 +305,9 @@ def connection_churn(t):
         if n % 3 == 0:
             wire.send(startup_packet({"user": "app", "database": "appdb"})[:n % 20])
         wire.abort()
-    still_serving(s)
+    # Each abort reaches sluice as an EOF or a reset; give it a moment to notice them all.
+    harness.wait_for(lambda: still_serving(s) or True, 5, interval=0.2,
+                     what="a normal client to be served after 300 aborted connections")
 
 
 if __name__ == "__main__":

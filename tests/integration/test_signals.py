@@ -37,8 +37,12 @@ def reload_pool_size(t):
 
     def two_more_transactions():
         b, c = s.connect(), s.connect()
-        pids = {open_transaction(b), open_transaction(c)}
-        return len(pids | {held_pid}) == 3
+        try:
+            pids = {open_transaction(b), open_transaction(c)}
+            return len(pids | {held_pid}) == 3
+        finally:
+            b.close()
+            c.close()
 
     wait_for(two_more_transactions, 10, interval=0.5,
              what="three concurrent transactions after raising pool_size to 3")
