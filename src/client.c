@@ -867,6 +867,8 @@ static bool client_message_type_is_valid(uint8_t type)
 /* Tracks which replies the backend owes, so the backend is given back at the right moment. */
 static void client_note_message(struct client *c, uint8_t type)
 {
+    if (c->pending_ready == 0 && !c->unsynced)
+        c->query_start = worker_now(c->worker);
     switch (type) {
     case 'Q': /* simple query: ends with ReadyForQuery */
     case 'F': /* function call: ends with ReadyForQuery */

@@ -181,8 +181,9 @@ void pool_request_defaults(struct pool *pool)
 
 void pool_request_server(struct pool *pool, struct client *client)
 {
-    struct server *s = TAILQ_FIRST(&pool->idle_servers);
+    struct server *s = pool->paused ? NULL : TAILQ_FIRST(&pool->idle_servers);
     if (s) {
+        histogram_observe(&pool->stats.borrow_latency, worker_now(pool->worker) - client->wait_start);
         server_link_client(s, client);
         return;
     }
@@ -190,6 +191,8 @@ void pool_request_server(struct pool *pool, struct client *client)
     client->in_pool_list = true;
     pool->n_waiting++;
     pool->stats.wait_count++;
+    if (pool->paused)
+        return;
     if (pool->n_waiting > pool->n_new && !pool_launch_server(pool) && pool->n_idle + pool->n_used == 0 &&
         pool->n_new == 0 && pool_in_login_backoff(pool))
         pool_fail_for_login_error(pool);
@@ -204,12 +207,13 @@ void pool_cancel_wait(struct pool *pool, struct client *client)
 
 void pool_server_ready(struct pool *pool, struct server *s)
 {
-    struct client *c = TAILQ_FIRST(&pool->waiting_clients);
+    struct client *c = pool->paused ? NULL : TAILQ_FIRST(&pool->waiting_clients);
     s->ready_status = 'I';
     if (!c) {
         server_set_idle(s);
         return;
     }
+    histogram_observe(&pool->stats.borrow_latency, worker_now(pool->worker) - c->wait_start);
     pool_cancel_wait(pool, c);
     c->in_pool_list = false;
     server_link_client(s, c);
@@ -244,6 +248,50 @@ void pool_set_defaults(struct pool *pool, const struct param_set *server_params)
         client_finish_login(TAILQ_FIRST(&pool->login_clients));
 }
 
+void pool_pause(struct pool *pool)
+{
+    pool->paused = true;
+}
+
+void pool_resume(struct pool *pool)
+{
+    if (!pool->paused)
+        return;
+    pool->paused = false;
+    while (!TAILQ_EMPTY(&pool->idle_servers) && !TAILQ_EMPTY(&pool->waiting_clients))
+        pool_server_ready(pool, TAILQ_FIRST(&pool->idle_servers));
+    while (pool->n_waiting > pool->n_new && pool_launch_server(pool))
+        ;
+}
+
+bool pool_is_quiet(const struct pool *pool)
+{
+    return pool->n_used == 0;
+}
+
+void pool_reconnect(struct pool *pool)
+{
+    pool_retire_servers(&pool->used_servers);
+    pool_retire_servers(&pool->new_servers);
+    while (!TAILQ_EMPTY(&pool->idle_servers))
+        server_close(TAILQ_FIRST(&pool->idle_servers), "RECONNECT");
+}
+
+void pool_kill(struct pool *pool, const char *reason)
+{
+    struct worker *w = pool->worker;
+    struct client *c, *next;
+    for (c = TAILQ_FIRST(&w->clients); c; c = next) {
+        next = TAILQ_NEXT(c, link);
+        if (c->pool == pool)
+            client_fail(c, "57P01", reason);
+    }
+    struct server_list *lists[] = { &pool->idle_servers, &pool->used_servers, &pool->new_servers };
+    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+        while (!TAILQ_EMPTY(lists[i]))
+            server_close(TAILQ_FIRST(lists[i]), reason);
+}
+
 static void pool_expire_waiters(struct pool *pool, double now)
 {
     double timeout = pool->worker->cfg->query_wait_timeout;
@@ -258,6 +306,7 @@ static void pool_expire_waiters(struct pool *pool, double now)
                  "query_wait_timeout: no database connection became free within %g seconds "
                  "(pool_size %d for %s/%s)",
                  timeout, pool->pool_size, pool->db_name, pool->user_name);
+        pool->stats.wait_timeouts++;
         client_fail(c, "57014", message);
     }
 }

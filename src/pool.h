@@ -10,6 +10,7 @@
 #include <sys/queue.h>
 #include "config.h"
 #include "params.h"
+#include "stats.h"
 #include "worker.h"
 
 struct pool_stats {
@@ -19,6 +20,13 @@ struct pool_stats {
     uint64_t bytes_sent;       /* to clients */
     uint64_t wait_count;
     double wait_time;          /* seconds, summed */
+    double xact_time;          /* seconds a backend was linked to a client, summed */
+    double query_time;         /* seconds from a query's first message to its ReadyForQuery, summed */
+    uint64_t servers_connected;
+    uint64_t servers_failed;
+    uint64_t wait_timeouts;    /* clients closed by query_wait_timeout */
+    struct histogram borrow_latency;  /* request for a backend -> linked */
+    struct histogram query_latency;   /* query's first message -> ReadyForQuery */
 };
 
 struct pool {
@@ -38,6 +46,7 @@ struct pool {
     int pool_size;
     int min_pool_size;
     bool disabled;             /* its database left the config: refuse new logins */
+    bool paused;               /* PAUSE: hand out no backend until RESUME */
 
     struct server_list idle_servers;    /* most recently used first */
     struct server_list used_servers;    /* linked to a client or running sluice's own query */
@@ -87,6 +96,17 @@ void pool_server_gone(struct pool *pool, struct server *server);
 void pool_login_failed(struct pool *pool, const char *sqlstate, const char *message);
 /* The first backend reported the session defaults: let waiting logins finish. */
 void pool_set_defaults(struct pool *pool, const struct param_set *server_params);
+
+/* PAUSE: stop handing out backends (those in use finish their transactions). */
+void pool_pause(struct pool *pool);
+/* RESUME: hand idle backends to the clients that waited. */
+void pool_resume(struct pool *pool);
+/* True once a paused pool has no backend linked to a client. */
+bool pool_is_quiet(const struct pool *pool);
+/* RECONNECT: close every backend as soon as it is free; new ones take their place. */
+void pool_reconnect(struct pool *pool);
+/* KILL: close every client and backend of the pool now. */
+void pool_kill(struct pool *pool, const char *reason);
 
 /* Periodic work: wait timeouts, idle/lifetime limits, min_pool_size. */
 void pool_janitor(struct pool *pool, double now);

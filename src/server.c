@@ -205,6 +205,7 @@ static void server_login_failed(struct server *s, const char *sqlstate, const ch
     log_warning("S-%llu: %s/%s login to %s:%d failed: %s", (unsigned long long)s->id,
                 pool->db_name, pool->user_name, pool->host, pool->port, message);
     s->worker->stats.servers_failed++;
+    pool->stats.servers_failed++;
     pool_login_failed(pool, sqlstate, message);
     server_close(s, message);
 }
@@ -471,6 +472,7 @@ static void server_login_complete(struct server *s)
     struct pool *pool = s->pool;
 
     s->worker->stats.servers_connected++;
+    pool->stats.servers_connected++;
     if (!pool->has_defaults)
         pool_set_defaults(pool, &s->params);
     if (s->state == SERVER_CLOSED)
@@ -725,12 +727,19 @@ void server_unpause(struct server *s)
 static void server_ready_for_query(struct server *s, char status)
 {
     struct client *c = s->client;
+    struct pool_stats *stats = &s->pool->stats;
+    double now = worker_now(s->worker);
     s->ready_status = status;
     if (c->pending_ready > 0)
         c->pending_ready--;
+    if (c->pending_ready == 0 && !c->unsynced) {
+        histogram_observe(&stats->query_latency, now - c->query_start);
+        stats->query_time += now - c->query_start;
+    }
     if (status != 'I' || c->pending_ready > 0 || c->unsynced || c->forward_remaining > 0)
         return;
-    s->pool->stats.xact_count++;
+    stats->xact_count++;
+    stats->xact_time += now - s->last_used;
     if (s->pool->mode == POOL_MODE_TRANSACTION || s->worker->shutting_down)
         server_release(s);
 }
