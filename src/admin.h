@@ -1,0 +1,47 @@
+/*
+ * admin.h: the admin console, a virtual database named "sluice" (also "pgbouncer", so existing
+ * scripts and dashboards work) that answers PgBouncer's SHOW and control commands over the
+ * simple query protocol.
+ */
+#ifndef SLUICE_ADMIN_H
+#define SLUICE_ADMIN_H
+
+#include <stdbool.h>
+#include "proto.h"
+#include "worker.h"
+
+struct client;
+
+enum admin_access {
+    ADMIN_ACCESS_NONE,
+    ADMIN_ACCESS_STATS,  /* stats_users: SHOW only */
+    ADMIN_ACCESS_FULL,   /* admin_users: everything */
+};
+
+/* Owned by the worker: clients whose reply waits (PAUSE, WAIT_CLOSE), and the like. */
+struct admin_state;
+
+int admin_init(struct worker *w);
+void admin_free(struct worker *w);
+
+/* Is this database name the console (and not a configured database)? */
+bool admin_is_console_db(const struct config *cfg, const char *name);
+/* What the logged-in user may do on the console. */
+enum admin_access admin_access_for(const struct config *cfg, const char *user);
+
+/* ParameterStatus messages the console sends at login (server_version, client_encoding, ...). */
+void admin_build_login_params(const struct client *c, struct msgbuf *out);
+
+/*
+ * Runs one simple query. Appends the whole reply (RowDescription/DataRow/CommandComplete or an
+ * ErrorResponse, then ReadyForQuery) to out and returns true; or returns false when the reply
+ * is deferred (PAUSE, WAIT_CLOSE): admin_janitor sends it later.
+ */
+bool admin_execute(struct worker *w, struct client *c, const char *sql, struct msgbuf *out);
+
+/* A console client went away: forget any deferred reply for it. */
+void admin_client_closed(struct worker *w, struct client *c);
+/* Periodic: completes deferred replies whose condition now holds. */
+void admin_janitor(struct worker *w);
+
+#endif
