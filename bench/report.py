@@ -197,64 +197,68 @@ def write(b):
              "(1 s/1k = 1 ms per transaction); the proxy's own CPU is what a proxy controls when client, proxy and "
              "server share the cores, so it is the column to compare first.\n")
 
+    pgb = [s for s in b.scenarios if s != "f"]
     # --- main table
     L.append("## Results (medians)\n")
-    L.append("| scenario | target | TPS | mean latency ms | p99 latency ms | avg connection ms | failed txns "
-             "| proxy CPU s/1k txn | Postgres CPU s/1k txn | pgbench CPU s/1k txn | proxy peak RSS MiB |")
-    L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for scn in b.scenarios:
-        if scn == "f":
-            continue
-        for t in [t for t in H.SCENARIOS[scn].get("targets", H.TARGETS) if t in b.targets]:
-            r = rows[(scn, t)]
-            label = scn
-            if r.get("na"):
-                L.append(f"| {label} | {H.TARGET_LABEL[t]} | {short_na(r['status'])} | | | | | | | | |")
-                continue
-            if r.get("fails"):
-                L.append(f"| {label} | {H.TARGET_LABEL[t]} | {cell(r['status'])} | | | | "
-                         f"{r['failed']} (+{r['aborted']} clients aborted) | | | | |")
-                continue
-            failed = f"{r['failed']}" + (f" (+{r['aborted']} clients aborted)" if r["aborted"] else "")
-            tps = f"{r['tps']:,.0f}{spread(r['tps_spread'])}" + ("" if r["status"] == "ok" else
-                                                                f" ({cell(r['status'])})")
-            L.append(f"| {label} | {H.TARGET_LABEL[t]} | {tps} | {sig(r['lat_mean_ms'])} | "
-                     f"{sig(r['lat_p99_ms'])} | {sig(r['conn_ms'])} | {failed} | "
-                     f"{sig(r['cpu_proxy'])}{spread(r['cpu_proxy_spread'])} | "
-                     f"{sig(r['cpu_pg'])} | {sig(r['cpu_client'])} | "
-                     f"{mib(r['hwm_kib'])} |")
-    L.append("")
-    L.append("±: half the range (max − min) of the rounds, relative to the median: how far apart the rounds were.\n")
-    L.append("Peak RSS is VmHWM, the proxy's high-water mark: each proxy is started afresh for each scenario, so it "
-             "is the peak over that scenario's rounds (for direct Postgres, '-': many processes).\n")
-
-    # --- ratios
-    L.append("## sluice against PgBouncer and direct Postgres (ratios of medians)\n")
-    L.append("| scenario | TPS sluice/PgBouncer | TPS sluice/direct | proxy CPU per txn sluice/PgBouncer "
-             "| mean latency sluice/PgBouncer | p99 sluice/PgBouncer | connection time sluice/PgBouncer "
-             "| peak RSS sluice/PgBouncer |")
-    L.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+    if not pgb:
+        L.append("No pgbench scenario in this run.\n")
     chart = []
-    for scn in b.scenarios:
-        if scn in ("f", "b-token"):
-            continue
+    if pgb:
+        L.append("| scenario | target | TPS | mean latency ms | p99 latency ms | avg connection ms | failed txns "
+                 "| proxy CPU s/1k txn | Postgres CPU s/1k txn | pgbench CPU s/1k txn | proxy peak RSS MiB |")
+        L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for scn in b.scenarios:
+            if scn == "f":
+                continue
+            for t in [t for t in H.SCENARIOS[scn].get("targets", H.TARGETS) if t in b.targets]:
+                r = rows[(scn, t)]
+                label = scn
+                if r.get("na"):
+                    L.append(f"| {label} | {H.TARGET_LABEL[t]} | {short_na(r['status'])} | | | | | | | | |")
+                    continue
+                if r.get("fails"):
+                    L.append(f"| {label} | {H.TARGET_LABEL[t]} | {cell(r['status'])} | | | | "
+                             f"{r['failed']} (+{r['aborted']} clients aborted) | | | | |")
+                    continue
+                failed = f"{r['failed']}" + (f" (+{r['aborted']} clients aborted)" if r["aborted"] else "")
+                tps = f"{r['tps']:,.0f}{spread(r['tps_spread'])}" + ("" if r["status"] == "ok" else
+                                                                    f" ({cell(r['status'])})")
+                L.append(f"| {label} | {H.TARGET_LABEL[t]} | {tps} | {sig(r['lat_mean_ms'])} | "
+                         f"{sig(r['lat_p99_ms'])} | {sig(r['conn_ms'])} | {failed} | "
+                         f"{sig(r['cpu_proxy'])}{spread(r['cpu_proxy_spread'])} | "
+                         f"{sig(r['cpu_pg'])} | {sig(r['cpu_client'])} | "
+                         f"{mib(r['hwm_kib'])} |")
+        L.append("")
+        L.append("±: half the range (max − min) of the rounds, relative to the median: how far apart the rounds were.\n")
+        L.append("Peak RSS is VmHWM, the proxy's high-water mark: each proxy is started afresh for each scenario, so it "
+                 "is the peak over that scenario's rounds (for direct Postgres, '-': many processes).\n")
 
-        def g(t, k):
-            r = rows.get((scn, t))
-            return None if r is None or r.get("na") or r.get("fails") else r.get(k)
+        # --- ratios
+        L.append("## sluice against PgBouncer and direct Postgres (ratios of medians)\n")
+        L.append("| scenario | TPS sluice/PgBouncer | TPS sluice/direct | proxy CPU per txn sluice/PgBouncer "
+                 "| mean latency sluice/PgBouncer | p99 sluice/PgBouncer | connection time sluice/PgBouncer "
+                 "| peak RSS sluice/PgBouncer |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for scn in b.scenarios:
+            if scn in ("f", "b-token"):
+                continue
 
-        tp = ratio(g("sluice", "tps"), g("pgbouncer", "tps"))
-        td = ratio(g("sluice", "tps"), g("direct", "tps"))
-        cp = ratio(g("sluice", "cpu_proxy"), g("pgbouncer", "cpu_proxy"))
-        lm = ratio(g("sluice", "lat_mean_ms"), g("pgbouncer", "lat_mean_ms"))
-        lp = ratio(g("sluice", "lat_p99_ms"), g("pgbouncer", "lat_p99_ms"))
-        cn = ratio(g("sluice", "conn_ms"), g("pgbouncer", "conn_ms"))
-        rs = ratio(g("sluice", "hwm_kib"), g("pgbouncer", "hwm_kib"))
-        L.append(f"| {scn} | {rfmt(tp)} | {rfmt(td)} | {rfmt(cp)} | {rfmt(lm)} | {rfmt(lp)} | {rfmt(cn)} | {rfmt(rs)} |")
-        if tp is not None or cp is not None:
-            chart.append((scn, tp, cp))
-    L.append("")
-    L.append("'-': a side did not run or failed (see the table above).\n")
+            def g(t, k):
+                r = rows.get((scn, t))
+                return None if r is None or r.get("na") or r.get("fails") else r.get(k)
+
+            tp = ratio(g("sluice", "tps"), g("pgbouncer", "tps"))
+            td = ratio(g("sluice", "tps"), g("direct", "tps"))
+            cp = ratio(g("sluice", "cpu_proxy"), g("pgbouncer", "cpu_proxy"))
+            lm = ratio(g("sluice", "lat_mean_ms"), g("pgbouncer", "lat_mean_ms"))
+            lp = ratio(g("sluice", "lat_p99_ms"), g("pgbouncer", "lat_p99_ms"))
+            cn = ratio(g("sluice", "conn_ms"), g("pgbouncer", "conn_ms"))
+            rs = ratio(g("sluice", "hwm_kib"), g("pgbouncer", "hwm_kib"))
+            L.append(f"| {scn} | {rfmt(tp)} | {rfmt(td)} | {rfmt(cp)} | {rfmt(lm)} | {rfmt(lp)} | {rfmt(cn)} | {rfmt(rs)} |")
+            if tp is not None or cp is not None:
+                chart.append((scn, tp, cp))
+        L.append("")
+        L.append("'-': a side did not run or failed (see the table above).\n")
 
     # --- idle clients
     if "f" in b.scenarios:
@@ -317,9 +321,13 @@ def write(b):
     L.append("")
     L.append("Setup:\n")
     L.append("```")
-    if b.build_cmds:
-        L.append("# sluice, built from a copy of the work tree in bench/work/sluice-build")
-        L.extend(b.build_cmds)
+    if b.sluice_bin and b.o.sluice_bin:
+        L.append(f"# sluice: the given binary {b.sluice_bin}")
+    elif b.sluice_bin or b.build_cmds:
+        src = f"git archive {b.o.commit}" if b.o.commit else "a copy of the work tree"
+        L.append(f"# sluice, built from {src} in bench/work/sluice-build (incrementally):")
+        L.append("./autogen.sh && ./configure CFLAGS='-O2 -g' --disable-werror --disable-sanitizers")
+        L.append("make src/sluice tools/sluice-token")
     L.append(b.cert_cmd)
     L.append(f"initdb -D $TMP/pgdata -U postgres -A trust -E UTF8 --locale=C")
     L.append("# postgresql.conf: " + ", ".join(f"{k}={v}" for k, v in b.pg_settings.items()
