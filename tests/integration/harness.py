@@ -601,14 +601,24 @@ class Sluice(Endpoint):
             return f.read()
 
     # -- process --
-    def start(self, wait=True):
+    def start(self, wait=True, env=None):
+        """env: variables to add to sluice's environment (a value of None removes one)."""
         binary = sluice_binary()
         if not os.access(binary, os.X_OK):
             raise TestFailure(f"sluice binary not found or not executable: {binary}")
+        process_env = None
+        if env:
+            process_env = dict(os.environ)
+            for name, value in env.items():
+                if value is None:
+                    process_env.pop(name, None)
+                else:
+                    process_env[name] = str(value)
         log = open(self.log_path, "ab")
         try:
             self.proc = _track(subprocess.Popen([binary, "-c", self.config_path], stdin=subprocess.DEVNULL,
-                                                stdout=log, stderr=log, start_new_session=True))
+                                                stdout=log, stderr=log, start_new_session=True,
+                                                env=process_env))
         finally:
             log.close()
         if wait:
