@@ -622,7 +622,7 @@ class Bench:
         self.chown(conf)
         self.configs.setdefault(kind, {})[scn] = text
         logpath = os.path.join(self.tmp, f"{kind}-{scn}.log")
-        argv = ["pgbouncer", conf] if kind == "pgbouncer" else [self.sluice_bin, "-c", conf]
+        argv = ["pgbouncer", conf] if kind == "pgbouncer" else [self.sluice_exe(), "-c", conf]
         p = self.spawn(kind, argv, logpath)
         err = self.check_login(scn, kind)
         if err:
@@ -631,6 +631,15 @@ class Bench:
             why = f"{kind} {'exited' if died else 'refused the login'}: {err}; log: {one_line(tail(logpath, 4), 300)}"
             return None, why
         return p, None
+
+    def sluice_exe(self):
+        """The sluice binary, copied into the scratch directory so that the unprivileged user can
+        run it wherever the clone lives."""
+        exe = os.path.join(self.tmp, "sluice")
+        if not os.path.exists(exe):
+            shutil.copy2(self.sluice_bin, exe)
+            os.chmod(exe, 0o755)
+        return exe
 
     def stop_proxy(self, p):
         if p is not None:
@@ -657,7 +666,7 @@ class Bench:
         p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
         self.procs.add("pgbench", p)
         try:
-            out, _ = p.communicate(timeout=self.duration + 180)
+            out, _ = p.communicate(timeout=self.duration + 90)
         except subprocess.TimeoutExpired:
             p.kill()
             out, _ = p.communicate()
