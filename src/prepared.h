@@ -1,0 +1,173 @@
+/*
+ * prepared.h: named prepared statements of the extended protocol in transaction pooling.
+ * A client's statement names are its own, but its next transaction may run on another backend.
+ * So sluice remembers each client's statements (name -> query and parameter types), gives each
+ * distinct statement one backend-side name ("sluice_<worker>_<n>") shared by every client that
+ * prepares the same text and types, prepares it on whichever backend needs it (once per backend,
+ * at most max_prepared_statements each, least recently used closed first), and rewrites the name
+ * in the client's Parse, Bind, Describe and Close.
+ *
+ * Three owners: the worker owns one registry (every distinct statement, refcounted); each client
+ * owns its name map; each backend owns the set of statements prepared on it, in LRU order.
+ * Everything here is pure bookkeeping: it builds messages into a msgbuf and never does I/O.
+ * One lookup per message costs a hash probe, never a scan.
+ */
+#ifndef SLUICE_PREPARED_H
+#define SLUICE_PREPARED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "proto.h"
+
+#define PREPARED_NAME_LEN 48       /* "sluice_<worker>_<n>" with its NUL, at most */
+#define PREPARED_SEED_LEN 16       /* hash key: names come from the network, so keep them keyed */
+
+/* ---- client messages (bodies as in proto.h; pointers point into the body) ---- */
+
+/* 'P' Parse. */
+struct prepared_parse {
+    const char *name;               /* "" is the unnamed statement: not managed here */
+    const char *query;
+    uint16_t n_params;
+    const uint8_t *param_types;     /* n_params int32 OIDs in network order */
+    const uint8_t *definition;      /* query, its NUL, n_params and the types: what identifies */
+    size_t definition_len;          /* a statement (the body without the name) */
+};
+
+/* Name, query and types each in place; the body must end after the last type. */
+enum proto_result prepared_parse_parse(const uint8_t *body, size_t len, struct prepared_parse *out);
+
+/*
+ * 'B' Bind: portal and statement names. The rest (formats, parameter values, result formats) is
+ * checked for shape, so a rewrite never copies a truncated message, and passed on as it is.
+ */
+enum proto_result prepared_parse_bind(const uint8_t *body, size_t len, const char **portal,
+                                      const char **statement);
+
+/* 'D' Describe and 'C' Close: *kind is 'S' (statement) or 'P' (portal), then the name. */
+enum proto_result prepared_parse_target(const uint8_t *body, size_t len, char *kind,
+                                        const char **name);
+
+/*
+ * Appends message type ('P', 'B', 'D' or 'C') with this body to out, the statement name replaced
+ * by backend_name; every other byte is copied as it is. PROTO_ERROR (nothing appended) if the
+ * body is malformed or a Describe/Close names a portal, which is never renamed.
+ */
+enum proto_result prepared_rewrite(struct msgbuf *out, char type, const uint8_t *body, size_t len,
+                                   const char *backend_name);
+
+/* ---- the registry: every distinct statement of one worker ---- */
+
+struct prepared_registry;
+
+struct prepared_statement {
+    uint64_t id;                            /* unique within the registry, never reused */
+    char backend_name[PREPARED_NAME_LEN];   /* its name on every backend */
+    unsigned client_refs;                   /* client names bound to it */
+    unsigned server_refs;                   /* backends that have it prepared */
+    struct prepared_registry *registry;     /* read-only from here on */
+    uint64_t hash;
+    size_t definition_len;
+    uint8_t definition[];                   /* a Parse body without the name; starts with the
+                                               query text and its NUL */
+};
+
+/*
+ * worker_id goes into every backend name, so workers never collide on one backend; seed keys the
+ * hash of names and query texts (random bytes from the worker). NULL if out of memory.
+ */
+struct prepared_registry *prepared_registry_new(unsigned worker_id,
+                                                const uint8_t seed[PREPARED_SEED_LEN]);
+/* Frees every statement: free clients' and backends' maps first. */
+void prepared_registry_free(struct prepared_registry *registry);
+size_t prepared_registry_count(const struct prepared_registry *registry);
+
+/* Parse message preparing stmt under its backend name, for a backend that lacks it. */
+void prepared_build_parse(struct msgbuf *out, const struct prepared_statement *stmt);
+/* Close 'S' of a backend name (an evicted statement). */
+void prepared_build_close(struct msgbuf *out, const char *backend_name);
+
+/* ---- open-addressing hash table (internal; here so the structs below can be embedded) ---- */
+
+struct prepared_slot {
+    uint64_t hash;
+    void *item;         /* NULL: empty */
+};
+
+struct prepared_table {
+    struct prepared_slot *slots;    /* NULL while empty: an empty table costs nothing */
+    size_t cap;
+    size_t n;
+};
+
+/* ---- per client: its names ---- */
+
+struct prepared_client {
+    struct prepared_registry *registry;
+    struct prepared_table names;
+};
+
+enum prepared_add_result {
+    PREPARED_ADDED,
+    PREPARED_NAME_IN_USE,   /* the client already has a statement of that name: 42P05 */
+    PREPARED_UNNAMED,       /* "": the unnamed statement stays with the current backend */
+    PREPARED_NO_MEMORY,
+};
+
+void prepared_client_init(struct prepared_client *client, struct prepared_registry *registry);
+/*
+ * Binds parse->name to the statement with parse's definition, creating it or sharing the one
+ * other clients have. *out gets the statement when ADDED. A Parse that then fails on the backend
+ * must be undone with prepared_client_remove, as Postgres forgets it too.
+ */
+enum prepared_add_result prepared_client_add(struct prepared_client *client,
+                                             const struct prepared_parse *parse,
+                                             struct prepared_statement **out);
+/* NULL if the client has no statement of that name: 26000 for a Bind or Describe. */
+struct prepared_statement *prepared_client_lookup(const struct prepared_client *client,
+                                                  const char *name);
+/* Close 'S' or DEALLOCATE name: false if there was none (not an error, as in Postgres). */
+bool prepared_client_remove(struct prepared_client *client, const char *name);
+/* DISCARD ALL, DEALLOCATE ALL, disconnect. Leaves the client as prepared_client_init did. */
+void prepared_client_forget_all(struct prepared_client *client);
+size_t prepared_client_count(const struct prepared_client *client);
+
+/* ---- per backend: what is prepared there ---- */
+
+struct prepared_server_entry;
+
+struct prepared_server {
+    struct prepared_table entries;
+    struct prepared_server_entry *newest;   /* LRU order, most recently used first */
+    struct prepared_server_entry *oldest;
+    size_t capacity;                        /* max_prepared_statements, at least 1 */
+};
+
+enum prepared_ensure_result {
+    PREPARED_ON_SERVER,      /* already prepared there: use it */
+    PREPARED_PARSE_NEEDED,   /* send prepared_build_parse(stmt) first (after the Close below) */
+    PREPARED_ENSURE_NO_MEMORY,
+};
+
+void prepared_server_init(struct prepared_server *server, size_t capacity);
+/*
+ * Makes stmt the most recently used statement of this backend, recording it as prepared there if
+ * it was not. victim gets the backend name of the statement evicted to make room (send its Close
+ * before the Parse), or "" if none was.
+ */
+enum prepared_ensure_result prepared_server_ensure(struct prepared_server *server,
+                                                   struct prepared_statement *stmt,
+                                                   char victim[PREPARED_NAME_LEN]);
+bool prepared_server_has(const struct prepared_server *server,
+                         const struct prepared_statement *stmt);
+/*
+ * The backend does not have stmt after all: the Parse sluice sent failed, or was skipped after an
+ * earlier error in the same pipeline. stmt may be freed if nothing else holds it.
+ */
+bool prepared_server_forget(struct prepared_server *server, struct prepared_statement *stmt);
+/* DISCARD ALL / DEALLOCATE ALL ran on the backend, or it is closing. */
+void prepared_server_forget_all(struct prepared_server *server);
+size_t prepared_server_count(const struct prepared_server *server);
+
+#endif
