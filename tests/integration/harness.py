@@ -1240,16 +1240,16 @@ class Suite:
         signal.signal(signal.SIGTERM, _on_sigterm)
         only = os.environ.get("SLUICE_IT_ONLY")
         number = 0
-        failed = 0
         for case in self.tests:
             if only and only not in case.name:
                 continue
             number += 1
-            passed = self._run_one(number, case)
-            failed += 0 if passed else 1
+            self._run_one(number, case)
         print(f"1..{number}", flush=True)
         self.cleanup()
-        return 1 if failed else 0
+        # The verdict is in the TAP stream; the automake driver would count a non-zero exit as
+        # one more (ERROR) result. A non-zero exit means the runner itself broke.
+        return 0
 
     def _run_one(self, number, case):
         if case.sluice_only and DIRECT_MODE:
