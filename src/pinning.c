@@ -480,9 +480,10 @@ static void name_reset(struct statement_scan *s)
     s->name_truncated = false;
 }
 
+/* A NUL inside a quoted name cannot be matched by anything: mark the name as cut short there. */
 static void name_append_byte(struct statement_scan *s, char c)
 {
-    if (s->name_len + 1 >= sizeof(s->name)) {
+    if (c == '\0' || s->name_len + 1 >= sizeof(s->name)) {
         s->name_truncated = true;
         return;
     }
@@ -1008,6 +1009,41 @@ static void skip_explain(struct statement_scan *s, struct token *t)
         scan_next(s, t);
 }
 
+static void head_listen(struct statement_scan *s)
+{
+    pin(s, PIN_LISTEN, NULL, false);
+}
+
+static void head_load(struct statement_scan *s)
+{
+    pin(s, PIN_LOAD, NULL, false);
+}
+
+/* DO: the string that follows is code that runs now. */
+static void head_do(struct statement_scan *s)
+{
+    s->do_block = true;
+}
+
+/* SELECT and WITH: INTO TEMP creates a temporary table. */
+static void head_select(struct statement_scan *s)
+{
+    s->select_into = true;
+}
+
+/* Statement heads that can leave session state or change what sluice tracks. */
+static const struct {
+    const char *keyword;
+    void (*read)(struct statement_scan *s);
+} heads[] = {
+    { "set", head_set },         { "reset", head_reset },
+    { "create", head_create },   { "declare", head_declare },
+    { "prepare", head_prepare }, { "deallocate", head_deallocate },
+    { "discard", head_discard }, { "listen", head_listen },
+    { "load", head_load },       { "do", head_do },
+    { "select", head_select },   { "with", head_select },
+};
+
 /* Reads the head of a statement (t is its first token) and what it needs to decide. */
 static void classify_head(struct statement_scan *s, struct token *t)
 {
@@ -1019,28 +1055,12 @@ static void classify_head(struct statement_scan *s, struct token *t)
         else
             break;
     }
-    if (is_keyword(t, "set"))
-        head_set(s);
-    else if (is_keyword(t, "reset"))
-        head_reset(s);
-    else if (is_keyword(t, "create"))
-        head_create(s);
-    else if (is_keyword(t, "declare"))
-        head_declare(s);
-    else if (is_keyword(t, "prepare"))
-        head_prepare(s);
-    else if (is_keyword(t, "deallocate"))
-        head_deallocate(s);
-    else if (is_keyword(t, "discard"))
-        head_discard(s);
-    else if (is_keyword(t, "listen"))
-        pin(s, PIN_LISTEN, NULL, false);
-    else if (is_keyword(t, "load"))
-        pin(s, PIN_LOAD, NULL, false);
-    else if (is_keyword(t, "do"))
-        s->do_block = true;
-    else if (is_keyword(t, "select") || is_keyword(t, "with"))
-        s->select_into = true;
+    for (size_t i = 0; i < ARRAY_LEN(heads); i++) {
+        if (is_keyword(t, heads[i].keyword)) {
+            heads[i].read(s);
+            return;
+        }
+    }
 }
 
 /* What is still open when the statement ends decides too. */

@@ -82,7 +82,8 @@ struct pinning_statement {
      * written; parts of a qualified name joined by '.'. "" otherwise.
      */
     char name[PINNING_NAME_LEN];
-    bool name_truncated;        /* longer than PINNING_NAME_LEN - 1: never treated as tracked */
+    bool name_truncated;        /* longer than PINNING_NAME_LEN - 1, or held a NUL: never
+                                   treated as tracked */
     /* PIN_SET and PIN_EFFECT_TRACKED_SET: the value as written (after TO, = or the keyword). */
     size_t value_start;
     size_t value_len;
