@@ -1,0 +1,1 @@
+DO $$ BEGIN IF true THEN SET search_path = x; END IF; PERFORM pg_advisory_lock(1); END $$

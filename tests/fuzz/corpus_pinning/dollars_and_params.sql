@@ -1,0 +1,1 @@
+SELECT a$$b, $1, 1$$ x $$, U&"a" FROM t; SET role NONE

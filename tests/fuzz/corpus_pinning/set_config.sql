@@ -1,0 +1,1 @@
+SELECT set_config('a.b', 'c', false), set_config('a', set_config('b','c',true), 't'::bool)

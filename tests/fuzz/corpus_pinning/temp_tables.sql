@@ -1,0 +1,1 @@
+CREATE TEMP TABLE t (a int) ON COMMIT DROP; SELECT * INTO TEMP u FROM t; CREATE TABLE pg_temp.v (a int)

@@ -1,0 +1,1 @@
+SET TIME ZONE 'UTC'; SET NAMES 'UTF8'; SET search_path TO a, "B"; RESET ALL

@@ -1,0 +1,1 @@
+SELECT 'unterminated; SET x = $$ /* E'
