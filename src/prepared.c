@@ -34,6 +34,7 @@ struct prepared_server_entry {
 /* A client's name for a statement. */
 struct client_name {
     struct prepared_statement *stmt;
+    size_t name_len;
     char name[];
 };
 
@@ -514,7 +515,7 @@ static bool client_name_matches(const void *item, const void *key, size_t key_le
 {
     const struct client_name *entry = item;
 
-    return strlen(entry->name) == key_len && memcmp(entry->name, key, key_len) == 0;
+    return entry->name_len == key_len && memcmp(entry->name, key, key_len) == 0;
 }
 
 static size_t client_find(const struct prepared_client *client, const char *name, uint64_t *hash)
@@ -550,13 +551,16 @@ enum prepared_add_result prepared_client_add(struct prepared_client *client,
     if (stmt == NULL)
         return PREPARED_NO_MEMORY;
     entry = malloc(sizeof(*entry) + name_len + 1);
+    if (entry != NULL) {
+        entry->stmt = stmt;
+        entry->name_len = name_len;
+        memcpy(entry->name, parse->name, name_len + 1);
+    }
     if (entry == NULL || table_insert(&client->names, hash, entry) != 0) {
         free(entry);
-        statement_release(stmt);
+        statement_release(stmt);   /* frees it if it was new */
         return PREPARED_NO_MEMORY;
     }
-    entry->stmt = stmt;
-    memcpy(entry->name, parse->name, name_len + 1);
     stmt->client_refs++;
     *out = stmt;
     return PREPARED_ADDED;
@@ -701,15 +705,14 @@ enum prepared_ensure_result prepared_server_ensure(struct prepared_server *serve
     if (entry == NULL)
         return PREPARED_ENSURE_NO_MEMORY;
     entry->stmt = stmt;
-    stmt->server_refs++;     /* before any eviction, so stmt cannot be the one freed */
-    if (server->entries.n >= server->capacity)
-        server_evict_oldest(server, victim);
     if (table_insert(&server->entries, id_hash(stmt->id), entry) != 0) {
         free(entry);
-        stmt->server_refs--;
-        statement_release(stmt);
-        return PREPARED_ENSURE_NO_MEMORY;   /* a victim, if any, is gone: its Close is still due */
+        return PREPARED_ENSURE_NO_MEMORY;   /* nothing changed */
     }
+    stmt->server_refs++;
+    /* Evict only now that nothing can fail; the new entry is not in the LRU list yet. */
+    if (server->entries.n > server->capacity)
+        server_evict_oldest(server, victim);
     lru_push_newest(server, entry);
     return PREPARED_PARSE_NEEDED;
 }

@@ -154,7 +154,7 @@ void prepared_server_init(struct prepared_server *server, size_t capacity);
 /*
  * Makes stmt the most recently used statement of this backend, recording it as prepared there if
  * it was not. victim gets the backend name of the statement evicted to make room (send its Close
- * before the Parse), or "" if none was.
+ * before the Parse), or "" if none was. PREPARED_ENSURE_NO_MEMORY changes nothing.
  */
 enum prepared_ensure_result prepared_server_ensure(struct prepared_server *server,
                                                    struct prepared_statement *stmt,
