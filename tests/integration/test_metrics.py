@@ -1,0 +1,380 @@
+"""The Prometheus endpoint: GET /metrics in the text format, read with a real Prometheus parser,
+whose values follow what clients do (connect, wait, fail to log in); and the stats_period line."""
+
+import os
+import re
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import harness
+from harness import Background, check, check_equal, expect_pg_error, wait_for
+
+suite = harness.Suite()
+test = suite.test
+
+CONTENT_TYPE = "text/plain; version=0.0.4"
+
+
+def prometheus_parser():
+    """Debian's python3-prometheus-client; installed on first use if missing and we may."""
+    try:
+        from prometheus_client.parser import text_string_to_metric_families
+        return text_string_to_metric_families
+    except ImportError:
+        pass
+    if os.geteuid() == 0:
+        subprocess.run(["apt-get", "install", "-y", "-q", "python3-prometheus-client"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+    try:
+        from prometheus_client.parser import text_string_to_metric_families
+        return text_string_to_metric_families
+    except ImportError:
+        raise harness.Skip("python3-prometheus-client is not installed "
+                           "(apt-get install python3-prometheus-client)")
+
+
+class Scrape:
+    """One parsed /metrics page: families by name, and samples by name and labels."""
+
+    def __init__(self, text):
+        self.text = text
+        self.families = {f.name: f for f in prometheus_parser()(text)}
+        self.samples = [s for f in self.families.values() for s in f.samples]
+
+    def find(self, name, **labels):
+        wanted = {k: str(v) for k, v in labels.items()}
+        return [s for s in self.samples
+                if s.name == name and all(s.labels.get(k) == v for k, v in wanted.items())]
+
+    def value(self, name, **labels):
+        """The value of the one sample with this name and (at least) these labels."""
+        found = self.find(name, **labels)
+        if len(found) != 1:
+            raise harness.TestFailure(f"{name}{labels}: {len(found)} samples, want exactly 1")
+        return found[0].value
+
+    def total(self, name, **labels):
+        return sum(s.value for s in self.find(name, **labels))
+
+
+def http_get(url, method="GET", timeout=5):
+    """(status, headers, body) for any status, 4xx and 5xx included."""
+    request = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.headers, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read().decode(errors="replace")
+
+
+def metrics_sluice(t, settings=None, **kwargs):
+    port = harness.free_port()
+    merged = {"metrics_listen_addr": "127.0.0.1", "metrics_port": port}
+    merged.update(settings or {})
+    s = t.sluice(settings=merged, **kwargs)
+    s.metrics_url = f"http://127.0.0.1:{port}/metrics"
+    return s
+
+
+def scrape(s):
+    status, headers, body = http_get(s.metrics_url)
+    check_equal(status, 200, "status of GET /metrics")
+    return Scrape(body)
+
+
+def one_value(conn, sql):
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        return cur.fetchone()[0]
+
+
+def pool(**labels):
+    return dict(database=harness.APP_DB, user="app", **labels)
+
+
+# ---- the format ----------------------------------------------------------------------------------
+
+@test("GET /metrics: Prometheus text format 0.0.4, every family with HELP and TYPE", sluice_only=True)
+def exposition_format(t):
+    prometheus_parser()
+    s = metrics_sluice(t)
+    one_value(s.connect(), "SELECT 1")  # so the pool exists and per-pool families have samples
+    status, headers, body = http_get(s.metrics_url)
+    check_equal(status, 200, "status")
+    check(headers.get("Content-Type", "").startswith(CONTENT_TYPE),
+          f"Content-Type {headers.get('Content-Type')!r}, want {CONTENT_TYPE}")
+    page = Scrape(body)
+    for name, family in page.families.items():
+        check(name.startswith("sluice_"), f"family {name} lacks the sluice_ prefix")
+        check(family.type in ("counter", "gauge", "histogram"), f"{name}: type {family.type}")
+        check(family.documentation, f"{name}: no HELP text")
+        check(family.samples, f"{name}: no samples")
+    helped = set(re.findall(r"^# HELP (\S+) ", body, re.M))
+    typed = set(re.findall(r"^# TYPE (\S+) ", body, re.M))
+    check_equal(helped, typed, "families with HELP vs families with TYPE")
+    for name in ("sluice_client_connections", "sluice_pool_server_connections",
+                 "sluice_pool_borrow_latency_seconds", "sluice_pool_query_latency_seconds",
+                 "sluice_token_login_failures", "sluice_client_logins", "sluice_pool_transactions",
+                 "sluice_pool_queries", "sluice_pool_received_bytes", "sluice_pool_sent_bytes",
+                 "sluice_pool_longest_wait_seconds", "sluice_pool_wait_timeouts",
+                 "sluice_client_tls_handshakes", "sluice_pool_server_connection_setups"):
+        check(name in page.families, f"family {name} missing")
+    check_equal(page.value("sluice_info", version=page.find("sluice_info")[0].labels["version"]), 1,
+                "sluice_info")
+
+
+@test("HEAD /metrics answers 200 without a body", sluice_only=True)
+def head_request(t):
+    s = metrics_sluice(t)
+    status, headers, body = http_get(s.metrics_url, method="HEAD")
+    check_equal(status, 200, "status of HEAD /metrics")
+    check_equal(body, "", "body of HEAD /metrics")
+
+
+@test("paths other than /metrics get 404; other methods on /metrics get 405", sluice_only=True)
+def other_paths_and_methods(t):
+    s = metrics_sluice(t)
+    base = s.metrics_url[:-len("/metrics")]
+    for path in ("/", "/metrics/", "/metricsx", "/favicon.ico", "/admin"):
+        status, _, _ = http_get(base + path)
+        check_equal(status, 404, f"status of GET {path}")
+    for method in ("POST", "PUT", "DELETE", "OPTIONS", "PATCH"):
+        status, headers, _ = http_get(s.metrics_url, method=method)
+        check_equal(status, 405, f"status of {method} /metrics")
+        check_equal(headers.get("Allow"), "GET, HEAD", f"Allow header of the 405 to {method}")
+    check_equal(http_get(s.metrics_url + "?name[]=x")[0], 200, "status of GET /metrics?query")
+    check(s.alive(), "sluice exited")
+
+
+@test("metrics_port = 0 (the default): nothing listens", sluice_only=True)
+def endpoint_off_by_default(t):
+    port = harness.free_port()
+    s = t.sluice(settings={"metrics_listen_addr": "127.0.0.1"})
+    try:
+        http_get(f"http://127.0.0.1:{port}/metrics", timeout=2)
+    except OSError:
+        return
+    raise harness.TestFailure(f"something answered on port {port} with metrics_port unset")
+
+
+# ---- values that follow clients ------------------------------------------------------------------
+
+@test("client and backend gauges and counters move as clients connect, query and leave",
+      sluice_only=True)
+def values_follow_clients(t):
+    s = metrics_sluice(t, settings={"default_pool_size": 3})
+    before = scrape(s)
+    conns = [s.connect() for _ in range(2)]
+    for conn in conns:
+        for _ in range(3):
+            one_value(conn, "SELECT 1")
+    after = scrape(s)
+
+    check_equal(after.total("sluice_client_connections", state="idle", tls="false"), 2,
+                "idle plain clients")
+    check_equal(after.total("sluice_client_connections", tls="true"), 0, "TLS clients")
+    check_equal(after.value("sluice_client_logins_total", result="succeeded")
+                - before.value("sluice_client_logins_total", result="succeeded"), 2,
+                "successful logins")
+    check_equal(after.value("sluice_client_connections_accepted_total")
+                - before.value("sluice_client_connections_accepted_total"), 2, "accepted clients")
+    check_equal(after.value("sluice_client_connections_max"), 500, "max_client_conn")
+    check_equal(after.value("sluice_pool_client_connections", **pool(state="idle")), 2,
+                "pool's idle clients")
+    check(after.value("sluice_pool_queries_total", **pool()) >= 6, "queries counted")
+    check(after.value("sluice_pool_transactions_total", **pool()) >= 6, "transactions counted")
+    check(after.value("sluice_pool_received_bytes_total", **pool()) > 0, "bytes from clients")
+    check(after.value("sluice_pool_sent_bytes_total", **pool()) > 0, "bytes to clients")
+    check_equal(after.value("sluice_pool_server_connections_max", **pool()), 3, "pool_size")
+    servers = after.total("sluice_pool_server_connections", **pool())
+    check(1 <= servers <= 3, f"backends of the pool: {servers}")
+    check_equal(after.value("sluice_pool_server_connections", **pool(state="used")), 0,
+                "backends borrowed between transactions")
+    check(after.value("sluice_pool_server_connection_setups_total", **pool(result="succeeded")) >= 1,
+          "backend connections set up")
+    check(after.value("sluice_pool_query_latency_seconds_count", **pool()) >= 6,
+          "queries in the latency histogram")
+
+    for conn in conns:
+        conn.close()
+    wait_for(lambda: scrape(s).total("sluice_client_connections") == 0, 10,
+             what="client gauges back to 0 after the clients left")
+    check_equal(scrape(s).value("sluice_pool_client_connections", **pool(state="idle")), 0,
+                "pool's idle clients after they left")
+
+
+@test("a client queued behind a held backend shows in the wait gauges, then in the borrow "
+      "histogram", sluice_only=True)
+def waiting_client(t):
+    s = metrics_sluice(t, settings={"pool_mode": "transaction"},
+                       databases={harness.APP_DB: t.cluster.database_line(pool_size=1)})
+    holder, waiter = s.connect(), s.connect()
+    with holder.cursor() as cur:
+        cur.execute("BEGIN")
+        cur.execute("SELECT 1")
+    before = scrape(s)
+    check_equal(before.value("sluice_pool_server_connections", **pool(state="used")), 1,
+                "the held backend")
+    check_equal(before.value("sluice_pool_server_connections_in_transaction", **pool()), 1,
+                "backends inside a transaction block")
+    check_equal(before.value("sluice_pool_client_connections", **pool(state="active")), 1,
+                "active clients")
+    blocked = Background(one_value, waiter, "SELECT 'waited'")
+    during = wait_for(lambda: (lambda p: p if p.value("sluice_pool_client_connections",
+                                                       **pool(state="waiting")) == 1 else None)(scrape(s)),
+                      10, what="one waiting client in the gauge")
+    check_equal(during.value("sluice_client_connections", state="waiting", tls="false"), 1,
+                "waiting clients, worker-wide")
+    time.sleep(0.3)
+    longest = scrape(s).value("sluice_pool_longest_wait_seconds", **pool())
+    check(0.2 <= longest < 30, f"longest wait {longest}s while one client waits")
+    check(not blocked.done(), "the waiting client ran while the only backend was held")
+
+    with holder.cursor() as cur:
+        cur.execute("COMMIT")
+    check_equal(blocked.result(10), "waited", "the waiting client's query")
+    after = scrape(s)
+    check_equal(after.value("sluice_pool_client_connections", **pool(state="waiting")), 0,
+                "waiting clients after the commit")
+    check_equal(after.value("sluice_pool_longest_wait_seconds", **pool()), 0,
+                "longest wait with nobody waiting")
+    check_equal(after.value("sluice_pool_waits_total", **pool())
+                - before.value("sluice_pool_waits_total", **pool()), 1, "waits counted")
+    borrowed = (after.value("sluice_pool_borrow_latency_seconds_count", **pool())
+                - before.value("sluice_pool_borrow_latency_seconds_count", **pool()))
+    check(borrowed >= 1, f"borrow histogram count grew by {borrowed}")
+    waited_sum = (after.value("sluice_pool_borrow_latency_seconds_sum", **pool())
+                  - before.value("sluice_pool_borrow_latency_seconds_sum", **pool()))
+    check(waited_sum >= 0.3, f"borrow latency sum grew by {waited_sum}s, the wait lasted longer")
+    check_cumulative_buckets(after, "sluice_pool_borrow_latency_seconds")
+    check_cumulative_buckets(after, "sluice_pool_query_latency_seconds")
+
+
+def check_cumulative_buckets(page, name):
+    buckets = page.find(name + "_bucket", **pool())
+    bounds = [(float(b.labels["le"]), b.value) for b in buckets]
+    check_equal([b for b, _ in bounds], sorted(b for b, _ in bounds), f"{name}: le order")
+    check_equal(bounds[-1][0], float("inf"), f"{name}: last bucket")
+    values = [v for _, v in bounds]
+    check_equal(values, sorted(values), f"{name}: cumulative bucket counts")
+    check_equal(values[-1], page.value(name + "_count", **pool()), f"{name}: +Inf bucket vs _count")
+
+
+@test("query_wait_timeout: the client that gave up is counted as a wait timeout", sluice_only=True)
+def wait_timeout_counted(t):
+    s = metrics_sluice(t, settings={"pool_mode": "transaction", "query_wait_timeout": 1},
+                       databases={harness.APP_DB: t.cluster.database_line(pool_size=1)})
+    holder = s.connect()
+    with holder.cursor() as cur:
+        cur.execute("BEGIN")
+        cur.execute("SELECT 1")
+    expect_pg_error(lambda: one_value(s.connect(), "SELECT 1"), None, "query behind a held backend")
+    check_equal(scrape(s).value("sluice_pool_wait_timeouts_total", **pool()), 1, "wait timeouts")
+
+
+@test("failed logins: a wrong password counts as a failed login", sluice_only=True)
+def failed_login(t):
+    s = metrics_sluice(t)
+    before = scrape(s)
+    expect_pg_error(lambda: s.wire().login(password="wrong"), "28P01", "login with a wrong password")
+    after = wait_for(lambda: (lambda p: p if p.value("sluice_client_logins_total", result="failed")
+                              > before.value("sluice_client_logins_total", result="failed")
+                              else None)(scrape(s)), 5, what="the failed login in the counter")
+    check_equal(after.value("sluice_client_logins_total", result="failed")
+                - before.value("sluice_client_logins_total", result="failed"), 1, "failed logins")
+    check_equal(after.value("sluice_client_logins_total", result="succeeded"),
+                before.value("sluice_client_logins_total", result="succeeded"), "successful logins")
+
+
+@test("token logins: a refused token is counted under the check that refused it", sluice_only=True)
+def token_failure_reason(t):
+    s = metrics_sluice(t, settings=None, start=False)
+    keys = os.path.join(s.dir, "token-keys.ini")
+    with open(keys, "w") as f:
+        f.write("[AKIDMETRICSTEST]\nsecret = metrics-test-secret\nusers = app\n")
+    s.settings.update({"auth_type": "token", "auth_token_keys": keys,
+                       "auth_token_region": "us-east-1",
+                       "auth_token_endpoints": f"127.0.0.1:{s.port}",
+                       "auth_token_allow_unix_socket": 1})
+    s.write_config()
+    s.start()
+    before = scrape(s)
+    reasons = {x.labels["reason"] for x in before.find("sluice_token_login_failures_total")}
+    for reason in ("malformed", "expired", "bad_signature", "unknown_access_key", "not_yet_valid"):
+        check(reason in reasons, f"reason {reason!r} missing from {sorted(reasons)}")
+    check(all(x.value == 0 for x in before.find("sluice_token_login_failures_total")),
+          "token failures before any token login")
+    expect_pg_error(lambda: s.wire(unix=True).login(password="not-a-token"), "28P01",
+                    "login with a password that is no token")
+    after = scrape(s)
+    check_equal(after.value("sluice_token_login_failures_total", reason="malformed"), 1,
+                "tokens refused as malformed")
+    check_equal(after.total("sluice_token_login_failures_total"), 1, "tokens refused, all reasons")
+    check_equal(after.value("sluice_client_logins_total", result="failed")
+                - before.value("sluice_client_logins_total", result="failed"), 1, "failed logins")
+    check_equal(after.value("sluice_token_logins_total"), 0, "token logins")
+
+
+# ---- configuration -------------------------------------------------------------------------------
+
+@test("SIGHUP: a new metrics_port moves the endpoint", sluice_only=True)
+def reload_moves_endpoint(t):
+    s = metrics_sluice(t)
+    old_url = s.metrics_url
+    scrape(s)
+    new_port = harness.free_port()
+    s.settings["metrics_port"] = new_port
+    s.write_config()
+    s.reload()
+    s.metrics_url = f"http://127.0.0.1:{new_port}/metrics"
+    wait_for(lambda: http_get(s.metrics_url, timeout=1)[0] == 200, 10, what="the endpoint on the new port")
+
+    def old_port_closed():
+        try:
+            http_get(old_url, timeout=1)
+            return False
+        except OSError:
+            return True
+
+    wait_for(old_port_closed, 5, what="the old port to close")
+    check(s.alive(), "sluice exited")
+
+
+@test("a metrics_port already in use stops sluice at start with a clear error", sluice_only=True)
+def port_in_use(t):
+    import socket
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        s = t.sluice(settings={"metrics_listen_addr": "127.0.0.1", "metrics_port": port}, start=False)
+        s.start(wait=False)
+        status = s.wait_exit(15)
+        check(status is not None and status != 0, f"sluice exit status {status}, want a failure")
+        check("metrics: could not listen on 127.0.0.1:" + str(port) in s.log_text(),
+              "the log does not name the metrics address it could not listen on")
+
+
+@test("stats_period: one 'stats:' line per pool with rates and averages", sluice_only=True)
+def stats_line(t):
+    s = t.sluice(settings={"stats_period": 1})
+    conn = s.connect()
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        one_value(conn, "SELECT 1")
+    pattern = re.compile(r"stats: pool appdb/app: (\d+) xacts/s, (\d+) queries/s, in (\d+) B/s, "
+                         r"out (\d+) B/s, xact (\d+) us, query (\d+) us, wait (\d+) us")
+    lines = wait_for(lambda: [m for m in pattern.finditer(s.log_text()) if int(m.group(1)) > 0], 5,
+                     what="a stats line with transactions in it")
+    busy = lines[0]
+    check(int(busy.group(2)) > 0, f"queries/s in {busy.group(0)!r}")
+    check(int(busy.group(3)) > 0 and int(busy.group(4)) > 0, f"bytes/s in {busy.group(0)!r}")
+    check(int(busy.group(6)) > 0, f"average query time in {busy.group(0)!r}")
+    conn.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(suite.run())
