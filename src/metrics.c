@@ -410,8 +410,10 @@ static void render_pool_servers(struct worker *w, struct msgbuf *out)
     TAILQ_FOREACH(pool, &w->pools, link) {
         struct labels ok = pool_labels(pool, "result", "succeeded");
         struct labels failed = pool_labels(pool, "result", "failed");
-        sample_count(out, "sluice_pool_server_connection_setups_total", "", &ok, pool->stats.servers_connected);
-        sample_count(out, "sluice_pool_server_connection_setups_total", "", &failed, pool->stats.servers_failed);
+        sample_count(out, "sluice_pool_server_connection_setups_total", "", &ok,
+                     pool->stats.servers_connected);
+        sample_count(out, "sluice_pool_server_connection_setups_total", "", &failed,
+                     pool->stats.servers_failed);
     }
 }
 
@@ -426,7 +428,8 @@ struct pool_counter {
 static const struct pool_counter pool_counters[] = {
     { "sluice_pool_transactions_total", "Transactions completed.",
       offsetof(struct pool_stats, xact_count), false },
-    { "sluice_pool_queries_total", "Queries received from clients (simple Query messages and extended-protocol Syncs).",
+    { "sluice_pool_queries_total",
+      "Queries received from clients: simple Query and FunctionCall messages, extended-protocol Executes.",
       offsetof(struct pool_stats, query_count), false },
     { "sluice_pool_received_bytes_total", "Bytes received from clients and passed to backends.",
       offsetof(struct pool_stats, bytes_received), false },
@@ -436,7 +439,8 @@ static const struct pool_counter pool_counters[] = {
       offsetof(struct pool_stats, wait_count), false },
     { "sluice_pool_wait_seconds_total", "Time clients spent queued for a backend.",
       offsetof(struct pool_stats, wait_time), true },
-    { "sluice_pool_wait_timeouts_total", "Clients closed because query_wait_timeout passed while they queued.",
+    { "sluice_pool_wait_timeouts_total",
+      "Clients closed because query_wait_timeout passed while they queued.",
       offsetof(struct pool_stats, wait_timeouts), false },
     { "sluice_pool_transaction_seconds_total", "Time backends spent linked to a client for a transaction.",
       offsetof(struct pool_stats, xact_time), true },
