@@ -358,6 +358,46 @@ def port_in_use(t):
               "the log does not name the metrics address it could not listen on")
 
 
+@test("so_reuseport: a second sluice starts on the same listen and metrics ports", sluice_only=True)
+def reuseport_shares_metrics_port(t):
+    first = metrics_sluice(t, settings={"so_reuseport": 1})
+    second = t.sluice(settings={"so_reuseport": 1, "listen_port": first.port,
+                                "metrics_listen_addr": "127.0.0.1",
+                                "metrics_port": first.settings["metrics_port"]}, start=False)
+    second.port = first.port
+    second.start()
+    check(first.alive() and second.alive(), "both sluices run")
+    check_equal(first.stop(), 0, "exit status of the first sluice")
+    page = wait_for(lambda: scrape(first), 5, what="the second sluice answering /metrics")
+    check("sluice_info" in page.families, "the page of the second sluice")
+    check_equal(one_value(second.connect(), "SELECT 'second'"), "second", "query via the second sluice")
+
+
+@test("malformed and oversized HTTP requests get an error, and sluice serves on", sluice_only=True)
+def malformed_requests(t):
+    import socket
+    s = metrics_sluice(t)
+    port = s.settings["metrics_port"]
+    requests = [
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(64),   # a TLS ClientHello
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n",
+        b"GET /metrics HTTP/9.9\r\n\r\n",
+        b"POST /metrics HTTP/1.1\r\nContent-Length: 100000\r\n\r\n" + b"x" * 5000,
+        b"\r\n\r\n\r\n",
+    ]
+    for request in requests:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(request)
+            sock.shutdown(socket.SHUT_WR)
+            try:
+                while sock.recv(4096):
+                    pass
+            except (ConnectionResetError, socket.timeout):
+                pass
+    check_equal(http_get(s.metrics_url)[0], 200, "GET /metrics after the malformed requests")
+    check_equal(one_value(s.connect(), "SELECT 1"), 1, "a query after the malformed requests")
+
+
 @test("stats_period: one 'stats:' line per pool with rates and averages", sluice_only=True)
 def stats_line(t):
     s = t.sluice(settings={"stats_period": 1})
