@@ -41,7 +41,14 @@ bool admin_execute(struct worker *w, struct client *c, const char *sql, struct m
 
 /* A console client went away: forget any deferred reply for it. */
 void admin_client_closed(struct worker *w, struct client *c);
-/* Periodic: completes deferred replies whose condition now holds. */
+/* Periodic: completes deferred replies whose condition now holds, holds new pools of paused
+ * databases, and refreshes the averages of SHOW STATS at each stats_period. */
 void admin_janitor(struct worker *w);
+
+/*
+ * Is this database held by PAUSE (or KILL) until RESUME? A pool created for it should start
+ * paused (pool_pause): until the data path asks this, admin_janitor pauses such pools on its tick.
+ */
+bool admin_database_paused(const struct worker *w, const char *db_name);
 
 #endif

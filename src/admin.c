@@ -1,0 +1,2225 @@
+/*
+ * admin.c: the admin console. Reads PgBouncer's console commands, answers SHOW from the worker's
+ * live state with PgBouncer's column names and types, and steers pools (PAUSE, RESUME, RECONNECT,
+ * KILL, WAIT_CLOSE) and the process (RELOAD, SHUTDOWN, SET). PAUSE and WAIT_CLOSE answer once
+ * their condition holds: admin_janitor checks it on every tick.
+ */
+#include "admin.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <event2/buffer.h>
+
+#include "auth_token.h"
+#include "client.h"
+#include "log.h"
+#include "pool.h"
+#include "server.h"
+#include "build-config.h"
+
+#define CONSOLE_NAME "sluice"
+#define CONSOLE_NAME_PGBOUNCER "pgbouncer"
+
+/* Type OIDs and sizes of the columns the console sends (pg_type). */
+#define OID_TEXT 25
+#define OID_INT4 23
+#define OID_INT8 20
+#define OID_NUMERIC 1700
+
+#define MAX_TOKENS 8
+#define MAX_TOKEN_LEN 1024
+#define SHOWN_COMMAND_MAX 200        /* how much of an unknown command the error quotes */
+#define DEFAULT_AVERAGE_PERIOD 60.0  /* seconds, when stats_period is 0 (no stats log line) */
+#define USEC_PER_SEC 1000000.0
+
+/* ---- state ---- */
+
+enum deferred_kind {
+    DEFERRED_PAUSE,      /* until every backend of the affected pools is free */
+    DEFERRED_WAIT_CLOSE, /* until the affected pools have no backend older than the command */
+};
+
+struct deferred_reply {
+    struct deferred_reply *next;
+    struct client *client;
+    enum deferred_kind kind;
+    char *db_name;       /* NULL: every pool */
+    uint64_t id_limit;   /* WAIT_CLOSE: backends with an id up to this predate the command */
+};
+
+/* Counters of one database, summed over its pools. Times in seconds. */
+struct stat_totals {
+    uint64_t xact_count;
+    uint64_t query_count;
+    uint64_t bytes_received;
+    uint64_t bytes_sent;
+    double xact_time;
+    double query_time;
+    double wait_time;
+};
+
+/* Per-second rates and per-transaction/query times over the last averaging period. */
+struct stat_averages {
+    uint64_t xact_count;     /* per second */
+    uint64_t query_count;    /* per second */
+    uint64_t bytes_received; /* per second */
+    uint64_t bytes_sent;     /* per second */
+    uint64_t xact_time;      /* microseconds per transaction */
+    uint64_t query_time;     /* microseconds per query */
+    uint64_t wait_time;      /* microseconds waited per second, as PgBouncer counts it */
+};
+
+struct database_averages {
+    char *db_name;
+    struct stat_totals previous; /* totals at the last period boundary */
+    struct stat_averages current;
+};
+
+struct admin_state {
+    struct deferred_reply *deferred;
+    bool pause_all;              /* PAUSE without a name: every pool, new ones included */
+    char **paused_dbs;           /* PAUSE db and KILL db */
+    size_t n_paused_dbs;
+    bool shutdown_requested;     /* SHUTDOWN: begun on the next tick, after the reply is out */
+    double period_start;         /* of the current averaging period; 0: not started */
+    struct database_averages *averages;
+    size_t n_averages;
+    struct config *defaults;     /* a configuration of defaults only, for SHOW CONFIG */
+};
+
+/* ---- the [sluice] settings the console shows and changes ---- */
+
+enum setting_kind {
+    SETTING_STRING,    /* char *, NULL shown as "" */
+    SETTING_INT,
+    SETTING_FILE_MODE, /* int, shown in octal */
+    SETTING_BOOL,
+    SETTING_SECONDS,   /* double */
+    SETTING_POOL_MODE,
+    SETTING_AUTH_TYPE,
+};
+
+struct admin_setting {
+    const char *name;
+    enum setting_kind kind;
+    size_t offset;     /* in struct config */
+    bool changeable;   /* SET may change it while sluice runs */
+};
+
+#define AT(field) offsetof(struct config, field)
+/*
+ * In config.c's order. Changeable: settings read afresh wherever they are used, and pool sizes,
+ * which pools take again right after SET.
+ */
+static const struct admin_setting admin_settings[] = {
+    {"listen_addr", SETTING_STRING, AT(listen_addr), false},
+    {"listen_port", SETTING_INT, AT(listen_port), false},
+    {"unix_socket_dir", SETTING_STRING, AT(unix_socket_dir), false},
+    {"unix_socket_mode", SETTING_FILE_MODE, AT(unix_socket_mode), false},
+    {"so_reuseport", SETTING_BOOL, AT(so_reuseport), false},
+    {"pool_mode", SETTING_POOL_MODE, AT(pool_mode), false},
+    {"default_pool_size", SETTING_INT, AT(default_pool_size), true},
+    {"min_pool_size", SETTING_INT, AT(min_pool_size), true},
+    {"max_client_conn", SETTING_INT, AT(max_client_conn), true},
+    {"max_db_connections", SETTING_INT, AT(max_db_connections), true},
+    {"auth_type", SETTING_AUTH_TYPE, AT(auth_type), false},
+    {"auth_file", SETTING_STRING, AT(auth_file), false},
+    {"admin_users", SETTING_STRING, AT(admin_users), false},
+    {"stats_users", SETTING_STRING, AT(stats_users), false},
+    {"query_wait_timeout", SETTING_SECONDS, AT(query_wait_timeout), true},
+    {"client_idle_timeout", SETTING_SECONDS, AT(client_idle_timeout), true},
+    {"client_login_timeout", SETTING_SECONDS, AT(client_login_timeout), true},
+    {"idle_transaction_timeout", SETTING_SECONDS, AT(idle_transaction_timeout), true},
+    {"server_idle_timeout", SETTING_SECONDS, AT(server_idle_timeout), true},
+    {"server_lifetime", SETTING_SECONDS, AT(server_lifetime), true},
+    {"server_connect_timeout", SETTING_SECONDS, AT(server_connect_timeout), true},
+    {"server_login_retry", SETTING_SECONDS, AT(server_login_retry), true},
+    {"shutdown_timeout", SETTING_SECONDS, AT(shutdown_timeout), true},
+    {"server_reset_query", SETTING_STRING, AT(server_reset_query), false},
+    {"server_reset_query_always", SETTING_BOOL, AT(server_reset_query_always), true},
+    {"server_check_query", SETTING_STRING, AT(server_check_query), false},
+    {"server_check_delay", SETTING_SECONDS, AT(server_check_delay), true},
+    {"ignore_startup_parameters", SETTING_STRING, AT(ignore_startup_parameters), false},
+    {"log_connections", SETTING_BOOL, AT(log_connections), true},
+    {"log_disconnections", SETTING_BOOL, AT(log_disconnections), true},
+    {"log_pooler_errors", SETTING_BOOL, AT(log_pooler_errors), true},
+    {"verbose", SETTING_INT, AT(verbose), true},
+    {"max_packet_size", SETTING_INT, AT(max_packet_size), true},
+    {"pkt_buf", SETTING_INT, AT(pkt_buf), false},
+    {"tcp_keepalive", SETTING_INT, AT(tcp_keepalive), false},
+    {"pidfile", SETTING_STRING, AT(pidfile), false},
+    {"stats_period", SETTING_SECONDS, AT(stats_period), true},
+    {"syslog", SETTING_BOOL, AT(syslog), false},
+    {"syslog_ident", SETTING_STRING, AT(syslog_ident), false},
+    {"syslog_facility", SETTING_STRING, AT(syslog_facility), false},
+    {"client_tls_sslmode", SETTING_STRING, AT(client_tls_sslmode), false},
+    {"client_tls_key_file", SETTING_STRING, AT(client_tls_key_file), false},
+    {"client_tls_cert_file", SETTING_STRING, AT(client_tls_cert_file), false},
+    {"client_tls_ca_file", SETTING_STRING, AT(client_tls_ca_file), false},
+    {"client_tls_protocols", SETTING_STRING, AT(client_tls_protocols), false},
+    {"client_tls_ciphers", SETTING_STRING, AT(client_tls_ciphers), false},
+    {"server_tls_sslmode", SETTING_STRING, AT(server_tls_sslmode), false},
+    {"server_tls_ca_file", SETTING_STRING, AT(server_tls_ca_file), false},
+    {"server_tls_key_file", SETTING_STRING, AT(server_tls_key_file), false},
+    {"server_tls_cert_file", SETTING_STRING, AT(server_tls_cert_file), false},
+    {"server_tls_protocols", SETTING_STRING, AT(server_tls_protocols), false},
+    {"server_tls_ciphers", SETTING_STRING, AT(server_tls_ciphers), false},
+    {"auth_token_keys", SETTING_STRING, AT(auth_token_keys), false},
+    {"auth_token_region", SETTING_STRING, AT(auth_token_region), false},
+    {"auth_token_endpoints", SETTING_STRING, AT(auth_token_endpoints), false},
+    {"auth_token_clock_skew", SETTING_SECONDS, AT(auth_token_clock_skew), true},
+    {"auth_token_allow_unix_socket", SETTING_BOOL, AT(auth_token_allow_unix_socket), false},
+    {"metrics_listen_addr", SETTING_STRING, AT(metrics_listen_addr), false},
+    {"metrics_port", SETTING_INT, AT(metrics_port), false},
+    {"max_prepared_statements", SETTING_INT, AT(max_prepared_statements), false},
+    {"pinning", SETTING_STRING, AT(pinning), false},
+};
+#undef AT
+
+#define N_ADMIN_SETTINGS (sizeof(admin_settings) / sizeof(admin_settings[0]))
+
+static const struct admin_setting *admin_find_setting(const char *name)
+{
+    for (size_t i = 0; i < N_ADMIN_SETTINGS; i++)
+        if (strcasecmp(admin_settings[i].name, name) == 0)
+            return &admin_settings[i];
+    return NULL;
+}
+
+/* The value as SHOW CONFIG prints it (PgBouncer prints booleans as 1/0). */
+static void admin_format_setting(const struct config *cfg, const struct admin_setting *s, char *buf,
+                                 size_t len)
+{
+    const void *field = (const char *)cfg + s->offset;
+    const char *text;
+
+    switch (s->kind) {
+    case SETTING_STRING:
+        text = *(char *const *)field;
+        snprintf(buf, len, "%s", text ? text : "");
+        return;
+    case SETTING_INT:
+        snprintf(buf, len, "%d", *(const int *)field);
+        return;
+    case SETTING_FILE_MODE:
+        snprintf(buf, len, "0%o", (unsigned)*(const int *)field);
+        return;
+    case SETTING_BOOL:
+        snprintf(buf, len, "%d", *(const bool *)field ? 1 : 0);
+        return;
+    case SETTING_SECONDS:
+        snprintf(buf, len, "%g", *(const double *)field);
+        return;
+    case SETTING_POOL_MODE:
+        snprintf(buf, len, "%s", config_pool_mode_name(*(const enum pool_mode *)field));
+        return;
+    case SETTING_AUTH_TYPE:
+        snprintf(buf, len, "%s", config_auth_type_name(*(const enum auth_type *)field));
+        return;
+    }
+    buf[0] = '\0';
+}
+
+/* ---- reply builders: RowDescription, DataRow, CommandComplete ---- */
+
+enum column_type { COLUMN_TEXT, COLUMN_INT4, COLUMN_INT8, COLUMN_NUMERIC };
+
+struct column {
+    const char *name;
+    enum column_type type;
+};
+
+/* A result set being written to a msgbuf: one RowDescription, DataRows, one CommandComplete. */
+struct result {
+    struct msgbuf *out;
+    size_t n_columns;
+    size_t row_start;    /* offset of the DataRow being built */
+    size_t n_values;     /* values written in it so far */
+};
+
+static void put_u16(struct msgbuf *mb, uint16_t value)
+{
+    uint16_t net = htons(value);
+    msgbuf_append(mb, &net, sizeof(net));
+}
+
+static void put_u32(struct msgbuf *mb, uint32_t value)
+{
+    uint32_t net = htonl(value);
+    msgbuf_append(mb, &net, sizeof(net));
+}
+
+static void put_cstring(struct msgbuf *mb, const char *s)
+{
+    msgbuf_append(mb, s, strlen(s) + 1);
+}
+
+/* Starts a message: its type byte and a length field that message_finish fills in. */
+static size_t message_start(struct msgbuf *mb, char type)
+{
+    size_t start = mb->len;
+    msgbuf_append(mb, &type, 1);
+    put_u32(mb, 0);
+    return start;
+}
+
+static void message_finish(struct msgbuf *mb, size_t start)
+{
+    if (mb->failed)
+        return;
+    size_t length = mb->len - start - 1;
+    if (length > INT32_MAX) {
+        mb->failed = true;
+        return;
+    }
+    uint32_t net = htonl((uint32_t)length);
+    memcpy(mb->data + start + 1, &net, sizeof(net));
+}
+
+static void column_type_info(enum column_type type, uint32_t *oid, int16_t *typlen)
+{
+    switch (type) {
+    case COLUMN_INT4:
+        *oid = OID_INT4;
+        *typlen = 4;
+        return;
+    case COLUMN_INT8:
+        *oid = OID_INT8;
+        *typlen = 8;
+        return;
+    case COLUMN_NUMERIC:
+        *oid = OID_NUMERIC;
+        *typlen = -1;
+        return;
+    case COLUMN_TEXT:
+        break;
+    }
+    *oid = OID_TEXT;
+    *typlen = -1;
+}
+
+/* RowDescription: table OID 0, column number 0, type OID, type size, typmod -1, text format. */
+static void result_begin(struct result *r, struct msgbuf *out, const struct column *columns,
+                         size_t n_columns)
+{
+    r->out = out;
+    r->n_columns = n_columns;
+    r->n_values = 0;
+    size_t start = message_start(out, 'T');
+    put_u16(out, (uint16_t)n_columns);
+    for (size_t i = 0; i < n_columns; i++) {
+        uint32_t oid;
+        int16_t typlen;
+        column_type_info(columns[i].type, &oid, &typlen);
+        put_cstring(out, columns[i].name);
+        put_u32(out, 0);
+        put_u16(out, 0);
+        put_u32(out, oid);
+        put_u16(out, (uint16_t)typlen);
+        put_u32(out, UINT32_MAX); /* typmod -1 */
+        put_u16(out, 0);
+    }
+    message_finish(out, start);
+}
+
+static void result_row_begin(struct result *r)
+{
+    r->row_start = message_start(r->out, 'D');
+    put_u16(r->out, (uint16_t)r->n_columns);
+    r->n_values = 0;
+}
+
+/* A text value; NULL sends SQL NULL. */
+static void result_text(struct result *r, const char *value)
+{
+    if (r->n_values >= r->n_columns) {
+        log_error("admin console: a row has more values than columns; value dropped");
+        return;
+    }
+    r->n_values++;
+    if (!value) {
+        put_u32(r->out, UINT32_MAX); /* length -1 */
+        return;
+    }
+    size_t len = strlen(value);
+    put_u32(r->out, (uint32_t)len);
+    msgbuf_append(r->out, value, len);
+}
+
+static void result_int(struct result *r, long long value)
+{
+    char text[32];
+    snprintf(text, sizeof(text), "%lld", value);
+    result_text(r, text);
+}
+
+/* int4 columns: clamped, so a large count never wraps into a negative one. */
+static void result_int4(struct result *r, long long value)
+{
+    result_int(r, value > INT32_MAX ? INT32_MAX : value < INT32_MIN ? INT32_MIN : value);
+}
+
+static void result_uint(struct result *r, uint64_t value)
+{
+    char text[32];
+    snprintf(text, sizeof(text), "%llu", (unsigned long long)value);
+    result_text(r, text);
+}
+
+static void result_row_end(struct result *r)
+{
+    if (r->n_values < r->n_columns)
+        log_error("admin console: a row has fewer values than columns; padded with NULLs");
+    while (r->n_values < r->n_columns)
+        result_text(r, NULL);
+    message_finish(r->out, r->row_start);
+}
+
+static void build_command_complete(struct msgbuf *out, const char *tag)
+{
+    size_t start = message_start(out, 'C');
+    put_cstring(out, tag);
+    message_finish(out, start);
+}
+
+static void build_empty_query_response(struct msgbuf *out)
+{
+    size_t start = message_start(out, 'I');
+    message_finish(out, start);
+}
+
+/* ---- small helpers ---- */
+
+static struct admin_state *admin_of(struct worker *w)
+{
+    return w->admin;
+}
+
+static char *admin_strdup(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static uint64_t seconds_to_usec(double seconds)
+{
+    return seconds > 0 ? (uint64_t)(seconds * USEC_PER_SEC + 0.5) : 0;
+}
+
+/* PgBouncer's timestamp format, in UTC: "2026-11-27 08:00:00 UTC". */
+static void format_time(double when, char *buf, size_t len)
+{
+    time_t seconds = (time_t)when;
+    struct tm tm;
+    if (when <= 0 || !gmtime_r(&seconds, &tm)) {
+        buf[0] = '\0';
+        return;
+    }
+    strftime(buf, len, "%Y-%m-%d %H:%M:%S UTC", &tm);
+}
+
+/* An address as SHOW CLIENTS/SERVERS prints it: "unix" for a unix socket. */
+static void format_sockaddr(const struct sockaddr_storage *ss, char *addr, size_t len, int *port)
+{
+    *port = 0;
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &sin->sin_addr, addr, (socklen_t)len);
+        *port = ntohs(sin->sin_port);
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &sin6->sin6_addr, addr, (socklen_t)len);
+        *port = ntohs(sin6->sin6_port);
+    } else if (ss->ss_family == AF_UNIX) {
+        snprintf(addr, len, "unix");
+    } else {
+        addr[0] = '\0';
+    }
+}
+
+/* The local (or, with peer, remote) end of a connection's socket; false if it has none. */
+static bool socket_address(const struct conn *conn, bool peer, char *addr, size_t len, int *port)
+{
+    struct sockaddr_storage ss;
+    socklen_t ss_len = sizeof(ss);
+    evutil_socket_t fd = conn && conn->open ? conn->fd : -1;
+
+    addr[0] = '\0';
+    *port = 0;
+    if (fd < 0)
+        return false;
+    memset(&ss, 0, sizeof(ss));
+    int rc = peer ? getpeername(fd, (struct sockaddr *)&ss, &ss_len)
+                  : getsockname(fd, (struct sockaddr *)&ss, &ss_len);
+    if (rc != 0)
+        return false;
+    format_sockaddr(&ss, addr, len, port);
+    return true;
+}
+
+/* The process id of a client on a unix socket (SO_PEERCRED); 0 over TCP. */
+static int unix_peer_pid(const struct conn *conn)
+{
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    evutil_socket_t fd = conn && conn->open ? conn->fd : -1;
+    if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+        return 0;
+    return (int)cred.pid;
+}
+
+static void tls_text(const struct conn *conn, bool tls, char *buf, size_t len)
+{
+    buf[0] = '\0';
+    if (tls && conn_ssl(conn))
+        tls_describe(conn_ssl(conn), buf, len);
+}
+
+static bool is_console_name(const char *name)
+{
+    return strcmp(name, CONSOLE_NAME) == 0 || strcmp(name, CONSOLE_NAME_PGBOUNCER) == 0;
+}
+
+/* ---- pause bookkeeping: which databases PAUSE (or KILL) holds ---- */
+
+static bool admin_db_in_paused_list(const struct admin_state *a, const char *db_name)
+{
+    for (size_t i = 0; i < a->n_paused_dbs; i++)
+        if (strcmp(a->paused_dbs[i], db_name) == 0)
+            return true;
+    return false;
+}
+
+bool admin_database_paused(const struct worker *w, const char *db_name)
+{
+    const struct admin_state *a = w->admin;
+    return a && (a->pause_all || admin_db_in_paused_list(a, db_name));
+}
+
+static int admin_add_paused_db(struct admin_state *a, const char *db_name)
+{
+    if (admin_db_in_paused_list(a, db_name))
+        return 0;
+    char **grown = realloc(a->paused_dbs, (a->n_paused_dbs + 1) * sizeof(*grown));
+    if (!grown)
+        return -1;
+    a->paused_dbs = grown;
+    a->paused_dbs[a->n_paused_dbs] = strdup(db_name);
+    if (!a->paused_dbs[a->n_paused_dbs])
+        return -1;
+    a->n_paused_dbs++;
+    return 0;
+}
+
+static void admin_remove_paused_db(struct admin_state *a, const char *db_name)
+{
+    for (size_t i = 0; i < a->n_paused_dbs; i++) {
+        if (strcmp(a->paused_dbs[i], db_name) != 0)
+            continue;
+        free(a->paused_dbs[i]);
+        a->paused_dbs[i] = a->paused_dbs[--a->n_paused_dbs];
+        return;
+    }
+}
+
+static void admin_clear_paused_dbs(struct admin_state *a)
+{
+    for (size_t i = 0; i < a->n_paused_dbs; i++)
+        free(a->paused_dbs[i]);
+    a->n_paused_dbs = 0;
+}
+
+/* A pool created after PAUSE (a new user of a paused database) is held as well. */
+static void admin_hold_new_pools(struct worker *w)
+{
+    struct pool *pool;
+    TAILQ_FOREACH(pool, &w->pools, link)
+        if (!pool->paused && admin_database_paused(w, pool->db_name))
+            pool_pause(pool);
+}
+
+/* ---- statistics ---- */
+
+static void add_pool_totals(const struct pool *pool, struct stat_totals *t)
+{
+    t->xact_count += pool->stats.xact_count;
+    t->query_count += pool->stats.query_count;
+    t->bytes_received += pool->stats.bytes_received;
+    t->bytes_sent += pool->stats.bytes_sent;
+    t->xact_time += pool->stats.xact_time;
+    t->query_time += pool->stats.query_time;
+    t->wait_time += pool->stats.wait_time;
+}
+
+static void database_totals(const struct worker *w, const char *db_name, struct stat_totals *t)
+{
+    const struct pool *pool;
+    memset(t, 0, sizeof(*t));
+    TAILQ_FOREACH(pool, &w->pools, link)
+        if (strcmp(pool->db_name, db_name) == 0)
+            add_pool_totals(pool, t);
+}
+
+/* Is this the first pool of its database in the worker's list? (one row per database) */
+static bool first_pool_of_database(const struct worker *w, const struct pool *pool)
+{
+    const struct pool *other;
+    TAILQ_FOREACH(other, &w->pools, link) {
+        if (other == pool)
+            return true;
+        if (strcmp(other->db_name, pool->db_name) == 0)
+            return false;
+    }
+    return true;
+}
+
+static struct database_averages *admin_find_averages(struct admin_state *a, const char *db_name)
+{
+    for (size_t i = 0; i < a->n_averages; i++)
+        if (strcmp(a->averages[i].db_name, db_name) == 0)
+            return &a->averages[i];
+    return NULL;
+}
+
+static struct database_averages *admin_averages_entry(struct admin_state *a, const char *db_name)
+{
+    struct database_averages *entry = admin_find_averages(a, db_name);
+    if (entry)
+        return entry;
+    struct database_averages *grown = realloc(a->averages, (a->n_averages + 1) * sizeof(*grown));
+    if (!grown)
+        return NULL;
+    a->averages = grown;
+    entry = &a->averages[a->n_averages];
+    memset(entry, 0, sizeof(*entry));
+    entry->db_name = strdup(db_name);
+    if (!entry->db_name)
+        return NULL;
+    a->n_averages++;
+    return entry;
+}
+
+/* PgBouncer's averages: counts per second over the period, times per transaction or query. */
+static void compute_averages(const struct stat_totals *now, const struct stat_totals *before,
+                             double period, struct stat_averages *avg)
+{
+    uint64_t xacts = now->xact_count - before->xact_count;
+    uint64_t queries = now->query_count - before->query_count;
+
+    memset(avg, 0, sizeof(*avg));
+    if (period <= 0)
+        return;
+    avg->xact_count = (uint64_t)(xacts / period);
+    avg->query_count = (uint64_t)(queries / period);
+    avg->bytes_received = (uint64_t)((now->bytes_received - before->bytes_received) / period);
+    avg->bytes_sent = (uint64_t)((now->bytes_sent - before->bytes_sent) / period);
+    if (xacts > 0)
+        avg->xact_time = seconds_to_usec((now->xact_time - before->xact_time) / xacts);
+    if (queries > 0)
+        avg->query_time = seconds_to_usec((now->query_time - before->query_time) / queries);
+    avg->wait_time = seconds_to_usec((now->wait_time - before->wait_time) / period);
+}
+
+static double averaging_period(const struct worker *w)
+{
+    return w->cfg->stats_period > 0 ? w->cfg->stats_period : DEFAULT_AVERAGE_PERIOD;
+}
+
+/* At each period boundary: the averages of the period that ended, for every database. */
+static void admin_refresh_averages(struct worker *w, double now)
+{
+    struct admin_state *a = admin_of(w);
+    const struct pool *pool;
+
+    if (a->period_start <= 0) {
+        a->period_start = now;
+        return;
+    }
+    double period = now - a->period_start;
+    if (period < averaging_period(w))
+        return;
+    TAILQ_FOREACH(pool, &w->pools, link) {
+        if (!first_pool_of_database(w, pool))
+            continue;
+        struct database_averages *entry = admin_averages_entry(a, pool->db_name);
+        if (!entry)
+            continue;
+        struct stat_totals totals;
+        database_totals(w, pool->db_name, &totals);
+        compute_averages(&totals, &entry->previous, period, &entry->current);
+        entry->previous = totals;
+    }
+    a->period_start = now;
+}
+
+static void database_averages_of(struct worker *w, const char *db_name, struct stat_averages *avg)
+{
+    const struct database_averages *entry = admin_find_averages(admin_of(w), db_name);
+    if (entry)
+        *avg = entry->current;
+    else
+        memset(avg, 0, sizeof(*avg));
+}
+
+/* ---- the command line: words, quoted strings, '=' ---- */
+
+enum token_kind { TOKEN_WORD, TOKEN_STRING, TOKEN_EQUALS, TOKEN_SEMICOLON };
+
+struct token {
+    enum token_kind kind;
+    char text[MAX_TOKEN_LEN];
+};
+
+struct command {
+    struct token tokens[MAX_TOKENS];
+    size_t n_tokens;
+};
+
+/* '...' or "..." with the quote doubled inside; false if unterminated or too long. */
+static bool read_quoted(const char **cursor, struct token *t)
+{
+    const char *p = *cursor;
+    char quote = *p++;
+    size_t n = 0;
+
+    for (;;) {
+        if (*p == '\0')
+            return false;
+        if (*p == quote) {
+            if (p[1] != quote)
+                break;
+            p++;
+        }
+        if (n + 1 >= sizeof(t->text))
+            return false;
+        t->text[n++] = *p++;
+    }
+    t->text[n] = '\0';
+    t->kind = quote == '\'' ? TOKEN_STRING : TOKEN_WORD;
+    *cursor = p + 1;
+    return true;
+}
+
+static bool is_word_char(char ch)
+{
+    return ch != '\0' && !isspace((unsigned char)ch) && ch != '\'' && ch != '"' && ch != '=' &&
+           ch != ';';
+}
+
+/* Splits sql into tokens. Returns false with a reason on a syntax error. */
+static bool tokenize(const char *sql, struct command *cmd, const char **why)
+{
+    const char *p = sql;
+    cmd->n_tokens = 0;
+    for (;;) {
+        while (isspace((unsigned char)*p))
+            p++;
+        if (*p == '\0')
+            return true;
+        if (cmd->n_tokens == MAX_TOKENS) {
+            *why = "too many words";
+            return false;
+        }
+        struct token *t = &cmd->tokens[cmd->n_tokens];
+        if (*p == '=' || *p == ';') {
+            t->kind = *p == '=' ? TOKEN_EQUALS : TOKEN_SEMICOLON;
+            t->text[0] = *p++;
+            t->text[1] = '\0';
+        } else if (*p == '\'' || *p == '"') {
+            if (!read_quoted(&p, t)) {
+                *why = "unterminated or overlong quoted string";
+                return false;
+            }
+        } else {
+            size_t n = 0;
+            while (is_word_char(*p)) {
+                if (n + 1 >= sizeof(t->text)) {
+                    *why = "word too long";
+                    return false;
+                }
+                t->text[n++] = *p++;
+            }
+            t->text[n] = '\0';
+            t->kind = TOKEN_WORD;
+        }
+        cmd->n_tokens++;
+    }
+}
+
+/* ---- replies ---- */
+
+struct request {
+    struct worker *w;
+    struct client *c;
+    struct msgbuf *out;
+    const char *sql;
+    struct command cmd;
+};
+
+static void reply_error(struct request *req, const char *sqlstate, const char *hint,
+                        const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void reply_error(struct request *req, const char *sqlstate, const char *hint,
+                        const char *fmt, ...)
+{
+    char message[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof(message), fmt, ap);
+    va_end(ap);
+    proto_build_error(req->out, "ERROR", sqlstate, message, NULL, hint);
+}
+
+static const char *arg(const struct request *req, size_t i)
+{
+    return i < req->cmd.n_tokens ? req->cmd.tokens[i].text : NULL;
+}
+
+/* The command as the user wrote it, shortened and on one line, for error messages. */
+static void shown_command(const char *sql, char *buf, size_t len)
+{
+    size_t n = 0;
+    while (isspace((unsigned char)*sql))
+        sql++;
+    for (; *sql && n + 4 < len && n < SHOWN_COMMAND_MAX; sql++)
+        buf[n++] = isprint((unsigned char)*sql) ? *sql : ' ';
+    if (*sql && n >= 3) {
+        memcpy(buf + n, "...", 3);
+        n += 3;
+    }
+    while (n > 0 && (buf[n - 1] == ' ' || buf[n - 1] == ';'))
+        n--;
+    buf[n] = '\0';
+}
+
+static void reply_unknown_command(struct request *req)
+{
+    char shown[SHOWN_COMMAND_MAX + 4];
+    shown_command(req->sql, shown, sizeof(shown));
+    reply_error(req, "42601", "SHOW HELP lists the console's commands.", "unknown command: %s",
+                shown);
+}
+
+/* ---- SHOW ---- */
+
+static void show_help(struct request *req)
+{
+    static const char usage[] =
+        "Console usage\n"
+        "\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n"
+        "\tSHOW LISTS|MEM\n"
+        "\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n"
+        "\tSHOW PINNED|AUTH\n"
+        "\tSET key = arg\n"
+        "\tRELOAD\n"
+        "\tPAUSE [<db>]\n"
+        "\tRESUME [<db>]\n"
+        "\tRECONNECT [<db>]\n"
+        "\tKILL <db>\n"
+        "\tSHUTDOWN\n"
+        "\tWAIT_CLOSE [<db>]";
+    proto_build_notice(req->out, "NOTICE", "00000", usage);
+    build_command_complete(req->out, "SHOW");
+}
+
+static void show_version(struct request *req)
+{
+    static const struct column columns[] = { {"version", COLUMN_TEXT} };
+    struct result r;
+    result_begin(&r, req->out, columns, 1);
+    result_row_begin(&r);
+    result_text(&r, "sluice " PACKAGE_VERSION);
+    result_row_end(&r);
+    build_command_complete(req->out, "SHOW");
+}
+
+/* PgBouncer's server states: login, idle, active, tested (reset or check running). */
+static const char *server_state_name(const struct server *s)
+{
+    switch (s->state) {
+    case SERVER_CONNECTING:
+    case SERVER_LOGIN:
+        return "login";
+    case SERVER_IDLE:
+        return "idle";
+    case SERVER_ACTIVE:
+        return "active";
+    case SERVER_INTERNAL:
+        if (s->purpose == INTERNAL_CONNECT_QUERY)
+            return "login";
+        return s->client ? "active" : "tested";
+    case SERVER_CLOSED:
+        break;
+    }
+    return "closed";
+}
+
+/* sluice's own, finer state (extra column of SHOW SERVERS). */
+static const char *server_detail_name(const struct server *s)
+{
+    switch (s->state) {
+    case SERVER_CONNECTING:
+        return "connecting";
+    case SERVER_LOGIN:
+        return "login";
+    case SERVER_IDLE:
+        return "idle";
+    case SERVER_ACTIVE:
+        return "active";
+    case SERVER_INTERNAL:
+        switch (s->purpose) {
+        case INTERNAL_CONNECT_QUERY:
+            return "connect_query";
+        case INTERNAL_PARAM_SYNC:
+            return "param_sync";
+        case INTERNAL_RESET:
+            return "reset";
+        case INTERNAL_ROLLBACK:
+            return "rollback";
+        case INTERNAL_NONE:
+            break;
+        }
+        return "internal";
+    case SERVER_CLOSED:
+        break;
+    }
+    return "closed";
+}
+
+/* PgBouncer's client states: "active" covers logged-in clients with or without a backend. */
+static const char *client_state_name(const struct client *c)
+{
+    switch (c->state) {
+    case CLIENT_STARTUP:
+    case CLIENT_AUTH:
+        return "login";
+    case CLIENT_LOGIN_WAIT:
+        return "waiting";
+    case CLIENT_IDLE:
+    case CLIENT_ACTIVE:
+        return "active";
+    case CLIENT_WAITING:
+        return c->is_admin ? "active" : "waiting";
+    case CLIENT_CLOSING:
+    case CLIENT_CLOSED:
+        break;
+    }
+    return "justfree";
+}
+
+static const char *client_detail_name(const struct client *c)
+{
+    switch (c->state) {
+    case CLIENT_STARTUP:
+        return "startup";
+    case CLIENT_AUTH:
+        return "auth";
+    case CLIENT_LOGIN_WAIT:
+        return "login_wait";
+    case CLIENT_IDLE:
+        return "idle";
+    case CLIENT_WAITING:
+        return c->is_admin ? "console_wait" : "waiting";
+    case CLIENT_ACTIVE:
+        return "active";
+    case CLIENT_CLOSING:
+        return "closing";
+    case CLIENT_CLOSED:
+        break;
+    }
+    return "closed";
+}
+
+struct pool_counts {
+    int sv_active, sv_idle, sv_used, sv_tested, sv_login;
+    int cl_waiting;
+    double max_wait;
+};
+
+static void count_servers(const struct server_list *list, struct pool_counts *counts)
+{
+    const struct server *s;
+    TAILQ_FOREACH(s, list, link) {
+        const char *state = server_state_name(s);
+        if (strcmp(state, "active") == 0)
+            counts->sv_active++;
+        else if (strcmp(state, "idle") == 0)
+            counts->sv_idle++;
+        else if (strcmp(state, "tested") == 0)
+            counts->sv_tested++;
+        else if (strcmp(state, "login") == 0)
+            counts->sv_login++;
+    }
+}
+
+static void pool_counts_of(const struct pool *pool, double now, struct pool_counts *counts)
+{
+    const struct client *c;
+
+    memset(counts, 0, sizeof(*counts));
+    count_servers(&pool->idle_servers, counts);
+    count_servers(&pool->used_servers, counts);
+    count_servers(&pool->new_servers, counts);
+    counts->cl_waiting = pool->n_waiting;
+    TAILQ_FOREACH(c, &pool->login_clients, pool_link) {
+        counts->cl_waiting++;
+        if (now - c->connect_time > counts->max_wait)
+            counts->max_wait = now - c->connect_time;
+    }
+    c = TAILQ_FIRST(&pool->waiting_clients); /* FIFO: the first has waited longest */
+    if (c && now - c->wait_start > counts->max_wait)
+        counts->max_wait = now - c->wait_start;
+}
+
+static void show_pools(struct request *req)
+{
+    static const struct column columns[] = {
+        {"database", COLUMN_TEXT},          {"user", COLUMN_TEXT},
+        {"cl_active", COLUMN_INT4},         {"cl_waiting", COLUMN_INT4},
+        {"cl_active_cancel_req", COLUMN_INT4}, {"cl_waiting_cancel_req", COLUMN_INT4},
+        {"sv_active", COLUMN_INT4},         {"sv_active_cancel", COLUMN_INT4},
+        {"sv_being_canceled", COLUMN_INT4}, {"sv_idle", COLUMN_INT4},
+        {"sv_used", COLUMN_INT4},           {"sv_tested", COLUMN_INT4},
+        {"sv_login", COLUMN_INT4},          {"maxwait", COLUMN_INT4},
+        {"maxwait_us", COLUMN_INT4},        {"pool_mode", COLUMN_TEXT},
+    };
+    double now = worker_now(req->w);
+    const struct pool *pool;
+    struct result r;
+
+    result_begin(&r, req->out, columns, sizeof(columns) / sizeof(columns[0]));
+    TAILQ_FOREACH(pool, &req->w->pools, link) {
+        struct pool_counts counts;
+        pool_counts_of(pool, now, &counts);
+        uint64_t wait_us = seconds_to_usec(counts.max_wait);
+        result_row_begin(&r);
+        result_text(&r, pool->db_name);
+        result_text(&r, pool->user_name);
+        result_int4(&r, pool->n_active_clients + pool->n_idle_clients);
+        result_int4(&r, counts.cl_waiting);
+        result_int4(&r, 0); /* cancel requests are answered at once, never queued */
+        result_int4(&r, 0);
+        result_int4(&r, counts.sv_active);
+        result_int4(&r, 0);
+        result_int4(&r, 0);
+        result_int4(&r, counts.sv_idle);
+        result_int4(&r, counts.sv_used);
+        result_int4(&r, counts.sv_tested);
+        result_int4(&r, counts.sv_login);
+        result_int4(&r, (long long)(wait_us / 1000000));
+        result_int4(&r, (long long)(wait_us % 1000000));
+        result_text(&r, config_pool_mode_name(pool->mode));
+        result_row_end(&r);
+    }
+    build_command_complete(req->out, "SHOW");
+}
+
+static void put_totals(struct result *r, const struct stat_totals *t)
+{
+    result_uint(r, t->xact_count);
+    result_uint(r, t->query_count);
+    result_uint(r, t->bytes_received);
+    result_uint(r, t->bytes_sent);
+    result_uint(r, seconds_to_usec(t->xact_time));
+    result_uint(r, seconds_to_usec(t->query_time));
+    result_uint(r, seconds_to_usec(t->wait_time));
+}
+
+static void put_averages(struct result *r, const struct stat_averages *avg)
+{
+    result_uint(r, avg->xact_count);
+    result_uint(r, avg->query_count);
+    result_uint(r, avg->bytes_received);
+    result_uint(r, avg->bytes_sent);
+    result_uint(r, avg->xact_time);
+    result_uint(r, avg->query_time);
+    result_uint(r, avg->wait_time);
+}
+
+enum stats_view { STATS_BOTH, STATS_TOTALS_ONLY, STATS_AVERAGES_ONLY };
+
+/* SHOW STATS, STATS_TOTALS and STATS_AVERAGES: one row per database. */
+static void show_stats_view(struct request *req, enum stats_view view)
+{
+    static const struct column both[] = {
+        {"database", COLUMN_TEXT},           {"total_xact_count", COLUMN_NUMERIC},
+        {"total_query_count", COLUMN_NUMERIC}, {"total_received", COLUMN_NUMERIC},
+        {"total_sent", COLUMN_NUMERIC},      {"total_xact_time", COLUMN_NUMERIC},
+        {"total_query_time", COLUMN_NUMERIC}, {"total_wait_time", COLUMN_NUMERIC},
+        {"avg_xact_count", COLUMN_NUMERIC},  {"avg_query_count", COLUMN_NUMERIC},
+        {"avg_recv", COLUMN_NUMERIC},        {"avg_sent", COLUMN_NUMERIC},
+        {"avg_xact_time", COLUMN_NUMERIC},   {"avg_query_time", COLUMN_NUMERIC},
+        {"avg_wait_time", COLUMN_NUMERIC},
+    };
+    static const struct column one[] = {
+        {"database", COLUMN_TEXT},         {"xact_count", COLUMN_NUMERIC},
+        {"query_count", COLUMN_NUMERIC},   {"bytes_received", COLUMN_NUMERIC},
+        {"bytes_sent", COLUMN_NUMERIC},    {"xact_time", COLUMN_NUMERIC},
+        {"query_time", COLUMN_NUMERIC},    {"wait_time", COLUMN_NUMERIC},
+    };
+    const struct pool *pool;
+    struct result r;
+
+    if (view == STATS_BOTH)
+        result_begin(&r, req->out, both, sizeof(both) / sizeof(both[0]));
+    else
+        result_begin(&r, req->out, one, sizeof(one) / sizeof(one[0]));
+    TAILQ_FOREACH(pool, &req->w->pools, link) {
+        if (!first_pool_of_database(req->w, pool))
+            continue;
+        struct stat_totals totals;
+        struct stat_averages averages;
+        database_totals(req->w, pool->db_name, &totals);
+        database_averages_of(req->w, pool->db_name, &averages);
+        result_row_begin(&r);
+        result_text(&r, pool->db_name);
+        if (view != STATS_AVERAGES_ONLY)
+            put_totals(&r, &totals);
+        if (view != STATS_TOTALS_ONLY)
+            put_averages(&r, &averages);
+        result_row_end(&r);
+    }
+    build_command_complete(req->out, "SHOW");
+}
+
+static void show_stats(struct request *req) { show_stats_view(req, STATS_BOTH); }
+static void show_stats_totals(struct request *req) { show_stats_view(req, STATS_TOTALS_ONLY); }
+static void show_stats_averages(struct request *req) { show_stats_view(req, STATS_AVERAGES_ONLY); }
+
+static void name_value_row(struct result *r, const char *name, uint64_t value)
+{
+    result_row_begin(r);
+    result_text(r, name);
+    result_uint(r, value);
+    result_row_end(r);
+}
+
+/* SHOW TOTALS: every database's counters summed, and the averages summed likewise. */
+static void show_totals(struct request *req)
+{
+    static const struct column columns[] = { {"name", COLUMN_TEXT}, {"value", COLUMN_NUMERIC} };
+    struct stat_totals t;
+    struct stat_averages avg;
+    const struct pool *pool;
+    struct result r;
+
+    memset(&t, 0, sizeof(t));
+    memset(&avg, 0, sizeof(avg));
+    TAILQ_FOREACH(pool, &req->w->pools, link)
+        add_pool_totals(pool, &t);
+    for (size_t i = 0; i < admin_of(req->w)->n_averages; i++) {
+        const struct stat_averages *one = &admin_of(req->w)->averages[i].current;
+        avg.xact_count += one->xact_count;
+        avg.query_count += one->query_count;
+        avg.bytes_received += one->bytes_received;
+        avg.bytes_sent += one->bytes_sent;
+        avg.xact_time += one->xact_time;
+        avg.query_time += one->query_time;
+        avg.wait_time += one->wait_time;
+    }
+    result_begin(&r, req->out, columns, 2);
+    name_value_row(&r, "total_xact_count", t.xact_count);
+    name_value_row(&r, "total_query_count", t.query_count);
+    name_value_row(&r, "total_received", t.bytes_received);
+    name_value_row(&r, "total_sent", t.bytes_sent);
+    name_value_row(&r, "total_xact_time", seconds_to_usec(t.xact_time));
+    name_value_row(&r, "total_query_time", seconds_to_usec(t.query_time));
+    name_value_row(&r, "total_wait_time", seconds_to_usec(t.wait_time));
+    name_value_row(&r, "avg_xact_count", avg.xact_count);
+    name_value_row(&r, "avg_query_count", avg.query_count);
+    name_value_row(&r, "avg_recv", avg.bytes_received);
+    name_value_row(&r, "avg_sent", avg.bytes_sent);
+    name_value_row(&r, "avg_xact_time", avg.xact_time);
+    name_value_row(&r, "avg_query_time", avg.query_time);
+    name_value_row(&r, "avg_wait_time", avg.wait_time);
+    build_command_complete(req->out, "SHOW");
+}
+
+static int database_server_count(const struct worker *w, const char *db_name)
+{
+    const struct pool *pool;
+    int n = 0;
+    TAILQ_FOREACH(pool, &w->pools, link)
+        if (strcmp(pool->db_name, db_name) == 0)
+            n += pool_server_count(pool);
+    return n;
+}
+
+static bool database_has_paused_pool(const struct worker *w, const char *db_name)
+{
+    const struct pool *pool;
+    TAILQ_FOREACH(pool, &w->pools, link)
+        if (strcmp(pool->db_name, db_name) == 0 && pool->paused)
+            return true;
+    return false;
+}
+
+static void show_databases(struct request *req)
+{
+    static const struct column columns[] = {
+        {"name", COLUMN_TEXT},          {"host", COLUMN_TEXT},
+        {"port", COLUMN_INT4},          {"database", COLUMN_TEXT},
+        {"force_user", COLUMN_TEXT},    {"pool_size", COLUMN_INT4},
+        {"min_pool_size", COLUMN_INT4}, {"reserve_pool", COLUMN_INT4},
+        {"pool_mode", COLUMN_TEXT},     {"max_connections", COLUMN_INT4},
+        {"current_connections", COLUMN_INT4}, {"paused", COLUMN_INT4},
+        {"disabled", COLUMN_INT4},
+    };
+    const struct config *cfg = req->w->cfg;
+    struct result r;
+
+    result_begin(&r, req->out, columns, sizeof(columns) / sizeof(columns[0]));
+    for (size_t i = 0; i < cfg->n_databases; i++) {
+        const struct config_database *db = &cfg->databases[i];
+        bool paused = admin_database_paused(req->w, db->name) ||
+                      database_has_paused_pool(req->w, db->name);
+        result_row_begin(&r);
+        result_text(&r, db->name);
+        result_text(&r, db->host ? db->host : "127.0.0.1");
+        result_int4(&r, db->port);
+        result_text(&r, db->dbname ? db->dbname : db->name);
+        result_text(&r, db->user);
+        result_int4(&r, config_effective_pool_size(cfg, db));
+        result_int4(&r, db->min_pool_size >= 0 ? db->min_pool_size : cfg->min_pool_size);
+        result_int4(&r, 0); /* no reserve pool */
+        result_text(&r, db->pool_mode != POOL_MODE_UNSET ? config_pool_mode_name(db->pool_mode) : NULL);
+        result_int4(&r, db->max_db_connections);
+        result_int4(&r, database_server_count(req->w, db->name));
+        result_int4(&r, paused ? 1 : 0);
+        result_int4(&r, 0);
+        result_row_end(&r);
+    }
+    /* The console itself, as PgBouncer lists its own "pgbouncer" database. */
+    result_row_begin(&r);
+    result_text(&r, CONSOLE_NAME);
+    result_text(&r, NULL);
+    result_int4(&r, cfg->listen_port);
+    result_text(&r, CONSOLE_NAME);
+    result_text(&r, NULL);
+    result_int4(&r, 0);
+    result_int4(&r, 0);
+    result_int4(&r, 0);
+    result_text(&r, NULL);
+    result_int4(&r, 0);
+    result_int4(&r, 0);
+    result_int4(&r, 0);
+    result_int4(&r, 0);
+    result_row_end(&r);
+    build_command_complete(req->out, "SHOW");
+}
+
+static int compare_names(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Every user sluice knows of: auth_file, [users], and the backend users of its pools; sorted. */
+static const char **collect_user_names(const struct worker *w, size_t *n_out)
+{
+    size_t cap = w->cfg->n_users + (w->users ? w->users->n_entries : 0);
+    const struct pool *pool;
+    TAILQ_FOREACH(pool, &w->pools, link)
+        cap++;
+    const char **names = calloc(cap ? cap : 1, sizeof(*names));
+    size_t n = 0;
+    if (!names)
+        return NULL;
+    for (size_t i = 0; w->users && i < w->users->n_entries; i++)
+        names[n++] = w->users->entries[i].name;
+    for (size_t i = 0; i < w->cfg->n_users; i++)
+        names[n++] = w->cfg->users[i].name;
+    TAILQ_FOREACH(pool, &w->pools, link)
+        names[n++] = pool->user_name;
+    qsort(names, n, sizeof(*names), compare_names);
+    size_t unique = 0;
+    for (size_t i = 0; i < n; i++)
+        if (unique == 0 || strcmp(names[unique - 1], names[i]) != 0)
+            names[unique++] = names[i];
+    *n_out = unique;
+    return names;
+}
+
+static void show_users(struct request *req)
+{
+    static const struct column columns[] = { {"name", COLUMN_TEXT}, {"pool_mode", COLUMN_TEXT} };
+    size_t n = 0;
+    const char **names = collect_user_names(req->w, &n);
+    struct result r;
+
+    if (!names) {
+        reply_error(req, "53200", NULL, "out of memory");
+        return;
+    }
+    result_begin(&r, req->out, columns, 2);
+    for (size_t i = 0; i < n; i++) {
+        const struct config_user *user = config_find_user(req->w->cfg, names[i]);
+        result_row_begin(&r);
+        result_text(&r, names[i]);
+        result_text(&r, user && user->pool_mode != POOL_MODE_UNSET ? config_pool_mode_name(user->pool_mode)
+                                                                  : NULL);
+        result_row_end(&r);
+    }
+    free(names);
+    build_command_complete(req->out, "SHOW");
+}
+
+/* SHOW CLIENTS and SHOW SERVERS share their columns. */
+static const struct column connection_columns[] = {
+    {"type", COLUMN_TEXT},         {"user", COLUMN_TEXT},        {"database", COLUMN_TEXT},
+    {"state", COLUMN_TEXT},        {"addr", COLUMN_TEXT},        {"port", COLUMN_INT4},
+    {"local_addr", COLUMN_TEXT},   {"local_port", COLUMN_INT4},  {"connect_time", COLUMN_TEXT},
+    {"request_time", COLUMN_TEXT}, {"wait", COLUMN_INT4},        {"wait_us", COLUMN_INT4},
+    {"close_needed", COLUMN_INT4}, {"ptr", COLUMN_TEXT},         {"link", COLUMN_TEXT},
+    {"remote_pid", COLUMN_INT4},   {"tls", COLUMN_TEXT},         {"application_name", COLUMN_TEXT},
+    {"sluice_state", COLUMN_TEXT}, /* sluice's own finer state */
+};
+#define N_CONNECTION_COLUMNS (sizeof(connection_columns) / sizeof(connection_columns[0]))
+
+static void put_local_address(struct result *r, const struct conn *conn, int listen_port)
+{
+    char addr[64];
+    int port;
+    socket_address(conn, false, addr, sizeof(addr), &port);
+    if (strcmp(addr, "unix") == 0)
+        port = listen_port;
+    result_text(r, addr);
+    result_int4(r, port);
+}
+
+static void put_wait(struct result *r, double seconds)
+{
+    uint64_t usec = seconds_to_usec(seconds);
+    result_int4(r, (long long)(usec / 1000000));
+    result_int4(r, (long long)(usec % 1000000));
+}
+
+static void client_row(struct request *req, struct result *r, struct client *c, double now)
+{
+    char text[128], ptr[32], link[32];
+    const char *app = param_set_get(&c->params, "application_name");
+    bool waiting = c->state == CLIENT_WAITING && !c->is_admin;
+
+    snprintf(ptr, sizeof(ptr), "C-%llu", (unsigned long long)c->id);
+    if (c->server)
+        snprintf(link, sizeof(link), "S-%llu", (unsigned long long)c->server->id);
+    result_row_begin(r);
+    result_text(r, "C");
+    result_text(r, c->user);
+    result_text(r, c->database);
+    result_text(r, client_state_name(c));
+    result_text(r, c->addr);
+    result_int4(r, c->port);
+    put_local_address(r, &c->conn, req->w->cfg->listen_port);
+    format_time(c->connect_time, text, sizeof(text));
+    result_text(r, text);
+    format_time(c->query_start > 0 ? c->query_start : c->connect_time, text, sizeof(text));
+    result_text(r, text);
+    put_wait(r, waiting ? now - c->wait_start : 0);
+    result_int4(r, 0); /* clients are never marked to close later */
+    result_text(r, ptr);
+    result_text(r, c->server ? link : NULL);
+    result_int4(r, c->is_unix ? unix_peer_pid(&c->conn) : 0);
+    tls_text(&c->conn, c->tls, text, sizeof(text));
+    result_text(r, text);
+    result_text(r, app ? app : "");
+    result_text(r, client_detail_name(c));
+    result_row_end(r);
+}
+
+static void show_clients(struct request *req)
+{
+    double now = worker_now(req->w);
+    struct client *c;
+    struct result r;
+
+    result_begin(&r, req->out, connection_columns, N_CONNECTION_COLUMNS);
+    TAILQ_FOREACH(c, &req->w->clients, link)
+        client_row(req, &r, c, now);
+    build_command_complete(req->out, "SHOW");
+}
+
+static void server_row(struct result *r, struct server *s)
+{
+    char text[128], ptr[32], link[32];
+    const struct pool *pool = s->pool;
+    const char *app = param_set_get(&s->params, "application_name");
+    int port;
+
+    snprintf(ptr, sizeof(ptr), "S-%llu", (unsigned long long)s->id);
+    if (s->client)
+        snprintf(link, sizeof(link), "C-%llu", (unsigned long long)s->client->id);
+    result_row_begin(r);
+    result_text(r, "S");
+    result_text(r, pool->user_name);
+    result_text(r, pool->db_name);
+    result_text(r, server_state_name(s));
+    if (!socket_address(&s->conn, true, text, sizeof(text), &port)) {
+        snprintf(text, sizeof(text), "%s", pool->host[0] == '/' ? "unix" : pool->host);
+        port = pool->port;
+    }
+    if (strcmp(text, "unix") == 0)
+        port = pool->port;
+    result_text(r, text);
+    result_int4(r, port);
+    put_local_address(r, &s->conn, 0);
+    format_time(s->connect_time, text, sizeof(text));
+    result_text(r, text);
+    format_time(s->last_used > 0 ? s->last_used : s->connect_time, text, sizeof(text));
+    result_text(r, text);
+    put_wait(r, 0);
+    result_int4(r, s->close_needed ? 1 : 0);
+    result_text(r, ptr);
+    result_text(r, s->client ? link : NULL);
+    result_int4(r, (long long)s->backend_pid);
+    tls_text(&s->conn, s->tls, text, sizeof(text));
+    result_text(r, text);
+    result_text(r, app ? app : "");
+    result_text(r, server_detail_name(s));
+    result_row_end(r);
+}
+
+static void show_servers(struct request *req)
+{
+    struct pool *pool;
+    struct server *s;
+    struct result r;
+
+    result_begin(&r, req->out, connection_columns, N_CONNECTION_COLUMNS);
+    TAILQ_FOREACH(pool, &req->w->pools, link) {
+        struct server_list *lists[] = { &pool->used_servers, &pool->idle_servers, &pool->new_servers };
+        for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+            TAILQ_FOREACH(s, lists[i], link)
+                server_row(&r, s);
+    }
+    build_command_complete(req->out, "SHOW");
+}
+
+static size_t count_clients(const struct client_list *list, bool login_link)
+{
+    const struct client *c;
+    size_t n = 0;
+    if (login_link) {
+        TAILQ_FOREACH(c, list, login_link)
+            n++;
+    } else {
+        TAILQ_FOREACH(c, list, link)
+            n++;
+    }
+    return n;
+}
+
+static void show_lists(struct request *req)
+{
+    static const struct column columns[] = { {"list", COLUMN_TEXT}, {"items", COLUMN_INT4} };
+    const struct worker *w = req->w;
+    const struct pool *pool;
+    size_t n_pools = 0, n_users = 0;
+    struct result r;
+
+    TAILQ_FOREACH(pool, &w->pools, link)
+        n_pools++;
+    const char **names = collect_user_names(w, &n_users);
+    free(names);
+    result_begin(&r, req->out, columns, 2);
+    /* PgBouncer's rows; sluice frees objects at once and resolves names through evdns: 0. */
+    const struct {
+        const char *name;
+        size_t items;
+    } rows[] = {
+        {"databases", w->cfg->n_databases},
+        {"users", n_users},
+        {"pools", n_pools},
+        {"free_clients", 0},
+        {"used_clients", count_clients(&w->clients, false)},
+        {"login_clients", count_clients(&w->login_clients, true)},
+        {"free_servers", 0},
+        {"used_servers", w->n_servers},
+        {"dns_names", 0},
+        {"dns_zones", 0},
+        {"dns_queries", 0},
+        {"dns_pending", 0},
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        result_row_begin(&r);
+        result_text(&r, rows[i].name);
+        result_int4(&r, (long long)rows[i].items);
+        result_row_end(&r);
+    }
+    build_command_complete(req->out, "SHOW");
+}
+
+static void mem_row(struct result *r, const char *name, size_t size, size_t used)
+{
+    result_row_begin(r);
+    result_text(r, name);
+    result_int4(r, (long long)size);
+    result_int4(r, (long long)used);
+    result_int4(r, 0);
+    result_int4(r, (long long)(size * used));
+    result_row_end(r);
+}
+
+static size_t buffered_bytes(const struct conn *conn)
+{
+    if (!conn->open)
+        return 0;
+    return evbuffer_get_length(conn->in) + evbuffer_get_length(conn->out);
+}
+
+/*
+ * SHOW MEM: PgBouncer lists its slab caches. sluice allocates each object on its own and frees it
+ * when it closes, so "free" is always 0; the last row is what sits in connection buffers now.
+ */
+static void show_mem(struct request *req)
+{
+    static const struct column columns[] = {
+        {"name", COLUMN_TEXT}, {"size", COLUMN_INT4}, {"used", COLUMN_INT4},
+        {"free", COLUMN_INT4}, {"memtotal", COLUMN_INT4},
+    };
+    struct worker *w = req->w;
+    struct client *c;
+    struct pool *pool;
+    struct server *s;
+    size_t n_clients = 0, n_servers = 0, n_pools = 0, buffered = 0;
+    struct result r;
+
+    TAILQ_FOREACH(c, &w->clients, link) {
+        n_clients++;
+        buffered += buffered_bytes(&c->conn);
+    }
+    TAILQ_FOREACH(pool, &w->pools, link) {
+        struct server_list *lists[] = { &pool->used_servers, &pool->idle_servers, &pool->new_servers };
+        n_pools++;
+        for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+            TAILQ_FOREACH(s, lists[i], link) {
+                n_servers++;
+                buffered += buffered_bytes(&s->conn);
+            }
+    }
+    result_begin(&r, req->out, columns, sizeof(columns) / sizeof(columns[0]));
+    mem_row(&r, "client_cache", sizeof(struct client), n_clients);
+    mem_row(&r, "server_cache", sizeof(struct server), n_servers);
+    mem_row(&r, "pool_cache", sizeof(struct pool), n_pools);
+    mem_row(&r, "iobuf_bytes", 1, buffered);
+    build_command_complete(req->out, "SHOW");
+}
+
+static void show_config(struct request *req)
+{
+    static const struct column columns[] = {
+        {"key", COLUMN_TEXT}, {"value", COLUMN_TEXT}, {"default", COLUMN_TEXT},
+        {"changeable", COLUMN_TEXT},
+    };
+    const struct config *defaults = admin_of(req->w)->defaults;
+    char value[1024], default_value[1024];
+    struct result r;
+
+    result_begin(&r, req->out, columns, sizeof(columns) / sizeof(columns[0]));
+    for (size_t i = 0; i < N_ADMIN_SETTINGS; i++) {
+        const struct admin_setting *s = &admin_settings[i];
+        admin_format_setting(req->w->cfg, s, value, sizeof(value));
+        admin_format_setting(defaults, s, default_value, sizeof(default_value));
+        result_row_begin(&r);
+        result_text(&r, s->name);
+        result_text(&r, value);
+        result_text(&r, default_value);
+        result_text(&r, s->changeable ? "yes" : "no");
+        result_row_end(&r);
+    }
+    build_command_complete(req->out, "SHOW");
+}
+
+/* SHOW PINNED: clients holding a backend because of session state. */
+static void show_pinned(struct request *req)
+{
+    static const struct column columns[] = {
+        {"client", COLUMN_TEXT}, {"database", COLUMN_TEXT}, {"user", COLUMN_TEXT},
+        {"since", COLUMN_TEXT},  {"reason", COLUMN_TEXT},   {"statement", COLUMN_TEXT},
+    };
+    struct result r;
+
+    /* The data path does not record pinning yet: the table is empty until it does. */
+    result_begin(&r, req->out, columns, sizeof(columns) / sizeof(columns[0]));
+    build_command_complete(req->out, "SHOW");
+}
+
+static void auth_row(struct result *r, const char *event, const char *method, const char *reason,
+                     uint64_t count)
+{
+    result_row_begin(r);
+    result_text(r, event);
+    result_text(r, method);
+    result_text(r, reason);
+    result_uint(r, count);
+    result_row_end(r);
+}
+
+/* SHOW AUTH: logins and their failures, token refusals by the check that refused them. */
+static void show_auth(struct request *req)
+{
+    static const struct column columns[] = {
+        {"event", COLUMN_TEXT}, {"method", COLUMN_TEXT}, {"reason", COLUMN_TEXT},
+        {"count", COLUMN_INT8},
+    };
+    const struct worker_stats *st = &req->w->stats;
+    size_t n_reasons = sizeof(st->token_failures) / sizeof(st->token_failures[0]);
+    uint64_t token_failed = 0;
+    struct result r;
+
+    for (size_t i = 0; i < n_reasons; i++)
+        token_failed += st->token_failures[i];
+    result_begin(&r, req->out, columns, sizeof(columns) / sizeof(columns[0]));
+    auth_row(&r, "login_ok", "all", NULL, st->logins_ok);
+    auth_row(&r, "login_failed", "all", NULL, st->logins_failed);
+    auth_row(&r, "login_ok", "token", NULL, st->token_logins_ok);
+    auth_row(&r, "login_failed", "token", NULL, token_failed);
+    for (size_t i = TOKEN_FAIL_OVERSIZED; i <= TOKEN_FAIL_OUT_OF_MEMORY && i < n_reasons; i++)
+        auth_row(&r, "token_failure", "token", token_failure_message((enum token_failure)i),
+                 st->token_failures[i]);
+    auth_row(&r, "tls_handshake_ok", "tls", NULL, st->tls_handshakes);
+    auth_row(&r, "tls_handshake_failed", "tls", NULL, st->tls_handshake_failures);
+    build_command_complete(req->out, "SHOW");
+}
+
+struct show_command {
+    const char *subject;
+    void (*run)(struct request *req);
+};
+
+static const struct show_command show_commands[] = {
+    {"HELP", show_help},
+    {"POOLS", show_pools},
+    {"STATS", show_stats},
+    {"STATS_TOTALS", show_stats_totals},
+    {"STATS_AVERAGES", show_stats_averages},
+    {"TOTALS", show_totals},
+    {"DATABASES", show_databases},
+    {"USERS", show_users},
+    {"CLIENTS", show_clients},
+    {"SERVERS", show_servers},
+    {"LISTS", show_lists},
+    {"CONFIG", show_config},
+    {"MEM", show_mem},
+    {"VERSION", show_version},
+    {"PINNED", show_pinned},
+    {"AUTH", show_auth},
+};
+
+static bool run_show(struct request *req)
+{
+    if (req->cmd.n_tokens != 2) {
+        reply_error(req, "42601", "SHOW HELP lists what SHOW can show.",
+                    req->cmd.n_tokens < 2 ? "SHOW needs a subject" : "SHOW takes one subject");
+        return true;
+    }
+    for (size_t i = 0; i < sizeof(show_commands) / sizeof(show_commands[0]); i++) {
+        if (strcasecmp(arg(req, 1), show_commands[i].subject) == 0) {
+            show_commands[i].run(req);
+            return true;
+        }
+    }
+    reply_unknown_command(req);
+    return true;
+}
+
+static bool run_help(struct request *req)
+{
+    if (req->cmd.n_tokens != 1) {
+        reply_unknown_command(req);
+        return true;
+    }
+    show_help(req);
+    return true;
+}
+
+/* ---- control commands ---- */
+
+/* The database argument of PAUSE, RESUME, RECONNECT, KILL, WAIT_CLOSE: exists and is no console. */
+static bool check_database_arg(struct request *req, const char *command, const char *db_name)
+{
+    if (is_console_name(db_name) && !config_find_database(req->w->cfg, db_name)) {
+        reply_error(req, "55000", NULL, "%s cannot be applied to the admin console", command);
+        return false;
+    }
+    if (!config_find_database(req->w->cfg, db_name)) {
+        reply_error(req, "3D000", "SHOW DATABASES lists the databases.",
+                    "database \"%s\" does not exist", db_name);
+        return false;
+    }
+    return true;
+}
+
+/* Reads "COMMAND [db]"; false (error written) if the arguments are wrong. */
+static bool optional_database(struct request *req, const char *command, const char **db_name)
+{
+    *db_name = NULL;
+    if (req->cmd.n_tokens > 2) {
+        reply_error(req, "42601", NULL, "%s takes at most one database name", command);
+        return false;
+    }
+    if (req->cmd.n_tokens == 1)
+        return true;
+    *db_name = arg(req, 1);
+    return check_database_arg(req, command, *db_name);
+}
+
+static bool pool_matches(const struct pool *pool, const char *db_name)
+{
+    return !db_name || strcmp(pool->db_name, db_name) == 0;
+}
+
+static bool pools_quiet(const struct worker *w, const char *db_name)
+{
+    const struct pool *pool;
+    TAILQ_FOREACH(pool, &w->pools, link)
+        if (pool_matches(pool, db_name) && !pool_is_quiet(pool))
+            return false;
+    return true;
+}
+
+static bool list_has_backend_up_to(const struct server_list *list, uint64_t id_limit)
+{
+    const struct server *s;
+    TAILQ_FOREACH(s, list, link)
+        if (s->id <= id_limit)
+            return true;
+    return false;
+}
+
+static bool pools_have_backend_up_to(const struct worker *w, const char *db_name, uint64_t id_limit)
+{
+    const struct pool *pool;
+    TAILQ_FOREACH(pool, &w->pools, link) {
+        if (!pool_matches(pool, db_name))
+            continue;
+        if (list_has_backend_up_to(&pool->idle_servers, id_limit) ||
+            list_has_backend_up_to(&pool->used_servers, id_limit) ||
+            list_has_backend_up_to(&pool->new_servers, id_limit))
+            return true;
+    }
+    return false;
+}
+
+static bool defer_reply(struct request *req, enum deferred_kind kind, const char *db_name,
+                        uint64_t id_limit)
+{
+    struct admin_state *a = admin_of(req->w);
+    struct deferred_reply *d = calloc(1, sizeof(*d));
+    if (!d || (db_name && !(d->db_name = strdup(db_name)))) {
+        free(d);
+        reply_error(req, "53200", NULL, "out of memory");
+        return true;
+    }
+    d->client = req->c;
+    d->kind = kind;
+    d->id_limit = id_limit;
+    d->next = a->deferred;
+    a->deferred = d;
+    return false;
+}
+
+static bool run_pause(struct request *req)
+{
+    struct admin_state *a = admin_of(req->w);
+    const char *db_name;
+    struct pool *pool;
+
+    if (!optional_database(req, "PAUSE", &db_name))
+        return true;
+    if (db_name) {
+        if (admin_add_paused_db(a, db_name) != 0) {
+            reply_error(req, "53200", NULL, "out of memory");
+            return true;
+        }
+    } else {
+        a->pause_all = true;
+    }
+    TAILQ_FOREACH(pool, &req->w->pools, link)
+        if (pool_matches(pool, db_name))
+            pool_pause(pool);
+    log_info("C-%llu: PAUSE %s by %s", (unsigned long long)req->c->id, db_name ? db_name : "(all)",
+             req->c->user);
+    if (pools_quiet(req->w, db_name)) {
+        build_command_complete(req->out, "PAUSE");
+        return true;
+    }
+    return defer_reply(req, DEFERRED_PAUSE, db_name, 0);
+}
+
+static bool run_resume(struct request *req)
+{
+    struct admin_state *a = admin_of(req->w);
+    const char *db_name;
+    struct pool *pool;
+
+    if (!optional_database(req, "RESUME", &db_name))
+        return true;
+    if (db_name && a->pause_all) {
+        reply_error(req, "55000", "RESUME without a database name resumes them all.",
+                    "every database is paused (PAUSE without a name): \"%s\" cannot be resumed alone",
+                    db_name);
+        return true;
+    }
+    if (db_name) {
+        admin_remove_paused_db(a, db_name);
+    } else {
+        a->pause_all = false;
+        admin_clear_paused_dbs(a);
+    }
+    TAILQ_FOREACH(pool, &req->w->pools, link)
+        if (pool_matches(pool, db_name))
+            pool_resume(pool);
+    log_info("C-%llu: RESUME %s by %s", (unsigned long long)req->c->id, db_name ? db_name : "(all)",
+             req->c->user);
+    build_command_complete(req->out, "RESUME");
+    return true;
+}
+
+static bool run_reconnect(struct request *req)
+{
+    const char *db_name;
+    struct pool *pool;
+
+    if (!optional_database(req, "RECONNECT", &db_name))
+        return true;
+    TAILQ_FOREACH(pool, &req->w->pools, link)
+        if (pool_matches(pool, db_name))
+            pool_reconnect(pool);
+    log_info("C-%llu: RECONNECT %s by %s", (unsigned long long)req->c->id,
+             db_name ? db_name : "(all)", req->c->user);
+    build_command_complete(req->out, "RECONNECT");
+    return true;
+}
+
+static bool run_wait_close(struct request *req)
+{
+    const char *db_name;
+    struct pool *pool;
+    uint64_t id_limit = req->w->next_id;
+
+    if (!optional_database(req, "WAIT_CLOSE", &db_name))
+        return true;
+    TAILQ_FOREACH(pool, &req->w->pools, link)
+        if (pool_matches(pool, db_name))
+            pool_reconnect(pool);
+    if (!pools_have_backend_up_to(req->w, db_name, id_limit)) {
+        build_command_complete(req->out, "WAIT_CLOSE");
+        return true;
+    }
+    return defer_reply(req, DEFERRED_WAIT_CLOSE, db_name, id_limit);
+}
+
+/* KILL db: drops the database's clients and backends, and holds it as PgBouncer does. */
+static bool run_kill(struct request *req)
+{
+    struct admin_state *a = admin_of(req->w);
+    const char *db_name = arg(req, 1);
+    struct pool *pool;
+    char reason[MAX_TOKEN_LEN + 64];
+
+    if (req->cmd.n_tokens != 2) {
+        reply_error(req, "42601", NULL, "KILL takes one database name");
+        return true;
+    }
+    if (!check_database_arg(req, "KILL", db_name))
+        return true;
+    if (admin_add_paused_db(a, db_name) != 0) {
+        reply_error(req, "53200", NULL, "out of memory");
+        return true;
+    }
+    snprintf(reason, sizeof(reason),
+             "terminating connection due to administrator command (KILL %s)", db_name);
+    log_info("C-%llu: KILL %s by %s", (unsigned long long)req->c->id, db_name, req->c->user);
+    TAILQ_FOREACH(pool, &req->w->pools, link) {
+        if (!pool_matches(pool, db_name))
+            continue;
+        pool_pause(pool);
+        pool_kill(pool, reason);
+    }
+    build_command_complete(req->out, "KILL");
+    return true;
+}
+
+static bool run_reload(struct request *req)
+{
+    const struct config *before = req->w->cfg;
+
+    if (req->cmd.n_tokens != 1) {
+        reply_error(req, "42601", NULL, "RELOAD takes no argument");
+        return true;
+    }
+    log_info("C-%llu: RELOAD by %s", (unsigned long long)req->c->id, req->c->user);
+    worker_reload(req->w);
+    /* A successful reload always swaps in a new configuration. */
+    if (req->w->cfg == before) {
+        reply_error(req, "F0000", "The log says what is wrong with it.",
+                    "the configuration file could not be loaded; the running configuration is kept");
+        return true;
+    }
+    admin_hold_new_pools(req->w);
+    build_command_complete(req->out, "RELOAD");
+    return true;
+}
+
+static bool run_shutdown(struct request *req)
+{
+    if (req->cmd.n_tokens != 1) {
+        reply_error(req, "42601", NULL, "SHUTDOWN takes no argument");
+        return true;
+    }
+    /* Begun on the next tick, so this reply reaches the client before the console closes. */
+    admin_of(req->w)->shutdown_requested = true;
+    log_info("C-%llu: SHUTDOWN by %s", (unsigned long long)req->c->id, req->c->user);
+    build_command_complete(req->out, "SHUTDOWN");
+    return true;
+}
+
+/* ---- SET ---- */
+
+/* Copies one setting's value from src to dst (strings are duplicated). */
+static int copy_setting(struct config *dst, const struct config *src, const struct admin_setting *s)
+{
+    void *to = (char *)dst + s->offset;
+    const void *from = (const char *)src + s->offset;
+
+    switch (s->kind) {
+    case SETTING_STRING: {
+        char *copy = admin_strdup(*(char *const *)from);
+        if (*(char *const *)from && !copy)
+            return -1;
+        free(*(char **)to);
+        *(char **)to = copy;
+        return 0;
+    }
+    case SETTING_INT:
+    case SETTING_FILE_MODE:
+        *(int *)to = *(const int *)from;
+        return 0;
+    case SETTING_BOOL:
+        *(bool *)to = *(const bool *)from;
+        return 0;
+    case SETTING_SECONDS:
+        *(double *)to = *(const double *)from;
+        return 0;
+    case SETTING_POOL_MODE:
+        *(enum pool_mode *)to = *(const enum pool_mode *)from;
+        return 0;
+    case SETTING_AUTH_TYPE:
+        *(enum auth_type *)to = *(const enum auth_type *)from;
+        return 0;
+    }
+    return -1;
+}
+
+/* Pools take their sizes from the configuration again (what a reload does for them). */
+static void admin_apply_pool_settings(struct worker *w)
+{
+    struct pool *pool;
+    TAILQ_FOREACH(pool, &w->pools, link) {
+        const struct config_database *db = config_find_database(w->cfg, pool->db_name);
+        if (db && !pool->disabled)
+            pool_apply_config(pool, db, w->cfg);
+    }
+}
+
+/*
+ * Parses the value exactly as the configuration file would be parsed, so SET accepts and refuses
+ * what the file does. Returns the parsed configuration, or NULL with the reason in err.
+ */
+static struct config *parse_setting(const char *name, const char *value, char *err, size_t err_len)
+{
+    struct config *parsed = NULL;
+    char text[MAX_TOKEN_LEN + 128];
+
+    if (strpbrk(value, "\r\n;#")) {
+        snprintf(err, err_len, "%s: a value may not hold a line break, ';' or '#'", name);
+        return NULL;
+    }
+    snprintf(text, sizeof(text), "[sluice]\n%s = %s\n", name, value);
+    if (config_load_string(text, "SET", &parsed, err, err_len) != 0) {
+        /* "SET:2: name: ..." -> "name: ..." */
+        const char *reason = strstr(err, ": ");
+        if (strncmp(err, "SET:", 4) == 0 && reason)
+            memmove(err, reason + 2, strlen(reason + 2) + 1);
+        return NULL;
+    }
+    return parsed;
+}
+
+static bool run_set(struct request *req)
+{
+    const struct command *cmd = &req->cmd;
+    char err[512];
+
+    bool has_separator = cmd->n_tokens == 4 &&
+                         (cmd->tokens[2].kind == TOKEN_EQUALS ||
+                          (cmd->tokens[2].kind == TOKEN_WORD && strcasecmp(cmd->tokens[2].text, "TO") == 0));
+    if (!has_separator || cmd->tokens[1].kind != TOKEN_WORD || cmd->tokens[3].kind == TOKEN_EQUALS) {
+        reply_error(req, "42601", NULL, "syntax: SET key = value");
+        return true;
+    }
+    const char *name = arg(req, 1), *value = arg(req, 3);
+    const struct admin_setting *s = admin_find_setting(name);
+    if (!s) {
+        reply_error(req, "42704", "SHOW CONFIG lists the settings.", "unrecognized setting \"%s\"", name);
+        return true;
+    }
+    if (!s->changeable) {
+        reply_error(req, "55P02", "Change it in the configuration file, then RELOAD or restart.",
+                    "setting \"%s\" cannot be changed at run time", s->name);
+        return true;
+    }
+    struct config *parsed = parse_setting(s->name, value, err, sizeof(err));
+    if (!parsed) {
+        reply_error(req, "22023", NULL, "%s", err);
+        return true;
+    }
+    int rc = copy_setting(req->w->cfg, parsed, s);
+    config_free(parsed);
+    if (rc != 0) {
+        reply_error(req, "53200", NULL, "out of memory");
+        return true;
+    }
+    const struct config *cfg = req->w->cfg;
+    if (strcmp(s->name, "verbose") == 0)
+        log_configure(cfg->verbose, cfg->syslog, cfg->syslog_ident, cfg->syslog_facility);
+    if (strcmp(s->name, "default_pool_size") == 0 || strcmp(s->name, "min_pool_size") == 0)
+        admin_apply_pool_settings(req->w);
+    log_info("C-%llu: SET %s = %s by %s", (unsigned long long)req->c->id, s->name, value,
+             req->c->user);
+    build_command_complete(req->out, "SET");
+    return true;
+}
+
+/* ---- dispatch ---- */
+
+struct admin_command {
+    const char *name;
+    enum admin_access needs;
+    bool (*run)(struct request *req); /* false: reply deferred */
+};
+
+static const struct admin_command admin_commands[] = {
+    {"SHOW", ADMIN_ACCESS_STATS, run_show},
+    {"HELP", ADMIN_ACCESS_STATS, run_help},
+    {"PAUSE", ADMIN_ACCESS_FULL, run_pause},
+    {"RESUME", ADMIN_ACCESS_FULL, run_resume},
+    {"RECONNECT", ADMIN_ACCESS_FULL, run_reconnect},
+    {"KILL", ADMIN_ACCESS_FULL, run_kill},
+    {"RELOAD", ADMIN_ACCESS_FULL, run_reload},
+    {"SHUTDOWN", ADMIN_ACCESS_FULL, run_shutdown},
+    {"WAIT_CLOSE", ADMIN_ACCESS_FULL, run_wait_close},
+    {"SET", ADMIN_ACCESS_FULL, run_set},
+};
+
+static bool admin_dispatch(struct request *req)
+{
+    const char *why = NULL;
+    struct command *cmd = &req->cmd;
+
+    if (!tokenize(req->sql, cmd, &why)) {
+        reply_error(req, "42601", NULL, "syntax error in console command: %s", why);
+        return true;
+    }
+    if (cmd->n_tokens > 0 && cmd->tokens[cmd->n_tokens - 1].kind == TOKEN_SEMICOLON)
+        cmd->n_tokens--;
+    if (cmd->n_tokens == 0) {
+        build_empty_query_response(req->out);
+        return true;
+    }
+    for (size_t i = 0; i < cmd->n_tokens; i++) {
+        if (cmd->tokens[i].kind == TOKEN_SEMICOLON) {
+            reply_error(req, "42601", NULL, "the console runs one command at a time");
+            return true;
+        }
+    }
+    if (cmd->tokens[0].kind != TOKEN_WORD) {
+        reply_unknown_command(req);
+        return true;
+    }
+    for (size_t i = 0; i < sizeof(admin_commands) / sizeof(admin_commands[0]); i++) {
+        const struct admin_command *command = &admin_commands[i];
+        if (strcasecmp(cmd->tokens[0].text, command->name) != 0)
+            continue;
+        /* Asked afresh each time: a RELOAD that removes a user from admin_users takes effect. */
+        if (admin_access_for(req->w->cfg, req->c->user) < command->needs) {
+            reply_error(req, "42501", "Users in admin_users may run it; stats_users may only SHOW.",
+                        "permission denied for %s: user \"%s\" is not in admin_users", command->name,
+                        req->c->user);
+            return true;
+        }
+        return command->run(req);
+    }
+    reply_unknown_command(req);
+    return true;
+}
+
+/* ---- the interface ---- */
+
+int admin_init(struct worker *w)
+{
+    char err[256];
+    struct admin_state *a = calloc(1, sizeof(*a));
+    if (!a) {
+        log_error("admin console: out of memory");
+        return -1;
+    }
+    if (config_load_string("[sluice]\n", "defaults", &a->defaults, err, sizeof(err)) != 0) {
+        log_error("admin console: could not build the default settings: %s", err);
+        free(a);
+        return -1;
+    }
+    w->admin = a;
+    return 0;
+}
+
+void admin_free(struct worker *w)
+{
+    struct admin_state *a = w->admin;
+    if (!a)
+        return;
+    while (a->deferred) {
+        struct deferred_reply *d = a->deferred;
+        a->deferred = d->next;
+        free(d->db_name);
+        free(d);
+    }
+    admin_clear_paused_dbs(a);
+    free(a->paused_dbs);
+    for (size_t i = 0; i < a->n_averages; i++)
+        free(a->averages[i].db_name);
+    free(a->averages);
+    config_free(a->defaults);
+    free(a);
+    w->admin = NULL;
+}
+
+bool admin_is_console_db(const struct config *cfg, const char *name)
+{
+    return name && is_console_name(name) && !config_find_database(cfg, name);
+}
+
+enum admin_access admin_access_for(const struct config *cfg, const char *user)
+{
+    if (config_list_contains(cfg->admin_users, user))
+        return ADMIN_ACCESS_FULL;
+    if (config_list_contains(cfg->stats_users, user))
+        return ADMIN_ACCESS_STATS;
+    return ADMIN_ACCESS_NONE;
+}
+
+void admin_build_login_params(const struct client *c, struct msgbuf *out)
+{
+    const char *encoding = param_set_get(&c->params, "client_encoding");
+    const char *app = param_set_get(&c->params, "application_name");
+
+    /* DateStyle ISO spares psycopg2 its SET DATESTYLE; libpq needs the encoding. */
+    proto_build_parameter_status(out, "server_version", PACKAGE_VERSION "/sluice");
+    proto_build_parameter_status(out, "server_encoding", "UTF8");
+    proto_build_parameter_status(out, "client_encoding", encoding ? encoding : "UTF8");
+    proto_build_parameter_status(out, "DateStyle", "ISO, MDY");
+    proto_build_parameter_status(out, "TimeZone", "UTC");
+    proto_build_parameter_status(out, "integer_datetimes", "on");
+    proto_build_parameter_status(out, "standard_conforming_strings", "on");
+    proto_build_parameter_status(out, "application_name", app ? app : "");
+}
+
+bool admin_execute(struct worker *w, struct client *c, const char *sql, struct msgbuf *out)
+{
+    struct request *req = calloc(1, sizeof(*req)); /* the tokens are large for a stack */
+    if (!req) {
+        proto_build_error(out, "ERROR", "53200", "out of memory", NULL, NULL);
+        proto_build_ready_for_query(out, 'I');
+        return true;
+    }
+    req->w = w;
+    req->c = c;
+    req->out = out;
+    req->sql = sql;
+    bool answered = admin_dispatch(req);
+    free(req);
+    if (answered)
+        proto_build_ready_for_query(out, 'I');
+    return answered;
+}
+
+void admin_client_closed(struct worker *w, struct client *c)
+{
+    struct admin_state *a = w->admin;
+    struct deferred_reply **link = a ? &a->deferred : NULL;
+    while (link && *link) {
+        struct deferred_reply *d = *link;
+        if (d->client != c) {
+            link = &d->next;
+            continue;
+        }
+        *link = d->next;
+        free(d->db_name);
+        free(d);
+    }
+}
+
+static bool deferred_condition_holds(const struct worker *w, const struct deferred_reply *d)
+{
+    if (d->kind == DEFERRED_PAUSE)
+        return pools_quiet(w, d->db_name);
+    return !pools_have_backend_up_to(w, d->db_name, d->id_limit);
+}
+
+/* The first deferred reply whose condition holds, unlinked from the list; NULL if none. */
+static struct deferred_reply *admin_take_ready_reply(struct worker *w)
+{
+    struct deferred_reply **link = &w->admin->deferred;
+    for (; *link; link = &(*link)->next) {
+        struct deferred_reply *d = *link;
+        if (deferred_condition_holds(w, d)) {
+            *link = d->next;
+            return d;
+        }
+    }
+    return NULL;
+}
+
+static void admin_complete_deferred(struct worker *w)
+{
+    struct deferred_reply *d;
+    struct msgbuf reply;
+
+    msgbuf_init(&reply);
+    /*
+     * One at a time from the head: resuming a client runs its next command, which may change the
+     * list (a new deferred reply, or a client that left).
+     */
+    while ((d = admin_take_ready_reply(w)) != NULL) {
+        struct client *c = d->client;
+        msgbuf_reset(&reply);
+        build_command_complete(&reply, d->kind == DEFERRED_PAUSE ? "PAUSE" : "WAIT_CLOSE");
+        proto_build_ready_for_query(&reply, 'I');
+        free(d->db_name);
+        free(d);
+        client_admin_resume(c, &reply);
+    }
+    msgbuf_free(&reply);
+}
+
+void admin_janitor(struct worker *w)
+{
+    struct admin_state *a = w->admin;
+    if (!a)
+        return;
+    if (a->shutdown_requested) {
+        a->shutdown_requested = false;
+        worker_begin_shutdown(w, "SHUTDOWN command");
+    }
+    admin_hold_new_pools(w);
+    admin_refresh_averages(w, worker_now(w));
+    admin_complete_deferred(w);
+}
