@@ -42,6 +42,7 @@ import hashlib  # noqa: E402
 import hmac  # noqa: E402
 import pwd  # noqa: E402
 import re  # noqa: E402
+import resource  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
@@ -601,8 +602,9 @@ class Sluice(Endpoint):
             return f.read()
 
     # -- process --
-    def start(self, wait=True, env=None):
-        """env: variables to add to sluice's environment (a value of None removes one)."""
+    def start(self, wait=True, env=None, max_open_files=None):
+        """env: variables to add to sluice's environment (a value of None removes one).
+        max_open_files: an RLIMIT_NOFILE for sluice, to run it out of descriptors."""
         binary = sluice_binary()
         if not os.access(binary, os.X_OK):
             raise TestFailure(f"sluice binary not found or not executable: {binary}")
@@ -614,11 +616,15 @@ class Sluice(Endpoint):
                     process_env.pop(name, None)
                 else:
                     process_env[name] = str(value)
+        limit_files = None
+        if max_open_files:
+            def limit_files():
+                resource.setrlimit(resource.RLIMIT_NOFILE, (max_open_files, max_open_files))
         log = open(self.log_path, "ab")
         try:
             self.proc = _track(subprocess.Popen([binary, "-c", self.config_path], stdin=subprocess.DEVNULL,
                                                 stdout=log, stderr=log, start_new_session=True,
-                                                env=process_env))
+                                                env=process_env, preexec_fn=limit_files))
         finally:
             log.close()
         if wait:
@@ -639,6 +645,13 @@ class Sluice(Endpoint):
                 pass
             time.sleep(0.05)
         raise TestFailure(f"sluice did not accept connections on port {self.port} within {timeout}s")
+
+    def cpu_seconds(self):
+        """User plus system CPU time sluice has used so far."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -1286,6 +1299,9 @@ class Suite:
             return True
         if outcome == "pass":
             _emit(f"ok {number} - {case.name}")
+            for line in context.notes:
+                for part in line.splitlines():
+                    _emit(f"# {part}")
             return True
         _emit(f"not ok {number} - {case.name}")
         for line in diagnostics + context.notes:

@@ -162,6 +162,26 @@ def terminated_all(t):
     wait_for(works, 10, interval=0.3, what="a working query after all backends were terminated")
 
 
+@test("a database whose server is down gives its clients an error, not a hang", sluice_only=True)
+def backend_down(t):
+    dead_port = harness.free_port()
+    line = f"host=127.0.0.1 port={dead_port} dbname=appdb user=app password=app_pw"
+    s = t.sluice(settings={"query_wait_timeout": 5, "server_connect_timeout": 3,
+                           "server_login_retry": 1},
+                 databases={"deaddb": line})
+    started = time.monotonic()
+    try:
+        conn = s.connect(dbname="deaddb")
+        one_value(conn, "SELECT 1")
+        raise harness.TestFailure("a query to a database whose server is down succeeded")
+    except harness.psycopg2.Error as error:
+        t.note(f"client saw: {str(error).strip()}")
+    elapsed = time.monotonic() - started
+    check(elapsed < 12, f"the error took {elapsed:.1f}s")
+    check_equal(one_value(s.connect(), "SELECT 'others fine'"), "others fine",
+                "a client of another database")
+
+
 @test("a psql killed with SIGTERM while idle leaves sluice serving", sluice_only=True)
 def psql_killed_idle(t):
     s = t.sluice()

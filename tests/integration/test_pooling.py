@@ -1,5 +1,7 @@
 """Session and transaction pooling: who gets which backend, when, and how many there are."""
 
+import io
+import socket
 import threading
 import time
 
@@ -205,6 +207,108 @@ def pgbench_extended(t):
     check(summary.get("processed", 0) > 0, "no transactions processed")
 
 
+@test("transaction mode: Execute and Flush without Sync keep the client's backend")
+def flush_without_sync(t):
+    s = t.sluice(settings={"pool_mode": "transaction", "default_pool_size": 2})
+    a, b = s.wire(), s.wire()
+    a.login()
+    b.login()
+    a.send(harness.parse_message("SELECT pg_backend_pid()") + harness.bind_message()
+           + harness.execute_message() + harness.flush_message())
+    kinds, pid = [], None
+    while "C" not in kinds:
+        kind, payload = a.read_message()
+        kinds.append(kind)
+        if kind == "D":
+            pid = a._parse_row(payload)[0]
+    check_equal(kinds, ["1", "2", "D", "C"], "replies before Sync")
+    for _ in range(3):
+        other = b.query_ok("SELECT pg_backend_pid()").rows[0][0]
+        check(other != pid, "another client ran on a backend between Flush and Sync")
+    a.send(harness.sync_message())
+    check_equal(a.read_until_ready().status, "I", "ReadyForQuery after the Sync")
+
+
+def fresh_copy_table(t):
+    t.cluster.sql("DROP TABLE IF EXISTS copy_rows; CREATE TABLE copy_rows (n int, v text);"
+                  "GRANT ALL ON copy_rows TO PUBLIC")
+
+
+@test("transaction mode: COPY FROM STDIN and COPY TO STDOUT through the pool")
+def copy_through_pool(t):
+    fresh_copy_table(t)
+    s = t.sluice(settings={"pool_mode": "transaction"}, databases=single_backend_db(t))
+    conn = s.connect()
+    data = io.StringIO("".join(f"{n}\tv{n}\n" for n in range(2000)))
+    with conn.cursor() as cur:
+        cur.copy_expert("COPY copy_rows FROM STDIN", data)
+    out = io.StringIO()
+    with conn.cursor() as cur:
+        cur.copy_expert("COPY (SELECT n FROM copy_rows ORDER BY n) TO STDOUT", out)
+    check_equal(out.getvalue().split(), [str(n) for n in range(2000)], "rows copied back out")
+    check_equal(one_value(s.connect(), "SELECT count(*) FROM copy_rows"), 2000,
+                "rows another client sees")
+
+
+@test("transaction mode: a COPY in progress keeps its backend; others use another")
+def copy_keeps_backend(t):
+    fresh_copy_table(t)
+    s = t.sluice(settings={"pool_mode": "transaction", "default_pool_size": 2})
+    copier, other = s.wire(), s.wire()
+    copier.login()
+    other.login()
+    copier.send(harness.query_message("COPY copy_rows (n) FROM STDIN"))
+    kind, _ = copier.read_message()
+    check_equal(kind, "G", "CopyInResponse")
+    copier.send(harness.message("d", b"1\n2\n"))
+    for _ in range(3):
+        result = other.query_ok("SELECT count(*) FROM copy_rows")
+        check_equal(result.rows, [("0",)], "rows visible while the COPY is open")
+    copier.send(harness.message("d", b"3\n") + harness.message("c"))
+    result = copier.read_until_ready()
+    check(not result.errors, f"COPY failed: {result.errors}")
+    check_equal(result.tags, ["COPY 3"], "COPY command tag")
+    check_equal(other.query_ok("SELECT count(*) FROM copy_rows").rows, [("3",)], "rows after COPY")
+
+
+@test("transaction mode: CopyFail aborts the COPY and the backend is clean for the next client")
+def copy_fail(t):
+    fresh_copy_table(t)
+    s = t.sluice(settings={"pool_mode": "transaction"}, databases=single_backend_db(t))
+    copier = s.wire()
+    copier.login()
+    copier.send(harness.query_message("COPY copy_rows (n) FROM STDIN"))
+    kind, _ = copier.read_message()
+    check_equal(kind, "G", "CopyInResponse")
+    copier.send(harness.message("d", b"1\n") + harness.message("f", harness.cstr("client gave up")))
+    result = copier.read_until_ready()
+    check(result.errors, "CopyFail did not produce an error")
+    check_equal(result.status, "I", "ReadyForQuery status after CopyFail")
+    conn = s.connect()
+    check_equal(one_value(conn, "SELECT count(*) FROM copy_rows"), 0, "rows after CopyFail")
+
+
+@test("a client logs in while every backend is busy (login needs no backend)", sluice_only=True)
+def login_without_free_backend(t):
+    s = t.sluice(settings={"pool_mode": "transaction", "query_wait_timeout": 30},
+                 databases=single_backend_db(t))
+    holder = s.connect()
+    with holder.cursor() as cur:
+        cur.execute("BEGIN")
+        cur.execute("SELECT 1")
+    started = time.monotonic()
+    wire = s.wire()
+    check_equal(wire.login(), "I", "ReadyForQuery status after login")
+    check(time.monotonic() - started < 3, "login waited for the busy backend")
+    wire.send(harness.query_message("SELECT 'served'"))
+    reply = Background(wire.read_until_ready)
+    time.sleep(0.5)
+    check(not reply.done(), "the query ran while the only backend was in another transaction")
+    with holder.cursor() as cur:
+        cur.execute("COMMIT")
+    check_equal(reply.result(10).rows, [("served",)], "query once the backend was free")
+
+
 # ---- limits --------------------------------------------------------------------------------------
 
 class BackendMonitor:
@@ -389,6 +493,60 @@ def client_idle_timeout(t):
     wire.read_until_closed(8)
     check(time.monotonic() - started >= 0.8, "closed before client_idle_timeout")
     check_equal(one_value(s.connect(), "SELECT 1"), 1, "a new client")
+
+
+@test("1000 idle clients: active clients are still served and idle ones wake up", timeout=180,
+      sluice_only=True)
+def many_idle_clients(t):
+    s = t.sluice(settings={"pool_mode": "transaction", "auth_type": "md5",
+                           "max_client_conn": 1200, "default_pool_size": 2},
+                 users={"app": "app_pw"})
+    idle = []
+    for _ in range(1000):
+        wire = s.wire(timeout=20)
+        wire.login()
+        idle.append(wire)
+    active = s.connect()
+    started = time.monotonic()
+    for n in range(50):
+        check_equal(one_value(active, "SELECT %s", (n,)), n, "active client's query")
+    elapsed = time.monotonic() - started
+    t.note(f"50 queries beside 1000 idle clients: {elapsed:.2f}s")
+    check(elapsed < 10, f"50 queries took {elapsed:.1f}s beside 1000 idle clients")
+    for wire in idle[::50]:
+        check_equal(wire.query_ok("SELECT 'awake'").rows, [("awake",)], "an idle client's query")
+    check(t.cluster.count_backends("app") <= 2, "more backends than pool_size=2")
+
+
+@test("out of file descriptors: sluice neither spins nor dies, and recovers", timeout=90,
+      sluice_only=True)
+def out_of_descriptors(t):
+    s = t.sluice(settings={"max_client_conn": 1000}, start=False)
+    s.start(max_open_files=64)
+    flood = []
+    for _ in range(100):
+        sock = socket.socket()
+        sock.settimeout(2)
+        try:
+            sock.connect((s.host, s.port))
+        except OSError:
+            sock.close()
+            continue
+        flood.append(sock)
+    time.sleep(0.5)
+    check(s.alive(), "sluice exited when it ran out of descriptors")
+    before = s.cpu_seconds()
+    time.sleep(2)
+    busy = s.cpu_seconds() - before
+    t.note(f"CPU used in 2s while out of descriptors: {busy:.2f}s")
+    check(busy < 0.8, f"sluice used {busy:.2f}s of CPU in 2s while out of descriptors (spinning)")
+    for sock in flood:
+        sock.close()
+
+    def serves():
+        return one_value(s.connect(), "SELECT 'recovered'") == "recovered"
+
+    wait_for(serves, 15, interval=0.5, what="a normal client after the descriptors came back")
 
 
 if __name__ == "__main__":
