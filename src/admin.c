@@ -608,25 +608,31 @@ static struct database_averages *admin_averages_entry(struct admin_state *a, con
     return entry;
 }
 
+/* Growth of a counter over the period (0 if it went down, as a removed pool's would). */
+static double growth(double now, double before)
+{
+    return now > before ? now - before : 0;
+}
+
 /* PgBouncer's averages: counts per second over the period, times per transaction or query. */
 static void compute_averages(const struct stat_totals *now, const struct stat_totals *before,
                              double period, struct stat_averages *avg)
 {
-    uint64_t xacts = now->xact_count - before->xact_count;
-    uint64_t queries = now->query_count - before->query_count;
+    double xacts = growth((double)now->xact_count, (double)before->xact_count);
+    double queries = growth((double)now->query_count, (double)before->query_count);
 
     memset(avg, 0, sizeof(*avg));
     if (period <= 0)
         return;
     avg->xact_count = (uint64_t)(xacts / period);
     avg->query_count = (uint64_t)(queries / period);
-    avg->bytes_received = (uint64_t)((now->bytes_received - before->bytes_received) / period);
-    avg->bytes_sent = (uint64_t)((now->bytes_sent - before->bytes_sent) / period);
+    avg->bytes_received = (uint64_t)(growth((double)now->bytes_received, (double)before->bytes_received) / period);
+    avg->bytes_sent = (uint64_t)(growth((double)now->bytes_sent, (double)before->bytes_sent) / period);
     if (xacts > 0)
-        avg->xact_time = seconds_to_usec((now->xact_time - before->xact_time) / xacts);
+        avg->xact_time = seconds_to_usec(growth(now->xact_time, before->xact_time) / xacts);
     if (queries > 0)
-        avg->query_time = seconds_to_usec((now->query_time - before->query_time) / queries);
-    avg->wait_time = seconds_to_usec((now->wait_time - before->wait_time) / period);
+        avg->query_time = seconds_to_usec(growth(now->query_time, before->query_time) / queries);
+    avg->wait_time = seconds_to_usec(growth(now->wait_time, before->wait_time) / period);
 }
 
 static double averaging_period(const struct worker *w)

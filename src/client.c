@@ -17,8 +17,8 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/rand.h>
-#include <event2/bufferevent_ssl.h>
 
+#include "admin.h"
 #include "auth_md5.h"
 #include "auth_token.h"
 #include "conn.h"
@@ -30,12 +30,11 @@
 #define CLIENT_MAX_AUTH_MESSAGE (TOKEN_MAX_LEN + 1024)
 /* Bytes a client may have buffered while it has no backend; reading stops beyond this. */
 #define CLIENT_READ_HIGH_WATER (256 * 1024)
-#define CLIENT_WRITE_LOW_WATER (64 * 1024)
 #define SCRAM_MECHANISM "SCRAM-SHA-256"
 
-static void client_read_cb(struct bufferevent *bev, void *arg);
-static void client_write_cb(struct bufferevent *bev, void *arg);
-static void client_event_cb(struct bufferevent *bev, short what, void *arg);
+static void client_read_cb(struct conn *conn, void *arg);
+static void client_drain_cb(struct conn *conn, void *arg);
+static void client_event_cb(struct conn *conn, enum conn_event event, void *arg);
 static void client_handle_startup(struct client *c);
 static void client_handle_auth(struct client *c);
 static void client_forward_input(struct client *c);
@@ -71,8 +70,8 @@ struct client *client_create(struct worker *w, int fd, const struct sockaddr *ad
         evutil_closesocket(fd);
         return NULL;
     }
-    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (!c->bev) {
+    if (conn_open_accepted(&c->conn, w->base, &w->flusher, fd, client_read_cb, client_drain_cb,
+                           client_event_cb, c) != 0) {
         evutil_closesocket(fd);
         free(c);
         return NULL;
@@ -85,11 +84,7 @@ struct client *client_create(struct worker *w, int fd, const struct sockaddr *ad
     param_set_init(&c->params);
     client_describe_peer(c, addr, is_unix);
     conn_tune_socket(fd, w->cfg->tcp_keepalive);
-
-    bufferevent_setcb(c->bev, client_read_cb, client_write_cb, client_event_cb, c);
-    bufferevent_setwatermark(c->bev, EV_READ, 0, CLIENT_READ_HIGH_WATER);
-    bufferevent_setwatermark(c->bev, EV_WRITE, CLIENT_WRITE_LOW_WATER, 0);
-    bufferevent_enable(c->bev, EV_READ);
+    conn_start_reading(&c->conn);
 
     TAILQ_INSERT_TAIL(&w->clients, c, link);
     TAILQ_INSERT_TAIL(&w->login_clients, c, login_link);
@@ -156,6 +151,8 @@ void client_close(struct client *c, const char *reason)
     if (c->state == CLIENT_CLOSED)
         return;
     client_log_disconnect(c, reason);
+    if (c->is_admin)
+        admin_client_closed(w, c);
     if (c->server) {
         struct server *s = c->server;
         c->server = NULL;
@@ -167,9 +164,8 @@ void client_close(struct client *c, const char *reason)
     if (c->registered_for_cancel)
         cancel_registry_remove(&w->cancels, c->cancel_pid);
     c->registered_for_cancel = false;
-    /* The bufferevent lives until the reaper, so callers up the stack may still touch it. */
-    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
-    bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
+    /* The struct lives until the reaper, so callers up the stack may still read it. */
+    conn_close(&c->conn);
     w->n_clients--;
     TAILQ_REMOVE(&w->clients, c, link);
     TAILQ_INSERT_TAIL(&w->dead_clients, c, link);
@@ -178,8 +174,7 @@ void client_close(struct client *c, const char *reason)
 
 void client_free(struct client *c)
 {
-    if (c->bev)
-        bufferevent_free(c->bev);
+    conn_close(&c->conn);
     if (c->scram) {
         OPENSSL_cleanse(c->scram, sizeof(*c->scram));
         free(c->scram);
@@ -208,13 +203,13 @@ void client_fail(struct client *c, const char *sqlstate, const char *message)
     client_leave_login_list(c);
     msgbuf_reset(mb);
     proto_build_error(mb, "FATAL", sqlstate, message, NULL, NULL);
-    if (!conn_send(c->bev, mb)) {
+    if (!conn_send(&c->conn, mb)) {
         client_close(c, message);
         return;
     }
-    /* Stop reading; the write callback closes once the error is on the wire. */
-    bufferevent_disable(c->bev, EV_READ);
-    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    /* Stop reading; the drain callback closes once the error is on the wire. */
+    conn_stop_reading(&c->conn);
+    conn_want_drain(&c->conn);
     client_set_state(c, CLIENT_CLOSING);
     c->last_activity = worker_now(c->worker);
 }
@@ -233,29 +228,28 @@ static void client_failf(struct client *c, const char *sqlstate, const char *fmt
 
 /* ---- libevent callbacks ---- */
 
-static void client_read_cb(struct bufferevent *bev, void *arg)
+static void client_read_cb(struct conn *conn, void *arg)
 {
     struct client *c = arg;
     c->last_activity = worker_now(c->worker);
     client_process_input(c);
 }
 
-static void client_write_cb(struct bufferevent *bev, void *arg)
+static void client_drain_cb(struct conn *conn, void *arg)
 {
     struct client *c = arg;
 
     if (c->state == CLIENT_CLOSING) {
-        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-            client_close(c, "error sent");
+        client_close(c, "error sent");
         return;
     }
-    if (c->server && c->server->reading_paused && !conn_output_is_full(bev))
+    if (c->server && c->server->reading_paused)
         server_unpause(c->server);
 }
 
 static void client_log_tls_error(struct client *c)
 {
-    unsigned long err = bufferevent_get_openssl_error(c->bev);
+    unsigned long err = conn_tls_error(&c->conn);
     char text[256];
     if (!err)
         return;
@@ -264,19 +258,22 @@ static void client_log_tls_error(struct client *c)
     log_info("C-%llu: %s:%d TLS error: %s", (unsigned long long)c->id, c->addr, c->port, text);
 }
 
-static void client_event_cb(struct bufferevent *bev, short what, void *arg)
+static void client_event_cb(struct conn *conn, enum conn_event event, void *arg)
 {
     struct client *c = arg;
-    if (what & BEV_EVENT_CONNECTED) {
+    switch (event) {
+    case CONN_EVENT_CONNECTED:
         c->worker->stats.tls_handshakes++; /* TLS handshake finished */
         return;
-    }
-    if (c->tls && (what & BEV_EVENT_ERROR))
-        client_log_tls_error(c);
-    if (what & BEV_EVENT_EOF)
+    case CONN_EVENT_EOF:
         client_close(c, "client closed the connection");
-    else if (what & BEV_EVENT_ERROR)
-        client_close(c, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        return;
+    case CONN_EVENT_ERROR:
+        if (c->tls)
+            client_log_tls_error(c);
+        client_close(c, strerror(conn->error));
+        return;
+    }
 }
 
 void client_process_input(struct client *c)
@@ -297,7 +294,8 @@ void client_process_input(struct client *c)
         break; /* a pipelined query waits in the buffer until the login completes */
     case CLIENT_CLOSING:
     case CLIENT_CLOSED:
-        evbuffer_drain(bufferevent_get_input(c->bev), evbuffer_get_length(bufferevent_get_input(c->bev)));
+        if (c->conn.open)
+            evbuffer_drain(c->conn.in, evbuffer_get_length(c->conn.in));
         break;
     }
 }
@@ -369,7 +367,7 @@ static void client_negotiate_version(struct client *c, const struct startup_pack
     struct msgbuf *mb = &c->worker->scratch;
     msgbuf_reset(mb);
     proto_build_negotiate_version(mb, 0, sp->protocol_options, sp->n_protocol_options);
-    conn_send(c->bev, mb);
+    conn_send(&c->conn, mb);
 }
 
 static void client_begin_auth(struct client *c);
@@ -410,7 +408,8 @@ static void client_handle_startup_message(struct client *c, const struct startup
         return;
     }
     const struct config_database *db = config_find_database(w->cfg, c->database);
-    if (!db) {
+    c->is_admin = !db && admin_is_console_db(w->cfg, c->database);
+    if (!db && !c->is_admin) {
         client_failf(c, "3D000", "database \"%s\" does not exist", c->database);
         return;
     }
@@ -425,49 +424,29 @@ static void client_handle_startup_message(struct client *c, const struct startup
 static void client_start_tls(struct client *c)
 {
     struct worker *w = c->worker;
-    evutil_socket_t fd = bufferevent_getfd(c->bev);
-    struct evbuffer *out = bufferevent_get_output(c->bev);
 
-    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
+    if (evbuffer_get_length(c->conn.in) > 0) {
         client_fail(c, "08P01", "received unencrypted data after SSL request");
         return;
     }
-    while (evbuffer_get_length(out) > 0)
-        if (evbuffer_write(out, fd) <= 0) {
-            client_close(c, "could not write to the client");
-            return;
-        }
+    conn_flush(&c->conn);
     SSL *ssl = tls_new_client_ssl(&w->tls);
-    if (!ssl || send(fd, "S", 1, MSG_NOSIGNAL) != 1) {
+    if (!ssl || evbuffer_get_length(c->conn.out) > 0 || send(c->conn.fd, "S", 1, MSG_NOSIGNAL) != 1) {
         if (ssl)
             SSL_free(ssl);
         client_close(c, "could not start TLS");
         return;
     }
-    struct bufferevent *tls_bev = bufferevent_openssl_socket_new(
-        w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
-    if (!tls_bev) {
-        SSL_free(ssl);
+    if (conn_start_tls(&c->conn, ssl, true) != 0) {
         client_close(c, "could not start TLS");
         return;
     }
-    /* The plain bufferevent lets go of the socket without closing it. */
-    bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
-    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
-    bufferevent_setfd(c->bev, -1);
-    bufferevent_free(c->bev);
-    c->bev = tls_bev;
     c->tls = true;
-    bufferevent_openssl_set_allow_dirty_shutdown(tls_bev, 1);
-    bufferevent_setcb(tls_bev, client_read_cb, client_write_cb, client_event_cb, c);
-    bufferevent_setwatermark(tls_bev, EV_READ, 0, CLIENT_READ_HIGH_WATER);
-    bufferevent_setwatermark(tls_bev, EV_WRITE, CLIENT_WRITE_LOW_WATER, 0);
-    bufferevent_enable(tls_bev, EV_READ);
 }
 
 static void client_handle_startup(struct client *c)
 {
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = c->conn.in;
     uint8_t packet[PROTO_MAX_STARTUP_LEN];
     struct startup_packet sp;
     char err[256];
@@ -502,11 +481,11 @@ static void client_handle_startup(struct client *c)
                 client_start_tls(c);
                 return;
             }
-            bufferevent_write(c->bev, "N", 1);
+            conn_write(&c->conn, "N", 1);
             continue;
         case STARTUP_GSSENC:
             /* Encryption is not offered here: 'N', then the client may go on in plain text. */
-            bufferevent_write(c->bev, "N", 1);
+            conn_write(&c->conn, "N", 1);
             continue;
         case STARTUP_CANCEL:
             client_handle_cancel(c, &sp);
@@ -525,7 +504,7 @@ static void client_send_auth_request(struct client *c, uint32_t code, const void
     struct msgbuf *mb = &c->worker->scratch;
     msgbuf_reset(mb);
     proto_build_auth_request(mb, code, data, len);
-    conn_send(c->bev, mb);
+    conn_send(&c->conn, mb);
 }
 
 static void client_auth_failed(struct client *c)
@@ -570,7 +549,7 @@ static void client_begin_auth(struct client *c)
         c->auth_step = AUTH_STEP_SCRAM_FIRST;
         msgbuf_reset(mb);
         proto_build_auth_sasl(mb, SCRAM_MECHANISM);
-        conn_send(c->bev, mb);
+        conn_send(&c->conn, mb);
         return;
     }
     case AUTH_TYPE_TOKEN:
@@ -762,7 +741,7 @@ static void client_auth_message(struct client *c, const uint8_t *body, size_t bo
 
 static void client_handle_auth(struct client *c)
 {
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = c->conn.in;
 
     while (c->state == CLIENT_AUTH) {
         uint8_t type;
@@ -788,6 +767,36 @@ static void client_handle_auth(struct client *c)
     }
 }
 
+/* The console has no pool: its login completes at once, with its own parameters. */
+static void client_admin_login(struct client *c)
+{
+    struct worker *w = c->worker;
+    struct msgbuf *mb = &w->scratch;
+
+    c->admin_access = admin_access_for(w->cfg, c->user);
+    if (c->admin_access == ADMIN_ACCESS_NONE) {
+        client_failf(c, "28000", "user \"%s\" is not allowed to use the admin console (admin_users, stats_users)",
+                     c->user);
+        return;
+    }
+    if (cancel_registry_add(&w->cancels, c, &c->cancel_pid, &c->cancel_key) != 0) {
+        client_fail(c, "53200", "out of memory");
+        return;
+    }
+    c->registered_for_cancel = true;
+    msgbuf_reset(mb);
+    admin_build_login_params(c, mb);
+    proto_build_backend_key_data(mb, c->cancel_pid, c->cancel_key);
+    proto_build_ready_for_query(mb, 'I');
+    conn_send(&c->conn, mb);
+    client_leave_login_list(c);
+    client_set_state(c, CLIENT_IDLE);
+    if (w->cfg->log_connections)
+        log_info("C-%llu: %s/%s@%s:%d admin console login ok", (unsigned long long)c->id,
+                 c->database, c->user, c->addr, c->port);
+    client_process_input(c);
+}
+
 static void client_auth_succeeded(struct client *c)
 {
     struct worker *w = c->worker;
@@ -795,6 +804,10 @@ static void client_auth_succeeded(struct client *c)
 
     c->auth_step = AUTH_STEP_NONE;
     client_send_auth_request(c, AUTH_REQ_OK, NULL, 0);
+    if (c->is_admin) {
+        client_admin_login(c);
+        return;
+    }
     if (!db) {
         client_failf(c, "3D000", "database \"%s\" does not exist", c->database);
         return;
@@ -838,7 +851,7 @@ void client_finish_login(struct client *c)
     }
     proto_build_backend_key_data(mb, c->cancel_pid, c->cancel_key);
     proto_build_ready_for_query(mb, 'I');
-    if (!conn_send(c->bev, mb)) {
+    if (!conn_send(&c->conn, mb)) {
         client_fail(c, "53200", "out of memory");
         return;
     }
@@ -895,7 +908,7 @@ static void client_note_message(struct client *c, uint8_t type)
 
 static void client_pause(struct client *c)
 {
-    bufferevent_disable(c->bev, EV_READ);
+    conn_stop_reading(&c->conn);
     c->reading_paused = true;
 }
 
@@ -904,25 +917,85 @@ void client_unpause(struct client *c)
     if (!c->reading_paused || c->state == CLIENT_CLOSED)
         return;
     c->reading_paused = false;
-    bufferevent_enable(c->bev, EV_READ);
+    conn_start_reading(&c->conn);
     client_process_input(c);
+}
+
+/* The console speaks the simple query protocol only; its replies are built here, not forwarded. */
+static void client_admin_input(struct client *c)
+{
+    struct evbuffer *in = c->conn.in;
+    struct msgbuf *mb = &c->worker->scratch;
+
+    while (c->state == CLIENT_IDLE) {
+        uint8_t type;
+        uint32_t msg_len;
+        const char *sql;
+        enum proto_result r = conn_peek_header(in, CONN_MAX_INSPECTED_MESSAGE, &type, &msg_len);
+        if (r == PROTO_INCOMPLETE)
+            return;
+        if (r == PROTO_ERROR) {
+            client_fail(c, "08P01", "invalid message length");
+            return;
+        }
+        if (type == 'X') {
+            client_close(c, "client sent Terminate");
+            return;
+        }
+        if (type != 'Q') {
+            client_fail(c, "08P01", "the admin console accepts only simple queries");
+            return;
+        }
+        const uint8_t *msg = conn_pullup_message(in, msg_len);
+        if (!msg)
+            return;
+        if (proto_parse_query(msg + PROTO_HEADER_LEN, msg_len - 4, &sql) != PROTO_OK) {
+            client_fail(c, "08P01", "malformed Query message");
+            return;
+        }
+        msgbuf_reset(mb);
+        bool answered = admin_execute(c->worker, c, sql, mb);
+        evbuffer_drain(in, (size_t)msg_len + 1);
+        if (c->state == CLIENT_CLOSED || c->state == CLIENT_CLOSING)
+            return;
+        conn_send(&c->conn, mb);
+        if (!answered) {
+            client_set_state(c, CLIENT_WAITING); /* admin_janitor answers and sets it IDLE */
+            return;
+        }
+    }
+}
+
+void client_admin_resume(struct client *c, const struct msgbuf *reply)
+{
+    if (c->state != CLIENT_WAITING || !c->is_admin)
+        return;
+    conn_send(&c->conn, reply);
+    client_set_state(c, CLIENT_IDLE);
+    client_admin_input(c);
 }
 
 static void client_forward_input(struct client *c)
 {
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    if (c->is_admin) {
+        client_admin_input(c);
+        return;
+    }
+
+    struct evbuffer *in = c->conn.in;
     uint32_t max_len = (uint32_t)c->worker->cfg->max_packet_size;
 
     for (;;) {
         if (c->forward_remaining > 0) {
             if (c->state != CLIENT_ACTIVE || c->server->state != SERVER_ACTIVE)
                 return;
-            size_t moved = conn_forward(c->bev, c->server->bev, &c->forward_remaining);
+            size_t moved = conn_forward(&c->conn, &c->server->conn, &c->forward_remaining);
             c->pool->stats.bytes_received += moved;
             if (c->forward_remaining > 0)
                 return;
-            if (conn_output_is_full(c->server->bev)) {
+            if (conn_output_is_full(&c->server->conn)) {
                 client_pause(c);
+                conn_want_drain(&c->server->conn);
                 return;
             }
             continue;
@@ -950,8 +1023,12 @@ static void client_forward_input(struct client *c)
             c->wait_start = worker_now(c->worker);
             pool_request_server(c->pool, c);
         }
-        if (c->state != CLIENT_ACTIVE || c->server->state != SERVER_ACTIVE)
-            return; /* resumed by client_server_linked / client_resume */
+        if (c->state != CLIENT_ACTIVE || c->server->state != SERVER_ACTIVE) {
+            /* Resumed by client_server_linked / client_resume; meanwhile, bounded buffering. */
+            if (evbuffer_get_length(in) > CLIENT_READ_HIGH_WATER)
+                client_pause(c);
+            return;
+        }
         client_note_message(c, type);
         c->forward_remaining = msg_len + 1;
     }
@@ -962,6 +1039,10 @@ void client_server_linked(struct client *c, struct server *s)
     c->server = s;
     c->in_pool_list = false;
     client_set_state(c, CLIENT_ACTIVE);
+    if (c->reading_paused) {
+        c->reading_paused = false;
+        conn_start_reading(&c->conn);
+    }
 }
 
 void client_resume(struct client *c)
@@ -980,6 +1061,6 @@ void client_transaction_done(struct client *c)
         client_fail(c, "57P01", "terminating connection because the connection pooler is shutting down");
         return;
     }
-    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+    if (evbuffer_get_length(c->conn.in) > 0)
         client_process_input(c);
 }

@@ -10,8 +10,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/queue.h>
-#include <event2/bufferevent.h>
 #include "auth_scram.h"
+#include "conn.h"
 #include "params.h"
 #include "worker.h"
 
@@ -43,7 +43,7 @@ struct client {
     bool in_pool_list;
 
     struct worker *worker;
-    struct bufferevent *bev;
+    struct conn conn;
     enum client_state state;
     uint64_t id;
 
@@ -75,6 +75,8 @@ struct client {
     bool over_limit;                /* accepted past max_client_conn: refused after startup */
     bool is_unix;
     bool tls;                       /* the connection was upgraded to TLS */
+    bool is_admin;                  /* logged in to the admin console, not a pool */
+    int admin_access;               /* enum admin_access */
     char addr[64];
     int port;
 };
@@ -104,5 +106,11 @@ void client_unpause(struct client *c);
 void client_process_input(struct client *c);
 
 bool client_is_closed(const struct client *c);
+
+/*
+ * Admin console: sends a reply the console deferred (PAUSE, WAIT_CLOSE) and lets the client
+ * send its next command. The reply must end with ReadyForQuery.
+ */
+void client_admin_resume(struct client *c, const struct msgbuf *reply);
 
 #endif

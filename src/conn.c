@@ -1,33 +1,463 @@
 /*
- * conn.c: the byte-moving and socket helpers that client and server connections share.
- * Message bytes move between bufferevents as evbuffer chains, never copied on the hot path.
+ * conn.c: sockets with buffers for both sides of the proxy. Message bytes move between
+ * connections as evbuffer chains, never copied on the hot path; each connection is written with
+ * one writev per loop iteration, and reads need no FIONREAD round trip.
  */
 #include "conn.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <sys/socket.h>
+#include <sys/uio.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/dns.h>
+#include <openssl/err.h>
 
-bool conn_send(struct bufferevent *bev, const struct msgbuf *mb)
+/* One read takes up to this much: large enough for big result sets, in at most two chains. */
+#define CONN_READ_CHUNK 16384
+
+static void conn_read_cb(evutil_socket_t fd, short what, void *arg);
+static void conn_write_cb(evutil_socket_t fd, short what, void *arg);
+
+/* ---- the flusher ---- */
+
+static void conn_flusher_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn_flusher *flusher = arg;
+    flusher->scheduled = false;
+    /* A flush can run callbacks that mark more connections dirty: take them as they come. */
+    while (!TAILQ_EMPTY(&flusher->dirty)) {
+        struct conn *conn = TAILQ_FIRST(&flusher->dirty);
+        TAILQ_REMOVE(&flusher->dirty, conn, dirty_link);
+        conn->dirty = false;
+        conn_flush(conn);
+    }
+}
+
+int conn_flusher_init(struct conn_flusher *flusher, struct event_base *base)
+{
+    TAILQ_INIT(&flusher->dirty);
+    flusher->scheduled = false;
+    flusher->event = event_new(base, -1, 0, conn_flusher_cb, flusher);
+    return flusher->event ? 0 : -1;
+}
+
+void conn_flusher_free(struct conn_flusher *flusher)
+{
+    if (flusher->event)
+        event_free(flusher->event);
+    flusher->event = NULL;
+}
+
+void conn_mark_dirty(struct conn *conn)
+{
+    struct conn_flusher *flusher = conn->flusher;
+    if (conn->dirty || !conn->open || (conn->tls && !conn->want_drain))
+        return;
+    conn->dirty = true;
+    TAILQ_INSERT_TAIL(&flusher->dirty, conn, dirty_link);
+    if (!flusher->scheduled) {
+        flusher->scheduled = true;
+        event_active(flusher->event, 0, 0);
+    }
+}
+
+static void conn_undirty(struct conn *conn)
+{
+    if (!conn->dirty)
+        return;
+    TAILQ_REMOVE(&conn->flusher->dirty, conn, dirty_link);
+    conn->dirty = false;
+}
+
+/* ---- opening and closing ---- */
+
+static void conn_init_common(struct conn *conn, struct event_base *base, struct conn_flusher *flusher,
+                             conn_read_fn on_read, conn_drain_fn on_drain, conn_event_fn on_event,
+                             void *arg)
+{
+    memset(conn, 0, sizeof(*conn));
+    conn->fd = -1;
+    conn->base = base;
+    conn->flusher = flusher;
+    conn->on_read = on_read;
+    conn->on_drain = on_drain;
+    conn->on_event = on_event;
+    conn->arg = arg;
+}
+
+static int conn_attach(struct conn *conn, evutil_socket_t fd)
+{
+    conn->in = evbuffer_new();
+    conn->out = evbuffer_new();
+    if (!conn->in || !conn->out) {
+        if (conn->in)
+            evbuffer_free(conn->in);
+        if (conn->out)
+            evbuffer_free(conn->out);
+        conn->in = conn->out = NULL;
+        return -1;
+    }
+    conn->fd = fd;
+    event_assign(&conn->read_event, conn->base, fd, EV_READ | EV_PERSIST, conn_read_cb, conn);
+    event_assign(&conn->write_event, conn->base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, conn);
+    conn->open = true;
+    return 0;
+}
+
+int conn_open_accepted(struct conn *conn, struct event_base *base, struct conn_flusher *flusher,
+                       evutil_socket_t fd, conn_read_fn on_read, conn_drain_fn on_drain,
+                       conn_event_fn on_event, void *arg)
+{
+    conn_init_common(conn, base, flusher, on_read, on_drain, on_event, arg);
+    if (evutil_make_socket_nonblocking(fd) != 0)
+        return -1;
+    return conn_attach(conn, fd);
+}
+
+int conn_open_connect(struct conn *conn, struct event_base *base, struct conn_flusher *flusher,
+                      const struct sockaddr *addr, socklen_t addr_len, conn_read_fn on_read,
+                      conn_drain_fn on_drain, conn_event_fn on_event, void *arg)
+{
+    conn_init_common(conn, base, flusher, on_read, on_drain, on_event, arg);
+    evutil_socket_t fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    if (conn_attach(conn, fd) != 0) {
+        close(fd);
+        return -1;
+    }
+    conn->connecting = true;
+    /* Either way, the write event reports the outcome (immediately for unix sockets). */
+    if (connect(fd, addr, addr_len) != 0 && errno != EINPROGRESS) {
+        conn->error = errno;
+        event_active(&conn->write_event, EV_WRITE, 0);
+        return 0;
+    }
+    event_add(&conn->write_event, NULL);
+    conn->write_pending = true;
+    return 0;
+}
+
+static void conn_dns_cb(int result, struct evutil_addrinfo *res, void *arg)
+{
+    struct conn *conn = arg;
+    conn->dns_request = NULL;
+    if (result == EVUTIL_EAI_CANCEL)
+        return;
+    if (result != 0 || !res) {
+        conn->error = EHOSTUNREACH;
+        if (res)
+            evutil_freeaddrinfo(res);
+        conn->on_event(conn, CONN_EVENT_ERROR, conn->arg);
+        return;
+    }
+    struct sockaddr_storage addr;
+    socklen_t addr_len = (socklen_t)res->ai_addrlen;
+    memcpy(&addr, res->ai_addr, res->ai_addrlen);
+    evutil_freeaddrinfo(res);
+    struct conn_flusher *flusher = conn->flusher;
+    struct event_base *base = conn->base;
+    conn_read_fn on_read = conn->on_read;
+    conn_drain_fn on_drain = conn->on_drain;
+    conn_event_fn on_event = conn->on_event;
+    void *cb_arg = conn->arg;
+    if (conn_open_connect(conn, base, flusher, (struct sockaddr *)&addr, addr_len, on_read,
+                          on_drain, on_event, cb_arg) != 0) {
+        conn->error = errno;
+        on_event(conn, CONN_EVENT_ERROR, cb_arg);
+    }
+}
+
+int conn_open_connect_host(struct conn *conn, struct event_base *base, struct conn_flusher *flusher,
+                           struct evdns_base *dns, const char *host, int port, conn_read_fn on_read,
+                           conn_drain_fn on_drain, conn_event_fn on_event, void *arg)
+{
+    struct evutil_addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                                     .ai_protocol = IPPROTO_TCP };
+    char port_text[16];
+
+    conn_init_common(conn, base, flusher, on_read, on_drain, on_event, arg);
+    if (!dns)
+        return -1;
+    snprintf(port_text, sizeof(port_text), "%d", port);
+    conn->connect_port = port;
+    /* The request may complete (and call back) before this returns. */
+    struct evdns_getaddrinfo_request *req =
+        evdns_getaddrinfo(dns, host, port_text, &hints, conn_dns_cb, conn);
+    if (req && !conn->open)
+        conn->dns_request = req;
+    return 0;
+}
+
+void conn_close(struct conn *conn)
+{
+    if (conn->dns_request) {
+        evdns_getaddrinfo_cancel(conn->dns_request);
+        conn->dns_request = NULL;
+    }
+    if (!conn->open)
+        return;
+    conn_undirty(conn);
+    conn->open = false;
+    if (conn->tls) {
+        bufferevent_free(conn->tls); /* frees its buffers, closes the socket */
+        conn->tls = NULL;
+        conn->in = conn->out = NULL;
+        conn->fd = -1;
+        return;
+    }
+    event_del(&conn->read_event);
+    event_del(&conn->write_event);
+    evbuffer_free(conn->in);
+    evbuffer_free(conn->out);
+    conn->in = conn->out = NULL;
+    evutil_closesocket(conn->fd);
+    conn->fd = -1;
+}
+
+/* ---- plain socket I/O ---- */
+
+static void conn_report_error(struct conn *conn, int error)
+{
+    conn->error = error;
+    conn_stop_reading(conn);
+    conn->on_event(conn, error ? CONN_EVENT_ERROR : CONN_EVENT_EOF, conn->arg);
+}
+
+static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *conn = arg;
+    struct evbuffer_iovec vec[2];
+
+    if (conn->failed) {
+        conn_report_error(conn, conn->error);
+        return;
+    }
+    int n_vec = evbuffer_reserve_space(conn->in, CONN_READ_CHUNK, vec, 2);
+    if (n_vec <= 0) {
+        conn_report_error(conn, ENOMEM);
+        return;
+    }
+    struct iovec iov[2];
+    for (int i = 0; i < n_vec; i++) {
+        iov[i].iov_base = vec[i].iov_base;
+        iov[i].iov_len = vec[i].iov_len;
+    }
+    ssize_t n = readv(fd, iov, n_vec);
+    if (n < 0) {
+        evbuffer_commit_space(conn->in, vec, 0);
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            conn_report_error(conn, errno);
+        return;
+    }
+    if (n == 0) {
+        evbuffer_commit_space(conn->in, vec, 0);
+        conn_report_error(conn, 0);
+        return;
+    }
+    size_t left = (size_t)n;
+    for (int i = 0; i < n_vec; i++) {
+        size_t take = left < vec[i].iov_len ? left : vec[i].iov_len;
+        vec[i].iov_len = take;
+        left -= take;
+    }
+    evbuffer_commit_space(conn->in, vec, n_vec);
+    conn->on_read(conn, conn->arg);
+}
+
+static void conn_finish_connect(struct conn *conn)
+{
+    int error = conn->error;
+    socklen_t len = sizeof(error);
+    conn->connecting = false;
+    event_del(&conn->write_event);
+    conn->write_pending = false;
+    if (!error && getsockopt(conn->fd, SOL_SOCKET, SO_ERROR, &error, &len) != 0)
+        error = errno;
+    if (error) {
+        conn->error = error;
+        conn->on_event(conn, CONN_EVENT_ERROR, conn->arg);
+        return;
+    }
+    conn->on_event(conn, CONN_EVENT_CONNECTED, conn->arg);
+}
+
+static void conn_notify_drain(struct conn *conn)
+{
+    if (!conn->want_drain || evbuffer_get_length(conn->out) > 0)
+        return;
+    conn->want_drain = false;
+    conn->on_drain(conn, conn->arg);
+}
+
+static void conn_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *conn = arg;
+    if (conn->connecting) {
+        conn_finish_connect(conn);
+        return;
+    }
+    conn_flush(conn);
+}
+
+void conn_flush(struct conn *conn)
+{
+    if (conn->open && conn->tls) {
+        conn_notify_drain(conn); /* the bufferevent writes by itself */
+        return;
+    }
+    if (!conn->open || conn->connecting || conn->failed)
+        return;
+    while (evbuffer_get_length(conn->out) > 0) {
+        int n = evbuffer_write(conn->out, conn->fd);
+        if (n > 0)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            break;
+        /* The error surfaces through the read path, outside whatever called us. */
+        conn->failed = true;
+        conn->error = n < 0 ? errno : EPIPE;
+        event_active(&conn->read_event, EV_READ, 0);
+        return;
+    }
+    bool left = evbuffer_get_length(conn->out) > 0;
+    if (left && !conn->write_pending) {
+        event_add(&conn->write_event, NULL);
+        conn->write_pending = true;
+    } else if (!left && conn->write_pending) {
+        event_del(&conn->write_event);
+        conn->write_pending = false;
+    }
+    if (!left)
+        conn_notify_drain(conn);
+}
+
+void conn_want_drain(struct conn *conn)
+{
+    conn->want_drain = true;
+    /* Reported from the flusher (at once if nothing is left to write), not inside the caller. */
+    conn_mark_dirty(conn);
+}
+
+void conn_start_reading(struct conn *conn)
+{
+    if (!conn->open || conn->reading)
+        return;
+    conn->reading = true;
+    if (conn->tls)
+        bufferevent_enable(conn->tls, EV_READ);
+    else
+        event_add(&conn->read_event, NULL);
+}
+
+void conn_stop_reading(struct conn *conn)
+{
+    if (!conn->open || !conn->reading)
+        return;
+    conn->reading = false;
+    if (conn->tls)
+        bufferevent_disable(conn->tls, EV_READ);
+    else
+        event_del(&conn->read_event);
+}
+
+/* ---- TLS ---- */
+
+static void conn_tls_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct conn *conn = arg;
+    conn->on_read(conn, conn->arg);
+}
+
+static void conn_tls_write_cb(struct bufferevent *bev, void *arg)
+{
+    conn_notify_drain(arg);
+}
+
+static void conn_tls_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct conn *conn = arg;
+    if (what & BEV_EVENT_CONNECTED)
+        conn->on_event(conn, CONN_EVENT_CONNECTED, conn->arg);
+    else if (what & BEV_EVENT_EOF)
+        conn_report_error(conn, 0);
+    else if (what & BEV_EVENT_ERROR)
+        conn_report_error(conn, EVUTIL_SOCKET_ERROR() ? EVUTIL_SOCKET_ERROR() : EPROTO);
+}
+
+int conn_start_tls(struct conn *conn, SSL *ssl, bool accepting)
+{
+    if (!conn->open || evbuffer_get_length(conn->in) > 0 || evbuffer_get_length(conn->out) > 0) {
+        SSL_free(ssl);
+        return -1;
+    }
+    struct bufferevent *bev = bufferevent_openssl_socket_new(
+        conn->base, conn->fd, ssl, accepting ? BUFFEREVENT_SSL_ACCEPTING : BUFFEREVENT_SSL_CONNECTING,
+        BEV_OPT_CLOSE_ON_FREE);
+    if (!bev) {
+        SSL_free(ssl);
+        return -1;
+    }
+    conn_undirty(conn);
+    event_del(&conn->read_event);
+    event_del(&conn->write_event);
+    conn->write_pending = false;
+    evbuffer_free(conn->in);
+    evbuffer_free(conn->out);
+    conn->tls = bev;
+    conn->in = bufferevent_get_input(bev);
+    conn->out = bufferevent_get_output(bev);
+    /* Clients and servers often close without close_notify; that is an EOF, not an attack. */
+    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    bufferevent_setcb(bev, conn_tls_read_cb, conn_tls_write_cb, conn_tls_event_cb, conn);
+    bufferevent_enable(bev, EV_WRITE | (conn->reading ? EV_READ : 0));
+    return 0;
+}
+
+SSL *conn_ssl(const struct conn *conn)
+{
+    return conn->tls ? bufferevent_openssl_get_ssl(conn->tls) : NULL;
+}
+
+unsigned long conn_tls_error(struct conn *conn)
+{
+    return conn->tls ? bufferevent_get_openssl_error(conn->tls) : 0;
+}
+
+/* ---- messages ---- */
+
+bool conn_write(struct conn *conn, const void *data, size_t len)
+{
+    if (!conn->open || evbuffer_add(conn->out, data, len) != 0)
+        return false;
+    conn_mark_dirty(conn);
+    return true;
+}
+
+bool conn_send(struct conn *conn, const struct msgbuf *mb)
 {
     if (mb->failed)
         return false;
-    return bufferevent_write(bev, mb->data, mb->len) == 0;
+    return conn_write(conn, mb->data, mb->len);
 }
 
-size_t conn_forward(struct bufferevent *src, struct bufferevent *dst, uint32_t *remaining)
+size_t conn_forward(struct conn *src, struct conn *dst, uint32_t *remaining)
 {
-    struct evbuffer *in = bufferevent_get_input(src);
-    size_t available = evbuffer_get_length(in);
+    size_t available = evbuffer_get_length(src->in);
     size_t amount = available < *remaining ? available : *remaining;
 
     if (amount == 0)
         return 0;
     if (amount == available)
-        evbuffer_add_buffer(bufferevent_get_output(dst), in);
+        evbuffer_add_buffer(dst->out, src->in);
     else
-        evbuffer_remove_buffer(in, bufferevent_get_output(dst), amount);
+        evbuffer_remove_buffer(src->in, dst->out, amount);
     *remaining -= (uint32_t)amount;
+    conn_mark_dirty(dst);
     return amount;
 }
 
@@ -50,7 +480,7 @@ const uint8_t *conn_pullup_message(struct evbuffer *buf, uint32_t msg_len)
     return evbuffer_pullup(buf, (ev_ssize_t)whole);
 }
 
-void conn_tune_socket(int fd, bool keepalive)
+void conn_tune_socket(evutil_socket_t fd, bool keepalive)
 {
     int on = 1;
     /* Both fail harmlessly with EOPNOTSUPP/ENOPROTOOPT on unix sockets. */
@@ -59,7 +489,7 @@ void conn_tune_socket(int fd, bool keepalive)
         (void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
 }
 
-bool conn_output_is_full(struct bufferevent *dst)
+bool conn_output_is_full(const struct conn *conn)
 {
-    return evbuffer_get_length(bufferevent_get_output(dst)) > CONN_OUTPUT_HIGH_WATER;
+    return conn->open && evbuffer_get_length(conn->out) > CONN_OUTPUT_HIGH_WATER;
 }

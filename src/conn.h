@@ -1,6 +1,11 @@
 /*
- * conn.h: what client and server connections share: sending built messages, moving message bytes
- * from one side to the other without copying, socket options, and peeking at headers.
+ * conn.h: one socket with its input and output buffers, shared by client and server connections.
+ *
+ * Plain sockets use two bare events and evbuffers: a read is one readv into reserved space, and
+ * output is written by one writev per connection per loop iteration (the worker's flusher),
+ * registering for writability only when the kernel did not take everything. That keeps the
+ * per-transaction cost to one read and one write on each side. A TLS connection hands its I/O to
+ * a bufferevent_openssl over the same socket, behind the same interface.
  */
 #ifndef SLUICE_CONN_H
 #define SLUICE_CONN_H
@@ -8,8 +13,13 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <event2/bufferevent.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <openssl/ssl.h>
 #include "proto.h"
 
 /* Past this much unsent output on one side, sluice stops reading the other side. */
@@ -17,14 +27,103 @@
 /* Largest message sluice buffers whole to look inside (ParameterStatus, errors, auth). */
 #define CONN_MAX_INSPECTED_MESSAGE (64 * 1024)
 
-/* Appends a built message (or several) to the connection's output. false if mb failed. */
-bool conn_send(struct bufferevent *bev, const struct msgbuf *mb);
+enum conn_event {
+    CONN_EVENT_CONNECTED, /* outgoing connect finished, or TLS handshake finished */
+    CONN_EVENT_EOF,
+    CONN_EVENT_ERROR,
+};
+
+struct conn;
+struct evdns_base;
+struct evdns_getaddrinfo_request;
+
+typedef void (*conn_read_fn)(struct conn *conn, void *arg);
+typedef void (*conn_drain_fn)(struct conn *conn, void *arg);
+typedef void (*conn_event_fn)(struct conn *conn, enum conn_event event, void *arg);
+
+/* The worker-wide list of connections with output to write, flushed once per loop iteration. */
+TAILQ_HEAD(conn_list, conn);
+struct conn_flusher {
+    struct conn_list dirty;
+    struct event *event;
+    bool scheduled;
+};
+
+struct conn {
+    evutil_socket_t fd;
+    struct event_base *base;
+    struct conn_flusher *flusher;
+    struct evbuffer *in;
+    struct evbuffer *out;
+    struct event read_event;       /* plain sockets only */
+    struct event write_event;      /* plain sockets only */
+    struct bufferevent *tls;       /* TLS: does all I/O; in/out are its buffers */
+    struct evdns_getaddrinfo_request *dns_request;
+    int connect_port;
+
+    conn_read_fn on_read;
+    conn_drain_fn on_drain;        /* output became empty after a caller asked (conn_want_drain) */
+    conn_event_fn on_event;
+    void *arg;
+
+    TAILQ_ENTRY(conn) dirty_link;
+    bool dirty;                    /* in the flusher's list */
+    bool reading;                  /* read event wanted */
+    bool write_pending;            /* write event added: the kernel did not take everything */
+    bool connecting;
+    bool want_drain;
+    bool failed;                   /* a write failed: reported through the read path */
+    bool open;
+    int error;                     /* errno of the failure, 0 if none */
+};
+
+int conn_flusher_init(struct conn_flusher *flusher, struct event_base *base);
+void conn_flusher_free(struct conn_flusher *flusher);
+
+/* Wraps an accepted socket. 0, or -1 (fd not closed). */
+int conn_open_accepted(struct conn *conn, struct event_base *base, struct conn_flusher *flusher,
+                       evutil_socket_t fd, conn_read_fn on_read, conn_drain_fn on_drain,
+                       conn_event_fn on_event, void *arg);
+/* Starts a non-blocking connect; on_event(CONNECTED) or (ERROR) follows. 0, or -1. */
+int conn_open_connect(struct conn *conn, struct event_base *base, struct conn_flusher *flusher,
+                      const struct sockaddr *addr, socklen_t addr_len, conn_read_fn on_read,
+                      conn_drain_fn on_drain, conn_event_fn on_event, void *arg);
+/* The same, resolving host first with evdns. */
+int conn_open_connect_host(struct conn *conn, struct event_base *base, struct conn_flusher *flusher,
+                           struct evdns_base *dns, const char *host, int port, conn_read_fn on_read,
+                           conn_drain_fn on_drain, conn_event_fn on_event, void *arg);
+/* Closes the socket and frees the buffers; safe to call twice. No callback runs afterwards. */
+void conn_close(struct conn *conn);
+
+/*
+ * Continues over TLS on the same socket (accepting: sluice is the server). Input and output must
+ * be empty. on_event(CONNECTED) reports the end of the handshake. 0, or -1 (ssl freed).
+ */
+int conn_start_tls(struct conn *conn, SSL *ssl, bool accepting);
+/* The SSL of a TLS connection, or NULL. */
+SSL *conn_ssl(const struct conn *conn);
+/* The latest OpenSSL error of a TLS connection (0 if none). */
+unsigned long conn_tls_error(struct conn *conn);
+
+void conn_start_reading(struct conn *conn);
+void conn_stop_reading(struct conn *conn);
+
+/* Output was added: it is written by the flusher at the end of this loop iteration. */
+void conn_mark_dirty(struct conn *conn);
+/* Writes what the kernel takes now. */
+void conn_flush(struct conn *conn);
+/* Calls on_drain once the output is empty (now, if it already is, at the next flush). */
+void conn_want_drain(struct conn *conn);
+
+/* Appends a built message (or several) to the output. false if mb failed or the conn is closed. */
+bool conn_send(struct conn *conn, const struct msgbuf *mb);
+bool conn_write(struct conn *conn, const void *data, size_t len);
 
 /*
  * Moves up to *remaining bytes from src's input to dst's output (evbuffer chain moves, no copy).
  * Decrements *remaining by what moved. Returns the number of bytes moved.
  */
-size_t conn_forward(struct bufferevent *src, struct bufferevent *dst, uint32_t *remaining);
+size_t conn_forward(struct conn *src, struct conn *dst, uint32_t *remaining);
 
 /*
  * Looks at the next message in buf: PROTO_INCOMPLETE if fewer than 5 bytes, PROTO_ERROR if its
@@ -40,9 +139,9 @@ enum proto_result conn_peek_header(struct evbuffer *buf, uint32_t max_len, uint8
 const uint8_t *conn_pullup_message(struct evbuffer *buf, uint32_t msg_len);
 
 /* TCP_NODELAY and keepalive on TCP sockets; harmless no-ops on unix sockets. */
-void conn_tune_socket(int fd, bool keepalive);
+void conn_tune_socket(evutil_socket_t fd, bool keepalive);
 
-/* Is dst's output backed up past CONN_OUTPUT_HIGH_WATER? */
-bool conn_output_is_full(struct bufferevent *dst);
+/* Is the output backed up past CONN_OUTPUT_HIGH_WATER? */
+bool conn_output_is_full(const struct conn *conn);
 
 #endif

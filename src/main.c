@@ -10,11 +10,9 @@
 
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "worker.h"
 #include "build-config.h"
-#ifdef HAVE_LIBSYSTEMD
-#include <systemd/sd-daemon.h>
-#endif
 
 static void print_usage(FILE *out)
 {
@@ -44,15 +42,6 @@ static int write_pidfile(const char *path)
     fprintf(f, "%d\n", (int)getpid());
     fclose(f);
     return 0;
-}
-
-static void notify_systemd(const char *state)
-{
-#ifdef HAVE_LIBSYSTEMD
-    sd_notify(0, state);
-#else
-    (void)state;
-#endif
 }
 
 int main(int argc, char **argv)
@@ -106,9 +95,8 @@ int main(int argc, char **argv)
         return 1;
     }
     log_info("sluice %s started", PACKAGE_VERSION);
-    notify_systemd("READY=1");
+    notify_ready(&worker);
     int rc = worker_run(&worker);
-    notify_systemd("STOPPING=1");
     const char *pidfile = worker.cfg->pidfile ? strdup(worker.cfg->pidfile) : NULL;
     worker_destroy(&worker);
     if (pidfile) {

@@ -24,14 +24,13 @@
 #include "log.h"
 #include "pool.h"
 
-#define SERVER_WRITE_LOW_WATER (64 * 1024)
 /* PostgreSQL never sends a message larger than 1 GB. */
 #define SERVER_MAX_MESSAGE (1024u * 1024u * 1024u)
 #define SCRAM_MECHANISM "SCRAM-SHA-256"
 
-static void server_read_cb(struct bufferevent *bev, void *arg);
-static void server_write_cb(struct bufferevent *bev, void *arg);
-static void server_event_cb(struct bufferevent *bev, short what, void *arg);
+static void server_read_cb(struct conn *conn, void *arg);
+static void server_drain_cb(struct conn *conn, void *arg);
+static void server_event_cb(struct conn *conn, enum conn_event event, void *arg);
 
 /* ---- lifecycle ---- */
 
@@ -97,22 +96,25 @@ static int server_start_connect(struct server *s)
     struct pool *pool = s->pool;
     struct worker *w = s->worker;
 
+#define SERVER_CONNECT(addr, len)                                                                  \
+    conn_open_connect(&s->conn, w->base, &w->flusher, (struct sockaddr *)(addr), (len),           \
+                      server_read_cb, server_drain_cb, server_event_cb, s)
     if (pool->host[0] == '/') {
         struct sockaddr_un sun = { .sun_family = AF_UNIX };
         int n = snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/.s.PGSQL.%d", pool->host, pool->port);
         if (n < 0 || (size_t)n >= sizeof(sun.sun_path))
             return -1;
-        return bufferevent_socket_connect(s->bev, (struct sockaddr *)&sun, sizeof(sun));
+        return SERVER_CONNECT(&sun, sizeof(sun));
     }
     struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)pool->port) };
     if (inet_pton(AF_INET, pool->host, &sin.sin_addr) == 1)
-        return bufferevent_socket_connect(s->bev, (struct sockaddr *)&sin, sizeof(sin));
+        return SERVER_CONNECT(&sin, sizeof(sin));
     struct sockaddr_in6 sin6 = { .sin6_family = AF_INET6, .sin6_port = htons((uint16_t)pool->port) };
     if (inet_pton(AF_INET6, pool->host, &sin6.sin6_addr) == 1)
-        return bufferevent_socket_connect(s->bev, (struct sockaddr *)&sin6, sizeof(sin6));
-    if (!w->dns)
-        return -1;
-    return bufferevent_socket_connect_hostname(s->bev, w->dns, AF_UNSPEC, pool->host, pool->port);
+        return SERVER_CONNECT(&sin6, sizeof(sin6));
+#undef SERVER_CONNECT
+    return conn_open_connect_host(&s->conn, w->base, &w->flusher, w->dns, pool->host, pool->port,
+                                  server_read_cb, server_drain_cb, server_event_cb, s);
 }
 
 struct server *server_connect(struct pool *pool)
@@ -121,11 +123,6 @@ struct server *server_connect(struct pool *pool)
     struct server *s = calloc(1, sizeof(*s));
     if (!s)
         return NULL;
-    s->bev = bufferevent_socket_new(w->base, -1, BEV_OPT_CLOSE_ON_FREE);
-    if (!s->bev) {
-        free(s);
-        return NULL;
-    }
     s->worker = w;
     s->pool = pool;
     s->id = ++w->next_id;
@@ -135,10 +132,6 @@ struct server *server_connect(struct pool *pool)
     param_set_init(&s->params);
     server_set_state(s, SERVER_CONNECTING);
     w->n_servers++;
-
-    bufferevent_setcb(s->bev, server_read_cb, server_write_cb, server_event_cb, s);
-    bufferevent_setwatermark(s->bev, EV_WRITE, SERVER_WRITE_LOW_WATER, 0);
-    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
     log_debug("S-%llu: %s/%s connecting to %s:%d", (unsigned long long)s->id, pool->db_name,
               pool->user_name, pool->host, pool->port);
     if (server_start_connect(s) != 0) {
@@ -170,15 +163,13 @@ void server_close(struct server *s, const char *reason)
         struct msgbuf *mb = &w->scratch;
         msgbuf_reset(mb);
         proto_build_terminate(mb);
-        conn_send(s->bev, mb);
+        conn_send(&s->conn, mb);
+        conn_flush(&s->conn);
     }
     log_debug("S-%llu: %s/%s closing: %s", (unsigned long long)s->id, pool->db_name,
               pool->user_name, reason);
     server_set_state(s, SERVER_CLOSED);
-    bufferevent_setcb(s->bev, NULL, NULL, NULL, NULL);
-    /* Try to push Terminate out now; the socket closes when the reaper frees the bufferevent. */
-    bufferevent_flush(s->bev, EV_WRITE, BEV_FINISHED);
-    bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+    conn_close(&s->conn);
     w->n_servers--;
     TAILQ_INSERT_TAIL(&w->dead_servers, s, link);
     worker_schedule_reap(w);
@@ -187,8 +178,7 @@ void server_close(struct server *s, const char *reason)
 
 void server_free(struct server *s)
 {
-    if (s->bev)
-        bufferevent_free(s->bev);
+    conn_close(&s->conn);
     if (s->scram) {
         OPENSSL_cleanse(s->scram, sizeof(*s->scram));
         free(s->scram);
@@ -212,15 +202,15 @@ static void server_login_failed(struct server *s, const char *sqlstate, const ch
 
 /* ---- libevent callbacks ---- */
 
-static void server_read_cb(struct bufferevent *bev, void *arg)
+static void server_read_cb(struct conn *conn, void *arg)
 {
     server_process_input(arg);
 }
 
-static void server_write_cb(struct bufferevent *bev, void *arg)
+static void server_drain_cb(struct conn *conn, void *arg)
 {
     struct server *s = arg;
-    if (s->client && s->client->reading_paused && !conn_output_is_full(bev))
+    if (s->client && s->client->reading_paused)
         client_unpause(s->client);
 }
 
@@ -237,7 +227,7 @@ static void server_send_startup(struct server *s)
     struct msgbuf *mb = &s->worker->scratch;
     msgbuf_reset(mb);
     proto_build_startup(mb, params, n);
-    conn_send(s->bev, mb);
+    conn_send(&s->conn, mb);
 }
 
 static void server_lost(struct server *s, const char *why)
@@ -269,42 +259,26 @@ static void server_send_ssl_request(struct server *s)
     uint32_t length = htonl(8), code = htonl(PROTO_SSL_REQUEST);
     memcpy(request, &length, 4);
     memcpy(request + 4, &code, 4);
-    bufferevent_write(s->bev, request, sizeof(request));
+    conn_write(&s->conn, request, sizeof(request));
     s->awaiting_ssl_answer = true;
 }
 
 /* 'S': continue on a TLS bufferevent over the same socket; the handshake's end sends the startup. */
 static void server_start_tls(struct server *s)
 {
-    struct worker *w = s->worker;
-    evutil_socket_t fd = bufferevent_getfd(s->bev);
-    SSL *ssl = tls_new_server_ssl(&w->tls, s->pool->host);
-    struct bufferevent *tls_bev = ssl ? bufferevent_openssl_socket_new(w->base, fd, ssl,
-                                                                       BUFFEREVENT_SSL_CONNECTING,
-                                                                       BEV_OPT_CLOSE_ON_FREE)
-                                      : NULL;
-    if (!tls_bev) {
-        if (ssl)
-            SSL_free(ssl);
+    SSL *ssl = tls_new_server_ssl(&s->worker->tls, s->pool->host);
+    if (!ssl || conn_start_tls(&s->conn, ssl, false) != 0) {
         server_login_failed(s, "08006", "could not start TLS with the database server");
         return;
     }
-    bufferevent_setcb(s->bev, NULL, NULL, NULL, NULL);
-    bufferevent_disable(s->bev, EV_READ | EV_WRITE);
-    bufferevent_setfd(s->bev, -1);
-    bufferevent_free(s->bev);
-    s->bev = tls_bev;
     s->tls = true;
-    bufferevent_setcb(tls_bev, server_read_cb, server_write_cb, server_event_cb, s);
-    bufferevent_setwatermark(tls_bev, EV_WRITE, SERVER_WRITE_LOW_WATER, 0);
-    bufferevent_enable(tls_bev, EV_READ | EV_WRITE);
 }
 
 /* The answer to SSLRequest: one byte, before any protocol message. */
 static void server_handle_ssl_answer(struct server *s)
 {
     uint8_t answer;
-    if (evbuffer_remove(bufferevent_get_input(s->bev), &answer, 1) != 1)
+    if (evbuffer_remove(s->conn.in, &answer, 1) != 1)
         return;
     s->awaiting_ssl_answer = false;
     if (answer == 'S') {
@@ -320,42 +294,42 @@ static void server_handle_ssl_answer(struct server *s)
                                         : "unexpected answer from the database server to SSLRequest");
 }
 
-static void server_event_cb(struct bufferevent *bev, short what, void *arg)
+static void server_event_cb(struct conn *conn, enum conn_event event, void *arg)
 {
     struct server *s = arg;
 
-    if ((what & BEV_EVENT_CONNECTED) && !s->tcp_connected) {
+    switch (event) {
+    case CONN_EVENT_CONNECTED:
+        if (s->tcp_connected) {
+            server_send_startup(s); /* TLS handshake finished */
+            return;
+        }
         s->tcp_connected = true;
-        conn_tune_socket(bufferevent_getfd(bev), s->worker->cfg->tcp_keepalive);
+        conn_tune_socket(conn->fd, s->worker->cfg->tcp_keepalive);
+        conn_start_reading(conn);
         server_set_state(s, SERVER_LOGIN);
         if (server_wants_tls(s))
             server_send_ssl_request(s);
         else
             server_send_startup(s);
         return;
-    }
-    if (what & BEV_EVENT_CONNECTED) {
-        server_send_startup(s); /* TLS handshake finished */
-        return;
-    }
-    if (s->tls && (what & BEV_EVENT_ERROR)) {
-        unsigned long err = bufferevent_get_openssl_error(bev);
-        if (err) {
-            char text[256], message[400];
-            ERR_error_string_n(err, text, sizeof(text));
-            snprintf(message, sizeof(message), "TLS error with the database server: %s", text);
-            server_lost(s, message);
-            return;
-        }
-    }
-    if (what & BEV_EVENT_EOF) {
+    case CONN_EVENT_EOF:
         server_lost(s, "server closed the connection");
         return;
-    }
-    if (what & BEV_EVENT_ERROR) {
-        int dns_error = bufferevent_socket_get_dns_error(bev);
-        server_lost(s, dns_error ? evutil_gai_strerror(dns_error)
-                                 : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    case CONN_EVENT_ERROR:
+        if (s->tls) {
+            unsigned long err = conn_tls_error(conn);
+            if (err) {
+                char text[256], message[400];
+                ERR_error_string_n(err, text, sizeof(text));
+                snprintf(message, sizeof(message), "TLS error with the database server: %s", text);
+                server_lost(s, message);
+                return;
+            }
+        }
+        server_lost(s, conn->error == EHOSTUNREACH && !conn->open ? "could not resolve the host name"
+                                                                 : strerror(conn->error));
+        return;
     }
 }
 
@@ -366,7 +340,7 @@ static void server_send_password(struct server *s, const char *password)
     struct msgbuf *mb = &s->worker->scratch;
     msgbuf_reset(mb);
     proto_build_password(mb, password);
-    conn_send(s->bev, mb);
+    conn_send(&s->conn, mb);
 }
 
 static void server_scram_start(struct server *s, const uint8_t *data, size_t data_len)
@@ -386,7 +360,7 @@ static void server_scram_start(struct server *s, const uint8_t *data, size_t dat
     struct msgbuf *mb = &s->worker->scratch;
     msgbuf_reset(mb);
     proto_build_sasl_initial(mb, SCRAM_MECHANISM, out, out_len);
-    conn_send(s->bev, mb);
+    conn_send(&s->conn, mb);
 }
 
 static void server_scram_continue(struct server *s, const uint8_t *data, size_t data_len)
@@ -404,7 +378,7 @@ static void server_scram_continue(struct server *s, const uint8_t *data, size_t 
     struct msgbuf *mb = &s->worker->scratch;
     msgbuf_reset(mb);
     proto_build_sasl_response(mb, out, out_len);
-    conn_send(s->bev, mb);
+    conn_send(&s->conn, mb);
 }
 
 static void server_scram_final(struct server *s, const uint8_t *data, size_t data_len)
@@ -543,7 +517,7 @@ static void server_run_internal(struct server *s, enum server_internal_purpose p
     server_set_state(s, SERVER_INTERNAL);
     msgbuf_reset(mb);
     proto_build_query(mb, sql);
-    conn_send(s->bev, mb);
+    conn_send(&s->conn, mb);
 }
 
 /* After a successful sync the session holds the client's settings and the pool's defaults. */
@@ -684,7 +658,7 @@ typedef void (*server_message_handler)(struct server *s, uint8_t type, const uin
 static void server_consume_messages(struct server *s, enum server_state state,
                                     server_message_handler handler)
 {
-    struct evbuffer *in = bufferevent_get_input(s->bev);
+    struct evbuffer *in = s->conn.in;
     while (s->state == state) {
         uint8_t type;
         uint32_t msg_len;
@@ -710,7 +684,7 @@ static void server_consume_messages(struct server *s, enum server_state state,
 
 static void server_pause(struct server *s)
 {
-    bufferevent_disable(s->bev, EV_READ);
+    conn_stop_reading(&s->conn);
     s->reading_paused = true;
 }
 
@@ -719,7 +693,7 @@ void server_unpause(struct server *s)
     if (!s->reading_paused || s->state == SERVER_CLOSED)
         return;
     s->reading_paused = false;
-    bufferevent_enable(s->bev, EV_READ);
+    conn_start_reading(&s->conn);
     server_process_input(s);
 }
 
@@ -759,17 +733,18 @@ static void server_track_parameter(struct server *s, struct evbuffer *in, uint32
 
 static void server_forward_input(struct server *s)
 {
-    struct evbuffer *in = bufferevent_get_input(s->bev);
+    struct evbuffer *in = s->conn.in;
 
     while (s->state == SERVER_ACTIVE) {
         struct client *c = s->client;
         if (s->forward_remaining > 0) {
-            size_t moved = conn_forward(s->bev, c->bev, &s->forward_remaining);
+            size_t moved = conn_forward(&s->conn, &c->conn, &s->forward_remaining);
             s->pool->stats.bytes_sent += moved;
             if (s->forward_remaining > 0)
                 return;
-            if (conn_output_is_full(c->bev)) {
+            if (conn_output_is_full(&c->conn)) {
                 server_pause(s);
+                conn_want_drain(&c->conn);
                 return;
             }
             continue;
@@ -792,7 +767,7 @@ static void server_forward_input(struct server *s)
             if (evbuffer_copyout(in, ready, sizeof(ready)) < (ev_ssize_t)sizeof(ready))
                 return;
             uint32_t whole = sizeof(ready);
-            conn_forward(s->bev, c->bev, &whole);
+            conn_forward(&s->conn, &c->conn, &whole);
             s->pool->stats.bytes_sent += sizeof(ready);
             server_ready_for_query(s, (char)ready[PROTO_HEADER_LEN]);
             continue;
@@ -872,7 +847,7 @@ static bool server_is_quiet_after(const struct server *s, const struct client *c
 {
     return s->state == SERVER_ACTIVE && c->pending_ready == 0 && !c->unsynced &&
            c->forward_remaining == 0 && s->forward_remaining == 0 &&
-           evbuffer_get_length(bufferevent_get_input(s->bev)) == 0;
+           evbuffer_get_length(s->conn.in) == 0;
 }
 
 static void server_back_to_pool(struct server *s)
@@ -948,7 +923,7 @@ void server_send_cancel(struct server *s)
     proto_build_cancel_request(mb, s->backend_pid, s->backend_key);
     bufferevent_setcb(bev, NULL, cancel_request_written, cancel_request_done, NULL);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
-    conn_send(bev, mb);
+    bufferevent_write(bev, mb->data, mb->len);
 
     int rc;
     if (pool->host[0] == '/') {

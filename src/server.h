@@ -9,8 +9,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/queue.h>
-#include <event2/bufferevent.h>
 #include "auth_scram.h"
+#include "conn.h"
 #include "params.h"
 #include "worker.h"
 
@@ -36,7 +36,7 @@ struct server {
     TAILQ_ENTRY(server) link;       /* in one of the pool's lists, or worker->dead_servers */
     struct worker *worker;
     struct pool *pool;
-    struct bufferevent *bev;
+    struct conn conn;
     enum server_state state;
     enum server_internal_purpose purpose;
     uint64_t id;

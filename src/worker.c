@@ -13,10 +13,12 @@
 #include <event2/bufferevent.h>
 #include <event2/dns.h>
 
+#include "admin.h"
 #include "auth_token.h"
 #include "client.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "pool.h"
 #include "server.h"
 
@@ -119,6 +121,8 @@ int worker_init(struct worker *w, struct config *cfg)
         return -1;
     if (worker_load_security(cfg, &w->tls, &w->token_keys) != 0)
         return -1;
+    if (conn_flusher_init(&w->flusher, w->base) != 0)
+        return -1;
     w->reaper = event_new(w->base, -1, 0, worker_reaper_cb, w);
     w->janitor = event_new(w->base, -1, EV_PERSIST, worker_janitor_cb, w);
     struct timeval tick = { 0, JANITOR_INTERVAL_USEC };
@@ -128,6 +132,8 @@ int worker_init(struct worker *w, struct config *cfg)
         log_error("could not install signal handlers");
         return -1;
     }
+    if (admin_init(w) != 0 || metrics_init(w) != 0)
+        return -1;
     if (listener_open_all(w) != 0)
         return -1;
     return 0;
@@ -174,11 +180,14 @@ void worker_destroy(struct worker *w)
         pool_destroy(pool);
     }
     listener_close_all(w);
+    admin_free(w);
+    metrics_free(w);
     for (size_t i = 0; i < sizeof(w->signal_events) / sizeof(w->signal_events[0]); i++)
         if (w->signal_events[i])
             event_free(w->signal_events[i]);
     if (w->reaper)
         event_free(w->reaper);
+    conn_flusher_free(&w->flusher);
     if (w->janitor)
         event_free(w->janitor);
     if (w->dns)
@@ -275,7 +284,7 @@ static void worker_expire_clients(struct worker *w, double now)
                                       c->state == CLIENT_LOGIN_WAIT))
             client_fail(c, "57P03", "the connection pooler is shutting down");
         else if (c->state == CLIENT_IDLE && w->shutting_down &&
-                 evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+                 evbuffer_get_length(c->conn.in) == 0)
             client_fail(c, "57P01", "terminating connection because the connection pooler is shutting down");
     }
 }
@@ -311,6 +320,8 @@ static void worker_janitor_cb(evutil_socket_t fd, short what, void *arg)
     worker_expire_clients(w, now);
     TAILQ_FOREACH(pool, &w->pools, link)
         pool_janitor(pool, now);
+    admin_janitor(w);
+    metrics_janitor(w, now);
     worker_check_shutdown(w, now);
 }
 
@@ -329,7 +340,7 @@ static void worker_apply_config(struct worker *w)
     }
 }
 
-void worker_reload(struct worker *w)
+static void worker_reload_config(struct worker *w)
 {
     char err[1024];
     struct config *fresh = NULL;
@@ -338,6 +349,7 @@ void worker_reload(struct worker *w)
     struct token_keyring *keys = NULL;
 
     log_info("reloading configuration from %s", w->cfg->path);
+    notify_reloading(w);
     if (config_load(w->cfg->path, &fresh, err, sizeof(err)) != 0) {
         log_error("reload failed, keeping the running configuration: %s", err);
         return;
@@ -369,7 +381,14 @@ void worker_reload(struct worker *w)
     w->token_keys = keys;
     log_configure(fresh->verbose, fresh->syslog, fresh->syslog_ident, fresh->syslog_facility);
     worker_apply_config(w);
+    metrics_reconfigure(w);
     log_info("configuration reloaded");
+}
+
+void worker_reload(struct worker *w)
+{
+    worker_reload_config(w);
+    notify_ready(w);
 }
 
 void worker_begin_shutdown(struct worker *w, const char *why)
@@ -382,6 +401,7 @@ void worker_begin_shutdown(struct worker *w, const char *why)
     log_info("%s: no new connections; waiting up to %g s for transactions to finish", why,
              w->cfg->shutdown_timeout);
     w->shutting_down = true;
+    notify_stopping(w);
     w->shutdown_deadline = worker_now(w) + w->cfg->shutdown_timeout;
     listener_close_all(w);
     worker_expire_clients(w, worker_now(w));

@@ -11,6 +11,7 @@
 #include <sys/queue.h>
 #include <event2/event.h>
 #include "cancel.h"
+#include "conn.h"
 #include "config.h"
 #include "proto.h"
 #include "tls.h"
@@ -22,6 +23,8 @@ struct pool;
 struct listener;
 struct evdns_base;
 struct token_keyring;
+struct admin_state;
+struct metrics_state;
 
 TAILQ_HEAD(client_list, client);
 TAILQ_HEAD(server_list, server);
@@ -56,10 +59,14 @@ struct worker {
 
     struct client_list dead_clients;  /* closed, freed by the reaper after the current callback */
     struct server_list dead_servers;
+    struct conn_flusher flusher;   /* writes each dirty connection once per loop iteration */
     struct event *reaper;
     bool reap_scheduled;
     struct event *janitor;         /* periodic: timeouts, lifetimes, min_pool_size */
     struct event *signal_events[4];
+
+    struct admin_state *admin;     /* owned by admin.c */
+    struct metrics_state *metrics; /* owned by metrics.c */
 
     struct msgbuf scratch;         /* reused to build outgoing messages */
     size_t n_clients;              /* logged in or logging in, counted against max_client_conn */
