@@ -523,8 +523,16 @@ static void metrics_http_cb(struct evhttp_request *req, void *arg)
         metrics_reply_text(req, HTTP_INTERNAL, "Internal Server Error", "out of memory\n");
         return;
     }
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", METRICS_CONTENT_TYPE);
-    evbuffer_add(evhttp_request_get_output_buffer(req), m->page.data, m->page.len);
+    struct evkeyvalq *headers = evhttp_request_get_output_headers(req);
+    evhttp_add_header(headers, "Content-Type", METRICS_CONTENT_TYPE);
+    if (method == EVHTTP_REQ_HEAD) {
+        /* evhttp would send a body after a HEAD reply too, and no length: give the length only. */
+        char length[32];
+        snprintf(length, sizeof(length), "%zu", m->page.len);
+        evhttp_add_header(headers, "Content-Length", length);
+    } else {
+        evbuffer_add(evhttp_request_get_output_buffer(req), m->page.data, m->page.len);
+    }
     evhttp_send_reply(req, HTTP_OK, "OK", NULL);
 }
 

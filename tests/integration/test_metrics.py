@@ -126,12 +126,26 @@ def exposition_format(t):
                 "sluice_info")
 
 
-@test("HEAD /metrics answers 200 without a body", sluice_only=True)
+@test("HEAD /metrics answers 200 with the length and no body; the connection stays usable",
+      sluice_only=True)
 def head_request(t):
+    import http.client
     s = metrics_sluice(t)
-    status, headers, body = http_get(s.metrics_url, method="HEAD")
-    check_equal(status, 200, "status of HEAD /metrics")
-    check_equal(body, "", "body of HEAD /metrics")
+    conn = http.client.HTTPConnection("127.0.0.1", s.settings["metrics_port"], timeout=5)
+    try:
+        conn.request("HEAD", "/metrics")
+        head = conn.getresponse()
+        check_equal(head.status, 200, "status of HEAD /metrics")
+        check_equal(head.read(), b"", "body of HEAD /metrics")
+        length = int(head.getheader("Content-Length") or -1)
+        check(length > 0, f"Content-Length of HEAD /metrics: {length}")
+        # Bytes of a body sent after the HEAD reply would garble this second reply.
+        conn.request("GET", "/metrics")
+        get = conn.getresponse()
+        check_equal(get.status, 200, "status of GET /metrics after HEAD on the same connection")
+        Scrape(get.read().decode())
+    finally:
+        conn.close()
 
 
 @test("paths other than /metrics get 404; other methods on /metrics get 405", sluice_only=True)
