@@ -237,11 +237,25 @@ def run(argv, check=True, user=None, env=None, cwd=None, timeout=600, quiet=True
     return p
 
 
+def ephemeral_ports():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = map(int, f.read().split())
+        return range(lo, hi + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)
+
+
 def free_port(preferred):
-    for port in list(range(preferred, preferred + 50)):
+    """A free port at or above `preferred`, outside the kernel's ephemeral range: a port in that
+    range can be taken at any moment as the source port of some outgoing connection (10,000 of
+    them in scenario f), and a proxy restarted on it would then fail to listen."""
+    eph = ephemeral_ports()
+    for port in range(preferred, preferred + 200):
+        if port in eph or port > 65535:
+            continue
         s = socket.socket()
         try:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("127.0.0.1", port))
             return port
         except OSError:
@@ -622,8 +636,13 @@ class Bench:
         self.chown(conf)
         self.configs.setdefault(kind, {})[scn] = text
         logpath = os.path.join(self.tmp, f"{kind}-{scn}.log")
+        n = 1
+        while os.path.exists(logpath):
+            n += 1
+            logpath = os.path.join(self.tmp, f"{kind}-{scn}-{n}.log")
         argv = ["pgbouncer", conf] if kind == "pgbouncer" else [self.sluice_exe(), "-c", conf]
         p = self.spawn(kind, argv, logpath)
+        p.logpath = logpath
         err = self.check_login(scn, kind)
         if err:
             died = p.poll() is not None
@@ -767,7 +786,7 @@ class Bench:
         for t, p in proxies.items():
             if p.poll() is not None:
                 self.notes.append(f"{scn}: {t} exited during the scenario (exit status {p.returncode}): "
-                                  f"{one_line(tail(os.path.join(self.tmp, f'{t}-{scn}.log'), 3), 300)}")
+                                  f"{one_line(tail(p.logpath, 3), 300)}")
             self.stop_proxy(p)
 
     def run_idle(self, targets):
@@ -900,7 +919,7 @@ def parse_args(argv):
     ap.add_argument("--out", help="directory for RESULTS.md and results.png (default: bench/, smoke: bench/work/)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory (logs, configs)")
     ap.add_argument("--run-as", default="postgres", help="unprivileged user for the servers when run as root")
-    ap.add_argument("--base-port", type=int, default=46432, help="first port tried for Postgres (then +1, +2)")
+    ap.add_argument("--base-port", type=int, default=24432, help="first port tried for Postgres (then +1, +2)")
     return ap.parse_args(argv)
 
 
