@@ -384,8 +384,14 @@ size_t params_build_sync(const struct param_set *client, const struct param_set 
     }
     for (size_t i = 0; server != NULL && i < server->n; i++) {
         const struct param_entry *current = &server->entries[i];
-        const char *fallback = param_set_get(pool_defaults, current->name);
-
+        /* Runs at every backend hand-out: a server's values usually sit in the defaults' order,
+         * and most still hold the default, which needs nothing. */
+        const char *fallback = pool_defaults && i < pool_defaults->n &&
+                                       strcmp(pool_defaults->entries[i].name, current->name) == 0
+                                   ? pool_defaults->entries[i].value
+                                   : param_set_get(pool_defaults, current->name);
+        if (fallback != NULL && strcmp(fallback, current->value) == 0)
+            continue;
         if (!is_syncable(current->name) || param_set_get(client, current->name) != NULL)
             continue;
         if (fallback == NULL)
