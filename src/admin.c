@@ -1622,7 +1622,7 @@ static const struct show_command show_commands[] = {
 static bool run_show(struct request *req)
 {
     if (req->cmd.n_tokens != 2) {
-        reply_error(req, "42601", "SHOW HELP lists what SHOW can show.",
+        reply_error(req, "42601", "SHOW HELP lists what SHOW can show.", "%s",
                     req->cmd.n_tokens < 2 ? "SHOW needs a subject" : "SHOW takes one subject");
         return true;
     }
