@@ -148,7 +148,7 @@ static bool pool_in_login_backoff(const struct pool *pool)
 static bool pool_launch_server(struct pool *pool)
 {
     struct worker *w = pool->worker;
-    if (pool_server_count(pool) >= pool->pool_size || pool_in_login_backoff(pool))
+    if (pool_server_count(pool) >= pool->pool_size || pool_in_login_backoff(pool) || pool->paused)
         return false;
     int global_limit = w->cfg->max_db_connections;
     if (global_limit > 0 && (int)w->n_servers >= global_limit)

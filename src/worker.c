@@ -249,8 +249,11 @@ struct pool *worker_get_pool(struct worker *w, const struct config_database *db,
         if (strcmp(pool->db_name, db->name) == 0 && strcmp(pool->user_name, user) == 0)
             return pool;
     pool = pool_create(w, db, user, w->cfg);
-    if (pool)
-        TAILQ_INSERT_TAIL(&w->pools, pool, link);
+    if (!pool)
+        return NULL;
+    TAILQ_INSERT_TAIL(&w->pools, pool, link);
+    if (admin_database_paused(w, pool->db_name))
+        pool_pause(pool);
     return pool;
 }
 
