@@ -29,6 +29,8 @@
 #include <systemd/sd-daemon.h>
 #endif
 
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
 #define METRICS_PATH "/metrics"
 #define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 #define METRICS_DEFAULT_ADDR "127.0.0.1"
@@ -192,6 +194,21 @@ static struct labels pool_labels(const struct pool *pool, const char *name, cons
     return (struct labels){ .pool = pool, .names = { name }, .values = { value } };
 }
 
+/* A count per state of one pool: the samples of a gauge labelled state="...". */
+struct state_count {
+    const char *state;
+    int count;
+};
+
+static void sample_states(struct msgbuf *out, const char *name, const struct pool *pool,
+                          const struct state_count *counts, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct labels labels = pool_labels(pool, "state", counts[i].state);
+        sample_count(out, name, "", &labels, (uint64_t)(counts[i].count > 0 ? counts[i].count : 0));
+    }
+}
+
 /* Cumulative buckets with "le", then _sum and _count; struct histogram keeps them per bucket. */
 static void sample_histogram(struct msgbuf *out, const char *name, const struct pool *pool,
                              const struct histogram *h)
@@ -312,9 +329,7 @@ static const char *const token_failure_slugs[] = {
     [TOKEN_FAIL_OUT_OF_MEMORY] = "out_of_memory",
 };
 
-#define N_TOKEN_FAILURE_SLUGS (sizeof(token_failure_slugs) / sizeof(token_failure_slugs[0]))
-_Static_assert(N_TOKEN_FAILURE_SLUGS <= sizeof(((struct worker_stats *)0)->token_failures) /
-                                            sizeof(((struct worker_stats *)0)->token_failures[0]),
+_Static_assert(ARRAY_LEN(token_failure_slugs) <= ARRAY_LEN(((struct worker_stats *)0)->token_failures),
                "every token failure reason has a counter");
 
 static void render_token_logins(struct worker *w, struct msgbuf *out)
@@ -323,7 +338,7 @@ static void render_token_logins(struct worker *w, struct msgbuf *out)
     sample_count(out, "sluice_token_logins_total", "", NULL, w->stats.token_logins_ok);
     family(out, "sluice_token_login_failures_total", "counter",
            "IAM auth tokens refused, by the check that refused them.");
-    for (size_t why = 0; why < N_TOKEN_FAILURE_SLUGS; why++) {
+    for (size_t why = 0; why < ARRAY_LEN(token_failure_slugs); why++) {
         if (!token_failure_slugs[why])
             continue;
         struct labels labels = { .names = { "reason" }, .values = { token_failure_slugs[why] } };
@@ -357,12 +372,12 @@ static void render_pool_clients(struct worker *w, struct msgbuf *out)
     family(out, "sluice_pool_client_connections", "gauge",
            "Logged-in clients of the pool: active (linked to a backend), waiting for one, idle.");
     TAILQ_FOREACH(pool, &w->pools, link) {
-        struct labels active = pool_labels(pool, "state", "active");
-        struct labels waiting = pool_labels(pool, "state", "waiting");
-        struct labels idle = pool_labels(pool, "state", "idle");
-        sample_count(out, "sluice_pool_client_connections", "", &active, (uint64_t)pool->n_active_clients);
-        sample_count(out, "sluice_pool_client_connections", "", &waiting, (uint64_t)pool->n_waiting);
-        sample_count(out, "sluice_pool_client_connections", "", &idle, (uint64_t)pool->n_idle_clients);
+        const struct state_count counts[] = {
+            { "active", pool->n_active_clients },
+            { "waiting", pool->n_waiting },
+            { "idle", pool->n_idle_clients },
+        };
+        sample_states(out, "sluice_pool_client_connections", pool, counts, ARRAY_LEN(counts));
     }
     family(out, "sluice_pool_longest_wait_seconds", "gauge",
            "How long the client first in the pool's wait queue has waited for a backend (0: none waits).");
@@ -385,12 +400,10 @@ static void render_pool_servers(struct worker *w, struct msgbuf *out)
            "Backend connections of the pool: idle, used (borrowed by a client or running sluice's "
            "own query), connecting (connecting or logging in).");
     TAILQ_FOREACH(pool, &w->pools, link) {
-        struct labels idle = pool_labels(pool, "state", "idle");
-        struct labels used = pool_labels(pool, "state", "used");
-        struct labels connecting = pool_labels(pool, "state", "connecting");
-        sample_count(out, "sluice_pool_server_connections", "", &idle, (uint64_t)pool->n_idle);
-        sample_count(out, "sluice_pool_server_connections", "", &used, (uint64_t)pool->n_used);
-        sample_count(out, "sluice_pool_server_connections", "", &connecting, (uint64_t)pool->n_new);
+        const struct state_count counts[] = {
+            { "idle", pool->n_idle }, { "used", pool->n_used }, { "connecting", pool->n_new },
+        };
+        sample_states(out, "sluice_pool_server_connections", pool, counts, ARRAY_LEN(counts));
     }
     family(out, "sluice_pool_server_connections_in_transaction", "gauge",
            "Used backends whose last ReadyForQuery said they are inside a transaction block.");
@@ -448,7 +461,7 @@ static const struct pool_counter pool_counters[] = {
 
 static void render_pool_counters(struct worker *w, struct msgbuf *out)
 {
-    for (size_t i = 0; i < sizeof(pool_counters) / sizeof(pool_counters[0]); i++) {
+    for (size_t i = 0; i < ARRAY_LEN(pool_counters); i++) {
         const struct pool_counter *counter = &pool_counters[i];
         family(out, counter->name, "counter", counter->help);
         const struct pool *pool;
