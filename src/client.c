@@ -25,6 +25,7 @@
 #include "log.h"
 #include "pool.h"
 #include "server.h"
+#include "session.h"
 
 /* Password and SASL messages are small; anything larger during login is an attack or a bug. */
 #define CLIENT_MAX_AUTH_MESSAGE (TOKEN_MAX_LEN + 1024)
@@ -82,6 +83,7 @@ struct client *client_create(struct worker *w, int fd, const struct sockaddr *ad
     c->connect_time = worker_now(w);
     c->last_activity = c->connect_time;
     param_set_init(&c->params);
+    prepared_client_init(&c->prepared, w->prepared);
     client_describe_peer(c, addr, is_unix);
     conn_tune_socket(fd, w->cfg->tcp_keepalive);
     conn_start_reading(&c->conn);
@@ -160,6 +162,7 @@ void client_close(struct client *c, const char *reason)
     }
     client_leave_pool_list(c);
     client_leave_login_list(c);
+    session_unpin(c);
     client_set_state(c, CLIENT_CLOSED);
     if (c->registered_for_cancel)
         cancel_registry_remove(&w->cancels, c->cancel_pid);
@@ -180,6 +183,8 @@ void client_free(struct client *c)
         free(c->scram);
     }
     param_set_free(&c->params);
+    prepared_client_forget_all(&c->prepared);
+    free(c->pin_statement);
     free(c->startup_copy);
     free(c);
 }
@@ -1029,7 +1034,17 @@ static void client_forward_input(struct client *c)
                 client_pause(c);
             return;
         }
-        client_note_message(c, type);
+        bool in_flight = c->pending_ready > 0 || c->unsynced;
+        if (session_tracks(c)) {
+            enum session_step step = session_client_message(c, type, msg_len, in_flight);
+            if (step == SESSION_WAIT || step == SESSION_CLOSED)
+                return;
+            client_note_message(c, type);
+            if (step == SESSION_HANDLED)
+                continue; /* replaced, or only the rest of it (forward_remaining) is left */
+        } else {
+            client_note_message(c, type);
+        }
         c->forward_remaining = msg_len + 1;
     }
 }

@@ -13,6 +13,7 @@
 #include "auth_scram.h"
 #include "conn.h"
 #include "params.h"
+#include "prepared.h"
 #include "worker.h"
 
 enum client_state {
@@ -53,6 +54,11 @@ struct client {
     const char *database;
     char *startup_copy;             /* owned: user and database strings */
     struct param_set params;        /* session settings this client asked for */
+    struct prepared_client prepared; /* its named prepared statements (transaction mode) */
+    bool pinned;                    /* keeps its backend until it leaves (session state) */
+    int pin_reason;                 /* enum pin_reason */
+    double pin_time;
+    char *pin_statement;            /* the start of the statement that pinned it */
 
     uint32_t cancel_pid;
     uint32_t cancel_key;

@@ -25,6 +25,7 @@ struct pool_stats {
     uint64_t servers_connected;
     uint64_t servers_failed;
     uint64_t wait_timeouts;    /* clients closed by query_wait_timeout */
+    uint64_t pin_events[16];   /* clients pinned, by enum pin_reason */
     struct histogram borrow_latency;  /* request for a backend -> linked */
     struct histogram query_latency;   /* query's first message -> ReadyForQuery */
 };
@@ -58,6 +59,7 @@ struct pool {
     int n_waiting;
     int n_active_clients;               /* linked to a backend */
     int n_idle_clients;                 /* logged in, no backend */
+    int n_pinned;                       /* clients pinned to their backend */
 
     struct param_set defaults;          /* what a fresh backend reports; known once has_defaults */
     bool has_defaults;

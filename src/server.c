@@ -130,6 +130,8 @@ struct server *server_connect(struct pool *pool)
     s->connect_time = worker_now(w);
     s->last_used = s->connect_time;
     param_set_init(&s->params);
+    prepared_server_init(&s->prepared, w->cfg->max_prepared_statements > 0
+                                           ? (size_t)w->cfg->max_prepared_statements : 1);
     server_set_state(s, SERVER_CONNECTING);
     w->n_servers++;
     log_debug("S-%llu: %s/%s connecting to %s:%d", (unsigned long long)s->id, pool->db_name,
@@ -185,6 +187,8 @@ void server_free(struct server *s)
     }
     free(s->internal_error);
     param_set_free(&s->params);
+    prepared_server_forget_all(&s->prepared);
+    reply_queue_free(&s->replies);
     free(s);
 }
 
@@ -587,6 +591,8 @@ static void server_internal_done(struct server *s)
             return;
         }
         param_set_copy(&s->params, &pool->defaults);
+        s->session_dirty = false;
+        prepared_server_forget_all(&s->prepared);
         pool_server_ready(pool, s);
         return;
     case INTERNAL_NONE:
@@ -714,7 +720,8 @@ static void server_ready_for_query(struct server *s, char status)
         return;
     stats->xact_count++;
     stats->xact_time += now - s->last_used;
-    if (s->pool->mode == POOL_MODE_TRANSACTION || s->worker->shutting_down)
+    /* A pinned client keeps its backend for its whole session, as in session mode. */
+    if ((s->pool->mode == POOL_MODE_TRANSACTION && !c->pinned) || s->worker->shutting_down)
         server_release(s);
 }
 
@@ -767,6 +774,7 @@ static void server_forward_input(struct server *s)
             if (evbuffer_copyout(in, ready, sizeof(ready)) < (ev_ssize_t)sizeof(ready))
                 return;
             uint32_t whole = sizeof(ready);
+            session_server_reply(s, 'Z');
             conn_forward(&s->conn, &c->conn, &whole);
             s->pool->stats.bytes_sent += sizeof(ready);
             server_ready_for_query(s, (char)ready[PROTO_HEADER_LEN]);
@@ -776,6 +784,14 @@ static void server_forward_input(struct server *s)
             if (evbuffer_get_length(in) < (size_t)msg_len + 1 && msg_len <= CONN_MAX_INSPECTED_MESSAGE)
                 return;
             server_track_parameter(s, in, msg_len);
+        }
+        if (s->replies.count > 0 && (type == '1' || type == '3' || type == 'E')) {
+            if ((type == '1' || type == '3') && evbuffer_get_length(in) < (size_t)msg_len + 1)
+                return;
+            if (session_server_reply(s, type)) {
+                evbuffer_drain(in, (size_t)msg_len + 1); /* answers a message sluice added */
+                continue;
+            }
         }
         s->forward_remaining = msg_len + 1;
     }
@@ -859,6 +875,11 @@ static void server_back_to_pool(struct server *s)
     if (s->close_needed || s->worker->shutting_down ||
         (cfg->server_lifetime > 0 && now - s->connect_time > cfg->server_lifetime)) {
         server_close(s, s->close_needed ? "configuration changed" : "server_lifetime reached");
+        return;
+    }
+    if (s->session_dirty) {
+        /* A pinned client left state behind: clear all of it, prepared statements included. */
+        server_run_internal(s, INTERNAL_RESET, "DISCARD ALL");
         return;
     }
     bool reset = pool->mode == POOL_MODE_SESSION || cfg->server_reset_query_always;

@@ -12,6 +12,8 @@
 #include "auth_scram.h"
 #include "conn.h"
 #include "params.h"
+#include "prepared.h"
+#include "session.h"
 #include "worker.h"
 
 enum server_state {
@@ -43,6 +45,9 @@ struct server {
 
     struct client *client;          /* linked client while ACTIVE or syncing for it */
     struct param_set params;        /* what this backend's session has now */
+    struct prepared_server prepared; /* shared statements prepared on this backend */
+    struct reply_queue replies;     /* replies owed to tracked messages, in order */
+    bool session_dirty;             /* a pinned client used it: reset before anyone else does */
     uint32_t backend_pid;
     uint32_t backend_key;
     struct scram_client *scram;     /* only during SCRAM login */

@@ -12,6 +12,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/dns.h>
+#include <openssl/rand.h>
 
 #include "admin.h"
 #include "auth_token.h"
@@ -20,6 +21,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "pool.h"
+#include "prepared.h"
 #include "server.h"
 
 #define JANITOR_INTERVAL_USEC 200000
@@ -123,6 +125,9 @@ int worker_init(struct worker *w, struct config *cfg)
         return -1;
     if (conn_flusher_init(&w->flusher, w->base) != 0)
         return -1;
+    uint8_t seed[PREPARED_SEED_LEN];
+    if (RAND_bytes(seed, sizeof(seed)) != 1 || !(w->prepared = prepared_registry_new(0, seed)))
+        return -1;
     w->reaper = event_new(w->base, -1, 0, worker_reaper_cb, w);
     w->janitor = event_new(w->base, -1, EV_PERSIST, worker_janitor_cb, w);
     struct timeval tick = { 0, JANITOR_INTERVAL_USEC };
@@ -188,6 +193,8 @@ void worker_destroy(struct worker *w)
     if (w->reaper)
         event_free(w->reaper);
     conn_flusher_free(&w->flusher);
+    if (w->prepared)
+        prepared_registry_free(w->prepared);
     if (w->janitor)
         event_free(w->janitor);
     if (w->dns)

@@ -25,6 +25,7 @@ struct evdns_base;
 struct token_keyring;
 struct admin_state;
 struct metrics_state;
+struct prepared_registry;
 
 TAILQ_HEAD(client_list, client);
 TAILQ_HEAD(server_list, server);
@@ -65,6 +66,7 @@ struct worker {
     struct event *janitor;         /* periodic: timeouts, lifetimes, min_pool_size */
     struct event *signal_events[4];
 
+    struct prepared_registry *prepared; /* statements shared by this worker's clients */
     struct admin_state *admin;     /* owned by admin.c */
     struct metrics_state *metrics; /* owned by metrics.c */
 

@@ -1,0 +1,516 @@
+/*
+ * session.c: transaction pooling without surprises. Each client message that touches session
+ * state passes through here on its way to a backend:
+ *   - named prepared statements (Parse/Bind/Describe/Close) are renamed to the shared backend
+ *     statement and prepared on whichever backend the client has now, once per backend;
+ *   - statements that leave state in the session (SET, temp tables, LISTEN...) pin the client to
+ *     its backend until it leaves, or are refused (pinning = reject);
+ *   - DISCARD ALL / DEALLOCATE ALL forget what the client and the backend had.
+ * Replies to the Parse and Close messages sluice adds itself are counted in a queue and kept
+ * from the client.
+ */
+#include "session.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "client.h"
+#include "conn.h"
+#include "log.h"
+#include "params.h"
+#include "pinning.h"
+#include "pool.h"
+#include "prepared.h"
+#include "server.h"
+
+/* Queries larger than this are passed on without looking for session state in them. */
+#define SESSION_MAX_SCANNED_QUERY (1024 * 1024)
+/* Bind's portal and statement names must fit in this many bytes after the header. */
+#define SESSION_MAX_BIND_NAMES 1024
+/* Kept in SHOW PINNED and the log: the start of the statement that pinned a client. */
+#define SESSION_PIN_STATEMENT_LEN 200
+/* A backend name no statement ever has: closing or using it touches nothing shared. */
+#define SESSION_NO_STATEMENT "sluice_none"
+
+/* ---- the reply queue ---- */
+
+void reply_queue_free(struct reply_queue *q)
+{
+    free(q->items);
+    memset(q, 0, sizeof(*q));
+}
+
+void reply_queue_clear(struct reply_queue *q)
+{
+    q->head = 0;
+    q->count = 0;
+}
+
+static bool reply_queue_push(struct reply_queue *q, enum reply_kind kind, struct prepared_statement *stmt)
+{
+    if (q->count == q->cap) {
+        uint32_t cap = q->cap ? q->cap * 2 : 16;
+        struct reply_expectation *items = malloc(cap * sizeof(*items));
+        if (!items)
+            return false;
+        for (uint32_t i = 0; i < q->count; i++)
+            items[i] = q->items[(q->head + i) % q->cap];
+        free(q->items);
+        q->items = items;
+        q->head = 0;
+        q->cap = cap;
+    }
+    q->items[(q->head + q->count) % q->cap] = (struct reply_expectation){ kind, stmt };
+    q->count++;
+    return true;
+}
+
+static struct reply_expectation *reply_queue_front(struct reply_queue *q)
+{
+    return q->count ? &q->items[q->head] : NULL;
+}
+
+static void reply_queue_pop(struct reply_queue *q)
+{
+    if (!q->count)
+        return;
+    q->head = (q->head + 1) % q->cap;
+    q->count--;
+}
+
+/* ---- helpers ---- */
+
+bool session_tracks(const struct client *c)
+{
+    return c->pool && c->pool->mode == POOL_MODE_TRANSACTION;
+}
+
+static bool session_prepared_enabled(const struct client *c)
+{
+    return c->worker->cfg->max_prepared_statements > 0;
+}
+
+/*
+ * Parameters the backend reports with ParameterStatus, so a SET of one is followed and replayed
+ * rather than pinned. search_path is reported only from PostgreSQL 18: its SET pins.
+ */
+static bool session_param_is_followed(const char *name)
+{
+    return params_is_tracked(name) && strcasecmp(name, "search_path") != 0;
+}
+
+static struct pinning_rules session_rules(const struct client *c)
+{
+    const char *scs = param_set_get(&c->params, "standard_conforming_strings");
+    if (!scs && c->pool)
+        scs = param_set_get(&c->pool->defaults, "standard_conforming_strings");
+    return (struct pinning_rules){
+        .is_tracked = session_param_is_followed,
+        .standard_conforming_strings = !scs || strcasecmp(scs, "off") != 0,
+    };
+}
+
+static void session_pin(struct client *c, enum pin_reason reason, const char *sql, size_t len)
+{
+    struct pool *pool = c->pool;
+    if (c->pinned)
+        return;
+    c->pinned = true;
+    c->pin_reason = (int)reason;
+    c->pin_time = worker_now(c->worker);
+    size_t keep = len < SESSION_PIN_STATEMENT_LEN ? len : SESSION_PIN_STATEMENT_LEN;
+    c->pin_statement = malloc(keep + 1);
+    if (c->pin_statement) {
+        memcpy(c->pin_statement, sql, keep);
+        c->pin_statement[keep] = '\0';
+    }
+    if (c->server)
+        c->server->session_dirty = true;
+    pool->n_pinned++;
+    if ((size_t)reason < sizeof(pool->stats.pin_events) / sizeof(pool->stats.pin_events[0]))
+        pool->stats.pin_events[reason]++;
+    log_info("C-%llu: %s/%s@%s:%d pinned to its backend: %s", (unsigned long long)c->id,
+             c->database, c->user, c->addr, c->port, pin_reason_name(reason));
+}
+
+void session_unpin(struct client *c)
+{
+    if (!c->pinned)
+        return;
+    c->pinned = false;
+    if (c->pool)
+        c->pool->n_pinned--;
+    free(c->pin_statement);
+    c->pin_statement = NULL;
+}
+
+/* pinning = reject: the backend itself raises the error, so replies stay in order. */
+static void session_reject(struct client *c, enum pin_reason reason, uint32_t msg_len)
+{
+    struct msgbuf *mb = &c->worker->scratch;
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "DO $sluice$BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', MESSAGE = "
+             "'%s would leave session state on a shared connection (pinning = reject)', "
+             "HINT = 'Use a database with pool_mode = session for this client.'; END$sluice$",
+             pin_reason_name(reason));
+    evbuffer_drain(c->conn.in, (size_t)msg_len + 1);
+    msgbuf_reset(mb);
+    proto_build_query(mb, sql);
+    conn_send(&c->server->conn, mb);
+}
+
+static void session_fail(struct client *c, const char *message)
+{
+    client_fail(c, "08P01", message);
+}
+
+/* Values sluice applied with SET may have been reset: make the next hand-out apply them again. */
+static void session_forget_applied_params(struct server *s)
+{
+    for (size_t i = 0; i < s->params.n;) {
+        if (!param_set_get(&s->pool->defaults, s->params.entries[i].name)) {
+            param_set_remove(&s->params, s->params.entries[i].name);
+            continue;
+        }
+        i++;
+    }
+}
+
+/* DEALLOCATE name: a protocol statement of the client's is known to the backend by another name. */
+static void session_deallocate_names(struct client *c, const char *sql, size_t len,
+                                     const struct pinning_rules *rules, bool *all_ours)
+{
+    struct pinning_statement st;
+    size_t offset = 0;
+    *all_ours = true;
+    while (pinning_next_statement(sql, len, &offset, rules, &st)) {
+        if (st.effect == PIN_EFFECT_DEALLOCATE && prepared_client_remove(&c->prepared, st.name))
+            continue;
+        *all_ours = false;
+    }
+}
+
+/* Answers a DEALLOCATE of the client's own statements without the backend. */
+static void session_answer_deallocate(struct client *c, uint32_t msg_len)
+{
+    struct msgbuf *mb = &c->worker->scratch;
+    static const uint8_t complete[] = { 'C', 0, 0, 0, 15, 'D', 'E', 'A', 'L', 'L', 'O', 'C', 'A', 'T', 'E', 0 };
+    evbuffer_drain(c->conn.in, (size_t)msg_len + 1);
+    msgbuf_reset(mb);
+    msgbuf_append(mb, complete, sizeof(complete));
+    proto_build_ready_for_query(mb, c->server->ready_status ? c->server->ready_status : 'I');
+    conn_send(&c->conn, mb);
+}
+
+/* ---- simple query ---- */
+
+static enum session_step session_query(struct client *c, uint32_t msg_len, bool in_flight)
+{
+    struct server *s = c->server;
+    const char *sql;
+    struct pinning_summary summary;
+
+    if (msg_len > SESSION_MAX_SCANNED_QUERY) {
+        reply_queue_push(&s->replies, REPLY_SYNC, NULL);
+        return SESSION_FORWARD;
+    }
+    const uint8_t *msg = conn_pullup_message(c->conn.in, msg_len);
+    if (!msg)
+        return SESSION_WAIT;
+    if (proto_parse_query(msg + PROTO_HEADER_LEN, msg_len - 4, &sql) != PROTO_OK) {
+        session_fail(c, "malformed Query message");
+        return SESSION_CLOSED;
+    }
+    size_t len = msg_len - 5;
+    struct pinning_rules rules = session_rules(c);
+    enum pin_reason reason = pinning_scan(sql, len, &rules, &summary);
+
+    if (summary.forgets_statements) {
+        prepared_client_forget_all(&c->prepared);
+        prepared_server_forget_all(&s->prepared);
+    }
+    if (summary.resets_untracked)
+        session_forget_applied_params(s);
+    if (summary.deallocates && session_prepared_enabled(c)) {
+        bool all_ours;
+        session_deallocate_names(c, sql, len, &rules, &all_ours);
+        if (all_ours && !in_flight && summary.n_statements == 1) {
+            session_answer_deallocate(c, msg_len);
+            return SESSION_HANDLED;
+        }
+    }
+    reply_queue_push(&s->replies, REPLY_SYNC, NULL);
+    if (reason == PIN_NONE || strcmp(c->worker->cfg->pinning, "off") == 0)
+        return SESSION_FORWARD;
+    if (strcmp(c->worker->cfg->pinning, "reject") == 0) {
+        session_reject(c, reason, msg_len);
+        return SESSION_HANDLED;
+    }
+    session_pin(c, reason, sql, len);
+    return SESSION_FORWARD;
+}
+
+/* ---- extended protocol ---- */
+
+/* Closes then prepares stmt on the client's backend; both replies are sluice's own. */
+static bool session_inject_parse(struct client *c, struct prepared_statement *stmt,
+                                 const char *victim, enum reply_kind parse_reply)
+{
+    struct server *s = c->server;
+    struct msgbuf *mb = &c->worker->scratch;
+
+    msgbuf_reset(mb);
+    if (victim && *victim) {
+        prepared_build_close(mb, victim);
+        reply_queue_push(&s->replies, REPLY_CLOSE_OURS, NULL);
+    }
+    /* Close first: Parse must not fail because the backend has it after all. */
+    prepared_build_close(mb, stmt->backend_name);
+    reply_queue_push(&s->replies, REPLY_CLOSE_OURS, NULL);
+    prepared_build_parse(mb, stmt);
+    reply_queue_push(&s->replies, parse_reply, stmt);
+    return conn_send(&s->conn, mb);
+}
+
+/* Makes sure stmt is prepared on the client's backend, preparing it first if not. */
+static bool session_ensure(struct client *c, struct prepared_statement *stmt)
+{
+    char victim[PREPARED_NAME_LEN];
+    switch (prepared_server_ensure(&c->server->prepared, stmt, victim)) {
+    case PREPARED_ON_SERVER:
+        return true;
+    case PREPARED_PARSE_NEEDED:
+        return session_inject_parse(c, stmt, victim, REPLY_PARSE_OURS);
+    case PREPARED_ENSURE_NO_MEMORY:
+        break;
+    }
+    return false;
+}
+
+static enum session_step session_parse(struct client *c, uint32_t msg_len, bool in_flight)
+{
+    struct server *s = c->server;
+    struct prepared_parse parse;
+    struct prepared_statement *stmt = NULL;
+    char victim[PREPARED_NAME_LEN];
+
+    const uint8_t *msg = conn_pullup_message(c->conn.in, msg_len);
+    if (!msg)
+        return SESSION_WAIT;
+    if (prepared_parse_parse(msg + PROTO_HEADER_LEN, msg_len - 4, &parse) != PROTO_OK) {
+        session_fail(c, "malformed Parse message");
+        return SESSION_CLOSED;
+    }
+    struct pinning_rules rules = session_rules(c);
+    enum pin_reason reason = pinning_scan(parse.query, strlen(parse.query), &rules, NULL);
+    if (reason != PIN_NONE && strcmp(c->worker->cfg->pinning, "off") != 0)
+        session_pin(c, reason, parse.query, strlen(parse.query));
+    if (!parse.name[0] || !session_prepared_enabled(c)) {
+        reply_queue_push(&s->replies, REPLY_PARSE, NULL);
+        return SESSION_FORWARD;
+    }
+    /* Parsing a name again replaces it (PostgreSQL would refuse: drivers close first). */
+    prepared_client_remove(&c->prepared, parse.name);
+    if (prepared_client_add(&c->prepared, &parse, &stmt) != PREPARED_ADDED) {
+        client_fail(c, "53200", "out of memory for prepared statements");
+        return SESSION_CLOSED;
+    }
+    enum prepared_ensure_result ensured = prepared_server_ensure(&s->prepared, stmt, victim);
+    if (ensured == PREPARED_ENSURE_NO_MEMORY) {
+        client_fail(c, "53200", "out of memory for prepared statements");
+        return SESSION_CLOSED;
+    }
+    evbuffer_drain(c->conn.in, (size_t)msg_len + 1);
+    if (ensured == PREPARED_ON_SERVER && !in_flight && s->replies.count == 0) {
+        /* Nothing is owed before it: answer ParseComplete here. */
+        static const uint8_t parse_complete[] = { '1', 0, 0, 0, 4 };
+        conn_write(&c->conn, parse_complete, sizeof(parse_complete));
+        return SESSION_HANDLED;
+    }
+    session_inject_parse(c, stmt, ensured == PREPARED_PARSE_NEEDED ? victim : NULL, REPLY_PARSE);
+    return SESSION_HANDLED;
+}
+
+/* The backend name for a client's statement name, preparing it there if needed. */
+static const char *session_backend_name(struct client *c, const char *name, bool *failed)
+{
+    *failed = false;
+    struct prepared_statement *stmt = prepared_client_lookup(&c->prepared, name);
+    if (!stmt)
+        /* Unknown: the backend reports it (26000) under the client's own name, unless that name
+         * could be one of sluice's shared statements. */
+        return strncmp(name, "sluice_", 7) == 0 ? SESSION_NO_STATEMENT : NULL;
+    if (!session_ensure(c, stmt)) {
+        *failed = true;
+        return NULL;
+    }
+    return stmt->backend_name;
+}
+
+/* Bind: only its two names are rewritten; parameters (maybe large) stream on untouched. */
+static enum session_step session_bind(struct client *c, uint32_t msg_len)
+{
+    struct evbuffer *in = c->conn.in;
+    size_t whole = (size_t)msg_len + 1;
+    size_t want = whole < PROTO_HEADER_LEN + SESSION_MAX_BIND_NAMES ? whole : PROTO_HEADER_LEN + SESSION_MAX_BIND_NAMES;
+    bool failed;
+
+    if (!session_prepared_enabled(c))
+        return SESSION_FORWARD;
+    if (evbuffer_get_length(in) < want)
+        return SESSION_WAIT;
+    const uint8_t *msg = evbuffer_pullup(in, (ev_ssize_t)want);
+    const char *portal = (const char *)msg + PROTO_HEADER_LEN;
+    const uint8_t *end = msg + want;
+    const uint8_t *portal_end = memchr(portal, 0, (size_t)(end - (const uint8_t *)portal));
+    const uint8_t *name_end = portal_end ? memchr(portal_end + 1, 0, (size_t)(end - portal_end - 1)) : NULL;
+    if (!name_end) {
+        session_fail(c, want == whole ? "malformed Bind message" : "Bind names too long");
+        return SESSION_CLOSED;
+    }
+    const char *name = (const char *)portal_end + 1;
+    if (!*name)
+        return SESSION_FORWARD;
+    const char *backend_name = session_backend_name(c, name, &failed);
+    if (failed) {
+        client_fail(c, "53200", "out of memory for prepared statements");
+        return SESSION_CLOSED;
+    }
+    if (!backend_name)
+        return SESSION_FORWARD;
+
+    size_t portal_len = (size_t)(portal_end - (const uint8_t *)portal);
+    size_t old_prefix = PROTO_HEADER_LEN + portal_len + 1 + strlen(name) + 1;
+    size_t new_name_len = strlen(backend_name);
+    uint32_t new_len = (uint32_t)(msg_len - strlen(name) + new_name_len);
+    uint8_t header[PROTO_HEADER_LEN];
+    uint32_t be_len = htonl(new_len);
+    header[0] = 'B';
+    memcpy(header + 1, &be_len, 4);
+    struct msgbuf *mb = &c->worker->scratch;
+    msgbuf_reset(mb);
+    msgbuf_append(mb, header, sizeof(header));
+    msgbuf_append(mb, portal, portal_len + 1);
+    msgbuf_append(mb, backend_name, new_name_len + 1);
+    if (!conn_send(&c->server->conn, mb)) {
+        client_fail(c, "53200", "out of memory");
+        return SESSION_CLOSED;
+    }
+    evbuffer_drain(in, old_prefix);
+    c->forward_remaining = (uint32_t)(whole - old_prefix);
+    return SESSION_HANDLED;
+}
+
+/* Describe and Close of a statement: renamed; Close of one also forgets it for this client only. */
+static enum session_step session_target(struct client *c, uint8_t type, uint32_t msg_len)
+{
+    struct server *s = c->server;
+    char kind;
+    const char *name;
+    bool failed;
+
+    if (msg_len > CONN_MAX_INSPECTED_MESSAGE) {
+        session_fail(c, "malformed Describe or Close message");
+        return SESSION_CLOSED;
+    }
+    const uint8_t *msg = conn_pullup_message(c->conn.in, msg_len);
+    if (!msg)
+        return SESSION_WAIT;
+    const uint8_t *body = msg + PROTO_HEADER_LEN;
+    if (prepared_parse_target(body, msg_len - 4, &kind, &name) != PROTO_OK) {
+        session_fail(c, "malformed Describe or Close message");
+        return SESSION_CLOSED;
+    }
+    if (type == 'C')
+        reply_queue_push(&s->replies, REPLY_CLOSE, NULL);
+    if (kind != 'S' || !*name || !session_prepared_enabled(c))
+        return SESSION_FORWARD;
+
+    const char *backend_name;
+    if (type == 'C') {
+        /* Other clients may share the backend statement: it stays; only the name goes. */
+        prepared_client_remove(&c->prepared, name);
+        backend_name = SESSION_NO_STATEMENT;
+    } else {
+        backend_name = session_backend_name(c, name, &failed);
+        if (failed) {
+            client_fail(c, "53200", "out of memory for prepared statements");
+            return SESSION_CLOSED;
+        }
+        if (!backend_name)
+            return SESSION_FORWARD;
+    }
+    struct msgbuf *mb = &c->worker->scratch;
+    msgbuf_reset(mb);
+    if (prepared_rewrite(mb, (char)type, body, msg_len - 4, backend_name) != PROTO_OK ||
+        !conn_send(&s->conn, mb)) {
+        session_fail(c, "malformed Describe or Close message");
+        return SESSION_CLOSED;
+    }
+    evbuffer_drain(c->conn.in, (size_t)msg_len + 1);
+    return SESSION_HANDLED;
+}
+
+enum session_step session_client_message(struct client *c, uint8_t type, uint32_t msg_len,
+                                         bool in_flight)
+{
+    switch (type) {
+    case 'Q':
+        return session_query(c, msg_len, in_flight);
+    case 'P':
+        return session_parse(c, msg_len, in_flight);
+    case 'B':
+        return session_bind(c, msg_len);
+    case 'D':
+    case 'C':
+        return session_target(c, type, msg_len);
+    case 'S':
+        reply_queue_push(&c->server->replies, REPLY_SYNC, NULL);
+        return SESSION_FORWARD;
+    default:
+        return SESSION_FORWARD;
+    }
+}
+
+/* ---- replies ---- */
+
+/* After an error the backend skips everything up to the next Sync: so do the expectations. */
+static void session_skip_to_sync(struct server *s)
+{
+    struct reply_expectation *e;
+    while ((e = reply_queue_front(&s->replies)) && e->kind != REPLY_SYNC) {
+        if (e->stmt && prepared_server_has(&s->prepared, e->stmt))
+            prepared_server_forget(&s->prepared, e->stmt);
+        reply_queue_pop(&s->replies);
+    }
+}
+
+bool session_server_reply(struct server *s, uint8_t type)
+{
+    struct reply_expectation *e = reply_queue_front(&s->replies);
+    if (!e)
+        return false;
+    switch (type) {
+    case '1':
+    case '3': {
+        if (e->kind == REPLY_SYNC)
+            return false; /* not one of ours: pass it on */
+        bool ours = e->kind == REPLY_PARSE_OURS || e->kind == REPLY_CLOSE_OURS;
+        reply_queue_pop(&s->replies);
+        return ours;
+    }
+    case 'E':
+        session_skip_to_sync(s);
+        return false;
+    case 'Z':
+        if (e->kind == REPLY_SYNC)
+            reply_queue_pop(&s->replies);
+        return false;
+    default:
+        return false;
+    }
+}

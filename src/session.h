@@ -1,0 +1,69 @@
+/*
+ * session.h: what transaction pooling does to a client's messages so that session state behaves
+ * as on a dedicated connection: protocol-level prepared statements renamed to shared backend
+ * statements and prepared wherever the client lands, statements that leave session state
+ * detected (the client is then pinned to its backend), and the replies to messages sluice adds
+ * on its own kept from the client.
+ */
+#ifndef SLUICE_SESSION_H
+#define SLUICE_SESSION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct client;
+struct server;
+struct prepared_statement;
+
+/* What the backend's next replies to sluice-tracked messages are, in order. */
+enum reply_kind {
+    REPLY_PARSE,          /* ParseComplete for the client */
+    REPLY_PARSE_OURS,     /* ParseComplete for a Parse sluice added: not for the client */
+    REPLY_CLOSE,          /* CloseComplete for the client */
+    REPLY_CLOSE_OURS,     /* CloseComplete for a Close sluice added */
+    REPLY_SYNC,           /* ReadyForQuery ending a Sync or a simple Query */
+};
+
+struct reply_expectation {
+    enum reply_kind kind;
+    struct prepared_statement *stmt; /* the statement a Parse prepares, or NULL */
+};
+
+struct reply_queue {
+    struct reply_expectation *items; /* ring; NULL until first used */
+    uint32_t head;
+    uint32_t count;
+    uint32_t cap;
+};
+
+void reply_queue_free(struct reply_queue *q);
+void reply_queue_clear(struct reply_queue *q);
+
+enum session_step {
+    SESSION_FORWARD,  /* pass the message as it is */
+    SESSION_HANDLED,  /* sluice consumed the message and wrote what replaces it */
+    SESSION_WAIT,     /* the whole message (or its names) is not buffered yet */
+    SESSION_CLOSED,   /* the client was failed */
+};
+
+/* Does this client's traffic need the work below (transaction mode)? */
+bool session_tracks(const struct client *c);
+
+/*
+ * A client message of this type and length is next in the client's input and its backend is
+ * ready for it. Rewrites, injects or records what transaction pooling needs. in_flight: the
+ * backend still owes replies to earlier messages.
+ */
+enum session_step session_client_message(struct client *c, uint8_t type, uint32_t msg_len,
+                                         bool in_flight);
+
+/*
+ * A reply of this type from the backend, before it is passed on: returns true if it answers a
+ * message sluice added and must not reach the client.
+ */
+bool session_server_reply(struct server *s, uint8_t type);
+
+/* The client leaves or the backend is reset: forget the client's pin. */
+void session_unpin(struct client *c);
+
+#endif
