@@ -120,6 +120,19 @@ def wait_for(predicate, timeout, interval=0.05, what="condition"):
         time.sleep(interval)
 
 
+def make_certificates(directory):
+    """The certificates tests/tls/make-certs.sh makes (ca, server for localhost, client, and an
+    unrelated CA with a client of its own) in directory, made once; returns the directory."""
+    srcdir = os.environ.get("SLUICE_SRCDIR") or os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                             "..", "..")
+    script = os.path.join(srcdir, "tests", "tls", "make-certs.sh")
+    result = subprocess.run(["sh", script, directory], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, timeout=60)
+    if result.returncode != 0:
+        raise TestFailure(f"{script} failed:\n{result.stdout}")
+    return directory
+
+
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -1178,6 +1191,10 @@ class Context:
         endpoint.write_config(config_text)
         self.endpoints.append(endpoint)
         return endpoint
+
+    def certificates(self):
+        """A directory with the test certificates (make_certificates), shared by the file's tests."""
+        return make_certificates(os.path.join(self._suite.base_dir(), "certs"))
 
     def note(self, text):
         self.notes.append(str(text))
