@@ -20,6 +20,7 @@ void cancel_registry_init(struct cancel_registry *reg)
     reg->free_slots = NULL;
     reg->n_free = 0;
     reg->generation = 1;
+    reg->n_random_keys = 0;
 }
 
 void cancel_registry_free(struct cancel_registry *reg)
@@ -58,10 +59,14 @@ int cancel_registry_add(struct cancel_registry *reg, struct client *client, uint
 {
     if (reg->n_free == 0 && cancel_registry_grow(reg) != 0)
         return -1;
+    if (reg->n_random_keys == 0) {
+        if (RAND_bytes((unsigned char *)reg->random_keys, sizeof(reg->random_keys)) != 1)
+            return -1;
+        reg->n_random_keys = sizeof(reg->random_keys) / sizeof(reg->random_keys[0]);
+    }
     size_t slot = reg->free_slots[--reg->n_free];
-    uint32_t random_key;
-    if (RAND_bytes((unsigned char *)&random_key, sizeof(random_key)) != 1)
-        return -1;
+    uint32_t random_key = reg->random_keys[--reg->n_random_keys];
+    reg->random_keys[reg->n_random_keys] = 0;
     reg->generation = (reg->generation + 1) & CANCEL_GENERATION_MASK;
     if (reg->generation == 0)
         reg->generation = 1;

@@ -24,6 +24,8 @@ struct cancel_registry {
     size_t *free_slots;    /* stack of unused slot indexes */
     size_t n_free;
     uint32_t generation;   /* varies pids so a stale key does not match a reused slot */
+    uint32_t random_keys[64]; /* drawn from the CSPRNG in batches: one call per 64 logins */
+    size_t n_random_keys;
 };
 
 void cancel_registry_init(struct cancel_registry *reg);

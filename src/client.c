@@ -85,7 +85,7 @@ struct client *client_create(struct worker *w, int fd, const struct sockaddr *ad
     param_set_init(&c->params);
     prepared_client_init(&c->prepared, w->prepared);
     client_describe_peer(c, addr, is_unix);
-    conn_tune_socket(fd, w->cfg->tcp_keepalive);
+    /* TCP_NODELAY and SO_KEEPALIVE come from the listening socket (Linux copies them). */
     conn_start_reading(&c->conn);
 
     TAILQ_INSERT_TAIL(&w->clients, c, link);

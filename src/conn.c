@@ -112,9 +112,8 @@ int conn_open_accepted(struct conn *conn, struct event_base *base, struct conn_f
                        evutil_socket_t fd, conn_read_fn on_read, conn_drain_fn on_drain,
                        conn_event_fn on_event, void *arg)
 {
+    /* The listener accepts with SOCK_NONBLOCK: no fcntl here. */
     conn_init_common(conn, base, flusher, on_read, on_drain, on_event, arg);
-    if (evutil_make_socket_nonblocking(fd) != 0)
-        return -1;
     return conn_attach(conn, fd);
 }
 

@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <event2/listener.h>
 
+#include "conn.h"
 #include "log.h"
 
 #define LISTEN_BACKLOG 4096
@@ -76,6 +77,8 @@ static struct listener *listener_new(struct worker *w, const struct sockaddr *ad
         free(l);
         return NULL;
     }
+    if (!is_unix)
+        conn_tune_socket(evconnlistener_get_fd(l->evl), w->cfg->tcp_keepalive);
     l->resume_timer = evtimer_new(w->base, listener_resume_cb, l);
     evconnlistener_set_error_cb(l->evl, listener_error_cb);
     l->next = w->listeners;
