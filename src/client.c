@@ -136,6 +136,18 @@ static void client_leave_pool_list(struct client *c)
     c->in_pool_list = false;
 }
 
+/* Lets go of the backend (kept only if clean) and leaves every queue the client waits in. */
+static void client_detach(struct client *c)
+{
+    if (c->server) {
+        struct server *s = c->server;
+        c->server = NULL;
+        server_client_left(s);
+    }
+    client_leave_pool_list(c);
+    client_leave_login_list(c);
+}
+
 static void client_log_disconnect(struct client *c, const char *reason)
 {
     struct config *cfg = c->worker->cfg;
@@ -155,13 +167,7 @@ void client_close(struct client *c, const char *reason)
     client_log_disconnect(c, reason);
     if (c->is_admin)
         admin_client_closed(w, c);
-    if (c->server) {
-        struct server *s = c->server;
-        c->server = NULL;
-        server_client_left(s);
-    }
-    client_leave_pool_list(c);
-    client_leave_login_list(c);
+    client_detach(c);
     session_unpin(c);
     client_set_state(c, CLIENT_CLOSED);
     if (c->registered_for_cancel)
@@ -199,13 +205,7 @@ void client_fail(struct client *c, const char *sqlstate, const char *message)
         log_info("C-%llu: %s/%s@%s:%d error %s: %s", (unsigned long long)c->id,
                  c->database ? c->database : "-", c->user ? c->user : "-", c->addr, c->port,
                  sqlstate, message);
-    if (c->server) {
-        struct server *s = c->server;
-        c->server = NULL;
-        server_client_left(s);
-    }
-    client_leave_pool_list(c);
-    client_leave_login_list(c);
+    client_detach(c);
     msgbuf_reset(mb);
     proto_build_error(mb, "FATAL", sqlstate, message, NULL, NULL);
     if (!conn_send(&c->conn, mb)) {

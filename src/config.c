@@ -4,6 +4,7 @@
  * cut at inih's fixed 200-byte line buffer. [databases] and [users] values are libpq-style
  * keyword=value strings parsed here.
  */
+#include "errbuf.h"
 #include "config.h"
 
 #include <ctype.h>
@@ -1091,18 +1092,6 @@ int config_load_string(const char *text, const char *path, struct config **out, 
     return 0;
 }
 
-__attribute__((format(printf, 3, 4))) static void report(char *err, size_t err_len,
-                                                         const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || err_len == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
-
 char *config_read_file(const char *path, size_t *len, char *err, size_t err_len)
 {
     FILE *f;
@@ -1113,7 +1102,7 @@ char *config_read_file(const char *path, size_t *len, char *err, size_t err_len)
 
     f = fopen(path, "rb");
     if (f == NULL) {
-        report(err, err_len, "%s: cannot open: %s", path, strerror(errno));
+        errbuf_set(err, err_len, "%s: cannot open: %s", path, strerror(errno));
         return NULL;
     }
     for (;;) {
@@ -1140,7 +1129,7 @@ char *config_read_file(const char *path, size_t *len, char *err, size_t err_len)
     }
     fclose(f);
     if (why != NULL) {
-        report(err, err_len, "%s: cannot read: %s", path, why);
+        errbuf_set(err, err_len, "%s: cannot read: %s", path, why);
         free(text);
         return NULL;
     }
@@ -1149,7 +1138,7 @@ char *config_read_file(const char *path, size_t *len, char *err, size_t err_len)
         if (text[i] == '\n')
             line++;
         if (text[i] == '\0') {
-            report(err, err_len, "%s:%d: holds a NUL byte (not a text file?)", path, line);
+            errbuf_set(err, err_len, "%s:%d: holds a NUL byte (not a text file?)", path, line);
             free(text);
             return NULL;
         }

@@ -4,6 +4,7 @@
  * may change, the libpq "options" switches, and the SQL that makes a server match a client.
  * Parameter names compare case-insensitively, as PostgreSQL's GUC names do.
  */
+#include "errbuf.h"
 #include "params.h"
 
 #include <stdarg.h>
@@ -75,18 +76,6 @@ static bool name_in_list(const char *name, const char *const *list, size_t n)
             return true;
     }
     return false;
-}
-
-__attribute__((format(printf, 3, 4))) static void set_error(char *err, size_t err_len,
-                                                             const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || err_len == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
 }
 
 /* ---- param_set ---- */
@@ -266,12 +255,12 @@ static int put_setting(struct param_set *set, char *setting, const char *switch_
     char *equals = strchr(setting, '=');
 
     if (equals == NULL) {
-        set_error(err, err_len, "%s%.*s requires a value (name=value)", switch_text,
+        errbuf_set(err, err_len, "%s%.*s requires a value (name=value)", switch_text,
                   ERROR_SWITCH_SHOWN, setting);
         return -1;
     }
     if (equals == setting) {
-        set_error(err, err_len, "%s%.*s is missing a parameter name", switch_text,
+        errbuf_set(err, err_len, "%s%.*s is missing a parameter name", switch_text,
                   ERROR_SWITCH_SHOWN, setting);
         return -1;
     }
@@ -281,7 +270,7 @@ static int put_setting(struct param_set *set, char *setting, const char *switch_
             *p = '_';
     }
     if (param_set_put(set, setting, equals + 1) != 0) {
-        set_error(err, err_len, "out of memory");
+        errbuf_set(err, err_len, "out of memory");
         return -1;
     }
     return 0;
@@ -295,7 +284,7 @@ static int parse_option_words(const char *options, char *word, struct param_set 
     while (next_word(&cursor, word)) {
         if (strcmp(word, "-c") == 0) {
             if (!next_word(&cursor, word)) {
-                set_error(err, err_len, "-c requires a value (name=value)");
+                errbuf_set(err, err_len, "-c requires a value (name=value)");
                 return -1;
             }
             if (put_setting(set, word, "-c ", err, err_len) != 0)
@@ -307,7 +296,7 @@ static int parse_option_words(const char *options, char *word, struct param_set 
             if (put_setting(set, word + 2, "--", err, err_len) != 0)
                 return -1;
         } else {
-            set_error(err, err_len,
+            errbuf_set(err, err_len,
                       "unsupported switch \"%.*s\" in options: only -c name=value and "
                       "--name=value are accepted",
                       ERROR_SWITCH_SHOWN, word);
@@ -327,7 +316,7 @@ int params_parse_options(const char *options, struct param_set *set, char *err, 
     /* No word is longer than the whole value, so one buffer of that size holds each in turn. */
     word = malloc(strlen(options) + 1);
     if (word == NULL) {
-        set_error(err, err_len, "out of memory");
+        errbuf_set(err, err_len, "out of memory");
         return -1;
     }
     rc = parse_option_words(options, word, set, err, err_len);

@@ -5,6 +5,7 @@
  * against the buffer and against a maximum before it is used, and every string must end with a
  * NUL inside its message.
  */
+#include "errbuf.h"
 #include "proto.h"
 
 #include <arpa/inet.h>
@@ -87,18 +88,6 @@ static enum proto_result parse_single_string(const uint8_t *body, size_t body_le
     return PROTO_OK;
 }
 
-__attribute__((format(printf, 3, 4))) static void set_error(char *err, size_t err_len,
-                                                             const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || err_len == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
-
 /* ---- framing ---- */
 
 enum proto_result proto_peek_header(const uint8_t *buf, size_t len, uint32_t max_len,
@@ -137,7 +126,7 @@ static enum proto_result parse_fixed_request(const uint8_t *buf, size_t len,
                                              size_t err_len)
 {
     if (len != expected_len) {
-        set_error(err, err_len, "invalid %s: %zu bytes instead of %zu", what, len, expected_len);
+        errbuf_set(err, err_len, "invalid %s: %zu bytes instead of %zu", what, len, expected_len);
         return PROTO_ERROR;
     }
     out->kind = kind;
@@ -166,11 +155,11 @@ static enum proto_result add_startup_param(struct startup_packet *out, const cha
     size_t used = is_option ? out->n_protocol_options : out->n_params;
 
     if (duplicate) {
-        set_error(err, err_len, "duplicate startup parameter \"%.*s\"", ERROR_NAME_SHOWN, name);
+        errbuf_set(err, err_len, "duplicate startup parameter \"%.*s\"", ERROR_NAME_SHOWN, name);
         return PROTO_ERROR;
     }
     if (used == PROTO_MAX_STARTUP_PARAMS) {
-        set_error(err, err_len, "too many startup parameters (at most %d are accepted)",
+        errbuf_set(err, err_len, "too many startup parameters (at most %d are accepted)",
                   PROTO_MAX_STARTUP_PARAMS);
         return PROTO_ERROR;
     }
@@ -195,13 +184,13 @@ static enum proto_result parse_startup_params(const uint8_t *buf, size_t len,
 
     for (;;) {
         if (!read_cstring(&r, &name)) {
-            set_error(err, err_len, "%s", missing_terminator);
+            errbuf_set(err, err_len, "%s", missing_terminator);
             return PROTO_ERROR;
         }
         if (name[0] == '\0')
             break;
         if (!read_cstring(&r, &value)) {
-            set_error(err, err_len,
+            errbuf_set(err, err_len,
                       "invalid startup packet layout: parameter \"%.*s\" has no value",
                       ERROR_NAME_SHOWN, name);
             return PROTO_ERROR;
@@ -210,12 +199,12 @@ static enum proto_result parse_startup_params(const uint8_t *buf, size_t len,
             return PROTO_ERROR;
     }
     if (!reader_at_end(&r)) {
-        set_error(err, err_len, "%s", missing_terminator);
+        errbuf_set(err, err_len, "%s", missing_terminator);
         return PROTO_ERROR;
     }
     user = proto_startup_get(out, "user");
     if (user == NULL || user[0] == '\0') {
-        set_error(err, err_len, "no PostgreSQL user name specified in startup packet");
+        errbuf_set(err, err_len, "no PostgreSQL user name specified in startup packet");
         return PROTO_ERROR;
     }
     return PROTO_OK;
@@ -228,11 +217,11 @@ enum proto_result proto_parse_startup(const uint8_t *buf, size_t len, struct sta
 
     memset(out, 0, sizeof(*out));
     if (buf == NULL || len < STARTUP_MIN_LEN || len > PROTO_MAX_STARTUP_LEN) {
-        set_error(err, err_len, "invalid length of startup packet: %zu bytes", len);
+        errbuf_set(err, err_len, "invalid length of startup packet: %zu bytes", len);
         return PROTO_ERROR;
     }
     if (decode_u32(buf) != len) {
-        set_error(err, err_len, "startup packet length field %u does not match its %zu bytes",
+        errbuf_set(err, err_len, "startup packet length field %u does not match its %zu bytes",
                   decode_u32(buf), len);
         return PROTO_ERROR;
     }
@@ -251,7 +240,7 @@ enum proto_result proto_parse_startup(const uint8_t *buf, size_t len, struct sta
         break;
     }
     if ((code >> 16) != (PROTO_VERSION_3_0 >> 16)) {
-        set_error(err, err_len, "unsupported frontend protocol %u.%u: server supports 3.0",
+        errbuf_set(err, err_len, "unsupported frontend protocol %u.%u: server supports 3.0",
                   code >> 16, code & 0xffffu);
         return PROTO_ERROR;
     }

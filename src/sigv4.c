@@ -3,6 +3,7 @@
  * all an RDS IAM auth token is. Everything here is pure (no clock, no I/O) so the unit tests can
  * hold each step against the AWS SDKs' published values.
  */
+#include "errbuf.h"
 #include "sigv4.h"
 
 #include <openssl/crypto.h>
@@ -375,19 +376,6 @@ int sigv4_parse_amz_date(const char *s, size_t len, time_t *t)
     return 0;
 }
 
-static void set_error(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_error(char *err, size_t err_len, const char *fmt, ...)
-{
-    va_list ap;
-    if (err == NULL || err_len == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
-
 /* The SDKs put the host into the token as given, so it must not carry URL syntax of its own. */
 static bool is_plain_host(const char *host)
 {
@@ -412,16 +400,16 @@ static int check_token_request(const struct sigv4_rds_token_request *req, char *
     time_t ignored;
 
     if (is_empty(req->host) || !is_plain_host(req->host)) {
-        set_error(err, err_len, "host must be a plain host name or address (no '/', '?', spaces)");
+        errbuf_set(err, err_len, "host must be a plain host name or address (no '/', '?', spaces)");
         return -1;
     }
     if (req->port < 1 || req->port > 65535) {
-        set_error(err, err_len, "port %d is not between 1 and 65535", req->port);
+        errbuf_set(err, err_len, "port %d is not between 1 and 65535", req->port);
         return -1;
     }
     if (is_empty(req->user) || is_empty(req->region) || is_empty(req->access_key_id) ||
         is_empty(req->secret_access_key)) {
-        set_error(err, err_len, "%s is empty",
+        errbuf_set(err, err_len, "%s is empty",
                   is_empty(req->user)            ? "user name"
                   : is_empty(req->region)        ? "region"
                   : is_empty(req->access_key_id) ? "access key id"
@@ -429,20 +417,20 @@ static int check_token_request(const struct sigv4_rds_token_request *req, char *
         return -1;
     }
     if (strspn(req->region, "abcdefghijklmnopqrstuvwxyz0123456789-") != strlen(req->region)) {
-        set_error(err, err_len, "region must be lowercase letters, digits and '-' (us-east-1)");
+        errbuf_set(err, err_len, "region must be lowercase letters, digits and '-' (us-east-1)");
         return -1;
     }
     if (strpbrk(req->access_key_id, "/ \t\r\n") != NULL) {
-        set_error(err, err_len, "access key id must not contain '/' or spaces");
+        errbuf_set(err, err_len, "access key id must not contain '/' or spaces");
         return -1;
     }
     if (req->amz_date == NULL ||
         sigv4_parse_amz_date(req->amz_date, strlen(req->amz_date), &ignored) != 0) {
-        set_error(err, err_len, "date must be a real UTC time written YYYYMMDDTHHMMSSZ");
+        errbuf_set(err, err_len, "date must be a real UTC time written YYYYMMDDTHHMMSSZ");
         return -1;
     }
     if (req->expires < 1 || req->expires > SIGV4_MAX_EXPIRES) {
-        set_error(err, err_len, "expires %d is not between 1 and %d seconds", req->expires,
+        errbuf_set(err, err_len, "expires %d is not between 1 and %d seconds", req->expires,
                   SIGV4_MAX_EXPIRES);
         return -1;
     }
@@ -554,7 +542,7 @@ int sigv4_presign_rds_token(const struct sigv4_rds_token_request *req, char **to
         OPENSSL_cleanse(&own_steps, sizeof own_steps);
     free(parts.credential);
     if (*token == NULL) {
-        set_error(err, err_len, "out of memory");
+        errbuf_set(err, err_len, "out of memory");
         return -1;
     }
     return 0;
