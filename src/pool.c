@@ -145,15 +145,23 @@ static bool pool_in_login_backoff(const struct pool *pool)
 }
 
 /* Opens one more backend if the pool has room and is not backing off after a failed login. */
-static bool pool_launch_server(struct pool *pool)
+static bool pool_launch_server_for(struct pool *pool, bool for_login)
 {
     struct worker *w = pool->worker;
-    if (pool_server_count(pool) >= pool->pool_size || pool_in_login_backoff(pool) || pool->paused)
+    /* A paused pool opens no backend for queries, but one to learn the session defaults, so
+     * logins still complete and wait with their first query like everyone else. */
+    if (pool_server_count(pool) >= pool->pool_size || pool_in_login_backoff(pool) ||
+        (pool->paused && !for_login))
         return false;
     int global_limit = w->cfg->max_db_connections;
     if (global_limit > 0 && (int)w->n_servers >= global_limit)
         return false;
     return server_connect(pool) != NULL;
+}
+
+static bool pool_launch_server(struct pool *pool)
+{
+    return pool_launch_server_for(pool, false);
 }
 
 static void pool_fail_clients(struct client_list *list, const char *sqlstate, const char *message)
@@ -175,7 +183,7 @@ void pool_request_defaults(struct pool *pool)
 {
     if (pool->n_new > 0 || pool->n_idle + pool->n_used > 0)
         return; /* a backend is on its way or already reported */
-    if (!pool_launch_server(pool) && pool_in_login_backoff(pool))
+    if (!pool_launch_server_for(pool, true) && pool_in_login_backoff(pool))
         pool_fail_for_login_error(pool);
 }
 

@@ -103,7 +103,7 @@ static char *vector_file_path(void)
     if (shared != NULL) {
         if (asprintf(&path, "%s/vectors/rds-auth-token.txt", shared) < 0)
             return NULL;
-    } else if (asprintf(&path, "%s/../shared/vectors/rds-auth-token.txt", srcdir) < 0) {
+    } else if (asprintf(&path, "%s/tests/vectors/rds-auth-token.txt", srcdir) < 0) {
         return NULL;
     }
     return path;
