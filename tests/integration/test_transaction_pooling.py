@@ -352,34 +352,90 @@ def pinning_off(t):
     check(PIN_LOG_LINE not in s.log_text(), "pinning = off pinned a client")
 
 
-@test("a pinned client is logged and listed in SHOW PINNED until it leaves", sluice_only=True)
-def pinned_clients_are_visible(t):
+@test("a pinned client is logged with its pool and the kind of statement", sluice_only=True)
+def pinned_client_is_logged(t):
+    s = transaction_pool(t)
+    conn = s.connect()
+    run_statements(conn, ["SELECT 1"])
+    check(PIN_LOG_LINE not in s.log_text(), "a plain SELECT pinned its client")
+    run_statements(conn, ["CREATE TEMP TABLE logged_pin (x int)"])
+    lines = wait_for(lambda: [line for line in s.log_text().splitlines() if PIN_LOG_LINE in line],
+                     5, what="the pin to be logged")
+    check_equal(len(lines), 1, "log lines about pinning")
+    check("appdb/app" in lines[0], f"the log line does not name the pool: {lines[0]}")
+    check("temporary table" in lines[0], f"the log line does not say why: {lines[0]}")
+
+
+@test("SHOW PINNED and SHOW POOLS count a pinned client until it leaves", sluice_only=True)
+def pinned_clients_are_listed(t):
     users = dict(harness.default_users(t.cluster))
     users[ADMIN[0]] = ADMIN[1]
     s = t.sluice(settings={"pool_mode": "transaction", "admin_users": ADMIN[0]}, users=users)
     admin = s.connect(dbname="sluice", user=ADMIN[0], password=ADMIN[1])
 
-    def pinned_rows():
+    def show(subject):
         with admin.cursor() as cur:
-            cur.execute("SHOW PINNED")
+            cur.execute(f"SHOW {subject}")
             names = [d.name for d in cur.description]
             return [dict(zip(names, row)) for row in cur.fetchall()]
 
+    def pinned_in_pools():
+        rows = [r for r in show("POOLS") if r["database"] == "appdb"]
+        check_equal(len(rows), 1, "SHOW POOLS rows for appdb")
+        check("pinned" in rows[0], f"SHOW POOLS has no pinned column: {sorted(rows[0])}")
+        return rows[0]["pinned"]
+
     conn = s.connect()
     run_statements(conn, ["SELECT 1"])
-    check_equal(pinned_rows(), [], "SHOW PINNED before any session state")
+    check_equal(show("PINNED"), [], "SHOW PINNED before any session state")
+    check_equal(pinned_in_pools(), 0, "pinned clients in SHOW POOLS before any session state")
     run_statements(conn, ["CREATE TEMP TABLE visible_pin (x int)"])
-    log_line = wait_for(lambda: [line for line in s.log_text().splitlines() if PIN_LOG_LINE in line],
-                        5, what="the pin to be logged")
-    check("appdb/app" in log_line[0], f"the log line does not name the pool: {log_line[0]}")
-    rows = pinned_rows()
+    rows = show("PINNED")
     check_equal(len(rows), 1, "SHOW PINNED rows")
     check_equal((rows[0]["database"], rows[0]["user"]), ("appdb", "app"), "pinned client's pool")
     check("temp" in rows[0]["reason"], f"reason in SHOW PINNED: {rows[0]['reason']!r}")
     check("visible_pin" in (rows[0]["statement"] or ""),
           f"statement in SHOW PINNED: {rows[0]['statement']!r}")
+    check_equal(pinned_in_pools(), 1, "pinned clients in SHOW POOLS")
     conn.close()
-    wait_for(lambda: pinned_rows() == [], 5, what="SHOW PINNED to forget the client that left")
+    wait_for(lambda: show("PINNED") == [], 5, what="SHOW PINNED to forget the client that left")
+    check_equal(pinned_in_pools(), 0, "pinned clients in SHOW POOLS after the client left")
+
+
+@test("pinning = reject refuses session state sent through the extended protocol too",
+      sluice_only=True)
+def pinning_reject_extended(t):
+    s = transaction_pool(t, pinning="reject")
+    a = Protocol(s)
+    b = s.connect()
+    result = a.wire.extended("SET work_mem = '7MB'", describe=False)
+    check_equal(sqlstates(result), ["0A000"], "SQLSTATEs of SET through Parse/Bind/Execute")
+    check("pinning" in result.errors[0].get("M", ""), f"error message: {result.errors[0]}")
+    check_equal(result.status, "I", "ReadyForQuery status after the refusal")
+    check_equal(a.value("SHOW work_mem"), DEFAULT_WORK_MEM, "work_mem after the refusal")
+    check_equal(Background(one_value, b, "SELECT 'b ran'").result(5), "b ran",
+                "another client's query (nobody is pinned)")
+    check(PIN_LOG_LINE not in s.log_text(), "a refused statement pinned its client")
+
+
+@test("a pinned client leaving mid-transaction: its backend is rolled back and reset",
+      sluice_only=True)
+def pinned_client_leaves_mid_transaction(t):
+    s = transaction_pool(t)
+    a, b = s.connect(), s.connect()
+    pid = one_value(b, "SELECT pg_backend_pid()")
+    with a.cursor() as cur:
+        cur.execute("BEGIN")
+        cur.execute("SELECT pg_advisory_lock(777)")
+        cur.execute("SET work_mem = '5MB'")
+        cur.execute("CREATE TEMP TABLE left_open (x int)")
+    waiting = Background(all_rows, b, "SELECT pg_backend_pid(), current_setting('work_mem'), "
+                                      "(SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'), "
+                                      "to_regclass('pg_temp.left_open') IS NULL")
+    check(still_waiting(waiting), "B ran inside A's open transaction")
+    a.close()
+    check_equal(waiting.result(15), [(pid, DEFAULT_WORK_MEM, 0, True)],
+                "B's backend, work_mem, advisory locks and whether A's temp table is gone")
 
 
 # ---- named prepared statements of the extended protocol ------------------------------------------
@@ -518,6 +574,26 @@ def parse_error(t):
     a.prepare_ok("S_bad", "SELECT 'fixed'")
     check_equal(a.rows("S_bad"), [("fixed",)], "the name prepared again with good text")
     check_equal(b.rows("S_ok"), [("b ok",)], "B's statement at the end")
+
+
+@test("an error early in a pipeline skips its Parses: their names do not exist afterwards")
+def pipeline_error_skips_parses(t):
+    # With max_prepared_statements = 2 the third Parse evicts the first, which the client then
+    # closes: nothing may keep using it while the replies are skipped.
+    s = transaction_pool(t, max_prepared_statements=2)
+    a = Protocol(s)
+    pipeline = (harness.parse_message("SELECT 1/0") + harness.bind_message()
+                + harness.execute_message())
+    pipeline += b"".join(harness.parse_message(f"SELECT '{name}'", name)
+                         for name in ("S_a", "S_b", "S_c"))
+    pipeline += close_message("S", "S_a")
+    result = a.sync(pipeline)
+    check_error(result, "22012", "the pipeline")
+    check_equal(kinds(result), ["1", "E", "Z"], "replies to the pipeline (1/0 fails at Bind)")
+    for name in ("S_a", "S_b", "S_c"):
+        check_error(a.execute(name), "26000", f"Bind to {name}, whose Parse was skipped")
+    a.prepare_ok("S_b", "SELECT 'S_b'")
+    check_equal(a.rows("S_b"), [("S_b",)], "S_b prepared again")
 
 
 @test("DEALLOCATE, DEALLOCATE ALL and DISCARD ALL forget the client's statements only")
