@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <netinet/in.h>
@@ -141,12 +142,26 @@ int conn_open_connect(struct conn *conn, struct event_base *base, struct conn_fl
     return 0;
 }
 
+/*
+ * evdns may report a cancelled look-up after the connection (and the struct holding it) is gone,
+ * so the callback gets this ticket, not the conn; closing the conn clears ticket->conn.
+ */
+struct conn_dns_ticket {
+    struct conn *conn;
+};
+
 static void conn_dns_cb(int result, struct evutil_addrinfo *res, void *arg)
 {
-    struct conn *conn = arg;
-    conn->dns_request = NULL;
-    if (result == EVUTIL_EAI_CANCEL)
+    struct conn_dns_ticket *ticket = arg;
+    struct conn *conn = ticket->conn;
+    free(ticket);
+    if (!conn || result == EVUTIL_EAI_CANCEL) {
+        if (res)
+            evutil_freeaddrinfo(res);
         return;
+    }
+    conn->dns_request = NULL;
+    conn->dns_ticket = NULL;
     if (result != 0 || !res) {
         conn->error = EHOSTUNREACH;
         if (res)
@@ -184,16 +199,25 @@ int conn_open_connect_host(struct conn *conn, struct event_base *base, struct co
         return -1;
     snprintf(port_text, sizeof(port_text), "%d", port);
     conn->connect_port = port;
-    /* The request may complete (and call back) before this returns. */
+    struct conn_dns_ticket *ticket = malloc(sizeof(*ticket));
+    if (!ticket)
+        return -1;
+    ticket->conn = conn;
+    conn->dns_ticket = ticket;
+    /* The request may complete (and call back, freeing the ticket) before this returns. */
     struct evdns_getaddrinfo_request *req =
-        evdns_getaddrinfo(dns, host, port_text, &hints, conn_dns_cb, conn);
-    if (req && !conn->open)
+        evdns_getaddrinfo(dns, host, port_text, &hints, conn_dns_cb, ticket);
+    if (req && conn->dns_ticket)
         conn->dns_request = req;
     return 0;
 }
 
 void conn_close(struct conn *conn)
 {
+    if (conn->dns_ticket) {
+        conn->dns_ticket->conn = NULL; /* the callback frees it */
+        conn->dns_ticket = NULL;
+    }
     if (conn->dns_request) {
         evdns_getaddrinfo_cancel(conn->dns_request);
         conn->dns_request = NULL;

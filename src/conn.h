@@ -36,6 +36,7 @@ enum conn_event {
 struct conn;
 struct evdns_base;
 struct evdns_getaddrinfo_request;
+struct conn_dns_ticket;
 
 typedef void (*conn_read_fn)(struct conn *conn, void *arg);
 typedef void (*conn_drain_fn)(struct conn *conn, void *arg);
@@ -59,6 +60,7 @@ struct conn {
     struct event write_event;      /* plain sockets only */
     struct bufferevent *tls;       /* TLS: does all I/O; in/out are its buffers */
     struct evdns_getaddrinfo_request *dns_request;
+    struct conn_dns_ticket *dns_ticket; /* outlives the conn if the look-up is cancelled */
     int connect_port;
 
     conn_read_fn on_read;
