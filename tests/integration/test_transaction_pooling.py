@@ -619,6 +619,21 @@ def deallocate_and_discard(t):
     check_error(a.execute("S_1"), "26000", "A's S_1 after DEALLOCATE S_1")
     check_equal(a.rows("S_2"), [("two",)], "A's S_2 after DEALLOCATE S_1")
     b_still_works("DEALLOCATE S_1")
+    # A DEALLOCATE with the next query right behind it, in and out of a transaction block.
+    for begin, status in (("", "I"), ("BEGIN", "T")):
+        a.prepare_ok("S_1", statements["S_1"])
+        if begin:
+            check_equal(a.wire.query_ok(begin).status, "T", "status after BEGIN")
+        a.wire.send(harness.query_message('DEALLOCATE "S_1"')
+                    + harness.query_message("SELECT 'right behind'"))
+        first, second = a.wire.read_until_ready(), a.wire.read_until_ready()
+        check_equal((first.tags, first.status), (["DEALLOCATE"], status),
+                    f"DEALLOCATE followed by a query ({begin or 'no transaction block'})")
+        check_equal((second.rows, second.status), ([("right behind",)], status),
+                    f"the query right behind DEALLOCATE ({begin or 'no transaction block'})")
+        if begin:
+            check_equal(a.wire.query_ok("COMMIT").status, "I", "status after COMMIT")
+        b_still_works(f"pipelined DEALLOCATE ({begin or 'no transaction block'})")
 
     a_has = {"S_2"}
     for command in ("DEALLOCATE ALL", "DISCARD ALL"):
