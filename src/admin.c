@@ -23,6 +23,7 @@
 #include "auth_token.h"
 #include "client.h"
 #include "log.h"
+#include "pinning.h"
 #include "pool.h"
 #include "server.h"
 #include "build-config.h"
@@ -996,6 +997,7 @@ static void show_pools(struct request *req)
         {"sv_used", COLUMN_INT4},           {"sv_tested", COLUMN_INT4},
         {"sv_login", COLUMN_INT4},          {"maxwait", COLUMN_INT4},
         {"maxwait_us", COLUMN_INT4},        {"pool_mode", COLUMN_TEXT},
+        {"pinned", COLUMN_INT4}, /* sluice's own: clients keeping their backend */
     };
     double now = worker_now(req->w);
     const struct pool *pool;
@@ -1023,6 +1025,7 @@ static void show_pools(struct request *req)
         result_int4(&r, (long long)(wait_us / 1000000));
         result_int4(&r, (long long)(wait_us % 1000000));
         result_text(&r, config_pool_mode_name(pool->mode));
+        result_int4(&r, pool->n_pinned);
         result_row_end(&r);
     }
     build_command_complete(req->out, "SHOW");
@@ -1550,10 +1553,25 @@ static void show_pinned(struct request *req)
         {"client", COLUMN_TEXT}, {"database", COLUMN_TEXT}, {"user", COLUMN_TEXT},
         {"since", COLUMN_TEXT},  {"reason", COLUMN_TEXT},   {"statement", COLUMN_TEXT},
     };
+    const struct client *c;
+    char client_name[32], since[64];
     struct result r;
 
-    /* The data path does not record pinning yet: the table is empty until it does. */
     result_begin(&r, req->out, columns, sizeof(columns) / sizeof(columns[0]));
+    TAILQ_FOREACH(c, &req->w->clients, link) {
+        if (!c->pinned)
+            continue;
+        snprintf(client_name, sizeof(client_name), "C-%llu", (unsigned long long)c->id);
+        format_time(c->pin_time, since, sizeof(since));
+        result_row_begin(&r);
+        result_text(&r, client_name);
+        result_text(&r, c->database);
+        result_text(&r, c->user);
+        result_text(&r, since);
+        result_text(&r, pin_reason_name((enum pin_reason)c->pin_reason));
+        result_text(&r, c->pin_statement); /* NULL if it could not be kept (out of memory) */
+        result_row_end(&r);
+    }
     build_command_complete(req->out, "SHOW");
 }
 

@@ -22,6 +22,7 @@
 #include "build-config.h"
 #include "client.h"
 #include "log.h"
+#include "pinning.h"
 #include "pool.h"
 #include "server.h"
 #include "stats.h"
@@ -287,6 +288,12 @@ static void render_client_totals(struct worker *w, struct msgbuf *out)
     family(out, "sluice_client_connections_accepted_total", "counter",
            "Client connections accepted (including those then refused past max_client_conn).");
     sample_count(out, "sluice_client_connections_accepted_total", "", NULL, st->clients_accepted);
+    /* Every accepted client is either still open (n_clients) or has closed, whatever the cause. */
+    uint64_t open_clients = (uint64_t)w->n_clients;
+    family(out, "sluice_client_connections_closed_total", "counter",
+           "Client connections closed, by either side, for any reason (accepted minus those still open).");
+    sample_count(out, "sluice_client_connections_closed_total", "", NULL,
+                 st->clients_accepted > open_clients ? st->clients_accepted - open_clients : 0);
     family(out, "sluice_client_connections_rejected_total", "counter",
            "Client connections refused: over max_client_conn, or arriving during shutdown.");
     sample_count(out, "sluice_client_connections_rejected_total", "", NULL, st->clients_rejected);
@@ -348,6 +355,24 @@ static void render_token_logins(struct worker *w, struct msgbuf *out)
 
 /* ---- exposition: per pool ---- */
 
+/* A short, stable name per reason a client is pinned to its backend: the "reason" label. */
+static const char *const pin_reason_slugs[] = {
+    [PIN_SET] = "set",
+    [PIN_SET_ROLE] = "set_role",
+    [PIN_SET_SESSION_AUTHORIZATION] = "set_session_authorization",
+    [PIN_SESSION_CHARACTERISTICS] = "session_characteristics",
+    [PIN_SET_CONFIG] = "set_config",
+    [PIN_TEMP_TABLE] = "temp_table",
+    [PIN_ADVISORY_LOCK] = "advisory_lock",
+    [PIN_LISTEN] = "listen",
+    [PIN_CURSOR_WITH_HOLD] = "cursor_with_hold",
+    [PIN_PREPARE] = "prepare",
+    [PIN_LOAD] = "load",
+};
+
+_Static_assert(ARRAY_LEN(pin_reason_slugs) <= ARRAY_LEN(((struct pool_stats *)0)->pin_events),
+               "every pin reason has a counter");
+
 static double pool_longest_wait(const struct pool *pool, double now)
 {
     const struct client *first = TAILQ_FIRST(&pool->waiting_clients);
@@ -390,6 +415,28 @@ static void render_pool_clients(struct worker *w, struct msgbuf *out)
     TAILQ_FOREACH(pool, &w->pools, link) {
         struct labels labels = pool_labels(pool, NULL, NULL);
         sample_count(out, "sluice_pool_paused", "", &labels, pool->paused ? 1 : 0);
+    }
+}
+
+static void render_pool_pinning(struct worker *w, struct msgbuf *out)
+{
+    const struct pool *pool;
+    family(out, "sluice_pool_pinned_clients", "gauge",
+           "Clients pinned to their backend until they leave, because a statement left session state.");
+    TAILQ_FOREACH(pool, &w->pools, link) {
+        struct labels labels = pool_labels(pool, NULL, NULL);
+        sample_count(out, "sluice_pool_pinned_clients", "", &labels,
+                     (uint64_t)(pool->n_pinned > 0 ? pool->n_pinned : 0));
+    }
+    family(out, "sluice_pool_pin_events_total", "counter",
+           "Clients pinned to their backend, by the kind of statement that pinned them.");
+    TAILQ_FOREACH(pool, &w->pools, link) {
+        for (size_t why = 0; why < ARRAY_LEN(pin_reason_slugs); why++) {
+            if (!pin_reason_slugs[why])
+                continue;
+            struct labels labels = pool_labels(pool, "reason", pin_reason_slugs[why]);
+            sample_count(out, "sluice_pool_pin_events_total", "", &labels, pool->stats.pin_events[why]);
+        }
     }
 }
 
@@ -498,6 +545,7 @@ void metrics_render(struct worker *w, struct msgbuf *out)
     render_client_totals(w, out);
     render_token_logins(w, out);
     render_pool_clients(w, out);
+    render_pool_pinning(w, out);
     render_pool_servers(w, out);
     render_pool_counters(w, out);
     render_pool_histograms(w, out);
