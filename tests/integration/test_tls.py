@@ -2,6 +2,7 @@
 (server_tls_*), with the certificates of tests/tls/make-certs.sh, libpq, psql and raw sockets."""
 
 import hashlib
+import io
 import os
 import shutil
 import socket
@@ -9,9 +10,10 @@ import ssl
 import subprocess
 
 import psycopg2
+import psycopg2.errors
 
 import harness
-from harness import check, check_equal, expect_pg_error, wait_for
+from harness import Background, check, check_equal, expect_pg_error, wait_for
 
 suite = harness.Suite()
 test = suite.test
@@ -552,6 +554,109 @@ def tls_both_sides(t):
                           "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
     check_equal(status, 0, f"psql exit status ({output.strip()})")
     check_equal(output.strip(), "t", "pg_stat_ssl.ssl through sluice")
+
+
+# ---- traffic over TLS ---------------------------------------------------------------------------
+
+@test("TLS on both sides: a 20 MB result, a 20 MB COPY FROM STDIN and COPY TO STDOUT arrive "
+      "intact", sluice_only=True, timeout=120)
+def tls_bulk_data(t):
+    cluster = tls_postgres(t)
+    certs = t.certificates()
+    cluster.sql("DROP TABLE IF EXISTS tls_copy; CREATE TABLE tls_copy (n int, pad text);"
+                "GRANT ALL ON tls_copy TO PUBLIC")
+    settings = client_tls(certs)
+    settings.update(backend_tls("verify-full", certs))
+    s = t.sluice(settings=settings, databases={harness.APP_DB: localhost_line(cluster)})
+    conn = s.connect(**verify_full(certs))
+    big = one_value(conn, "SELECT repeat('0123456789', 2 * 1024 * 1024)")
+    check_equal(len(big), 20 * 1024 * 1024, "length of a 20 MB value")
+    check_equal(hashlib.sha256(big.encode()).hexdigest(),
+                hashlib.sha256(("0123456789" * 2 * 1024 * 1024).encode()).hexdigest(),
+                "content of the 20 MB value")
+    rows = "".join(f"{n}\t{'x' * 200}-{n}\n" for n in range(100000))
+    with conn.cursor() as cur:
+        cur.copy_expert("COPY tls_copy FROM STDIN", io.StringIO(rows))
+        out = io.StringIO()
+        cur.copy_expert("COPY (SELECT n, pad FROM tls_copy ORDER BY n) TO STDOUT", out)
+    check_equal(cluster.sql("SELECT count(*), sum(n) FROM tls_copy")[0],
+                (100000, sum(range(100000))), "rows copied in")
+    check(out.getvalue() == rows, "COPY TO STDOUT differs from what was copied in")
+
+
+@test("client_tls_sslmode=require: a cancel request (plaintext, as libpq sends it) still cancels "
+      "a TLS client's query", sluice_only=True)
+def cancel_under_require(t):
+    certs = t.certificates()
+    s = t.sluice(settings=client_tls(certs), databases=unix_backend(t))
+    victim = s.connect(**verify_full(certs))
+    long_query = Background(one_value, victim, "SELECT pg_sleep(30)")
+    wait_for(lambda: any("pg_sleep(30)" in (b["query"] or "") and b["state"] == "active"
+                         for b in t.cluster.backends(usename="app")), 10,
+             what="the query to start")
+    victim.cancel()
+    error = long_query.error(10)
+    check(isinstance(error, psycopg2.errors.QueryCanceled),
+          f"pg_sleep(30) ended with {error!r}, want QueryCanceled")
+    check_equal(one_value(victim, "SELECT 'after cancel'"), "after cancel", "next query")
+
+
+@test("40 clients doing TLS handshakes at once all log in and query", sluice_only=True,
+      timeout=120)
+def concurrent_handshakes(t):
+    certs = t.certificates()
+    s = t.sluice(settings=client_tls(certs, default_pool_size=4), databases=unix_backend(t))
+
+    def client(n):
+        conn = psycopg2.connect(**dict(verify_full(certs), port=s.port, dbname=harness.APP_DB,
+                                       user="app", password="app_pw", connect_timeout=20))
+        try:
+            return one_value(conn, f"SELECT {n}")
+        finally:
+            conn.close()
+
+    calls = [Background(client, n) for n in range(40)]
+    check_equal(sorted(call.result(60) for call in calls), list(range(40)), "answers")
+
+
+@test("a client that drops or garbles its TLS handshake leaves sluice serving others",
+      sluice_only=True)
+def broken_handshakes(t):
+    certs = t.certificates()
+    s = t.sluice(settings=client_tls(certs), databases=unix_backend(t))
+    for garbage in (b"", b"\x16\x03\x01\x00\x05hello", b"GET / HTTP/1.0\r\n\r\n" * 10):
+        sock = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        sock.sendall(harness.request_packet(harness.SSL_REQUEST_CODE))
+        check_equal(sock.recv(1), b"S", "answer to SSLRequest")
+        if garbage:
+            sock.sendall(garbage)
+        sock.settimeout(5)
+        try:
+            sock.recv(1024)
+        except (socket.timeout, OSError):
+            pass
+        sock.close()
+    conn = s.connect(**verify_full(certs))
+    check_equal(one_value(conn, "SELECT 'still serving'"), "still serving", "a good client")
+    check(s.alive(), "sluice exited")
+
+
+@test("SIGHUP from client_tls_sslmode=disable to require: new plaintext clients are refused, "
+      "the plaintext session already open keeps working", sluice_only=True)
+def reload_turns_tls_on(t):
+    certs = t.certificates()
+    s = t.sluice(databases=unix_backend(t))
+    plain = s.connect()
+    check(not plain.info.ssl_in_use, "TLS without client_tls_sslmode")
+    s.settings.update(client_tls(certs))
+    s.write_config()
+    reloads = reload_count(s)
+    s.reload()
+    wait_for_reload(s, reloads)
+    expect_pg_error(lambda: s.wire().login(), "28000", "a new plaintext client")
+    check(s.connect(**verify_full(certs)).info.ssl_in_use, "a new TLS client")
+    check_equal(one_value(plain, "SELECT 'old plain'"), "old plain",
+                "the plaintext session from before the reload")
 
 
 if __name__ == "__main__":

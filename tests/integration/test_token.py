@@ -324,6 +324,38 @@ def refusal_reasons(t):
     check_not_logged(s, SECRET, OTHER_SECRET)
 
 
+@test("a token longer than sluice accepts (8192 bytes) is refused as too long, with 28P01",
+      sluice_only=True)
+def oversized_token(t):
+    s = token_sluice(t)
+    token = make_token(s.port, session_token="A" * 8200)
+    check(len(token) > 8192, f"token of {len(token)} bytes")
+    expect_refusal(t, s, token, "too long")
+    token_login(t, s, make_token(s.port, session_token="A" * 6000)).query_ok("SELECT 1")
+
+
+@test("a token signed for LOCALHOST:PORT matches the endpoint localhost:PORT", sluice_only=True)
+def endpoint_host_case(t):
+    s = token_sluice(t)
+    wire = token_login(t, s, make_token(s.port, host="LOCALHOST"))
+    check_equal(wire.query_ok("SELECT current_user").rows, [("app",)], "query")
+
+
+@test("SIGHUP with a new auth_token_region: tokens for the old region are refused from then on",
+      sluice_only=True)
+def reload_changes_region(t):
+    s = token_sluice(t)
+    token_login(t, s, make_token(s.port))
+    s.settings["auth_token_region"] = "ap-south-1"
+    s.write_config()
+    reloads = s.log_text().count("configuration reloaded")
+    s.reload()
+    wait_for(lambda: s.log_text().count("configuration reloaded") > reloads, 10,
+             what="sluice to log the reload")
+    expect_refusal(t, s, make_token(s.port), "another region")
+    token_login(t, s, make_token(s.port, region="ap-south-1"))
+
+
 @test("a token signed for another database user than the startup packet's is refused even with "
       "users = *", sluice_only=True)
 def user_must_match(t):
@@ -441,15 +473,20 @@ def boto3_token(t):
 _pgbench_initialized = []
 
 
-@test("pgbench -S -C with one token reused for every connection over TLS: 0 failed "
-      "transactions", sluice_only=True, timeout=120)
-def pgbench_token_storm(t):
+def pgbench_tables(t):
+    """pgbench's tables in appdb, made once per file with pgbench -i directly."""
     if not _pgbench_initialized:
         env = dict(t.cluster.env(), PGUSER="app", PGPASSWORD="app_pw")
         status, output = harness.run_tool([harness.pg_tool("pgbench"), "-i", "-q", "-s", "1",
                                            harness.APP_DB], env, timeout=120)
         check_equal(status, 0, f"pgbench -i (direct) failed:\n{output[-2000:]}")
         _pgbench_initialized.append(True)
+
+
+@test("pgbench -S -C with one token reused for every connection over TLS: 0 failed "
+      "transactions", sluice_only=True, timeout=120)
+def pgbench_token_storm(t):
+    pgbench_tables(t)
     s = token_sluice(t, settings={"default_pool_size": 4})
     env = s.env(user=FUNCTION_USER, password=make_token(s.port))
     env.update(PGHOST="localhost", PGSSLMODE="require")
@@ -460,6 +497,31 @@ def pgbench_token_storm(t):
     check(summary.get("processed", 0) > 0, "no transactions processed")
     check_equal(summary.get("failed", 0), 0, "failed transactions")
     check_equal(s.log_text().count("token login refused"), 0, "refused token logins")
+
+
+@test("pgbench -S -C TPS: plain SCRAM, SCRAM over TLS and a token over TLS, side by side",
+      sluice_only=True, timeout=180)
+def pgbench_login_methods(t):
+    """The figures the token issue asks for; each run must also have no failed transaction."""
+    pgbench_tables(t)
+    certs = t.certificates()
+    scram = t.sluice(settings={"default_pool_size": 4, "log_connections": 0,
+                               "client_tls_sslmode": "prefer",
+                               "client_tls_key_file": os.path.join(certs, "server.key"),
+                               "client_tls_cert_file": os.path.join(certs, "server.crt")})
+    token = token_sluice(t, settings={"default_pool_size": 4, "log_connections": 0})
+    token_env = dict(token.env(user=FUNCTION_USER, password=make_token(token.port)),
+                     PGHOST="localhost", PGSSLMODE="require")
+    runs = [("SCRAM, plaintext", scram.env()),
+            ("SCRAM over TLS", dict(scram.env(), PGHOST="localhost", PGSSLMODE="require")),
+            ("token over TLS", token_env)]
+    for name, env in runs:
+        status, output, summary = harness.run_pgbench(
+            ["-n", "-S", "-C", "-c", "8", "-j", "2", "-T", "5", harness.APP_DB], env, 120)
+        check_equal(status, 0, f"{name}: pgbench exit status\n{output[-1500:]}")
+        check_equal(summary.get("failed", 0), 0, f"{name}: failed transactions")
+        check(summary.get("processed", 0) > 0, f"{name}: no transactions processed")
+        t.note(f"{name}: tps = {summary.get('tps')}, latency {summary.get('latency_ms')} ms")
 
 
 if __name__ == "__main__":
