@@ -413,6 +413,14 @@ def pinning_reject_extended(t):
     check("pinning" in result.errors[0].get("M", ""), f"error message: {result.errors[0]}")
     check_equal(result.status, "I", "ReadyForQuery status after the refusal")
     check_equal(a.value("SHOW work_mem"), DEFAULT_WORK_MEM, "work_mem after the refusal")
+    # A named statement: refused in the same pipeline, whichever of its messages reports it.
+    result = a.sync(harness.parse_message("SELECT set_config('work_mem', $1, false)", "S_set",
+                                          (TEXT_OID,))
+                    + harness.bind_message(("7MB",), statement="S_set")
+                    + harness.execute_message())
+    check_equal(sqlstates(result), ["0A000"], "SQLSTATEs of a named set_config(..., false)")
+    check_equal(result.status, "I", "ReadyForQuery status after the refusal")
+    check_equal(a.value("SHOW work_mem"), DEFAULT_WORK_MEM, "work_mem after the named refusal")
     check_equal(Background(one_value, b, "SELECT 'b ran'").result(5), "b ran",
                 "another client's query (nobody is pinned)")
     check(PIN_LOG_LINE not in s.log_text(), "a refused statement pinned its client")
