@@ -8,6 +8,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import time
 
 import psycopg2
 import psycopg2.errors
@@ -640,6 +641,29 @@ def broken_handshakes(t):
     conn = s.connect(**verify_full(certs))
     check_equal(one_value(conn, "SELECT 'still serving'"), "still serving", "a good client")
     check(s.alive(), "sluice exited")
+
+
+@test("a client that stalls after 'S' (no ClientHello) is closed after client_login_timeout",
+      sluice_only=True)
+def stalled_handshake(t):
+    certs = t.certificates()
+    s = t.sluice(settings=client_tls(certs, client_login_timeout=1), databases=unix_backend(t))
+    sock = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+    try:
+        sock.sendall(harness.request_packet(harness.SSL_REQUEST_CODE))
+        check_equal(sock.recv(1), b"S", "answer to SSLRequest")
+        started = time.monotonic()
+        sock.settimeout(10)
+        try:
+            rest = sock.recv(1024)
+        except ConnectionResetError:
+            rest = b""
+        waited = time.monotonic() - started
+    finally:
+        sock.close()
+    check_equal(rest, b"", "bytes sent to a client that never started its handshake")
+    check(waited < 5, f"closed after {waited:.1f}s, client_login_timeout is 1s")
+    check(s.connect(**verify_full(certs)).info.ssl_in_use, "a good client afterwards")
 
 
 @test("SIGHUP from client_tls_sslmode=disable to require: new plaintext clients are refused, "
