@@ -112,17 +112,14 @@ def file_fingerprint(cert_file):
         return hashlib.sha256(ssl.PEM_cert_to_DER_cert(f.read())).hexdigest()
 
 
-def wait_for_reload(s, reloads_before, timeout=10):
-    """Waits for one more 'configuration reloaded' (or 'reload failed') line in sluice's log."""
-    def count():
-        text = s.log_text()
-        return text.count("configuration reloaded") + text.count("reload failed")
-    wait_for(lambda: count() > reloads_before, timeout, what="sluice to log the reload")
-
-
 def reload_count(s):
+    """Reloads sluice has logged so far, applied or refused."""
     text = s.log_text()
     return text.count("configuration reloaded") + text.count("reload failed")
+
+
+def wait_for_reload(s, reloads_before, timeout=10):
+    wait_for(lambda: reload_count(s) > reloads_before, timeout, what="sluice to log the reload")
 
 
 # ---- PostgreSQL with TLS ------------------------------------------------------------------------
