@@ -695,8 +695,8 @@ static void client_check_token(struct client *c, const uint8_t *body, size_t bod
     if ((size_t)why < sizeof(w->stats.token_failures) / sizeof(w->stats.token_failures[0]))
         w->stats.token_failures[why]++;
     w->stats.logins_failed++;
-    log_info("C-%llu: %s@%s:%d token login refused: %s", (unsigned long long)c->id, c->user,
-             c->addr, c->port, token_failure_message(why));
+    log_info("C-%llu: %s/%s@%s:%d token login refused: %s", (unsigned long long)c->id,
+             c->database, c->user, c->addr, c->port, token_failure_message(why));
     client_failf(c, "28P01", "token authentication failed for user \"%s\": %s", c->user,
                  token_failure_message(why));
 }

@@ -323,10 +323,21 @@ static void server_event_cb(struct conn *conn, enum conn_event event, void *arg)
     case CONN_EVENT_ERROR:
         if (s->tls) {
             unsigned long err = conn_tls_error(conn);
-            if (err) {
+            /* OpenSSL's error only says "certificate verify failed"; the verify result says why.
+             * Below verify-ca nothing is verified, so the result would not be the cause. */
+            const char *refused = s->worker->tls.server_mode >= TLS_MODE_VERIFY_CA
+                                      ? tls_verify_failure(conn_ssl(conn))
+                                      : NULL;
+            if (err || refused) {
                 char text[256], message[400];
-                ERR_error_string_n(err, text, sizeof(text));
-                snprintf(message, sizeof(message), "TLS error with the database server: %s", text);
+                if (refused) {
+                    snprintf(message, sizeof(message),
+                             "the database server's certificate was refused: %s "
+                             "(server_tls_sslmode, server_tls_ca_file)", refused);
+                } else {
+                    ERR_error_string_n(err, text, sizeof(text));
+                    snprintf(message, sizeof(message), "TLS error with the database server: %s", text);
+                }
                 server_lost(s, message);
                 return;
             }

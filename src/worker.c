@@ -55,6 +55,11 @@ static int worker_load_users(const struct config *cfg, struct userlist **out)
     return 0;
 }
 
+static bool same_text(const char *a, const char *b)
+{
+    return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
 /* TLS contexts and the token key file: loaded together, so a reload swaps all or nothing. */
 static int worker_load_security(const struct config *cfg, struct tls_contexts *tls,
                                 struct token_keyring **keys)
@@ -337,10 +342,13 @@ static void worker_janitor_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- signals: reload and shutdown ---- */
 
-static void worker_apply_config(struct worker *w)
+static void worker_apply_config(struct worker *w, bool server_tls_changed)
 {
     struct pool *pool;
     TAILQ_FOREACH(pool, &w->pools, link) {
+        /* Backends opened under other TLS rules must not keep serving under the new ones. */
+        if (server_tls_changed)
+            pool_reconnect(pool);
         const struct config_database *db = config_find_database(w->cfg, pool->db_name);
         if (!db) {
             pool->disabled = true;
@@ -376,9 +384,14 @@ static void worker_reload_config(struct worker *w)
         config_free(fresh);
         return;
     }
-    if (strcmp(fresh->listen_addr ? fresh->listen_addr : "", w->cfg->listen_addr ? w->cfg->listen_addr : "") != 0 ||
-        fresh->listen_port != w->cfg->listen_port)
+    if (!same_text(fresh->listen_addr, w->cfg->listen_addr) || fresh->listen_port != w->cfg->listen_port)
         log_warning("listen_addr/listen_port changes take effect only after a restart");
+    bool server_tls_changed = tls.server_mode != w->tls.server_mode ||
+                              !same_text(fresh->server_tls_ca_file, w->cfg->server_tls_ca_file) ||
+                              !same_text(fresh->server_tls_cert_file, w->cfg->server_tls_cert_file) ||
+                              !same_text(fresh->server_tls_key_file, w->cfg->server_tls_key_file) ||
+                              !same_text(fresh->server_tls_protocols, w->cfg->server_tls_protocols) ||
+                              !same_text(fresh->server_tls_ciphers, w->cfg->server_tls_ciphers);
     config_free(w->cfg);
     w->cfg = fresh;
     if (w->users)
@@ -390,7 +403,7 @@ static void worker_reload_config(struct worker *w)
     token_keyring_free(w->token_keys);
     w->token_keys = keys;
     log_configure(fresh->verbose, fresh->syslog, fresh->syslog_ident, fresh->syslog_facility);
-    worker_apply_config(w);
+    worker_apply_config(w, server_tls_changed);
     metrics_reconfigure(w);
     log_info("configuration reloaded");
 }
