@@ -642,6 +642,21 @@ def deallocate_and_discard(t):
         if begin:
             check_equal(a.wire.query_ok("COMMIT").status, "I", "status after COMMIT")
         b_still_works(f"pipelined DEALLOCATE ({begin or 'no transaction block'})")
+    # A DEALLOCATE right behind another query, and one sharing its query string with another
+    # statement: sluice cannot answer those itself.
+    for name, messages in (
+            ("behind a query", [harness.query_message("SELECT 'ahead'"),
+                                harness.query_message('DEALLOCATE "S_1"')]),
+            ("in a multi-statement query", [harness.query_message('DEALLOCATE "S_1"; SELECT 1')])):
+        a.prepare_ok("S_1", statements["S_1"])
+        a.wire.send(b"".join(messages))
+        results = [a.wire.read_until_ready() for _ in messages]
+        for result in results:
+            check(not result.errors, f"DEALLOCATE {name}: {result.errors}")
+        check("DEALLOCATE" in sum((result.tags for result in results), []),
+              f"DEALLOCATE {name}: command tags {[result.tags for result in results]}")
+        check_error(a.execute("S_1"), "26000", f"A's S_1 after DEALLOCATE {name}")
+        b_still_works(f"DEALLOCATE {name}")
 
     a_has = {"S_2"}
     for command in ("DEALLOCATE ALL", "DISCARD ALL"):
