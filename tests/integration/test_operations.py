@@ -170,7 +170,7 @@ def shutdown_serves_connected_clients(t):
     admin = console(s)
     check_equal(run(admin, "SHUTDOWN"), "SHUTDOWN", "reply to SHUTDOWN")
     admin.close()
-    time.sleep(0.5)  # past the janitor tick that begins the shutdown
+    wait_for(lambda: "SHUTDOWN command" in s.log_text(), 5, what="the shutdown to begin")
 
     check(s.alive(), "sluice exited while clients were connected")
     check(logging_in.finish_login("app_pw") == "I", "the login in progress completes")
