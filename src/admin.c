@@ -2241,7 +2241,7 @@ void admin_janitor(struct worker *w)
         return;
     if (a->shutdown_requested) {
         a->shutdown_requested = false;
-        worker_begin_shutdown(w, "SHUTDOWN command");
+        worker_begin_drain(w, "SHUTDOWN command");
     }
     admin_hold_new_pools(w);
     admin_refresh_averages(w, worker_now(w));

@@ -163,6 +163,30 @@ int listener_open_all(struct worker *w)
     return 0;
 }
 
+/*
+ * close() resets the connections the kernel has completed but nobody accepted yet (with
+ * so_reuseport, those it steered to this socket): take them first.
+ */
+static void listener_accept_pending(struct listener *l)
+{
+    evutil_socket_t fd = evconnlistener_get_fd(l->evl);
+    for (;;) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        int client = accept4(fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (client < 0)
+            return; /* EAGAIN: the queue is empty (out of descriptors: nothing more to take) */
+        worker_accept(l->worker, client, (struct sockaddr *)&ss, (int)len, l->is_unix);
+    }
+}
+
+void listener_close_all_after_pending(struct worker *w)
+{
+    for (struct listener *l = w->listeners; l; l = l->next)
+        listener_accept_pending(l);
+    listener_close_all(w);
+}
+
 void listener_close_all(struct worker *w)
 {
     while (w->listeners) {

@@ -14,5 +14,7 @@ struct listener;
 int listener_open_all(struct worker *w);
 /* Stops accepting (shutdown) and closes the sockets; removes the unix socket file. */
 void listener_close_all(struct worker *w);
+/* The same, after accepting (and handing to the worker) every connection already queued. */
+void listener_close_all_after_pending(struct worker *w);
 
 #endif

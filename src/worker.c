@@ -237,7 +237,7 @@ void worker_accept(struct worker *w, int fd, const struct sockaddr *addr, int ad
     int max_clients = w->cfg->max_client_conn;
     bool over_limit = max_clients > 0 && (int)w->n_clients >= max_clients;
 
-    if (w->shutting_down || (over_limit && (int)w->n_clients >= max_clients + OVER_LIMIT_GRACE)) {
+    if (w->shutting_down || w->draining || (over_limit && (int)w->n_clients >= max_clients + OVER_LIMIT_GRACE)) {
         evutil_closesocket(fd);
         w->stats.clients_rejected++;
         return;
@@ -298,7 +298,7 @@ static void worker_expire_clients(struct worker *w, double now)
         else if (w->shutting_down && (c->state == CLIENT_STARTUP || c->state == CLIENT_AUTH ||
                                       c->state == CLIENT_LOGIN_WAIT))
             client_fail(c, "57P03", "the connection pooler is shutting down");
-        else if (c->state == CLIENT_IDLE && w->shutting_down &&
+        else if (c->state == CLIENT_IDLE && (w->shutting_down || (w->draining && c->is_admin)) &&
                  evbuffer_get_length(c->conn.in) == 0)
             client_fail(c, "57P01", "terminating connection because the connection pooler is shutting down");
     }
@@ -306,6 +306,11 @@ static void worker_expire_clients(struct worker *w, double now)
 
 static void worker_check_shutdown(struct worker *w, double now)
 {
+    if (w->draining && !w->shutting_down) {
+        if (w->n_clients > 0 && now < w->shutdown_deadline)
+            return;
+        w->shutting_down = true; /* every client left, or shutdown_timeout passed */
+    }
     if (!w->shutting_down)
         return;
     if (w->n_clients > 0 && now < w->shutdown_deadline)
@@ -427,6 +432,23 @@ void worker_begin_shutdown(struct worker *w, const char *why)
     notify_stopping(w);
     w->shutdown_deadline = worker_now(w) + w->cfg->shutdown_timeout;
     listener_close_all(w);
+    worker_expire_clients(w, worker_now(w));
+    worker_check_shutdown(w, worker_now(w));
+}
+
+void worker_begin_drain(struct worker *w, const char *why)
+{
+    if (w->shutting_down || w->draining) {
+        worker_begin_shutdown(w, why);
+        return;
+    }
+    /* Before draining is set, so worker_accept serves what the queues held. */
+    listener_close_all_after_pending(w);
+    log_info("%s: no new connections; serving the %zu clients connected until they leave, for up to %g s",
+             why, w->n_clients, w->cfg->shutdown_timeout);
+    w->draining = true;
+    notify_stopping(w);
+    w->shutdown_deadline = worker_now(w) + w->cfg->shutdown_timeout;
     worker_expire_clients(w, worker_now(w));
     worker_check_shutdown(w, worker_now(w));
 }

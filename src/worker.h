@@ -77,6 +77,7 @@ struct worker {
     struct worker_stats stats;
 
     bool shutting_down;
+    bool draining;                 /* SHUTDOWN: not listening; serving its clients until they leave */
     double shutdown_deadline;
 };
 
@@ -93,6 +94,12 @@ double worker_now(struct worker *w);
 void worker_reload(struct worker *w);
 /* Stops accepting; lets transactions finish within shutdown_timeout. */
 void worker_begin_shutdown(struct worker *w, const char *why);
+/*
+ * Stops listening (serving the connections the kernel already queued) and serves every client it
+ * has until they leave, within shutdown_timeout: with so_reuseport another sluice on the same port
+ * takes the new connections, so none is refused.
+ */
+void worker_begin_drain(struct worker *w, const char *why);
 
 /* Closed objects are freed once the current callback returns. */
 void worker_schedule_reap(struct worker *w);
