@@ -32,6 +32,20 @@ static void print_usage(FILE *out)
             "SIGTERM or SIGINT stop accepting and let running transactions finish.\n");
 }
 
+/* A new sluice started for a restart may have written its own pid there since: leave that. */
+static void remove_own_pidfile(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    int pid = 0;
+    if (!f)
+        return;
+    if (fscanf(f, "%d", &pid) != 1)
+        pid = 0;
+    fclose(f);
+    if (pid == (int)getpid())
+        unlink(path);
+}
+
 static int write_pidfile(const char *path)
 {
     FILE *f = fopen(path, "w");
@@ -100,7 +114,7 @@ int main(int argc, char **argv)
     const char *pidfile = worker.cfg->pidfile ? strdup(worker.cfg->pidfile) : NULL;
     worker_destroy(&worker);
     if (pidfile) {
-        unlink(pidfile);
+        remove_own_pidfile(pidfile);
         free((void *)pidfile);
     }
     log_info("sluice stopped");
