@@ -1039,6 +1039,14 @@ static void client_forward_input(struct client *c)
             enum session_step step = session_client_message(c, type, msg_len, in_flight);
             if (step == SESSION_WAIT || step == SESSION_CLOSED)
                 return;
+            if (step == SESSION_ANSWERED) {
+                /* No ReadyForQuery will come from the backend for it: it may be free now. */
+                struct server *s = c->server;
+                server_transaction_maybe_over(s);
+                if (c->server != s)
+                    return; /* given back: client_transaction_done went on with the input */
+                continue;
+            }
             client_note_message(c, type);
             if (step == SESSION_HANDLED)
                 continue; /* replaced, or only the rest of it (forward_remaining) is left */

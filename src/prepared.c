@@ -34,6 +34,7 @@ struct prepared_server_entry {
 /* A client's name for a statement. */
 struct client_name {
     struct prepared_statement *stmt;
+    uint64_t serial;
     size_t name_len;
     char name[];
 };
@@ -501,7 +502,7 @@ static void statement_release(struct prepared_statement *stmt)
     struct prepared_table *statements = &stmt->registry->statements;
     size_t i;
 
-    if (stmt->client_refs > 0 || stmt->server_refs > 0)
+    if (stmt->client_refs > 0 || stmt->server_refs > 0 || stmt->reply_refs > 0)
         return;
     i = table_find(statements, stmt->hash, same_item, stmt, 0);
     if (i != NOT_FOUND)
@@ -532,6 +533,7 @@ void prepared_client_init(struct prepared_client *client, struct prepared_regist
     client->names.slots = NULL;
     client->names.cap = 0;
     client->names.n = 0;
+    client->last_serial = 0;
 }
 
 enum prepared_add_result prepared_client_add(struct prepared_client *client,
@@ -553,6 +555,7 @@ enum prepared_add_result prepared_client_add(struct prepared_client *client,
     entry = malloc(sizeof(*entry) + name_len + 1);
     if (entry != NULL) {
         entry->stmt = stmt;
+        entry->serial = ++client->last_serial;
         entry->name_len = name_len;
         memcpy(entry->name, parse->name, name_len + 1);
     }
@@ -584,6 +587,29 @@ static void client_name_free(struct client_name *entry)
     free(entry);
     stmt->client_refs--;
     statement_release(stmt);
+}
+
+uint64_t prepared_client_serial(const struct prepared_client *client, const char *name)
+{
+    uint64_t hash;
+    size_t i = client_find(client, name, &hash);
+
+    if (i == NOT_FOUND)
+        return 0;
+    return ((struct client_name *)client->names.slots[i].item)->serial;
+}
+
+void prepared_client_unbind(struct prepared_client *client, uint64_t serial)
+{
+    /* A scan: only a failed Parse comes here. */
+    for (size_t i = 0; i < client->names.cap; i++) {
+        struct client_name *entry = client->names.slots[i].item;
+        if (entry != NULL && entry->serial == serial) {
+            table_remove_at(&client->names, i);
+            client_name_free(entry);
+            return;
+        }
+    }
 }
 
 bool prepared_client_remove(struct prepared_client *client, const char *name)
@@ -754,4 +780,15 @@ void prepared_server_forget_all(struct prepared_server *server)
 size_t prepared_server_count(const struct prepared_server *server)
 {
     return server->entries.n;
+}
+
+void prepared_reply_owed(struct prepared_statement *stmt)
+{
+    stmt->reply_refs++;
+}
+
+void prepared_reply_settled(struct prepared_statement *stmt)
+{
+    stmt->reply_refs--;
+    statement_release(stmt);
 }

@@ -66,6 +66,7 @@ struct prepared_statement {
     char backend_name[PREPARED_NAME_LEN];   /* its name on every backend */
     unsigned client_refs;                   /* client names bound to it */
     unsigned server_refs;                   /* backends that have it prepared */
+    unsigned reply_refs;                    /* Parse replies still owed for it */
     struct prepared_registry *registry;     /* read-only from here on */
     uint64_t hash;
     size_t definition_len;
@@ -106,6 +107,7 @@ struct prepared_table {
 struct prepared_client {
     struct prepared_registry *registry;
     struct prepared_table names;
+    uint64_t last_serial;           /* every name bound gets the next one */
 };
 
 enum prepared_add_result {
@@ -124,6 +126,14 @@ void prepared_client_init(struct prepared_client *client, struct prepared_regist
 enum prepared_add_result prepared_client_add(struct prepared_client *client,
                                              const struct prepared_parse *parse,
                                              struct prepared_statement **out);
+/*
+ * The serial of the binding prepared_client_add just made for name (0 if none): what
+ * prepared_client_unbind undoes when that Parse fails, and no later binding of the same name.
+ */
+uint64_t prepared_client_serial(const struct prepared_client *client, const char *name);
+/* The Parse that made this binding failed or was skipped on the backend: Postgres has no such
+ * name, so neither does the client. Nothing happens if the name was bound again since. */
+void prepared_client_unbind(struct prepared_client *client, uint64_t serial);
 /* NULL if the client has no statement of that name: 26000 for a Bind or Describe. */
 struct prepared_statement *prepared_client_lookup(const struct prepared_client *client,
                                                   const char *name);
@@ -169,5 +179,9 @@ bool prepared_server_forget(struct prepared_server *server, struct prepared_stat
 /* DISCARD ALL / DEALLOCATE ALL ran on the backend, or it is closing. */
 void prepared_server_forget_all(struct prepared_server *server);
 size_t prepared_server_count(const struct prepared_server *server);
+
+/* A reply to a Parse of stmt is owed: stmt stays allocated until prepared_reply_settled. */
+void prepared_reply_owed(struct prepared_statement *stmt);
+void prepared_reply_settled(struct prepared_statement *stmt);
 
 #endif

@@ -731,6 +731,14 @@ static void server_ready_for_query(struct server *s, char status)
         return;
     stats->xact_count++;
     stats->xact_time += now - s->last_used;
+    server_transaction_maybe_over(s);
+}
+
+void server_transaction_maybe_over(struct server *s)
+{
+    struct client *c = s->client;
+    if (s->ready_status != 'I' || c->pending_ready > 0 || c->unsynced || c->forward_remaining > 0)
+        return;
     /* A pinned client keeps its backend for its whole session, as in session mode. */
     if ((s->pool->mode == POOL_MODE_TRANSACTION && !c->pinned) || s->worker->shutting_down)
         server_release(s);

@@ -82,6 +82,8 @@ void server_link_client(struct server *s, struct client *c);
 void server_client_left(struct server *s);
 /* The transaction ended: unbinds from the client and hands itself back to the pool. */
 void server_release(struct server *s);
+/* Nothing is owed to the client any more: give the backend back if the transaction is over. */
+void server_transaction_maybe_over(struct server *s);
 /* Processes buffered input (after the client's output drained). */
 void server_process_input(struct server *s);
 void server_unpause(struct server *s);

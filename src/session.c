@@ -37,19 +37,24 @@
 
 /* ---- the reply queue ---- */
 
+static void reply_queue_pop(struct reply_queue *q);
+
 void reply_queue_free(struct reply_queue *q)
 {
+    reply_queue_clear(q);
     free(q->items);
     memset(q, 0, sizeof(*q));
 }
 
 void reply_queue_clear(struct reply_queue *q)
 {
+    while (q->count)
+        reply_queue_pop(q);
     q->head = 0;
-    q->count = 0;
 }
 
-static bool reply_queue_push(struct reply_queue *q, enum reply_kind kind, struct prepared_statement *stmt)
+static bool reply_queue_push_binding(struct reply_queue *q, enum reply_kind kind,
+                                     struct prepared_statement *stmt, uint64_t binding)
 {
     if (q->count == q->cap) {
         uint32_t cap = q->cap ? q->cap * 2 : 16;
@@ -63,9 +68,16 @@ static bool reply_queue_push(struct reply_queue *q, enum reply_kind kind, struct
         q->head = 0;
         q->cap = cap;
     }
-    q->items[(q->head + q->count) % q->cap] = (struct reply_expectation){ kind, stmt };
+    q->items[(q->head + q->count) % q->cap] = (struct reply_expectation){ kind, stmt, binding };
     q->count++;
+    if (stmt)
+        prepared_reply_owed(stmt);
     return true;
+}
+
+static bool reply_queue_push(struct reply_queue *q, enum reply_kind kind, struct prepared_statement *stmt)
+{
+    return reply_queue_push_binding(q, kind, stmt, 0);
 }
 
 static struct reply_expectation *reply_queue_front(struct reply_queue *q)
@@ -77,6 +89,9 @@ static void reply_queue_pop(struct reply_queue *q)
 {
     if (!q->count)
         return;
+    struct prepared_statement *stmt = q->items[q->head].stmt;
+    if (stmt)
+        prepared_reply_settled(stmt);
     q->head = (q->head + 1) % q->cap;
     q->count--;
 }
@@ -147,16 +162,22 @@ void session_unpin(struct client *c)
     c->pin_statement = NULL;
 }
 
-/* pinning = reject: the backend itself raises the error, so replies stay in order. */
-static void session_reject(struct client *c, enum pin_reason reason, uint32_t msg_len)
+/* pinning = reject: what the backend runs instead, raising the error itself so replies stay in
+ * order. */
+static void session_reject_sql(char *sql, size_t size, enum pin_reason reason)
 {
-    struct msgbuf *mb = &c->worker->scratch;
-    char sql[512];
-    snprintf(sql, sizeof(sql),
+    snprintf(sql, size,
              "DO $sluice$BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', MESSAGE = "
              "'%s would leave session state on a shared connection (pinning = reject)', "
              "HINT = 'Use a database with pool_mode = session for this client.'; END$sluice$",
              pin_reason_name(reason));
+}
+
+static void session_reject(struct client *c, enum pin_reason reason, uint32_t msg_len)
+{
+    struct msgbuf *mb = &c->worker->scratch;
+    char sql[512];
+    session_reject_sql(sql, sizeof(sql), reason);
     evbuffer_drain(c->conn.in, (size_t)msg_len + 1);
     msgbuf_reset(mb);
     proto_build_query(mb, sql);
@@ -180,18 +201,54 @@ static void session_forget_applied_params(struct server *s)
     }
 }
 
-/* DEALLOCATE name: a protocol statement of the client's is known to the backend by another name. */
-static void session_deallocate_names(struct client *c, const char *sql, size_t len,
-                                     const struct pinning_rules *rules, bool *all_ours)
+static bool session_ensure(struct client *c, struct prepared_statement *stmt);
+
+/* Is the query one DEALLOCATE of a statement the client prepared? *st gets it. */
+static bool session_is_own_deallocate(struct client *c, const char *sql, size_t len,
+                                      const struct pinning_rules *rules,
+                                      struct pinning_statement *st)
 {
-    struct pinning_statement st;
     size_t offset = 0;
-    *all_ours = true;
+    return pinning_next_statement(sql, len, &offset, rules, st) &&
+           st->effect == PIN_EFFECT_DEALLOCATE && !st->name_truncated &&
+           prepared_client_lookup(&c->prepared, st->name) != NULL;
+}
+
+/*
+ * DEALLOCATE name of a client's statement, in a query sluice passes on: the backend knows the
+ * statement by another name, and may not have it prepared. Each such DEALLOCATE becomes one of
+ * the backend statement, prepared there first if need be so the command succeeds as it would
+ * have; the client and the backend then forget it. Everything else is copied as written.
+ * *rewritten: some DEALLOCATE was the client's (out holds the new query text, NUL included).
+ */
+static bool session_rewrite_deallocates(struct client *c, const char *sql, size_t len,
+                                        const struct pinning_rules *rules, struct msgbuf *out,
+                                        bool *rewritten)
+{
+    static const char deallocate[] = "DEALLOCATE ";
+    struct pinning_statement st;
+    size_t offset = 0, copied = 0;
+
+    *rewritten = false;
     while (pinning_next_statement(sql, len, &offset, rules, &st)) {
-        if (st.effect == PIN_EFFECT_DEALLOCATE && prepared_client_remove(&c->prepared, st.name))
+        struct prepared_statement *stmt = NULL;
+        if (st.effect == PIN_EFFECT_DEALLOCATE && !st.name_truncated)
+            stmt = prepared_client_lookup(&c->prepared, st.name);
+        if (!stmt)
             continue;
-        *all_ours = false;
+        if (!session_ensure(c, stmt))
+            return false;
+        msgbuf_append(out, sql + copied, st.start - copied);
+        msgbuf_append(out, deallocate, sizeof(deallocate) - 1);
+        msgbuf_append(out, stmt->backend_name, strlen(stmt->backend_name));
+        copied = st.start + st.len;
+        prepared_server_forget(&c->server->prepared, stmt);
+        prepared_client_remove(&c->prepared, st.name);
+        *rewritten = true;
     }
+    msgbuf_append(out, sql + copied, len - copied);
+    msgbuf_append(out, "", 1);
+    return !out->failed;
 }
 
 /* Answers a DEALLOCATE of the client's own statements without the backend. */
@@ -235,30 +292,50 @@ static enum session_step session_query(struct client *c, uint32_t msg_len, bool 
     }
     if (summary.resets_untracked)
         session_forget_applied_params(s);
-    if (summary.deallocates && session_prepared_enabled(c)) {
-        bool all_ours;
-        session_deallocate_names(c, sql, len, &rules, &all_ours);
-        if (all_ours && !in_flight && summary.n_statements == 1) {
-            session_answer_deallocate(c, msg_len);
-            return SESSION_HANDLED;
-        }
-    }
-    reply_queue_push(&s->replies, REPLY_SYNC, NULL);
-    if (reason == PIN_NONE || strcmp(c->worker->cfg->pinning, "off") == 0)
-        return SESSION_FORWARD;
-    if (strcmp(c->worker->cfg->pinning, "reject") == 0) {
+    bool reject = reason != PIN_NONE && strcmp(c->worker->cfg->pinning, "reject") == 0;
+    if (reject) {
+        reply_queue_push(&s->replies, REPLY_SYNC, NULL);
         session_reject(c, reason, msg_len);
         return SESSION_HANDLED;
     }
-    session_pin(c, reason, sql, len);
-    return SESSION_FORWARD;
+    struct msgbuf rewritten;
+    bool is_rewritten = false;
+    msgbuf_init(&rewritten);
+    if (summary.deallocates && session_prepared_enabled(c)) {
+        struct pinning_statement st;
+        if (!in_flight && summary.n_statements == 1 &&
+            session_is_own_deallocate(c, sql, len, &rules, &st)) {
+            prepared_client_remove(&c->prepared, st.name);
+            session_answer_deallocate(c, msg_len);
+            return SESSION_ANSWERED;
+        }
+        if (!session_rewrite_deallocates(c, sql, len, &rules, &rewritten, &is_rewritten)) {
+            msgbuf_free(&rewritten);
+            client_fail(c, "53200", "out of memory for prepared statements");
+            return SESSION_CLOSED;
+        }
+    }
+    reply_queue_push(&s->replies, REPLY_SYNC, NULL);
+    if (reason != PIN_NONE && strcmp(c->worker->cfg->pinning, "off") != 0)
+        session_pin(c, reason, sql, len);
+    if (!is_rewritten) {
+        msgbuf_free(&rewritten);
+        return SESSION_FORWARD;
+    }
+    struct msgbuf *mb = &c->worker->scratch;
+    msgbuf_reset(mb);
+    proto_build_query(mb, (const char *)rewritten.data);
+    msgbuf_free(&rewritten);
+    evbuffer_drain(c->conn.in, (size_t)msg_len + 1);
+    conn_send(&s->conn, mb);
+    return SESSION_HANDLED;
 }
 
 /* ---- extended protocol ---- */
 
 /* Closes then prepares stmt on the client's backend; both replies are sluice's own. */
 static bool session_inject_parse(struct client *c, struct prepared_statement *stmt,
-                                 const char *victim, enum reply_kind parse_reply)
+                                 const char *victim, enum reply_kind parse_reply, uint64_t binding)
 {
     struct server *s = c->server;
     struct msgbuf *mb = &c->worker->scratch;
@@ -272,7 +349,7 @@ static bool session_inject_parse(struct client *c, struct prepared_statement *st
     prepared_build_close(mb, stmt->backend_name);
     reply_queue_push(&s->replies, REPLY_CLOSE_OURS, NULL);
     prepared_build_parse(mb, stmt);
-    reply_queue_push(&s->replies, parse_reply, stmt);
+    reply_queue_push_binding(&s->replies, parse_reply, stmt, binding);
     return conn_send(&s->conn, mb);
 }
 
@@ -284,19 +361,85 @@ static bool session_ensure(struct client *c, struct prepared_statement *stmt)
     case PREPARED_ON_SERVER:
         return true;
     case PREPARED_PARSE_NEEDED:
-        return session_inject_parse(c, stmt, victim, REPLY_PARSE_OURS);
+        return session_inject_parse(c, stmt, victim, REPLY_PARSE_OURS, 0);
     case PREPARED_ENSURE_NO_MEMORY:
         break;
     }
     return false;
 }
 
-static enum session_step session_parse(struct client *c, uint32_t msg_len, bool in_flight)
+/*
+ * A client's Parse, or (replacement != NULL) the Parse sent in its place, on its way to the
+ * backend: named statements go through the registry, the unnamed one as it is.
+ */
+static enum session_step session_parse_statement(struct client *c,
+                                                 const struct prepared_parse *parse,
+                                                 const struct msgbuf *replacement,
+                                                 uint32_t msg_len, bool in_flight)
 {
     struct server *s = c->server;
-    struct prepared_parse parse;
     struct prepared_statement *stmt = NULL;
     char victim[PREPARED_NAME_LEN];
+
+    if (!parse->name[0] || !session_prepared_enabled(c)) {
+        reply_queue_push(&s->replies, REPLY_PARSE, NULL);
+        if (!replacement)
+            return SESSION_FORWARD;
+        evbuffer_drain(c->conn.in, (size_t)msg_len + 1);
+        conn_send(&s->conn, replacement);
+        return SESSION_HANDLED;
+    }
+    /* Parsing a name again replaces it (PostgreSQL would refuse: drivers close first). */
+    prepared_client_remove(&c->prepared, parse->name);
+    if (prepared_client_add(&c->prepared, parse, &stmt) != PREPARED_ADDED) {
+        client_fail(c, "53200", "out of memory for prepared statements");
+        return SESSION_CLOSED;
+    }
+    uint64_t binding = prepared_client_serial(&c->prepared, parse->name);
+    enum prepared_ensure_result ensured = prepared_server_ensure(&s->prepared, stmt, victim);
+    if (ensured == PREPARED_ENSURE_NO_MEMORY) {
+        client_fail(c, "53200", "out of memory for prepared statements");
+        return SESSION_CLOSED;
+    }
+    evbuffer_drain(c->conn.in, (size_t)msg_len + 1); /* parse may point into it: not used below */
+    if (ensured == PREPARED_ON_SERVER && !in_flight && s->replies.count == 0) {
+        /* Nothing is owed before it: answer ParseComplete here. */
+        static const uint8_t parse_complete[] = { '1', 0, 0, 0, 4 };
+        conn_write(&c->conn, parse_complete, sizeof(parse_complete));
+        return SESSION_HANDLED;
+    }
+    session_inject_parse(c, stmt, ensured == PREPARED_PARSE_NEEDED ? victim : NULL, REPLY_PARSE,
+                         binding);
+    return SESSION_HANDLED;
+}
+
+/*
+ * pinning = reject for a Parse: the statement becomes one that raises the error when it runs,
+ * under the same name and with the same parameter types, so the client's Bind still fits and
+ * the error arrives in order.
+ */
+static void session_build_rejected_parse(struct msgbuf *out, const struct prepared_parse *parse,
+                                         enum pin_reason reason)
+{
+    char sql[512];
+    size_t query_len = strlen(parse->query) + 1;
+    const uint8_t *types = parse->definition + query_len;   /* n_params and the type OIDs */
+    size_t types_len = parse->definition_len - query_len;
+    size_t name_len = strlen(parse->name) + 1;
+
+    session_reject_sql(sql, sizeof(sql), reason);
+    size_t sql_len = strlen(sql) + 1;
+    uint32_t be_len = htonl((uint32_t)(4 + name_len + sql_len + types_len));
+    msgbuf_append(out, "P", 1);
+    msgbuf_append(out, &be_len, 4);
+    msgbuf_append(out, parse->name, name_len);
+    msgbuf_append(out, sql, sql_len);
+    msgbuf_append(out, types, types_len);
+}
+
+static enum session_step session_parse(struct client *c, uint32_t msg_len, bool in_flight)
+{
+    struct prepared_parse parse;
 
     const uint8_t *msg = conn_pullup_message(c->conn.in, msg_len);
     if (!msg)
@@ -307,32 +450,27 @@ static enum session_step session_parse(struct client *c, uint32_t msg_len, bool 
     }
     struct pinning_rules rules = session_rules(c);
     enum pin_reason reason = pinning_scan(parse.query, strlen(parse.query), &rules, NULL);
-    if (reason != PIN_NONE && strcmp(c->worker->cfg->pinning, "off") != 0)
+    if (reason == PIN_NONE || strcmp(c->worker->cfg->pinning, "off") == 0)
+        return session_parse_statement(c, &parse, NULL, msg_len, in_flight);
+    if (strcmp(c->worker->cfg->pinning, "reject") != 0) {
         session_pin(c, reason, parse.query, strlen(parse.query));
-    if (!parse.name[0] || !session_prepared_enabled(c)) {
-        reply_queue_push(&s->replies, REPLY_PARSE, NULL);
-        return SESSION_FORWARD;
+        return session_parse_statement(c, &parse, NULL, msg_len, in_flight);
     }
-    /* Parsing a name again replaces it (PostgreSQL would refuse: drivers close first). */
-    prepared_client_remove(&c->prepared, parse.name);
-    if (prepared_client_add(&c->prepared, &parse, &stmt) != PREPARED_ADDED) {
-        client_fail(c, "53200", "out of memory for prepared statements");
-        return SESSION_CLOSED;
+    struct msgbuf rejected;
+    struct prepared_parse replaced;
+    enum session_step step;
+    msgbuf_init(&rejected);
+    session_build_rejected_parse(&rejected, &parse, reason);
+    if (rejected.failed || prepared_parse_parse(rejected.data + PROTO_HEADER_LEN,
+                                                rejected.len - PROTO_HEADER_LEN,
+                                                &replaced) != PROTO_OK) {
+        client_fail(c, "53200", "out of memory");
+        step = SESSION_CLOSED;
+    } else {
+        step = session_parse_statement(c, &replaced, &rejected, msg_len, in_flight);
     }
-    enum prepared_ensure_result ensured = prepared_server_ensure(&s->prepared, stmt, victim);
-    if (ensured == PREPARED_ENSURE_NO_MEMORY) {
-        client_fail(c, "53200", "out of memory for prepared statements");
-        return SESSION_CLOSED;
-    }
-    evbuffer_drain(c->conn.in, (size_t)msg_len + 1);
-    if (ensured == PREPARED_ON_SERVER && !in_flight && s->replies.count == 0) {
-        /* Nothing is owed before it: answer ParseComplete here. */
-        static const uint8_t parse_complete[] = { '1', 0, 0, 0, 4 };
-        conn_write(&c->conn, parse_complete, sizeof(parse_complete));
-        return SESSION_HANDLED;
-    }
-    session_inject_parse(c, stmt, ensured == PREPARED_PARSE_NEEDED ? victim : NULL, REPLY_PARSE);
-    return SESSION_HANDLED;
+    msgbuf_free(&rejected);
+    return step;
 }
 
 /* The backend name for a client's statement name, preparing it there if needed. */
@@ -485,6 +623,9 @@ static void session_skip_to_sync(struct server *s)
     while ((e = reply_queue_front(&s->replies)) && e->kind != REPLY_SYNC) {
         if (e->stmt && prepared_server_has(&s->prepared, e->stmt))
             prepared_server_forget(&s->prepared, e->stmt);
+        /* The client's own Parse failed or was skipped: Postgres would not know the name. */
+        if (e->binding && s->client)
+            prepared_client_unbind(&s->client->prepared, e->binding);
         reply_queue_pop(&s->replies);
     }
 }

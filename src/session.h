@@ -26,7 +26,8 @@ enum reply_kind {
 
 struct reply_expectation {
     enum reply_kind kind;
-    struct prepared_statement *stmt; /* the statement a Parse prepares, or NULL */
+    struct prepared_statement *stmt; /* the statement a Parse prepares (held), or NULL */
+    uint64_t binding;                /* REPLY_PARSE: the client's name it binds (serial), or 0 */
 };
 
 struct reply_queue {
@@ -42,6 +43,8 @@ void reply_queue_clear(struct reply_queue *q);
 enum session_step {
     SESSION_FORWARD,  /* pass the message as it is */
     SESSION_HANDLED,  /* sluice consumed the message and wrote what replaces it */
+    SESSION_ANSWERED, /* sluice consumed the message and answered it itself: the backend owes
+                         nothing for it */
     SESSION_WAIT,     /* the whole message (or its names) is not buffered yet */
     SESSION_CLOSED,   /* the client was failed */
 };
