@@ -86,6 +86,8 @@ static struct event_base *worker_new_base(void)
     if (!ec)
         return NULL;
     event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
+    /* The default coarse clock ticks every few milliseconds: too coarse for query latencies. */
+    event_config_set_flag(ec, EVENT_BASE_FLAG_PRECISE_TIMER);
     struct event_base *base = event_base_new_with_config(ec);
     event_config_free(ec);
     return base;
