@@ -1603,6 +1603,13 @@ static void show_auth(struct request *req)
     result_begin(&r, req->out, columns, sizeof(columns) / sizeof(columns[0]));
     auth_row(&r, "login_ok", "all", NULL, st->logins_ok);
     auth_row(&r, "login_failed", "all", NULL, st->logins_failed);
+    for (int m = AUTH_TYPE_TRUST; m <= AUTH_TYPE_TOKEN; m++) {
+        const char *method = config_auth_type_name((enum auth_type)m);
+        auth_row(&r, "login_ok", method, NULL, st->logins_ok_by_method[m]);
+        auth_row(&r, "login_failed", method, NULL, st->logins_failed_by_method[m]);
+    }
+    auth_row(&r, "login_ok", "over_tls", NULL, st->logins_ok_tls);
+    auth_row(&r, "login_failed", "over_tls", NULL, st->logins_failed_tls);
     auth_row(&r, "login_ok", "token", NULL, st->token_logins_ok);
     auth_row(&r, "login_failed", "token", NULL, token_failed);
     for (size_t i = TOKEN_FAIL_OVERSIZED; i <= TOKEN_FAIL_OUT_OF_MEMORY && i < n_reasons; i++)

@@ -512,10 +512,26 @@ static void client_send_auth_request(struct client *c, uint32_t code, const void
     conn_send(&c->conn, mb);
 }
 
+/* One place counts logins, by outcome, method and transport. */
+static void client_count_login(struct client *c, bool ok)
+{
+    struct worker_stats *st = &c->worker->stats;
+    size_t method = c->auth_method < 8 ? c->auth_method : 0;
+    if (ok) {
+        st->logins_ok++;
+        st->logins_ok_by_method[method]++;
+        st->logins_ok_tls += c->tls;
+    } else {
+        st->logins_failed++;
+        st->logins_failed_by_method[method]++;
+        st->logins_failed_tls += c->tls;
+    }
+}
+
 static void client_auth_failed(struct client *c)
 {
     /* Same words for a wrong password and an unknown user: no user enumeration. */
-    c->worker->stats.logins_failed++;
+    client_count_login(c, false);
     client_failf(c, "28P01", "password authentication failed for user \"%s\"", c->user);
 }
 
@@ -529,6 +545,7 @@ static void client_begin_auth(struct client *c)
     struct userlist_entry *entry = w->users ? userlist_find(w->users, c->user) : NULL;
 
     client_set_state(c, CLIENT_AUTH);
+    c->auth_method = (uint8_t)type;
     switch (type) {
     case AUTH_TYPE_TRUST:
         client_auth_succeeded(c);
@@ -548,6 +565,7 @@ static void client_begin_auth(struct client *c)
             client_send_auth_request(c, AUTH_REQ_MD5, c->md5_salt, sizeof(c->md5_salt));
             return;
         }
+        c->auth_method = AUTH_TYPE_SCRAM;
         /* fall through */
     case AUTH_TYPE_SCRAM: {
         struct msgbuf *mb = &w->scratch;
@@ -559,7 +577,7 @@ static void client_begin_auth(struct client *c)
     }
     case AUTH_TYPE_TOKEN:
         if (!c->tls && !(c->is_unix && w->cfg->auth_token_allow_unix_socket)) {
-            c->worker->stats.logins_failed++;
+            client_count_login(c, false);
             client_failf(c, "28000", "token authentication for user \"%s\" requires an SSL connection: connect with sslmode=require or stronger",
                          c->user);
             return;
@@ -694,7 +712,7 @@ static void client_check_token(struct client *c, const uint8_t *body, size_t bod
     }
     if ((size_t)why < sizeof(w->stats.token_failures) / sizeof(w->stats.token_failures[0]))
         w->stats.token_failures[why]++;
-    w->stats.logins_failed++;
+    client_count_login(c, false);
     log_info("C-%llu: %s/%s@%s:%d token login refused: %s", (unsigned long long)c->id,
              c->database, c->user, c->addr, c->port, token_failure_message(why));
     client_failf(c, "28P01", "token authentication failed for user \"%s\": %s", c->user,
@@ -828,7 +846,7 @@ static void client_auth_succeeded(struct client *c)
     }
     c->registered_for_cancel = true;
     c->pool = pool;
-    w->stats.logins_ok++;
+    client_count_login(c, true);
     if (pool->has_defaults) {
         client_finish_login(c);
         return;

@@ -65,6 +65,7 @@ struct client {
     bool registered_for_cancel;
 
     enum client_auth_step auth_step;
+    uint8_t auth_method;            /* enum auth_type used for this login */
     uint8_t md5_salt[4];
     struct scram_server *scram;     /* only during SCRAM */
 

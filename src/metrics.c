@@ -305,6 +305,21 @@ static void render_client_totals(struct worker *w, struct msgbuf *out)
     sample_count(out, "sluice_client_logins_total", "", &ok, st->logins_ok);
     sample_count(out, "sluice_client_logins_total", "", &failed, st->logins_failed);
 
+    family(out, "sluice_client_logins_by_method_total", "counter",
+           "Client logins by authentication method and result.");
+    for (int m = AUTH_TYPE_TRUST; m <= AUTH_TYPE_TOKEN; m++) {
+        const char *method = config_auth_type_name((enum auth_type)m);
+        struct labels m_ok = { .names = { "method", "result" }, .values = { method, "succeeded" } };
+        struct labels m_failed = { .names = { "method", "result" }, .values = { method, "failed" } };
+        sample_count(out, "sluice_client_logins_by_method_total", "", &m_ok, st->logins_ok_by_method[m]);
+        sample_count(out, "sluice_client_logins_by_method_total", "", &m_failed,
+                     st->logins_failed_by_method[m]);
+    }
+    family(out, "sluice_client_tls_logins_total", "counter",
+           "Client logins over TLS, by result (the rest of sluice_client_logins_total was plaintext).");
+    sample_count(out, "sluice_client_tls_logins_total", "", &ok, st->logins_ok_tls);
+    sample_count(out, "sluice_client_tls_logins_total", "", &failed, st->logins_failed_tls);
+
     family(out, "sluice_client_tls_handshakes_total", "counter",
            "TLS handshakes with clients, by result.");
     sample_count(out, "sluice_client_tls_handshakes_total", "", &ok, st->tls_handshakes);

@@ -36,6 +36,10 @@ struct worker_stats {
     uint64_t clients_rejected;   /* max_client_conn */
     uint64_t logins_ok;
     uint64_t logins_failed;
+    uint64_t logins_ok_by_method[8];     /* by enum auth_type */
+    uint64_t logins_failed_by_method[8]; /* by enum auth_type */
+    uint64_t logins_ok_tls;              /* of logins_ok, over TLS */
+    uint64_t logins_failed_tls;          /* of logins_failed, over TLS */
     uint64_t servers_connected;
     uint64_t servers_failed;
     uint64_t tls_handshakes;

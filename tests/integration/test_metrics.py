@@ -303,6 +303,27 @@ def failed_login(t):
                 before.value("sluice_client_logins_total", result="succeeded"), "successful logins")
 
 
+@test("logins are counted by method and by transport", sluice_only=True)
+def logins_by_method(t):
+    s = metrics_sluice(t)
+    method = s.settings.get("auth_type", "scram-sha-256")
+    before = scrape(s)
+    expect_pg_error(lambda: s.wire().login(password="wrong"), "28P01", "login with a wrong password")
+    s.connect().close()
+    after = wait_for(lambda: (lambda p: p if p.value("sluice_client_logins_by_method_total",
+                                                     method=method, result="succeeded")
+                              > before.value("sluice_client_logins_by_method_total",
+                                             method=method, result="succeeded")
+                              else None)(scrape(s)), 5, what="the login in the method counter")
+    for result in ("succeeded", "failed"):
+        check_equal(after.value("sluice_client_logins_by_method_total", method=method, result=result)
+                    - before.value("sluice_client_logins_by_method_total", method=method,
+                                   result=result), 1, f"{method} logins {result}")
+        check_equal(after.value("sluice_client_tls_logins_total", result=result),
+                    before.value("sluice_client_tls_logins_total", result=result),
+                    f"TLS logins {result} (none were over TLS)")
+
+
 @test("token logins: a refused token is counted under the check that refused it", sluice_only=True)
 def token_failure_reason(t):
     s = metrics_sluice(t, settings=None, start=False)
