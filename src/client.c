@@ -267,9 +267,18 @@ static void client_event_cb(struct conn *conn, enum conn_event event, void *arg)
 {
     struct client *c = arg;
     switch (event) {
-    case CONN_EVENT_CONNECTED:
-        c->worker->stats.tls_handshakes++; /* TLS handshake finished */
+    case CONN_EVENT_CONNECTED: {
+        /* TLS handshake finished. Direct TLS requires ALPN "postgresql", as PostgreSQL does. */
+        const unsigned char *alpn = NULL;
+        unsigned int alpn_len = 0;
+        c->worker->stats.tls_handshakes++;
+        if (c->direct_tls) {
+            SSL_get0_alpn_selected(conn_ssl(conn), &alpn, &alpn_len);
+            if (alpn_len == 0)
+                client_close(c, "direct TLS without the ALPN protocol \"postgresql\"");
+        }
         return;
+    }
     case CONN_EVENT_EOF:
         client_close(c, "client closed the connection");
         return;
@@ -449,6 +458,18 @@ static void client_start_tls(struct client *c)
     c->tls = true;
 }
 
+/* PostgreSQL 17's sslnegotiation=direct: the ClientHello comes first, without SSLRequest. */
+static void client_start_direct_tls(struct client *c)
+{
+    SSL *ssl = tls_new_client_ssl(&c->worker->tls);
+    if (!ssl || conn_start_tls(&c->conn, ssl, true) != 0) {
+        client_close(c, "could not start TLS");
+        return;
+    }
+    c->tls = true;
+    c->direct_tls = true;
+}
+
 static void client_handle_startup(struct client *c)
 {
     struct evbuffer *in = c->conn.in;
@@ -463,7 +484,10 @@ static void client_handle_startup(struct client *c)
             return;
         if (evbuffer_copyout(in, packet, 1) == 1 && packet[0] == PROTO_TLS_HANDSHAKE_BYTE) {
             /* A direct TLS ClientHello cannot be answered with a protocol error. */
-            client_close(c, "direct TLS negotiation is not supported");
+            if (c->tls || !c->worker->tls.client_ctx)
+                client_close(c, "direct TLS negotiation, and TLS is off (client_tls_sslmode)");
+            else
+                client_start_direct_tls(c);
             return;
         }
         if (available < 4)

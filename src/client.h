@@ -82,6 +82,7 @@ struct client {
     bool over_limit;                /* accepted past max_client_conn: refused after startup */
     bool is_unix;
     bool tls;                       /* the connection was upgraded to TLS */
+    bool direct_tls;                /* TLS from the first byte (sslnegotiation=direct) */
     bool is_admin;                  /* logged in to the admin console, not a pool */
     int admin_access;               /* enum admin_access */
     char addr[64];

@@ -412,9 +412,43 @@ static void conn_tls_event_cb(struct bufferevent *bev, short what, void *arg)
         conn_report_error(conn, EVUTIL_SOCKET_ERROR() ? EVUTIL_SOCKET_ERROR() : EPROTO);
 }
 
+/*
+ * A direct TLS client (no SSLRequest) sent its ClientHello before sluice knew it spoke TLS: those
+ * bytes sit in conn->in. They go back in front of the socket in a buffering BIO, so OpenSSL reads
+ * them first; writes go straight to the socket (libevent finds the fd on the write BIO).
+ */
+static int conn_give_back_input(struct conn *conn, SSL *ssl)
+{
+    size_t len = evbuffer_get_length(conn->in);
+    BIO *buffer = BIO_new(BIO_f_buffer());
+    BIO *socket_in = BIO_new_socket(conn->fd, BIO_NOCLOSE);
+    BIO *socket_out = BIO_new_socket(conn->fd, BIO_NOCLOSE);
+    if (!buffer || !socket_in || !socket_out) {
+        BIO_free(buffer);
+        BIO_free(socket_in);
+        BIO_free(socket_out);
+        return -1;
+    }
+    BIO *chain = BIO_push(buffer, socket_in);
+    const uint8_t *bytes = evbuffer_pullup(conn->in, (ev_ssize_t)len);
+    if (BIO_set_buffer_read_data(chain, (void *)bytes, (long)len) != 1) {
+        BIO_free_all(chain);
+        BIO_free(socket_out);
+        return -1;
+    }
+    evbuffer_drain(conn->in, len);
+    SSL_set_bio(ssl, chain, socket_out);
+    return 0;
+}
+
 int conn_start_tls(struct conn *conn, SSL *ssl, bool accepting)
 {
-    if (!conn->open || evbuffer_get_length(conn->in) > 0 || evbuffer_get_length(conn->out) > 0) {
+    if (!conn->open || evbuffer_get_length(conn->out) > 0 ||
+        (!accepting && evbuffer_get_length(conn->in) > 0)) {
+        SSL_free(ssl);
+        return -1;
+    }
+    if (evbuffer_get_length(conn->in) > 0 && conn_give_back_input(conn, ssl) != 0) {
         SSL_free(ssl);
         return -1;
     }

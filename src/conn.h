@@ -98,8 +98,10 @@ int conn_open_connect_host(struct conn *conn, struct event_base *base, struct co
 void conn_close(struct conn *conn);
 
 /*
- * Continues over TLS on the same socket (accepting: sluice is the server). Input and output must
- * be empty. on_event(CONNECTED) reports the end of the handshake. 0, or -1 (ssl freed).
+ * Continues over TLS on the same socket (accepting: sluice is the server). Output must be empty;
+ * input too, except when accepting a direct TLS client, whose ClientHello is already in it (the
+ * callers that must refuse bytes sent before the handshake check that themselves).
+ * on_event(CONNECTED) reports the end of the handshake. 0, or -1 (ssl freed).
  */
 int conn_start_tls(struct conn *conn, SSL *ssl, bool accepting);
 /* The SSL of a TLS connection, or NULL. */

@@ -279,6 +279,42 @@ def prefer_serves_both(t):
 
 # ---- client certificates ------------------------------------------------------------------------
 
+@test("direct TLS (PostgreSQL 17 sslnegotiation=direct): ClientHello first with ALPN postgresql "
+      "logs in; without ALPN the connection is closed", sluice_only=True)
+def direct_tls(t):
+    import socket
+    import ssl
+    import struct
+    certs = t.certificates()
+    s = t.sluice(settings=client_tls(certs, "require", auth_type="trust"), databases=unix_backend(t))
+    body = struct.pack("!I", 196608) + b"user\0app\0database\0" + harness.APP_DB.encode() + b"\0\0"
+    startup = struct.pack("!I", len(body) + 4) + body
+
+    def attempt(alpn):
+        context = ssl.create_default_context(cafile=os.path.join(certs, "ca.crt"))
+        if alpn:
+            context.set_alpn_protocols(alpn)
+        raw = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        try:
+            with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(startup)
+                reply = b""
+                while len(reply) < 9:
+                    chunk = tls.recv(4096)
+                    if not chunk:
+                        break
+                    reply += chunk
+                return tls.selected_alpn_protocol(), reply
+        except (ssl.SSLError, ConnectionError) as e:
+            return None, repr(e).encode()
+
+    alpn, reply = attempt(["postgresql"])
+    check_equal(alpn, "postgresql", "ALPN agreed on a direct TLS connection")
+    check_equal(reply[:9], b"R\0\0\0\x08\0\0\0\0", "AuthenticationOk over direct TLS")
+    alpn, reply = attempt(None)
+    check(not reply.startswith(b"R"), f"a direct TLS client without ALPN got {reply[:20]!r}")
+
+
 @test("client_tls_sslmode=verify-ca: a client certificate from client_tls_ca_file logs in; none, "
       "or one from another CA, is refused", sluice_only=True)
 def client_certificates(t):
