@@ -87,7 +87,8 @@ static struct listener *listener_new(struct worker *w, const struct sockaddr *ad
     return l;
 }
 
-static int listener_open_tcp(struct worker *w, const char *host, int port)
+int listener_for_each_address(struct worker *w, const char *setting, const char *host, int port,
+                              listener_open_fn open_one)
 {
     struct evutil_addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                                      .ai_flags = EVUTIL_AI_PASSIVE | EVUTIL_AI_ADDRCONFIG };
@@ -96,19 +97,30 @@ static int listener_open_tcp(struct worker *w, const char *host, int port)
     snprintf(port_text, sizeof(port_text), "%d", port);
     int rc = evutil_getaddrinfo(strcmp(host, "*") == 0 ? NULL : host, port_text, &hints, &res);
     if (rc != 0) {
-        log_error("listen_addr %s: %s", host, evutil_gai_strerror(rc));
+        log_error("%s %s: %s", setting, host, evutil_gai_strerror(rc));
         return -1;
     }
     int opened = 0;
     for (struct evutil_addrinfo *ai = res; ai; ai = ai->ai_next) {
         char description[128];
-        snprintf(description, sizeof(description), "%s:%d%s", host, port,
-                 ai->ai_family == AF_INET6 ? " (IPv6)" : "");
-        if (listener_new(w, ai->ai_addr, (int)ai->ai_addrlen, false, description))
+        bool v6 = ai->ai_family == AF_INET6;
+        snprintf(description, sizeof(description), "%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "", port);
+        if (open_one(w, ai->ai_addr, (int)ai->ai_addrlen, description) == 0)
             opened++;
     }
     evutil_freeaddrinfo(res);
-    return opened > 0 ? 0 : -1;
+    return opened;
+}
+
+static int listener_open_tcp_one(struct worker *w, const struct sockaddr *addr, int addr_len,
+                                 const char *description)
+{
+    return listener_new(w, addr, addr_len, false, description) ? 0 : -1;
+}
+
+static int listener_open_tcp(struct worker *w, const char *host, int port)
+{
+    return listener_for_each_address(w, "listen_addr", host, port, listener_open_tcp_one) > 0 ? 0 : -1;
 }
 
 static int listener_open_unix(struct worker *w, const char *dir, int port, int mode)

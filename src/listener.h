@@ -10,6 +10,16 @@
 
 struct listener;
 
+/* Opens one listening socket for an address; description is "host:port" for logs. 0 or -1. */
+typedef int (*listener_open_fn)(struct worker *w, const struct sockaddr *addr, int addr_len,
+                                const char *description);
+/*
+ * Resolves host ("*": every local address) and calls open_one for each address it has.
+ * Returns how many opened, or -1 if host does not resolve (logged, naming setting).
+ */
+int listener_for_each_address(struct worker *w, const char *setting, const char *host, int port,
+                              listener_open_fn open_one);
+
 /* Opens every listener the config asks for. 0, or -1 with the reason logged. */
 int listener_open_all(struct worker *w);
 /* Stops accepting (shutdown) and closes the sockets; removes the unix socket file. */

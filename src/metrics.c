@@ -21,6 +21,7 @@
 #include "auth_token.h"
 #include "build-config.h"
 #include "client.h"
+#include "listener.h"
 #include "log.h"
 #include "pinning.h"
 #include "pool.h"
@@ -663,26 +664,7 @@ static int metrics_listen_one(struct worker *w, const struct sockaddr *addr, int
 
 static int metrics_listen_host(struct worker *w, const char *host, int port)
 {
-    struct evutil_addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                                     .ai_flags = EVUTIL_AI_PASSIVE | EVUTIL_AI_ADDRCONFIG };
-    struct evutil_addrinfo *res = NULL;
-    char port_text[16];
-    snprintf(port_text, sizeof(port_text), "%d", port);
-    int rc = evutil_getaddrinfo(strcmp(host, "*") == 0 ? NULL : host, port_text, &hints, &res);
-    if (rc != 0) {
-        log_error("metrics_listen_addr %s: %s", host, evutil_gai_strerror(rc));
-        return -1;
-    }
-    int opened = 0;
-    for (struct evutil_addrinfo *ai = res; ai; ai = ai->ai_next) {
-        char description[128];
-        snprintf(description, sizeof(description), "%s%s%s:%d", ai->ai_family == AF_INET6 ? "[" : "",
-                 host, ai->ai_family == AF_INET6 ? "]" : "", port);
-        if (metrics_listen_one(w, ai->ai_addr, (int)ai->ai_addrlen, description) == 0)
-            opened++;
-    }
-    evutil_freeaddrinfo(res);
-    return opened > 0 ? 0 : -1;
+    return listener_for_each_address(w, "metrics_listen_addr", host, port, metrics_listen_one) > 0 ? 0 : -1;
 }
 
 static void metrics_close_http(struct metrics_state *m)
