@@ -6,6 +6,7 @@
  * statements a client keeps, and a client with none costs no memory beyond its struct.
  */
 #include "prepared.h"
+#include "reader.h"
 
 #include <arpa/inet.h>
 #include <inttypes.h>
@@ -41,69 +42,15 @@ struct client_name {
 
 /* ---- reading message bodies ---- */
 
-/* A cursor over one body: every read checks that the bytes it needs are there. */
-struct body_reader {
-    const uint8_t *buf;
-    size_t len;
-    size_t pos;
-};
-
-static bool read_cstring(struct body_reader *r, const char **out)
-{
-    const uint8_t *start, *nul;
-
-    if (r->pos >= r->len)
-        return false;
-    start = r->buf + r->pos;
-    nul = memchr(start, '\0', r->len - r->pos);
-    if (nul == NULL)
-        return false;
-    *out = (const char *)start;
-    r->pos += (size_t)(nul - start) + 1;
-    return true;
-}
-
-static bool read_u16(struct body_reader *r, uint16_t *out)
-{
-    uint16_t net;
-
-    if (r->len - r->pos < sizeof(net))
-        return false;
-    memcpy(&net, r->buf + r->pos, sizeof(net));
-    *out = ntohs(net);
-    r->pos += sizeof(net);
-    return true;
-}
-
-static bool read_i32(struct body_reader *r, int32_t *out)
-{
-    uint32_t net;
-
-    if (r->len - r->pos < sizeof(net))
-        return false;
-    memcpy(&net, r->buf + r->pos, sizeof(net));
-    *out = (int32_t)ntohl(net);
-    r->pos += sizeof(net);
-    return true;
-}
-
-static bool skip_bytes(struct body_reader *r, size_t n)
-{
-    if (r->len - r->pos < n)
-        return false;
-    r->pos += n;
-    return true;
-}
-
 /* A count followed by that many fixed-size items (format codes, type OIDs). */
-static bool skip_counted(struct body_reader *r, size_t item_size)
+static bool skip_counted(struct byte_reader *r, size_t item_size)
 {
     uint16_t n;
 
     return read_u16(r, &n) && skip_bytes(r, (size_t)n * item_size);
 }
 
-static bool skip_bind_values(struct body_reader *r)
+static bool skip_bind_values(struct byte_reader *r)
 {
     uint16_t n;
     int32_t value_len;
@@ -123,7 +70,7 @@ static bool skip_bind_values(struct body_reader *r)
 
 enum proto_result prepared_parse_parse(const uint8_t *body, size_t len, struct prepared_parse *out)
 {
-    struct body_reader r = { body, len, 0 };
+    struct byte_reader r = { body, len, 0 };
     size_t definition_start;
 
     if (body == NULL || !read_cstring(&r, &out->name))
@@ -142,7 +89,7 @@ enum proto_result prepared_parse_parse(const uint8_t *body, size_t len, struct p
 /* Offset of the statement name in a Bind body, after checking the whole body's shape. */
 static bool bind_layout(const uint8_t *body, size_t len, const char **portal, size_t *name_at)
 {
-    struct body_reader r = { body, len, 0 };
+    struct byte_reader r = { body, len, 0 };
     const char *statement;
 
     if (body == NULL || !read_cstring(&r, portal))
@@ -166,7 +113,7 @@ enum proto_result prepared_parse_bind(const uint8_t *body, size_t len, const cha
 enum proto_result prepared_parse_target(const uint8_t *body, size_t len, char *kind,
                                         const char **name)
 {
-    struct body_reader r = { body, len, 0 };
+    struct byte_reader r = { body, len, 0 };
 
     if (body == NULL || len < 2 || (body[0] != 'S' && body[0] != 'P'))
         return PROTO_ERROR;

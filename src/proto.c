@@ -7,6 +7,7 @@
  */
 #include "errbuf.h"
 #include "proto.h"
+#include "reader.h"
 
 #include <arpa/inet.h>
 #include <stdarg.h>
@@ -25,13 +26,6 @@
 
 /* ---- reading ---- */
 
-/* A cursor over one message: every read checks that the bytes it needs are there. */
-struct reader {
-    const uint8_t *buf;
-    size_t len;
-    size_t pos;
-};
-
 static uint32_t decode_u32(const uint8_t *p)
 {
     uint32_t net;
@@ -40,48 +34,10 @@ static uint32_t decode_u32(const uint8_t *p)
     return ntohl(net);
 }
 
-static bool read_u32(struct reader *r, uint32_t *out)
-{
-    if (r->len - r->pos < sizeof(uint32_t))
-        return false;
-    *out = decode_u32(r->buf + r->pos);
-    r->pos += sizeof(uint32_t);
-    return true;
-}
-
-static bool read_byte(struct reader *r, uint8_t *out)
-{
-    if (r->pos >= r->len)
-        return false;
-    *out = r->buf[r->pos++];
-    return true;
-}
-
-/* A NUL-terminated string whose NUL lies inside the message. */
-static bool read_cstring(struct reader *r, const char **out)
-{
-    const uint8_t *start, *nul;
-
-    if (r->pos >= r->len)
-        return false;
-    start = r->buf + r->pos;
-    nul = memchr(start, '\0', r->len - r->pos);
-    if (nul == NULL)
-        return false;
-    *out = (const char *)start;
-    r->pos += (size_t)(nul - start) + 1;
-    return true;
-}
-
-static bool reader_at_end(const struct reader *r)
-{
-    return r->pos == r->len;
-}
-
 /* Bodies that are exactly one string: the first NUL must be the last byte. */
 static enum proto_result parse_single_string(const uint8_t *body, size_t body_len, const char **out)
 {
-    struct reader r = { body, body_len, 0 };
+    struct byte_reader r = { body, body_len, 0 };
 
     if (body == NULL || !read_cstring(&r, out) || !reader_at_end(&r))
         return PROTO_ERROR;
@@ -177,7 +133,7 @@ static enum proto_result parse_startup_params(const uint8_t *buf, size_t len,
                                               struct startup_packet *out, char *err,
                                               size_t err_len)
 {
-    struct reader r = { buf, len, STARTUP_MIN_LEN };
+    struct byte_reader r = { buf, len, STARTUP_MIN_LEN };
     const char *name, *value, *user;
     const char *missing_terminator =
         "invalid startup packet layout: expected terminator as last byte";
@@ -279,7 +235,7 @@ static bool auth_payload_size_ok(uint32_t code, size_t data_len)
 enum proto_result proto_parse_auth_request(const uint8_t *body, size_t body_len, uint32_t *code,
                                            const uint8_t **data, size_t *data_len)
 {
-    struct reader r = { body, body_len, 0 };
+    struct byte_reader r = { body, body_len, 0 };
     uint32_t request;
 
     if (body == NULL || !read_u32(&r, &request))
@@ -294,7 +250,7 @@ enum proto_result proto_parse_auth_request(const uint8_t *body, size_t body_len,
 
 bool proto_sasl_offers(const uint8_t *data, size_t data_len, const char *mech)
 {
-    struct reader r = { data, data_len, 0 };
+    struct byte_reader r = { data, data_len, 0 };
     const char *name;
     bool found = false;
 
@@ -314,7 +270,7 @@ bool proto_sasl_offers(const uint8_t *data, size_t data_len, const char *mech)
 enum proto_result proto_parse_parameter_status(const uint8_t *body, size_t body_len,
                                                const char **name, const char **value)
 {
-    struct reader r = { body, body_len, 0 };
+    struct byte_reader r = { body, body_len, 0 };
     const char *n, *v;
 
     if (body == NULL || !read_cstring(&r, &n) || !read_cstring(&r, &v) || !reader_at_end(&r))
@@ -329,7 +285,7 @@ enum proto_result proto_parse_parameter_status(const uint8_t *body, size_t body_
 enum proto_result proto_parse_backend_key_data(const uint8_t *body, size_t body_len,
                                                uint32_t *pid, uint32_t *key)
 {
-    struct reader r = { body, body_len, 0 };
+    struct byte_reader r = { body, body_len, 0 };
     uint32_t p, k;
 
     if (body == NULL || !read_u32(&r, &p) || !read_u32(&r, &k) || !reader_at_end(&r))
@@ -351,7 +307,7 @@ enum proto_result proto_parse_ready_for_query(const uint8_t *body, size_t body_l
 
 enum proto_result proto_parse_error(const uint8_t *body, size_t body_len, struct proto_error *out)
 {
-    struct reader r = { body, body_len, 0 };
+    struct byte_reader r = { body, body_len, 0 };
     const char *severity = NULL, *nonlocalized_severity = NULL;
     uint8_t field;
     const char *value;
@@ -392,7 +348,7 @@ enum proto_result proto_parse_password(const uint8_t *body, size_t body_len, con
 enum proto_result proto_parse_sasl_initial(const uint8_t *body, size_t body_len, const char **mech,
                                            const uint8_t **data, size_t *data_len)
 {
-    struct reader r = { body, body_len, 0 };
+    struct byte_reader r = { body, body_len, 0 };
     const char *name;
     uint32_t raw_len;
     int32_t response_len;
