@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/resource.h>
 
 #include "config.h"
 #include "log.h"
@@ -30,6 +31,31 @@ static void print_usage(FILE *out)
             "\n"
             "Runs in the foreground and logs to stderr. SIGHUP reloads the configuration;\n"
             "SIGTERM or SIGINT stop accepting and let running transactions finish.\n");
+}
+
+/*
+ * Each client and each backend connection takes a descriptor. Raise the soft limit toward the
+ * hard one so max_client_conn can be met, and say so when even the hard limit is too low.
+ */
+static void raise_descriptor_limit(const struct config *cfg)
+{
+    struct rlimit limit;
+    long needed = (long)cfg->max_client_conn + 256 /* over-limit grace */ + 64 /* listeners, logs... */;
+    for (size_t i = 0; i < cfg->n_databases; i++)
+        needed += config_effective_pool_size(cfg, &cfg->databases[i]);
+    if (getrlimit(RLIMIT_NOFILE, &limit) != 0)
+        return;
+    if ((long)limit.rlim_cur < needed) {
+        rlim_t wanted = limit.rlim_max == RLIM_INFINITY || (long)limit.rlim_max >= needed
+                            ? (rlim_t)needed : limit.rlim_max;
+        limit.rlim_cur = wanted;
+        (void)setrlimit(RLIMIT_NOFILE, &limit);
+        (void)getrlimit(RLIMIT_NOFILE, &limit);
+    }
+    if ((long)limit.rlim_cur < needed)
+        log_warning("file descriptor limit %ld is below the %ld that max_client_conn and the pools "
+                    "may need: raise LimitNOFILE (systemd) or ulimit -n",
+                    (long)limit.rlim_cur, needed);
 }
 
 /* A new sluice started for a restart may have written its own pid there since: leave that. */
@@ -103,6 +129,7 @@ int main(int argc, char **argv)
         return 1;
     }
 
+    raise_descriptor_limit(cfg);
     struct worker worker;
     if (worker_init(&worker, cfg) != 0) {
         worker_destroy(&worker);

@@ -83,6 +83,43 @@ def bad_number(t):
         harness.shutil.rmtree(os.path.dirname(path), ignore_errors=True)
 
 
+@test("a low soft descriptor limit is raised toward the hard one to fit max_client_conn",
+      sluice_only=True)
+def descriptor_limit_raised(t):
+    import resource
+    import time
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 4000:
+        check(False, f"this test needs a hard descriptor limit of 4000 or more, not {hard}")
+    directory = harness.tempfile.mkdtemp(prefix="sluice-cli-")
+    path = os.path.join(directory, "limits.ini")
+    with open(path, "w") as f:
+        f.write(f"[sluice]\nlisten_addr = 127.0.0.1\nlisten_port = {harness.free_port()}\n"
+                "unix_socket_dir =\nauth_type = trust\nmax_client_conn = 3000\n"
+                "[databases]\nappdb = host=127.0.0.1 port=5432\n")
+
+    def lower_soft_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+    proc = subprocess.Popen([harness.sluice_binary(), "-c", path], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lower_soft_limit)
+    try:
+        soft = None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and proc.poll() is None:
+            with open(f"/proc/{proc.pid}/limits") as limits:
+                line = [l for l in limits if l.startswith("Max open files")][0]
+            soft = int(line.split()[3])
+            if soft > 256:
+                break
+            time.sleep(0.1)
+        check(soft is not None and soft >= 3000, f"soft descriptor limit of sluice: {soft}")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 @test("a listen port already in use exits non-zero instead of running deaf", sluice_only=True)
 def port_in_use(t):
     blocker = harness.socket.socket()
