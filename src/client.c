@@ -1,6 +1,6 @@
 /*
- * client.c: the client state machine. Reads the startup packet, authenticates against the
- * auth_file, answers the login from the pool's session defaults, then passes messages to a
+ * client.c: the client state machine. Reads the startup packet, has the client authenticated
+ * (client_auth.c), answers the login from the pool's session defaults, then passes messages to a
  * backend: whole messages, moved as buffer chains, with only their 5-byte headers inspected.
  */
 #include "client.h"
@@ -19,25 +19,20 @@
 #include <openssl/rand.h>
 
 #include "admin.h"
-#include "auth_md5.h"
-#include "auth_token.h"
+#include "client_auth.h"
 #include "conn.h"
 #include "log.h"
 #include "pool.h"
 #include "server.h"
 #include "session.h"
 
-/* Password and SASL messages are small; anything larger during login is an attack or a bug. */
-#define CLIENT_MAX_AUTH_MESSAGE (TOKEN_MAX_LEN + 1024)
 /* Bytes a client may have buffered while it has no backend; reading stops beyond this. */
 #define CLIENT_READ_HIGH_WATER (256 * 1024)
-#define SCRAM_MECHANISM "SCRAM-SHA-256"
 
 static void client_read_cb(struct conn *conn, void *arg);
 static void client_drain_cb(struct conn *conn, void *arg);
 static void client_event_cb(struct conn *conn, enum conn_event event, void *arg);
 static void client_handle_startup(struct client *c);
-static void client_handle_auth(struct client *c);
 static void client_forward_input(struct client *c);
 
 /* ---- lifecycle ---- */
@@ -101,7 +96,7 @@ bool client_is_closed(const struct client *c)
 }
 
 /* Every state change goes through here, so the pool's client counts stay true. */
-static void client_set_state(struct client *c, enum client_state state)
+void client_set_state(struct client *c, enum client_state state)
 {
     struct pool *pool = c->pool;
     if (pool) {
@@ -219,9 +214,7 @@ void client_fail(struct client *c, const char *sqlstate, const char *message)
     c->last_activity = worker_now(c->worker);
 }
 
-static void client_failf(struct client *c, const char *sqlstate, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void client_failf(struct client *c, const char *sqlstate, const char *fmt, ...)
+void client_failf(struct client *c, const char *sqlstate, const char *fmt, ...)
 {
     char message[512];
     va_list ap;
@@ -297,7 +290,7 @@ void client_process_input(struct client *c)
         client_handle_startup(c);
         break;
     case CLIENT_AUTH:
-        client_handle_auth(c);
+        client_auth_input(c);
         break;
     case CLIENT_IDLE:
     case CLIENT_WAITING:
@@ -384,8 +377,6 @@ static void client_negotiate_version(struct client *c, const struct startup_pack
     conn_send(&c->conn, mb);
 }
 
-static void client_begin_auth(struct client *c);
-
 static void client_handle_startup_message(struct client *c, const struct startup_packet *sp)
 {
     struct worker *w = c->worker;
@@ -427,7 +418,7 @@ static void client_handle_startup_message(struct client *c, const struct startup
         client_failf(c, "3D000", "database \"%s\" does not exist", c->database);
         return;
     }
-    client_begin_auth(c);
+    client_auth_begin(c);
 }
 
 /*
@@ -526,294 +517,6 @@ static void client_handle_startup(struct client *c)
     }
 }
 
-/* ---- authentication ---- */
-
-static void client_send_auth_request(struct client *c, uint32_t code, const void *data, size_t len)
-{
-    struct msgbuf *mb = &c->worker->scratch;
-    msgbuf_reset(mb);
-    proto_build_auth_request(mb, code, data, len);
-    conn_send(&c->conn, mb);
-}
-
-/* One place counts logins, by outcome, method and transport. */
-static void client_count_login(struct client *c, bool ok)
-{
-    struct worker_stats *st = &c->worker->stats;
-    size_t method = c->auth_method < 8 ? c->auth_method : 0;
-    if (ok) {
-        st->logins_ok++;
-        st->logins_ok_by_method[method]++;
-        st->logins_ok_tls += c->tls;
-    } else {
-        st->logins_failed++;
-        st->logins_failed_by_method[method]++;
-        st->logins_failed_tls += c->tls;
-    }
-}
-
-static void client_auth_failed(struct client *c)
-{
-    /* Same words for a wrong password and an unknown user: no user enumeration. */
-    client_count_login(c, false);
-    client_failf(c, "28P01", "password authentication failed for user \"%s\"", c->user);
-}
-
-static void client_auth_succeeded(struct client *c);
-
-static void client_begin_auth(struct client *c)
-{
-    struct worker *w = c->worker;
-    const struct config_user *cu = config_find_user(w->cfg, c->user);
-    enum auth_type type = config_effective_auth_type(w->cfg, cu);
-    struct userlist_entry *entry = w->users ? userlist_find(w->users, c->user) : NULL;
-
-    client_set_state(c, CLIENT_AUTH);
-    c->auth_method = (uint8_t)type;
-    switch (type) {
-    case AUTH_TYPE_TRUST:
-        client_auth_succeeded(c);
-        return;
-    case AUTH_TYPE_PLAIN:
-        c->auth_step = AUTH_STEP_CLEARTEXT;
-        client_send_auth_request(c, AUTH_REQ_PASSWORD, NULL, 0);
-        return;
-    case AUTH_TYPE_MD5:
-        /* As PgBouncer: a SCRAM secret cannot answer md5, so such users get SCRAM. */
-        if (!(entry && entry->kind == SECRET_SCRAM)) {
-            if (RAND_bytes(c->md5_salt, sizeof(c->md5_salt)) != 1) {
-                client_fail(c, "XX000", "could not generate a random salt");
-                return;
-            }
-            c->auth_step = AUTH_STEP_MD5;
-            client_send_auth_request(c, AUTH_REQ_MD5, c->md5_salt, sizeof(c->md5_salt));
-            return;
-        }
-        c->auth_method = AUTH_TYPE_SCRAM;
-        /* fall through */
-    case AUTH_TYPE_SCRAM: {
-        struct msgbuf *mb = &w->scratch;
-        c->auth_step = AUTH_STEP_SCRAM_FIRST;
-        msgbuf_reset(mb);
-        proto_build_auth_sasl(mb, SCRAM_MECHANISM);
-        conn_send(&c->conn, mb);
-        return;
-    }
-    case AUTH_TYPE_TOKEN:
-        if (!c->tls && !(c->is_unix && w->cfg->auth_token_allow_unix_socket)) {
-            client_count_login(c, false);
-            client_failf(c, "28000", "token authentication for user \"%s\" requires an SSL connection: connect with sslmode=require or stronger",
-                         c->user);
-            return;
-        }
-        c->auth_step = AUTH_STEP_TOKEN;
-        client_send_auth_request(c, AUTH_REQ_PASSWORD, NULL, 0);
-        return;
-    case AUTH_TYPE_UNSET:
-        break;
-    }
-    client_fail(c, "28000", "no authentication method is configured for this user");
-}
-
-static bool client_check_cleartext(struct client *c, struct userlist_entry *entry, const char *password)
-{
-    /* As PostgreSQL and PgBouncer: an empty password never logs anyone in. */
-    if (!entry || !*password || !*entry->secret)
-        return false;
-    switch (entry->kind) {
-    case SECRET_PLAIN: {
-        size_t a = strlen(entry->secret), b = strlen(password);
-        return a == b && CRYPTO_memcmp(entry->secret, password, a) == 0;
-    }
-    case SECRET_MD5: {
-        char computed[MD5_PASSWORD_LEN + 1];
-        md5_stored_secret(password, c->user, computed);
-        return CRYPTO_memcmp(computed, entry->secret, MD5_PASSWORD_LEN) == 0 &&
-               strlen(entry->secret) == MD5_PASSWORD_LEN;
-    }
-    case SECRET_SCRAM: {
-        struct scram_verifier derived;
-        const struct scram_verifier *stored = &entry->scram;
-        if (!scram_verifier_from_password(password, stored->salt, stored->salt_len,
-                                          stored->iterations, &derived))
-            return false;
-        return CRYPTO_memcmp(derived.stored_key, stored->stored_key, SCRAM_KEY_LEN) == 0;
-    }
-    }
-    return false;
-}
-
-/* A verifier no password matches, so an unknown user walks the same path as a wrong password. */
-static void client_mock_verifier(struct scram_verifier *v)
-{
-    memset(v, 0, sizeof(*v));
-    v->iterations = SCRAM_DEFAULT_ITERATIONS;
-    v->salt_len = 16;
-    RAND_bytes(v->salt, (int)v->salt_len);
-    RAND_bytes(v->stored_key, SCRAM_KEY_LEN);
-    RAND_bytes(v->server_key, SCRAM_KEY_LEN);
-}
-
-static void client_scram_first(struct client *c, struct userlist_entry *entry, const uint8_t *body,
-                               size_t body_len)
-{
-    const char *mech;
-    const uint8_t *data;
-    size_t data_len, out_len;
-    char out[SCRAM_MAX_MESSAGE + 1], err[128];
-    struct scram_verifier mock;
-    const struct scram_verifier *verifier = entry ? userlist_scram_verifier(entry) : NULL;
-
-    if (proto_parse_sasl_initial(body, body_len, &mech, &data, &data_len) != PROTO_OK) {
-        client_fail(c, "08P01", "malformed SASLInitialResponse message");
-        return;
-    }
-    if (strcmp(mech, SCRAM_MECHANISM) != 0) {
-        client_fail(c, "28000", "client selected an invalid SASL authentication mechanism");
-        return;
-    }
-    if (!verifier) {
-        client_mock_verifier(&mock);
-        verifier = &mock;
-    }
-    c->scram = calloc(1, sizeof(*c->scram));
-    if (!c->scram) {
-        client_fail(c, "53200", "out of memory");
-        return;
-    }
-    if (scram_server_first(c->scram, verifier, NULL, data, data_len, out, sizeof(out), &out_len,
-                           err, sizeof(err)) != 0) {
-        client_failf(c, "08P01", "malformed SCRAM message: %s", err);
-        return;
-    }
-    c->auth_step = AUTH_STEP_SCRAM_FINAL;
-    client_send_auth_request(c, AUTH_REQ_SASL_CONTINUE, out, out_len);
-}
-
-static void client_scram_final(struct client *c, const uint8_t *body, size_t body_len)
-{
-    char out[SCRAM_MAX_MESSAGE + 1], err[128];
-    size_t out_len;
-    int verdict = scram_server_final(c->scram, body, body_len, out, sizeof(out), &out_len, err,
-                                     sizeof(err));
-    OPENSSL_cleanse(c->scram, sizeof(*c->scram));
-    free(c->scram);
-    c->scram = NULL;
-    if (verdict < 0) {
-        client_failf(c, "08P01", "malformed SCRAM message: %s", err);
-        return;
-    }
-    if (verdict == 0) {
-        client_auth_failed(c);
-        return;
-    }
-    client_send_auth_request(c, AUTH_REQ_SASL_FINAL, out, out_len);
-    client_auth_succeeded(c);
-}
-
-static void client_check_token(struct client *c, const uint8_t *body, size_t body_len)
-{
-    struct worker *w = c->worker;
-    const struct config *cfg = w->cfg;
-    const char *token;
-    enum token_failure why = TOKEN_FAIL_UNKNOWN_ACCESS_KEY;
-
-    if (proto_parse_password(body, body_len, &token) != PROTO_OK) {
-        client_fail(c, "08P01", "malformed password message");
-        return;
-    }
-    struct token_policy policy = {
-        .region = cfg->auth_token_region,
-        .endpoints = cfg->auth_token_endpoints,
-        .clock_skew_seconds = (int)cfg->auth_token_clock_skew,
-        .max_expires = TOKEN_DEFAULT_MAX_EXPIRES,
-    };
-    if (w->token_keys &&
-        token_verify(w->token_keys, &policy, token, strlen(token), c->user, time(NULL), &why) == 0) {
-        w->stats.token_logins_ok++;
-        client_auth_succeeded(c);
-        return;
-    }
-    if ((size_t)why < sizeof(w->stats.token_failures) / sizeof(w->stats.token_failures[0]))
-        w->stats.token_failures[why]++;
-    client_count_login(c, false);
-    log_info("C-%llu: %s/%s@%s:%d token login refused: %s", (unsigned long long)c->id,
-             c->database, c->user, c->addr, c->port, token_failure_message(why));
-    client_failf(c, "28P01", "token authentication failed for user \"%s\": %s", c->user,
-                 token_failure_message(why));
-}
-
-static void client_auth_message(struct client *c, const uint8_t *body, size_t body_len)
-{
-    struct worker *w = c->worker;
-    struct userlist_entry *entry = w->users ? userlist_find(w->users, c->user) : NULL;
-    const char *password;
-
-    switch (c->auth_step) {
-    case AUTH_STEP_CLEARTEXT:
-        if (proto_parse_password(body, body_len, &password) != PROTO_OK) {
-            client_fail(c, "08P01", "malformed password message");
-            return;
-        }
-        if (client_check_cleartext(c, entry, password))
-            client_auth_succeeded(c);
-        else
-            client_auth_failed(c);
-        return;
-    case AUTH_STEP_MD5:
-        if (proto_parse_password(body, body_len, &password) != PROTO_OK) {
-            client_fail(c, "08P01", "malformed password message");
-            return;
-        }
-        if (entry && entry->kind != SECRET_SCRAM && *entry->secret &&
-            md5_check_response(entry->secret, c->user, c->md5_salt, password))
-            client_auth_succeeded(c);
-        else
-            client_auth_failed(c);
-        return;
-    case AUTH_STEP_SCRAM_FIRST:
-        client_scram_first(c, entry, body, body_len);
-        return;
-    case AUTH_STEP_TOKEN:
-        client_check_token(c, body, body_len);
-        return;
-    case AUTH_STEP_SCRAM_FINAL:
-        client_scram_final(c, body, body_len);
-        return;
-    case AUTH_STEP_NONE:
-        break;
-    }
-    client_fail(c, "08P01", "unexpected authentication message");
-}
-
-static void client_handle_auth(struct client *c)
-{
-    struct evbuffer *in = c->conn.in;
-
-    while (c->state == CLIENT_AUTH) {
-        uint8_t type;
-        uint32_t msg_len;
-        enum proto_result r = conn_peek_header(in, CLIENT_MAX_AUTH_MESSAGE, &type, &msg_len);
-        if (r == PROTO_INCOMPLETE)
-            return;
-        if (r == PROTO_ERROR) {
-            client_fail(c, "08P01", "invalid message length during authentication");
-            return;
-        }
-        if (type != 'p') {
-            client_failf(c, "08P01", "expected password response, got message type %d", type);
-            return;
-        }
-        if (evbuffer_get_length(in) < (size_t)msg_len + 1)
-            return;
-        /* Taken out of the buffer first: a finished login goes on to read what follows it. */
-        uint8_t message[CLIENT_MAX_AUTH_MESSAGE + 1];
-        evbuffer_remove(in, message, (size_t)msg_len + 1);
-        client_auth_message(c, message + PROTO_HEADER_LEN, msg_len - 4);
-        OPENSSL_cleanse(message, (size_t)msg_len + 1);
-    }
-}
-
 /* The console has no pool: its login completes at once, with its own parameters. */
 static void client_admin_login(struct client *c)
 {
@@ -844,13 +547,13 @@ static void client_admin_login(struct client *c)
     client_process_input(c);
 }
 
-static void client_auth_succeeded(struct client *c)
+void client_authenticated(struct client *c)
 {
     struct worker *w = c->worker;
     const struct config_database *db = config_find_database(w->cfg, c->database);
 
     c->auth_step = AUTH_STEP_NONE;
-    client_send_auth_request(c, AUTH_REQ_OK, NULL, 0);
+    client_auth_send_request(c, AUTH_REQ_OK, NULL, 0);
     if (c->is_admin) {
         client_admin_login(c);
         return;
@@ -870,7 +573,7 @@ static void client_auth_succeeded(struct client *c)
     }
     c->registered_for_cancel = true;
     c->pool = pool;
-    client_count_login(c, true);
+    client_auth_count(c, true);
     if (pool->has_defaults) {
         client_finish_login(c);
         return;

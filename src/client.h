@@ -95,6 +95,12 @@ struct client *client_create(struct worker *w, int fd, const struct sockaddr *ad
 
 /* Sends an ErrorResponse with severity FATAL and closes once it is written. */
 void client_fail(struct client *c, const char *sqlstate, const char *message);
+void client_failf(struct client *c, const char *sqlstate, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Every state change goes through here, so the pool's client counts stay true. */
+void client_set_state(struct client *c, enum client_state state);
+/* The client proved who it is: find its pool and complete the login (client_auth.c calls it). */
+void client_authenticated(struct client *c);
 /* Closes now (unlinks its backend, which is kept only if clean). */
 void client_close(struct client *c, const char *reason);
 /* Frees the memory of a closed client (reaper only). */

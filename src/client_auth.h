@@ -1,0 +1,22 @@
+/*
+ * client_auth.h: client authentication, between the startup packet and the login reply.
+ */
+#ifndef SLUICE_CLIENT_AUTH_H
+#define SLUICE_CLIENT_AUTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct client;
+
+/* Starts the method configured for the client's user (trust completes at once). */
+void client_auth_begin(struct client *c);
+/* Reads the client's password or SASL messages while it is in CLIENT_AUTH. */
+void client_auth_input(struct client *c);
+/* Sends an Authentication request ('R') with a code and its payload. */
+void client_auth_send_request(struct client *c, uint32_t code, const void *data, size_t len);
+/* Counts a login by outcome, method and transport. */
+void client_auth_count(struct client *c, bool ok);
+
+#endif
