@@ -31,12 +31,6 @@
 #define CONSOLE_NAME "sluice"
 #define CONSOLE_NAME_PGBOUNCER "pgbouncer"
 
-/* Type OIDs and sizes of the columns the console sends (pg_type). */
-#define OID_TEXT 25
-#define OID_INT4 23
-#define OID_INT8 20
-#define OID_NUMERIC 1700
-
 #define MAX_TOKENS 8
 #define MAX_TOKEN_LEN 1024
 #define SHOWN_COMMAND_MAX 200        /* how much of an unknown command the error quotes */
@@ -95,248 +89,69 @@ struct admin_state {
     double period_start;         /* of the current averaging period; 0: not started */
     struct database_averages *averages;
     size_t n_averages;
-    struct config *defaults;     /* a configuration of defaults only, for SHOW CONFIG */
 };
 
-/* ---- the [sluice] settings the console shows and changes ---- */
+/* ---- which [sluice] settings SET may change (config.c owns the settings themselves) ---- */
 
-enum setting_kind {
-    SETTING_STRING,    /* char *, NULL shown as "" */
-    SETTING_INT,
-    SETTING_FILE_MODE, /* int, shown in octal */
-    SETTING_BOOL,
-    SETTING_SECONDS,   /* double */
-    SETTING_POOL_MODE,
-    SETTING_AUTH_TYPE,
-};
-
-struct admin_setting {
-    const char *name;
-    enum setting_kind kind;
-    size_t offset;     /* in struct config */
-    bool changeable;   /* SET may change it while sluice runs */
-};
-
-#define AT(field) offsetof(struct config, field)
 /*
- * In config.c's order. Changeable: settings read afresh wherever they are used, and pool sizes,
- * which pools take again right after SET.
+ * Settings read afresh wherever they are used, and pool sizes, which pools take again right
+ * after SET. Every other setting needs the file and a RELOAD or restart.
  */
-static const struct admin_setting admin_settings[] = {
-    {"listen_addr", SETTING_STRING, AT(listen_addr), false},
-    {"listen_port", SETTING_INT, AT(listen_port), false},
-    {"unix_socket_dir", SETTING_STRING, AT(unix_socket_dir), false},
-    {"unix_socket_mode", SETTING_FILE_MODE, AT(unix_socket_mode), false},
-    {"so_reuseport", SETTING_BOOL, AT(so_reuseport), false},
-    {"pool_mode", SETTING_POOL_MODE, AT(pool_mode), false},
-    {"default_pool_size", SETTING_INT, AT(default_pool_size), true},
-    {"min_pool_size", SETTING_INT, AT(min_pool_size), true},
-    {"max_client_conn", SETTING_INT, AT(max_client_conn), true},
-    {"max_db_connections", SETTING_INT, AT(max_db_connections), true},
-    {"auth_type", SETTING_AUTH_TYPE, AT(auth_type), false},
-    {"auth_file", SETTING_STRING, AT(auth_file), false},
-    {"admin_users", SETTING_STRING, AT(admin_users), false},
-    {"stats_users", SETTING_STRING, AT(stats_users), false},
-    {"query_wait_timeout", SETTING_SECONDS, AT(query_wait_timeout), true},
-    {"client_idle_timeout", SETTING_SECONDS, AT(client_idle_timeout), true},
-    {"client_login_timeout", SETTING_SECONDS, AT(client_login_timeout), true},
-    {"idle_transaction_timeout", SETTING_SECONDS, AT(idle_transaction_timeout), true},
-    {"server_idle_timeout", SETTING_SECONDS, AT(server_idle_timeout), true},
-    {"server_lifetime", SETTING_SECONDS, AT(server_lifetime), true},
-    {"server_connect_timeout", SETTING_SECONDS, AT(server_connect_timeout), true},
-    {"server_login_retry", SETTING_SECONDS, AT(server_login_retry), true},
-    {"shutdown_timeout", SETTING_SECONDS, AT(shutdown_timeout), true},
-    {"server_reset_query", SETTING_STRING, AT(server_reset_query), false},
-    {"server_reset_query_always", SETTING_BOOL, AT(server_reset_query_always), true},
-    {"server_check_query", SETTING_STRING, AT(server_check_query), false},
-    {"server_check_delay", SETTING_SECONDS, AT(server_check_delay), true},
-    {"ignore_startup_parameters", SETTING_STRING, AT(ignore_startup_parameters), false},
-    {"log_connections", SETTING_BOOL, AT(log_connections), true},
-    {"log_disconnections", SETTING_BOOL, AT(log_disconnections), true},
-    {"log_pooler_errors", SETTING_BOOL, AT(log_pooler_errors), true},
-    {"verbose", SETTING_INT, AT(verbose), true},
-    {"max_packet_size", SETTING_INT, AT(max_packet_size), true},
-    {"pkt_buf", SETTING_INT, AT(pkt_buf), false},
-    {"tcp_keepalive", SETTING_INT, AT(tcp_keepalive), false},
-    {"pidfile", SETTING_STRING, AT(pidfile), false},
-    {"stats_period", SETTING_SECONDS, AT(stats_period), true},
-    {"syslog", SETTING_BOOL, AT(syslog), false},
-    {"syslog_ident", SETTING_STRING, AT(syslog_ident), false},
-    {"syslog_facility", SETTING_STRING, AT(syslog_facility), false},
-    {"client_tls_sslmode", SETTING_STRING, AT(client_tls_sslmode), false},
-    {"client_tls_key_file", SETTING_STRING, AT(client_tls_key_file), false},
-    {"client_tls_cert_file", SETTING_STRING, AT(client_tls_cert_file), false},
-    {"client_tls_ca_file", SETTING_STRING, AT(client_tls_ca_file), false},
-    {"client_tls_protocols", SETTING_STRING, AT(client_tls_protocols), false},
-    {"client_tls_ciphers", SETTING_STRING, AT(client_tls_ciphers), false},
-    {"server_tls_sslmode", SETTING_STRING, AT(server_tls_sslmode), false},
-    {"server_tls_ca_file", SETTING_STRING, AT(server_tls_ca_file), false},
-    {"server_tls_key_file", SETTING_STRING, AT(server_tls_key_file), false},
-    {"server_tls_cert_file", SETTING_STRING, AT(server_tls_cert_file), false},
-    {"server_tls_protocols", SETTING_STRING, AT(server_tls_protocols), false},
-    {"server_tls_ciphers", SETTING_STRING, AT(server_tls_ciphers), false},
-    {"auth_token_keys", SETTING_STRING, AT(auth_token_keys), false},
-    {"auth_token_region", SETTING_STRING, AT(auth_token_region), false},
-    {"auth_token_endpoints", SETTING_STRING, AT(auth_token_endpoints), false},
-    {"auth_token_clock_skew", SETTING_SECONDS, AT(auth_token_clock_skew), true},
-    {"auth_token_allow_unix_socket", SETTING_BOOL, AT(auth_token_allow_unix_socket), false},
-    {"metrics_listen_addr", SETTING_STRING, AT(metrics_listen_addr), false},
-    {"metrics_port", SETTING_INT, AT(metrics_port), false},
-    {"max_prepared_statements", SETTING_INT, AT(max_prepared_statements), false},
-    {"pinning", SETTING_STRING, AT(pinning), false},
+static const char *const changeable_settings[] = {
+    "default_pool_size",
+    "min_pool_size",
+    "max_client_conn",
+    "max_db_connections",
+    "query_wait_timeout",
+    "client_idle_timeout",
+    "client_login_timeout",
+    "idle_transaction_timeout",
+    "server_idle_timeout",
+    "server_lifetime",
+    "server_connect_timeout",
+    "server_login_retry",
+    "shutdown_timeout",
+    "server_reset_query_always",
+    "server_check_delay",
+    "log_connections",
+    "log_disconnections",
+    "log_pooler_errors",
+    "verbose",
+    "max_packet_size",
+    "stats_period",
+    "auth_token_clock_skew",
 };
-#undef AT
 
-#define N_ADMIN_SETTINGS (sizeof(admin_settings) / sizeof(admin_settings[0]))
-
-static const struct admin_setting *admin_find_setting(const char *name)
+static bool setting_changeable(const char *name)
 {
-    for (size_t i = 0; i < N_ADMIN_SETTINGS; i++)
-        if (strcasecmp(admin_settings[i].name, name) == 0)
-            return &admin_settings[i];
-    return NULL;
+    for (size_t i = 0; i < sizeof(changeable_settings) / sizeof(changeable_settings[0]); i++)
+        if (strcmp(changeable_settings[i], name) == 0)
+            return true;
+    return false;
 }
 
-/* The value as SHOW CONFIG prints it (PgBouncer prints booleans as 1/0). */
-static void admin_format_setting(const struct config *cfg, const struct admin_setting *s, char *buf,
-                                 size_t len)
-{
-    const void *field = (const char *)cfg + s->offset;
-    const char *text;
-
-    switch (s->kind) {
-    case SETTING_STRING:
-        text = *(char *const *)field;
-        snprintf(buf, len, "%s", text ? text : "");
-        return;
-    case SETTING_INT:
-        snprintf(buf, len, "%d", *(const int *)field);
-        return;
-    case SETTING_FILE_MODE:
-        snprintf(buf, len, "0%o", (unsigned)*(const int *)field);
-        return;
-    case SETTING_BOOL:
-        snprintf(buf, len, "%d", *(const bool *)field ? 1 : 0);
-        return;
-    case SETTING_SECONDS:
-        snprintf(buf, len, "%g", *(const double *)field);
-        return;
-    case SETTING_POOL_MODE:
-        snprintf(buf, len, "%s", config_pool_mode_name(*(const enum pool_mode *)field));
-        return;
-    case SETTING_AUTH_TYPE:
-        snprintf(buf, len, "%s", config_auth_type_name(*(const enum auth_type *)field));
-        return;
-    }
-    buf[0] = '\0';
-}
-
-/* ---- reply builders: RowDescription, DataRow, CommandComplete ---- */
-
-enum column_type { COLUMN_TEXT, COLUMN_INT4, COLUMN_INT8, COLUMN_NUMERIC };
-
-struct column {
-    const char *name;
-    enum column_type type;
-};
+/* ---- result sets: proto.c builds the messages, the console checks the row shapes ---- */
 
 /* A result set being written to a msgbuf: one RowDescription, DataRows, one CommandComplete. */
 struct result {
     struct msgbuf *out;
     size_t n_columns;
-    size_t row_start;    /* offset of the DataRow being built */
+    size_t row;          /* what proto_data_row_begin returned for the DataRow being built */
     size_t n_values;     /* values written in it so far */
 };
 
-static void put_u16(struct msgbuf *mb, uint16_t value)
-{
-    uint16_t net = htons(value);
-    msgbuf_append(mb, &net, sizeof(net));
-}
-
-static void put_u32(struct msgbuf *mb, uint32_t value)
-{
-    uint32_t net = htonl(value);
-    msgbuf_append(mb, &net, sizeof(net));
-}
-
-static void put_cstring(struct msgbuf *mb, const char *s)
-{
-    msgbuf_append(mb, s, strlen(s) + 1);
-}
-
-/* Starts a message: its type byte and a length field that message_finish fills in. */
-static size_t message_start(struct msgbuf *mb, char type)
-{
-    size_t start = mb->len;
-    msgbuf_append(mb, &type, 1);
-    put_u32(mb, 0);
-    return start;
-}
-
-static void message_finish(struct msgbuf *mb, size_t start)
-{
-    if (mb->failed)
-        return;
-    size_t length = mb->len - start - 1;
-    if (length > INT32_MAX) {
-        mb->failed = true;
-        return;
-    }
-    uint32_t net = htonl((uint32_t)length);
-    memcpy(mb->data + start + 1, &net, sizeof(net));
-}
-
-static void column_type_info(enum column_type type, uint32_t *oid, int16_t *typlen)
-{
-    switch (type) {
-    case COLUMN_INT4:
-        *oid = OID_INT4;
-        *typlen = 4;
-        return;
-    case COLUMN_INT8:
-        *oid = OID_INT8;
-        *typlen = 8;
-        return;
-    case COLUMN_NUMERIC:
-        *oid = OID_NUMERIC;
-        *typlen = -1;
-        return;
-    case COLUMN_TEXT:
-        break;
-    }
-    *oid = OID_TEXT;
-    *typlen = -1;
-}
-
-/* RowDescription: table OID 0, column number 0, type OID, type size, typmod -1, text format. */
-static void result_begin(struct result *r, struct msgbuf *out, const struct column *columns,
+static void result_begin(struct result *r, struct msgbuf *out, const struct proto_column *columns,
                          size_t n_columns)
 {
     r->out = out;
     r->n_columns = n_columns;
     r->n_values = 0;
-    size_t start = message_start(out, 'T');
-    put_u16(out, (uint16_t)n_columns);
-    for (size_t i = 0; i < n_columns; i++) {
-        uint32_t oid;
-        int16_t typlen;
-        column_type_info(columns[i].type, &oid, &typlen);
-        put_cstring(out, columns[i].name);
-        put_u32(out, 0);
-        put_u16(out, 0);
-        put_u32(out, oid);
-        put_u16(out, (uint16_t)typlen);
-        put_u32(out, UINT32_MAX); /* typmod -1 */
-        put_u16(out, 0);
-    }
-    message_finish(out, start);
+    proto_build_row_description(out, columns, n_columns);
 }
 
 static void result_row_begin(struct result *r)
 {
-    r->row_start = message_start(r->out, 'D');
-    put_u16(r->out, (uint16_t)r->n_columns);
+    r->row = proto_data_row_begin(r->out, (uint16_t)r->n_columns);
     r->n_values = 0;
 }
 
@@ -348,13 +163,7 @@ static void result_text(struct result *r, const char *value)
         return;
     }
     r->n_values++;
-    if (!value) {
-        put_u32(r->out, UINT32_MAX); /* length -1 */
-        return;
-    }
-    size_t len = strlen(value);
-    put_u32(r->out, (uint32_t)len);
-    msgbuf_append(r->out, value, len);
+    proto_data_row_add(r->out, value);
 }
 
 static void result_int(struct result *r, long long value)
@@ -383,20 +192,7 @@ static void result_row_end(struct result *r)
         log_error("admin console: a row has fewer values than columns; padded with NULLs");
     while (r->n_values < r->n_columns)
         result_text(r, NULL);
-    message_finish(r->out, r->row_start);
-}
-
-static void build_command_complete(struct msgbuf *out, const char *tag)
-{
-    size_t start = message_start(out, 'C');
-    put_cstring(out, tag);
-    message_finish(out, start);
-}
-
-static void build_empty_query_response(struct msgbuf *out)
-{
-    size_t start = message_start(out, 'I');
-    message_finish(out, start);
+    proto_data_row_end(r->out, r->row);
 }
 
 /* ---- small helpers ---- */
@@ -404,11 +200,6 @@ static void build_empty_query_response(struct msgbuf *out)
 static struct admin_state *admin_of(struct worker *w)
 {
     return w->admin;
-}
-
-static char *admin_strdup(const char *s)
-{
-    return s ? strdup(s) : NULL;
 }
 
 static uint64_t seconds_to_usec(double seconds)
@@ -834,18 +625,18 @@ static void show_help(struct request *req)
         "\tSHUTDOWN\n"
         "\tWAIT_CLOSE [<db>]";
     proto_build_notice(req->out, "NOTICE", "00000", usage);
-    build_command_complete(req->out, "SHOW");
+    proto_build_command_complete(req->out, "SHOW");
 }
 
 static void show_version(struct request *req)
 {
-    static const struct column columns[] = { {"version", COLUMN_TEXT} };
+    static const struct proto_column columns[] = { {"version", PROTO_TYPE_TEXT} };
     struct result r;
     result_begin(&r, req->out, columns, 1);
     result_row_begin(&r);
     result_text(&r, "sluice " PACKAGE_VERSION);
     result_row_end(&r);
-    build_command_complete(req->out, "SHOW");
+    proto_build_command_complete(req->out, "SHOW");
 }
 
 /* PgBouncer's server states: login, idle, active, tested (reset or check running). */
@@ -988,16 +779,16 @@ static void pool_counts_of(const struct pool *pool, double now, struct pool_coun
 
 static void show_pools(struct request *req)
 {
-    static const struct column columns[] = {
-        {"database", COLUMN_TEXT},          {"user", COLUMN_TEXT},
-        {"cl_active", COLUMN_INT4},         {"cl_waiting", COLUMN_INT4},
-        {"cl_active_cancel_req", COLUMN_INT4}, {"cl_waiting_cancel_req", COLUMN_INT4},
-        {"sv_active", COLUMN_INT4},         {"sv_active_cancel", COLUMN_INT4},
-        {"sv_being_canceled", COLUMN_INT4}, {"sv_idle", COLUMN_INT4},
-        {"sv_used", COLUMN_INT4},           {"sv_tested", COLUMN_INT4},
-        {"sv_login", COLUMN_INT4},          {"maxwait", COLUMN_INT4},
-        {"maxwait_us", COLUMN_INT4},        {"pool_mode", COLUMN_TEXT},
-        {"pinned", COLUMN_INT4}, /* sluice's own: clients keeping their backend */
+    static const struct proto_column columns[] = {
+        {"database", PROTO_TYPE_TEXT}, {"user", PROTO_TYPE_TEXT},
+        {"cl_active", PROTO_TYPE_INT4}, {"cl_waiting", PROTO_TYPE_INT4},
+        {"cl_active_cancel_req", PROTO_TYPE_INT4}, {"cl_waiting_cancel_req", PROTO_TYPE_INT4},
+        {"sv_active", PROTO_TYPE_INT4}, {"sv_active_cancel", PROTO_TYPE_INT4},
+        {"sv_being_canceled", PROTO_TYPE_INT4}, {"sv_idle", PROTO_TYPE_INT4},
+        {"sv_used", PROTO_TYPE_INT4}, {"sv_tested", PROTO_TYPE_INT4},
+        {"sv_login", PROTO_TYPE_INT4}, {"maxwait", PROTO_TYPE_INT4},
+        {"maxwait_us", PROTO_TYPE_INT4}, {"pool_mode", PROTO_TYPE_TEXT},
+        {"pinned", PROTO_TYPE_INT4}, /* sluice's own: clients keeping their backend */
     };
     double now = worker_now(req->w);
     const struct pool *pool;
@@ -1028,7 +819,7 @@ static void show_pools(struct request *req)
         result_int4(&r, pool->n_pinned);
         result_row_end(&r);
     }
-    build_command_complete(req->out, "SHOW");
+    proto_build_command_complete(req->out, "SHOW");
 }
 
 static void put_totals(struct result *r, const struct stat_totals *t)
@@ -1058,21 +849,21 @@ enum stats_view { STATS_BOTH, STATS_TOTALS_ONLY, STATS_AVERAGES_ONLY };
 /* SHOW STATS, STATS_TOTALS and STATS_AVERAGES: one row per database. */
 static void show_stats_view(struct request *req, enum stats_view view)
 {
-    static const struct column both[] = {
-        {"database", COLUMN_TEXT},           {"total_xact_count", COLUMN_NUMERIC},
-        {"total_query_count", COLUMN_NUMERIC}, {"total_received", COLUMN_NUMERIC},
-        {"total_sent", COLUMN_NUMERIC},      {"total_xact_time", COLUMN_NUMERIC},
-        {"total_query_time", COLUMN_NUMERIC}, {"total_wait_time", COLUMN_NUMERIC},
-        {"avg_xact_count", COLUMN_NUMERIC},  {"avg_query_count", COLUMN_NUMERIC},
-        {"avg_recv", COLUMN_NUMERIC},        {"avg_sent", COLUMN_NUMERIC},
-        {"avg_xact_time", COLUMN_NUMERIC},   {"avg_query_time", COLUMN_NUMERIC},
-        {"avg_wait_time", COLUMN_NUMERIC},
+    static const struct proto_column both[] = {
+        {"database", PROTO_TYPE_TEXT}, {"total_xact_count", PROTO_TYPE_NUMERIC},
+        {"total_query_count", PROTO_TYPE_NUMERIC}, {"total_received", PROTO_TYPE_NUMERIC},
+        {"total_sent", PROTO_TYPE_NUMERIC}, {"total_xact_time", PROTO_TYPE_NUMERIC},
+        {"total_query_time", PROTO_TYPE_NUMERIC}, {"total_wait_time", PROTO_TYPE_NUMERIC},
+        {"avg_xact_count", PROTO_TYPE_NUMERIC}, {"avg_query_count", PROTO_TYPE_NUMERIC},
+        {"avg_recv", PROTO_TYPE_NUMERIC}, {"avg_sent", PROTO_TYPE_NUMERIC},
+        {"avg_xact_time", PROTO_TYPE_NUMERIC}, {"avg_query_time", PROTO_TYPE_NUMERIC},
+        {"avg_wait_time", PROTO_TYPE_NUMERIC},
     };
-    static const struct column one[] = {
-        {"database", COLUMN_TEXT},         {"xact_count", COLUMN_NUMERIC},
-        {"query_count", COLUMN_NUMERIC},   {"bytes_received", COLUMN_NUMERIC},
-        {"bytes_sent", COLUMN_NUMERIC},    {"xact_time", COLUMN_NUMERIC},
-        {"query_time", COLUMN_NUMERIC},    {"wait_time", COLUMN_NUMERIC},
+    static const struct proto_column one[] = {
+        {"database", PROTO_TYPE_TEXT}, {"xact_count", PROTO_TYPE_NUMERIC},
+        {"query_count", PROTO_TYPE_NUMERIC}, {"bytes_received", PROTO_TYPE_NUMERIC},
+        {"bytes_sent", PROTO_TYPE_NUMERIC}, {"xact_time", PROTO_TYPE_NUMERIC},
+        {"query_time", PROTO_TYPE_NUMERIC}, {"wait_time", PROTO_TYPE_NUMERIC},
     };
     const struct pool *pool;
     struct result r;
@@ -1096,7 +887,7 @@ static void show_stats_view(struct request *req, enum stats_view view)
             put_averages(&r, &averages);
         result_row_end(&r);
     }
-    build_command_complete(req->out, "SHOW");
+    proto_build_command_complete(req->out, "SHOW");
 }
 
 static void show_stats(struct request *req) { show_stats_view(req, STATS_BOTH); }
@@ -1114,7 +905,9 @@ static void name_value_row(struct result *r, const char *name, uint64_t value)
 /* SHOW TOTALS: every database's counters summed, and the averages summed likewise. */
 static void show_totals(struct request *req)
 {
-    static const struct column columns[] = { {"name", COLUMN_TEXT}, {"value", COLUMN_NUMERIC} };
+    static const struct proto_column columns[] = {
+        {"name", PROTO_TYPE_TEXT}, {"value", PROTO_TYPE_NUMERIC},
+    };
     struct stat_totals t;
     struct stat_averages avg;
     const struct pool *pool;
@@ -1149,7 +942,7 @@ static void show_totals(struct request *req)
     name_value_row(&r, "avg_xact_time", avg.xact_time);
     name_value_row(&r, "avg_query_time", avg.query_time);
     name_value_row(&r, "avg_wait_time", avg.wait_time);
-    build_command_complete(req->out, "SHOW");
+    proto_build_command_complete(req->out, "SHOW");
 }
 
 static int database_server_count(const struct worker *w, const char *db_name)
@@ -1173,14 +966,14 @@ static bool database_has_paused_pool(const struct worker *w, const char *db_name
 
 static void show_databases(struct request *req)
 {
-    static const struct column columns[] = {
-        {"name", COLUMN_TEXT},          {"host", COLUMN_TEXT},
-        {"port", COLUMN_INT4},          {"database", COLUMN_TEXT},
-        {"force_user", COLUMN_TEXT},    {"pool_size", COLUMN_INT4},
-        {"min_pool_size", COLUMN_INT4}, {"reserve_pool", COLUMN_INT4},
-        {"pool_mode", COLUMN_TEXT},     {"max_connections", COLUMN_INT4},
-        {"current_connections", COLUMN_INT4}, {"paused", COLUMN_INT4},
-        {"disabled", COLUMN_INT4},
+    static const struct proto_column columns[] = {
+        {"name", PROTO_TYPE_TEXT}, {"host", PROTO_TYPE_TEXT},
+        {"port", PROTO_TYPE_INT4}, {"database", PROTO_TYPE_TEXT},
+        {"force_user", PROTO_TYPE_TEXT}, {"pool_size", PROTO_TYPE_INT4},
+        {"min_pool_size", PROTO_TYPE_INT4}, {"reserve_pool", PROTO_TYPE_INT4},
+        {"pool_mode", PROTO_TYPE_TEXT}, {"max_connections", PROTO_TYPE_INT4},
+        {"current_connections", PROTO_TYPE_INT4}, {"paused", PROTO_TYPE_INT4},
+        {"disabled", PROTO_TYPE_INT4},
     };
     const struct config *cfg = req->w->cfg;
     struct result r;
@@ -1222,7 +1015,7 @@ static void show_databases(struct request *req)
     result_int4(&r, 0);
     result_int4(&r, 0);
     result_row_end(&r);
-    build_command_complete(req->out, "SHOW");
+    proto_build_command_complete(req->out, "SHOW");
 }
 
 static int compare_names(const void *a, const void *b)
@@ -1258,7 +1051,9 @@ static const char **collect_user_names(const struct worker *w, size_t *n_out)
 
 static void show_users(struct request *req)
 {
-    static const struct column columns[] = { {"name", COLUMN_TEXT}, {"pool_mode", COLUMN_TEXT} };
+    static const struct proto_column columns[] = {
+        {"name", PROTO_TYPE_TEXT}, {"pool_mode", PROTO_TYPE_TEXT},
+    };
     size_t n = 0;
     const char **names = collect_user_names(req->w, &n);
     struct result r;
@@ -1277,18 +1072,20 @@ static void show_users(struct request *req)
         result_row_end(&r);
     }
     free(names);
-    build_command_complete(req->out, "SHOW");
+    proto_build_command_complete(req->out, "SHOW");
 }
 
 /* SHOW CLIENTS and SHOW SERVERS share their columns. */
-static const struct column connection_columns[] = {
-    {"type", COLUMN_TEXT},         {"user", COLUMN_TEXT},        {"database", COLUMN_TEXT},
-    {"state", COLUMN_TEXT},        {"addr", COLUMN_TEXT},        {"port", COLUMN_INT4},
-    {"local_addr", COLUMN_TEXT},   {"local_port", COLUMN_INT4},  {"connect_time", COLUMN_TEXT},
-    {"request_time", COLUMN_TEXT}, {"wait", COLUMN_INT4},        {"wait_us", COLUMN_INT4},
-    {"close_needed", COLUMN_INT4}, {"ptr", COLUMN_TEXT},         {"link", COLUMN_TEXT},
-    {"remote_pid", COLUMN_INT4},   {"tls", COLUMN_TEXT},         {"application_name", COLUMN_TEXT},
-    {"sluice_state", COLUMN_TEXT}, /* sluice's own finer state */
+static const struct proto_column connection_columns[] = {
+    {"type", PROTO_TYPE_TEXT}, {"user", PROTO_TYPE_TEXT}, {"database", PROTO_TYPE_TEXT},
+    {"state", PROTO_TYPE_TEXT}, {"addr", PROTO_TYPE_TEXT}, {"port", PROTO_TYPE_INT4},
+    {"local_addr", PROTO_TYPE_TEXT}, {"local_port", PROTO_TYPE_INT4},
+    {"connect_time", PROTO_TYPE_TEXT}, {"request_time", PROTO_TYPE_TEXT},
+    {"wait", PROTO_TYPE_INT4}, {"wait_us", PROTO_TYPE_INT4},
+    {"close_needed", PROTO_TYPE_INT4}, {"ptr", PROTO_TYPE_TEXT}, {"link", PROTO_TYPE_TEXT},
+    {"remote_pid", PROTO_TYPE_INT4}, {"tls", PROTO_TYPE_TEXT},
+    {"application_name", PROTO_TYPE_TEXT},
+    {"sluice_state", PROTO_TYPE_TEXT}, /* sluice's own finer state */
 };
 #define N_CONNECTION_COLUMNS (sizeof(connection_columns) / sizeof(connection_columns[0]))
 
@@ -1352,7 +1149,7 @@ static void show_clients(struct request *req)
     result_begin(&r, req->out, connection_columns, N_CONNECTION_COLUMNS);
     TAILQ_FOREACH(c, &req->w->clients, link)
         client_row(req, &r, c, now);
-    build_command_complete(req->out, "SHOW");
+    proto_build_command_complete(req->out, "SHOW");
 }
 
 static void server_row(struct result *r, struct server *s)
@@ -1408,7 +1205,7 @@ static void show_servers(struct request *req)
             TAILQ_FOREACH(s, lists[i], link)
                 server_row(&r, s);
     }
-    build_command_complete(req->out, "SHOW");
+    proto_build_command_complete(req->out, "SHOW");
 }
 
 static size_t count_clients(const struct client_list *list, bool login_link)
@@ -1427,7 +1224,9 @@ static size_t count_clients(const struct client_list *list, bool login_link)
 
 static void show_lists(struct request *req)
 {
-    static const struct column columns[] = { {"list", COLUMN_TEXT}, {"items", COLUMN_INT4} };
+    static const struct proto_column columns[] = {
+        {"list", PROTO_TYPE_TEXT}, {"items", PROTO_TYPE_INT4},
+    };
     const struct worker *w = req->w;
     const struct pool *pool;
     size_t n_pools = 0, n_users = 0;
@@ -1462,7 +1261,7 @@ static void show_lists(struct request *req)
         result_int4(&r, (long long)rows[i].items);
         result_row_end(&r);
     }
-    build_command_complete(req->out, "SHOW");
+    proto_build_command_complete(req->out, "SHOW");
 }
 
 static void mem_row(struct result *r, const char *name, size_t size, size_t used)
@@ -1489,9 +1288,9 @@ static size_t buffered_bytes(const struct conn *conn)
  */
 static void show_mem(struct request *req)
 {
-    static const struct column columns[] = {
-        {"name", COLUMN_TEXT}, {"size", COLUMN_INT4}, {"used", COLUMN_INT4},
-        {"free", COLUMN_INT4}, {"memtotal", COLUMN_INT4},
+    static const struct proto_column columns[] = {
+        {"name", PROTO_TYPE_TEXT}, {"size", PROTO_TYPE_INT4}, {"used", PROTO_TYPE_INT4},
+        {"free", PROTO_TYPE_INT4}, {"memtotal", PROTO_TYPE_INT4},
     };
     struct worker *w = req->w;
     struct client *c;
@@ -1518,40 +1317,39 @@ static void show_mem(struct request *req)
     mem_row(&r, "server_cache", sizeof(struct server), n_servers);
     mem_row(&r, "pool_cache", sizeof(struct pool), n_pools);
     mem_row(&r, "iobuf_bytes", 1, buffered);
-    build_command_complete(req->out, "SHOW");
+    proto_build_command_complete(req->out, "SHOW");
 }
 
 static void show_config(struct request *req)
 {
-    static const struct column columns[] = {
-        {"key", COLUMN_TEXT}, {"value", COLUMN_TEXT}, {"default", COLUMN_TEXT},
-        {"changeable", COLUMN_TEXT},
+    static const struct proto_column columns[] = {
+        {"key", PROTO_TYPE_TEXT}, {"value", PROTO_TYPE_TEXT}, {"default", PROTO_TYPE_TEXT},
+        {"changeable", PROTO_TYPE_TEXT},
     };
-    const struct config *defaults = admin_of(req->w)->defaults;
     char value[1024], default_value[1024];
     struct result r;
 
     result_begin(&r, req->out, columns, sizeof(columns) / sizeof(columns[0]));
-    for (size_t i = 0; i < N_ADMIN_SETTINGS; i++) {
-        const struct admin_setting *s = &admin_settings[i];
-        admin_format_setting(req->w->cfg, s, value, sizeof(value));
-        admin_format_setting(defaults, s, default_value, sizeof(default_value));
+    for (size_t i = 0; i < config_setting_count(); i++) {
+        const char *name = config_setting_name(i);
+        config_format_setting(req->w->cfg, i, value, sizeof(value));
+        config_format_setting_default(i, default_value, sizeof(default_value));
         result_row_begin(&r);
-        result_text(&r, s->name);
+        result_text(&r, name);
         result_text(&r, value);
         result_text(&r, default_value);
-        result_text(&r, s->changeable ? "yes" : "no");
+        result_text(&r, setting_changeable(name) ? "yes" : "no");
         result_row_end(&r);
     }
-    build_command_complete(req->out, "SHOW");
+    proto_build_command_complete(req->out, "SHOW");
 }
 
 /* SHOW PINNED: clients holding a backend because of session state. */
 static void show_pinned(struct request *req)
 {
-    static const struct column columns[] = {
-        {"client", COLUMN_TEXT}, {"database", COLUMN_TEXT}, {"user", COLUMN_TEXT},
-        {"since", COLUMN_TEXT},  {"reason", COLUMN_TEXT},   {"statement", COLUMN_TEXT},
+    static const struct proto_column columns[] = {
+        {"client", PROTO_TYPE_TEXT}, {"database", PROTO_TYPE_TEXT}, {"user", PROTO_TYPE_TEXT},
+        {"since", PROTO_TYPE_TEXT}, {"reason", PROTO_TYPE_TEXT}, {"statement", PROTO_TYPE_TEXT},
     };
     const struct client *c;
     char client_name[32], since[64];
@@ -1572,7 +1370,7 @@ static void show_pinned(struct request *req)
         result_text(&r, c->pin_statement); /* NULL if it could not be kept (out of memory) */
         result_row_end(&r);
     }
-    build_command_complete(req->out, "SHOW");
+    proto_build_command_complete(req->out, "SHOW");
 }
 
 static void auth_row(struct result *r, const char *event, const char *method, const char *reason,
@@ -1589,9 +1387,9 @@ static void auth_row(struct result *r, const char *event, const char *method, co
 /* SHOW AUTH: logins and their failures, token refusals by the check that refused them. */
 static void show_auth(struct request *req)
 {
-    static const struct column columns[] = {
-        {"event", COLUMN_TEXT}, {"method", COLUMN_TEXT}, {"reason", COLUMN_TEXT},
-        {"count", COLUMN_INT8},
+    static const struct proto_column columns[] = {
+        {"event", PROTO_TYPE_TEXT}, {"method", PROTO_TYPE_TEXT}, {"reason", PROTO_TYPE_TEXT},
+        {"count", PROTO_TYPE_INT8},
     };
     const struct worker_stats *st = &req->w->stats;
     size_t n_reasons = sizeof(st->token_failures) / sizeof(st->token_failures[0]);
@@ -1617,7 +1415,7 @@ static void show_auth(struct request *req)
                  st->token_failures[i]);
     auth_row(&r, "tls_handshake_ok", "tls", NULL, st->tls_handshakes);
     auth_row(&r, "tls_handshake_failed", "tls", NULL, st->tls_handshake_failures);
-    build_command_complete(req->out, "SHOW");
+    proto_build_command_complete(req->out, "SHOW");
 }
 
 struct show_command {
@@ -1779,7 +1577,7 @@ static bool run_pause(struct request *req)
     log_info("C-%llu: PAUSE %s by %s", (unsigned long long)req->c->id, db_name ? db_name : "(all)",
              req->c->user);
     if (pools_quiet(req->w, db_name)) {
-        build_command_complete(req->out, "PAUSE");
+        proto_build_command_complete(req->out, "PAUSE");
         return true;
     }
     return defer_reply(req, DEFERRED_PAUSE, db_name, 0);
@@ -1810,7 +1608,7 @@ static bool run_resume(struct request *req)
             pool_resume(pool);
     log_info("C-%llu: RESUME %s by %s", (unsigned long long)req->c->id, db_name ? db_name : "(all)",
              req->c->user);
-    build_command_complete(req->out, "RESUME");
+    proto_build_command_complete(req->out, "RESUME");
     return true;
 }
 
@@ -1826,7 +1624,7 @@ static bool run_reconnect(struct request *req)
             pool_reconnect(pool);
     log_info("C-%llu: RECONNECT %s by %s", (unsigned long long)req->c->id,
              db_name ? db_name : "(all)", req->c->user);
-    build_command_complete(req->out, "RECONNECT");
+    proto_build_command_complete(req->out, "RECONNECT");
     return true;
 }
 
@@ -1842,7 +1640,7 @@ static bool run_wait_close(struct request *req)
         if (pool_matches(pool, db_name))
             pool_reconnect(pool);
     if (!pools_have_backend_up_to(req->w, db_name, id_limit)) {
-        build_command_complete(req->out, "WAIT_CLOSE");
+        proto_build_command_complete(req->out, "WAIT_CLOSE");
         return true;
     }
     return defer_reply(req, DEFERRED_WAIT_CLOSE, db_name, id_limit);
@@ -1875,7 +1673,7 @@ static bool run_kill(struct request *req)
         pool_pause(pool);
         pool_kill(pool, reason);
     }
-    build_command_complete(req->out, "KILL");
+    proto_build_command_complete(req->out, "KILL");
     return true;
 }
 
@@ -1896,7 +1694,7 @@ static bool run_reload(struct request *req)
         return true;
     }
     admin_hold_new_pools(req->w);
-    build_command_complete(req->out, "RELOAD");
+    proto_build_command_complete(req->out, "RELOAD");
     return true;
 }
 
@@ -1909,46 +1707,11 @@ static bool run_shutdown(struct request *req)
     /* Begun on the next tick, so this reply reaches the client before the console closes. */
     admin_of(req->w)->shutdown_requested = true;
     log_info("C-%llu: SHUTDOWN by %s", (unsigned long long)req->c->id, req->c->user);
-    build_command_complete(req->out, "SHUTDOWN");
+    proto_build_command_complete(req->out, "SHUTDOWN");
     return true;
 }
 
 /* ---- SET ---- */
-
-/* Copies one setting's value from src to dst (strings are duplicated). */
-static int copy_setting(struct config *dst, const struct config *src, const struct admin_setting *s)
-{
-    void *to = (char *)dst + s->offset;
-    const void *from = (const char *)src + s->offset;
-
-    switch (s->kind) {
-    case SETTING_STRING: {
-        char *copy = admin_strdup(*(char *const *)from);
-        if (*(char *const *)from && !copy)
-            return -1;
-        free(*(char **)to);
-        *(char **)to = copy;
-        return 0;
-    }
-    case SETTING_INT:
-    case SETTING_FILE_MODE:
-        *(int *)to = *(const int *)from;
-        return 0;
-    case SETTING_BOOL:
-        *(bool *)to = *(const bool *)from;
-        return 0;
-    case SETTING_SECONDS:
-        *(double *)to = *(const double *)from;
-        return 0;
-    case SETTING_POOL_MODE:
-        *(enum pool_mode *)to = *(const enum pool_mode *)from;
-        return 0;
-    case SETTING_AUTH_TYPE:
-        *(enum auth_type *)to = *(const enum auth_type *)from;
-        return 0;
-    }
-    return -1;
-}
 
 /* Pools take their sizes from the configuration again (what a reload does for them). */
 static void admin_apply_pool_settings(struct worker *w)
@@ -1959,30 +1722,6 @@ static void admin_apply_pool_settings(struct worker *w)
         if (db && !pool->disabled)
             pool_apply_config(pool, db, w->cfg);
     }
-}
-
-/*
- * Parses the value exactly as the configuration file would be parsed, so SET accepts and refuses
- * what the file does. Returns the parsed configuration, or NULL with the reason in err.
- */
-static struct config *parse_setting(const char *name, const char *value, char *err, size_t err_len)
-{
-    struct config *parsed = NULL;
-    char text[MAX_TOKEN_LEN + 128];
-
-    if (strpbrk(value, "\r\n;#")) {
-        snprintf(err, err_len, "%s: a value may not hold a line break, ';' or '#'", name);
-        return NULL;
-    }
-    snprintf(text, sizeof(text), "[sluice]\n%s = %s\n", name, value);
-    if (config_load_string(text, "SET", &parsed, err, err_len) != 0) {
-        /* "SET:2: name: ..." -> "name: ..." */
-        const char *reason = strstr(err, ": ");
-        if (strncmp(err, "SET:", 4) == 0 && reason)
-            memmove(err, reason + 2, strlen(reason + 2) + 1);
-        return NULL;
-    }
-    return parsed;
 }
 
 static bool run_set(struct request *req)
@@ -1998,35 +1737,35 @@ static bool run_set(struct request *req)
         return true;
     }
     const char *name = arg(req, 1), *value = arg(req, 3);
-    const struct admin_setting *s = admin_find_setting(name);
-    if (!s) {
+    size_t index;
+    if (!config_find_setting(name, &index)) {
         reply_error(req, "42704", "SHOW CONFIG lists the settings.", "unrecognized setting \"%s\"", name);
         return true;
     }
-    if (!s->changeable) {
+    const char *setting = config_setting_name(index);
+    if (!setting_changeable(setting)) {
         reply_error(req, "55P02", "Change it in the configuration file, then RELOAD or restart.",
-                    "setting \"%s\" cannot be changed at run time", s->name);
+                    "setting \"%s\" cannot be changed at run time", setting);
         return true;
     }
-    struct config *parsed = parse_setting(s->name, value, err, sizeof(err));
-    if (!parsed) {
+    switch (config_set_setting(req->w->cfg, index, value, err, sizeof(err))) {
+    case CONFIG_SET_DONE:
+        break;
+    case CONFIG_SET_INVALID:
         reply_error(req, "22023", NULL, "%s", err);
         return true;
-    }
-    int rc = copy_setting(req->w->cfg, parsed, s);
-    config_free(parsed);
-    if (rc != 0) {
+    case CONFIG_SET_OUT_OF_MEMORY:
         reply_error(req, "53200", NULL, "out of memory");
         return true;
     }
     const struct config *cfg = req->w->cfg;
-    if (strcmp(s->name, "verbose") == 0)
+    if (strcmp(setting, "verbose") == 0)
         log_configure(cfg->verbose, cfg->syslog, cfg->syslog_ident, cfg->syslog_facility);
-    if (strcmp(s->name, "default_pool_size") == 0 || strcmp(s->name, "min_pool_size") == 0)
+    if (strcmp(setting, "default_pool_size") == 0 || strcmp(setting, "min_pool_size") == 0)
         admin_apply_pool_settings(req->w);
-    log_info("C-%llu: SET %s = %s by %s", (unsigned long long)req->c->id, s->name, value,
+    log_info("C-%llu: SET %s = %s by %s", (unsigned long long)req->c->id, setting, value,
              req->c->user);
-    build_command_complete(req->out, "SET");
+    proto_build_command_complete(req->out, "SET");
     return true;
 }
 
@@ -2063,7 +1802,7 @@ static bool admin_dispatch(struct request *req)
     if (cmd->n_tokens > 0 && cmd->tokens[cmd->n_tokens - 1].kind == TOKEN_SEMICOLON)
         cmd->n_tokens--;
     if (cmd->n_tokens == 0) {
-        build_empty_query_response(req->out);
+        proto_build_empty_query_response(req->out);
         return true;
     }
     for (size_t i = 0; i < cmd->n_tokens; i++) {
@@ -2097,15 +1836,9 @@ static bool admin_dispatch(struct request *req)
 
 int admin_init(struct worker *w)
 {
-    char err[256];
     struct admin_state *a = calloc(1, sizeof(*a));
     if (!a) {
         log_error("admin console: out of memory");
-        return -1;
-    }
-    if (config_load_string("[sluice]\n", "defaults", &a->defaults, err, sizeof(err)) != 0) {
-        log_error("admin console: could not build the default settings: %s", err);
-        free(a);
         return -1;
     }
     w->admin = a;
@@ -2128,7 +1861,6 @@ void admin_free(struct worker *w)
     for (size_t i = 0; i < a->n_averages; i++)
         free(a->averages[i].db_name);
     free(a->averages);
-    config_free(a->defaults);
     free(a);
     w->admin = NULL;
 }
@@ -2232,7 +1964,7 @@ static void admin_complete_deferred(struct worker *w)
     while ((d = admin_take_ready_reply(w)) != NULL) {
         struct client *c = d->client;
         msgbuf_reset(&reply);
-        build_command_complete(&reply, d->kind == DEFERRED_PAUSE ? "PAUSE" : "WAIT_CLOSE");
+        proto_build_command_complete(&reply, d->kind == DEFERRED_PAUSE ? "PAUSE" : "WAIT_CLOSE");
         proto_build_ready_for_query(&reply, 'I');
         free(d->db_name);
         free(d);

@@ -2,7 +2,8 @@
  * config.c: reads sluice.ini into one typed, validated struct config. inih splits the lines; a
  * reader of our own feeds it the file from memory, a whole line at a time, so that no line is ever
  * cut at inih's fixed 200-byte line buffer. [databases] and [users] values are libpq-style
- * keyword=value strings parsed here.
+ * keyword=value strings parsed here. The [sluice] table below is the one list of settings: the
+ * admin console's SHOW CONFIG and SET read and change them through it.
  */
 #include "errbuf.h"
 #include "config.h"
@@ -24,6 +25,7 @@
 #define SHOWN_VALUE_MAX 60       /* longest piece of a value quoted back in an error message */
 #define KEYWORD_MAX 32           /* longer [databases] keywords are unknown by definition */
 #define UTF8_BOM "\xEF\xBB\xBF"
+#define SET_PATH "SET"          /* what a value given to config_set_setting is parsed as */
 /*
  * What inih is handed for a line too long for its buffer: the name and value are taken from our
  * own split of that line instead. Which lines were substituted is tracked by line number, never
@@ -1022,6 +1024,13 @@ static int handle_inih_entry(void *user, const char *section, const char *name, 
                    shown(p->current.name, buf, sizeof buf));
 }
 
+/* Kinds whose field is a heap string (char *), NULL when not set. */
+static bool holds_string(enum value_kind kind)
+{
+    return kind == VALUE_STRING || kind == VALUE_OPTIONAL_STRING || kind == VALUE_CHOICE ||
+           kind == VALUE_TLS_PROTOCOLS;
+}
+
 /* ---- checks across settings ------------------------------------------------------------ */
 
 static int line_of(const struct parser *p, const char *setting_name)
@@ -1167,13 +1176,9 @@ void config_free(struct config *cfg)
 {
     if (cfg == NULL)
         return;
-    for (size_t i = 0; i < N_SETTINGS; i++) {
-        enum value_kind kind = settings[i].kind;
-
-        if (kind == VALUE_STRING || kind == VALUE_OPTIONAL_STRING || kind == VALUE_CHOICE ||
-            kind == VALUE_TLS_PROTOCOLS)
+    for (size_t i = 0; i < N_SETTINGS; i++)
+        if (holds_string(settings[i].kind))
             free(*(char **)((char *)cfg + settings[i].offset));
-    }
     for (size_t i = 0; i < cfg->n_databases; i++)
         free_database_fields(&cfg->databases[i]);
     free(cfg->databases);
@@ -1283,4 +1288,172 @@ const char *config_auth_type_name(enum auth_type type)
         break;
     }
     return "unset";
+}
+
+/* ---- one setting at a time (the admin console's SHOW CONFIG and SET) ------------------- */
+
+size_t config_setting_count(void)
+{
+    return N_SETTINGS;
+}
+
+const char *config_setting_name(size_t i)
+{
+    return i < N_SETTINGS ? settings[i].name : NULL;
+}
+
+bool config_find_setting(const char *name, size_t *i)
+{
+    const struct setting *s = find_setting(name);
+
+    if (s == NULL)
+        return false;
+    *i = (size_t)(s - settings);
+    return true;
+}
+
+static void format_setting(const struct config *cfg, const struct setting *s, char *buf, size_t len)
+{
+    const void *field = (const char *)cfg + s->offset;
+    const char *text;
+
+    switch (s->kind) {
+    case VALUE_STRING:
+    case VALUE_OPTIONAL_STRING:
+    case VALUE_CHOICE:
+    case VALUE_TLS_PROTOCOLS:
+        text = *(char *const *)field;
+        snprintf(buf, len, "%s", text != NULL ? text : "");
+        return;
+    case VALUE_INT:
+        snprintf(buf, len, "%d", *(const int *)field);
+        return;
+    case VALUE_FILE_MODE:
+        snprintf(buf, len, "0%o", (unsigned)*(const int *)field);
+        return;
+    case VALUE_BOOL:
+        snprintf(buf, len, "%d", *(const bool *)field ? 1 : 0);
+        return;
+    case VALUE_SECONDS:
+        snprintf(buf, len, "%g", *(const double *)field);
+        return;
+    case VALUE_POOL_MODE:
+        snprintf(buf, len, "%s", config_pool_mode_name(*(const enum pool_mode *)field));
+        return;
+    case VALUE_AUTH_TYPE:
+        snprintf(buf, len, "%s", config_auth_type_name(*(const enum auth_type *)field));
+        return;
+    }
+    buf[0] = '\0';
+}
+
+void config_format_setting(const struct config *cfg, size_t i, char *buf, size_t len)
+{
+    if (len == 0)
+        return;
+    if (i >= N_SETTINGS) {
+        buf[0] = '\0';
+        return;
+    }
+    format_setting(cfg, &settings[i], buf, len);
+}
+
+void config_format_setting_default(size_t i, char *buf, size_t len)
+{
+    struct config defaults = {0};
+    struct parser p = {.cfg = &defaults, .path = "defaults"};
+    const struct setting *s;
+
+    if (len == 0)
+        return;
+    if (i >= N_SETTINGS) {
+        buf[0] = '\0';
+        return;
+    }
+    s = &settings[i];
+    /* Parsed as config_load does, so the default reads exactly as a freshly loaded value. */
+    if (s->default_text != NULL)
+        apply_setting(&p, s, s->default_text);
+    format_setting(&defaults, s, buf, len);
+    if (holds_string(s->kind))
+        free(*(char **)((char *)&defaults + s->offset));
+}
+
+/* Copies one setting's value from src to dst; strings are duplicated. false: out of memory. */
+static bool copy_setting(struct config *dst, const struct config *src, const struct setting *s)
+{
+    void *to = (char *)dst + s->offset;
+    const void *from = (const char *)src + s->offset;
+    char *copy;
+
+    switch (s->kind) {
+    case VALUE_STRING:
+    case VALUE_OPTIONAL_STRING:
+    case VALUE_CHOICE:
+    case VALUE_TLS_PROTOCOLS:
+        copy = *(char *const *)from != NULL ? strdup(*(char *const *)from) : NULL;
+        if (*(char *const *)from != NULL && copy == NULL)
+            return false;
+        free(*(char **)to);
+        *(char **)to = copy;
+        return true;
+    case VALUE_INT:
+    case VALUE_FILE_MODE:
+        *(int *)to = *(const int *)from;
+        return true;
+    case VALUE_BOOL:
+        *(bool *)to = *(const bool *)from;
+        return true;
+    case VALUE_SECONDS:
+        *(double *)to = *(const double *)from;
+        return true;
+    case VALUE_POOL_MODE:
+        *(enum pool_mode *)to = *(const enum pool_mode *)from;
+        return true;
+    case VALUE_AUTH_TYPE:
+        *(enum auth_type *)to = *(const enum auth_type *)from;
+        return true;
+    }
+    return false;
+}
+
+/*
+ * The value is parsed as the one line of a [sluice] section, so that it is accepted or refused
+ * exactly as in the file. The message loses its "SET:2: " prefix: there is no file to point at.
+ */
+enum config_set_result config_set_setting(struct config *cfg, size_t i, const char *value,
+                                          char *err, size_t err_len)
+{
+    struct config *parsed = NULL;
+    const struct setting *s;
+    const char *reason;
+    size_t text_len;
+    char *text;
+    bool copied;
+
+    if (i >= N_SETTINGS) {
+        snprintf(err, err_len, "no such setting");
+        return CONFIG_SET_INVALID;
+    }
+    s = &settings[i];
+    if (strpbrk(value, "\r\n;#") != NULL) {
+        snprintf(err, err_len, "%s: a value may not hold a line break, ';' or '#'", s->name);
+        return CONFIG_SET_INVALID;
+    }
+    text_len = strlen("[sluice]\n = \n") + strlen(s->name) + strlen(value) + 1;
+    text = malloc(text_len);
+    if (text == NULL)
+        return CONFIG_SET_OUT_OF_MEMORY;
+    snprintf(text, text_len, "[sluice]\n%s = %s\n", s->name, value);
+    if (config_load_string(text, SET_PATH, &parsed, err, err_len) != 0) {
+        free(text);
+        reason = err != NULL && err_len > 0 ? strstr(err, ": ") : NULL;
+        if (reason != NULL && strncmp(err, SET_PATH ":", strlen(SET_PATH ":")) == 0)
+            memmove(err, reason + 2, strlen(reason + 2) + 1);
+        return CONFIG_SET_INVALID;
+    }
+    free(text);
+    copied = copy_setting(cfg, parsed, s);
+    config_free(parsed);
+    return copied ? CONFIG_SET_DONE : CONFIG_SET_OUT_OF_MEMORY;
 }

@@ -165,4 +165,30 @@ bool config_list_contains(const char *list, const char *name);
 const char *config_pool_mode_name(enum pool_mode mode);
 const char *config_auth_type_name(enum auth_type type);
 
+/*
+ * The [sluice] settings one at a time, for the admin console's SHOW CONFIG and SET. They are
+ * numbered 0 .. config_setting_count() - 1 in the order the documentation lists them.
+ */
+size_t config_setting_count(void);
+const char *config_setting_name(size_t i); /* NULL past the end */
+/* Finds a setting by name, ignoring case; false if there is none. */
+bool config_find_setting(const char *name, size_t *i);
+/* A setting's value as SHOW CONFIG prints it: booleans 1/0, file modes in octal, unset as "". */
+void config_format_setting(const struct config *cfg, size_t i, char *buf, size_t len);
+/* The setting's default, printed the same way. */
+void config_format_setting_default(size_t i, char *buf, size_t len);
+
+enum config_set_result {
+    CONFIG_SET_DONE,
+    CONFIG_SET_INVALID,       /* err says why: "name: invalid value '...' (expected ...)" */
+    CONFIG_SET_OUT_OF_MEMORY, /* cfg is unchanged */
+};
+
+/*
+ * Changes one setting of cfg to value, which is accepted or refused exactly as it would be on a
+ * "name = value" line of the file. On refusal cfg is unchanged.
+ */
+enum config_set_result config_set_setting(struct config *cfg, size_t i, const char *value,
+                                          char *err, size_t err_len);
+
 #endif

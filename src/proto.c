@@ -485,6 +485,23 @@ static void message_end(struct msgbuf *mb, size_t length_offset)
     patch_length(mb, length_offset);
 }
 
+/* A message whose body is one string (Query, PasswordMessage, CommandComplete). */
+static void build_string_message(struct msgbuf *mb, char type, const char *text)
+{
+    size_t start = message_begin(mb, type);
+
+    append_cstring(mb, text);
+    message_end(mb, start);
+}
+
+/* A message with no body (Terminate, EmptyQueryResponse). */
+static void build_bare_message(struct msgbuf *mb, char type)
+{
+    size_t start = message_begin(mb, type);
+
+    message_end(mb, start);
+}
+
 static void build_error_fields(struct msgbuf *mb, char type, const char *severity,
                                const char *sqlstate, const char *message, const char *detail,
                                const char *hint)
@@ -612,10 +629,7 @@ void proto_build_cancel_request(struct msgbuf *mb, uint32_t pid, uint32_t key)
 
 void proto_build_password(struct msgbuf *mb, const char *password)
 {
-    size_t start = message_begin(mb, 'p');
-
-    append_cstring(mb, password);
-    message_end(mb, start);
+    build_string_message(mb, 'p', password);
 }
 
 void proto_build_sasl_initial(struct msgbuf *mb, const char *mech, const void *data, size_t len)
@@ -645,17 +659,96 @@ void proto_build_sasl_response(struct msgbuf *mb, const void *data, size_t len)
 
 void proto_build_query(struct msgbuf *mb, const char *sql)
 {
-    size_t start = message_begin(mb, 'Q');
-
-    append_cstring(mb, sql);
-    message_end(mb, start);
+    build_string_message(mb, 'Q', sql);
 }
 
 void proto_build_terminate(struct msgbuf *mb)
 {
-    size_t start = message_begin(mb, 'X');
+    build_bare_message(mb, 'X');
+}
 
+/* ---- query results ---- */
+
+#define TYPMOD_NONE UINT32_MAX       /* -1 as an int32 */
+#define NULL_VALUE_LENGTH UINT32_MAX /* -1: SQL NULL */
+#define FORMAT_TEXT 0
+
+static void append_u16(struct msgbuf *mb, uint16_t value)
+{
+    uint16_t net = htons(value);
+
+    msgbuf_append(mb, &net, sizeof(net));
+}
+
+/* pg_type.typlen of the types the builders know; -1 (variable length) for any other. */
+static int16_t type_size(uint32_t type_oid)
+{
+    switch (type_oid) {
+    case PROTO_TYPE_INT4:
+        return 4;
+    case PROTO_TYPE_INT8:
+        return 8;
+    default:
+        return -1;
+    }
+}
+
+void proto_build_row_description(struct msgbuf *mb, const struct proto_column *columns,
+                                 size_t n_columns)
+{
+    size_t start = message_begin(mb, 'T');
+
+    append_u16(mb, (uint16_t)n_columns);
+    for (size_t i = 0; i < n_columns; i++) {
+        append_cstring(mb, columns[i].name);
+        append_u32(mb, 0);           /* table OID: not a table column */
+        append_u16(mb, 0);           /* column number */
+        append_u32(mb, columns[i].type_oid);
+        append_u16(mb, (uint16_t)type_size(columns[i].type_oid));
+        append_u32(mb, TYPMOD_NONE);
+        append_u16(mb, FORMAT_TEXT);
+    }
     message_end(mb, start);
+}
+
+size_t proto_data_row_begin(struct msgbuf *mb, uint16_t n_values)
+{
+    size_t start = message_begin(mb, 'D');
+
+    append_u16(mb, n_values);
+    return start;
+}
+
+void proto_data_row_add(struct msgbuf *mb, const char *value)
+{
+    size_t len;
+
+    if (value == NULL) {
+        append_u32(mb, NULL_VALUE_LENGTH);
+        return;
+    }
+    len = strlen(value);
+    if (len > MESSAGE_LEN_MAX) {
+        mb->failed = true;
+        return;
+    }
+    append_u32(mb, (uint32_t)len);
+    msgbuf_append(mb, value, len);
+}
+
+void proto_data_row_end(struct msgbuf *mb, size_t row)
+{
+    message_end(mb, row);
+}
+
+void proto_build_command_complete(struct msgbuf *mb, const char *tag)
+{
+    build_string_message(mb, 'C', tag);
+}
+
+void proto_build_empty_query_response(struct msgbuf *mb)
+{
+    build_bare_message(mb, 'I');
 }
 
 /* ---- SQL quoting ---- */

@@ -185,6 +185,38 @@ void proto_build_sasl_response(struct msgbuf *mb, const void *data, size_t len);
 void proto_build_query(struct msgbuf *mb, const char *sql);
 void proto_build_terminate(struct msgbuf *mb);
 
+/* ---- query results (sluice -> client: the admin console's answers) ---- */
+
+/* Column types (pg_type OIDs) whose size the result builders know; others go as variable length. */
+#define PROTO_TYPE_INT8 20
+#define PROTO_TYPE_INT4 23
+#define PROTO_TYPE_TEXT 25
+#define PROTO_TYPE_NUMERIC 1700
+
+struct proto_column {
+    const char *name;
+    uint32_t type_oid; /* PROTO_TYPE_* */
+};
+
+/*
+ * RowDescription: per column its name, table OID 0, column number 0, type OID, type size (4, 8,
+ * or -1 for variable length), typmod -1 and text format.
+ */
+void proto_build_row_description(struct msgbuf *mb, const struct proto_column *columns,
+                                 size_t n_columns);
+/*
+ * DataRow, written in pieces: begin with the number of values, add each one, end to fill in the
+ * length (pass what begin returned). The values must add up to n_values.
+ */
+size_t proto_data_row_begin(struct msgbuf *mb, uint16_t n_values);
+/* A text-format value; NULL sends SQL NULL. */
+void proto_data_row_add(struct msgbuf *mb, const char *value);
+void proto_data_row_end(struct msgbuf *mb, size_t row);
+/* CommandComplete with its tag ("SHOW", "SELECT 3", ...). */
+void proto_build_command_complete(struct msgbuf *mb, const char *tag);
+/* EmptyQueryResponse: the answer to a query string with no command in it. */
+void proto_build_empty_query_response(struct msgbuf *mb);
+
 /*
  * SQL literal quoting for SET commands built by sluice: 'va''lue'. A value holding a backslash
  * becomes E'a\\b' (backslashes doubled), which reads the same whatever standard_conforming_strings

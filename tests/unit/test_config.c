@@ -1094,6 +1094,120 @@ static void test_sample_config(void)
     free(text);
 }
 
+/* ---- one setting at a time (SHOW CONFIG, SET) ----------------------------------------- */
+
+static const char *formatted(const struct config *cfg, const char *name)
+{
+    static char buf[256];
+    size_t i;
+
+    if (!config_find_setting(name, &i))
+        return "(no such setting)";
+    config_format_setting(cfg, i, buf, sizeof buf);
+    return buf;
+}
+
+static const char *formatted_default(const char *name)
+{
+    static char buf[256];
+    size_t i;
+
+    if (!config_find_setting(name, &i))
+        return "(no such setting)";
+    config_format_setting_default(i, buf, sizeof buf);
+    return buf;
+}
+
+static void test_settings_are_listed_in_order(void)
+{
+    size_t n = sizeof every_setting / sizeof every_setting[0];
+    bool in_order = config_setting_count() == n;
+    size_t i = 0;
+
+    for (size_t k = 0; in_order && k < n; k++)
+        in_order = strcmp(config_setting_name(k), every_setting[k]) == 0;
+    ok(in_order, "the settings are listed one by one, every one, in the documented order");
+    ok(config_setting_name(config_setting_count()) == NULL, "no name past the last setting");
+    ok(config_find_setting("Verbose", &i) && strcmp(config_setting_name(i), "verbose") == 0,
+       "a setting is found by name whatever its case");
+    ok(!config_find_setting("no_such_setting", &i), "an unknown name is not found");
+}
+
+static void test_settings_are_formatted(void)
+{
+    struct config *cfg = load("[sluice]\n");
+
+    ok(cfg != NULL, "formatting: the defaults load (%s)", err);
+    if (cfg == NULL)
+        return;
+    cfg->unix_socket_mode = 0700;
+    cfg->so_reuseport = true;
+    cfg->log_connections = false;
+    cfg->query_wait_timeout = 0.5;
+    cfg->pool_mode = POOL_MODE_TRANSACTION;
+    cfg->auth_type = AUTH_TYPE_SCRAM;
+    is_str(formatted(cfg, "unix_socket_mode"), "0700", "a file mode is shown in octal");
+    is_str(formatted(cfg, "so_reuseport"), "1", "a true boolean is shown as 1");
+    is_str(formatted(cfg, "log_connections"), "0", "a false boolean is shown as 0");
+    is_str(formatted(cfg, "query_wait_timeout"), "0.5", "seconds are shown as a plain number");
+    is_str(formatted(cfg, "pool_mode"), "transaction", "a pool mode is shown by name");
+    is_str(formatted(cfg, "auth_type"), "scram-sha-256", "an auth type is shown by name");
+    is_str(formatted(cfg, "listen_port"), "6432", "an integer is shown in decimal");
+    is_str(formatted(cfg, "auth_file"), "", "a string not set is shown empty");
+    is_str(formatted(cfg, "server_reset_query"), "DISCARD ALL", "a string is shown as it is");
+    config_free(cfg);
+
+    is_str(formatted_default("unix_socket_mode"), "0777", "default: file mode in octal");
+    is_str(formatted_default("so_reuseport"), "0", "default: boolean as 0");
+    is_str(formatted_default("log_connections"), "1", "default: boolean as 1");
+    is_str(formatted_default("pool_mode"), "session", "default: pool mode by name");
+    is_str(formatted_default("auth_type"), "md5", "default: auth type by name");
+    is_str(formatted_default("max_packet_size"), "2147483647", "default: integer");
+    is_str(formatted_default("query_wait_timeout"), "120", "default: seconds");
+    is_str(formatted_default("auth_file"), "", "default: a string with no default is empty");
+    is_str(formatted_default("client_tls_protocols"), "secure", "default: a string");
+}
+
+static void test_setting_is_changed_as_the_file_would(void)
+{
+    struct config *cfg = load("[sluice]\n");
+    char message[256];
+    size_t verbose, reset_query, port;
+
+    ok(cfg != NULL, "set: the defaults load (%s)", err);
+    if (cfg == NULL)
+        return;
+    config_find_setting("verbose", &verbose);
+    config_find_setting("server_reset_query", &reset_query);
+    config_find_setting("listen_port", &port);
+
+    is_int(config_set_setting(cfg, verbose, "3", message, sizeof message), CONFIG_SET_DONE,
+           "set: a valid value is taken");
+    is_int(cfg->verbose, 3, "set: the configuration holds the new value");
+    is_int(config_set_setting(cfg, verbose, " 2 ", message, sizeof message), CONFIG_SET_DONE,
+           "set: spaces around the value are dropped, as in the file");
+    is_int(cfg->verbose, 2, "set: the trimmed value is taken");
+
+    is_int(config_set_setting(cfg, verbose, "10", message, sizeof message), CONFIG_SET_INVALID,
+           "set: a value the file refuses is refused");
+    is_str(message, "verbose: invalid value '10' (expected an integer 0-9)",
+           "set: the refusal says why, without a file and line");
+    is_int(cfg->verbose, 2, "set: a refused value leaves the setting as it was");
+
+    is_int(config_set_setting(cfg, port, "1; x", message, sizeof message), CONFIG_SET_INVALID,
+           "set: a value holding ';' is refused");
+    is_str(message, "listen_port: a value may not hold a line break, ';' or '#'",
+           "set: the refusal names the setting and the character");
+    is_int(config_set_setting(cfg, port, "1\nverbose = 9", message, sizeof message),
+           CONFIG_SET_INVALID, "set: a value holding a line break is refused");
+    is_int(cfg->verbose, 2, "set: a line break smuggles no second setting in");
+
+    is_int(config_set_setting(cfg, reset_query, "RESET ALL", message, sizeof message),
+           CONFIG_SET_DONE, "set: a string setting is taken");
+    is_str(cfg->server_reset_query, "RESET ALL", "set: the configuration holds the new string");
+    config_free(cfg);
+}
+
 int main(void)
 {
     test_defaults();
@@ -1117,5 +1231,8 @@ int main(void)
     test_helpers();
     test_files();
     test_sample_config();
+    test_settings_are_listed_in_order();
+    test_settings_are_formatted();
+    test_setting_is_changed_as_the_file_would();
     return tap_done();
 }

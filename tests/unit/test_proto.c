@@ -837,6 +837,7 @@ static void test_build_session_messages(void)
     const uint8_t want_status[] = { 'S', 0, 0, 0, 11, 'T', 'Z', 0, 'U', 'T', 'C', 0 };
     const uint8_t want_key[] = { 'K', 0, 0, 0, 12, 0, 0, 0x30, 0x39, 0xde, 0xad, 0xbe, 0xef };
     const uint8_t want_ready[] = { 'Z', 0, 0, 0, 5, 'T' };
+    const uint8_t want_empty_query[] = { 'I', 0, 0, 0, 4 };
     const uint8_t want_negotiate[] = {
         'v', 0, 0, 0, 26, 0, 3, 0, 0, 0, 0, 0, 2,
         '_', 'p', 'q', '_', '.', 'a', 0,
@@ -855,6 +856,9 @@ static void test_build_session_messages(void)
     msgbuf_reset(&mb);
     proto_build_ready_for_query(&mb, 'T');
     BUILT_AS(&mb, want_ready, "build: ReadyForQuery");
+    msgbuf_reset(&mb);
+    proto_build_empty_query_response(&mb);
+    BUILT_AS(&mb, want_empty_query, "build: EmptyQueryResponse is a bare header");
     msgbuf_reset(&mb);
     proto_build_negotiate_version(&mb, 0, options, 2);
     BUILT_AS(&mb, want_negotiate,
@@ -932,6 +936,79 @@ static void test_build_appends(void)
     proto_build_parameter_status(&mb, "a", "b");
     proto_build_ready_for_query(&mb, 'I');
     BUILT_AS(&mb, want, "build: messages append one after another, each with its own length");
+    msgbuf_free(&mb);
+}
+
+/* ---- query results ---- */
+
+static void test_build_row_description(void)
+{
+    const uint8_t want[] = {
+        'T', 0, 0, 0, 86, 0, 4,
+        'a', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 23, 0, 4, 0xff, 0xff, 0xff, 0xff, 0, 0,
+        'b', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 20, 0, 8, 0xff, 0xff, 0xff, 0xff, 0, 0,
+        'c', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 25, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0,
+        'd', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x06, 0xa4, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0,
+    };
+    const uint8_t want_none[] = { 'T', 0, 0, 0, 6, 0, 0 };
+    const struct proto_column columns[] = {
+        { "a", PROTO_TYPE_INT4 }, { "b", PROTO_TYPE_INT8 },
+        { "c", PROTO_TYPE_TEXT }, { "d", PROTO_TYPE_NUMERIC },
+    };
+    struct msgbuf mb;
+
+    msgbuf_init(&mb);
+    proto_build_row_description(&mb, columns, 4);
+    BUILT_AS(&mb, want,
+             "build: RowDescription gives each column table 0, number 0, its type OID and size, "
+             "typmod -1 and text format");
+    msgbuf_reset(&mb);
+    proto_build_row_description(&mb, NULL, 0);
+    BUILT_AS(&mb, want_none, "build: RowDescription with no columns");
+    msgbuf_free(&mb);
+}
+
+static void test_build_data_row(void)
+{
+    const uint8_t want[] = {
+        'D', 0, 0, 0, 20, 0, 3,
+        0, 0, 0, 2, '1', '2',
+        0, 0, 0, 0,
+        0xff, 0xff, 0xff, 0xff,
+    };
+    struct msgbuf mb;
+    size_t row;
+
+    msgbuf_init(&mb);
+    row = proto_data_row_begin(&mb, 3);
+    proto_data_row_add(&mb, "12");
+    proto_data_row_add(&mb, "");
+    proto_data_row_add(&mb, NULL);
+    proto_data_row_end(&mb, row);
+    BUILT_AS(&mb, want, "build: DataRow with a value, an empty string and a NULL (length -1)");
+    msgbuf_free(&mb);
+}
+
+static void test_build_result_set(void)
+{
+    const uint8_t want[] = {
+        'T', 0, 0, 0, 26, 0, 1,
+        'n', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 23, 0, 4, 0xff, 0xff, 0xff, 0xff, 0, 0,
+        'D', 0, 0, 0, 11, 0, 1, 0, 0, 0, 1, '7',
+        'C', 0, 0, 0, 9, 'S', 'H', 'O', 'W', 0,
+    };
+    const struct proto_column column = { "n", PROTO_TYPE_INT4 };
+    struct msgbuf mb;
+    size_t row;
+
+    msgbuf_init(&mb);
+    proto_build_row_description(&mb, &column, 1);
+    row = proto_data_row_begin(&mb, 1);
+    proto_data_row_add(&mb, "7");
+    proto_data_row_end(&mb, row);
+    proto_build_command_complete(&mb, "SHOW");
+    BUILT_AS(&mb, want, "build: a result set is RowDescription, DataRows, then CommandComplete, "
+                        "each message with its own length");
     msgbuf_free(&mb);
 }
 
@@ -1059,6 +1136,9 @@ int main(void)
     test_build_session_messages();
     test_build_frontend_messages();
     test_build_appends();
+    test_build_row_description();
+    test_build_data_row();
+    test_build_result_set();
     test_msgbuf();
     test_quoting();
     return tap_done();
