@@ -34,6 +34,7 @@
 static void worker_reaper_cb(evutil_socket_t fd, short what, void *arg);
 static void worker_janitor_cb(evutil_socket_t fd, short what, void *arg);
 static void worker_signal_cb(evutil_socket_t sig, short what, void *arg);
+static void worker_prewarm_pools(struct worker *w);
 
 double worker_now(struct worker *w)
 {
@@ -148,6 +149,7 @@ int worker_init(struct worker *w, struct config *cfg)
         return -1;
     if (listener_open_all(w) != 0)
         return -1;
+    worker_prewarm_pools(w);
     return 0;
 }
 
@@ -349,6 +351,20 @@ static void worker_janitor_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- signals: reload and shutdown ---- */
 
+/*
+ * Databases with a fixed backend user and a min_pool_size get their pool at once, so the janitor
+ * opens those backends before the first client: its login is answered without waiting.
+ */
+static void worker_prewarm_pools(struct worker *w)
+{
+    for (size_t i = 0; i < w->cfg->n_databases; i++) {
+        const struct config_database *db = &w->cfg->databases[i];
+        int min_size = db->min_pool_size >= 0 ? db->min_pool_size : w->cfg->min_pool_size;
+        if (db->user && min_size > 0)
+            worker_get_pool(w, db, db->user);
+    }
+}
+
 static void worker_apply_config(struct worker *w, bool server_tls_changed)
 {
     struct pool *pool;
@@ -363,6 +379,7 @@ static void worker_apply_config(struct worker *w, bool server_tls_changed)
         }
         pool_apply_config(pool, db, w->cfg);
     }
+    worker_prewarm_pools(w);
 }
 
 static void worker_reload_config(struct worker *w)

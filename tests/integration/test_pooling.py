@@ -549,5 +549,25 @@ def out_of_descriptors(t):
     wait_for(serves, 15, interval=0.5, what="a normal client after the descriptors came back")
 
 
+@test("min_pool_size: backends are open before the first client, which then logs in at once",
+      sluice_only=True)
+def min_pool_size_prewarms(t):
+    line = t.cluster.database_line(min_pool_size=2, application_name="prewarm")
+    s = t.sluice(settings={"pool_mode": "transaction"}, databases={"appdb": line})
+    warm = wait_for(lambda: [b for b in t.cluster.backends(usename="app")
+                             if b["application_name"] == "prewarm"] or None, 10,
+                    what="backends opened for min_pool_size")
+    rows = wait_for(lambda: (lambda r: r if len(r) == 2 else None)(
+        [b for b in t.cluster.backends(usename="app") if b["application_name"] == "prewarm"]), 10,
+        what="two backends for min_pool_size = 2")
+    check(len(warm) >= 1, "no backend before any client")
+    check_equal(len(rows), 2, "backends open with no client connected")
+    conn = s.connect()
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        pid = cur.fetchone()[0]
+    check(pid in {r["pid"] for r in rows}, f"the first client ran on a pre-opened backend ({pid})")
+
+
 if __name__ == "__main__":
     raise SystemExit(suite.run())
