@@ -377,6 +377,12 @@ void conn_start_reading(struct conn *conn)
         event_add(&conn->read_event, NULL);
 }
 
+void conn_read_now(struct conn *conn)
+{
+    if (conn->open && !conn->tls && conn->reading)
+        conn_read_cb(conn->fd, EV_READ, conn);
+}
+
 void conn_stop_reading(struct conn *conn)
 {
     if (!conn->open || !conn->reading)

@@ -110,6 +110,8 @@ SSL *conn_ssl(const struct conn *conn);
 unsigned long conn_tls_error(struct conn *conn);
 
 void conn_start_reading(struct conn *conn);
+/* Reads what has already arrived now, not at the next loop iteration (a deferred accept). */
+void conn_read_now(struct conn *conn);
 void conn_stop_reading(struct conn *conn);
 
 /* Output was added: it is written by the flusher at the end of this loop iteration. */

@@ -67,6 +67,10 @@ static struct listener *listener_new(struct worker *w, const struct sockaddr *ad
     unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE;
     if (w->cfg->so_reuseport && !is_unix)
         flags |= LEV_OPT_REUSEABLE_PORT;
+    /* TCP_DEFER_ACCEPT: the kernel hands over a connection once its first bytes are in, so the
+     * accept and the first read happen in one wake-up (and silent connections cost nothing). */
+    if (!is_unix)
+        flags |= LEV_OPT_DEFERRED_ACCEPT;
     l->worker = w;
     l->is_unix = is_unix;
     snprintf(l->description, sizeof(l->description), "%s", description);

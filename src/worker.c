@@ -255,6 +255,9 @@ void worker_accept(struct worker *w, int fd, const struct sockaddr *addr, int ad
         c->over_limit = true;
         w->stats.clients_rejected++;
     }
+    /* TCP listeners defer the accept until data is in: read it in this same wake-up. */
+    if (!is_unix)
+        conn_read_now(&c->conn);
 }
 
 struct pool *worker_get_pool(struct worker *w, const struct config_database *db, const char *client_user)
