@@ -34,48 +34,36 @@ static void server_event_cb(struct conn *conn, enum conn_event event, void *arg)
 
 /* ---- lifecycle ---- */
 
-static struct server_list *server_pool_list(struct server *s)
+/* The pool list a server in this state belongs to, and its count; NULL when closed. */
+static struct server_list *server_pool_list(struct server *s, enum server_state state, int **count)
 {
-    switch (s->state) {
+    struct pool *pool = s->pool;
+    switch (state) {
     case SERVER_CONNECTING:
     case SERVER_LOGIN:
-        return &s->pool->new_servers;
+        *count = &pool->n_new;
+        return &pool->new_servers;
     case SERVER_IDLE:
-        return &s->pool->idle_servers;
+        *count = &pool->n_idle;
+        return &pool->idle_servers;
     case SERVER_ACTIVE:
     case SERVER_INTERNAL:
-        return &s->pool->used_servers;
+        *count = &pool->n_used;
+        return &pool->used_servers;
     case SERVER_CLOSED:
         break;
     }
-    return NULL;
-}
-
-static int *server_pool_counter(struct server *s)
-{
-    switch (s->state) {
-    case SERVER_CONNECTING:
-    case SERVER_LOGIN:
-        return &s->pool->n_new;
-    case SERVER_IDLE:
-        return &s->pool->n_idle;
-    case SERVER_ACTIVE:
-    case SERVER_INTERNAL:
-        return &s->pool->n_used;
-    case SERVER_CLOSED:
-        break;
-    }
+    *count = NULL;
     return NULL;
 }
 
 /* Moves the server between the pool's lists as its state changes; idle ones go to the front. */
 static void server_set_state(struct server *s, enum server_state state)
 {
-    struct server_list *from = server_pool_list(s);
-    int *from_count = server_pool_counter(s);
+    int *from_count, *to_count;
+    struct server_list *from = server_pool_list(s, s->state, &from_count);
+    struct server_list *to = server_pool_list(s, state, &to_count);
     s->state = state;
-    struct server_list *to = server_pool_list(s);
-    int *to_count = server_pool_counter(s);
     if (from == to)
         return;
     if (from) {
