@@ -1621,7 +1621,7 @@ static bool run_reconnect(struct request *req)
         return true;
     TAILQ_FOREACH(pool, &req->w->pools, link)
         if (pool_matches(pool, db_name))
-            pool_reconnect(pool);
+            pool_reconnect(pool, "RECONNECT");
     log_info("C-%llu: RECONNECT %s by %s", (unsigned long long)req->c->id,
              db_name ? db_name : "(all)", req->c->user);
     proto_build_command_complete(req->out, "RECONNECT");
@@ -1638,7 +1638,7 @@ static bool run_wait_close(struct request *req)
         return true;
     TAILQ_FOREACH(pool, &req->w->pools, link)
         if (pool_matches(pool, db_name))
-            pool_reconnect(pool);
+            pool_reconnect(pool, "RECONNECT");
     if (!pools_have_backend_up_to(req->w, db_name, id_limit)) {
         proto_build_command_complete(req->out, "WAIT_CLOSE");
         return true;

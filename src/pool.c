@@ -108,11 +108,7 @@ void pool_apply_config(struct pool *pool, const struct config_database *db, cons
     pool->password = pool_strdup_or_null(password);
     pool->connect_query = pool_strdup_or_null(db->connect_query);
     pool->application_name = pool_strdup_or_null(db->application_name);
-    /* Old backends finish what they do, then close; idle ones close at once. */
-    pool_retire_servers(&pool->used_servers);
-    pool_retire_servers(&pool->new_servers);
-    while (!TAILQ_EMPTY(&pool->idle_servers))
-        server_close(TAILQ_FIRST(&pool->idle_servers), "configuration changed");
+    pool_reconnect(pool, "configuration changed");
     pool->last_login_failure = 0;
     log_info("pool %s/%s: backend settings changed, reconnecting to %s:%d", pool->db_name,
              pool->user_name, pool->host, pool->port);
@@ -277,12 +273,13 @@ bool pool_is_quiet(const struct pool *pool)
     return pool->n_used == 0;
 }
 
-void pool_reconnect(struct pool *pool)
+void pool_reconnect(struct pool *pool, const char *reason)
 {
+    /* Busy backends finish what they do, then close; idle ones close at once. */
     pool_retire_servers(&pool->used_servers);
     pool_retire_servers(&pool->new_servers);
     while (!TAILQ_EMPTY(&pool->idle_servers))
-        server_close(TAILQ_FIRST(&pool->idle_servers), "RECONNECT");
+        server_close(TAILQ_FIRST(&pool->idle_servers), reason);
 }
 
 void pool_kill(struct pool *pool, const char *reason)
@@ -294,6 +291,11 @@ void pool_kill(struct pool *pool, const char *reason)
         if (c->pool == pool)
             client_fail(c, "57P01", reason);
     }
+    pool_close_servers(pool, reason);
+}
+
+void pool_close_servers(struct pool *pool, const char *reason)
+{
     struct server_list *lists[] = { &pool->idle_servers, &pool->used_servers, &pool->new_servers };
     for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
         while (!TAILQ_EMPTY(lists[i]))

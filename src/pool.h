@@ -106,9 +106,11 @@ void pool_resume(struct pool *pool);
 /* True once a paused pool has no backend linked to a client. */
 bool pool_is_quiet(const struct pool *pool);
 /* RECONNECT: close every backend as soon as it is free; new ones take their place. */
-void pool_reconnect(struct pool *pool);
+void pool_reconnect(struct pool *pool, const char *reason);
 /* KILL: close every client and backend of the pool now. */
 void pool_kill(struct pool *pool, const char *reason);
+/* Closes every backend of the pool now (their clients, if any, get an error). */
+void pool_close_servers(struct pool *pool, const char *reason);
 
 /* Periodic work: wait timeouts, idle/lifetime limits, min_pool_size. */
 void pool_janitor(struct pool *pool, double now);

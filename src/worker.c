@@ -172,21 +172,13 @@ static void worker_reap(struct worker *w)
     }
 }
 
-static void worker_close_pool_servers(struct pool *pool)
-{
-    struct server_list *lists[] = { &pool->idle_servers, &pool->used_servers, &pool->new_servers };
-    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
-        while (!TAILQ_EMPTY(lists[i]))
-            server_close(TAILQ_FIRST(lists[i]), "shutting down");
-}
-
 void worker_destroy(struct worker *w)
 {
     while (!TAILQ_EMPTY(&w->clients))
         client_close(TAILQ_FIRST(&w->clients), "shutting down");
     struct pool *pool;
     TAILQ_FOREACH(pool, &w->pools, link)
-        worker_close_pool_servers(pool);
+        pool_close_servers(pool, "shutting down");
     worker_reap(w);
     while (!TAILQ_EMPTY(&w->pools)) {
         pool = TAILQ_FIRST(&w->pools);
@@ -331,7 +323,7 @@ static void worker_check_shutdown(struct worker *w, double now)
     }
     struct pool *pool;
     TAILQ_FOREACH(pool, &w->pools, link)
-        worker_close_pool_servers(pool);
+        pool_close_servers(pool, "shutting down");
     /* A moment for the last errors to reach their clients; worker_destroy closes the rest. */
     struct timeval flush_time = { 0, SHUTDOWN_FLUSH_USEC };
     event_base_loopexit(w->base, &flush_time);
@@ -374,7 +366,7 @@ static void worker_apply_config(struct worker *w, bool server_tls_changed)
     TAILQ_FOREACH(pool, &w->pools, link) {
         /* Backends opened under other TLS rules must not keep serving under the new ones. */
         if (server_tls_changed)
-            pool_reconnect(pool);
+            pool_reconnect(pool, "server TLS settings changed");
         const struct config_database *db = config_find_database(w->cfg, pool->db_name);
         if (!db) {
             pool->disabled = true;
