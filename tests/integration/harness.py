@@ -447,6 +447,18 @@ class Cluster:
                         dbname="postgres")
         return rows[0][0]
 
+    def pgbench_database(self, dbname, scale):
+        """A database owned by app, initialized with pgbench -i directly, once per cluster."""
+        ready = self.__dict__.setdefault("_pgbench_ready", set())
+        if dbname in ready:
+            return
+        self.sql(f"CREATE DATABASE {dbname} OWNER app", dbname="postgres")
+        env = dict(self.env(), PGUSER="app", PGPASSWORD="app_pw")
+        status, output = run_tool([pg_tool("pgbench"), "-i", "-q", "-s", str(scale), dbname], env,
+                                  timeout=120)
+        check_equal(status, 0, f"pgbench -i (direct) failed:\n{output[-2000:]}")
+        ready.add(dbname)
+
     def database_line(self, dbname=APP_DB, user="app", password=None, unix=False, **extra):
         """A sluice [databases] value pointing at this cluster."""
         if password is None and user in ROLES:

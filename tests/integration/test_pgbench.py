@@ -7,19 +7,12 @@ suite = harness.Suite()
 test = suite.test
 
 BENCH_DB = "benchdb"
-_initialized = []
 
 
 def bench_database(t):
-    """benchdb, owned by app and initialized once per file with pgbench -i directly."""
+    """benchdb, owned by app and initialized once per cluster with pgbench -i directly."""
     cluster = t.cluster
-    if not _initialized:
-        cluster.sql(f"CREATE DATABASE {BENCH_DB} OWNER app", dbname="postgres")
-        env = dict(cluster.env(), PGUSER="app", PGPASSWORD="app_pw")
-        status, output = harness.run_tool(
-            [harness.pg_tool("pgbench"), "-i", "-q", "-s", "2", BENCH_DB], env, timeout=120)
-        check_equal(status, 0, f"pgbench -i (direct) failed:\n{output[-2000:]}")
-        _initialized.append(True)
+    cluster.pgbench_database(BENCH_DB, scale=2)
     return cluster.database_line(dbname=BENCH_DB)
 
 

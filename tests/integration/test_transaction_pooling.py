@@ -750,19 +750,10 @@ def plan_result_type_changes(t):
 
 # ---- pgbench --------------------------------------------------------------------------------------
 
-_bench_ready = []
-
-
 def bench_database(t):
-    """benchdb, owned by app, initialized once per file with pgbench -i directly."""
+    """benchdb, owned by app, initialized once per cluster with pgbench -i directly."""
     cluster = t.cluster
-    if not _bench_ready:
-        cluster.sql(f"CREATE DATABASE {BENCH_DB} OWNER app", dbname="postgres")
-        env = dict(cluster.env(), PGUSER="app", PGPASSWORD="app_pw")
-        status, output = harness.run_tool(
-            [harness.pg_tool("pgbench"), "-i", "-q", "-s", "1", BENCH_DB], env, timeout=120)
-        check_equal(status, 0, f"pgbench -i (direct) failed:\n{output[-2000:]}")
-        _bench_ready.append(True)
+    cluster.pgbench_database(BENCH_DB, scale=1)
     return cluster.database_line(dbname=BENCH_DB, pool_size=10)
 
 
