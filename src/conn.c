@@ -13,15 +13,21 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/uio.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/dns.h>
 #include <openssl/err.h>
 
 /* One read takes up to this much: large enough for big result sets, in at most two chains. */
 #define CONN_READ_CHUNK 16384
+/* The most plaintext one TLS record carries: each write seals up to this much into one record. */
+#define CONN_TLS_RECORD 16384
+/* Records decrypted per read event before other connections get their turn. */
+#define CONN_TLS_READS_PER_EVENT 4
 
 static void conn_read_cb(evutil_socket_t fd, short what, void *arg);
 static void conn_write_cb(evutil_socket_t fd, short what, void *arg);
+static void conn_tls_readable(struct conn *conn);
+static void conn_tls_writable(struct conn *conn);
+static void conn_tls_flush(struct conn *conn);
 
 /* ---- the flusher ---- */
 
@@ -56,7 +62,7 @@ void conn_flusher_free(struct conn_flusher *flusher)
 void conn_mark_dirty(struct conn *conn)
 {
     struct conn_flusher *flusher = conn->flusher;
-    if (conn->dirty || !conn->open || (conn->tls && !conn->want_drain))
+    if (conn->dirty || !conn->open)
         return;
     conn->dirty = true;
     TAILQ_INSERT_TAIL(&flusher->dirty, conn, dirty_link);
@@ -226,15 +232,13 @@ void conn_close(struct conn *conn)
         return;
     conn_undirty(conn);
     conn->open = false;
-    if (conn->tls) {
-        bufferevent_free(conn->tls); /* frees its buffers, closes the socket */
-        conn->tls = NULL;
-        conn->in = conn->out = NULL;
-        conn->fd = -1;
-        return;
-    }
     event_del(&conn->read_event);
     event_del(&conn->write_event);
+    conn->read_armed = conn->write_pending = false;
+    if (conn->ssl) {
+        SSL_free(conn->ssl); /* and its BIOs, which leave the socket open */
+        conn->ssl = NULL;
+    }
     evbuffer_free(conn->in);
     evbuffer_free(conn->out);
     conn->in = conn->out = NULL;
@@ -242,11 +246,40 @@ void conn_close(struct conn *conn)
     conn->fd = -1;
 }
 
+/* ---- interest in readability and writability ---- */
+
+/* The read event is wanted while the owner reads, and while OpenSSL needs input of its own. */
+static void conn_arm_read(struct conn *conn)
+{
+    bool want = conn->open &&
+                (conn->reading || conn->tls_handshaking || conn->tls_write_wants_read);
+    if (want == conn->read_armed)
+        return;
+    if (want)
+        event_add(&conn->read_event, NULL);
+    else
+        event_del(&conn->read_event);
+    conn->read_armed = want;
+}
+
+static void conn_arm_write(struct conn *conn, bool want)
+{
+    if (want == conn->write_pending)
+        return;
+    if (want)
+        event_add(&conn->write_event, NULL);
+    else
+        event_del(&conn->write_event);
+    conn->write_pending = want;
+}
+
 /* ---- plain socket I/O ---- */
 
 static void conn_report_error(struct conn *conn, int error)
 {
     conn->error = error;
+    conn->tls_handshaking = false;
+    conn->tls_write_wants_read = false;
     conn_stop_reading(conn);
     conn->on_event(conn, error ? CONN_EVENT_ERROR : CONN_EVENT_EOF, conn->arg);
 }
@@ -258,6 +291,10 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
 
     if (conn->failed) {
         conn_report_error(conn, conn->error);
+        return;
+    }
+    if (conn->ssl) {
+        conn_tls_readable(conn);
         return;
     }
     int n_vec = evbuffer_reserve_space(conn->in, CONN_READ_CHUNK, vec, 2);
@@ -324,17 +361,20 @@ static void conn_write_cb(evutil_socket_t fd, short what, void *arg)
         conn_finish_connect(conn);
         return;
     }
-    conn_flush(conn);
+    if (conn->ssl)
+        conn_tls_writable(conn);
+    else
+        conn_flush(conn);
 }
 
 void conn_flush(struct conn *conn)
 {
-    if (conn->open && conn->tls) {
-        conn_notify_drain(conn); /* the bufferevent writes by itself */
-        return;
-    }
     if (!conn->open || conn->connecting || conn->failed)
         return;
+    if (conn->ssl) {
+        conn_tls_flush(conn);
+        return;
+    }
     while (evbuffer_get_length(conn->out) > 0) {
         int n = evbuffer_write(conn->out, conn->fd);
         if (n > 0)
@@ -348,13 +388,7 @@ void conn_flush(struct conn *conn)
         return;
     }
     bool left = evbuffer_get_length(conn->out) > 0;
-    if (left && !conn->write_pending) {
-        event_add(&conn->write_event, NULL);
-        conn->write_pending = true;
-    } else if (!left && conn->write_pending) {
-        event_del(&conn->write_event);
-        conn->write_pending = false;
-    }
+    conn_arm_write(conn, left);
     if (!left)
         conn_notify_drain(conn);
 }
@@ -371,15 +405,15 @@ void conn_start_reading(struct conn *conn)
     if (!conn->open || conn->reading)
         return;
     conn->reading = true;
-    if (conn->tls)
-        bufferevent_enable(conn->tls, EV_READ);
-    else
-        event_add(&conn->read_event, NULL);
+    conn_arm_read(conn);
+    /* Records OpenSSL already took off the socket raise no event: read them next iteration. */
+    if (conn->ssl && !conn->tls_handshaking && SSL_has_pending(conn->ssl))
+        event_active(&conn->read_event, EV_READ, 0);
 }
 
 void conn_read_now(struct conn *conn)
 {
-    if (conn->open && !conn->tls && conn->reading)
+    if (conn->open && !conn->ssl && conn->reading)
         conn_read_cb(conn->fd, EV_READ, conn);
 }
 
@@ -388,40 +422,190 @@ void conn_stop_reading(struct conn *conn)
     if (!conn->open || !conn->reading)
         return;
     conn->reading = false;
-    if (conn->tls)
-        bufferevent_disable(conn->tls, EV_READ);
-    else
-        event_del(&conn->read_event);
+    conn_arm_read(conn);
 }
 
 /* ---- TLS ---- */
 
-static void conn_tls_read_cb(struct bufferevent *bev, void *arg)
+/* Records why OpenSSL failed (for the log and the client's message) and returns an errno. */
+static int conn_tls_failure(struct conn *conn, int ssl_error)
 {
-    struct conn *conn = arg;
-    conn->on_read(conn, conn->arg);
+    int saved = errno;
+    unsigned long err = ERR_peek_last_error();
+    if (err)
+        conn->tls_error = err;
+    ERR_clear_error();
+    if (ssl_error == SSL_ERROR_SYSCALL && saved != 0)
+        return saved;
+    return EPROTO;
 }
 
-static void conn_tls_write_cb(struct bufferevent *bev, void *arg)
-{
-    conn_notify_drain(arg);
-}
+static void conn_tls_read(struct conn *conn);
 
-static void conn_tls_event_cb(struct bufferevent *bev, short what, void *arg)
+static void conn_tls_handshake(struct conn *conn)
 {
-    struct conn *conn = arg;
-    if (what & BEV_EVENT_CONNECTED)
+    errno = 0;
+    ERR_clear_error();
+    int rc = SSL_do_handshake(conn->ssl);
+    if (rc == 1) {
+        conn->tls_handshaking = false;
+        conn_arm_write(conn, false);
+        conn_arm_read(conn);
         conn->on_event(conn, CONN_EVENT_CONNECTED, conn->arg);
-    else if (what & BEV_EVENT_EOF)
-        conn_report_error(conn, 0);
-    else if (what & BEV_EVENT_ERROR)
-        conn_report_error(conn, EVUTIL_SOCKET_ERROR() ? EVUTIL_SOCKET_ERROR() : EPROTO);
+        if (!conn->open)
+            return;
+        if (evbuffer_get_length(conn->out) > 0)
+            conn_mark_dirty(conn);
+        /* The first message often arrives with the client's Finished and is already read. */
+        if (conn->reading && SSL_has_pending(conn->ssl))
+            conn_tls_read(conn);
+        return;
+    }
+    int ssl_error = SSL_get_error(conn->ssl, rc);
+    if (ssl_error == SSL_ERROR_WANT_READ)
+        conn_arm_write(conn, false);
+    else if (ssl_error == SSL_ERROR_WANT_WRITE)
+        conn_arm_write(conn, true);
+    else
+        conn_report_error(conn, conn_tls_failure(conn, ssl_error));
+}
+
+/*
+ * Decrypts what has arrived into conn->in and hands it to the owner. The socket is read again
+ * only while OpenSSL holds part of a record: a whole record leaves nothing pending, and the next
+ * bytes raise the read event, so no read ends in EAGAIN.
+ */
+static void conn_tls_read(struct conn *conn)
+{
+    bool got = false;
+    bool ended = false;
+    int error = 0;
+
+    for (int i = 0; i < CONN_TLS_READS_PER_EVENT; i++) {
+        struct evbuffer_iovec vec;
+        size_t n = 0;
+        if (evbuffer_reserve_space(conn->in, CONN_READ_CHUNK, &vec, 1) != 1) {
+            error = ENOMEM;
+            break;
+        }
+        errno = 0;
+        ERR_clear_error();
+        int rc = SSL_read_ex(conn->ssl, vec.iov_base, vec.iov_len, &n);
+        if (rc == 1) {
+            vec.iov_len = n;
+            evbuffer_commit_space(conn->in, &vec, 1);
+            got = true;
+            if (!SSL_has_pending(conn->ssl))
+                break;
+            continue;
+        }
+        evbuffer_commit_space(conn->in, &vec, 0);
+        int ssl_error = SSL_get_error(conn->ssl, rc);
+        if (ssl_error == SSL_ERROR_WANT_READ)
+            break;
+        if (ssl_error == SSL_ERROR_WANT_WRITE) {
+            conn->tls_read_wants_write = true;
+            conn_arm_write(conn, true);
+            break;
+        }
+        if (ssl_error == SSL_ERROR_ZERO_RETURN)
+            ended = true; /* close_notify, or a bare EOF (SSL_OP_IGNORE_UNEXPECTED_EOF) */
+        else
+            error = conn_tls_failure(conn, ssl_error);
+        break;
+    }
+    if (got) {
+        conn->on_read(conn, conn->arg);
+        if (!conn->open)
+            return;
+    }
+    if (ended || error) {
+        conn_report_error(conn, error);
+        return;
+    }
+    if (conn->reading && SSL_has_pending(conn->ssl))
+        event_active(&conn->read_event, EV_READ, 0);
+}
+
+static void conn_tls_readable(struct conn *conn)
+{
+    if (conn->tls_handshaking) {
+        conn_tls_handshake(conn);
+        return;
+    }
+    if (conn->tls_write_wants_read) {
+        conn->tls_write_wants_read = false;
+        conn_arm_read(conn);
+        conn_tls_flush(conn);
+        if (!conn->open)
+            return;
+    }
+    if (conn->reading)
+        conn_tls_read(conn);
+}
+
+static void conn_tls_writable(struct conn *conn)
+{
+    if (conn->tls_handshaking) {
+        conn_tls_handshake(conn);
+        return;
+    }
+    if (conn->tls_read_wants_write) {
+        conn->tls_read_wants_write = false;
+        conn_arm_write(conn, false);
+        if (conn->reading)
+            conn_tls_read(conn);
+        if (!conn->open)
+            return;
+    }
+    conn_tls_flush(conn);
+}
+
+/* Seals the output, up to one record per write; the rest waits for writability. */
+static void conn_tls_flush(struct conn *conn)
+{
+    bool blocked = false;
+
+    if (conn->tls_handshaking)
+        return; /* written once the handshake is over */
+    while (evbuffer_get_length(conn->out) > 0) {
+        size_t len = evbuffer_get_length(conn->out);
+        size_t written = 0;
+        if (len > CONN_TLS_RECORD)
+            len = CONN_TLS_RECORD;
+        const unsigned char *data = evbuffer_pullup(conn->out, (ev_ssize_t)len);
+        errno = 0;
+        ERR_clear_error();
+        int rc = data ? SSL_write_ex(conn->ssl, data, len, &written) : 0;
+        if (rc == 1) {
+            evbuffer_drain(conn->out, written);
+            continue;
+        }
+        int ssl_error = data ? SSL_get_error(conn->ssl, rc) : SSL_ERROR_SSL;
+        if (ssl_error == SSL_ERROR_WANT_WRITE) {
+            blocked = true;
+            break;
+        }
+        if (ssl_error == SSL_ERROR_WANT_READ) {
+            conn->tls_write_wants_read = true;
+            conn_arm_read(conn);
+            break;
+        }
+        /* As for plain sockets: the failure surfaces through the read path. */
+        conn->failed = true;
+        conn->error = data ? conn_tls_failure(conn, ssl_error) : ENOMEM;
+        event_active(&conn->read_event, EV_READ, 0);
+        return;
+    }
+    conn_arm_write(conn, blocked || conn->tls_read_wants_write);
+    if (evbuffer_get_length(conn->out) == 0)
+        conn_notify_drain(conn);
 }
 
 /*
  * A direct TLS client (no SSLRequest) sent its ClientHello before sluice knew it spoke TLS: those
  * bytes sit in conn->in. They go back in front of the socket in a buffering BIO, so OpenSSL reads
- * them first; writes go straight to the socket (libevent finds the fd on the write BIO).
+ * them first; writes go straight to the socket.
  */
 static int conn_give_back_input(struct conn *conn, SSL *ssl)
 {
@@ -449,46 +633,46 @@ static int conn_give_back_input(struct conn *conn, SSL *ssl)
 
 int conn_start_tls(struct conn *conn, SSL *ssl, bool accepting)
 {
-    if (!conn->open || evbuffer_get_length(conn->out) > 0 ||
+    if (!conn->open || conn->ssl || evbuffer_get_length(conn->out) > 0 ||
         (!accepting && evbuffer_get_length(conn->in) > 0)) {
         SSL_free(ssl);
         return -1;
     }
-    if (evbuffer_get_length(conn->in) > 0 && conn_give_back_input(conn, ssl) != 0) {
+    bool replay = evbuffer_get_length(conn->in) > 0;
+    if (replay ? conn_give_back_input(conn, ssl) != 0 : SSL_set_fd(ssl, conn->fd) != 1) {
         SSL_free(ssl);
         return -1;
     }
-    struct bufferevent *bev = bufferevent_openssl_socket_new(
-        conn->base, conn->fd, ssl, accepting ? BUFFEREVENT_SSL_ACCEPTING : BUFFEREVENT_SSL_CONNECTING,
-        BEV_OPT_CLOSE_ON_FREE);
-    if (!bev) {
-        SSL_free(ssl);
-        return -1;
-    }
-    conn_undirty(conn);
-    event_del(&conn->read_event);
-    event_del(&conn->write_event);
-    conn->write_pending = false;
-    evbuffer_free(conn->in);
-    evbuffer_free(conn->out);
-    conn->tls = bev;
-    conn->in = bufferevent_get_input(bev);
-    conn->out = bufferevent_get_output(bev);
-    /* Clients and servers often close without close_notify; that is an EOF, not an attack. */
-    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
-    bufferevent_setcb(bev, conn_tls_read_cb, conn_tls_write_cb, conn_tls_event_cb, conn);
-    bufferevent_enable(bev, EV_WRITE | (conn->reading ? EV_READ : 0));
+    /* One read takes every record that has arrived, not a header then a body. */
+    SSL_set_read_ahead(ssl, 1);
+    /* Output is retried from the evbuffer, whose first bytes may have moved. */
+    SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* Clients and servers often close without close_notify; that is an EOF, not an attack:
+     * every message carries its own length, so a cut message is seen anyway. */
+    SSL_set_options(ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
+    if (accepting)
+        SSL_set_accept_state(ssl);
+    else
+        SSL_set_connect_state(ssl);
+    conn->ssl = ssl;
+    conn->tls_handshaking = true;
+    conn->tls_error = 0;
+    conn_arm_read(conn);
+    /* A ClientHello to send, or one already buffered: take the first step in the loop, not
+     * inside the caller. Otherwise the peer's ClientHello raises the read event. */
+    if (replay || !accepting)
+        event_active(&conn->read_event, EV_READ, 0);
     return 0;
 }
 
 SSL *conn_ssl(const struct conn *conn)
 {
-    return conn->tls ? bufferevent_openssl_get_ssl(conn->tls) : NULL;
+    return conn->ssl;
 }
 
 unsigned long conn_tls_error(struct conn *conn)
 {
-    return conn->tls ? bufferevent_get_openssl_error(conn->tls) : 0;
+    return conn->tls_error;
 }
 
 /* ---- messages ---- */

@@ -4,8 +4,10 @@
  * Plain sockets use two bare events and evbuffers: a read is one readv into reserved space, and
  * output is written by one writev per connection per loop iteration (the worker's flusher),
  * registering for writability only when the kernel did not take everything. That keeps the
- * per-transaction cost to one read and one write on each side. A TLS connection hands its I/O to
- * a bufferevent_openssl over the same socket, behind the same interface.
+ * per-transaction cost to one read and one write on each side. A TLS connection drives OpenSSL
+ * over the same socket and the same two events: records are read ahead (one read per wake-up,
+ * not one per record header and body), output is sealed into one record per 16 KB and written by
+ * the same flusher, and interest in writability is registered only while OpenSSL waits for it.
  */
 #ifndef SLUICE_CONN_H
 #define SLUICE_CONN_H
@@ -16,7 +18,6 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include <openssl/ssl.h>
@@ -56,9 +57,10 @@ struct conn {
     struct conn_flusher *flusher;
     struct evbuffer *in;
     struct evbuffer *out;
-    struct event read_event;       /* plain sockets only */
-    struct event write_event;      /* plain sockets only */
-    struct bufferevent *tls;       /* TLS: does all I/O; in/out are its buffers */
+    struct event read_event;
+    struct event write_event;
+    SSL *ssl;                      /* TLS: NULL on a plain socket */
+    unsigned long tls_error;       /* the OpenSSL error that failed the connection, 0 if none */
     struct evdns_getaddrinfo_request *dns_request;
     struct conn_dns_ticket *dns_ticket; /* outlives the conn if the look-up is cancelled */
     int connect_port;
@@ -70,8 +72,12 @@ struct conn {
 
     TAILQ_ENTRY(conn) dirty_link;
     bool dirty;                    /* in the flusher's list */
-    bool reading;                  /* read event wanted */
+    bool reading;                  /* the owner wants input */
+    bool read_armed;               /* read event added */
     bool write_pending;            /* write event added: the kernel did not take everything */
+    bool tls_handshaking;
+    bool tls_read_wants_write;     /* OpenSSL must write before it can read on */
+    bool tls_write_wants_read;     /* OpenSSL must read before it can write on */
     bool connecting;
     bool want_drain;
     bool failed;                   /* a write failed: reported through the read path */
