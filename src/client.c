@@ -422,7 +422,7 @@ static void client_handle_startup_message(struct client *c, const struct startup
 }
 
 /*
- * Answers 'S' and continues on a TLS bufferevent over the same socket. The 'S' goes out directly:
+ * Answers 'S' and continues over TLS on the same socket. The 'S' goes out directly:
  * the client sends nothing until it has it, and nothing may sit unread before the handshake
  * (bytes buffered after SSLRequest would bypass TLS, as in CVE-2021-23214).
  */

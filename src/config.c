@@ -107,6 +107,7 @@ static const struct setting settings[] = {
     STRING(unix_socket_dir, "/tmp"),
     {"unix_socket_mode", VALUE_FILE_MODE, AT(unix_socket_mode), 0, 0777, NULL, "0777"},
     BOOLEAN(so_reuseport, "off"),
+    BOOLEAN(io_uring, "on"),
     {"pool_mode", VALUE_POOL_MODE, AT(pool_mode), 0, 0, NULL, "session"},
     INTEGER(default_pool_size, 1, INT_MAX, "20"),
     INTEGER(min_pool_size, 0, INT_MAX, "0"),

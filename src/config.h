@@ -58,6 +58,7 @@ struct config {
     char *unix_socket_dir;       /* "/tmp"; "" = no unix socket */
     int unix_socket_mode;        /* 0777 */
     bool so_reuseport;           /* false */
+    bool io_uring;               /* true: batch writes through io_uring when the kernel allows */
     enum pool_mode pool_mode;    /* session */
     int default_pool_size;       /* 20 */
     int min_pool_size;           /* 0 */

@@ -16,6 +16,8 @@
 #include <event2/dns.h>
 #include <openssl/err.h>
 
+#include "write_batch.h"
+
 /* One read takes up to this much: large enough for big result sets, in at most two chains. */
 #define CONN_READ_CHUNK 16384
 /* The most plaintext one TLS record carries: each write seals up to this much into one record. */
@@ -28,8 +30,79 @@ static void conn_write_cb(evutil_socket_t fd, short what, void *arg);
 static void conn_tls_readable(struct conn *conn);
 static void conn_tls_writable(struct conn *conn);
 static void conn_tls_flush(struct conn *conn);
+static void conn_after_write(struct conn *conn, int error);
 
 /* ---- the flusher ---- */
+
+/* Plain sockets with output that the kernel has not pushed back on go in the io_uring batch. */
+static bool conn_batchable(const struct conn *conn)
+{
+    return conn->open && !conn->ssl && !conn->connecting && !conn->failed &&
+           !conn->write_pending && evbuffer_get_length(conn->out) > 0;
+}
+
+/* Queues the output of the next batchable connection; returns how many bytes that is. */
+static size_t conn_queue_in_batch(struct conn *conn, struct write_batch *batch)
+{
+    struct evbuffer_iovec chains[WRITE_BATCH_MAX_IOV];
+    struct iovec pieces[WRITE_BATCH_MAX_IOV];
+    size_t length = 0;
+    int count = evbuffer_peek(conn->out, -1, NULL, chains, WRITE_BATCH_MAX_IOV);
+
+    if (count > WRITE_BATCH_MAX_IOV)
+        count = WRITE_BATCH_MAX_IOV; /* the rest goes in the next batch */
+    for (int i = 0; i < count; i++) {
+        pieces[i].iov_base = chains[i].iov_base;
+        pieces[i].iov_len = chains[i].iov_len;
+        length += chains[i].iov_len;
+    }
+    write_batch_add(batch, conn->fd, pieces, count);
+    return length;
+}
+
+/*
+ * Sends the batchable connections at the head of the dirty list in one system call. Bytes sent
+ * are drained from every connection before any callback runs, since a callback may close
+ * another connection of the same batch.
+ */
+static void conn_flush_batch(struct conn_flusher *flusher)
+{
+    struct conn *sent[WRITE_BATCH_SIZE];
+    size_t lengths[WRITE_BATCH_SIZE];
+    ssize_t results[WRITE_BATCH_SIZE];
+    int n = 0;
+
+    while (n < WRITE_BATCH_SIZE && !TAILQ_EMPTY(&flusher->dirty) &&
+           conn_batchable(TAILQ_FIRST(&flusher->dirty))) {
+        struct conn *conn = TAILQ_FIRST(&flusher->dirty);
+        TAILQ_REMOVE(&flusher->dirty, conn, dirty_link);
+        conn->dirty = false;
+        lengths[n] = conn_queue_in_batch(conn, flusher->batch);
+        sent[n++] = conn;
+    }
+    int rc = write_batch_send(flusher->batch, results);
+    if (rc < 0) {
+        write_batch_free(flusher->batch);
+        flusher->batch = NULL;
+        flusher->batch_error = -rc;
+    }
+    for (int i = 0; i < n; i++) {
+        if (results[i] > 0)
+            evbuffer_drain(sent[i]->out, (size_t)results[i]);
+    }
+    for (int i = 0; i < n; i++) {
+        struct conn *conn = sent[i];
+        ssize_t result = results[i];
+        if (!conn->open)
+            continue;
+        if (result == -ECANCELED)
+            conn_flush(conn); /* never submitted: the plain way */
+        else if (result >= 0 && (size_t)result == lengths[i] && evbuffer_get_length(conn->out) > 0)
+            conn_mark_dirty(conn); /* more pieces than one send takes: the next batch */
+        else
+            conn_after_write(conn, result < 0 ? (int)-result : (result == 0 ? EPIPE : 0));
+    }
+}
 
 static void conn_flusher_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -38,6 +111,10 @@ static void conn_flusher_cb(evutil_socket_t fd, short what, void *arg)
     /* A flush can run callbacks that mark more connections dirty: take them as they come. */
     while (!TAILQ_EMPTY(&flusher->dirty)) {
         struct conn *conn = TAILQ_FIRST(&flusher->dirty);
+        if (flusher->batch && conn_batchable(conn)) {
+            conn_flush_batch(flusher);
+            continue;
+        }
         TAILQ_REMOVE(&flusher->dirty, conn, dirty_link);
         conn->dirty = false;
         conn_flush(conn);
@@ -46,10 +123,22 @@ static void conn_flusher_cb(evutil_socket_t fd, short what, void *arg)
 
 int conn_flusher_init(struct conn_flusher *flusher, struct event_base *base)
 {
+    memset(flusher, 0, sizeof(*flusher));
     TAILQ_INIT(&flusher->dirty);
-    flusher->scheduled = false;
     flusher->event = event_new(base, -1, 0, conn_flusher_cb, flusher);
     return flusher->event ? 0 : -1;
+}
+
+bool conn_flusher_use_io_uring(struct conn_flusher *flusher, bool on, char *why, size_t why_len)
+{
+    if (!on) {
+        write_batch_free(flusher->batch);
+        flusher->batch = NULL;
+        return true;
+    }
+    if (!flusher->batch)
+        flusher->batch = write_batch_new(why, why_len);
+    return flusher->batch != NULL;
 }
 
 void conn_flusher_free(struct conn_flusher *flusher)
@@ -57,6 +146,8 @@ void conn_flusher_free(struct conn_flusher *flusher)
     if (flusher->event)
         event_free(flusher->event);
     flusher->event = NULL;
+    write_batch_free(flusher->batch);
+    flusher->batch = NULL;
 }
 
 void conn_mark_dirty(struct conn *conn)
@@ -381,9 +472,19 @@ void conn_flush(struct conn *conn)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
             break;
+        conn_after_write(conn, n < 0 ? errno : EPIPE);
+        return;
+    }
+    conn_after_write(conn, 0);
+}
+
+/* After a write: waits for writability if output is left, reports an error or a drain. */
+static void conn_after_write(struct conn *conn, int error)
+{
+    if (error && error != EAGAIN && error != EWOULDBLOCK && error != EINTR) {
         /* The error surfaces through the read path, outside whatever called us. */
         conn->failed = true;
-        conn->error = n < 0 ? errno : EPIPE;
+        conn->error = error;
         event_active(&conn->read_event, EV_READ, 0);
         return;
     }

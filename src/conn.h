@@ -45,10 +45,13 @@ typedef void (*conn_event_fn)(struct conn *conn, enum conn_event event, void *ar
 
 /* The worker-wide list of connections with output to write, flushed once per loop iteration. */
 TAILQ_HEAD(conn_list, conn);
+struct write_batch;
 struct conn_flusher {
     struct conn_list dirty;
     struct event *event;
     bool scheduled;
+    struct write_batch *batch;     /* io_uring: plain sockets' output in one system call; or NULL */
+    int batch_error;               /* errno that made the flusher drop io_uring, for the log */
 };
 
 struct conn {
@@ -87,6 +90,12 @@ struct conn {
 
 int conn_flusher_init(struct conn_flusher *flusher, struct event_base *base);
 void conn_flusher_free(struct conn_flusher *flusher);
+/*
+ * Sends the plain sockets' output of each loop iteration as one io_uring batch (on), or with one
+ * writev per connection (off). true, or false with the reason when io_uring is unavailable (the
+ * flusher then uses writev).
+ */
+bool conn_flusher_use_io_uring(struct conn_flusher *flusher, bool on, char *why, size_t why_len);
 
 /* Wraps an accepted socket. 0, or -1 (fd not closed). */
 int conn_open_accepted(struct conn *conn, struct event_base *base, struct conn_flusher *flusher,

@@ -13,8 +13,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <event2/bufferevent.h>
 #include <event2/dns.h>
-#include <event2/bufferevent_ssl.h>
 #include <openssl/err.h>
 #include <openssl/crypto.h>
 
@@ -255,7 +255,7 @@ static void server_send_ssl_request(struct server *s)
     s->awaiting_ssl_answer = true;
 }
 
-/* 'S': continue on a TLS bufferevent over the same socket; the handshake's end sends the startup. */
+/* 'S': continue over TLS on the same socket; the handshake's end sends the startup. */
 static void server_start_tls(struct server *s)
 {
     SSL *ssl = tls_new_server_ssl(&s->worker->tls, s->pool->host);

@@ -34,6 +34,7 @@
 
 static void worker_reaper_cb(evutil_socket_t fd, short what, void *arg);
 static void worker_janitor_cb(evutil_socket_t fd, short what, void *arg);
+static void worker_apply_io_uring(struct worker *w);
 static void worker_signal_cb(evutil_socket_t sig, short what, void *arg);
 static void worker_prewarm_pools(struct worker *w);
 
@@ -139,6 +140,7 @@ int worker_init(struct worker *w, struct config *cfg)
         return -1;
     if (conn_flusher_init(&w->flusher, w->base) != 0)
         return -1;
+    worker_apply_io_uring(w);
     uint8_t seed[PREPARED_SEED_LEN];
     if (RAND_bytes(seed, sizeof(seed)) != 1 || !(w->prepared = prepared_registry_new(0, seed)))
         return -1;
@@ -341,6 +343,12 @@ static void worker_janitor_cb(evutil_socket_t fd, short what, void *arg)
     double now = worker_now(w);
     struct pool *pool;
 
+    if (w->flusher.batch_error) {
+        log_warning("io_uring failed (%s): writing each connection with writev from now on",
+                    strerror(w->flusher.batch_error));
+        w->flusher.batch_error = 0;
+    }
+
     worker_expire_logins(w, now);
     worker_expire_clients(w, now);
     TAILQ_FOREACH(pool, &w->pools, link)
@@ -348,6 +356,23 @@ static void worker_janitor_cb(evutil_socket_t fd, short what, void *arg)
     admin_janitor(w);
     metrics_janitor(w, now);
     worker_check_shutdown(w, now);
+}
+
+/* The io_uring setting, at start and on reload; a kernel or container that refuses io_uring
+ * (io_uring_disabled, seccomp) leaves writev, which works everywhere. */
+static void worker_apply_io_uring(struct worker *w)
+{
+    char why[128];
+    bool had = w->flusher.batch != NULL;
+
+    if (!conn_flusher_use_io_uring(&w->flusher, w->cfg->io_uring, why, sizeof(why))) {
+        log_warning("io_uring is not available (%s): writing each connection with writev", why);
+        return;
+    }
+    if (w->flusher.batch && !had)
+        log_info("writes are batched through io_uring");
+    else if (!w->flusher.batch && had)
+        log_info("io_uring = off: writing each connection with writev");
 }
 
 /* ---- signals: reload and shutdown ---- */
@@ -428,6 +453,7 @@ static void worker_reload_config(struct worker *w)
     token_keyring_free(w->token_keys);
     w->token_keys = keys;
     log_configure(fresh->verbose, fresh->syslog, fresh->syslog_ident, fresh->syslog_facility);
+    worker_apply_io_uring(w);
     worker_apply_config(w, server_tls_changed);
     metrics_reconfigure(w);
     log_info("configuration reloaded");

@@ -488,6 +488,30 @@ def sluice_binary():
     return os.path.normpath(os.path.join(here, "..", "..", "src", "sluice"))
 
 
+def refuse_io_uring_setup():
+    """In the child before exec: a seccomp filter that fails io_uring_setup with EPERM."""
+    import ctypes
+    import errno as errno_codes
+    import struct
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
+    io_uring_setup = 425  # the same number on x86_64 and aarch64
+    seccomp_ret_allow, seccomp_ret_errno = 0x7FFF0000, 0x00050000
+    ld_nr, jeq, ret = 0x20, 0x15, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_RET|K
+    program = [(ld_nr, 0, 0, 0),                   # the syscall number
+               (jeq, 0, 1, io_uring_setup),
+               (ret, 0, 0, seccomp_ret_errno | errno_codes.EPERM),
+               (ret, 0, 0, seccomp_ret_allow)]
+    filters = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *f) for f in program))
+    fprog = struct.pack("HxxxxxxQ", len(program), ctypes.addressof(filters))
+    pr_set_no_new_privs, pr_set_seccomp, seccomp_mode_filter = 38, 22, 2
+    if libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+    fprog_buffer = ctypes.create_string_buffer(fprog)
+    if libc.prctl(pr_set_seccomp, seccomp_mode_filter, ctypes.addressof(fprog_buffer), 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP)")
+
+
 def default_users(cluster):
     """The auth file most tests use: each role with the kind of secret its name suggests."""
     return {
@@ -636,9 +660,10 @@ class Sluice(Endpoint):
             return f.read()
 
     # -- process --
-    def start(self, wait=True, env=None, max_open_files=None):
+    def start(self, wait=True, env=None, max_open_files=None, refuse_io_uring=False):
         """env: variables to add to sluice's environment (a value of None removes one).
-        max_open_files: an RLIMIT_NOFILE for sluice, to run it out of descriptors."""
+        max_open_files: an RLIMIT_NOFILE for sluice, to run it out of descriptors.
+        refuse_io_uring: io_uring_setup fails with EPERM, as under Docker's seccomp profile."""
         binary = sluice_binary()
         if not os.access(binary, os.X_OK):
             raise TestFailure(f"sluice binary not found or not executable: {binary}")
@@ -650,10 +675,16 @@ class Sluice(Endpoint):
                     process_env.pop(name, None)
                 else:
                     process_env[name] = str(value)
-        limit_files = None
+        limits = []
         if max_open_files:
-            def limit_files():
-                resource.setrlimit(resource.RLIMIT_NOFILE, (max_open_files, max_open_files))
+            limits.append(lambda: resource.setrlimit(resource.RLIMIT_NOFILE,
+                                                     (max_open_files, max_open_files)))
+        if refuse_io_uring:
+            limits.append(refuse_io_uring_setup)
+
+        def limit_files():
+            for limit in limits:
+                limit()
         log = open(self.log_path, "ab")
         try:
             self.proc = _track(subprocess.Popen([binary, "-c", self.config_path], stdin=subprocess.DEVNULL,

@@ -80,6 +80,7 @@ static void test_defaults(void)
     is_str(cfg->unix_socket_dir, "/tmp", "unix_socket_dir defaults to /tmp");
     is_int(cfg->unix_socket_mode, 0777, "unix_socket_mode defaults to 0777");
     is_int(cfg->so_reuseport, false, "so_reuseport defaults to off");
+    is_int(cfg->io_uring, true, "io_uring defaults to on");
     is_int(cfg->pool_mode, POOL_MODE_SESSION, "pool_mode defaults to session");
     is_int(cfg->default_pool_size, 20, "default_pool_size defaults to 20");
     is_int(cfg->min_pool_size, 0, "min_pool_size defaults to 0");
@@ -961,7 +962,7 @@ static void test_files(void)
 /* ---- the sample config ---------------------------------------------------------------- */
 
 static const char *const every_setting[] = {
-    "listen_addr", "listen_port", "unix_socket_dir", "unix_socket_mode", "so_reuseport",
+    "listen_addr", "listen_port", "unix_socket_dir", "unix_socket_mode", "so_reuseport", "io_uring",
     "pool_mode", "default_pool_size", "min_pool_size", "max_client_conn", "max_db_connections",
     "auth_type", "auth_file", "admin_users", "stats_users", "query_wait_timeout",
     "client_idle_timeout", "client_login_timeout", "idle_transaction_timeout",
@@ -1036,6 +1037,7 @@ static void test_sample_config(void)
         ok(every->listen_port == defaults->listen_port &&
                every->unix_socket_mode == defaults->unix_socket_mode &&
                every->so_reuseport == defaults->so_reuseport &&
+               every->io_uring == defaults->io_uring &&
                every->pool_mode == defaults->pool_mode &&
                every->default_pool_size == defaults->default_pool_size &&
                every->min_pool_size == defaults->min_pool_size &&
