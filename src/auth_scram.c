@@ -11,8 +11,9 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/rand.h>
+
+#include "digest.h"
 
 #define SCRAM_VERIFIER_PREFIX "SCRAM-SHA-256$"
 #define SCRAM_CLIENT_KEY_LABEL "Client Key"
@@ -371,18 +372,12 @@ static bool scram_salted_password(const char *password, const uint8_t *salt, siz
 static bool hmac_sha256(const uint8_t key[SCRAM_KEY_LEN], const void *data, size_t data_len,
                         uint8_t out[SCRAM_KEY_LEN])
 {
-    unsigned int out_len = 0;
-
-    return HMAC(EVP_sha256(), key, SCRAM_KEY_LEN, data, data_len, out, &out_len) != NULL &&
-           out_len == SCRAM_KEY_LEN;
+    return digest_hmac_sha256(key, SCRAM_KEY_LEN, data, data_len, out);
 }
 
 static bool sha256(const uint8_t *data, size_t len, uint8_t out[SCRAM_KEY_LEN])
 {
-    unsigned int out_len = 0;
-
-    return EVP_Digest(data, len, out, &out_len, EVP_sha256(), NULL) == 1 &&
-           out_len == SCRAM_KEY_LEN;
+    return digest_sha256(data, len, out);
 }
 
 /* ClientKey, StoredKey and ServerKey from SaltedPassword. */

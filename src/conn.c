@@ -339,29 +339,29 @@ void conn_close(struct conn *conn)
 
 /* ---- interest in readability and writability ---- */
 
+/* Adds or removes one of a connection's events, remembering which it is. */
+static void conn_set_interest(struct event *event, bool *armed, bool want)
+{
+    if (want == *armed)
+        return;
+    if (want)
+        event_add(event, NULL);
+    else
+        event_del(event);
+    *armed = want;
+}
+
 /* The read event is wanted while the owner reads, and while OpenSSL needs input of its own. */
 static void conn_arm_read(struct conn *conn)
 {
     bool want = conn->open &&
                 (conn->reading || conn->tls_handshaking || conn->tls_write_wants_read);
-    if (want == conn->read_armed)
-        return;
-    if (want)
-        event_add(&conn->read_event, NULL);
-    else
-        event_del(&conn->read_event);
-    conn->read_armed = want;
+    conn_set_interest(&conn->read_event, &conn->read_armed, want);
 }
 
 static void conn_arm_write(struct conn *conn, bool want)
 {
-    if (want == conn->write_pending)
-        return;
-    if (want)
-        event_add(&conn->write_event, NULL);
-    else
-        event_del(&conn->write_event);
-    conn->write_pending = want;
+    conn_set_interest(&conn->write_event, &conn->write_pending, want);
 }
 
 /* ---- plain socket I/O ---- */

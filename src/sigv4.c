@@ -3,18 +3,18 @@
  * all an RDS IAM auth token is. Everything here is pure (no clock, no I/O) so the unit tests can
  * hold each step against the AWS SDKs' published values.
  */
-#include "errbuf.h"
 #include "sigv4.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
-#include <openssl/sha.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "digest.h"
+#include "errbuf.h"
 
 /* SHA-256 of the empty string: a GET has no payload. */
 #define SIGV4_EMPTY_PAYLOAD_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -241,20 +241,15 @@ static void hex_encode_lower(const unsigned char *bytes, size_t len, char *out)
 
 void sigv4_sha256_hex(const void *data, size_t len, char *out)
 {
-    unsigned char digest[SHA256_DIGEST_LENGTH];
-    SHA256(data, len, digest);
+    unsigned char digest[DIGEST_SHA256_LEN];
+    digest_sha256(data, len, digest);
     hex_encode_lower(digest, sizeof digest, out);
 }
 
 static int hmac_sha256(const void *key, size_t key_len, const char *data,
                        unsigned char out[SIGV4_KEY_LEN])
 {
-    unsigned int out_len = 0;
-    if (HMAC(EVP_sha256(), key, (int)key_len, (const unsigned char *)data, strlen(data), out,
-             &out_len) == NULL ||
-        out_len != SIGV4_KEY_LEN)
-        return -1;
-    return 0;
+    return digest_hmac_sha256(key, key_len, data, strlen(data), out) ? 0 : -1;
 }
 
 int sigv4_signing_key(const char *secret_access_key, const char *scope_date, const char *region,
