@@ -81,7 +81,10 @@ int write_batch_send(struct write_batch *batch, ssize_t results[WRITE_BATCH_SIZE
         return 0;
     /* MSG_DONTWAIT sends complete during the submission: their completions are posted by the
      * time it returns, and the waits below return at once. */
-    int rc = io_uring_submit(&batch->ring);
+    int rc;
+    do {
+        rc = io_uring_submit(&batch->ring); /* a signal interrupts before any send is taken */
+    } while (rc == -EINTR);
     int submitted = rc < 0 ? 0 : rc;
     for (int done = 0; done < submitted;) {
         struct io_uring_cqe *cqe;
