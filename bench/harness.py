@@ -46,6 +46,8 @@ TOKEN_REGION = "us-east-1"
 # name: description, pgbench arguments, how clients log in, TLS, which targets run it
 SCENARIOS = {
     "a": dict(desc="steady select-only", args=["-S", "-c", "50", "-j", "2"], auth="trust"),
+    "a-tls": dict(desc="steady select-only over TLS (sslmode=require, ECDSA P-256 cert)",
+                  args=["-S", "-c", "50", "-j", "2"], auth="trust", tls=True),
     "b-trust": dict(desc="new connection per transaction, trust on every hop",
                     args=["-S", "-C", "-c", "50", "-j", "4"], auth="trust"),
     "b-scram-plain": dict(desc="new connection per transaction, SCRAM, plain passwords in auth_file",

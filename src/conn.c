@@ -28,17 +28,24 @@
 static void conn_read_cb(evutil_socket_t fd, short what, void *arg);
 static void conn_write_cb(evutil_socket_t fd, short what, void *arg);
 static void conn_tls_readable(struct conn *conn);
-static void conn_tls_writable(struct conn *conn);
-static void conn_tls_flush(struct conn *conn);
+static void conn_tls_seal(struct conn *conn);
 static void conn_after_write(struct conn *conn, int error);
 
 /* ---- the flusher ---- */
 
-/* Plain sockets with output that the kernel has not pushed back on go in the io_uring batch. */
+/* Connections with bytes for a socket the kernel has not pushed back on go in the batch (TLS
+ * ones once their output is sealed). */
 static bool conn_batchable(const struct conn *conn)
 {
-    return conn->open && !conn->ssl && !conn->connecting && !conn->failed &&
-           !conn->write_pending && evbuffer_get_length(conn->out) > 0;
+    return conn->open && !conn->connecting && !conn->failed && !conn->write_pending &&
+           evbuffer_get_length(conn->wire) > 0;
+}
+
+static bool conn_seal_and_check_batchable(struct conn *conn)
+{
+    if (conn->ssl && conn->open && !conn->failed)
+        conn_tls_seal(conn); /* no callback runs: failures surface through the read path */
+    return conn_batchable(conn);
 }
 
 /* Queues the output of the next batchable connection; returns how many bytes that is. */
@@ -47,7 +54,7 @@ static size_t conn_queue_in_batch(struct conn *conn, struct write_batch *batch)
     struct evbuffer_iovec chains[WRITE_BATCH_MAX_IOV];
     struct iovec pieces[WRITE_BATCH_MAX_IOV];
     size_t length = 0;
-    int count = evbuffer_peek(conn->out, -1, NULL, chains, WRITE_BATCH_MAX_IOV);
+    int count = evbuffer_peek(conn->wire, -1, NULL, chains, WRITE_BATCH_MAX_IOV);
 
     if (count > WRITE_BATCH_MAX_IOV)
         count = WRITE_BATCH_MAX_IOV; /* the rest goes in the next batch */
@@ -73,7 +80,7 @@ static void conn_flush_batch(struct conn_flusher *flusher)
     int n = 0;
 
     while (n < WRITE_BATCH_SIZE && !TAILQ_EMPTY(&flusher->dirty) &&
-           conn_batchable(TAILQ_FIRST(&flusher->dirty))) {
+           conn_seal_and_check_batchable(TAILQ_FIRST(&flusher->dirty))) {
         struct conn *conn = TAILQ_FIRST(&flusher->dirty);
         TAILQ_REMOVE(&flusher->dirty, conn, dirty_link);
         conn->dirty = false;
@@ -88,7 +95,7 @@ static void conn_flush_batch(struct conn_flusher *flusher)
     }
     for (int i = 0; i < n; i++) {
         if (results[i] > 0)
-            evbuffer_drain(sent[i]->out, (size_t)results[i]);
+            evbuffer_drain(sent[i]->wire, (size_t)results[i]);
     }
     for (int i = 0; i < n; i++) {
         struct conn *conn = sent[i];
@@ -97,7 +104,7 @@ static void conn_flush_batch(struct conn_flusher *flusher)
             continue;
         if (result == -ECANCELED)
             conn_flush(conn); /* never submitted: the plain way */
-        else if (result >= 0 && (size_t)result == lengths[i] && evbuffer_get_length(conn->out) > 0)
+        else if (result >= 0 && (size_t)result == lengths[i] && evbuffer_get_length(conn->wire) > 0)
             conn_mark_dirty(conn); /* more pieces than one send takes: the next batch */
         else
             conn_after_write(conn, result < 0 ? (int)-result : (result == 0 ? EPIPE : 0));
@@ -111,7 +118,7 @@ static void conn_flusher_cb(evutil_socket_t fd, short what, void *arg)
     /* A flush can run callbacks that mark more connections dirty: take them as they come. */
     while (!TAILQ_EMPTY(&flusher->dirty)) {
         struct conn *conn = TAILQ_FIRST(&flusher->dirty);
-        if (flusher->batch && conn_batchable(conn)) {
+        if (flusher->batch && conn_seal_and_check_batchable(conn)) {
             conn_flush_batch(flusher);
             continue;
         }
@@ -121,12 +128,15 @@ static void conn_flusher_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+static BIO_METHOD *conn_wire_method_new(void);
+
 int conn_flusher_init(struct conn_flusher *flusher, struct event_base *base)
 {
     memset(flusher, 0, sizeof(*flusher));
     TAILQ_INIT(&flusher->dirty);
     flusher->event = event_new(base, -1, 0, conn_flusher_cb, flusher);
-    return flusher->event ? 0 : -1;
+    flusher->wire_method = conn_wire_method_new();
+    return flusher->event && flusher->wire_method ? 0 : -1;
 }
 
 bool conn_flusher_use_io_uring(struct conn_flusher *flusher, bool on, char *why, size_t why_len)
@@ -148,6 +158,8 @@ void conn_flusher_free(struct conn_flusher *flusher)
     flusher->event = NULL;
     write_batch_free(flusher->batch);
     flusher->batch = NULL;
+    BIO_meth_free(flusher->wire_method); /* after every TLS connection is gone */
+    flusher->wire_method = NULL;
 }
 
 void conn_mark_dirty(struct conn *conn)
@@ -199,6 +211,7 @@ static int conn_attach(struct conn *conn, evutil_socket_t fd)
         conn->in = conn->out = NULL;
         return -1;
     }
+    conn->wire = conn->out;
     conn->fd = fd;
     event_assign(&conn->read_event, conn->base, fd, EV_READ | EV_PERSIST, conn_read_cb, conn);
     event_assign(&conn->write_event, conn->base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, conn);
@@ -331,8 +344,10 @@ void conn_close(struct conn *conn)
         conn->ssl = NULL;
     }
     evbuffer_free(conn->in);
+    if (conn->wire != conn->out)
+        evbuffer_free(conn->wire);
     evbuffer_free(conn->out);
-    conn->in = conn->out = NULL;
+    conn->in = conn->out = conn->wire = NULL;
     evutil_closesocket(conn->fd);
     conn->fd = -1;
 }
@@ -439,7 +454,8 @@ static void conn_finish_connect(struct conn *conn)
 
 static void conn_notify_drain(struct conn *conn)
 {
-    if (!conn->want_drain || evbuffer_get_length(conn->out) > 0)
+    if (!conn->want_drain || evbuffer_get_length(conn->out) > 0 ||
+        evbuffer_get_length(conn->wire) > 0)
         return;
     conn->want_drain = false;
     conn->on_drain(conn, conn->arg);
@@ -452,10 +468,7 @@ static void conn_write_cb(evutil_socket_t fd, short what, void *arg)
         conn_finish_connect(conn);
         return;
     }
-    if (conn->ssl)
-        conn_tls_writable(conn);
-    else
-        conn_flush(conn);
+    conn_flush(conn);
 }
 
 void conn_flush(struct conn *conn)
@@ -463,11 +476,12 @@ void conn_flush(struct conn *conn)
     if (!conn->open || conn->connecting || conn->failed)
         return;
     if (conn->ssl) {
-        conn_tls_flush(conn);
-        return;
+        conn_tls_seal(conn);
+        if (conn->failed)
+            return;
     }
-    while (evbuffer_get_length(conn->out) > 0) {
-        int n = evbuffer_write(conn->out, conn->fd);
+    while (evbuffer_get_length(conn->wire) > 0) {
+        int n = evbuffer_write(conn->wire, conn->fd);
         if (n > 0)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
@@ -488,7 +502,7 @@ static void conn_after_write(struct conn *conn, int error)
         event_active(&conn->read_event, EV_READ, 0);
         return;
     }
-    bool left = evbuffer_get_length(conn->out) > 0;
+    bool left = evbuffer_get_length(conn->wire) > 0;
     conn_arm_write(conn, left);
     if (!left)
         conn_notify_drain(conn);
@@ -543,14 +557,65 @@ static int conn_tls_failure(struct conn *conn, int ssl_error)
 
 static void conn_tls_read(struct conn *conn);
 
+/*
+ * OpenSSL's records are appended to conn->wire as they are made, through this BIO, and go out
+ * with every other connection's bytes at the end of the loop iteration: no copy through a memory
+ * BIO, and no buffer kept by OpenSSL between writes.
+ */
+static int conn_wire_write(BIO *bio, const char *data, size_t len, size_t *written)
+{
+    struct conn *conn = BIO_get_data(bio);
+
+    if (conn == NULL || evbuffer_add(conn->wire, data, len) != 0)
+        return 0;
+    *written = len;
+    return 1;
+}
+
+static long conn_wire_ctrl(BIO *bio, int cmd, long num, void *ptr)
+{
+    (void)bio;
+    (void)num;
+    (void)ptr;
+    return cmd == BIO_CTRL_FLUSH ? 1 : 0; /* the flusher does the flushing */
+}
+
+static int conn_wire_create(BIO *bio)
+{
+    BIO_set_init(bio, 1);
+    return 1;
+}
+
+static BIO_METHOD *conn_wire_method_new(void)
+{
+    BIO_METHOD *method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "sluice wire");
+
+    if (method != NULL &&
+        (BIO_meth_set_write_ex(method, conn_wire_write) != 1 ||
+         BIO_meth_set_ctrl(method, conn_wire_ctrl) != 1 ||
+         BIO_meth_set_create(method, conn_wire_create) != 1)) {
+        BIO_meth_free(method);
+        method = NULL;
+    }
+    return method;
+}
+
+/* After an OpenSSL call: records it made are queued for the flusher. */
+static void conn_tls_note_records(struct conn *conn, size_t wire_before)
+{
+    if (evbuffer_get_length(conn->wire) > wire_before)
+        conn_mark_dirty(conn);
+}
+
 static void conn_tls_handshake(struct conn *conn)
 {
+    size_t wire_before = evbuffer_get_length(conn->wire);
     errno = 0;
     ERR_clear_error();
     int rc = SSL_do_handshake(conn->ssl);
+    conn_tls_note_records(conn, wire_before);
     if (rc == 1) {
         conn->tls_handshaking = false;
-        conn_arm_write(conn, false);
         conn_arm_read(conn);
         conn->on_event(conn, CONN_EVENT_CONNECTED, conn->arg);
         if (!conn->open)
@@ -564,11 +629,11 @@ static void conn_tls_handshake(struct conn *conn)
     }
     int ssl_error = SSL_get_error(conn->ssl, rc);
     if (ssl_error == SSL_ERROR_WANT_READ)
-        conn_arm_write(conn, false);
-    else if (ssl_error == SSL_ERROR_WANT_WRITE)
-        conn_arm_write(conn, true);
-    else
-        conn_report_error(conn, conn_tls_failure(conn, ssl_error));
+        return;
+    int error = conn_tls_failure(conn, ssl_error);
+    /* The alert that says why goes out now, before the owner closes the socket. */
+    (void)evbuffer_write(conn->wire, conn->fd);
+    conn_report_error(conn, error);
 }
 
 /*
@@ -581,6 +646,7 @@ static void conn_tls_read(struct conn *conn)
     bool got = false;
     bool ended = false;
     int error = 0;
+    size_t wire_before = evbuffer_get_length(conn->wire);
 
     for (int i = 0; i < CONN_TLS_READS_PER_EVENT; i++) {
         struct evbuffer_iovec vec;
@@ -604,17 +670,13 @@ static void conn_tls_read(struct conn *conn)
         int ssl_error = SSL_get_error(conn->ssl, rc);
         if (ssl_error == SSL_ERROR_WANT_READ)
             break;
-        if (ssl_error == SSL_ERROR_WANT_WRITE) {
-            conn->tls_read_wants_write = true;
-            conn_arm_write(conn, true);
-            break;
-        }
         if (ssl_error == SSL_ERROR_ZERO_RETURN)
             ended = true; /* close_notify, or a bare EOF (SSL_OP_IGNORE_UNEXPECTED_EOF) */
         else
             error = conn_tls_failure(conn, ssl_error);
         break;
     }
+    conn_tls_note_records(conn, wire_before); /* reading can answer too: a KeyUpdate, an alert */
     if (got) {
         conn->on_read(conn, conn->arg);
         if (!conn->open)
@@ -637,38 +699,21 @@ static void conn_tls_readable(struct conn *conn)
     if (conn->tls_write_wants_read) {
         conn->tls_write_wants_read = false;
         conn_arm_read(conn);
-        conn_tls_flush(conn);
-        if (!conn->open)
-            return;
+        conn_mark_dirty(conn); /* the flusher seals what waited */
     }
     if (conn->reading)
         conn_tls_read(conn);
 }
 
-static void conn_tls_writable(struct conn *conn)
+/*
+ * Seals the owner's output into records, up to 16 KB each, onto the wire. Runs no callback: a
+ * failure marks the connection failed and surfaces through the read path, as for plain sockets.
+ */
+static void conn_tls_seal(struct conn *conn)
 {
-    if (conn->tls_handshaking) {
-        conn_tls_handshake(conn);
-        return;
-    }
-    if (conn->tls_read_wants_write) {
-        conn->tls_read_wants_write = false;
-        conn_arm_write(conn, false);
-        if (conn->reading)
-            conn_tls_read(conn);
-        if (!conn->open)
-            return;
-    }
-    conn_tls_flush(conn);
-}
-
-/* Seals the output, up to one record per write; the rest waits for writability. */
-static void conn_tls_flush(struct conn *conn)
-{
-    bool blocked = false;
-
-    if (conn->tls_handshaking)
-        return; /* written once the handshake is over */
+    if (conn->tls_handshaking || conn->tls_write_wants_read)
+        return; /* sealed once the handshake is over, or once OpenSSL has read what it needs */
+    size_t wire_before = evbuffer_get_length(conn->wire);
     while (evbuffer_get_length(conn->out) > 0) {
         size_t len = evbuffer_get_length(conn->out);
         size_t written = 0;
@@ -683,52 +728,50 @@ static void conn_tls_flush(struct conn *conn)
             continue;
         }
         int ssl_error = data ? SSL_get_error(conn->ssl, rc) : SSL_ERROR_SSL;
-        if (ssl_error == SSL_ERROR_WANT_WRITE) {
-            blocked = true;
-            break;
-        }
         if (ssl_error == SSL_ERROR_WANT_READ) {
             conn->tls_write_wants_read = true;
             conn_arm_read(conn);
             break;
         }
-        /* As for plain sockets: the failure surfaces through the read path. */
         conn->failed = true;
         conn->error = data ? conn_tls_failure(conn, ssl_error) : ENOMEM;
         event_active(&conn->read_event, EV_READ, 0);
         return;
     }
-    conn_arm_write(conn, blocked || conn->tls_read_wants_write);
-    if (evbuffer_get_length(conn->out) == 0)
-        conn_notify_drain(conn);
+    conn_tls_note_records(conn, wire_before);
 }
 
 /*
- * A direct TLS client (no SSLRequest) sent its ClientHello before sluice knew it spoke TLS: those
- * bytes sit in conn->in. They go back in front of the socket in a buffering BIO, so OpenSSL reads
- * them first; writes go straight to the socket.
+ * OpenSSL reads straight from the socket and writes its records onto conn->wire (above), from
+ * where they go out with every other connection's bytes. A direct TLS client (no SSLRequest) sent its
+ * ClientHello before sluice knew it spoke TLS: those bytes sit in conn->in, and go back in front
+ * of the socket in a buffering BIO, so OpenSSL reads them first.
  */
-static int conn_give_back_input(struct conn *conn, SSL *ssl)
+static int conn_attach_bios(struct conn *conn, SSL *ssl)
 {
     size_t len = evbuffer_get_length(conn->in);
-    BIO *buffer = BIO_new(BIO_f_buffer());
     BIO *socket_in = BIO_new_socket(conn->fd, BIO_NOCLOSE);
-    BIO *socket_out = BIO_new_socket(conn->fd, BIO_NOCLOSE);
-    if (!buffer || !socket_in || !socket_out) {
+    BIO *records = BIO_new(conn->flusher->wire_method);
+    BIO *buffer = len > 0 ? BIO_new(BIO_f_buffer()) : NULL;
+    if (!socket_in || !records || (len > 0 && !buffer)) {
         BIO_free(buffer);
         BIO_free(socket_in);
-        BIO_free(socket_out);
+        BIO_free(records);
         return -1;
     }
-    BIO *chain = BIO_push(buffer, socket_in);
-    const uint8_t *bytes = evbuffer_pullup(conn->in, (ev_ssize_t)len);
-    if (BIO_set_buffer_read_data(chain, (void *)bytes, (long)len) != 1) {
-        BIO_free_all(chain);
-        BIO_free(socket_out);
-        return -1;
+    BIO *input = socket_in;
+    if (buffer) {
+        input = BIO_push(buffer, socket_in);
+        const uint8_t *bytes = evbuffer_pullup(conn->in, (ev_ssize_t)len);
+        if (BIO_set_buffer_read_data(input, (void *)bytes, (long)len) != 1) {
+            BIO_free_all(input);
+            BIO_free(records);
+            return -1;
+        }
+        evbuffer_drain(conn->in, len);
     }
-    evbuffer_drain(conn->in, len);
-    SSL_set_bio(ssl, chain, socket_out);
+    BIO_set_data(records, conn);
+    SSL_set_bio(ssl, input, records);
     return 0;
 }
 
@@ -740,14 +783,16 @@ int conn_start_tls(struct conn *conn, SSL *ssl, bool accepting)
         return -1;
     }
     bool replay = evbuffer_get_length(conn->in) > 0;
-    if (replay ? conn_give_back_input(conn, ssl) != 0 : SSL_set_fd(ssl, conn->fd) != 1) {
+    struct evbuffer *wire = evbuffer_new();
+    if (!wire || conn_attach_bios(conn, ssl) != 0) {
+        if (wire)
+            evbuffer_free(wire);
         SSL_free(ssl);
         return -1;
     }
+    conn->wire = wire;
     /* One read takes every record that has arrived, not a header then a body. */
     SSL_set_read_ahead(ssl, 1);
-    /* Output is retried from the evbuffer, whose first bytes may have moved. */
-    SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     /* Clients and servers often close without close_notify; that is an EOF, not an attack:
      * every message carries its own length, so a cut message is seen anyway. */
     SSL_set_options(ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
@@ -839,5 +884,6 @@ void conn_tune_socket(evutil_socket_t fd, bool keepalive)
 
 bool conn_output_is_full(const struct conn *conn)
 {
-    return conn->open && evbuffer_get_length(conn->out) > CONN_OUTPUT_HIGH_WATER;
+    size_t sealed = conn->open && conn->wire != conn->out ? evbuffer_get_length(conn->wire) : 0;
+    return conn->open && evbuffer_get_length(conn->out) + sealed > CONN_OUTPUT_HIGH_WATER;
 }

@@ -6,8 +6,8 @@
  * registering for writability only when the kernel did not take everything. That keeps the
  * per-transaction cost to one read and one write on each side. A TLS connection drives OpenSSL
  * over the same socket and the same two events: records are read ahead (one read per wake-up,
- * not one per record header and body), output is sealed into one record per 16 KB and written by
- * the same flusher, and interest in writability is registered only while OpenSSL waits for it.
+ * not one per record header and body), and output is sealed into records in memory (one per
+ * 16 KB) that go out like a plain socket's bytes, in the same batch.
  */
 #ifndef SLUICE_CONN_H
 #define SLUICE_CONN_H
@@ -50,8 +50,9 @@ struct conn_flusher {
     struct conn_list dirty;
     struct event *event;
     bool scheduled;
-    struct write_batch *batch;     /* io_uring: plain sockets' output in one system call; or NULL */
+    struct write_batch *batch;     /* io_uring: every socket's output in one system call; or NULL */
     int batch_error;               /* errno that made the flusher drop io_uring, for the log */
+    BIO_METHOD *wire_method;       /* the BIO through which OpenSSL's records reach conn->wire */
 };
 
 struct conn {
@@ -60,6 +61,7 @@ struct conn {
     struct conn_flusher *flusher;
     struct evbuffer *in;
     struct evbuffer *out;
+    struct evbuffer *wire;         /* bytes for the socket: out itself, or out's TLS records */
     struct event read_event;
     struct event write_event;
     SSL *ssl;                      /* TLS: NULL on a plain socket */
@@ -79,7 +81,6 @@ struct conn {
     bool read_armed;               /* read event added */
     bool write_pending;            /* write event added: the kernel did not take everything */
     bool tls_handshaking;
-    bool tls_read_wants_write;     /* OpenSSL must write before it can read on */
     bool tls_write_wants_read;     /* OpenSSL must read before it can write on */
     bool connecting;
     bool want_drain;

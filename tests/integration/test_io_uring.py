@@ -1,6 +1,7 @@
 """Output batched through io_uring, and writev where io_uring is off or refused: same bytes, same order."""
 
 import hashlib
+import os
 import threading
 import time
 
@@ -37,13 +38,21 @@ def big_result_matches(conn):
     check_equal(digest.hexdigest(), expected, "digest of every row")
 
 
-def clients_get_their_own_answers(s, clients=20, queries=200):
+def client_tls(t):
+    """[sluice] settings for TLS towards clients, with the suite's test certificate."""
+    certs = t.certificates()
+    return {"client_tls_sslmode": "require",
+            "client_tls_key_file": os.path.join(certs, "server.key"),
+            "client_tls_cert_file": os.path.join(certs, "server.crt")}
+
+
+def clients_get_their_own_answers(s, clients=20, queries=200, **connect_args):
     """Many clients at once, each checking that every answer is the one to its own query."""
     errors = []
 
     def client(number):
         try:
-            conn = s.connect()
+            conn = s.connect(**connect_args)
             for q in range(queries):
                 tag = f"{number}-{q}"
                 got = one_value(conn, f"SELECT '{tag}'::text || repeat('.', {q % 50})")
@@ -73,6 +82,26 @@ def batched_large_result(t):
 def batched_concurrent_clients(t):
     s = t.sluice()
     clients_get_their_own_answers(s)
+
+
+@test("over TLS, records queued with the batch: a large result arrives whole and in order, "
+      "and 20 clients each get only their own answers")
+def batched_tls(t):
+    s = t.sluice(settings=client_tls(t))
+    wait_for(lambda: BATCHED in s.log_text(), 5, what="the io_uring line in the log")
+    conn = s.connect(sslmode="require")
+    check(conn.info.ssl_in_use, "the connection does not use TLS")
+    big_result_matches(conn)
+    clients_get_their_own_answers(s, sslmode="require")
+
+
+@test("over TLS with io_uring = off: the same large result and concurrent load through writev")
+def writev_tls(t):
+    settings = client_tls(t)
+    settings["io_uring"] = "off"
+    s = t.sluice(settings=settings)
+    big_result_matches(s.connect(sslmode="require"))
+    clients_get_their_own_answers(s, clients=10, queries=100, sslmode="require")
 
 
 @test("io_uring = off: writev carries the same large result and the same concurrent load")
