@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 #include <liburing.h>
 
 struct write_batch {
@@ -19,6 +20,35 @@ struct write_batch {
     struct msghdr messages[WRITE_BATCH_SIZE];
     struct iovec pieces[WRITE_BATCH_SIZE][WRITE_BATCH_MAX_IOV];
 };
+
+/*
+ * Sends with MSG_DONTWAIT complete during the submission on current kernels, reporting EAGAIN
+ * when the socket is full; some older ones park them until the socket drains instead, which
+ * would leave write_batch_send waiting. Checked once on a socket pair whose buffer is full.
+ */
+static bool sends_never_wait(struct io_uring *ring)
+{
+    int pair[2];
+    char byte = 0;
+    bool inline_eagain = false;
+
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair) != 0)
+        return false;
+    while (send(pair[0], &byte, sizeof(byte), MSG_DONTWAIT) == 1)
+        ; /* fill it up */
+    struct iovec piece = { .iov_base = &byte, .iov_len = sizeof(byte) };
+    struct msghdr message = { .msg_iov = &piece, .msg_iovlen = 1 };
+    struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+    io_uring_prep_sendmsg(sqe, pair[0], &message, MSG_DONTWAIT | MSG_NOSIGNAL);
+    struct io_uring_cqe *cqe = NULL;
+    if (io_uring_submit(ring) == 1 && io_uring_peek_cqe(ring, &cqe) == 0) {
+        inline_eagain = cqe->res == -EAGAIN;
+        io_uring_cqe_seen(ring, cqe);
+    }
+    close(pair[0]); /* a parked send ends with its socket (and the ring, freed by the caller) */
+    close(pair[1]);
+    return inline_eagain;
+}
 
 struct write_batch *write_batch_new(char *why, size_t why_len)
 {
@@ -35,6 +65,12 @@ struct write_batch *write_batch_new(char *why, size_t why_len)
         rc = io_uring_queue_init(WRITE_BATCH_SIZE, &batch->ring, 0);
     if (rc < 0) {
         snprintf(why, why_len, "%s", strerror(-rc));
+        free(batch);
+        return NULL;
+    }
+    if (!sends_never_wait(&batch->ring)) {
+        snprintf(why, why_len, "this kernel parks non-blocking sends instead of failing them");
+        io_uring_queue_exit(&batch->ring);
         free(batch);
         return NULL;
     }
