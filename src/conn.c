@@ -68,11 +68,11 @@ static size_t conn_queue_in_batch(struct conn *conn, struct write_batch *batch)
 }
 
 /*
- * Sends the batchable connections at the head of the dirty list in one system call. Bytes sent
- * are drained from every connection before any callback runs, since a callback may close
- * another connection of the same batch.
+ * Sends the batchable connections at the head of the dirty list in one system call; returns how
+ * many (0: the head is not batchable). Bytes sent are drained from every connection before any
+ * callback runs, since a callback may close another connection of the same batch.
  */
-static void conn_flush_batch(struct conn_flusher *flusher)
+static int conn_flush_batch(struct conn_flusher *flusher)
 {
     struct conn *sent[WRITE_BATCH_SIZE];
     size_t lengths[WRITE_BATCH_SIZE];
@@ -87,6 +87,8 @@ static void conn_flush_batch(struct conn_flusher *flusher)
         lengths[n] = conn_queue_in_batch(conn, flusher->batch);
         sent[n++] = conn;
     }
+    if (n == 0)
+        return 0;
     int rc = write_batch_send(flusher->batch, results);
     if (rc < 0) {
         write_batch_free(flusher->batch);
@@ -109,6 +111,7 @@ static void conn_flush_batch(struct conn_flusher *flusher)
         else
             conn_after_write(conn, result < 0 ? (int)-result : (result == 0 ? EPIPE : 0));
     }
+    return n;
 }
 
 static void conn_flusher_cb(evutil_socket_t fd, short what, void *arg)
@@ -117,11 +120,9 @@ static void conn_flusher_cb(evutil_socket_t fd, short what, void *arg)
     flusher->scheduled = false;
     /* A flush can run callbacks that mark more connections dirty: take them as they come. */
     while (!TAILQ_EMPTY(&flusher->dirty)) {
-        struct conn *conn = TAILQ_FIRST(&flusher->dirty);
-        if (flusher->batch && conn_seal_and_check_batchable(conn)) {
-            conn_flush_batch(flusher);
+        if (flusher->batch && conn_flush_batch(flusher) > 0)
             continue;
-        }
+        struct conn *conn = TAILQ_FIRST(&flusher->dirty);
         TAILQ_REMOVE(&flusher->dirty, conn, dirty_link);
         conn->dirty = false;
         conn_flush(conn);
@@ -492,14 +493,19 @@ void conn_flush(struct conn *conn)
     conn_after_write(conn, 0);
 }
 
+/* A write failed: the error surfaces through the read path, outside whatever called us. */
+static void conn_fail_later(struct conn *conn, int error)
+{
+    conn->failed = true;
+    conn->error = error;
+    event_active(&conn->read_event, EV_READ, 0);
+}
+
 /* After a write: waits for writability if output is left, reports an error or a drain. */
 static void conn_after_write(struct conn *conn, int error)
 {
     if (error && error != EAGAIN && error != EWOULDBLOCK && error != EINTR) {
-        /* The error surfaces through the read path, outside whatever called us. */
-        conn->failed = true;
-        conn->error = error;
-        event_active(&conn->read_event, EV_READ, 0);
+        conn_fail_later(conn, error);
         return;
     }
     bool left = evbuffer_get_length(conn->wire) > 0;
@@ -733,9 +739,7 @@ static void conn_tls_seal(struct conn *conn)
             conn_arm_read(conn);
             break;
         }
-        conn->failed = true;
-        conn->error = data ? conn_tls_failure(conn, ssl_error) : ENOMEM;
-        event_active(&conn->read_event, EV_READ, 0);
+        conn_fail_later(conn, data ? conn_tls_failure(conn, ssl_error) : ENOMEM);
         return;
     }
     conn_tls_note_records(conn, wire_before);
