@@ -375,11 +375,6 @@ static bool hmac_sha256(const uint8_t key[SCRAM_KEY_LEN], const void *data, size
     return digest_hmac_sha256(key, SCRAM_KEY_LEN, data, data_len, out);
 }
 
-static bool sha256(const uint8_t *data, size_t len, uint8_t out[SCRAM_KEY_LEN])
-{
-    return digest_sha256(data, len, out);
-}
-
 /* ClientKey, StoredKey and ServerKey from SaltedPassword. */
 static bool scram_derive_keys(const uint8_t salted_password[SCRAM_KEY_LEN],
                               uint8_t client_key[SCRAM_KEY_LEN],
@@ -388,7 +383,7 @@ static bool scram_derive_keys(const uint8_t salted_password[SCRAM_KEY_LEN],
 {
     return hmac_sha256(salted_password, SCRAM_CLIENT_KEY_LABEL,
                        strlen(SCRAM_CLIENT_KEY_LABEL), client_key) &&
-           sha256(client_key, SCRAM_KEY_LEN, stored_key) &&
+           digest_sha256(client_key, SCRAM_KEY_LEN, stored_key) &&
            hmac_sha256(salted_password, SCRAM_SERVER_KEY_LABEL,
                        strlen(SCRAM_SERVER_KEY_LABEL), server_key);
 }
@@ -669,7 +664,7 @@ static bool scram_proof_is_right(const struct scram_verifier *v, const char *aut
     if (computed) {
         for (size_t i = 0; i < SCRAM_KEY_LEN; i++)
             client_key[i] = proof[i] ^ client_signature[i];
-        computed = sha256(client_key, SCRAM_KEY_LEN, stored_key);
+        computed = digest_sha256(client_key, SCRAM_KEY_LEN, stored_key);
     }
     *right = computed && CRYPTO_memcmp(stored_key, v->stored_key, SCRAM_KEY_LEN) == 0;
     OPENSSL_cleanse(client_key, sizeof client_key);
