@@ -654,6 +654,8 @@ static const char *server_state_name(const struct server *s)
         if (s->purpose == INTERNAL_CONNECT_QUERY)
             return "login";
         return s->client ? "active" : "tested";
+    case SERVER_BEING_CANCELED:
+        return "being_canceled";
     case SERVER_CLOSED:
         break;
     }
@@ -686,6 +688,8 @@ static const char *server_detail_name(const struct server *s)
             break;
         }
         return "internal";
+    case SERVER_BEING_CANCELED:
+        return "being_canceled";
     case SERVER_CLOSED:
         break;
     }
