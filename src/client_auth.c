@@ -66,6 +66,14 @@ void client_auth_begin(struct client *c)
     c->auth_method = (uint8_t)type;
     switch (type) {
     case AUTH_TYPE_TRUST:
+        /* As PgBouncer: trust skips the password, not the auth file. */
+        if (!entry) {
+            log_info("C-%llu: %s/%s@%s:%d no such user", (unsigned long long)c->id, c->database,
+                     c->user, c->addr, c->port);
+            client_auth_count(c, false);
+            client_failf(c, "28000", "\"trust\" authentication failed for user \"%s\"", c->user);
+            return;
+        }
         client_authenticated(c);
         return;
     case AUTH_TYPE_PLAIN:

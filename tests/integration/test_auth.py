@@ -125,6 +125,26 @@ make_unknown_user_test("md5")
 make_unknown_user_test("scram-sha-256")
 
 
+@test("auth_type=trust: a user missing from the auth file is refused, whatever user the database "
+      "line logs in as", sluice_only=True)
+def trust_requires_listed_user(t):
+    cluster = t.cluster
+    own_user_line = f"host={cluster.host} port={cluster.port} dbname={APP_DB}"
+    s = t.sluice(settings={"auth_type": "trust"}, databases={"own_user_db": own_user_line})
+    # appdb's line logs in to PostgreSQL as app whoever the client is; own_user_db as the client.
+    for database in (APP_DB, "own_user_db"):
+        wire = s.wire()
+        error = expect_pg_error(lambda: wire.login(user="nobody", password=None, database=database),
+                                "28000", f"trust login to {database} as a user not in the auth file")
+        check_equal(error.message, '"trust" authentication failed for user "nobody"',
+                    "error text (PostgreSQL's and PgBouncer's for a failed trust login)")
+        check(wire.is_closed_within(5), "connection still open after the refusal")
+    conn = s.connect(user="trust_user", password=None)
+    with conn.cursor() as cur:
+        cur.execute("SELECT current_user")
+        check_equal(cur.fetchone()[0], "app", "backend user for a listed user under trust")
+
+
 @test("an unknown user is challenged like a known one (no user enumeration)", sluice_only=True)
 def unknown_user_challenged(t):
     s = t.sluice(settings={"auth_type": "scram-sha-256"})
