@@ -1,5 +1,8 @@
 """Client authentication against the auth file, and sluice's own logins to PostgreSQL."""
 
+import base64
+import struct
+
 import harness
 from harness import APP_DB, PgError, check, check_equal, expect_pg_error, md5_secret
 
@@ -153,6 +156,46 @@ def unknown_user_challenged(t):
     expect_pg_error(lambda: unknown.login(user="nobody", password="wrong"), "28P01", "unknown user")
     check_equal(unknown.auth_requests, known.auth_requests,
                 "authentication requests sent to an unknown user vs a known one")
+
+
+def scram_challenge(s, user, password="wrong"):
+    """One SCRAM login attempt: returns the server-first attributes (salt s=, count i=) and the
+    PgError that ends it."""
+    wire = s.wire()
+    wire.send_startup(user)
+    kind, payload = wire.read_message()
+    check_equal((kind, struct.unpack("!I", payload[:4])[0]), ("R", AUTH_SASL), "first request")
+    client = harness.ScramClient(password)
+    first = client.client_first()
+    wire.send(harness.message("p", harness.cstr("SCRAM-SHA-256") + struct.pack("!i", len(first))
+                              + first))
+    kind, payload = wire.read_message()
+    check_equal((kind, struct.unpack("!I", payload[:4])[0]), ("R", 11), "SASLContinue")
+    server_first = payload[4:]
+    attributes = dict(item.split("=", 1) for item in server_first.decode().split(","))
+    wire.send(harness.message("p", client.client_final(server_first)))
+    error = expect_pg_error(lambda: wire.finish_login(password), "28P01", f"SCRAM login as {user}")
+    return attributes, error
+
+
+@test("SCRAM: an unknown user's salt and count are stable and look like a real user's",
+      sluice_only=True)
+def scram_unknown_user_not_told_apart(t):
+    # Every real user's verifier has 10000 iterations here: a mock showing 4096 would stand out.
+    s = t.sluice(settings={"auth_type": "scram-sha-256"},
+                 users={"app": harness.scram_secret("app_pw", iterations=10000),
+                        "scram_user": harness.scram_secret("scram_pw", iterations=10000)})
+    real, real_error = scram_challenge(s, "app")
+    first, first_error = scram_challenge(s, "nobody")
+    second, _ = scram_challenge(s, "nobody")
+    other, _ = scram_challenge(s, "somebody")
+    check_equal(second["s"], first["s"], "salt shown to an unknown user on a second attempt")
+    check(other["s"] != first["s"], "two unknown names were shown the same salt")
+    check_equal(first["i"], real["i"], "iteration count shown to an unknown user vs a real one")
+    check_equal(len(base64.b64decode(first["s"])), len(base64.b64decode(real["s"])),
+                "salt length shown to an unknown user vs a real one")
+    check_equal(first_error.message.replace('"nobody"', '"app"'), real_error.message,
+                "error for an unknown user vs a wrong password")
 
 
 @test("an unknown database gets 3D000")
