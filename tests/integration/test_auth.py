@@ -4,7 +4,7 @@ import base64
 import struct
 
 import harness
-from harness import APP_DB, PgError, check, check_equal, expect_pg_error, md5_secret
+from harness import APP_DB, check, check_equal, expect_pg_error, md5_secret
 
 suite = harness.Suite()
 test = suite.test
@@ -159,8 +159,8 @@ def unknown_user_challenged(t):
 
 
 def scram_challenge(s, user, password="wrong"):
-    """One SCRAM login attempt: returns the server-first attributes (salt s=, count i=) and the
-    PgError that ends it."""
+    """One SCRAM login attempt: returns the server-first attributes (salt s=, count i=), the
+    PgError that ends it and the client-final message sent."""
     wire = s.wire()
     wire.send_startup(user)
     kind, payload = wire.read_message()
@@ -173,9 +173,10 @@ def scram_challenge(s, user, password="wrong"):
     check_equal((kind, struct.unpack("!I", payload[:4])[0]), ("R", 11), "SASLContinue")
     server_first = payload[4:]
     attributes = dict(item.split("=", 1) for item in server_first.decode().split(","))
-    wire.send(harness.message("p", client.client_final(server_first)))
+    client_final = client.client_final(server_first)
+    wire.send(harness.message("p", client_final))
     error = expect_pg_error(lambda: wire.finish_login(password), "28P01", f"SCRAM login as {user}")
-    return attributes, error
+    return attributes, error, client_final.decode()
 
 
 @test("SCRAM: an unknown user's salt and count are stable and look like a real user's",
@@ -185,10 +186,10 @@ def scram_unknown_user_not_told_apart(t):
     s = t.sluice(settings={"auth_type": "scram-sha-256"},
                  users={"app": harness.scram_secret("app_pw", iterations=10000),
                         "scram_user": harness.scram_secret("scram_pw", iterations=10000)})
-    real, real_error = scram_challenge(s, "app")
-    first, first_error = scram_challenge(s, "nobody")
-    second, _ = scram_challenge(s, "nobody")
-    other, _ = scram_challenge(s, "somebody")
+    real, real_error, _ = scram_challenge(s, "app")
+    first, first_error, _ = scram_challenge(s, "nobody")
+    second, _, _ = scram_challenge(s, "nobody")
+    other, _, _ = scram_challenge(s, "somebody")
     check_equal(second["s"], first["s"], "salt shown to an unknown user on a second attempt")
     check(other["s"] != first["s"], "two unknown names were shown the same salt")
     check_equal(first["i"], real["i"], "iteration count shown to an unknown user vs a real one")
@@ -258,23 +259,27 @@ def backend_wrong_password(t):
 
 @test("passwords never reach the log", sluice_only=True)
 def no_secrets_in_log(t):
-    s = t.sluice(settings={"auth_type": "scram-sha-256", "verbose": 2})
-    s.connect(user="app", password="app_pw").close()
-    for secret in ("wrong-secret-one", "wrong-secret-two"):
-        try:
-            s.wire().login(user="app", password=secret)
-        except PgError:
-            pass
-    wire = s.wire()
-    wire.send_startup("app")
-    try:
-        wire.finish_login("wrong-secret-three")
-    except PgError:
-        pass
-    s.stop()
-    log = s.log_text()
-    for secret in ("app_pw", "wrong-secret-one", "wrong-secret-two", "wrong-secret-three"):
-        check(secret not in log, f"the log contains the password {secret!r}")
+    # Only secrets that pass through sluice are looked for: under SCRAM a client's password never
+    # does, so wrong passwords go to a sluice with auth_type=plain (cleartext), and under SCRAM the
+    # client's proof is looked for instead. app_pw is in the auth file and the database line:
+    # sluice derives SCRAM keys from it and logs in to PostgreSQL with it.
+    plain = t.sluice(settings={"auth_type": "plain", "verbose": 2})
+    scram = t.sluice(settings={"auth_type": "scram-sha-256", "verbose": 2})
+    secrets = {"app_pw": "the auth file's and the backend's password"}
+    for s in (plain, scram):
+        s.connect(user="app", password="app_pw").close()
+    for secret, unix in (("wrong-secret-one", False), ("wrong-secret-two", True)):
+        expect_pg_error(lambda: plain.wire(unix=unix).login(user="app", password=secret), "28P01",
+                        "cleartext login with a wrong password")
+        secrets[secret] = "a wrong cleartext password"
+    _, _, client_final = scram_challenge(scram, "app", password="wrong-secret-three")
+    proof = client_final.split(",p=", 1)[1]
+    secrets[proof] = "a SCRAM client proof"
+    for s in (plain, scram):
+        s.stop()
+    log = plain.log_text() + scram.log_text()
+    leaked = [f"{what} ({secret!r})" for secret, what in secrets.items() if secret in log]
+    check_equal(leaked, [], "secrets found in the log")
 
 
 if __name__ == "__main__":
