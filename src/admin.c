@@ -654,6 +654,8 @@ static const char *server_state_name(const struct server *s)
         if (s->purpose == INTERNAL_CONNECT_QUERY)
             return "login";
         return s->client ? "active" : "tested";
+    case SERVER_BEING_CANCELED:
+        return "being_canceled";
     case SERVER_CLOSED:
         break;
     }
@@ -686,6 +688,8 @@ static const char *server_detail_name(const struct server *s)
             break;
         }
         return "internal";
+    case SERVER_BEING_CANCELED:
+        return "being_canceled";
     case SERVER_CLOSED:
         break;
     }
@@ -738,6 +742,7 @@ static const char *client_detail_name(const struct client *c)
 
 struct pool_counts {
     int sv_active, sv_idle, sv_used, sv_tested, sv_login;
+    int sv_active_cancel, sv_being_canceled; /* cancel requests in flight; backends held for them */
     int cl_waiting;
     double max_wait;
 };
@@ -747,6 +752,7 @@ static void count_servers(const struct server_list *list, struct pool_counts *co
     const struct server *s;
     TAILQ_FOREACH(s, list, link) {
         const char *state = server_state_name(s);
+        counts->sv_active_cancel += s->cancel_in_flight != NULL;
         if (strcmp(state, "active") == 0)
             counts->sv_active++;
         else if (strcmp(state, "idle") == 0)
@@ -755,6 +761,8 @@ static void count_servers(const struct server_list *list, struct pool_counts *co
             counts->sv_tested++;
         else if (strcmp(state, "login") == 0)
             counts->sv_login++;
+        else if (strcmp(state, "being_canceled") == 0)
+            counts->sv_being_canceled++;
     }
 }
 
@@ -807,8 +815,8 @@ static void show_pools(struct request *req)
         result_int4(&r, 0); /* cancel requests are answered at once, never queued */
         result_int4(&r, 0);
         result_int4(&r, counts.sv_active);
-        result_int4(&r, 0);
-        result_int4(&r, 0);
+        result_int4(&r, counts.sv_active_cancel);
+        result_int4(&r, counts.sv_being_canceled);
         result_int4(&r, counts.sv_idle);
         result_int4(&r, counts.sv_used);
         result_int4(&r, counts.sv_tested);

@@ -460,6 +460,26 @@ bool scram_parse_verifier(const char *secret, struct scram_verifier *out)
     return parsed;
 }
 
+bool scram_mock_verifier(const uint8_t nonce[SCRAM_MOCK_NONCE_LEN], const char *user, int iterations,
+                         struct scram_verifier *out)
+{
+    uint8_t digest[DIGEST_SHA256_LEN] = { 0 };
+    size_t user_len = strlen(user);
+    struct scram_verifier v = {.iterations = iterations, .salt_len = SCRAM_MOCK_SALT_LEN};
+    /* Keys from the secret nonce too: fixed per name, and out of reach of any password. */
+    bool made = iterations >= 1 &&
+                digest_sha256_pair(user, user_len, nonce, SCRAM_MOCK_NONCE_LEN, digest) &&
+                digest_hmac_sha256(nonce, SCRAM_MOCK_NONCE_LEN, user, user_len, v.stored_key) &&
+                digest_hmac_sha256(nonce, SCRAM_MOCK_NONCE_LEN, v.stored_key, SCRAM_KEY_LEN,
+                                   v.server_key);
+    memcpy(v.salt, digest, SCRAM_MOCK_SALT_LEN);
+    OPENSSL_cleanse(digest, sizeof digest);
+    if (made)
+        *out = v;
+    OPENSSL_cleanse(&v, sizeof v);
+    return made;
+}
+
 bool scram_verifier_from_password(const char *password, const uint8_t *salt, size_t salt_len,
                                   int iterations, struct scram_verifier *out)
 {

@@ -40,6 +40,17 @@ bool scram_parse_verifier(const char *secret, struct scram_verifier *out);
 bool scram_verifier_from_password(const char *password, const uint8_t *salt, size_t salt_len,
                                   int iterations, struct scram_verifier *out);
 
+/*
+ * The verifier shown to a user who has none (not in the auth file, or an md5 or empty secret), as
+ * PostgreSQL's scram_mock_salt: the salt is SHA-256(user || nonce) cut to SCRAM_MOCK_SALT_LEN
+ * bytes, so every attempt for one name sees the same salt, as for a real user, and without the
+ * secret nonce nobody can tell it from a real one. No password matches its keys. false on failure.
+ */
+#define SCRAM_MOCK_SALT_LEN 16       /* PostgreSQL's salt length */
+#define SCRAM_MOCK_NONCE_LEN 32
+bool scram_mock_verifier(const uint8_t nonce[SCRAM_MOCK_NONCE_LEN], const char *user, int iterations,
+                         struct scram_verifier *out);
+
 /* Formats a verifier the way PostgreSQL stores it (buf at least 256 bytes). false if too small. */
 bool scram_format_verifier(const struct scram_verifier *v, char *buf, size_t buf_len);
 

@@ -313,8 +313,9 @@ static void client_handle_cancel(struct client *c, const struct startup_packet *
 {
     struct client *target = cancel_registry_find(&c->worker->cancels, sp->cancel_pid, sp->cancel_key);
 
-    /* As PostgreSQL does, the requester learns nothing: the connection just closes. */
-    if (target && target->server)
+    /* As PostgreSQL does, the requester learns nothing: the connection just closes. Only a client
+     * with a query on its backend is cancelled: an idle one's old backend now runs someone else's. */
+    if (target && target->state == CLIENT_ACTIVE && target->server && target->server->client == target)
         server_send_cancel(target->server);
     else
         log_debug("C-%llu: cancel request matched no running query", (unsigned long long)c->id);

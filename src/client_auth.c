@@ -24,6 +24,14 @@
 #define CLIENT_MAX_AUTH_MESSAGE (TOKEN_MAX_LEN + 1024)
 #define SCRAM_MECHANISM "SCRAM-SHA-256"
 
+/* Drawn once at start and only read after: what makes mock SCRAM salts unguessable. */
+static uint8_t mock_auth_nonce[SCRAM_MOCK_NONCE_LEN];
+
+int client_auth_init(void)
+{
+    return RAND_bytes(mock_auth_nonce, sizeof(mock_auth_nonce)) == 1 ? 0 : -1;
+}
+
 void client_auth_send_request(struct client *c, uint32_t code, const void *data, size_t len)
 {
     struct msgbuf *mb = &c->worker->scratch;
@@ -66,6 +74,14 @@ void client_auth_begin(struct client *c)
     c->auth_method = (uint8_t)type;
     switch (type) {
     case AUTH_TYPE_TRUST:
+        /* As PgBouncer: trust skips the password, not the auth file. */
+        if (!entry) {
+            log_info("C-%llu: %s/%s@%s:%d no such user", (unsigned long long)c->id, c->database,
+                     c->user, c->addr, c->port);
+            client_auth_count(c, false);
+            client_failf(c, "28000", "\"trust\" authentication failed for user \"%s\"", c->user);
+            return;
+        }
         client_authenticated(c);
         return;
     case AUTH_TYPE_PLAIN:
@@ -137,15 +153,21 @@ static bool client_check_cleartext(struct client *c, struct userlist_entry *entr
     return false;
 }
 
-/* A verifier no password matches, so an unknown user walks the same path as a wrong password. */
-static void client_mock_verifier(struct scram_verifier *v)
+/*
+ * A verifier no password matches, so an unknown user walks the same path as a wrong password. Its
+ * salt and iteration count must look like a real user's: the same on every attempt for one name
+ * (derived from the name and this per-process secret) and a count the real users have.
+ */
+static void client_mock_verifier(struct client *c, struct scram_verifier *v)
 {
-    memset(v, 0, sizeof(*v));
-    v->iterations = SCRAM_DEFAULT_ITERATIONS;
-    v->salt_len = 16;
-    RAND_bytes(v->salt, (int)v->salt_len);
-    RAND_bytes(v->stored_key, SCRAM_KEY_LEN);
-    RAND_bytes(v->server_key, SCRAM_KEY_LEN);
+    if (!scram_mock_verifier(mock_auth_nonce, c->user, userlist_mock_iterations(c->worker->users), v)) {
+        /* Out of memory only: still a verifier nobody can answer, with a real-looking salt size. */
+        memset(v, 0, sizeof(*v));
+        v->iterations = SCRAM_DEFAULT_ITERATIONS;
+        v->salt_len = SCRAM_MOCK_SALT_LEN;
+        RAND_bytes(v->stored_key, SCRAM_KEY_LEN);
+        RAND_bytes(v->server_key, SCRAM_KEY_LEN);
+    }
 }
 
 static void client_scram_first(struct client *c, struct userlist_entry *entry, const uint8_t *body,
@@ -167,7 +189,7 @@ static void client_scram_first(struct client *c, struct userlist_entry *entry, c
         return;
     }
     if (!verifier) {
-        client_mock_verifier(&mock);
+        client_mock_verifier(c, &mock);
         verifier = &mock;
     }
     c->scram = calloc(1, sizeof(*c->scram));

@@ -10,6 +10,8 @@
 
 struct client;
 
+/* Draws the per-process secret mock SCRAM challenges are made from. 0, or -1 on failure. */
+int client_auth_init(void);
 /* Starts the method configured for the client's user (trust completes at once). */
 void client_auth_begin(struct client *c);
 /* Reads the client's password or SASL messages while it is in CLIENT_AUTH. */

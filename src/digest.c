@@ -31,6 +31,16 @@ bool digest_sha256(const void *data, size_t len, uint8_t out[DIGEST_SHA256_LEN])
     return done;
 }
 
+bool digest_sha256_pair(const void *first, size_t first_len, const void *second, size_t second_len,
+                        uint8_t out[DIGEST_SHA256_LEN])
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    bool done = ctx != NULL && sha256_on(ctx, first, first_len, second, second_len, out);
+
+    EVP_MD_CTX_free(ctx);
+    return done;
+}
+
 bool digest_hmac_sha256(const void *key, size_t key_len, const void *data, size_t data_len,
                         uint8_t out[DIGEST_SHA256_LEN])
 {

@@ -13,6 +13,9 @@
 #define DIGEST_SHA256_LEN 32
 
 bool digest_sha256(const void *data, size_t len, uint8_t out[DIGEST_SHA256_LEN]);
+/* SHA-256 of first followed by second, without joining them in memory. */
+bool digest_sha256_pair(const void *first, size_t first_len, const void *second, size_t second_len,
+                        uint8_t out[DIGEST_SHA256_LEN]);
 
 /* HMAC-SHA-256 (RFC 2104) of data under a key of any length. */
 bool digest_hmac_sha256(const void *key, size_t key_len, const void *data, size_t data_len,

@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <sys/resource.h>
 
+#include "client_auth.h"
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
@@ -124,6 +125,11 @@ int main(int argc, char **argv)
         return 0;
     }
     log_configure(cfg->verbose + verbose, cfg->syslog, cfg->syslog_ident, cfg->syslog_facility);
+    if (client_auth_init() != 0) {
+        log_error("could not draw the random secret for authentication");
+        config_free(cfg);
+        return 1;
+    }
     if (cfg->pidfile && write_pidfile(cfg->pidfile) != 0) {
         config_free(cfg);
         return 1;

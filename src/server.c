@@ -48,6 +48,7 @@ static struct server_list *server_pool_list(struct server *s, enum server_state 
         return &pool->idle_servers;
     case SERVER_ACTIVE:
     case SERVER_INTERNAL:
+    case SERVER_BEING_CANCELED:
         *count = &pool->n_used;
         return &pool->used_servers;
     case SERVER_CLOSED:
@@ -78,6 +79,8 @@ static void server_set_state(struct server *s, enum server_state state)
         (*to_count)++;
     }
 }
+
+static void server_forget_cancel(struct server *s);
 
 static int server_start_connect(struct server *s)
 {
@@ -149,7 +152,9 @@ void server_close(struct server *s, const char *reason)
         c->server = NULL;
         client_fail(c, "08006", "the connection to the database server was closed");
     }
-    if (s->state == SERVER_IDLE || s->state == SERVER_ACTIVE || s->state == SERVER_INTERNAL) {
+    server_forget_cancel(s);
+    if (s->state == SERVER_IDLE || s->state == SERVER_ACTIVE || s->state == SERVER_INTERNAL ||
+        s->state == SERVER_BEING_CANCELED) {
         struct msgbuf *mb = &w->scratch;
         msgbuf_reset(mb);
         proto_build_terminate(mb);
@@ -824,6 +829,9 @@ void server_process_input(struct server *s)
     case SERVER_INTERNAL:
         server_consume_messages(s, SERVER_INTERNAL, server_internal_message);
         break;
+    case SERVER_BEING_CANCELED:
+        server_consume_messages(s, SERVER_BEING_CANCELED, server_idle_message);
+        break;
     case SERVER_ACTIVE:
         server_forward_input(s);
         break;
@@ -884,6 +892,11 @@ static void server_back_to_pool(struct server *s)
         server_close(s, s->close_needed ? "configuration changed" : "server_lifetime reached");
         return;
     }
+    if (s->cancel_in_flight) {
+        /* The cancel could still reach PostgreSQL and stop the next client's query. */
+        server_set_state(s, SERVER_BEING_CANCELED);
+        return;
+    }
     if (s->session_dirty) {
         /* A pinned client left state behind: clear all of it, prepared statements included. */
         server_run_internal(s, INTERNAL_RESET, "DISCARD ALL");
@@ -926,13 +939,41 @@ void server_release(struct server *s)
 
 struct cancel_request {
     struct bufferevent *bev;
+    struct server *server;     /* NULL once the server closed */
+    bool connecting;           /* still inside server_send_cancel */
+    bool finished;
 };
 
+static void cancel_request_free(struct cancel_request *req)
+{
+    struct server *s = req->server;
+    bufferevent_free(req->bev);
+    free(req);
+    if (!s)
+        return;
+    s->cancel_in_flight = NULL;
+    log_debug("S-%llu: cancel request for backend pid %u finished", (unsigned long long)s->id,
+              s->backend_pid);
+    if (s->state == SERVER_BEING_CANCELED)
+        server_back_to_pool(s);
+}
+
+static void server_forget_cancel(struct server *s)
+{
+    if (s->cancel_in_flight)
+        s->cancel_in_flight->server = NULL;
+    s->cancel_in_flight = NULL;
+}
+
+/* PostgreSQL closes the connection once it has signalled the backend: then the request is done. */
 static void cancel_request_done(struct bufferevent *bev, short what, void *arg)
 {
+    struct cancel_request *req = arg;
     if (what & BEV_EVENT_CONNECTED)
         return;
-    bufferevent_free(bev);
+    req->finished = true;
+    if (!req->connecting)
+        cancel_request_free(req);
 }
 
 static void cancel_request_written(struct bufferevent *bev, void *arg)
@@ -940,33 +981,60 @@ static void cancel_request_written(struct bufferevent *bev, void *arg)
     /* PostgreSQL closes the connection after reading the request; wait for that EOF. */
 }
 
-void server_send_cancel(struct server *s)
+static int cancel_request_connect(struct server *s, struct bufferevent *bev)
 {
     struct pool *pool = s->pool;
-    struct bufferevent *bev = bufferevent_socket_new(s->worker->base, -1, BEV_OPT_CLOSE_ON_FREE);
-    if (!bev)
-        return;
-    struct msgbuf *mb = &s->worker->scratch;
-    msgbuf_reset(mb);
-    proto_build_cancel_request(mb, s->backend_pid, s->backend_key);
-    bufferevent_setcb(bev, NULL, cancel_request_written, cancel_request_done, NULL);
-    bufferevent_enable(bev, EV_READ | EV_WRITE);
-    bufferevent_write(bev, mb->data, mb->len);
-
-    int rc;
     if (pool->host[0] == '/') {
         struct sockaddr_un sun = { .sun_family = AF_UNIX };
         snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/.s.PGSQL.%d", pool->host, pool->port);
-        rc = bufferevent_socket_connect(bev, (struct sockaddr *)&sun, sizeof(sun));
-    } else if (s->worker->dns) {
-        rc = bufferevent_socket_connect_hostname(bev, s->worker->dns, AF_UNSPEC, pool->host, pool->port);
-    } else {
-        struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)pool->port) };
-        rc = inet_pton(AF_INET, pool->host, &sin.sin_addr) == 1
-                 ? bufferevent_socket_connect(bev, (struct sockaddr *)&sin, sizeof(sin))
-                 : -1;
+        return bufferevent_socket_connect(bev, (struct sockaddr *)&sun, sizeof(sun));
     }
-    if (rc != 0)
-        bufferevent_free(bev);
+    if (s->worker->dns)
+        return bufferevent_socket_connect_hostname(bev, s->worker->dns, AF_UNSPEC, pool->host, pool->port);
+    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)pool->port) };
+    if (inet_pton(AF_INET, pool->host, &sin.sin_addr) != 1)
+        return -1;
+    return bufferevent_socket_connect(bev, (struct sockaddr *)&sin, sizeof(sin));
+}
+
+void server_send_cancel(struct server *s)
+{
+    if (s->cancel_in_flight) {
+        log_debug("S-%llu: cancel request for backend pid %u already under way", (unsigned long long)s->id,
+                  s->backend_pid);
+        return;
+    }
+    struct cancel_request *req = calloc(1, sizeof(*req));
+    if (!req)
+        return;
+    req->bev = bufferevent_socket_new(s->worker->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (!req->bev) {
+        free(req);
+        return;
+    }
+    struct msgbuf *mb = &s->worker->scratch;
+    msgbuf_reset(mb);
+    proto_build_cancel_request(mb, s->backend_pid, s->backend_key);
+    bufferevent_setcb(req->bev, NULL, cancel_request_written, cancel_request_done, req);
+    bufferevent_enable(req->bev, EV_READ | EV_WRITE);
+    bufferevent_write(req->bev, mb->data, mb->len);
+    double timeout = s->worker->cfg->server_connect_timeout;
+    if (timeout > 0) {
+        /* A PostgreSQL that never answers must not hold the backend forever. */
+        struct timeval tv = { .tv_sec = (time_t)timeout,
+                              .tv_usec = (suseconds_t)((timeout - (double)(time_t)timeout) * 1e6) };
+        bufferevent_set_timeouts(req->bev, &tv, &tv);
+    }
+
+    req->connecting = true;
+    int rc = cancel_request_connect(s, req->bev);
+    req->connecting = false;
+    if (rc != 0 || req->finished) {
+        bufferevent_free(req->bev);
+        free(req);
+        return;
+    }
+    req->server = s;
+    s->cancel_in_flight = req;
     log_debug("S-%llu: cancel request sent for backend pid %u", (unsigned long long)s->id, s->backend_pid);
 }

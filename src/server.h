@@ -22,6 +22,7 @@ enum server_state {
     SERVER_IDLE,
     SERVER_ACTIVE,    /* linked to a client, passing its traffic */
     SERVER_INTERNAL,  /* running a query of sluice's own; replies are not forwarded */
+    SERVER_BEING_CANCELED, /* back from its client, held until its cancel request has finished */
     SERVER_CLOSED,
 };
 
@@ -50,6 +51,7 @@ struct server {
     bool session_dirty;             /* a pinned client used it: reset before anyone else does */
     uint32_t backend_pid;
     uint32_t backend_key;
+    struct cancel_request *cancel_in_flight; /* the open cancel connection for it, at most one */
     struct scram_client *scram;     /* only during SCRAM login */
 
     uint32_t forward_remaining;     /* bytes of the current message still to pass to the client */
@@ -87,7 +89,10 @@ void server_transaction_maybe_over(struct server *s);
 /* Processes buffered input (after the client's output drained). */
 void server_process_input(struct server *s);
 void server_unpause(struct server *s);
-/* Asks PostgreSQL, on a new connection, to cancel what this backend is running. */
+/*
+ * Asks PostgreSQL, on a new connection, to cancel what this backend is running. Until PostgreSQL
+ * closes that connection the backend goes to no other client; a second request meanwhile is dropped.
+ */
 void server_send_cancel(struct server *s);
 
 #endif

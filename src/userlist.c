@@ -205,6 +205,38 @@ static int parse_line(struct userlist_parser *p, const char *start, const char *
     return 0;
 }
 
+/* The count a user's SCRAM challenge shows; 0 for md5 and empty secrets, which get the mock. */
+static int entry_iterations(const struct userlist_entry *entry)
+{
+    if (entry->kind == SECRET_SCRAM)
+        return entry->scram.iterations;
+    if (entry->kind == SECRET_PLAIN && entry->secret[0] != '\0')
+        return SCRAM_DEFAULT_ITERATIONS; /* as userlist_scram_verifier derives it */
+    return 0;
+}
+
+/* Boyer-Moore majority vote: one pass, and the answer is some real user's count in any case. */
+static int typical_iterations(const struct userlist *list)
+{
+    int candidate = SCRAM_DEFAULT_ITERATIONS;
+    size_t votes = 0;
+
+    for (size_t i = 0; i < list->n_entries; i++) {
+        int iterations = entry_iterations(&list->entries[i]);
+        if (iterations == 0)
+            continue;
+        if (votes == 0) {
+            candidate = iterations;
+            votes = 1;
+        } else if (iterations == candidate) {
+            votes++;
+        } else {
+            votes--;
+        }
+    }
+    return candidate;
+}
+
 int userlist_load_string(const char *text, const char *path, struct userlist **out, char *err,
                          size_t err_len)
 {
@@ -231,6 +263,7 @@ int userlist_load_string(const char *text, const char *path, struct userlist **o
         }
         line = newline != NULL ? newline + 1 : end;
     }
+    p.list->mock_iterations = typical_iterations(p.list);
     *out = p.list;
     return 0;
 }
@@ -268,6 +301,11 @@ struct userlist_entry *userlist_find(struct userlist *list, const char *name)
         if (strcmp(list->entries[i].name, name) == 0)
             return &list->entries[i];
     return NULL;
+}
+
+int userlist_mock_iterations(const struct userlist *list)
+{
+    return list != NULL ? list->mock_iterations : SCRAM_DEFAULT_ITERATIONS;
 }
 
 const struct scram_verifier *userlist_scram_verifier(struct userlist_entry *entry)

@@ -28,6 +28,7 @@ struct userlist_entry {
 struct userlist {
     struct userlist_entry *entries;
     size_t n_entries;
+    int mock_iterations;              /* SCRAM iteration count shown to users without a verifier */
 };
 
 /* Returns 0, or -1 with "FILE:LINE: what is wrong" in err. Empty lines and ';' / '#' comments skipped. */
@@ -44,5 +45,11 @@ struct userlist_entry *userlist_find(struct userlist *list, const char *name);
  * password (random salt, 4096 iterations) and cached. NULL for md5 secrets (SCRAM impossible).
  */
 const struct scram_verifier *userlist_scram_verifier(struct userlist_entry *entry);
+
+/*
+ * The iteration count a mock SCRAM challenge shows: one the file's real users have (the majority's
+ * when there is one), so that it does not stand out. SCRAM_DEFAULT_ITERATIONS for NULL or no users.
+ */
+int userlist_mock_iterations(const struct userlist *list);
 
 #endif

@@ -1,7 +1,10 @@
 """Client authentication against the auth file, and sluice's own logins to PostgreSQL."""
 
+import base64
+import struct
+
 import harness
-from harness import APP_DB, PgError, check, check_equal, expect_pg_error, md5_secret
+from harness import APP_DB, check, check_equal, expect_pg_error, md5_secret
 
 suite = harness.Suite()
 test = suite.test
@@ -125,6 +128,26 @@ make_unknown_user_test("md5")
 make_unknown_user_test("scram-sha-256")
 
 
+@test("auth_type=trust: a user missing from the auth file is refused, whatever user the database "
+      "line logs in as", sluice_only=True)
+def trust_requires_listed_user(t):
+    cluster = t.cluster
+    own_user_line = f"host={cluster.host} port={cluster.port} dbname={APP_DB}"
+    s = t.sluice(settings={"auth_type": "trust"}, databases={"own_user_db": own_user_line})
+    # appdb's line logs in to PostgreSQL as app whoever the client is; own_user_db as the client.
+    for database in (APP_DB, "own_user_db"):
+        wire = s.wire()
+        error = expect_pg_error(lambda: wire.login(user="nobody", password=None, database=database),
+                                "28000", f"trust login to {database} as a user not in the auth file")
+        check_equal(error.message, '"trust" authentication failed for user "nobody"',
+                    "error text (PostgreSQL's and PgBouncer's for a failed trust login)")
+        check(wire.is_closed_within(5), "connection still open after the refusal")
+    conn = s.connect(user="trust_user", password=None)
+    with conn.cursor() as cur:
+        cur.execute("SELECT current_user")
+        check_equal(cur.fetchone()[0], "app", "backend user for a listed user under trust")
+
+
 @test("an unknown user is challenged like a known one (no user enumeration)", sluice_only=True)
 def unknown_user_challenged(t):
     s = t.sluice(settings={"auth_type": "scram-sha-256"})
@@ -133,6 +156,47 @@ def unknown_user_challenged(t):
     expect_pg_error(lambda: unknown.login(user="nobody", password="wrong"), "28P01", "unknown user")
     check_equal(unknown.auth_requests, known.auth_requests,
                 "authentication requests sent to an unknown user vs a known one")
+
+
+def scram_challenge(s, user, password="wrong"):
+    """One SCRAM login attempt: returns the server-first attributes (salt s=, count i=), the
+    PgError that ends it and the client-final message sent."""
+    wire = s.wire()
+    wire.send_startup(user)
+    kind, payload = wire.read_message()
+    check_equal((kind, struct.unpack("!I", payload[:4])[0]), ("R", AUTH_SASL), "first request")
+    client = harness.ScramClient(password)
+    first = client.client_first()
+    wire.send(harness.message("p", harness.cstr("SCRAM-SHA-256") + struct.pack("!i", len(first))
+                              + first))
+    kind, payload = wire.read_message()
+    check_equal((kind, struct.unpack("!I", payload[:4])[0]), ("R", 11), "SASLContinue")
+    server_first = payload[4:]
+    attributes = dict(item.split("=", 1) for item in server_first.decode().split(","))
+    client_final = client.client_final(server_first)
+    wire.send(harness.message("p", client_final))
+    error = expect_pg_error(lambda: wire.finish_login(password), "28P01", f"SCRAM login as {user}")
+    return attributes, error, client_final.decode()
+
+
+@test("SCRAM: an unknown user's salt and count are stable and look like a real user's",
+      sluice_only=True)
+def scram_unknown_user_not_told_apart(t):
+    # Every real user's verifier has 10000 iterations here: a mock showing 4096 would stand out.
+    s = t.sluice(settings={"auth_type": "scram-sha-256"},
+                 users={"app": harness.scram_secret("app_pw", iterations=10000),
+                        "scram_user": harness.scram_secret("scram_pw", iterations=10000)})
+    real, real_error, _ = scram_challenge(s, "app")
+    first, first_error, _ = scram_challenge(s, "nobody")
+    second, _, _ = scram_challenge(s, "nobody")
+    other, _, _ = scram_challenge(s, "somebody")
+    check_equal(second["s"], first["s"], "salt shown to an unknown user on a second attempt")
+    check(other["s"] != first["s"], "two unknown names were shown the same salt")
+    check_equal(first["i"], real["i"], "iteration count shown to an unknown user vs a real one")
+    check_equal(len(base64.b64decode(first["s"])), len(base64.b64decode(real["s"])),
+                "salt length shown to an unknown user vs a real one")
+    check_equal(first_error.message.replace('"nobody"', '"app"'), real_error.message,
+                "error for an unknown user vs a wrong password")
 
 
 @test("an unknown database gets 3D000")
@@ -195,23 +259,27 @@ def backend_wrong_password(t):
 
 @test("passwords never reach the log", sluice_only=True)
 def no_secrets_in_log(t):
-    s = t.sluice(settings={"auth_type": "scram-sha-256", "verbose": 2})
-    s.connect(user="app", password="app_pw").close()
-    for secret in ("wrong-secret-one", "wrong-secret-two"):
-        try:
-            s.wire().login(user="app", password=secret)
-        except PgError:
-            pass
-    wire = s.wire()
-    wire.send_startup("app")
-    try:
-        wire.finish_login("wrong-secret-three")
-    except PgError:
-        pass
-    s.stop()
-    log = s.log_text()
-    for secret in ("app_pw", "wrong-secret-one", "wrong-secret-two", "wrong-secret-three"):
-        check(secret not in log, f"the log contains the password {secret!r}")
+    # Only secrets that pass through sluice are looked for: under SCRAM a client's password never
+    # does, so wrong passwords go to a sluice with auth_type=plain (cleartext), and under SCRAM the
+    # client's proof is looked for instead. app_pw is in the auth file and the database line:
+    # sluice derives SCRAM keys from it and logs in to PostgreSQL with it.
+    plain = t.sluice(settings={"auth_type": "plain", "verbose": 2})
+    scram = t.sluice(settings={"auth_type": "scram-sha-256", "verbose": 2})
+    secrets = {"app_pw": "the auth file's and the backend's password"}
+    for s in (plain, scram):
+        s.connect(user="app", password="app_pw").close()
+    for secret, unix in (("wrong-secret-one", False), ("wrong-secret-two", True)):
+        expect_pg_error(lambda: plain.wire(unix=unix).login(user="app", password=secret), "28P01",
+                        "cleartext login with a wrong password")
+        secrets[secret] = "a wrong cleartext password"
+    _, _, client_final = scram_challenge(scram, "app", password="wrong-secret-three")
+    proof = client_final.split(",p=", 1)[1]
+    secrets[proof] = "a SCRAM client proof"
+    for s in (plain, scram):
+        s.stop()
+    log = plain.log_text() + scram.log_text()
+    leaked = [f"{what} ({secret!r})" for secret, what in secrets.items() if secret in log]
+    check_equal(leaked, [], "secrets found in the log")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ import os
 import time
 
 import harness
-from harness import Background, check, check_equal
+from harness import Background, check, check_equal, wait_for
 
 suite = harness.Suite()
 test = suite.test
@@ -62,6 +62,48 @@ def cancel_from_idle_client(t):
     idle.cancel()
     result = running.result(10)
     check(result.startswith(str(idle_pid)), f"busy client ran on another backend ({result})")
+
+
+def query_running(t, sql):
+    return t.cluster.sql("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query = %s",
+                         (sql,))[0][0] > 0
+
+
+@test("transaction mode: a burst of cancels for one client never cancels the next client's query",
+      timeout=120, sluice_only=True)
+def cancel_burst_spares_next_client(t):
+    # One backend: the moment A's query is cancelled the backend goes to B, while cancel requests
+    # for A may still be on their way to PostgreSQL.
+    s = t.sluice(settings={"pool_mode": "transaction"},
+                 databases={"appdb": t.cluster.database_line(pool_size=1)})
+    long_query = "SELECT pg_sleep(5)"
+    for round_number in range(1, 6):
+        a, b = s.wire(), s.wire()
+        a.login()
+        b.login()
+        pid, key = a.backend_key
+        a.send(harness.query_message(long_query))
+        wait_for(lambda: query_running(t, long_query), 10, what="A's pg_sleep(5) running")
+        b.send(harness.query_message("SELECT 'B done' FROM pg_sleep(1)"))
+        time.sleep(0.2)  # let B queue behind A
+        cancellers = [s.wire() for _ in range(30)]
+        for canceller in cancellers:
+            canceller.send(harness.cancel_packet(pid, key))
+        for canceller in cancellers:
+            canceller.read_until_closed(10)
+            canceller.close()
+        a.settimeout(15)
+        b.settimeout(15)
+        a_result, b_result = a.read_until_ready(), b.read_until_ready()
+        check_equal([e.get("C") for e in a_result.errors], ["57014"],
+                    f"round {round_number}: errors of A's cancelled query")
+        check_equal([e.get("M") for e in b_result.errors], [],
+                    f"round {round_number}: errors of B's query, which nobody cancelled")
+        check_equal(b_result.rows, [("B done",)], f"round {round_number}: B's result")
+        check_equal(a.query_ok("SELECT 'A again'").rows, [("A again",)],
+                    f"round {round_number}: A's next query")
+        a.close()
+        b.close()
 
 
 @test("each client gets its own BackendKeyData, even when sharing one backend", sluice_only=True)

@@ -803,6 +803,58 @@ static void test_arbitrary_bytes(const struct scram_verifier *v)
            "thousands of arbitrary messages neither crash a parser nor pass a check");
 }
 
+/* ---- the mock verifier an unknown user is challenged with ------------------------------- */
+
+/* "SCRAM-SHA-256$<iterations>:<salt>$": what a client can see of a verifier. */
+static void mock_public_part(const struct scram_verifier *v, char *out, size_t out_len)
+{
+    char formatted[256];
+
+    out[0] = '\0';
+    if (scram_format_verifier(v, formatted, sizeof formatted)) {
+        char *end = strrchr(formatted, '$');
+        if (end != NULL)
+            end[1] = '\0';
+        snprintf(out, out_len, "%s", formatted);
+    }
+}
+
+static void test_mock_verifier(void)
+{
+    uint8_t nonce[SCRAM_MOCK_NONCE_LEN], other_nonce[SCRAM_MOCK_NONCE_LEN];
+    struct scram_verifier first, again, bob, elsewhere;
+    char first_public[256], again_public[256], bob_public[256], elsewhere_public[256];
+    int client_verdict;
+
+    for (size_t i = 0; i < sizeof nonce; i++) {
+        nonce[i] = (uint8_t)(i + 1);
+        other_nonce[i] = (uint8_t)(0xff - i);
+    }
+    ok(scram_mock_verifier(nonce, "alice", 10000, &first) &&
+           scram_mock_verifier(nonce, "alice", 10000, &again) &&
+           scram_mock_verifier(nonce, "bob", 10000, &bob) &&
+           scram_mock_verifier(other_nonce, "alice", 10000, &elsewhere),
+       "mock verifiers are made");
+    mock_public_part(&first, first_public, sizeof first_public);
+    mock_public_part(&again, again_public, sizeof again_public);
+    mock_public_part(&bob, bob_public, sizeof bob_public);
+    mock_public_part(&elsewhere, elsewhere_public, sizeof elsewhere_public);
+    /* Expected: base64 of the first 16 bytes of SHA-256("alice" || nonce), from python3 hashlib. */
+    is_str(first_public, "SCRAM-SHA-256$10000:QEl6shiLpgkQxIwVVrWhkw==$",
+           "the mock salt is SHA-256(user || nonce) cut to 16 bytes, with the count asked for");
+    is_str(again_public, first_public, "a second attempt for the same name sees the same salt");
+    ok(memcmp(first.stored_key, again.stored_key, SCRAM_KEY_LEN) == 0 &&
+           memcmp(first.server_key, again.server_key, SCRAM_KEY_LEN) == 0,
+       "and the same keys");
+    is_str(bob_public, "SCRAM-SHA-256$10000:Jb+aNe9UEEZcybollzq8VA==$",
+           "another name gets another salt");
+    ok(strcmp(elsewhere_public, first_public) != 0,
+       "another process secret gives the same name another salt");
+    is_int(full_exchange(&first, "alice", &client_verdict), 0,
+           "no password passes a mock verifier (tried: the user name)");
+    is_int(full_exchange(&first, "", &client_verdict), 0, "nor the empty password");
+}
+
 int main(void)
 {
     struct scram_verifier rfc;
@@ -828,6 +880,7 @@ int main(void)
     test_server_client_final_boundaries(&rfc);
     test_client_refuses_malformed_server_first();
     test_client_first_arguments();
+    test_mock_verifier();
     test_client_verifies_server_final();
     test_arbitrary_bytes(&rfc);
     return tap_done();

@@ -236,6 +236,28 @@ static void test_scram_cache(void)
     userlist_free(list);
 }
 
+/* A file's own count: a mock challenge must not show 4096 where every real user shows 10000. */
+static void test_mock_iterations(void)
+{
+    static const uint8_t salt[] = "0123456789abcdef";
+    struct scram_verifier v;
+    char secret[256], text[1024];
+    struct userlist *list;
+
+    scram_verifier_from_password("pencil", salt, 16, 10000, &v);
+    scram_format_verifier(&v, secret, sizeof secret);
+    snprintf(text, sizeof text, "\"a\" \"%s\"\n\"b\" \"pencil\"\n\"c\" \"%s\"\n\"d\" \"\"\n", secret,
+             secret);
+    list = load(text);
+    is_int(userlist_mock_iterations(list), 10000, "the count most users' verifiers have (%s)", err);
+    userlist_free(list);
+    list = load("\"a\" \"pencil\"\n\"b\" \"md5d8578edf8458ce06fbc5bb76a58c5ca4\"\n");
+    is_int(userlist_mock_iterations(list), 4096,
+           "plain passwords count as the 4096 their derived verifiers have");
+    userlist_free(list);
+    is_int(userlist_mock_iterations(NULL), 4096, "no auth_file: PostgreSQL's default count");
+}
+
 static void test_files(void)
 {
     char path[] = "/tmp/sluice-test-userlist-XXXXXX";
@@ -266,6 +288,7 @@ int main(void)
     test_malformed_lines();
     test_long_lines();
     test_scram_cache();
+    test_mock_iterations();
     test_files();
     return tap_done();
 }
