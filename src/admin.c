@@ -24,6 +24,7 @@
 #include "auth_token.h"
 #include "autodb.h"
 #include "client.h"
+#include "listener.h"
 #include "log.h"
 #include "pinning.h"
 #include "pool.h"
@@ -38,12 +39,16 @@
 #define SHOWN_COMMAND_MAX 200        /* how much of an unknown command the error quotes */
 #define DEFAULT_AVERAGE_PERIOD 60.0  /* seconds, when stats_period is 0 (no stats log line) */
 #define USEC_PER_SEC 1000000.0
+/* SUSPEND answers within this long (PgBouncer's suspend_timeout default): connections whose
+ * output the peer still has not read by then are closed, as PgBouncer closes them. */
+#define SUSPEND_FLUSH_SECONDS 10.0
 
 /* ---- state ---- */
 
 enum deferred_kind {
     DEFERRED_PAUSE,      /* until every backend of the affected pools is free */
     DEFERRED_WAIT_CLOSE, /* until the affected pools have no backend older than the command */
+    DEFERRED_SUSPEND,    /* until every connection but the consoles' has written its output */
 };
 
 struct deferred_reply {
@@ -52,6 +57,7 @@ struct deferred_reply {
     enum deferred_kind kind;
     char *db_name;       /* NULL: every pool */
     uint64_t id_limit;   /* WAIT_CLOSE: backends with an id up to this predate the command */
+    double since;        /* when the command came */
 };
 
 /* Counters of one database, summed over its pools. Times in seconds. */
@@ -94,7 +100,6 @@ struct admin_state {
     struct db_names paused;      /* PAUSE db and KILL db */
     struct db_names disabled;    /* DISABLE db: no new logins until ENABLE */
     bool shutdown_requested;     /* SHUTDOWN: begun on the next tick, after the reply is out */
-    bool suspended;              /* SUSPEND: no socket but the console's is read until RESUME */
     double period_start;         /* of the current averaging period; 0: not started */
     struct database_averages *averages;
     size_t n_averages;
@@ -646,6 +651,7 @@ static void show_help(struct request *req)
         "\tRECONNECT [<db>]\n"
         "\tKILL <db>\n"
         "\tKILL_CLIENT <client_id>\n"
+        "\tSUSPEND\n"
         "\tDISABLE <db>\n"
         "\tENABLE <db>\n"
         "\tSHUTDOWN\n"
@@ -1476,9 +1482,9 @@ static void show_state(struct request *req)
         const char *key;
         bool holds;
     } rows[] = {
-        {"active", !a->pause_all && !a->suspended},
-        {"paused", a->pause_all && !a->suspended},
-        {"suspended", a->suspended},
+        {"active", !a->pause_all && !req->w->suspended},
+        {"paused", a->pause_all && !req->w->suspended},
+        {"suspended", req->w->suspended},
     };
     struct result r;
 
@@ -1714,6 +1720,7 @@ static bool defer_reply(struct request *req, enum deferred_kind kind, const char
     d->client = req->c;
     d->kind = kind;
     d->id_limit = id_limit;
+    d->since = worker_now(req->w);
     d->next = a->deferred;
     a->deferred = d;
     return false;
@@ -1747,6 +1754,86 @@ static bool run_pause(struct request *req)
     return defer_reply(req, DEFERRED_PAUSE, db_name, 0);
 }
 
+/* ---- SUSPEND: every socket but the consoles' stands still until RESUME ---- */
+
+static void suspend_connections(struct worker *w, bool suspended)
+{
+    struct client *c;
+    struct pool *pool;
+    struct server *s;
+
+    w->suspended = suspended;
+    listener_suspend_all(w, suspended);
+    TAILQ_FOREACH(c, &w->clients, link)
+        if (!c->is_admin)
+            conn_suspend(&c->conn, suspended);
+    TAILQ_FOREACH(pool, &w->pools, link) {
+        struct server_list *lists[] = { &pool->used_servers, &pool->idle_servers, &pool->new_servers };
+        for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+            TAILQ_FOREACH(s, lists[i], link)
+                conn_suspend(&s->conn, suspended);
+    }
+}
+
+/* Has every suspended connection written all its output? With close_laggards, closes the ones
+ * that have not instead (the SUSPEND_FLUSH_SECONDS bound). */
+static bool suspended_output_flushed(struct worker *w, bool close_laggards)
+{
+    struct client *c, *next_client;
+    struct pool *pool;
+    struct server *s, *next_server;
+    bool flushed = true;
+
+    for (c = TAILQ_FIRST(&w->clients); c; c = next_client) {
+        next_client = TAILQ_NEXT(c, link);
+        if (c->is_admin || conn_output_flushed(&c->conn))
+            continue;
+        flushed = false;
+        if (close_laggards)
+            client_close(c, "SUSPEND: its output was not read in time");
+    }
+    TAILQ_FOREACH(pool, &w->pools, link) {
+        struct server_list *lists[] = { &pool->used_servers, &pool->idle_servers, &pool->new_servers };
+        for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+            for (s = TAILQ_FIRST(lists[i]); s; s = next_server) {
+                next_server = TAILQ_NEXT(s, link);
+                if (conn_output_flushed(&s->conn))
+                    continue;
+                flushed = false;
+                if (close_laggards)
+                    server_close(s, "SUSPEND: its output was not read in time");
+            }
+        }
+    }
+    return flushed;
+}
+
+static bool run_suspend(struct request *req)
+{
+    struct admin_state *a = admin_of(req->w);
+
+    if (req->cmd.n_tokens != 1) {
+        reply_error(req, "42601", NULL, "SUSPEND takes no argument");
+        return true;
+    }
+    if (req->w->suspended || a->pause_all) {
+        reply_error(req, "55000", "RESUME first.", "already suspended/paused");
+        return true;
+    }
+    if (a->paused.n > 0) {
+        reply_error(req, "55000", "RESUME the paused databases first.",
+                    "cannot suspend with paused databases");
+        return true;
+    }
+    log_info("C-%llu: SUSPEND by %s", (unsigned long long)req->c->id, req->c->user);
+    suspend_connections(req->w, true);
+    if (suspended_output_flushed(req->w, false)) {
+        proto_build_command_complete(req->out, "SUSPEND");
+        return true;
+    }
+    return defer_reply(req, DEFERRED_SUSPEND, NULL, 0);
+}
+
 static bool run_resume(struct request *req)
 {
     struct admin_state *a = admin_of(req->w);
@@ -1755,6 +1842,17 @@ static bool run_resume(struct request *req)
 
     if (!optional_database(req, "RESUME", &db_name))
         return true;
+    if (req->w->suspended) {
+        if (db_name) {
+            reply_error(req, "55000", "RESUME without a database name ends SUSPEND.",
+                        "the pooler is suspended: \"%s\" cannot be resumed alone", db_name);
+            return true;
+        }
+        suspend_connections(req->w, false);
+        log_info("C-%llu: RESUME (after SUSPEND) by %s", (unsigned long long)req->c->id, req->c->user);
+        proto_build_command_complete(req->out, "RESUME");
+        return true;
+    }
     if (db_name && a->pause_all) {
         reply_error(req, "55000", "RESUME without a database name resumes them all.",
                     "every database is paused (PAUSE without a name): \"%s\" cannot be resumed alone",
@@ -2042,6 +2140,7 @@ static const struct admin_command admin_commands[] = {
     {"DISABLE", ADMIN_ACCESS_FULL, run_disable},
     {"ENABLE", ADMIN_ACCESS_FULL, run_enable},
     {"KILL_CLIENT", ADMIN_ACCESS_FULL, run_kill_client},
+    {"SUSPEND", ADMIN_ACCESS_FULL, run_suspend},
 };
 
 static bool admin_dispatch(struct request *req)
@@ -2186,10 +2285,12 @@ void admin_client_closed(struct worker *w, struct client *c)
     }
 }
 
-static bool deferred_condition_holds(const struct worker *w, const struct deferred_reply *d)
+static bool deferred_condition_holds(struct worker *w, const struct deferred_reply *d)
 {
     if (d->kind == DEFERRED_PAUSE)
         return pools_quiet(w, d->db_name);
+    if (d->kind == DEFERRED_SUSPEND)
+        return suspended_output_flushed(w, worker_now(w) - d->since >= SUSPEND_FLUSH_SECONDS);
     return !pools_have_backend_up_to(w, d->db_name, d->id_limit);
 }
 
@@ -2207,6 +2308,19 @@ static struct deferred_reply *admin_take_ready_reply(struct worker *w)
     return NULL;
 }
 
+static const char *deferred_command_name(enum deferred_kind kind)
+{
+    switch (kind) {
+    case DEFERRED_PAUSE:
+        return "PAUSE";
+    case DEFERRED_WAIT_CLOSE:
+        return "WAIT_CLOSE";
+    case DEFERRED_SUSPEND:
+        break;
+    }
+    return "SUSPEND";
+}
+
 static void admin_complete_deferred(struct worker *w)
 {
     struct deferred_reply *d;
@@ -2220,7 +2334,7 @@ static void admin_complete_deferred(struct worker *w)
     while ((d = admin_take_ready_reply(w)) != NULL) {
         struct client *c = d->client;
         msgbuf_reset(&reply);
-        proto_build_command_complete(&reply, d->kind == DEFERRED_PAUSE ? "PAUSE" : "WAIT_CLOSE");
+        proto_build_command_complete(&reply, deferred_command_name(d->kind));
         proto_build_ready_for_query(&reply, 'I');
         free(d->db_name);
         free(d);

@@ -352,11 +352,14 @@ static void worker_janitor_cb(evutil_socket_t fd, short what, void *arg)
         w->flusher.batch_error = 0;
     }
 
-    worker_expire_logins(w, now);
-    worker_expire_clients(w, now);
-    TAILQ_FOREACH(pool, &w->pools, link)
-        pool_janitor(pool, now);
-    autodb_janitor(w, now);
+    /* Under SUSPEND every connection stands still: nothing times out or is opened. */
+    if (!w->suspended) {
+        worker_expire_logins(w, now);
+        worker_expire_clients(w, now);
+        TAILQ_FOREACH(pool, &w->pools, link)
+            pool_janitor(pool, now);
+        autodb_janitor(w, now);
+    }
     admin_janitor(w);
     metrics_janitor(w, now);
     worker_check_shutdown(w, now);

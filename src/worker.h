@@ -83,6 +83,7 @@ struct worker {
     uint64_t next_id;
     struct worker_stats stats;
 
+    bool suspended;                /* SUSPEND: sockets not read, no accepts, no maintenance */
     bool shutting_down;
     bool draining;                 /* SHUTDOWN: not listening; serving its clients until they leave */
     double shutdown_deadline;

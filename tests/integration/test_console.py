@@ -224,7 +224,7 @@ def per_user_pool_size_refused(t):
     status, output = harness.run_tool([harness.sluice_binary(), "--check", "-c", s.config_path],
                                       None, 30)
     check(status != 0, f"--check of pool_size=0 fails: {output}")
-    check("pool_size" in output, f"the message names the setting: {output}")
+    check("pool_size: invalid value '0'" in output, f"the message names the value: {output}")
 
 
 # ---- the "*" fallback database ------------------------------------------------------------------
@@ -325,6 +325,34 @@ def show_state(t):
     check_equal(state(), {"active": "yes", "paused": "no", "suspended": "no"}, "after RESUME")
     watcher = console(s, WATCHER)
     check_equal(len(show(watcher, "STATE")), 3, "a stats user may SHOW STATE")
+
+
+@test("SUSPEND answers once output is flushed, reads no client until RESUME, then all goes on",
+      sluice_only=True)
+def suspend_resume(t):
+    s = start(t)
+    conn = s.connect()
+    check_equal(one_value(conn, "SELECT 1"), 1, "a client before SUSPEND")
+    admin = console(s)
+    check_equal(run(admin, "SUSPEND"), "SUSPEND", "SUSPEND reply")
+    check_equal({r["key"]: r["value"] for r in show(admin, "STATE")}["suspended"], "yes",
+                "SHOW STATE while suspended")
+    pending = Background(one_value, conn, "SELECT 'after resume'")
+    arriving = Background(lambda: one_value(s.connect(), "SELECT 'new client'"))
+    for _ in range(3):  # the console is served meanwhile; the others are not read
+        check_equal(len(show(admin, "STATE")), 3, "the console answers while suspended")
+    check(not pending.done(), "a query sent while suspended is not run")
+    check(not arriving.done(), "a new connection is not served while suspended")
+    expect_pg_error(lambda: run(admin, "SUSPEND"), "55000", "SUSPEND twice")
+    expect_pg_error(lambda: run(admin, "RESUME appdb"), "55000", "RESUME of one database")
+    check_equal(run(admin, "RESUME"), "RESUME", "RESUME reply")
+    check_equal(pending.result(10), "after resume", "the held query runs after RESUME")
+    check_equal(arriving.result(10), "new client", "the held connection is served after RESUME")
+    check_equal({r["key"]: r["value"] for r in show(admin, "STATE")}["active"], "yes",
+                "SHOW STATE after RESUME")
+    run(admin, "PAUSE appdb")
+    expect_pg_error(lambda: run(admin, "SUSPEND"), "55000", "SUSPEND with a paused database")
+    run(admin, "RESUME appdb")
 
 
 @test("SHOW DNS_HOSTS lists the host names pools connect to; SHOW DNS_ZONES is empty",
