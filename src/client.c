@@ -416,7 +416,7 @@ static void client_handle_startup_message(struct client *c, const struct startup
     const struct config_database *db = autodb_find(w, c->database);
     c->is_admin = !db && admin_is_console_db(w->cfg, c->database);
     /* A name not listed is made from "*" once the client has logged in. */
-    bool fallback = config_fallback_database(w->cfg) && strcmp(c->database, "*") != 0;
+    bool fallback = config_fallback_database(w->cfg) && c->database && strcmp(c->database, "*") != 0;
     if (!db && !c->is_admin && !fallback) {
         client_failf(c, "3D000", "database \"%s\" does not exist", c->database);
         return;

@@ -188,11 +188,12 @@ def set_console_users(t):
 # ---- [users]: pool_mode and pool_size per user -------------------------------------------------
 
 @test("[users] pool_size sizes that user's pools unless the database sets pool_size; [users] "
-      "pool_mode overrides the global one", sluice_only=True)
+      "pool_mode overrides the database's and the global one", sluice_only=True)
 def per_user_pool_size_and_mode(t):
     cluster = t.cluster
     s = start(t, databases={"appdb": unforced_line(cluster, dbname="appdb"),
-                            "small": unforced_line(cluster, dbname="appdb", pool_size=1)},
+                            "small": unforced_line(cluster, dbname="appdb", pool_size=1,
+                                                   pool_mode="transaction")},
               users_section={"app": "pool_mode=session pool_size=2"})
     admin = console(s)
     a, b = s.connect(), s.connect()
@@ -211,6 +212,8 @@ def per_user_pool_size_and_mode(t):
     late = Background(backend_pid, y)
     wait_for(lambda: pool_rows(admin, "small")[0]["cl_waiting"] == 1, 10,
              what="a second client waiting on the database's pool_size of 1")
+    check_equal(pool_rows(admin, "small")[0]["pool_mode"], "session",
+                "the user's pool_mode wins over the database's")
     x.close()
     check(late.result(10) > 0, "the second client got the backend once x left")
     users = {r["name"]: r["pool_mode"] for r in show(admin, "USERS")}
