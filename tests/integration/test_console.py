@@ -124,6 +124,32 @@ def set_pool_mode(t):
     expect_pg_error(lambda: run(admin, "SET pool_mode = statement"), "22023", "statement pooling")
 
 
+@test("SET pool_mode = transaction: a session client already in keeps its backend and its session "
+      "state, and that backend is reset before anyone else gets it", sluice_only=True)
+def set_pool_mode_keeps_sessions(t):
+    s = start(t, settings={"pool_mode": "session"},
+              databases={"appdb": t.cluster.database_line(pool_size=2)})
+    session = s.connect()
+    run(session, "SET work_mem = '7MB'")
+    pid = backend_pid(session)
+    admin = console(s)
+    check_equal(run(admin, "SET pool_mode = transaction"), "SET", "SET pool_mode reply")
+    other = s.connect()
+    for _ in range(3):
+        check(backend_pid(other) != pid, "a transaction client never gets the session's backend")
+    check_equal(backend_pid(session), pid, "the session client keeps its backend")
+    check_equal(one_value(session, "SHOW work_mem"), "7MB", "and its session state")
+    session.close()
+    wait_for(lambda: pool_rows(admin, "appdb")[0]["sv_idle"] == 2, 10,
+             what="the session's backend back in the pool")
+    # With two backends idle, holding one in a transaction hands the next client the other.
+    first, second = s.connect(autocommit=False), s.connect(autocommit=False)
+    values = {one_value(first, "SHOW work_mem"), one_value(second, "SHOW work_mem")}
+    check("7MB" not in values, f"the session's setting was reset before reuse: {values}")
+    first.rollback()
+    second.rollback()
+
+
 @test("SET max_prepared_statements = 0: logins afterwards send named statements to PostgreSQL "
       "under their own names", sluice_only=True)
 def set_max_prepared_statements(t):
@@ -257,6 +283,26 @@ def fallback_database(t):
              30, what="the unused made database and its pool freed")
     again = s.connect(dbname="postgres")
     check_equal(one_value(again, "SELECT current_database()"), "postgres", "made again on demand")
+
+
+@test('RELOAD keeps a database made from "*"; without the "*" line, unlisted names are refused',
+      sluice_only=True)
+def fallback_database_reload(t):
+    cluster = t.cluster
+    s = start(t, databases={"*": unforced_line(cluster)})
+    admin = console(s)
+    conn = s.connect(dbname="postgres")
+    check_equal(one_value(conn, "SELECT current_database()"), "postgres", "made database")
+    s.settings["verbose"] = 1
+    s.write_config(s.config_text().replace("[sluice]", "[sluice]\nverbose = 1", 1))
+    check_equal(run(admin, "RELOAD"), "RELOAD", "RELOAD reply")
+    check("postgres" in database_names(admin), "the made database is listed after RELOAD")
+    check_equal(one_value(s.connect(dbname="postgres"), "SELECT 1"), 1, "and still served")
+    s.write_config("\n".join(line for line in s.config_text().splitlines()
+                             if not line.startswith("* =")) + "\n")
+    run(admin, "RELOAD")
+    expect_pg_error(lambda: login(s, database="template1"), "3D000", "an unlisted name without *")
+    check_equal(one_value(conn, "SELECT 1"), 1, "a client already in stays")
 
 
 # ---- control commands -------------------------------------------------------------------------
