@@ -8,6 +8,7 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,7 +22,9 @@
 #include <event2/buffer.h>
 
 #include "auth_token.h"
+#include "autodb.h"
 #include "client.h"
+#include "listener.h"
 #include "log.h"
 #include "pinning.h"
 #include "pool.h"
@@ -36,12 +39,16 @@
 #define SHOWN_COMMAND_MAX 200        /* how much of an unknown command the error quotes */
 #define DEFAULT_AVERAGE_PERIOD 60.0  /* seconds, when stats_period is 0 (no stats log line) */
 #define USEC_PER_SEC 1000000.0
+/* SUSPEND answers within this long (PgBouncer's suspend_timeout default): connections whose
+ * output the peer still has not read by then are closed, as PgBouncer closes them. */
+#define SUSPEND_FLUSH_SECONDS 10.0
 
 /* ---- state ---- */
 
 enum deferred_kind {
     DEFERRED_PAUSE,      /* until every backend of the affected pools is free */
     DEFERRED_WAIT_CLOSE, /* until the affected pools have no backend older than the command */
+    DEFERRED_SUSPEND,    /* until every connection but the consoles' has written its output */
 };
 
 struct deferred_reply {
@@ -50,6 +57,7 @@ struct deferred_reply {
     enum deferred_kind kind;
     char *db_name;       /* NULL: every pool */
     uint64_t id_limit;   /* WAIT_CLOSE: backends with an id up to this predate the command */
+    double since;        /* when the command came */
 };
 
 /* Counters of one database, summed over its pools. Times in seconds. */
@@ -80,11 +88,17 @@ struct database_averages {
     struct stat_averages current;
 };
 
+/* A set of database names, owned copies. */
+struct db_names {
+    char **names;
+    size_t n;
+};
+
 struct admin_state {
     struct deferred_reply *deferred;
     bool pause_all;              /* PAUSE without a name: every pool, new ones included */
-    char **paused_dbs;           /* PAUSE db and KILL db */
-    size_t n_paused_dbs;
+    struct db_names paused;      /* PAUSE db and KILL db */
+    struct db_names disabled;    /* DISABLE db: no new logins until ENABLE */
     bool shutdown_requested;     /* SHUTDOWN: begun on the next tick, after the reply is out */
     double period_start;         /* of the current averaging period; 0: not started */
     struct database_averages *averages;
@@ -120,6 +134,14 @@ static const char *const changeable_settings[] = {
     "max_packet_size",
     "stats_period",
     "auth_token_clock_skew",
+    "autodb_idle_timeout",
+    /* Taken at each login: a client keeps what it logged in with (its pool mode, whether its
+     * prepared statements are tracked), so state it built under one is never read under another. */
+    "pool_mode",
+    "max_prepared_statements",
+    "auth_type",
+    "admin_users",
+    "stats_users",
 };
 
 static bool setting_changeable(const char *name)
@@ -281,12 +303,12 @@ static bool is_console_name(const char *name)
     return strcmp(name, CONSOLE_NAME) == 0 || strcmp(name, CONSOLE_NAME_PGBOUNCER) == 0;
 }
 
-/* ---- pause bookkeeping: which databases PAUSE (or KILL) holds ---- */
+/* ---- which databases PAUSE (or KILL) holds, and which DISABLE closes ---- */
 
-static bool admin_db_in_paused_list(const struct admin_state *a, const char *db_name)
+static bool db_names_contain(const struct db_names *set, const char *db_name)
 {
-    for (size_t i = 0; i < a->n_paused_dbs; i++)
-        if (strcmp(a->paused_dbs[i], db_name) == 0)
+    for (size_t i = 0; i < set->n; i++)
+        if (strcmp(set->names[i], db_name) == 0)
             return true;
     return false;
 }
@@ -294,40 +316,46 @@ static bool admin_db_in_paused_list(const struct admin_state *a, const char *db_
 bool admin_database_paused(const struct worker *w, const char *db_name)
 {
     const struct admin_state *a = w->admin;
-    return a && (a->pause_all || admin_db_in_paused_list(a, db_name));
+    return a && (a->pause_all || db_names_contain(&a->paused, db_name));
 }
 
-static int admin_add_paused_db(struct admin_state *a, const char *db_name)
+bool admin_database_disabled(const struct worker *w, const char *db_name)
 {
-    if (admin_db_in_paused_list(a, db_name))
+    const struct admin_state *a = w->admin;
+    return a && db_names_contain(&a->disabled, db_name);
+}
+
+static int db_names_add(struct db_names *set, const char *db_name)
+{
+    if (db_names_contain(set, db_name))
         return 0;
-    char **grown = realloc(a->paused_dbs, (a->n_paused_dbs + 1) * sizeof(*grown));
+    char **grown = realloc(set->names, (set->n + 1) * sizeof(*grown));
     if (!grown)
         return -1;
-    a->paused_dbs = grown;
-    a->paused_dbs[a->n_paused_dbs] = strdup(db_name);
-    if (!a->paused_dbs[a->n_paused_dbs])
+    set->names = grown;
+    set->names[set->n] = strdup(db_name);
+    if (!set->names[set->n])
         return -1;
-    a->n_paused_dbs++;
+    set->n++;
     return 0;
 }
 
-static void admin_remove_paused_db(struct admin_state *a, const char *db_name)
+static void db_names_remove(struct db_names *set, const char *db_name)
 {
-    for (size_t i = 0; i < a->n_paused_dbs; i++) {
-        if (strcmp(a->paused_dbs[i], db_name) != 0)
+    for (size_t i = 0; i < set->n; i++) {
+        if (strcmp(set->names[i], db_name) != 0)
             continue;
-        free(a->paused_dbs[i]);
-        a->paused_dbs[i] = a->paused_dbs[--a->n_paused_dbs];
+        free(set->names[i]);
+        set->names[i] = set->names[--set->n];
         return;
     }
 }
 
-static void admin_clear_paused_dbs(struct admin_state *a)
+static void db_names_clear(struct db_names *set)
 {
-    for (size_t i = 0; i < a->n_paused_dbs; i++)
-        free(a->paused_dbs[i]);
-    a->n_paused_dbs = 0;
+    for (size_t i = 0; i < set->n; i++)
+        free(set->names[i]);
+    set->n = 0;
 }
 
 /* A pool created after PAUSE (a new user of a paused database) is held as well. */
@@ -613,7 +641,7 @@ static void show_help(struct request *req)
     static const char usage[] =
         "Console usage\n"
         "\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n"
-        "\tSHOW LISTS|MEM\n"
+        "\tSHOW LISTS|MEM|STATE|DNS_HOSTS|DNS_ZONES\n"
         "\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n"
         "\tSHOW PINNED|AUTH\n"
         "\tSET key = arg\n"
@@ -622,6 +650,10 @@ static void show_help(struct request *req)
         "\tRESUME [<db>]\n"
         "\tRECONNECT [<db>]\n"
         "\tKILL <db>\n"
+        "\tKILL_CLIENT <client_id>\n"
+        "\tSUSPEND\n"
+        "\tDISABLE <db>\n"
+        "\tENABLE <db>\n"
         "\tSHUTDOWN\n"
         "\tWAIT_CLOSE [<db>]";
     proto_build_notice(req->out, "NOTICE", "00000", usage);
@@ -972,6 +1004,28 @@ static bool database_has_paused_pool(const struct worker *w, const char *db_name
     return false;
 }
 
+static void database_row(struct request *req, struct result *r, const struct config_database *db)
+{
+    const struct config *cfg = req->w->cfg;
+    bool paused = admin_database_paused(req->w, db->name) ||
+                  database_has_paused_pool(req->w, db->name);
+    result_row_begin(r);
+    result_text(r, db->name);
+    result_text(r, db->host ? db->host : "127.0.0.1");
+    result_int4(r, db->port);
+    result_text(r, db->dbname ? db->dbname : db->name);
+    result_text(r, db->user);
+    result_int4(r, config_effective_pool_size(cfg, db));
+    result_int4(r, db->min_pool_size >= 0 ? db->min_pool_size : cfg->min_pool_size);
+    result_int4(r, 0); /* no reserve pool */
+    result_text(r, db->pool_mode != POOL_MODE_UNSET ? config_pool_mode_name(db->pool_mode) : NULL);
+    result_int4(r, db->max_db_connections);
+    result_int4(r, database_server_count(req->w, db->name));
+    result_int4(r, paused ? 1 : 0);
+    result_int4(r, admin_database_disabled(req->w, db->name) ? 1 : 0);
+    result_row_end(r);
+}
+
 static void show_databases(struct request *req)
 {
     static const struct proto_column columns[] = {
@@ -984,29 +1038,17 @@ static void show_databases(struct request *req)
         {"disabled", PROTO_TYPE_INT4},
     };
     const struct config *cfg = req->w->cfg;
+    const struct pool *pool;
     struct result r;
 
     result_begin(&r, req->out, columns, sizeof(columns) / sizeof(columns[0]));
-    for (size_t i = 0; i < cfg->n_databases; i++) {
-        const struct config_database *db = &cfg->databases[i];
-        bool paused = admin_database_paused(req->w, db->name) ||
-                      database_has_paused_pool(req->w, db->name);
-        result_row_begin(&r);
-        result_text(&r, db->name);
-        result_text(&r, db->host ? db->host : "127.0.0.1");
-        result_int4(&r, db->port);
-        result_text(&r, db->dbname ? db->dbname : db->name);
-        result_text(&r, db->user);
-        result_int4(&r, config_effective_pool_size(cfg, db));
-        result_int4(&r, db->min_pool_size >= 0 ? db->min_pool_size : cfg->min_pool_size);
-        result_int4(&r, 0); /* no reserve pool */
-        result_text(&r, db->pool_mode != POOL_MODE_UNSET ? config_pool_mode_name(db->pool_mode) : NULL);
-        result_int4(&r, db->max_db_connections);
-        result_int4(&r, database_server_count(req->w, db->name));
-        result_int4(&r, paused ? 1 : 0);
-        result_int4(&r, 0);
-        result_row_end(&r);
-    }
+    for (size_t i = 0; i < cfg->n_databases; i++)
+        if (&cfg->databases[i] != config_fallback_database(cfg)) /* "*" is no database */
+            database_row(req, &r, &cfg->databases[i]);
+    /* Databases made from "*", listed as PgBouncer lists them, while they have pools. */
+    TAILQ_FOREACH(pool, &req->w->pools, link)
+        if (first_pool_of_database(req->w, pool) && autodb_is_auto(req->w, pool->db_name))
+            database_row(req, &r, autodb_find(req->w, pool->db_name));
     /* The console itself, as PgBouncer lists its own "pgbouncer" database. */
     result_row_begin(&r);
     result_text(&r, CONSOLE_NAME);
@@ -1230,6 +1272,17 @@ static size_t count_clients(const struct client_list *list, bool login_link)
     return n;
 }
 
+/* Listed databases ("*" is none) and the ones made from "*". */
+static size_t count_databases(const struct worker *w)
+{
+    const struct pool *pool;
+    size_t n = w->cfg->n_databases - (config_fallback_database(w->cfg) ? 1 : 0);
+    TAILQ_FOREACH(pool, &w->pools, link)
+        if (first_pool_of_database(w, pool) && autodb_is_auto(w, pool->db_name))
+            n++;
+    return n;
+}
+
 static void show_lists(struct request *req)
 {
     static const struct proto_column columns[] = {
@@ -1250,7 +1303,7 @@ static void show_lists(struct request *req)
         const char *name;
         size_t items;
     } rows[] = {
-        {"databases", w->cfg->n_databases},
+        {"databases", count_databases(w)},
         {"users", n_users},
         {"pools", n_pools},
         {"free_clients", 0},
@@ -1426,6 +1479,120 @@ static void show_auth(struct request *req)
     proto_build_command_complete(req->out, "SHOW");
 }
 
+/* SHOW STATE (PgBouncer 1.22): which of active, paused (PAUSE of all) and suspended holds. */
+static void show_state(struct request *req)
+{
+    static const struct proto_column columns[] = {
+        {"key", PROTO_TYPE_TEXT}, {"value", PROTO_TYPE_TEXT},
+    };
+    const struct admin_state *a = admin_of(req->w);
+    const struct {
+        const char *key;
+        bool holds;
+    } rows[] = {
+        {"active", !a->pause_all && !req->w->suspended},
+        {"paused", a->pause_all && !req->w->suspended},
+        {"suspended", req->w->suspended},
+    };
+    struct result r;
+
+    result_begin(&r, req->out, columns, 2);
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        result_row_begin(&r);
+        result_text(&r, rows[i].key);
+        result_text(&r, rows[i].holds ? "yes" : "no");
+        result_row_end(&r);
+    }
+    proto_build_command_complete(req->out, "SHOW");
+}
+
+/* A host to resolve: neither a unix socket directory nor an IP address. */
+static bool host_is_name(const char *host)
+{
+    unsigned char addr[sizeof(struct in6_addr)];
+    return host[0] != '/' && inet_pton(AF_INET, host, addr) != 1 && inet_pton(AF_INET6, host, addr) != 1;
+}
+
+/* Is this pool the first in the list with its host? (one row per host name) */
+static bool first_pool_of_host(const struct worker *w, const struct pool *pool)
+{
+    const struct pool *other;
+    TAILQ_FOREACH(other, &w->pools, link) {
+        if (other == pool)
+            return true;
+        if (strcmp(other->host, pool->host) == 0)
+            return false;
+    }
+    return true;
+}
+
+/* The addresses its connected backends reached for one host name, comma-separated, no repeats. */
+static void host_addresses(const struct worker *w, const char *host, char *buf, size_t len)
+{
+    const struct pool *pool;
+    const struct server *s;
+    size_t used = 0;
+
+    buf[0] = '\0';
+    TAILQ_FOREACH(pool, &w->pools, link) {
+        if (strcmp(pool->host, host) != 0)
+            continue;
+        const struct server_list *lists[] = { &pool->idle_servers, &pool->used_servers };
+        for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+            TAILQ_FOREACH(s, lists[i], link) {
+                char addr[64];
+                int port;
+                if (!socket_address(&s->conn, true, addr, sizeof(addr), &port) || strstr(buf, addr))
+                    continue;
+                int n = snprintf(buf + used, len - used, "%s%s", used ? "," : "", addr);
+                if (n < 0 || (size_t)n >= len - used)
+                    return;
+                used += (size_t)n;
+            }
+        }
+    }
+}
+
+/*
+ * SHOW DNS_HOSTS: PgBouncer lists its DNS cache. sluice keeps none (each new backend resolves its
+ * host afresh through evdns), so it lists the host names its pools connect to: ttl is 0 (nothing
+ * cached), addrs the addresses its connected backends reached.
+ */
+static void show_dns_hosts(struct request *req)
+{
+    static const struct proto_column columns[] = {
+        {"hostname", PROTO_TYPE_TEXT}, {"ttl", PROTO_TYPE_INT8}, {"addrs", PROTO_TYPE_TEXT},
+    };
+    const struct pool *pool;
+    char addrs[1024];
+    struct result r;
+
+    result_begin(&r, req->out, columns, 3);
+    TAILQ_FOREACH(pool, &req->w->pools, link) {
+        if (!host_is_name(pool->host) || !first_pool_of_host(req->w, pool))
+            continue;
+        host_addresses(req->w, pool->host, addrs, sizeof(addrs));
+        result_row_begin(&r);
+        result_text(&r, pool->host);
+        result_int(&r, 0);
+        result_text(&r, addrs);
+        result_row_end(&r);
+    }
+    proto_build_command_complete(req->out, "SHOW");
+}
+
+/* SHOW DNS_ZONES: zones exist only with c-ares's zone checks; like PgBouncer without them, none. */
+static void show_dns_zones(struct request *req)
+{
+    static const struct proto_column columns[] = {
+        {"zonename", PROTO_TYPE_TEXT}, {"serial", PROTO_TYPE_INT8}, {"count", PROTO_TYPE_INT4},
+    };
+    struct result r;
+
+    result_begin(&r, req->out, columns, 3);
+    proto_build_command_complete(req->out, "SHOW");
+}
+
 struct show_command {
     const char *subject;
     void (*run)(struct request *req);
@@ -1448,6 +1615,9 @@ static const struct show_command show_commands[] = {
     {"VERSION", show_version},
     {"PINNED", show_pinned},
     {"AUTH", show_auth},
+    {"STATE", show_state},
+    {"DNS_HOSTS", show_dns_hosts},
+    {"DNS_ZONES", show_dns_zones},
 };
 
 static bool run_show(struct request *req)
@@ -1482,11 +1652,11 @@ static bool run_help(struct request *req)
 /* The database argument of PAUSE, RESUME, RECONNECT, KILL, WAIT_CLOSE: exists and is no console. */
 static bool check_database_arg(struct request *req, const char *command, const char *db_name)
 {
-    if (is_console_name(db_name) && !config_find_database(req->w->cfg, db_name)) {
+    if (is_console_name(db_name) && !autodb_find(req->w, db_name)) {
         reply_error(req, "55000", NULL, "%s cannot be applied to the admin console", command);
         return false;
     }
-    if (!config_find_database(req->w->cfg, db_name)) {
+    if (!autodb_find(req->w, db_name)) {
         reply_error(req, "3D000", "SHOW DATABASES lists the databases.",
                     "database \"%s\" does not exist", db_name);
         return false;
@@ -1558,6 +1728,7 @@ static bool defer_reply(struct request *req, enum deferred_kind kind, const char
     d->client = req->c;
     d->kind = kind;
     d->id_limit = id_limit;
+    d->since = worker_now(req->w);
     d->next = a->deferred;
     a->deferred = d;
     return false;
@@ -1572,7 +1743,7 @@ static bool run_pause(struct request *req)
     if (!optional_database(req, "PAUSE", &db_name))
         return true;
     if (db_name) {
-        if (admin_add_paused_db(a, db_name) != 0) {
+        if (db_names_add(&a->paused, db_name) != 0) {
             reply_error(req, "53200", NULL, "out of memory");
             return true;
         }
@@ -1591,6 +1762,86 @@ static bool run_pause(struct request *req)
     return defer_reply(req, DEFERRED_PAUSE, db_name, 0);
 }
 
+/* ---- SUSPEND: every socket but the consoles' stands still until RESUME ---- */
+
+static void suspend_connections(struct worker *w, bool suspended)
+{
+    struct client *c;
+    struct pool *pool;
+    struct server *s;
+
+    w->suspended = suspended;
+    listener_suspend_all(w, suspended);
+    TAILQ_FOREACH(c, &w->clients, link)
+        if (!c->is_admin)
+            conn_suspend(&c->conn, suspended);
+    TAILQ_FOREACH(pool, &w->pools, link) {
+        struct server_list *lists[] = { &pool->used_servers, &pool->idle_servers, &pool->new_servers };
+        for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+            TAILQ_FOREACH(s, lists[i], link)
+                conn_suspend(&s->conn, suspended);
+    }
+}
+
+/* Has every suspended connection written all its output? With close_laggards, closes the ones
+ * that have not instead (the SUSPEND_FLUSH_SECONDS bound). */
+static bool suspended_output_flushed(struct worker *w, bool close_laggards)
+{
+    struct client *c, *next_client;
+    struct pool *pool;
+    struct server *s, *next_server;
+    bool flushed = true;
+
+    for (c = TAILQ_FIRST(&w->clients); c; c = next_client) {
+        next_client = TAILQ_NEXT(c, link);
+        if (c->is_admin || conn_output_flushed(&c->conn))
+            continue;
+        flushed = false;
+        if (close_laggards)
+            client_close(c, "SUSPEND: its output was not read in time");
+    }
+    TAILQ_FOREACH(pool, &w->pools, link) {
+        struct server_list *lists[] = { &pool->used_servers, &pool->idle_servers, &pool->new_servers };
+        for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+            for (s = TAILQ_FIRST(lists[i]); s; s = next_server) {
+                next_server = TAILQ_NEXT(s, link);
+                if (conn_output_flushed(&s->conn))
+                    continue;
+                flushed = false;
+                if (close_laggards)
+                    server_close(s, "SUSPEND: its output was not read in time");
+            }
+        }
+    }
+    return flushed;
+}
+
+static bool run_suspend(struct request *req)
+{
+    struct admin_state *a = admin_of(req->w);
+
+    if (req->cmd.n_tokens != 1) {
+        reply_error(req, "42601", NULL, "SUSPEND takes no argument");
+        return true;
+    }
+    if (req->w->suspended || a->pause_all) {
+        reply_error(req, "55000", "RESUME first.", "already suspended/paused");
+        return true;
+    }
+    if (a->paused.n > 0) {
+        reply_error(req, "55000", "RESUME the paused databases first.",
+                    "cannot suspend with paused databases");
+        return true;
+    }
+    log_info("C-%llu: SUSPEND by %s", (unsigned long long)req->c->id, req->c->user);
+    suspend_connections(req->w, true);
+    if (suspended_output_flushed(req->w, false)) {
+        proto_build_command_complete(req->out, "SUSPEND");
+        return true;
+    }
+    return defer_reply(req, DEFERRED_SUSPEND, NULL, 0);
+}
+
 static bool run_resume(struct request *req)
 {
     struct admin_state *a = admin_of(req->w);
@@ -1599,6 +1850,17 @@ static bool run_resume(struct request *req)
 
     if (!optional_database(req, "RESUME", &db_name))
         return true;
+    if (req->w->suspended) {
+        if (db_name) {
+            reply_error(req, "55000", "RESUME without a database name ends SUSPEND.",
+                        "the pooler is suspended: \"%s\" cannot be resumed alone", db_name);
+            return true;
+        }
+        suspend_connections(req->w, false);
+        log_info("C-%llu: RESUME (after SUSPEND) by %s", (unsigned long long)req->c->id, req->c->user);
+        proto_build_command_complete(req->out, "RESUME");
+        return true;
+    }
     if (db_name && a->pause_all) {
         reply_error(req, "55000", "RESUME without a database name resumes them all.",
                     "every database is paused (PAUSE without a name): \"%s\" cannot be resumed alone",
@@ -1606,10 +1868,10 @@ static bool run_resume(struct request *req)
         return true;
     }
     if (db_name) {
-        admin_remove_paused_db(a, db_name);
+        db_names_remove(&a->paused, db_name);
     } else {
         a->pause_all = false;
-        admin_clear_paused_dbs(a);
+        db_names_clear(&a->paused);
     }
     TAILQ_FOREACH(pool, &req->w->pools, link)
         if (pool_matches(pool, db_name))
@@ -1668,7 +1930,7 @@ static bool run_kill(struct request *req)
     }
     if (!check_database_arg(req, "KILL", db_name))
         return true;
-    if (admin_add_paused_db(a, db_name) != 0) {
+    if (db_names_add(&a->paused, db_name) != 0) {
         reply_error(req, "53200", NULL, "out of memory");
         return true;
     }
@@ -1682,6 +1944,92 @@ static bool run_kill(struct request *req)
         pool_kill(pool, reason);
     }
     proto_build_command_complete(req->out, "KILL");
+    return true;
+}
+
+/* DISABLE db / ENABLE db: refuse or allow new logins to it; clients already in stay. */
+static bool run_disable_enable(struct request *req, bool disable)
+{
+    struct admin_state *a = admin_of(req->w);
+    const char *command = disable ? "DISABLE" : "ENABLE";
+    const char *db_name = arg(req, 1);
+
+    if (req->cmd.n_tokens != 2) {
+        reply_error(req, "42601", NULL, "%s takes one database name", command);
+        return true;
+    }
+    if (!check_database_arg(req, command, db_name))
+        return true;
+    if (!disable) {
+        db_names_remove(&a->disabled, db_name);
+    } else if (db_names_add(&a->disabled, db_name) != 0) {
+        reply_error(req, "53200", NULL, "out of memory");
+        return true;
+    }
+    log_info("C-%llu: %s %s by %s", (unsigned long long)req->c->id, command, db_name, req->c->user);
+    proto_build_command_complete(req->out, command);
+    return true;
+}
+
+static bool run_disable(struct request *req) { return run_disable_enable(req, true); }
+static bool run_enable(struct request *req) { return run_disable_enable(req, false); }
+
+/* A client id as SHOW CLIENTS prints it in ptr ("C-12"), or PgBouncer's bare number ("12"). */
+static bool parse_client_id(const char *text, uint64_t *id)
+{
+    char *end;
+    if (strncasecmp(text, "C-", 2) == 0)
+        text += 2;
+    if (!isdigit((unsigned char)*text))
+        return false;
+    errno = 0;
+    unsigned long long value = strtoull(text, &end, 10);
+    if (errno != 0 || *end != '\0')
+        return false;
+    *id = value;
+    return true;
+}
+
+static struct client *find_client(struct worker *w, uint64_t id)
+{
+    struct client *c;
+    TAILQ_FOREACH(c, &w->clients, link)
+        if (c->id == id && c->state != CLIENT_CLOSING && c->state != CLIENT_CLOSED)
+            return c;
+    return NULL;
+}
+
+/* KILL_CLIENT id (PgBouncer 1.23): closes one client; a backend it was using mid-query goes too. */
+static bool run_kill_client(struct request *req)
+{
+    uint64_t id;
+    struct client *target;
+
+    if (req->cmd.n_tokens != 2) {
+        reply_error(req, "42601", NULL, "KILL_CLIENT takes one client id");
+        return true;
+    }
+    if (!parse_client_id(arg(req, 1), &id)) {
+        reply_error(req, "22023", "SHOW CLIENTS lists the ids (ptr column, e.g. C-12 or 12).",
+                    "invalid client id \"%s\"", arg(req, 1));
+        return true;
+    }
+    target = find_client(req->w, id);
+    if (!target) {
+        reply_error(req, "42704", "SHOW CLIENTS lists the clients connected now.",
+                    "client C-%llu not found", (unsigned long long)id);
+        return true;
+    }
+    if (target == req->c) {
+        reply_error(req, "55000", "Close this connection instead.",
+                    "KILL_CLIENT cannot close the console connection that sends it");
+        return true;
+    }
+    log_info("C-%llu: KILL_CLIENT C-%llu (%s/%s@%s:%d) by %s", (unsigned long long)req->c->id,
+             (unsigned long long)id, target->database ? target->database : "",
+             target->user ? target->user : "", target->addr, target->port, req->c->user);
+    client_fail(target, "57P01", "terminating connection due to administrator command (KILL_CLIENT)");
+    proto_build_command_complete(req->out, "KILL_CLIENT");
     return true;
 }
 
@@ -1726,7 +2074,7 @@ static void admin_apply_pool_settings(struct worker *w)
 {
     struct pool *pool;
     TAILQ_FOREACH(pool, &w->pools, link) {
-        const struct config_database *db = config_find_database(w->cfg, pool->db_name);
+        const struct config_database *db = autodb_find(w, pool->db_name);
         if (db && !pool->disabled)
             pool_apply_config(pool, db, w->cfg);
     }
@@ -1769,7 +2117,8 @@ static bool run_set(struct request *req)
     const struct config *cfg = req->w->cfg;
     if (strcmp(setting, "verbose") == 0)
         log_configure(cfg->verbose, cfg->syslog, cfg->syslog_ident, cfg->syslog_facility);
-    if (strcmp(setting, "default_pool_size") == 0 || strcmp(setting, "min_pool_size") == 0)
+    if (strcmp(setting, "default_pool_size") == 0 || strcmp(setting, "min_pool_size") == 0 ||
+        strcmp(setting, "pool_mode") == 0)
         admin_apply_pool_settings(req->w);
     log_info("C-%llu: SET %s = %s by %s", (unsigned long long)req->c->id, setting, value,
              req->c->user);
@@ -1796,6 +2145,10 @@ static const struct admin_command admin_commands[] = {
     {"SHUTDOWN", ADMIN_ACCESS_FULL, run_shutdown},
     {"WAIT_CLOSE", ADMIN_ACCESS_FULL, run_wait_close},
     {"SET", ADMIN_ACCESS_FULL, run_set},
+    {"DISABLE", ADMIN_ACCESS_FULL, run_disable},
+    {"ENABLE", ADMIN_ACCESS_FULL, run_enable},
+    {"KILL_CLIENT", ADMIN_ACCESS_FULL, run_kill_client},
+    {"SUSPEND", ADMIN_ACCESS_FULL, run_suspend},
 };
 
 static bool admin_dispatch(struct request *req)
@@ -1864,8 +2217,10 @@ void admin_free(struct worker *w)
         free(d->db_name);
         free(d);
     }
-    admin_clear_paused_dbs(a);
-    free(a->paused_dbs);
+    db_names_clear(&a->paused);
+    free(a->paused.names);
+    db_names_clear(&a->disabled);
+    free(a->disabled.names);
     for (size_t i = 0; i < a->n_averages; i++)
         free(a->averages[i].db_name);
     free(a->averages);
@@ -1938,10 +2293,12 @@ void admin_client_closed(struct worker *w, struct client *c)
     }
 }
 
-static bool deferred_condition_holds(const struct worker *w, const struct deferred_reply *d)
+static bool deferred_condition_holds(struct worker *w, const struct deferred_reply *d)
 {
     if (d->kind == DEFERRED_PAUSE)
         return pools_quiet(w, d->db_name);
+    if (d->kind == DEFERRED_SUSPEND)
+        return suspended_output_flushed(w, worker_now(w) - d->since >= SUSPEND_FLUSH_SECONDS);
     return !pools_have_backend_up_to(w, d->db_name, d->id_limit);
 }
 
@@ -1959,6 +2316,19 @@ static struct deferred_reply *admin_take_ready_reply(struct worker *w)
     return NULL;
 }
 
+static const char *deferred_command_name(enum deferred_kind kind)
+{
+    switch (kind) {
+    case DEFERRED_PAUSE:
+        return "PAUSE";
+    case DEFERRED_WAIT_CLOSE:
+        return "WAIT_CLOSE";
+    case DEFERRED_SUSPEND:
+        break;
+    }
+    return "SUSPEND";
+}
+
 static void admin_complete_deferred(struct worker *w)
 {
     struct deferred_reply *d;
@@ -1972,7 +2342,7 @@ static void admin_complete_deferred(struct worker *w)
     while ((d = admin_take_ready_reply(w)) != NULL) {
         struct client *c = d->client;
         msgbuf_reset(&reply);
-        proto_build_command_complete(&reply, d->kind == DEFERRED_PAUSE ? "PAUSE" : "WAIT_CLOSE");
+        proto_build_command_complete(&reply, deferred_command_name(d->kind));
         proto_build_ready_for_query(&reply, 'I');
         free(d->db_name);
         free(d);

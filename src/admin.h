@@ -50,5 +50,7 @@ void admin_janitor(struct worker *w);
  * paused (pool_pause): until the data path asks this, admin_janitor pauses such pools on its tick.
  */
 bool admin_database_paused(const struct worker *w, const char *db_name);
+/* Is this database closed to new logins by DISABLE (until ENABLE)? */
+bool admin_database_disabled(const struct worker *w, const char *db_name);
 
 #endif

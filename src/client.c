@@ -19,6 +19,7 @@
 #include <openssl/rand.h>
 
 #include "admin.h"
+#include "autodb.h"
 #include "client_auth.h"
 #include "conn.h"
 #include "log.h"
@@ -413,9 +414,11 @@ static void client_handle_startup_message(struct client *c, const struct startup
                      c->user);
         return;
     }
-    const struct config_database *db = config_find_database(w->cfg, c->database);
+    const struct config_database *db = autodb_find(w, c->database);
     c->is_admin = !db && admin_is_console_db(w->cfg, c->database);
-    if (!db && !c->is_admin) {
+    /* A name not listed is made from "*" once the client has logged in. */
+    bool fallback = config_fallback_database(w->cfg) && c->database && strcmp(c->database, "*") != 0;
+    if (!db && !c->is_admin && !fallback) {
         client_failf(c, "3D000", "database \"%s\" does not exist", c->database);
         return;
     }
@@ -551,7 +554,7 @@ static void client_admin_login(struct client *c)
 void client_authenticated(struct client *c)
 {
     struct worker *w = c->worker;
-    const struct config_database *db = config_find_database(w->cfg, c->database);
+    const struct config_database *db;
 
     c->auth_step = AUTH_STEP_NONE;
     client_auth_send_request(c, AUTH_REQ_OK, NULL, 0);
@@ -559,8 +562,14 @@ void client_authenticated(struct client *c)
         client_admin_login(c);
         return;
     }
+    db = autodb_find_or_create(w, c->database);
     if (!db) {
         client_failf(c, "3D000", "database \"%s\" does not exist", c->database);
+        return;
+    }
+    if (admin_database_disabled(w, db->name)) {
+        client_failf(c, "55000", "database \"%s\" is disabled (DISABLE on the admin console; ENABLE allows logins again)",
+                     db->name);
         return;
     }
     struct pool *pool = worker_get_pool(w, db, c->user);
@@ -574,6 +583,9 @@ void client_authenticated(struct client *c)
     }
     c->registered_for_cancel = true;
     c->pool = pool;
+    /* Fixed for the session: state kept under one mode cannot be carried over to another. */
+    c->pool_mode = (uint8_t)pool->mode;
+    c->tracks_prepared = w->cfg->max_prepared_statements > 0;
     client_auth_count(c, true);
     if (pool->has_defaults) {
         client_finish_login(c);

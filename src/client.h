@@ -84,6 +84,9 @@ struct client {
     bool tls;                       /* the connection was upgraded to TLS */
     bool direct_tls;                /* TLS from the first byte (sslnegotiation=direct) */
     bool is_admin;                  /* logged in to the admin console, not a pool */
+    uint8_t pool_mode;              /* enum pool_mode of its pool at login: SET pool_mode applies
+                                       to later logins */
+    bool tracks_prepared;           /* max_prepared_statements > 0 at login (transaction mode) */
     int admin_access;               /* enum admin_access */
     char addr[64];
     int port;

@@ -26,6 +26,7 @@
 #define KEYWORD_MAX 32           /* longer [databases] keywords are unknown by definition */
 #define UTF8_BOM "\xEF\xBB\xBF"
 #define SET_PATH "SET"          /* what a value given to config_set_setting is parsed as */
+#define FALLBACK_DATABASE "*"   /* the [databases] line for names not listed */
 /*
  * What inih is handed for a line too long for its buffer: the name and value are taken from our
  * own split of that line instead. Which lines were substituted is tracked by line number, never
@@ -121,6 +122,7 @@ static const struct setting settings[] = {
     SECONDS(query_wait_timeout, "120"),
     SECONDS(client_idle_timeout, "0"),
     SECONDS(client_login_timeout, "60"),
+    SECONDS(autodb_idle_timeout, "3600"),
     SECONDS(idle_transaction_timeout, "0"),
     SECONDS(server_idle_timeout, "600"),
     SECONDS(server_lifetime, "3600"),
@@ -610,7 +612,7 @@ static const char *const database_keywords[] = {
     "max_db_connections", "pool_mode", "connect_query", "application_name", NULL,
 };
 static const char *const user_keywords[] = {"pool_mode", "auth_type", "max_user_connections",
-                                            NULL};
+                                            "pool_size", NULL};
 
 static bool is_keyword(const char *const *keywords, const char *key)
 {
@@ -684,6 +686,11 @@ static bool set_user_keyword(struct parser *p, void *target, const char *context
         if (parse_integer(value, 10, 0, INT_MAX, &user->max_user_connections))
             return true;
         return fail_value(p, context, key, value, "an integer 0-2147483647");
+    }
+    if (strcmp(key, "pool_size") == 0) {
+        if (parse_integer(value, 10, 1, INT_MAX, &user->pool_size))
+            return true;
+        return fail_value(p, context, key, value, "an integer 1-2147483647");
     }
     return fail_at(p, p->lineno, "%sunknown keyword '%s'", context, key);
 }
@@ -766,7 +773,8 @@ static bool handle_database(struct parser *p, const char *name, const char *valu
     if (db.name != NULL && read_keyword_pairs(p, value, context, database_keywords, set_database_keyword, &db)) {
         if (db.host == NULL)
             db.host = copy_string(p, "127.0.0.1");
-        if (db.dbname == NULL)
+        /* The "*" fallback's backend database is the name each client asks for. */
+        if (db.dbname == NULL && strcmp(name, FALLBACK_DATABASE) != 0)
             db.dbname = copy_string(p, name);
     }
     if (p->failed) {
@@ -795,7 +803,7 @@ static bool handle_database(struct parser *p, const char *name, const char *valu
 static bool handle_user(struct parser *p, const char *name, const char *value)
 {
     struct config *cfg = p->cfg;
-    struct config_user user = {0};
+    struct config_user user = {.pool_size = -1};
     char context[SHOWN_VALUE_MAX + 32];
     char buf[SHOWN_VALUE_MAX + 4];
     struct config_user *slot;
@@ -1065,8 +1073,10 @@ static bool check_whole_config(struct parser *p)
 
 /* ---- public ---------------------------------------------------------------------------- */
 
-int config_load_string(const char *text, const char *path, struct config **out, char *err,
-                       size_t err_len)
+/* whole_file: check the settings together (a value given to SET is checked against the running
+ * configuration instead). */
+static int load_string(const char *text, const char *path, bool whole_file, struct config **out,
+                       char *err, size_t err_len)
 {
     struct parser p = {.path = path != NULL ? path : "(config)", .text = text,
                        .err = err, .err_len = err_len};
@@ -1089,7 +1099,7 @@ int config_load_string(const char *text, const char *path, struct config **out, 
             fail_at(&p, inih_result, "syntax error");
         else if (!p.failed && inih_result < 0)
             fail_at(&p, 0, "could not be parsed (inih error %d)", inih_result);
-        if (!p.failed)
+        if (!p.failed && whole_file)
             check_whole_config(&p);
     }
     free(p.line);
@@ -1100,6 +1110,12 @@ int config_load_string(const char *text, const char *path, struct config **out, 
     }
     *out = p.cfg;
     return 0;
+}
+
+int config_load_string(const char *text, const char *path, struct config **out, char *err,
+                       size_t err_len)
+{
+    return load_string(text, path, true, out, err, err_len);
 }
 
 char *config_read_file(const char *path, size_t *len, char *err, size_t err_len)
@@ -1200,6 +1216,38 @@ const struct config_database *config_find_database(const struct config *cfg, con
     return NULL;
 }
 
+const struct config_database *config_fallback_database(const struct config *cfg)
+{
+    return config_find_database(cfg, FALLBACK_DATABASE);
+}
+
+int config_database_copy_as(struct config_database *dst, const struct config_database *src,
+                            const char *name)
+{
+    *dst = *src;
+    dst->name = strdup(name);
+    dst->host = src->host != NULL ? strdup(src->host) : NULL;
+    dst->dbname = strdup(src->dbname != NULL ? src->dbname : name);
+    dst->user = src->user != NULL ? strdup(src->user) : NULL;
+    dst->password = src->password != NULL ? strdup(src->password) : NULL;
+    dst->connect_query = src->connect_query != NULL ? strdup(src->connect_query) : NULL;
+    dst->application_name = src->application_name != NULL ? strdup(src->application_name) : NULL;
+    if (dst->name == NULL || dst->dbname == NULL || (src->host != NULL && dst->host == NULL) ||
+        (src->user != NULL && dst->user == NULL) || (src->password != NULL && dst->password == NULL) ||
+        (src->connect_query != NULL && dst->connect_query == NULL) ||
+        (src->application_name != NULL && dst->application_name == NULL)) {
+        config_database_clear(dst);
+        return -1;
+    }
+    return 0;
+}
+
+void config_database_clear(struct config_database *db)
+{
+    free_database_fields(db);
+    memset(db, 0, sizeof *db);
+}
+
 const struct config_user *config_find_user(const struct config *cfg, const char *name)
 {
     if (cfg == NULL || name == NULL)
@@ -1225,6 +1273,16 @@ int config_effective_pool_size(const struct config *cfg, const struct config_dat
 {
     if (db != NULL && db->pool_size >= 0)
         return db->pool_size;
+    return cfg->default_pool_size;
+}
+
+int config_user_pool_size(const struct config *cfg, const struct config_database *db,
+                          const struct config_user *user)
+{
+    if (db != NULL && db->pool_size >= 0)
+        return db->pool_size;
+    if (user != NULL && user->pool_size >= 0)
+        return user->pool_size;
     return cfg->default_pool_size;
 }
 
@@ -1418,6 +1476,19 @@ static bool copy_setting(struct config *dst, const struct config *src, const str
     return false;
 }
 
+/* What check_whole_config would refuse in the running configuration with this one value. */
+static bool fits_running_config(const struct config *cfg, const struct setting *s,
+                                const struct config *parsed, char *err, size_t err_len)
+{
+    bool token_ready = cfg->auth_token_keys != NULL && cfg->auth_token_region != NULL;
+
+    if (s->kind == VALUE_AUTH_TYPE && parsed->auth_type == AUTH_TYPE_TOKEN && !token_ready) {
+        snprintf(err, err_len, "%s: 'token' needs auth_token_keys and auth_token_region", s->name);
+        return false;
+    }
+    return true;
+}
+
 /*
  * The value is parsed as the one line of a [sluice] section, so that it is accepted or refused
  * exactly as in the file. The message loses its "SET:2: " prefix: there is no file to point at.
@@ -1446,7 +1517,7 @@ enum config_set_result config_set_setting(struct config *cfg, size_t i, const ch
     if (text == NULL)
         return CONFIG_SET_OUT_OF_MEMORY;
     snprintf(text, text_len, "[sluice]\n%s = %s\n", s->name, value);
-    if (config_load_string(text, SET_PATH, &parsed, err, err_len) != 0) {
+    if (load_string(text, SET_PATH, false, &parsed, err, err_len) != 0) {
         free(text);
         reason = err != NULL && err_len > 0 ? strstr(err, ": ") : NULL;
         if (reason != NULL && strncmp(err, SET_PATH ":", strlen(SET_PATH ":")) == 0)
@@ -1454,6 +1525,10 @@ enum config_set_result config_set_setting(struct config *cfg, size_t i, const ch
         return CONFIG_SET_INVALID;
     }
     free(text);
+    if (!fits_running_config(cfg, s, parsed, err, err_len)) {
+        config_free(parsed);
+        return CONFIG_SET_INVALID;
+    }
     copied = copy_setting(cfg, parsed, s);
     config_free(parsed);
     return copied ? CONFIG_SET_DONE : CONFIG_SET_OUT_OF_MEMORY;

@@ -47,6 +47,7 @@ struct config_user {
     enum pool_mode pool_mode;  /* POOL_MODE_UNSET: database's or global */
     enum auth_type auth_type;  /* AUTH_TYPE_UNSET: global auth_type */
     int max_user_connections;  /* 0: unlimited */
+    int pool_size;             /* -1: the database's pool_size, else default_pool_size */
 };
 
 struct config {
@@ -72,6 +73,7 @@ struct config {
     double query_wait_timeout;      /* 120 s; 0 = forever */
     double client_idle_timeout;     /* 0 = off */
     double client_login_timeout;    /* 60 s */
+    double autodb_idle_timeout;     /* 3600 s: databases made from "*" are freed unused this long; 0 = never */
     double idle_transaction_timeout;/* 0 = off */
     double server_idle_timeout;     /* 600 s */
     double server_lifetime;         /* 3600 s */
@@ -151,6 +153,16 @@ void config_free(struct config *cfg);
 char *config_read_file(const char *path, size_t *len, char *err, size_t err_len);
 
 const struct config_database *config_find_database(const struct config *cfg, const char *name);
+/* The "*" line of [databases]: the fallback for names not listed; NULL if there is none. */
+const struct config_database *config_fallback_database(const struct config *cfg);
+/*
+ * Fills dst with a copy of src for the database name (the "*" fallback made concrete): dbname is
+ * src's own if it gives one, else name. 0, or -1 out of memory (dst left empty).
+ */
+int config_database_copy_as(struct config_database *dst, const struct config_database *src,
+                            const char *name);
+/* Frees what config_database_copy_as filled in. */
+void config_database_clear(struct config_database *db);
 const struct config_user *config_find_user(const struct config *cfg, const char *name);
 
 /* Effective settings once overrides are applied. */
@@ -158,6 +170,9 @@ enum pool_mode config_effective_pool_mode(const struct config *cfg,
                                           const struct config_database *db,
                                           const struct config_user *user);
 int config_effective_pool_size(const struct config *cfg, const struct config_database *db);
+/* The size of a user's pool on db: the database's pool_size, else the user's, else the default. */
+int config_user_pool_size(const struct config *cfg, const struct config_database *db,
+                          const struct config_user *user);
 enum auth_type config_effective_auth_type(const struct config *cfg, const struct config_user *user);
 
 /* True if name is in a comma-separated list (spaces around items ignored). */

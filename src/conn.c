@@ -367,11 +367,17 @@ static void conn_set_interest(struct event *event, bool *armed, bool want)
     *armed = want;
 }
 
+/* The owner reads, and SUSPEND does not hold the connection. */
+static bool conn_wants_input(const struct conn *conn)
+{
+    return conn->reading && !conn->suspended;
+}
+
 /* The read event is wanted while the owner reads, and while OpenSSL needs input of its own. */
 static void conn_arm_read(struct conn *conn)
 {
     bool want = conn->open &&
-                (conn->reading || conn->tls_handshaking || conn->tls_write_wants_read);
+                (conn_wants_input(conn) || conn->tls_handshaking || conn->tls_write_wants_read);
     conn_set_interest(&conn->read_event, &conn->read_armed, want);
 }
 
@@ -404,6 +410,8 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
         conn_tls_readable(conn);
         return;
     }
+    if (conn->suspended)
+        return; /* an event queued before SUSPEND */
     int n_vec = evbuffer_reserve_space(conn->in, CONN_READ_CHUNK, vec, 2);
     if (n_vec <= 0) {
         conn_report_error(conn, ENOMEM);
@@ -528,13 +536,32 @@ void conn_start_reading(struct conn *conn)
     conn->reading = true;
     conn_arm_read(conn);
     /* Records OpenSSL already took off the socket raise no event: read them next iteration. */
-    if (conn->ssl && !conn->tls_handshaking && SSL_has_pending(conn->ssl))
+    if (conn->ssl && !conn->tls_handshaking && !conn->suspended && SSL_has_pending(conn->ssl))
         event_active(&conn->read_event, EV_READ, 0);
+}
+
+void conn_suspend(struct conn *conn, bool suspended)
+{
+    if (conn->suspended == suspended)
+        return;
+    conn->suspended = suspended;
+    if (!conn->open)
+        return;
+    conn_arm_read(conn);
+    if (!suspended && conn->ssl && !conn->tls_handshaking && conn->reading &&
+        SSL_has_pending(conn->ssl))
+        event_active(&conn->read_event, EV_READ, 0);
+}
+
+bool conn_output_flushed(const struct conn *conn)
+{
+    return !conn->open || (evbuffer_get_length(conn->out) == 0 &&
+                           evbuffer_get_length(conn->wire) == 0);
 }
 
 void conn_read_now(struct conn *conn)
 {
-    if (conn->open && !conn->ssl && conn->reading)
+    if (conn->open && !conn->ssl && conn_wants_input(conn))
         conn_read_cb(conn->fd, EV_READ, conn);
 }
 
@@ -629,7 +656,7 @@ static void conn_tls_handshake(struct conn *conn)
         if (evbuffer_get_length(conn->out) > 0)
             conn_mark_dirty(conn);
         /* The first message often arrives with the client's Finished and is already read. */
-        if (conn->reading && SSL_has_pending(conn->ssl))
+        if (conn_wants_input(conn) && SSL_has_pending(conn->ssl))
             conn_tls_read(conn);
         return;
     }
@@ -692,7 +719,7 @@ static void conn_tls_read(struct conn *conn)
         conn_report_error(conn, error);
         return;
     }
-    if (conn->reading && SSL_has_pending(conn->ssl))
+    if (conn_wants_input(conn) && SSL_has_pending(conn->ssl))
         event_active(&conn->read_event, EV_READ, 0);
 }
 
@@ -707,7 +734,7 @@ static void conn_tls_readable(struct conn *conn)
         conn_arm_read(conn);
         conn_mark_dirty(conn); /* the flusher seals what waited */
     }
-    if (conn->reading)
+    if (conn_wants_input(conn))
         conn_tls_read(conn);
 }
 

@@ -78,6 +78,7 @@ struct conn {
     TAILQ_ENTRY(conn) dirty_link;
     bool dirty;                    /* in the flusher's list */
     bool reading;                  /* the owner wants input */
+    bool suspended;                /* SUSPEND: not read, whatever the owner wants */
     bool read_armed;               /* read event added */
     bool write_pending;            /* write event added: the kernel did not take everything */
     bool tls_handshaking;
@@ -129,6 +130,10 @@ void conn_start_reading(struct conn *conn);
 /* Reads what has already arrived now, not at the next loop iteration (a deferred accept). */
 void conn_read_now(struct conn *conn);
 void conn_stop_reading(struct conn *conn);
+/* SUSPEND (true) stops reading the socket until RESUME (false); output is still written. */
+void conn_suspend(struct conn *conn, bool suspended);
+/* Has everything written to the connection gone to the kernel? (true once closed) */
+bool conn_output_flushed(const struct conn *conn);
 
 /* Output was added: it is written by the flusher at the end of this loop iteration. */
 void conn_mark_dirty(struct conn *conn);

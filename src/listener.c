@@ -40,7 +40,8 @@ static void listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd, s
 static void listener_resume_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct listener *l = arg;
-    evconnlistener_enable(l->evl);
+    if (!l->worker->suspended)
+        evconnlistener_enable(l->evl);
 }
 
 static void listener_error_cb(struct evconnlistener *evl, void *arg)
@@ -201,6 +202,16 @@ void listener_close_all_after_pending(struct worker *w)
     for (struct listener *l = w->listeners; l; l = l->next)
         listener_accept_pending(l);
     listener_close_all(w);
+}
+
+void listener_suspend_all(struct worker *w, bool suspended)
+{
+    for (struct listener *l = w->listeners; l; l = l->next) {
+        if (suspended)
+            evconnlistener_disable(l->evl);
+        else
+            evconnlistener_enable(l->evl);
+    }
 }
 
 void listener_close_all(struct worker *w)

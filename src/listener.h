@@ -26,5 +26,7 @@ int listener_open_all(struct worker *w);
 void listener_close_all(struct worker *w);
 /* The same, after accepting (and handing to the worker) every connection already queued. */
 void listener_close_all_after_pending(struct worker *w);
+/* SUSPEND: stop accepting, the sockets kept open (the kernel queues new connections); RESUME. */
+void listener_suspend_all(struct worker *w, bool suspended);
 
 #endif

@@ -41,7 +41,7 @@ static void pool_take_settings(struct pool *pool, const struct config_database *
 {
     const struct config_user *user = config_find_user(cfg, pool->user_name);
     pool->mode = config_effective_pool_mode(cfg, db, user);
-    pool->pool_size = config_effective_pool_size(cfg, db);
+    pool->pool_size = config_user_pool_size(cfg, db, user);
     pool->min_pool_size = db->min_pool_size >= 0 ? db->min_pool_size : cfg->min_pool_size;
     if (pool->min_pool_size > pool->pool_size)
         pool->min_pool_size = pool->pool_size;

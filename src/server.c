@@ -733,7 +733,7 @@ void server_transaction_maybe_over(struct server *s)
     if (s->ready_status != 'I' || c->pending_ready > 0 || c->unsynced || c->forward_remaining > 0)
         return;
     /* A pinned client keeps its backend for its whole session, as in session mode. */
-    if ((s->pool->mode == POOL_MODE_TRANSACTION && !c->pinned) || s->worker->shutting_down)
+    if ((c->pool_mode == POOL_MODE_TRANSACTION && !c->pinned) || s->worker->shutting_down)
         server_release(s);
 }
 
@@ -855,6 +855,7 @@ void server_link_client(struct server *s, struct client *c)
     struct msgbuf sql;
 
     s->client = c;
+    s->linked_mode = c->pool_mode;
     s->last_used = worker_now(s->worker);
     client_server_linked(c, s);
     msgbuf_init(&sql);
@@ -902,7 +903,7 @@ static void server_back_to_pool(struct server *s)
         server_run_internal(s, INTERNAL_RESET, "DISCARD ALL");
         return;
     }
-    bool reset = pool->mode == POOL_MODE_SESSION || cfg->server_reset_query_always;
+    bool reset = s->linked_mode == POOL_MODE_SESSION || cfg->server_reset_query_always;
     if (reset && cfg->server_reset_query && *cfg->server_reset_query) {
         server_run_internal(s, INTERNAL_RESET, cfg->server_reset_query);
         return;

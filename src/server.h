@@ -49,6 +49,7 @@ struct server {
     struct prepared_server prepared; /* shared statements prepared on this backend */
     struct reply_queue replies;     /* replies owed to tracked messages, in order */
     bool session_dirty;             /* a pinned client used it: reset before anyone else does */
+    uint8_t linked_mode;            /* enum pool_mode of the last client linked: session resets */
     uint32_t backend_pid;
     uint32_t backend_key;
     struct cancel_request *cancel_in_flight; /* the open cancel connection for it, at most one */

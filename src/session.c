@@ -100,12 +100,12 @@ static void reply_queue_pop(struct reply_queue *q)
 
 bool session_tracks(const struct client *c)
 {
-    return c->pool && c->pool->mode == POOL_MODE_TRANSACTION;
+    return c->pool && c->pool_mode == POOL_MODE_TRANSACTION;
 }
 
 static bool session_prepared_enabled(const struct client *c)
 {
-    return c->worker->cfg->max_prepared_statements > 0;
+    return c->tracks_prepared;
 }
 
 /*

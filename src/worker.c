@@ -17,6 +17,7 @@
 
 #include "admin.h"
 #include "auth_token.h"
+#include "autodb.h"
 #include "client.h"
 #include "listener.h"
 #include "log.h"
@@ -120,6 +121,7 @@ int worker_init(struct worker *w, struct config *cfg)
     TAILQ_INIT(&w->clients);
     TAILQ_INIT(&w->login_clients);
     TAILQ_INIT(&w->pools);
+    TAILQ_INIT(&w->autodbs);
     TAILQ_INIT(&w->dead_clients);
     TAILQ_INIT(&w->dead_servers);
     cancel_registry_init(&w->cancels);
@@ -193,6 +195,7 @@ void worker_destroy(struct worker *w)
         TAILQ_REMOVE(&w->pools, pool, link);
         pool_destroy(pool);
     }
+    autodb_free_all(w);
     listener_close_all(w);
     admin_free(w);
     metrics_free(w);
@@ -349,10 +352,14 @@ static void worker_janitor_cb(evutil_socket_t fd, short what, void *arg)
         w->flusher.batch_error = 0;
     }
 
-    worker_expire_logins(w, now);
-    worker_expire_clients(w, now);
-    TAILQ_FOREACH(pool, &w->pools, link)
-        pool_janitor(pool, now);
+    /* Under SUSPEND every connection stands still: nothing times out or is opened. */
+    if (!w->suspended) {
+        worker_expire_logins(w, now);
+        worker_expire_clients(w, now);
+        TAILQ_FOREACH(pool, &w->pools, link)
+            pool_janitor(pool, now);
+        autodb_janitor(w, now);
+    }
     admin_janitor(w);
     metrics_janitor(w, now);
     worker_check_shutdown(w, now);
@@ -385,6 +392,8 @@ static void worker_prewarm_pools(struct worker *w)
 {
     for (size_t i = 0; i < w->cfg->n_databases; i++) {
         const struct config_database *db = &w->cfg->databases[i];
+        if (db == config_fallback_database(w->cfg))
+            continue; /* a pattern, not a database */
         int min_size = db->min_pool_size >= 0 ? db->min_pool_size : w->cfg->min_pool_size;
         if (db->user && min_size > 0)
             worker_get_pool(w, db, db->user);
@@ -398,7 +407,7 @@ static void worker_apply_config(struct worker *w, bool server_tls_changed)
         /* Backends opened under other TLS rules must not keep serving under the new ones. */
         if (server_tls_changed)
             pool_reconnect(pool, "server TLS settings changed");
-        const struct config_database *db = config_find_database(w->cfg, pool->db_name);
+        const struct config_database *db = autodb_find(w, pool->db_name);
         if (!db) {
             pool->disabled = true;
             continue;
@@ -454,6 +463,7 @@ static void worker_reload_config(struct worker *w)
     w->token_keys = keys;
     log_configure(fresh->verbose, fresh->syslog, fresh->syslog_ident, fresh->syslog_facility);
     worker_apply_io_uring(w);
+    autodb_reload(w);
     worker_apply_config(w, server_tls_changed);
     metrics_reconfigure(w);
     log_info("configuration reloaded");

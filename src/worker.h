@@ -26,10 +26,12 @@ struct token_keyring;
 struct admin_state;
 struct metrics_state;
 struct prepared_registry;
+struct autodb;
 
 TAILQ_HEAD(client_list, client);
 TAILQ_HEAD(server_list, server);
 TAILQ_HEAD(pool_list, pool);
+TAILQ_HEAD(autodb_list, autodb);
 
 struct worker_stats {
     uint64_t clients_accepted;
@@ -60,6 +62,7 @@ struct worker {
     struct client_list clients;    /* every live client */
     struct client_list login_clients; /* not yet logged in, oldest first (login timeout) */
     struct pool_list pools;
+    struct autodb_list autodbs;    /* databases made from "*" on demand (autodb.c) */
     struct cancel_registry cancels;
 
     struct client_list dead_clients;  /* closed, freed by the reaper after the current callback */
@@ -80,6 +83,7 @@ struct worker {
     uint64_t next_id;
     struct worker_stats stats;
 
+    bool suspended;                /* SUSPEND: sockets not read, no accepts, no maintenance */
     bool shutting_down;
     bool draining;                 /* SHUTDOWN: not listening; serving its clients until they leave */
     double shutdown_deadline;

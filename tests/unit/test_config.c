@@ -93,6 +93,7 @@ static void test_defaults(void)
     ok(cfg->query_wait_timeout == 120, "query_wait_timeout defaults to 120 s");
     ok(cfg->client_idle_timeout == 0, "client_idle_timeout defaults to off");
     ok(cfg->client_login_timeout == 60, "client_login_timeout defaults to 60 s");
+    ok(cfg->autodb_idle_timeout == 3600, "autodb_idle_timeout defaults to 3600 s");
     ok(cfg->idle_transaction_timeout == 0, "idle_transaction_timeout defaults to off");
     ok(cfg->server_idle_timeout == 600, "server_idle_timeout defaults to 600 s");
     ok(cfg->server_lifetime == 3600, "server_lifetime defaults to 3600 s");
@@ -874,6 +875,63 @@ static void test_users(void)
     config_free(cfg);
 }
 
+static void test_user_pool_size(void)
+{
+    struct config *cfg = load("[sluice]\ndefault_pool_size = 7\n"
+                              "[databases]\nsized = pool_size=3\nplain = port=5432\n"
+                              "[users]\nalice = pool_size=5\nbob = pool_mode=session\n");
+    const struct config_user *alice, *bob;
+
+    ok(cfg != NULL, "user pool_size loads (%s)", err);
+    if (cfg == NULL)
+        return;
+    alice = config_find_user(cfg, "alice");
+    bob = config_find_user(cfg, "bob");
+    is_int(alice->pool_size, 5, "a user's pool_size is read");
+    is_int(bob->pool_size, -1, "a user without pool_size has none");
+    is_int(config_user_pool_size(cfg, config_find_database(cfg, "plain"), alice), 5,
+           "the user's pool_size sizes its pools on a database without pool_size");
+    is_int(config_user_pool_size(cfg, config_find_database(cfg, "sized"), alice), 3,
+           "the database's pool_size wins over the user's");
+    is_int(config_user_pool_size(cfg, config_find_database(cfg, "plain"), bob), 7,
+           "neither sets it: default_pool_size");
+    is_int(config_user_pool_size(cfg, config_find_database(cfg, "plain"), NULL), 7,
+           "a user without a [users] line: default_pool_size");
+    config_free(cfg);
+    ok(starts_with(load_error("[users]\nalice = pool_size=0\n"),
+                   "test.ini:2: [users] alice: pool_size: invalid value '0'"),
+       "a user's pool_size of 0 is refused");
+}
+
+static void test_fallback_database(void)
+{
+    struct config *cfg = load("[databases]\n* = host=10.0.0.5 port=6000\nfixed = dbname=other\n"
+                              "[databases]\n");
+    const struct config_database *fallback;
+    struct config_database made;
+
+    ok(cfg != NULL, "a \"*\" line loads (%s)", err);
+    if (cfg == NULL)
+        return;
+    fallback = config_fallback_database(cfg);
+    ok(fallback != NULL && fallback->dbname == NULL,
+       "\"*\" is the fallback, with no dbname of its own");
+    ok(config_database_copy_as(&made, fallback, "sales") == 0, "the fallback is made concrete");
+    is_str(made.name, "sales", "the made database has the name asked for");
+    is_str(made.dbname, "sales", "and it as the backend database");
+    is_str(made.host, "10.0.0.5", "the fallback's host");
+    is_int(made.port, 6000, "the fallback's port");
+    config_database_clear(&made);
+    ok(config_database_copy_as(&made, config_find_database(cfg, "fixed"), "x") == 0 &&
+           strcmp(made.dbname, "other") == 0,
+       "a dbname given on the line is kept");
+    config_database_clear(&made);
+    config_free(cfg);
+    cfg = load("[databases]\nfixed = port=5432\n");
+    ok(cfg != NULL && config_fallback_database(cfg) == NULL, "no \"*\" line: no fallback");
+    config_free(cfg);
+}
+
 /* ---- helpers ------------------------------------------------------------------------- */
 
 static void test_helpers(void)
@@ -965,7 +1023,7 @@ static const char *const every_setting[] = {
     "listen_addr", "listen_port", "unix_socket_dir", "unix_socket_mode", "so_reuseport", "io_uring",
     "pool_mode", "default_pool_size", "min_pool_size", "max_client_conn", "max_db_connections",
     "auth_type", "auth_file", "admin_users", "stats_users", "query_wait_timeout",
-    "client_idle_timeout", "client_login_timeout", "idle_transaction_timeout",
+    "client_idle_timeout", "client_login_timeout", "autodb_idle_timeout", "idle_transaction_timeout",
     "server_idle_timeout", "server_lifetime", "server_connect_timeout", "server_login_retry",
     "shutdown_timeout", "server_reset_query", "server_reset_query_always", "server_check_query",
     "server_check_delay", "ignore_startup_parameters", "log_connections", "log_disconnections",
@@ -1054,6 +1112,7 @@ static void test_sample_config(void)
         ok(every->query_wait_timeout == defaults->query_wait_timeout &&
                every->client_idle_timeout == defaults->client_idle_timeout &&
                every->client_login_timeout == defaults->client_login_timeout &&
+               every->autodb_idle_timeout == defaults->autodb_idle_timeout &&
                every->idle_transaction_timeout == defaults->idle_transaction_timeout &&
                every->server_idle_timeout == defaults->server_idle_timeout &&
                every->server_lifetime == defaults->server_lifetime &&
@@ -1210,6 +1269,31 @@ static void test_setting_is_changed_as_the_file_would(void)
     config_free(cfg);
 }
 
+static void test_set_checks_the_running_config(void)
+{
+    struct config *cfg = load("[sluice]\n");
+    struct config *token_ready = load("[sluice]\nauth_token_keys = /k\nauth_token_region = r\n");
+    char message[256];
+    size_t auth_type;
+
+    ok(cfg != NULL && token_ready != NULL, "set: configurations load (%s)", err);
+    if (cfg == NULL || token_ready == NULL)
+        return;
+    config_find_setting("auth_type", &auth_type);
+    is_int(config_set_setting(cfg, auth_type, "token", message, sizeof message), CONFIG_SET_INVALID,
+           "set: auth_type token without the token settings is refused");
+    is_str(message, "auth_type: 'token' needs auth_token_keys and auth_token_region",
+           "set: the refusal says what is missing");
+    is_int(cfg->auth_type, AUTH_TYPE_MD5, "set: auth_type unchanged after the refusal");
+    is_int(config_set_setting(token_ready, auth_type, "token", message, sizeof message),
+           CONFIG_SET_DONE, "set: auth_type token with the token settings is taken");
+    is_int(config_set_setting(cfg, auth_type, "trust", message, sizeof message), CONFIG_SET_DONE,
+           "set: auth_type trust is taken");
+    is_int(cfg->auth_type, AUTH_TYPE_TRUST, "set: auth_type holds the new value");
+    config_free(cfg);
+    config_free(token_ready);
+}
+
 int main(void)
 {
     test_defaults();
@@ -1230,11 +1314,14 @@ int main(void)
     test_database_keywords();
     test_database_errors();
     test_users();
+    test_user_pool_size();
+    test_fallback_database();
     test_helpers();
     test_files();
     test_sample_config();
     test_settings_are_listed_in_order();
     test_settings_are_formatted();
     test_setting_is_changed_as_the_file_would();
+    test_set_checks_the_running_config();
     return tap_done();
 }
