@@ -150,10 +150,10 @@ void server_close(struct server *s, const char *reason)
         client_fail(c, "08006", "the connection to the database server was closed");
     }
     if (s->state == SERVER_IDLE || s->state == SERVER_ACTIVE || s->state == SERVER_INTERNAL) {
-        struct msgbuf *mb = &w->scratch;
-        msgbuf_reset(mb);
-        proto_build_terminate(mb);
-        conn_send(&s->conn, mb);
+        /* Its own few bytes, not the worker's scratch buffer: a caller may be building a reply
+         * there (the admin console's RECONNECT, KILL and RELOAD close backends mid-reply). */
+        static const uint8_t terminate[] = { 'X', 0, 0, 0, 4 };
+        conn_write(&s->conn, terminate, sizeof(terminate));
         conn_flush(&s->conn);
     }
     log_debug("S-%llu: %s/%s closing: %s", (unsigned long long)s->id, pool->db_name,
