@@ -682,6 +682,8 @@ static const char *server_detail_name(const struct server *s)
             return "reset";
         case INTERNAL_ROLLBACK:
             return "rollback";
+        case INTERNAL_CHECK:
+            return "tested";
         case INTERNAL_NONE:
             break;
         }
@@ -991,7 +993,7 @@ static void show_databases(struct request *req)
         result_text(&r, db->user);
         result_int4(&r, config_effective_pool_size(cfg, db));
         result_int4(&r, db->min_pool_size >= 0 ? db->min_pool_size : cfg->min_pool_size);
-        result_int4(&r, 0); /* no reserve pool */
+        result_int4(&r, config_effective_reserve_pool(cfg, db));
         result_text(&r, db->pool_mode != POOL_MODE_UNSET ? config_pool_mode_name(db->pool_mode) : NULL);
         result_int4(&r, db->max_db_connections);
         result_int4(&r, database_server_count(req->w, db->name));

@@ -164,6 +164,7 @@ void client_close(struct client *c, const char *reason)
         admin_client_closed(w, c);
     client_detach(c);
     session_unpin(c);
+    pool_forget_client(c);
     client_set_state(c, CLIENT_CLOSED);
     if (c->registered_for_cancel)
         cancel_registry_remove(&w->cancels, c->cancel_pid);
@@ -567,6 +568,8 @@ void client_authenticated(struct client *c)
         client_fail(c, "53200", "out of memory");
         return;
     }
+    if (!pool_admit_client(pool, c))
+        return;
     if (cancel_registry_add(&w->cancels, c, &c->cancel_pid, &c->cancel_key) != 0) {
         client_fail(c, "53200", "out of memory");
         return;
