@@ -204,7 +204,7 @@ static bool pool_reserve_open(const struct pool *pool)
 }
 
 /* Room under pool_size, or in the reserve pool (*from_reserve) for a client that waited long enough. */
-static bool pool_has_room(struct pool *pool, bool for_login, bool *from_reserve)
+static bool pool_has_room(struct pool *pool, bool for_waiter, bool *from_reserve)
 {
     int count = pool_server_count(pool);
     *from_reserve = false;
@@ -212,7 +212,7 @@ static bool pool_has_room(struct pool *pool, bool for_login, bool *from_reserve)
         return true;
     const struct config *cfg = pool->worker->cfg;
     int reserve = config_effective_reserve_pool(cfg, config_find_database(cfg, pool->db_name));
-    if (for_login || count >= pool->pool_size + reserve || !pool_reserve_open(pool))
+    if (!for_waiter || count >= pool->pool_size + reserve || !pool_reserve_open(pool))
         return false;
     *from_reserve = true;
     return true;
@@ -240,11 +240,11 @@ static struct server *pool_eviction_candidate(struct pool *pool, bool same_user)
  * idle backend of another pool that shares it, as PgBouncer does, when it is not.
  */
 static bool pool_limit_allows(struct pool *pool, const struct limit_count *count, int limit,
-                              bool same_user)
+                              bool same_user, bool may_evict)
 {
     if (limit_has_room(count->servers, limit))
         return true;
-    struct server *victim = pool_eviction_candidate(pool, same_user);
+    struct server *victim = may_evict ? pool_eviction_candidate(pool, same_user) : NULL;
     if (!victim)
         return false;
     log_debug("pool %s/%s: %s reached (%d): closing an idle backend of %s/%s to make room",
@@ -255,23 +255,31 @@ static bool pool_limit_allows(struct pool *pool, const struct limit_count *count
     return limit_has_room(count->servers, limit);
 }
 
-static bool pool_limits_allow(struct pool *pool)
+static bool pool_limits_allow(struct pool *pool, bool may_evict)
 {
     const struct config *cfg = pool->worker->cfg;
     int db_limit = config_effective_max_db_connections(cfg, config_find_database(cfg, pool->db_name));
     int user_limit = config_effective_max_user_connections(cfg, config_find_user(cfg, pool->user_name));
-    return pool_limit_allows(pool, pool->db_count, db_limit, false) &&
-           pool_limit_allows(pool, pool->user_count, user_limit, true);
+    return pool_limit_allows(pool, pool->db_count, db_limit, false, may_evict) &&
+           pool_limit_allows(pool, pool->user_count, user_limit, true, may_evict);
 }
 
+enum launch_reason {
+    LAUNCH_FOR_LOGIN,    /* logins wait for the session defaults a first backend reports */
+    LAUNCH_FOR_WAITER,   /* a client waits for a backend */
+    LAUNCH_FOR_MIN_POOL, /* min_pool_size: nobody waits, so no other pool's backend is evicted */
+};
+
 /* Opens one more backend if the pool has room and is not backing off after a failed login. */
-static bool pool_launch_server_for(struct pool *pool, bool for_login)
+static bool pool_launch_server_for(struct pool *pool, enum launch_reason reason)
 {
+    bool for_login = reason == LAUNCH_FOR_LOGIN;
     /* A paused pool opens no backend for queries, but one to learn the session defaults, so
      * logins still complete and wait with their first query like everyone else. */
     bool from_reserve;
     if (pool_in_login_backoff(pool) || (pool->paused && !for_login) ||
-        !pool_has_room(pool, for_login, &from_reserve) || !pool_limits_allow(pool))
+        !pool_has_room(pool, reason == LAUNCH_FOR_WAITER, &from_reserve) ||
+        !pool_limits_allow(pool, reason != LAUNCH_FOR_MIN_POOL))
         return false;
     if (from_reserve)
         log_info("pool %s/%s: a client waited over reserve_pool_timeout: opening a backend from the reserve pool",
@@ -281,7 +289,7 @@ static bool pool_launch_server_for(struct pool *pool, bool for_login)
 
 static bool pool_launch_server(struct pool *pool)
 {
-    return pool_launch_server_for(pool, false);
+    return pool_launch_server_for(pool, LAUNCH_FOR_WAITER);
 }
 
 static void pool_fail_clients(struct client_list *list, const char *sqlstate, const char *message)
@@ -303,7 +311,7 @@ void pool_request_defaults(struct pool *pool)
 {
     if (pool->n_new > 0 || pool->n_idle + pool->n_used > 0)
         return; /* a backend is on its way or already reported */
-    if (!pool_launch_server_for(pool, true) && pool_in_login_backoff(pool))
+    if (!pool_launch_server_for(pool, LAUNCH_FOR_LOGIN) && pool_in_login_backoff(pool))
         pool_fail_for_login_error(pool);
 }
 
@@ -571,7 +579,8 @@ void pool_janitor(struct pool *pool, double now)
     pool_expire_waiters(pool, now);
     pool_expire_transactions(pool, now);
     pool_expire_servers(pool, now);
-    while (pool_server_count(pool) < pool->min_pool_size && !pool->disabled && pool_launch_server(pool))
+    while (pool_server_count(pool) < pool->min_pool_size && !pool->disabled &&
+           pool_launch_server_for(pool, LAUNCH_FOR_MIN_POOL))
         ;
     pool_serve_waiters(pool);
 }

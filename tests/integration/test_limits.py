@@ -144,6 +144,24 @@ def max_user_connections_in_users(t):
     check_equal(t.cluster.count_backends(usename="app"), 2, "app's backends with six session clients")
 
 
+@test("min_pool_size never evicts another pool's backend to fill itself", sluice_only=True)
+def min_pool_size_does_not_evict(t):
+    other_database(t)
+    s = t.sluice(settings={"max_user_connections": 1},
+                 databases={"appdb": t.cluster.database_line(min_pool_size=1),
+                            "otherdb": t.cluster.database_line(dbname=OTHER_DB, min_pool_size=1)})
+    wait_for(lambda: t.cluster.count_backends(usename="app") == 1, 10,
+             what="one pre-warmed backend for app")
+    seen = set()
+    for _ in range(15):  # a few janitor rounds
+        seen.update(b["pid"] for b in t.cluster.backends("app"))
+        time.sleep(0.1)
+    check_equal(len(seen), 1, "backends seen (the two pools took turns evicting each other)")
+    check_equal(one_value(s.connect(dbname="otherdb"), "SELECT 'served'"), "served",
+                "a client of either pool is still served (by eviction)")
+    check_equal(one_value(s.connect(), "SELECT 'served'"), "served", "and of the other")
+
+
 # ---- reserve pool ------------------------------------------------------------------------------
 
 @test("reserve_pool_size: a client that waited reserve_pool_timeout gets an extra backend",
