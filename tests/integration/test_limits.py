@@ -196,6 +196,13 @@ def reserve_pool_per_database(t):
         names = [d.name for d in cur.description]
         rows = [dict(zip(names, row)) for row in cur.fetchall()]
     check_equal([r["reserve_pool"] for r in rows if r["name"] == "appdb"], [1], "reserve_pool column")
+    with admin.cursor() as cur:
+        cur.execute("SHOW CONFIG")
+        config = {row[0]: row[1] for row in cur.fetchall()}
+    for name, value in (("reserve_pool_size", "0"), ("reserve_pool_timeout", "0.5"),
+                        ("max_user_connections", "0"), ("max_db_client_connections", "0"),
+                        ("max_user_client_connections", "0"), ("query_timeout", "0")):
+        check_equal(config.get(name), value, f"SHOW CONFIG {name}")
 
 
 # ---- client limits -----------------------------------------------------------------------------
@@ -215,6 +222,18 @@ def max_db_client_connections(t):
     first.close()
     wait_for(lambda: one_value(s.connect(), "SELECT 'room'") == "room", 5, interval=0.2,
              what="a client once one of two left")
+
+
+@test("a reload that lowers max_db_client_connections applies to the next client", sluice_only=True)
+def max_db_client_connections_reload(t):
+    s = t.sluice(settings={"max_db_client_connections": 5})
+    kept = s.connect()
+    s.settings["max_db_client_connections"] = 1
+    s.write_config()
+    s.reload()
+    wait_for(lambda: "configuration reloaded" in s.log_text(), 10, what="the reload")
+    refused(s, "a second client after the reload")
+    check_equal(one_value(kept, "SELECT 'kept'"), "kept", "the client admitted before the reload")
 
 
 @test("max_user_client_connections (global and in [users]) refuses with 53300", sluice_only=True)
