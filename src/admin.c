@@ -716,6 +716,8 @@ static const char *server_detail_name(const struct server *s)
             return "reset";
         case INTERNAL_ROLLBACK:
             return "rollback";
+        case INTERNAL_CHECK:
+            return "tested";
         case INTERNAL_NONE:
             break;
         }
@@ -1017,7 +1019,7 @@ static void database_row(struct request *req, struct result *r, const struct con
     result_text(r, db->user);
     result_int4(r, config_effective_pool_size(cfg, db));
     result_int4(r, db->min_pool_size >= 0 ? db->min_pool_size : cfg->min_pool_size);
-    result_int4(r, 0); /* no reserve pool */
+    result_int4(r, config_effective_reserve_pool(cfg, db));
     result_text(r, db->pool_mode != POOL_MODE_UNSET ? config_pool_mode_name(db->pool_mode) : NULL);
     result_int4(r, db->max_db_connections);
     result_int4(r, database_server_count(req->w, db->name));

@@ -165,6 +165,7 @@ void client_close(struct client *c, const char *reason)
         admin_client_closed(w, c);
     client_detach(c);
     session_unpin(c);
+    pool_forget_client(c);
     client_set_state(c, CLIENT_CLOSED);
     if (c->registered_for_cancel)
         cancel_registry_remove(&w->cancels, c->cancel_pid);
@@ -577,6 +578,8 @@ void client_authenticated(struct client *c)
         client_fail(c, "53200", "out of memory");
         return;
     }
+    if (!pool_admit_client(pool, c))
+        return;
     if (cancel_registry_add(&w->cancels, c, &c->cancel_pid, &c->cancel_key) != 0) {
         client_fail(c, "53200", "out of memory");
         return;
@@ -684,11 +687,31 @@ void client_unpause(struct client *c)
     client_process_input(c);
 }
 
+/*
+ * Runs one console command and sends its reply. The reply gets a buffer of its own: commands close
+ * clients and backends, whose last messages (an error, a Terminate) are built in the worker's
+ * scratch buffer. False once the client is closing.
+ */
+static bool client_admin_command(struct client *c, const char *sql, uint32_t msg_len)
+{
+    struct msgbuf reply;
+
+    msgbuf_init(&reply);
+    bool answered = admin_execute(c->worker, c, sql, &reply);
+    evbuffer_drain(c->conn.in, (size_t)msg_len + 1);
+    bool open = c->state != CLIENT_CLOSED && c->state != CLIENT_CLOSING;
+    if (open)
+        conn_send(&c->conn, &reply);
+    msgbuf_free(&reply);
+    if (open && !answered)
+        client_set_state(c, CLIENT_WAITING); /* admin_janitor answers and sets it IDLE */
+    return open;
+}
+
 /* The console speaks the simple query protocol only; its replies are built here, not forwarded. */
 static void client_admin_input(struct client *c)
 {
     struct evbuffer *in = c->conn.in;
-    struct msgbuf *mb = &c->worker->scratch;
 
     while (c->state == CLIENT_IDLE) {
         uint8_t type;
@@ -716,16 +739,8 @@ static void client_admin_input(struct client *c)
             client_fail(c, "08P01", "malformed Query message");
             return;
         }
-        msgbuf_reset(mb);
-        bool answered = admin_execute(c->worker, c, sql, mb);
-        evbuffer_drain(in, (size_t)msg_len + 1);
-        if (c->state == CLIENT_CLOSED || c->state == CLIENT_CLOSING)
+        if (!client_admin_command(c, sql, msg_len))
             return;
-        conn_send(&c->conn, mb);
-        if (!answered) {
-            client_set_state(c, CLIENT_WAITING); /* admin_janitor answers and sets it IDLE */
-            return;
-        }
     }
 }
 

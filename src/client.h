@@ -49,6 +49,8 @@ struct client {
     uint64_t id;
 
     struct pool *pool;
+    struct limit_count *counted_database; /* counted against the client limits while set */
+    struct limit_count *counted_user;
     struct server *server;          /* linked backend while ACTIVE */
     const char *user;               /* points into startup copy */
     const char *database;

@@ -114,6 +114,11 @@ static const struct setting settings[] = {
     INTEGER(min_pool_size, 0, INT_MAX, "0"),
     INTEGER(max_client_conn, 1, INT_MAX, "100"),
     INTEGER(max_db_connections, 0, INT_MAX, "0"),
+    INTEGER(max_user_connections, 0, INT_MAX, "0"),
+    INTEGER(max_db_client_connections, 0, INT_MAX, "0"),
+    INTEGER(max_user_client_connections, 0, INT_MAX, "0"),
+    INTEGER(reserve_pool_size, 0, INT_MAX, "0"),
+    SECONDS(reserve_pool_timeout, "5"),
     {"auth_type", VALUE_AUTH_TYPE, AT(auth_type), 0, 0, NULL, "md5"},
     OPTIONAL(auth_file),
     OPTIONAL(admin_users),
@@ -124,6 +129,7 @@ static const struct setting settings[] = {
     SECONDS(client_login_timeout, "60"),
     SECONDS(autodb_idle_timeout, "3600"),
     SECONDS(idle_transaction_timeout, "0"),
+    SECONDS(query_timeout, "0"),
     SECONDS(server_idle_timeout, "600"),
     SECONDS(server_lifetime, "3600"),
     SECONDS(server_connect_timeout, "15"),
@@ -140,7 +146,7 @@ static const struct setting settings[] = {
     BOOLEAN(log_pooler_errors, "on"),
     INTEGER(verbose, 0, 9, "0"),
     INTEGER(max_packet_size, 1024, INT_MAX, "2147483647"),
-    INTEGER(pkt_buf, 512, 16 * 1024 * 1024, "4096"),
+    INTEGER(pkt_buf, 512, 1024 * 1024, "16384"),
     INTEGER(tcp_keepalive, 0, 1, "1"),
     OPTIONAL(pidfile),
     SECONDS(stats_period, "60"),
@@ -609,10 +615,11 @@ static bool is_secret_keyword(const char *key)
 
 static const char *const database_keywords[] = {
     "host", "port", "dbname", "user", "password", "pool_size", "min_pool_size",
-    "max_db_connections", "pool_mode", "connect_query", "application_name", NULL,
+    "max_db_connections", "pool_mode", "connect_query", "application_name", "reserve_pool",
+    "reserve_pool_size", "max_db_client_connections", NULL,
 };
 static const char *const user_keywords[] = {"pool_mode", "auth_type", "max_user_connections",
-                                            "pool_size", NULL};
+                                            "pool_size", "max_user_client_connections", NULL};
 
 static bool is_keyword(const char *const *keywords, const char *key)
 {
@@ -661,6 +668,10 @@ static bool set_database_keyword(struct parser *p, void *target, const char *con
         int_field = &db->min_pool_size;
     else if (strcmp(key, "max_db_connections") == 0)
         int_field = &db->max_db_connections;
+    else if (strcmp(key, "reserve_pool") == 0 || strcmp(key, "reserve_pool_size") == 0)
+        int_field = &db->reserve_pool; /* PgBouncer's older and newer names */
+    else if (strcmp(key, "max_db_client_connections") == 0)
+        int_field = &db->max_db_client_connections;
 
     if (string_field != NULL)
         return replace_string(p, string_field, value);
@@ -691,6 +702,11 @@ static bool set_user_keyword(struct parser *p, void *target, const char *context
         if (parse_integer(value, 10, 1, INT_MAX, &user->pool_size))
             return true;
         return fail_value(p, context, key, value, "an integer 1-2147483647");
+    }
+    if (strcmp(key, "max_user_client_connections") == 0) {
+        if (parse_integer(value, 10, 0, INT_MAX, &user->max_user_client_connections))
+            return true;
+        return fail_value(p, context, key, value, "an integer 0-2147483647");
     }
     return fail_at(p, p->lineno, "%sunknown keyword '%s'", context, key);
 }
@@ -761,7 +777,8 @@ static void free_database_fields(struct config_database *db)
 static bool handle_database(struct parser *p, const char *name, const char *value)
 {
     struct config *cfg = p->cfg;
-    struct config_database db = {.port = 5432, .pool_size = -1, .min_pool_size = -1};
+    struct config_database db = {.port = 5432, .pool_size = -1, .min_pool_size = -1,
+                                 .reserve_pool = -1};
     char context[SHOWN_VALUE_MAX + 32];
     char buf[SHOWN_VALUE_MAX + 4];
     struct config_database *slot;
@@ -1284,6 +1301,42 @@ int config_user_pool_size(const struct config *cfg, const struct config_database
     if (user != NULL && user->pool_size >= 0)
         return user->pool_size;
     return cfg->default_pool_size;
+}
+
+/* As PgBouncer: a database's or user's own limit when it sets one (above 0), else the global one. */
+static int effective_limit(int own, int global)
+{
+    return own > 0 ? own : global;
+}
+
+int config_effective_max_db_connections(const struct config *cfg, const struct config_database *db)
+{
+    return effective_limit(db ? db->max_db_connections : 0, cfg->max_db_connections);
+}
+
+int config_effective_max_user_connections(const struct config *cfg, const struct config_user *user)
+{
+    return effective_limit(user ? user->max_user_connections : 0, cfg->max_user_connections);
+}
+
+int config_effective_max_db_client_connections(const struct config *cfg,
+                                               const struct config_database *db)
+{
+    return effective_limit(db ? db->max_db_client_connections : 0, cfg->max_db_client_connections);
+}
+
+int config_effective_max_user_client_connections(const struct config *cfg,
+                                                 const struct config_user *user)
+{
+    return effective_limit(user ? user->max_user_client_connections : 0,
+                           cfg->max_user_client_connections);
+}
+
+int config_effective_reserve_pool(const struct config *cfg, const struct config_database *db)
+{
+    if (db != NULL && db->reserve_pool >= 0)
+        return db->reserve_pool;
+    return cfg->reserve_pool_size;
 }
 
 enum auth_type config_effective_auth_type(const struct config *cfg, const struct config_user *user)

@@ -35,7 +35,9 @@ struct config_database {
     char *password;      /* backend password; NULL: the client's password if known, else none */
     int pool_size;       /* -1: default_pool_size */
     int min_pool_size;   /* -1: min_pool_size */
-    int max_db_connections; /* 0: unlimited */
+    int max_db_connections; /* 0: the global max_db_connections */
+    int reserve_pool;    /* -1: reserve_pool_size */
+    int max_db_client_connections; /* 0: the global max_db_client_connections */
     enum pool_mode pool_mode; /* POOL_MODE_UNSET: global */
     char *connect_query; /* run once on each new backend connection; NULL: none */
     char *application_name; /* default application_name for the backend; NULL: none */
@@ -46,8 +48,9 @@ struct config_user {
     char *name;
     enum pool_mode pool_mode;  /* POOL_MODE_UNSET: database's or global */
     enum auth_type auth_type;  /* AUTH_TYPE_UNSET: global auth_type */
-    int max_user_connections;  /* 0: unlimited */
     int pool_size;             /* -1: the database's pool_size, else default_pool_size */
+    int max_user_connections;  /* 0: the global max_user_connections */
+    int max_user_client_connections; /* 0: the global max_user_client_connections */
 };
 
 struct config {
@@ -64,7 +67,12 @@ struct config {
     int default_pool_size;       /* 20 */
     int min_pool_size;           /* 0 */
     int max_client_conn;         /* 100 */
-    int max_db_connections;      /* 0 = unlimited */
+    int max_db_connections;      /* 0 = unlimited: backends per database, all users together */
+    int max_user_connections;    /* 0 = unlimited: backends per user, all databases together */
+    int max_db_client_connections;   /* 0 = unlimited: clients per database */
+    int max_user_client_connections; /* 0 = unlimited: clients per user */
+    int reserve_pool_size;       /* 0: extra backends a pool may open for clients that waited */
+    double reserve_pool_timeout; /* 5 s: how long a client waits before the reserve is used */
     enum auth_type auth_type;    /* md5 */
     char *auth_file;             /* NULL = none */
     char *admin_users;           /* comma-separated; NULL = none */
@@ -75,6 +83,7 @@ struct config {
     double client_login_timeout;    /* 60 s */
     double autodb_idle_timeout;     /* 3600 s: databases made from "*" are freed unused this long; 0 = never */
     double idle_transaction_timeout;/* 0 = off */
+    double query_timeout;           /* 0 = off: a longer query closes its backend and client */
     double server_idle_timeout;     /* 600 s */
     double server_lifetime;         /* 3600 s */
     double server_connect_timeout;  /* 15 s */
@@ -91,7 +100,7 @@ struct config {
     bool log_pooler_errors;      /* true */
     int verbose;                 /* 0 */
     int max_packet_size;         /* 2147483647: larger client messages are refused */
-    int pkt_buf;                 /* 4096: read chunk size */
+    int pkt_buf;                 /* 4096: the most bytes one read of a socket takes in */
     int tcp_keepalive;           /* 1 */
     char *pidfile;               /* NULL */
     double stats_period;         /* 60 s: periodic stats log line; 0 = off */
@@ -173,6 +182,15 @@ int config_effective_pool_size(const struct config *cfg, const struct config_dat
 /* The size of a user's pool on db: the database's pool_size, else the user's, else the default. */
 int config_user_pool_size(const struct config *cfg, const struct config_database *db,
                           const struct config_user *user);
+/* The limits a database or user entry sets, else the global ones; NULL entry: the global one.
+ * 0 means no limit. */
+int config_effective_max_db_connections(const struct config *cfg, const struct config_database *db);
+int config_effective_max_user_connections(const struct config *cfg, const struct config_user *user);
+int config_effective_max_db_client_connections(const struct config *cfg,
+                                               const struct config_database *db);
+int config_effective_max_user_client_connections(const struct config *cfg,
+                                                 const struct config_user *user);
+int config_effective_reserve_pool(const struct config *cfg, const struct config_database *db);
 enum auth_type config_effective_auth_type(const struct config *cfg, const struct config_user *user);
 
 /* True if name is in a comma-separated list (spaces around items ignored). */

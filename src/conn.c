@@ -18,8 +18,8 @@
 
 #include "write_batch.h"
 
-/* One read takes up to this much: large enough for big result sets, in at most two chains. */
-#define CONN_READ_CHUNK 16384
+/* What one read takes in until the owner sets read_size from pkt_buf (PgBouncer's default). */
+#define CONN_READ_CHUNK 4096
 /* The most plaintext one TLS record carries: each write seals up to this much into one record. */
 #define CONN_TLS_RECORD 16384
 /* Records decrypted per read event before other connections get their turn. */
@@ -135,6 +135,7 @@ int conn_flusher_init(struct conn_flusher *flusher, struct event_base *base)
 {
     memset(flusher, 0, sizeof(*flusher));
     TAILQ_INIT(&flusher->dirty);
+    flusher->read_size = CONN_READ_CHUNK;
     flusher->event = event_new(base, -1, 0, conn_flusher_cb, flusher);
     flusher->wire_method = conn_wire_method_new();
     return flusher->event && flusher->wire_method ? 0 : -1;
@@ -412,15 +413,18 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
     }
     if (conn->suspended)
         return; /* an event queued before SUSPEND */
-    int n_vec = evbuffer_reserve_space(conn->in, CONN_READ_CHUNK, vec, 2);
+    int n_vec = evbuffer_reserve_space(conn->in, (ev_ssize_t)conn->flusher->read_size, vec, 2);
     if (n_vec <= 0) {
         conn_report_error(conn, ENOMEM);
         return;
     }
+    /* The reserved space can be larger than asked for: the read takes pkt_buf at most. */
     struct iovec iov[2];
+    size_t room = conn->flusher->read_size;
     for (int i = 0; i < n_vec; i++) {
         iov[i].iov_base = vec[i].iov_base;
-        iov[i].iov_len = vec[i].iov_len;
+        iov[i].iov_len = vec[i].iov_len < room ? vec[i].iov_len : room;
+        room -= iov[i].iov_len;
     }
     ssize_t n = readv(fd, iov, n_vec);
     if (n < 0) {
@@ -684,12 +688,14 @@ static void conn_tls_read(struct conn *conn)
     for (int i = 0; i < CONN_TLS_READS_PER_EVENT; i++) {
         struct evbuffer_iovec vec;
         size_t n = 0;
-        if (evbuffer_reserve_space(conn->in, CONN_READ_CHUNK, &vec, 1) != 1) {
+        if (evbuffer_reserve_space(conn->in, (ev_ssize_t)conn->flusher->read_size, &vec, 1) != 1) {
             error = ENOMEM;
             break;
         }
         errno = 0;
         ERR_clear_error();
+        if (vec.iov_len > conn->flusher->read_size)
+            vec.iov_len = conn->flusher->read_size;
         int rc = SSL_read_ex(conn->ssl, vec.iov_base, vec.iov_len, &n);
         if (rc == 1) {
             vec.iov_len = n;

@@ -53,6 +53,7 @@ struct conn_flusher {
     struct write_batch *batch;     /* io_uring: every socket's output in one system call; or NULL */
     int batch_error;               /* errno that made the flusher drop io_uring, for the log */
     BIO_METHOD *wire_method;       /* the BIO through which OpenSSL's records reach conn->wire */
+    size_t read_size;              /* pkt_buf: the most bytes one read takes in, for every conn */
 };
 
 struct conn {

@@ -69,7 +69,10 @@ struct pool *pool_create(struct worker *w, const struct config_database *db, con
     TAILQ_INIT(&pool->login_clients);
     param_set_init(&pool->defaults);
     pool_take_settings(pool, db, cfg);
-    if (!pool->db_name || !pool->user_name || !pool->host || !pool->dbname) {
+    pool->db_count = limit_registry_database(&w->limits, db->name);
+    pool->user_count = limit_registry_user(&w->limits, user_name);
+    if (!pool->db_name || !pool->user_name || !pool->host || !pool->dbname || !pool->db_count ||
+        !pool->user_count) {
         pool_destroy(pool);
         return NULL;
     }
@@ -140,24 +143,153 @@ static bool pool_in_login_backoff(const struct pool *pool)
            worker_now(pool->worker) - pool->last_login_failure < retry;
 }
 
-/* Opens one more backend if the pool has room and is not backing off after a failed login. */
-static bool pool_launch_server_for(struct pool *pool, bool for_login)
+/* ---- client limits: max_db_client_connections, max_user_client_connections ---- */
+
+bool pool_admit_client(struct pool *pool, struct client *c)
 {
     struct worker *w = pool->worker;
+    const struct config *cfg = w->cfg;
+    int db_limit = config_effective_max_db_client_connections(cfg, config_find_database(cfg, pool->db_name));
+    int user_limit = config_effective_max_user_client_connections(cfg, config_find_user(cfg, c->user));
+    struct limit_count *user_count = limit_registry_user(&w->limits, c->user);
+
+    if (!user_count) {
+        client_fail(c, "53200", "out of memory");
+        return false;
+    }
+    if (!limit_has_room(pool->db_count->clients, db_limit)) {
+        client_failf(c, "53300", "sorry, too many clients already for database \"%s\" (max_db_client_connections = %d)",
+                     pool->db_name, db_limit);
+        return false;
+    }
+    if (!limit_has_room(user_count->clients, user_limit)) {
+        client_failf(c, "53300", "sorry, too many clients already for user \"%s\" (max_user_client_connections = %d)",
+                     c->user, user_limit);
+        return false;
+    }
+    pool->db_count->clients++;
+    user_count->clients++;
+    c->counted_database = pool->db_count;
+    c->counted_user = user_count;
+    return true;
+}
+
+void pool_forget_client(struct client *c)
+{
+    if (c->counted_database)
+        c->counted_database->clients--;
+    if (c->counted_user)
+        c->counted_user->clients--;
+    c->counted_database = NULL;
+    c->counted_user = NULL;
+}
+
+/* ---- limits: pool_size, the reserve pool, max_db_connections, max_user_connections ---- */
+
+void pool_count_server(struct pool *pool, int delta)
+{
+    pool->db_count->servers += delta;
+    pool->user_count->servers += delta;
+    if (delta < 0)
+        pool->worker->limits.server_closed = true;
+}
+
+/* The reserve is for a client that has waited reserve_pool_timeout (the first waited longest). */
+static bool pool_reserve_open(const struct pool *pool)
+{
+    const struct config *cfg = pool->worker->cfg;
+    const struct client *first = TAILQ_FIRST(&pool->waiting_clients);
+    return cfg->reserve_pool_timeout > 0 && first &&
+           worker_now(pool->worker) - first->wait_start >= cfg->reserve_pool_timeout;
+}
+
+/* Room under pool_size, or in the reserve pool (*from_reserve) for a client that waited long enough. */
+static bool pool_has_room(struct pool *pool, bool for_waiter, bool *from_reserve)
+{
+    int count = pool_server_count(pool);
+    *from_reserve = false;
+    if (count < pool->pool_size)
+        return true;
+    const struct config *cfg = pool->worker->cfg;
+    int reserve = config_effective_reserve_pool(cfg, config_find_database(cfg, pool->db_name));
+    if (!for_waiter || count >= pool->pool_size + reserve || !pool_reserve_open(pool))
+        return false;
+    *from_reserve = true;
+    return true;
+}
+
+/* The idle backend unused longest among the other pools of the same database (or user). */
+static struct server *pool_eviction_candidate(struct pool *pool, bool same_user)
+{
+    struct server *oldest = NULL;
+    struct pool *other;
+    TAILQ_FOREACH(other, &pool->worker->pools, link) {
+        bool shares = same_user ? other->user_count == pool->user_count
+                                : other->db_count == pool->db_count;
+        if (other == pool || !shares)
+            continue;
+        struct server *s = TAILQ_LAST(&other->idle_servers, server_list);
+        if (s && (!oldest || s->last_used < oldest->last_used))
+            oldest = s;
+    }
+    return oldest;
+}
+
+/*
+ * max_db_connections or max_user_connections: true if count is below its limit, after closing an
+ * idle backend of another pool that shares it, as PgBouncer does, when it is not.
+ */
+static bool pool_limit_allows(struct pool *pool, const struct limit_count *count, int limit,
+                              bool same_user, bool may_evict)
+{
+    if (limit_has_room(count->servers, limit))
+        return true;
+    struct server *victim = may_evict ? pool_eviction_candidate(pool, same_user) : NULL;
+    if (!victim)
+        return false;
+    log_debug("pool %s/%s: %s reached (%d): closing an idle backend of %s/%s to make room",
+              pool->db_name, pool->user_name, same_user ? "max_user_connections" : "max_db_connections",
+              limit, victim->pool->db_name, victim->pool->user_name);
+    server_close(victim, same_user ? "evicted for another pool (max_user_connections)"
+                                   : "evicted for another pool (max_db_connections)");
+    return limit_has_room(count->servers, limit);
+}
+
+static bool pool_limits_allow(struct pool *pool, bool may_evict)
+{
+    const struct config *cfg = pool->worker->cfg;
+    int db_limit = config_effective_max_db_connections(cfg, config_find_database(cfg, pool->db_name));
+    int user_limit = config_effective_max_user_connections(cfg, config_find_user(cfg, pool->user_name));
+    return pool_limit_allows(pool, pool->db_count, db_limit, false, may_evict) &&
+           pool_limit_allows(pool, pool->user_count, user_limit, true, may_evict);
+}
+
+enum launch_reason {
+    LAUNCH_FOR_LOGIN,    /* logins wait for the session defaults a first backend reports */
+    LAUNCH_FOR_WAITER,   /* a client waits for a backend */
+    LAUNCH_FOR_MIN_POOL, /* min_pool_size: nobody waits, so no other pool's backend is evicted */
+};
+
+/* Opens one more backend if the pool has room and is not backing off after a failed login. */
+static bool pool_launch_server_for(struct pool *pool, enum launch_reason reason)
+{
+    bool for_login = reason == LAUNCH_FOR_LOGIN;
     /* A paused pool opens no backend for queries, but one to learn the session defaults, so
      * logins still complete and wait with their first query like everyone else. */
-    if (pool_server_count(pool) >= pool->pool_size || pool_in_login_backoff(pool) ||
-        (pool->paused && !for_login))
+    bool from_reserve;
+    if (pool_in_login_backoff(pool) || (pool->paused && !for_login) ||
+        !pool_has_room(pool, reason == LAUNCH_FOR_WAITER, &from_reserve) ||
+        !pool_limits_allow(pool, reason != LAUNCH_FOR_MIN_POOL))
         return false;
-    int global_limit = w->cfg->max_db_connections;
-    if (global_limit > 0 && (int)w->n_servers >= global_limit)
-        return false;
+    if (from_reserve)
+        log_info("pool %s/%s: a client waited over reserve_pool_timeout: opening a backend from the reserve pool",
+                 pool->db_name, pool->user_name);
     return server_connect(pool) != NULL;
 }
 
 static bool pool_launch_server(struct pool *pool)
 {
-    return pool_launch_server_for(pool, false);
+    return pool_launch_server_for(pool, LAUNCH_FOR_WAITER);
 }
 
 static void pool_fail_clients(struct client_list *list, const char *sqlstate, const char *message)
@@ -179,14 +311,60 @@ void pool_request_defaults(struct pool *pool)
 {
     if (pool->n_new > 0 || pool->n_idle + pool->n_used > 0)
         return; /* a backend is on its way or already reported */
-    if (!pool_launch_server_for(pool, true) && pool_in_login_backoff(pool))
+    if (!pool_launch_server_for(pool, LAUNCH_FOR_LOGIN) && pool_in_login_backoff(pool))
         pool_fail_for_login_error(pool);
+}
+
+/* Waiting clients outnumber the backends on their way to them (logging in or being checked). */
+static bool pool_needs_more_servers(const struct pool *pool)
+{
+    return pool->n_waiting > pool->n_new + pool->n_checking;
+}
+
+/* PgBouncer's server_check_query: a backend idle longer than server_check_delay is tested first. */
+static bool pool_server_needs_check(const struct pool *pool, const struct server *s)
+{
+    const struct config *cfg = pool->worker->cfg;
+    if (!cfg->server_check_query || !*cfg->server_check_query)
+        return false;
+    return cfg->server_check_delay <= 0 ||
+           worker_now(pool->worker) - s->last_used > cfg->server_check_delay;
+}
+
+static void pool_start_check(struct pool *pool, struct server *s)
+{
+    pool->n_checking++;
+    server_run_check(s, pool->worker->cfg->server_check_query);
+}
+
+void pool_server_checked(struct pool *pool, struct server *s, bool ok)
+{
+    pool->n_checking--;
+    if (!ok || s->close_needed) {
+        server_close(s, ok ? "configuration changed" : "server_check_query failed");
+        return; /* pool_server_gone hands the waiter another backend */
+    }
+    pool_server_ready(pool, s);
+}
+
+void pool_serve_waiters(struct pool *pool)
+{
+    struct server *s;
+    while (!pool->paused && pool->n_waiting > pool->n_checking &&
+           (s = TAILQ_FIRST(&pool->idle_servers)) != NULL) {
+        if (pool_server_needs_check(pool, s))
+            pool_start_check(pool, s);
+        else
+            pool_server_ready(pool, s);
+    }
+    while (pool_needs_more_servers(pool) && pool_launch_server(pool))
+        ;
 }
 
 void pool_request_server(struct pool *pool, struct client *client)
 {
     struct server *s = pool->paused ? NULL : TAILQ_FIRST(&pool->idle_servers);
-    if (s) {
+    if (s && !pool_server_needs_check(pool, s)) {
         histogram_observe(&pool->stats.borrow_latency, worker_now(pool->worker) - client->wait_start);
         server_link_client(s, client);
         return;
@@ -197,7 +375,11 @@ void pool_request_server(struct pool *pool, struct client *client)
     pool->stats.wait_count++;
     if (pool->paused)
         return;
-    if (pool->n_waiting > pool->n_new && !pool_launch_server(pool) && pool->n_idle + pool->n_used == 0 &&
+    if (s) {
+        pool_start_check(pool, s); /* the client gets it, or another, once the check is done */
+        return;
+    }
+    if (pool_needs_more_servers(pool) && !pool_launch_server(pool) && pool->n_idle + pool->n_used == 0 &&
         pool->n_new == 0 && pool_in_login_backoff(pool))
         pool_fail_for_login_error(pool);
 }
@@ -226,9 +408,10 @@ void pool_server_ready(struct pool *pool, struct server *s)
 
 void pool_server_gone(struct pool *pool, struct server *s)
 {
+    if (s->purpose == INTERNAL_CHECK)
+        pool->n_checking--; /* the check failed: another backend is used */
     /* Clients that were waiting for this one may need another. */
-    while (pool->n_waiting > pool->n_new && pool_launch_server(pool))
-        ;
+    pool_serve_waiters(pool);
 }
 
 void pool_login_failed(struct pool *pool, const char *sqlstate, const char *message)
@@ -262,10 +445,7 @@ void pool_resume(struct pool *pool)
     if (!pool->paused)
         return;
     pool->paused = false;
-    while (!TAILQ_EMPTY(&pool->idle_servers) && !TAILQ_EMPTY(&pool->waiting_clients))
-        pool_server_ready(pool, TAILQ_FIRST(&pool->idle_servers));
-    while (pool->n_waiting > pool->n_new && pool_launch_server(pool))
-        ;
+    pool_serve_waiters(pool);
 }
 
 bool pool_is_quiet(const struct pool *pool)
@@ -349,12 +529,58 @@ static void pool_expire_servers(struct pool *pool, double now)
     }
 }
 
+/* The backend owes its client replies: a query is under way. */
+static bool pool_query_running(const struct client *c)
+{
+    return c->pending_ready > 0 || c->unsynced;
+}
+
+/*
+ * query_timeout and idle_transaction_timeout, over the backends linked to clients. As PgBouncer,
+ * a query past query_timeout closes its backend (and the client); a client idle in a transaction
+ * past idle_transaction_timeout is closed, and its transaction rolled back.
+ */
+static void pool_expire_transactions(struct pool *pool, double now)
+{
+    const struct config *cfg = pool->worker->cfg;
+    char message[256];
+    struct server *s, *next;
+
+    if (cfg->query_timeout <= 0 && cfg->idle_transaction_timeout <= 0)
+        return;
+    for (s = TAILQ_FIRST(&pool->used_servers); s; s = next) {
+        next = TAILQ_NEXT(s, link);
+        struct client *c = s->client;
+        if (s->state != SERVER_ACTIVE || !c)
+            continue;
+        if (pool_query_running(c)) {
+            if (cfg->query_timeout <= 0 || now - c->query_start < cfg->query_timeout)
+                continue;
+            snprintf(message, sizeof(message),
+                     "canceling statement due to query_timeout (%g s): the connection to the "
+                     "database server was closed", cfg->query_timeout);
+            /* PostgreSQL would notice the closed connection only when the query ends: cancel
+             * it too, so the backend stops now. */
+            server_send_cancel(s);
+            server_fail_client(s, "57014", message, "query_timeout");
+            continue;
+        }
+        double idle = now - (s->ready_time > c->last_activity ? s->ready_time : c->last_activity);
+        if (s->ready_status == 'I' || cfg->idle_transaction_timeout <= 0 || c->forward_remaining > 0 ||
+            idle < cfg->idle_transaction_timeout)
+            continue;
+        client_fail(c, "25P03", "terminating connection due to idle-in-transaction timeout "
+                                "(idle_transaction_timeout)");
+    }
+}
+
 void pool_janitor(struct pool *pool, double now)
 {
     pool_expire_waiters(pool, now);
+    pool_expire_transactions(pool, now);
     pool_expire_servers(pool, now);
-    while (pool_server_count(pool) < pool->min_pool_size && !pool->disabled && pool_launch_server(pool))
+    while (pool_server_count(pool) < pool->min_pool_size && !pool->disabled &&
+           pool_launch_server_for(pool, LAUNCH_FOR_MIN_POOL))
         ;
-    while (pool->n_waiting > pool->n_new && pool_launch_server(pool))
-        ;
+    pool_serve_waiters(pool);
 }

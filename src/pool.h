@@ -54,6 +54,10 @@ struct pool {
     struct server_list new_servers;     /* connecting or logging in */
     int n_idle, n_used, n_new;
 
+    struct limit_count *db_count;       /* backends and clients of this database (all users) */
+    struct limit_count *user_count;     /* backends of this backend user (all databases) */
+    int n_checking;                     /* idle backends running server_check_query */
+
     struct client_list waiting_clients; /* FIFO: have a query, need a backend */
     struct client_list login_clients;   /* authenticated, waiting for the pool's defaults */
     int n_waiting;
@@ -89,9 +93,23 @@ void pool_request_server(struct pool *pool, struct client *client);
 void pool_request_defaults(struct pool *pool);
 /* A client that was waiting leaves (closed or timed out). */
 void pool_cancel_wait(struct pool *pool, struct client *client);
+/* Hands idle backends to waiting clients and opens more if the limits allow. */
+void pool_serve_waiters(struct pool *pool);
+
+/*
+ * A client authenticated for this pool: counts it against max_db_client_connections and
+ * max_user_client_connections, or refuses it (53300) and returns false.
+ */
+bool pool_admit_client(struct pool *pool, struct client *client);
+/* The client leaves: it no longer counts against the client limits. */
+void pool_forget_client(struct client *client);
+/* A backend of this pool starts connecting (+1) or is closed (-1). */
+void pool_count_server(struct pool *pool, int delta);
 
 /* A backend finished its login or its reset and is clean: hand it to a waiter or keep it idle. */
 void pool_server_ready(struct pool *pool, struct server *server);
+/* server_check_query finished on an idle backend: a waiter gets it, or (failed) it is closed. */
+void pool_server_checked(struct pool *pool, struct server *server, bool ok);
 /* A backend is gone (closed by either side); start another if clients wait. */
 void pool_server_gone(struct pool *pool, struct server *server);
 /* A backend could not log in: remember why and tell the clients that cannot wait for it. */

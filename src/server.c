@@ -125,6 +125,7 @@ struct server *server_connect(struct pool *pool)
                                            ? (size_t)w->cfg->max_prepared_statements : 1);
     server_set_state(s, SERVER_CONNECTING);
     w->n_servers++;
+    pool_count_server(pool, +1);
     log_debug("S-%llu: %s/%s connecting to %s:%d", (unsigned long long)s->id, pool->db_name,
               pool->user_name, pool->host, pool->port);
     if (server_start_connect(s) != 0) {
@@ -155,10 +156,10 @@ void server_close(struct server *s, const char *reason)
     server_forget_cancel(s);
     if (s->state == SERVER_IDLE || s->state == SERVER_ACTIVE || s->state == SERVER_INTERNAL ||
         s->state == SERVER_BEING_CANCELED) {
-        struct msgbuf *mb = &w->scratch;
-        msgbuf_reset(mb);
-        proto_build_terminate(mb);
-        conn_send(&s->conn, mb);
+        /* Its own few bytes, not the worker's scratch buffer: a caller may be building a reply
+         * there (the admin console's RECONNECT, KILL and RELOAD close backends mid-reply). */
+        static const uint8_t terminate[] = { 'X', 0, 0, 0, 4 };
+        conn_write(&s->conn, terminate, sizeof(terminate));
         conn_flush(&s->conn);
     }
     log_debug("S-%llu: %s/%s closing: %s", (unsigned long long)s->id, pool->db_name,
@@ -166,9 +167,22 @@ void server_close(struct server *s, const char *reason)
     server_set_state(s, SERVER_CLOSED);
     conn_close(&s->conn);
     w->n_servers--;
+    pool_count_server(pool, -1);
     TAILQ_INSERT_TAIL(&w->dead_servers, s, link);
     worker_schedule_reap(w);
     pool_server_gone(pool, s);
+}
+
+void server_fail_client(struct server *s, const char *sqlstate, const char *message,
+                        const char *reason)
+{
+    struct client *c = s->client;
+    if (c) {
+        s->client = NULL;
+        c->server = NULL;
+        client_fail(c, sqlstate, message);
+    }
+    server_close(s, reason);
 }
 
 void server_free(struct server *s)
@@ -528,6 +542,14 @@ static void server_run_internal(struct server *s, enum server_internal_purpose p
     conn_send(&s->conn, mb);
 }
 
+void server_run_check(struct server *s, const char *query)
+{
+    log_debug("S-%llu: %s/%s idle since %.1f s ago: checking with server_check_query",
+              (unsigned long long)s->id, s->pool->db_name, s->pool->user_name,
+              worker_now(s->worker) - s->last_used);
+    server_run_internal(s, INTERNAL_CHECK, query);
+}
+
 /* After a successful sync the session holds the client's settings and the pool's defaults. */
 static void server_record_synced_params(struct server *s, const struct client *c)
 {
@@ -588,6 +610,9 @@ static void server_internal_done(struct server *s)
             return;
         }
         server_back_to_pool(s);
+        return;
+    case INTERNAL_CHECK:
+        pool_server_checked(pool, s, !s->error_in_internal && s->ready_status == 'I');
         return;
     case INTERNAL_RESET:
         if (s->error_in_internal) {
@@ -714,6 +739,7 @@ static void server_ready_for_query(struct server *s, char status)
     struct pool_stats *stats = &s->pool->stats;
     double now = worker_now(s->worker);
     s->ready_status = status;
+    s->ready_time = now;
     if (c->pending_ready > 0)
         c->pending_ready--;
     if (c->pending_ready == 0 && !c->unsynced) {

@@ -33,6 +33,7 @@ enum server_internal_purpose {
     INTERNAL_PARAM_SYNC,    /* before a client's traffic, then active */
     INTERNAL_RESET,         /* server_reset_query after a session, then ready */
     INTERNAL_ROLLBACK,      /* a client left inside a transaction: roll it back, then reuse */
+    INTERNAL_CHECK,         /* server_check_query before an idle backend is handed out */
 };
 
 struct server {
@@ -68,6 +69,7 @@ struct server {
 
     double connect_time;
     double last_used;
+    double ready_time;              /* when its last ReadyForQuery reached the linked client */
     char local_addr[64];
 };
 
@@ -75,6 +77,11 @@ struct server {
 struct server *server_connect(struct pool *pool);
 /* Sends Terminate (if possible) and closes. The pool is told. */
 void server_close(struct server *s, const char *reason);
+/* Closes the backend and its linked client, which gets sqlstate and message (a FATAL). */
+void server_fail_client(struct server *s, const char *sqlstate, const char *message,
+                        const char *reason);
+/* Runs server_check_query on an idle backend; the pool hears how it went (pool_server_checked). */
+void server_run_check(struct server *s, const char *query);
 void server_free(struct server *s);
 
 /* Parks a clean backend in the pool's idle list. */

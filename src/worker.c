@@ -125,6 +125,7 @@ int worker_init(struct worker *w, struct config *cfg)
     TAILQ_INIT(&w->dead_clients);
     TAILQ_INIT(&w->dead_servers);
     cancel_registry_init(&w->cancels);
+    limit_registry_init(&w->limits);
     msgbuf_init(&w->scratch);
 
     w->base = worker_new_base();
@@ -142,6 +143,7 @@ int worker_init(struct worker *w, struct config *cfg)
         return -1;
     if (conn_flusher_init(&w->flusher, w->base) != 0)
         return -1;
+    w->flusher.read_size = (size_t)cfg->pkt_buf;
     worker_apply_io_uring(w);
     uint8_t seed[PREPARED_SEED_LEN];
     if (RAND_bytes(seed, sizeof(seed)) != 1 || !(w->prepared = prepared_registry_new(0, seed)))
@@ -219,6 +221,7 @@ void worker_destroy(struct worker *w)
     token_keyring_free(w->token_keys);
     config_free(w->cfg);
     cancel_registry_free(&w->cancels);
+    limit_registry_free(&w->limits);
     msgbuf_free(&w->scratch);
 }
 
@@ -235,6 +238,14 @@ static void worker_reaper_cb(evutil_socket_t fd, short what, void *arg)
     struct worker *w = arg;
     w->reap_scheduled = false;
     worker_reap(w);
+    /* After the callback that closed a backend, not inside it: a pool waiting on a database or
+     * user limit may open one now, without waiting for the janitor's tick. */
+    if (w->limits.server_closed) {
+        w->limits.server_closed = false;
+        struct pool *pool;
+        TAILQ_FOREACH(pool, &w->pools, link)
+            pool_serve_waiters(pool);
+    }
 }
 
 /* ---- accepting ---- */
@@ -464,6 +475,7 @@ static void worker_reload_config(struct worker *w)
     log_configure(fresh->verbose, fresh->syslog, fresh->syslog_ident, fresh->syslog_facility);
     worker_apply_io_uring(w);
     autodb_reload(w);
+    w->flusher.read_size = (size_t)fresh->pkt_buf;
     worker_apply_config(w, server_tls_changed);
     metrics_reconfigure(w);
     log_info("configuration reloaded");

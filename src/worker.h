@@ -13,6 +13,7 @@
 #include "cancel.h"
 #include "conn.h"
 #include "config.h"
+#include "pool_limits.h"
 #include "proto.h"
 #include "tls.h"
 #include "userlist.h"
@@ -63,6 +64,7 @@ struct worker {
     struct client_list login_clients; /* not yet logged in, oldest first (login timeout) */
     struct pool_list pools;
     struct autodb_list autodbs;    /* databases made from "*" on demand (autodb.c) */
+    struct limit_registry limits;  /* backends and clients per database and per user */
     struct cancel_registry cancels;
 
     struct client_list dead_clients;  /* closed, freed by the reaper after the current callback */

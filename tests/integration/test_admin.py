@@ -458,6 +458,40 @@ def reconnect(t):
     check_equal(run(admin, "RECONNECT"), "RECONNECT", "RECONNECT of every pool")
 
 
+def psql_console(s, command):
+    """Runs one console command with psql; returns (exit status, output)."""
+    env = s.env(user=ADMIN[0], password=ADMIN[1], dbname="sluice")
+    return harness.run_tool([harness.pg_tool("psql"), "-X", "-A", "-t", "-c", command], env, 30)
+
+
+@test("RECONNECT, KILL and a RELOAD that close idle backends answer with a clean reply",
+      sluice_only=True)
+def commands_closing_idle_backends_reply_cleanly(t):
+    s = start(t, databases={"otherdb": t.cluster.database_line()})
+    app, other = s.connect(), s.connect(dbname="otherdb")
+    admin = console(s)
+
+    def idle_backends():
+        one_value(app, "SELECT 1")
+        one_value(other, "SELECT 1")
+        check(t.cluster.count_backends("app") >= 2, "idle backends before the command")
+
+    idle_backends()
+    check_equal(run(admin, "RECONNECT appdb"), "RECONNECT", "psycopg2: RECONNECT appdb")
+    idle_backends()
+    status, output = psql_console(s, "RECONNECT")
+    check_equal((status, output.strip()), (0, "RECONNECT"), "psql: RECONNECT")
+    idle_backends()
+    s.databases["appdb"] = t.cluster.database_line(application_name="after_reload")
+    s.write_config()
+    check_equal(run(admin, "RELOAD"), "RELOAD", "psycopg2: RELOAD that retires appdb's backends")
+    idle_backends()
+    status, output = psql_console(s, "KILL otherdb")
+    check_equal((status, output.strip()), (0, "KILL"), "psql: KILL otherdb")
+    check_equal(one_value(app, "SELECT 'works'"), "works", "appdb after the commands")
+    check_equal(show(admin, "VERSION")[0]["version"].split()[0], "sluice", "console afterwards")
+
+
 @test("WAIT_CLOSE answers once the backends that predate it are gone", sluice_only=True)
 def wait_close(t):
     s = start(t, databases=single_backend_db(t))

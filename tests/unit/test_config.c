@@ -110,7 +110,7 @@ static void test_defaults(void)
     is_int(cfg->log_pooler_errors, true, "log_pooler_errors defaults to on");
     is_int(cfg->verbose, 0, "verbose defaults to 0");
     is_int(cfg->max_packet_size, 2147483647, "max_packet_size defaults to 2147483647");
-    is_int(cfg->pkt_buf, 4096, "pkt_buf defaults to 4096");
+    is_int(cfg->pkt_buf, 16384, "pkt_buf defaults to 16384");
     is_int(cfg->tcp_keepalive, 1, "tcp_keepalive defaults to 1");
     is_str(cfg->pidfile, NULL, "pidfile defaults to none");
     ok(cfg->stats_period == 60, "stats_period defaults to 60 s");
@@ -932,6 +932,62 @@ static void test_fallback_database(void)
     config_free(cfg);
 }
 
+/* Connection limits: global defaults, and per database and per user overrides, as PgBouncer. */
+static void test_connection_limits(void)
+{
+    struct config *cfg = load("[sluice]\n");
+    ok(cfg != NULL, "an empty [sluice] loads (%s)", err);
+    if (cfg == NULL)
+        return;
+    is_int(cfg->max_user_connections, 0, "max_user_connections defaults to unlimited");
+    is_int(cfg->max_db_client_connections, 0, "max_db_client_connections defaults to unlimited");
+    is_int(cfg->max_user_client_connections, 0, "max_user_client_connections defaults to unlimited");
+    is_int(cfg->reserve_pool_size, 0, "reserve_pool_size defaults to 0");
+    ok(cfg->reserve_pool_timeout == 5, "reserve_pool_timeout defaults to 5 s");
+    ok(cfg->query_timeout == 0, "query_timeout defaults to off");
+    is_int(config_effective_max_db_connections(cfg, NULL), 0, "no database limit by default");
+    config_free(cfg);
+
+    cfg = load("[sluice]\nmax_db_connections = 10\nmax_user_connections = 4\n"
+               "max_db_client_connections = 50\nmax_user_client_connections = 7\n"
+               "reserve_pool_size = 2\nreserve_pool_timeout = 0.5\nquery_timeout = 30\n"
+               "[databases]\nown = max_db_connections=3 reserve_pool=1 max_db_client_connections=9\n"
+               "newer = reserve_pool_size=4\nplain = host=db1\n"
+               "[users]\nalice = max_user_connections=2 max_user_client_connections=1\n");
+    ok(cfg != NULL, "every limit loads (%s)", err);
+    if (cfg == NULL)
+        return;
+    const struct config_database *own = config_find_database(cfg, "own");
+    const struct config_database *newer = config_find_database(cfg, "newer");
+    const struct config_database *plain = config_find_database(cfg, "plain");
+    const struct config_user *alice = config_find_user(cfg, "alice");
+    ok(cfg->reserve_pool_timeout == 0.5 && cfg->query_timeout == 30, "timeouts are read");
+    is_int(config_effective_max_db_connections(cfg, own), 3, "a database's own max_db_connections");
+    is_int(config_effective_max_db_connections(cfg, plain), 10, "else the global max_db_connections");
+    is_int(config_effective_max_user_connections(cfg, alice), 2, "a user's own max_user_connections");
+    is_int(config_effective_max_user_connections(cfg, NULL), 4, "else the global max_user_connections");
+    is_int(config_effective_max_db_client_connections(cfg, own), 9,
+           "a database's own max_db_client_connections");
+    is_int(config_effective_max_db_client_connections(cfg, plain), 50,
+           "else the global max_db_client_connections");
+    is_int(config_effective_max_user_client_connections(cfg, alice), 1,
+           "a user's own max_user_client_connections");
+    is_int(config_effective_max_user_client_connections(cfg, NULL), 7,
+           "else the global max_user_client_connections");
+    is_int(config_effective_reserve_pool(cfg, own), 1, "reserve_pool is read");
+    is_int(config_effective_reserve_pool(cfg, newer), 4, "reserve_pool_size is read as its synonym");
+    is_int(config_effective_reserve_pool(cfg, plain), 2, "else the global reserve_pool_size");
+    config_free(cfg);
+
+    ok(starts_with(load_error("[databases]\nx = reserve_pool=-1\n"),
+                   "test.ini:2: [databases] x: reserve_pool: invalid value '-1'"),
+       "a negative reserve_pool is refused");
+    ok(starts_with(load_error("[sluice]\npkt_buf = 16777216\n"), "test.ini:2: pkt_buf:"),
+       "a pkt_buf above 1 MB is refused");
+    ok(starts_with(load_error("[sluice]\npkt_buf = 100\n"), "test.ini:2: pkt_buf:"),
+       "a pkt_buf below 512 is refused");
+}
+
 /* ---- helpers ------------------------------------------------------------------------- */
 
 static void test_helpers(void)
@@ -1022,9 +1078,11 @@ static void test_files(void)
 static const char *const every_setting[] = {
     "listen_addr", "listen_port", "unix_socket_dir", "unix_socket_mode", "so_reuseport", "io_uring",
     "pool_mode", "default_pool_size", "min_pool_size", "max_client_conn", "max_db_connections",
+    "max_user_connections", "max_db_client_connections", "max_user_client_connections",
+    "reserve_pool_size", "reserve_pool_timeout",
     "auth_type", "auth_file", "admin_users", "stats_users", "query_wait_timeout",
     "client_idle_timeout", "client_login_timeout", "autodb_idle_timeout", "idle_transaction_timeout",
-    "server_idle_timeout", "server_lifetime", "server_connect_timeout", "server_login_retry",
+    "query_timeout", "server_idle_timeout", "server_lifetime", "server_connect_timeout", "server_login_retry",
     "shutdown_timeout", "server_reset_query", "server_reset_query_always", "server_check_query",
     "server_check_delay", "ignore_startup_parameters", "log_connections", "log_disconnections",
     "log_pooler_errors", "verbose", "max_packet_size", "pkt_buf", "tcp_keepalive", "pidfile",
@@ -1316,6 +1374,7 @@ int main(void)
     test_users();
     test_user_pool_size();
     test_fallback_database();
+    test_connection_limits();
     test_helpers();
     test_files();
     test_sample_config();
