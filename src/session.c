@@ -19,6 +19,7 @@
 
 #include "client.h"
 #include "conn.h"
+#include "fault.h"
 #include "log.h"
 #include "params.h"
 #include "pinning.h"
@@ -58,7 +59,8 @@ static bool reply_queue_push_binding(struct reply_queue *q, enum reply_kind kind
 {
     if (q->count == q->cap) {
         uint32_t cap = q->cap ? q->cap * 2 : 16;
-        struct reply_expectation *items = malloc(cap * sizeof(*items));
+        struct reply_expectation *items =
+            fault_alloc_fails(FAULT_SITE_REPLY_QUEUE) ? NULL : malloc(cap * sizeof(*items));
         if (!items)
             return false;
         for (uint32_t i = 0; i < q->count; i++)
