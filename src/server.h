@@ -72,6 +72,12 @@ struct server {
 struct server *server_connect(struct pool *pool);
 /* Sends Terminate (if possible) and closes. The pool is told. */
 void server_close(struct server *s, const char *reason);
+/*
+ * A message for the backend or a reply it owes could not be recorded (out of memory): what it
+ * answers would no longer match. Its client, if any, gets 53200 and goes; the backend is closed
+ * (during login: a failed login).
+ */
+void server_out_of_memory(struct server *s);
 void server_free(struct server *s);
 
 /* Parks a clean backend in the pool's idle list. */
