@@ -891,12 +891,14 @@ class Bench:
         import report  # noqa: E402  (bench/report.py)
         report.write(self)
         # Direct Postgres and PgBouncer are the reference: if one of their runs failed where it is
-        # expected to work, the harness itself is broken.
-        broken = [r for r in self.results if not r["ok"] and r["target"] != "sluice"
+        # expected to work, the harness itself is broken. With --require-sluice (the smoke test) a
+        # failed or missing sluice run fails the whole run too.
+        judged = {"direct", "pgbouncer"} | ({"sluice"} if self.o.require_sluice else set())
+        broken = [r for r in self.results if not r["ok"] and r["target"] in judged
                   and (r["scenario"], r["target"]) not in EXPECTED_FAILURES]
-        broken += [(s, t) for (s, t) in self.unavailable if t != "sluice"]
+        broken += [(s, t) for (s, t) in self.unavailable if t in judged]
         if broken:
-            raise Failure(f"{len(broken)} reference run(s) failed; see the report")
+            raise Failure(f"{len(broken)} run(s) that must work failed; see the report")
 
 
 def parse_args(argv):
@@ -918,6 +920,8 @@ def parse_args(argv):
     ap.add_argument("--commit", help="build sluice from this committed revision instead of the work tree")
     ap.add_argument("--sluice-bin", help="use this sluice binary instead of building one")
     ap.add_argument("--no-sluice", action="store_true", help="direct Postgres and PgBouncer only")
+    ap.add_argument("--require-sluice", action="store_true",
+                    help="fail (exit 1) when a sluice run fails, not only when a reference run does")
     ap.add_argument("--out", help="directory for RESULTS.md and results.png (default: bench/, smoke: bench/work/)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory (logs, configs)")
     ap.add_argument("--run-as", default="postgres", help="unprivileged user for the servers when run as root")

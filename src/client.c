@@ -369,15 +369,19 @@ static int client_take_settings(struct client *c, const struct startup_packet *s
     return 0;
 }
 
-static void client_negotiate_version(struct client *c, const struct startup_packet *sp)
+/* false if the client was failed */
+static bool client_negotiate_version(struct client *c, const struct startup_packet *sp)
 {
     uint32_t minor = sp->protocol & 0xffff;
     if (minor == 0 && sp->n_protocol_options == 0)
-        return;
+        return true;
     struct msgbuf *mb = &c->worker->scratch;
     msgbuf_reset(mb);
     proto_build_negotiate_version(mb, 0, sp->protocol_options, sp->n_protocol_options);
-    conn_send(&c->conn, mb);
+    if (conn_send(&c->conn, mb))
+        return true;
+    client_fail(c, "53200", "out of memory");
+    return false;
 }
 
 static void client_handle_startup_message(struct client *c, const struct startup_packet *sp)
@@ -385,7 +389,8 @@ static void client_handle_startup_message(struct client *c, const struct startup
     struct worker *w = c->worker;
     char err[256];
 
-    client_negotiate_version(c, sp);
+    if (!client_negotiate_version(c, sp))
+        return;
     if (c->over_limit) {
         client_fail(c, "53300", "sorry, too many clients already (max_client_conn reached)");
         return;
@@ -506,11 +511,17 @@ static void client_handle_startup(struct client *c)
                 client_start_tls(c);
                 return;
             }
-            conn_write(&c->conn, "N", 1);
+            if (!conn_write(&c->conn, "N", 1)) {
+                client_fail(c, "53200", "out of memory");
+                return;
+            }
             continue;
         case STARTUP_GSSENC:
             /* Encryption is not offered here: 'N', then the client may go on in plain text. */
-            conn_write(&c->conn, "N", 1);
+            if (!conn_write(&c->conn, "N", 1)) {
+                client_fail(c, "53200", "out of memory");
+                return;
+            }
             continue;
         case STARTUP_CANCEL:
             client_handle_cancel(c, &sp);
@@ -543,7 +554,10 @@ static void client_admin_login(struct client *c)
     admin_build_login_params(c, mb);
     proto_build_backend_key_data(mb, c->cancel_pid, c->cancel_key);
     proto_build_ready_for_query(mb, 'I');
-    conn_send(&c->conn, mb);
+    if (!conn_send(&c->conn, mb)) {
+        client_fail(c, "53200", "out of memory");
+        return;
+    }
     client_leave_login_list(c);
     client_set_state(c, CLIENT_IDLE);
     if (w->cfg->log_connections)
@@ -558,7 +572,8 @@ void client_authenticated(struct client *c)
     const struct config_database *db;
 
     c->auth_step = AUTH_STEP_NONE;
-    client_auth_send_request(c, AUTH_REQ_OK, NULL, 0);
+    if (!client_auth_send_request(c, AUTH_REQ_OK, NULL, 0))
+        return;
     if (c->is_admin) {
         client_admin_login(c);
         return;
@@ -700,8 +715,10 @@ static bool client_admin_command(struct client *c, const char *sql, uint32_t msg
     bool answered = admin_execute(c->worker, c, sql, &reply);
     evbuffer_drain(c->conn.in, (size_t)msg_len + 1);
     bool open = c->state != CLIENT_CLOSED && c->state != CLIENT_CLOSING;
-    if (open)
-        conn_send(&c->conn, &reply);
+    if (open && !conn_send(&c->conn, &reply)) {
+        client_fail(c, "53200", "out of memory");
+        open = false;
+    }
     msgbuf_free(&reply);
     if (open && !answered)
         client_set_state(c, CLIENT_WAITING); /* admin_janitor answers and sets it IDLE */
@@ -748,7 +765,10 @@ void client_admin_resume(struct client *c, const struct msgbuf *reply)
 {
     if (c->state != CLIENT_WAITING || !c->is_admin)
         return;
-    conn_send(&c->conn, reply);
+    if (!conn_send(&c->conn, reply)) {
+        client_fail(c, "53200", "out of memory");
+        return;
+    }
     client_set_state(c, CLIENT_IDLE);
     client_admin_input(c);
 }

@@ -32,12 +32,15 @@ int client_auth_init(void)
     return RAND_bytes(mock_auth_nonce, sizeof(mock_auth_nonce)) == 1 ? 0 : -1;
 }
 
-void client_auth_send_request(struct client *c, uint32_t code, const void *data, size_t len)
+bool client_auth_send_request(struct client *c, uint32_t code, const void *data, size_t len)
 {
     struct msgbuf *mb = &c->worker->scratch;
     msgbuf_reset(mb);
     proto_build_auth_request(mb, code, data, len);
-    conn_send(&c->conn, mb);
+    if (conn_send(&c->conn, mb))
+        return true;
+    client_fail(c, "53200", "out of memory");
+    return false;
 }
 
 /* One place counts logins, by outcome, method and transport. */
@@ -106,7 +109,8 @@ void client_auth_begin(struct client *c)
         c->auth_step = AUTH_STEP_SCRAM_FIRST;
         msgbuf_reset(mb);
         proto_build_auth_sasl(mb, SCRAM_MECHANISM);
-        conn_send(&c->conn, mb);
+        if (!conn_send(&c->conn, mb))
+            client_fail(c, "53200", "out of memory");
         return;
     }
     case AUTH_TYPE_TOKEN:
@@ -223,8 +227,8 @@ static void client_scram_final(struct client *c, const uint8_t *body, size_t bod
         client_auth_failed(c);
         return;
     }
-    client_auth_send_request(c, AUTH_REQ_SASL_FINAL, out, out_len);
-    client_authenticated(c);
+    if (client_auth_send_request(c, AUTH_REQ_SASL_FINAL, out, out_len))
+        client_authenticated(c);
 }
 
 static void client_check_token(struct client *c, const uint8_t *body, size_t body_len)

@@ -16,8 +16,9 @@ int client_auth_init(void);
 void client_auth_begin(struct client *c);
 /* Reads the client's password or SASL messages while it is in CLIENT_AUTH. */
 void client_auth_input(struct client *c);
-/* Sends an Authentication request ('R') with a code and its payload. */
-void client_auth_send_request(struct client *c, uint32_t code, const void *data, size_t len);
+/* Sends an Authentication request ('R') with a code and its payload; false if the client was
+ * failed instead (out of memory). */
+bool client_auth_send_request(struct client *c, uint32_t code, const void *data, size_t len);
 /* Counts a login by outcome, method and transport. */
 void client_auth_count(struct client *c, bool ok);
 

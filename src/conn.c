@@ -16,6 +16,7 @@
 #include <event2/dns.h>
 #include <openssl/err.h>
 
+#include "fault.h"
 #include "write_batch.h"
 
 /* What one read takes in until the owner sets read_size from pkt_buf (PgBouncer's default). */
@@ -862,7 +863,7 @@ unsigned long conn_tls_error(struct conn *conn)
 
 bool conn_write(struct conn *conn, const void *data, size_t len)
 {
-    if (!conn->open || evbuffer_add(conn->out, data, len) != 0)
+    if (!conn->open || fault_alloc_fails(FAULT_SITE_OUTPUT) || evbuffer_add(conn->out, data, len) != 0)
         return false;
     conn_mark_dirty(conn);
     return true;

@@ -238,7 +238,8 @@ static void server_send_startup(struct server *s)
     struct msgbuf *mb = &s->worker->scratch;
     msgbuf_reset(mb);
     proto_build_startup(mb, params, n);
-    conn_send(&s->conn, mb);
+    if (!conn_send(&s->conn, mb))
+        server_out_of_memory(s);
 }
 
 static void server_lost(struct server *s, const char *why)
@@ -259,6 +260,21 @@ static void server_lost(struct server *s, const char *why)
     server_close(s, why);
 }
 
+void server_out_of_memory(struct server *s)
+{
+    struct client *c = s->client;
+    if (s->state == SERVER_CONNECTING || s->state == SERVER_LOGIN) {
+        server_login_failed(s, "53200", "out of memory");
+        return;
+    }
+    if (c) {
+        s->client = NULL;
+        c->server = NULL;
+        client_fail(c, "53200", "out of memory");
+    }
+    server_close(s, "out of memory");
+}
+
 static bool server_wants_tls(const struct server *s)
 {
     return s->worker->tls.server_ctx && s->pool->host[0] != '/';
@@ -270,7 +286,10 @@ static void server_send_ssl_request(struct server *s)
     uint32_t length = htonl(8), code = htonl(PROTO_SSL_REQUEST);
     memcpy(request, &length, 4);
     memcpy(request + 4, &code, 4);
-    conn_write(&s->conn, request, sizeof(request));
+    if (!conn_write(&s->conn, request, sizeof(request))) {
+        server_out_of_memory(s);
+        return;
+    }
     s->awaiting_ssl_answer = true;
 }
 
@@ -362,7 +381,8 @@ static void server_send_password(struct server *s, const char *password)
     struct msgbuf *mb = &s->worker->scratch;
     msgbuf_reset(mb);
     proto_build_password(mb, password);
-    conn_send(&s->conn, mb);
+    if (!conn_send(&s->conn, mb))
+        server_out_of_memory(s);
 }
 
 static void server_scram_start(struct server *s, const uint8_t *data, size_t data_len)
@@ -382,7 +402,8 @@ static void server_scram_start(struct server *s, const uint8_t *data, size_t dat
     struct msgbuf *mb = &s->worker->scratch;
     msgbuf_reset(mb);
     proto_build_sasl_initial(mb, SCRAM_MECHANISM, out, out_len);
-    conn_send(&s->conn, mb);
+    if (!conn_send(&s->conn, mb))
+        server_out_of_memory(s);
 }
 
 static void server_scram_continue(struct server *s, const uint8_t *data, size_t data_len)
@@ -400,7 +421,8 @@ static void server_scram_continue(struct server *s, const uint8_t *data, size_t 
     struct msgbuf *mb = &s->worker->scratch;
     msgbuf_reset(mb);
     proto_build_sasl_response(mb, out, out_len);
-    conn_send(&s->conn, mb);
+    if (!conn_send(&s->conn, mb))
+        server_out_of_memory(s);
 }
 
 static void server_scram_final(struct server *s, const uint8_t *data, size_t data_len)
@@ -539,7 +561,8 @@ static void server_run_internal(struct server *s, enum server_internal_purpose p
     server_set_state(s, SERVER_INTERNAL);
     msgbuf_reset(mb);
     proto_build_query(mb, sql);
-    conn_send(&s->conn, mb);
+    if (!conn_send(&s->conn, mb))
+        server_out_of_memory(s);
 }
 
 void server_run_check(struct server *s, const char *query)

@@ -82,6 +82,12 @@ void server_fail_client(struct server *s, const char *sqlstate, const char *mess
                         const char *reason);
 /* Runs server_check_query on an idle backend; the pool hears how it went (pool_server_checked). */
 void server_run_check(struct server *s, const char *query);
+/*
+ * A message for the backend or a reply it owes could not be recorded (out of memory): what it
+ * answers would no longer match. Its client, if any, gets 53200 and goes; the backend is closed
+ * (during login: a failed login).
+ */
+void server_out_of_memory(struct server *s);
 void server_free(struct server *s);
 
 /* Parks a clean backend in the pool's idle list. */

@@ -19,6 +19,7 @@
 
 #include "client.h"
 #include "conn.h"
+#include "fault.h"
 #include "log.h"
 #include "params.h"
 #include "pinning.h"
@@ -58,7 +59,8 @@ static bool reply_queue_push_binding(struct reply_queue *q, enum reply_kind kind
 {
     if (q->count == q->cap) {
         uint32_t cap = q->cap ? q->cap * 2 : 16;
-        struct reply_expectation *items = malloc(cap * sizeof(*items));
+        struct reply_expectation *items =
+            fault_alloc_fails(FAULT_SITE_REPLY_QUEUE) ? NULL : malloc(cap * sizeof(*items));
         if (!items)
             return false;
         for (uint32_t i = 0; i < q->count; i++)
@@ -173,7 +175,7 @@ static void session_reject_sql(char *sql, size_t size, enum pin_reason reason)
              pin_reason_name(reason));
 }
 
-static void session_reject(struct client *c, enum pin_reason reason, uint32_t msg_len)
+static bool session_reject(struct client *c, enum pin_reason reason, uint32_t msg_len)
 {
     struct msgbuf *mb = &c->worker->scratch;
     char sql[512];
@@ -181,12 +183,19 @@ static void session_reject(struct client *c, enum pin_reason reason, uint32_t ms
     evbuffer_drain(c->conn.in, (size_t)msg_len + 1);
     msgbuf_reset(mb);
     proto_build_query(mb, sql);
-    conn_send(&c->server->conn, mb);
+    return conn_send(&c->server->conn, mb);
 }
 
 static void session_fail(struct client *c, const char *message)
 {
     client_fail(c, "08P01", message);
+}
+
+/* A message or an owed reply could not be recorded: the client and its backend go. */
+static enum session_step session_out_of_memory(struct client *c)
+{
+    server_out_of_memory(c->server);
+    return SESSION_CLOSED;
 }
 
 /* Values sluice applied with SET may have been reset: make the next hand-out apply them again. */
@@ -252,7 +261,7 @@ static bool session_rewrite_deallocates(struct client *c, const char *sql, size_
 }
 
 /* Answers a DEALLOCATE of the client's own statements without the backend. */
-static void session_answer_deallocate(struct client *c, uint32_t msg_len)
+static bool session_answer_deallocate(struct client *c, uint32_t msg_len)
 {
     struct msgbuf *mb = &c->worker->scratch;
     static const uint8_t complete[] = { 'C', 0, 0, 0, 15, 'D', 'E', 'A', 'L', 'L', 'O', 'C', 'A', 'T', 'E', 0 };
@@ -260,7 +269,7 @@ static void session_answer_deallocate(struct client *c, uint32_t msg_len)
     msgbuf_reset(mb);
     msgbuf_append(mb, complete, sizeof(complete));
     proto_build_ready_for_query(mb, c->server->ready_status ? c->server->ready_status : 'I');
-    conn_send(&c->conn, mb);
+    return conn_send(&c->conn, mb);
 }
 
 /* ---- simple query ---- */
@@ -272,7 +281,8 @@ static enum session_step session_query(struct client *c, uint32_t msg_len, bool 
     struct pinning_summary summary;
 
     if (msg_len > SESSION_MAX_SCANNED_QUERY) {
-        reply_queue_push(&s->replies, REPLY_SYNC, NULL);
+        if (!reply_queue_push(&s->replies, REPLY_SYNC, NULL))
+            return session_out_of_memory(c);
         return SESSION_FORWARD;
     }
     const uint8_t *msg = conn_pullup_message(c->conn.in, msg_len);
@@ -294,8 +304,8 @@ static enum session_step session_query(struct client *c, uint32_t msg_len, bool 
         session_forget_applied_params(s);
     bool reject = reason != PIN_NONE && strcmp(c->worker->cfg->pinning, "reject") == 0;
     if (reject) {
-        reply_queue_push(&s->replies, REPLY_SYNC, NULL);
-        session_reject(c, reason, msg_len);
+        if (!reply_queue_push(&s->replies, REPLY_SYNC, NULL) || !session_reject(c, reason, msg_len))
+            return session_out_of_memory(c);
         return SESSION_HANDLED;
     }
     struct msgbuf rewritten;
@@ -306,16 +316,19 @@ static enum session_step session_query(struct client *c, uint32_t msg_len, bool 
         if (!in_flight && summary.n_statements == 1 &&
             session_is_own_deallocate(c, sql, len, &rules, &st)) {
             prepared_client_remove(&c->prepared, st.name);
-            session_answer_deallocate(c, msg_len);
+            if (!session_answer_deallocate(c, msg_len))
+                return session_out_of_memory(c);
             return SESSION_ANSWERED;
         }
         if (!session_rewrite_deallocates(c, sql, len, &rules, &rewritten, &is_rewritten)) {
             msgbuf_free(&rewritten);
-            client_fail(c, "53200", "out of memory for prepared statements");
-            return SESSION_CLOSED;
+            return session_out_of_memory(c);
         }
     }
-    reply_queue_push(&s->replies, REPLY_SYNC, NULL);
+    if (!reply_queue_push(&s->replies, REPLY_SYNC, NULL)) {
+        msgbuf_free(&rewritten);
+        return session_out_of_memory(c);
+    }
     if (reason != PIN_NONE && strcmp(c->worker->cfg->pinning, "off") != 0)
         session_pin(c, reason, sql, len);
     if (!is_rewritten) {
@@ -327,7 +340,8 @@ static enum session_step session_query(struct client *c, uint32_t msg_len, bool 
     proto_build_query(mb, (const char *)rewritten.data);
     msgbuf_free(&rewritten);
     evbuffer_drain(c->conn.in, (size_t)msg_len + 1);
-    conn_send(&s->conn, mb);
+    if (!conn_send(&s->conn, mb))
+        return session_out_of_memory(c);
     return SESSION_HANDLED;
 }
 
@@ -343,14 +357,16 @@ static bool session_inject_parse(struct client *c, struct prepared_statement *st
     msgbuf_reset(mb);
     if (victim && *victim) {
         prepared_build_close(mb, victim);
-        reply_queue_push(&s->replies, REPLY_CLOSE_OURS, NULL);
+        if (!reply_queue_push(&s->replies, REPLY_CLOSE_OURS, NULL))
+            return false;
     }
     /* Close first: Parse must not fail because the backend has it after all. */
     prepared_build_close(mb, stmt->backend_name);
-    reply_queue_push(&s->replies, REPLY_CLOSE_OURS, NULL);
+    if (!reply_queue_push(&s->replies, REPLY_CLOSE_OURS, NULL))
+        return false;
     prepared_build_parse(mb, stmt);
-    reply_queue_push_binding(&s->replies, parse_reply, stmt, binding);
-    return conn_send(&s->conn, mb);
+    return reply_queue_push_binding(&s->replies, parse_reply, stmt, binding) &&
+           conn_send(&s->conn, mb);
 }
 
 /* Makes sure stmt is prepared on the client's backend, preparing it first if not. */
@@ -382,11 +398,13 @@ static enum session_step session_parse_statement(struct client *c,
     char victim[PREPARED_NAME_LEN];
 
     if (!parse->name[0] || !session_prepared_enabled(c)) {
-        reply_queue_push(&s->replies, REPLY_PARSE, NULL);
+        if (!reply_queue_push(&s->replies, REPLY_PARSE, NULL))
+            return session_out_of_memory(c);
         if (!replacement)
             return SESSION_FORWARD;
         evbuffer_drain(c->conn.in, (size_t)msg_len + 1);
-        conn_send(&s->conn, replacement);
+        if (!conn_send(&s->conn, replacement))
+            return session_out_of_memory(c);
         return SESSION_HANDLED;
     }
     /* Parsing a name again replaces it (PostgreSQL would refuse: drivers close first). */
@@ -405,11 +423,13 @@ static enum session_step session_parse_statement(struct client *c,
     if (ensured == PREPARED_ON_SERVER && !in_flight && s->replies.count == 0) {
         /* Nothing is owed before it: answer ParseComplete here. */
         static const uint8_t parse_complete[] = { '1', 0, 0, 0, 4 };
-        conn_write(&c->conn, parse_complete, sizeof(parse_complete));
+        if (!conn_write(&c->conn, parse_complete, sizeof(parse_complete)))
+            return session_out_of_memory(c);
         return SESSION_HANDLED;
     }
-    session_inject_parse(c, stmt, ensured == PREPARED_PARSE_NEEDED ? victim : NULL, REPLY_PARSE,
-                         binding);
+    if (!session_inject_parse(c, stmt, ensured == PREPARED_PARSE_NEEDED ? victim : NULL,
+                              REPLY_PARSE, binding))
+        return session_out_of_memory(c);
     return SESSION_HANDLED;
 }
 
@@ -514,10 +534,8 @@ static enum session_step session_bind(struct client *c, uint32_t msg_len)
     if (!*name)
         return SESSION_FORWARD;
     const char *backend_name = session_backend_name(c, name, &failed);
-    if (failed) {
-        client_fail(c, "53200", "out of memory for prepared statements");
-        return SESSION_CLOSED;
-    }
+    if (failed)
+        return session_out_of_memory(c);
     if (!backend_name)
         return SESSION_FORWARD;
 
@@ -534,10 +552,8 @@ static enum session_step session_bind(struct client *c, uint32_t msg_len)
     msgbuf_append(mb, header, sizeof(header));
     msgbuf_append(mb, portal, portal_len + 1);
     msgbuf_append(mb, backend_name, new_name_len + 1);
-    if (!conn_send(&c->server->conn, mb)) {
-        client_fail(c, "53200", "out of memory");
-        return SESSION_CLOSED;
-    }
+    if (!conn_send(&c->server->conn, mb))
+        return session_out_of_memory(c);
     evbuffer_drain(in, old_prefix);
     c->forward_remaining = (uint32_t)(whole - old_prefix);
     return SESSION_HANDLED;
@@ -563,8 +579,8 @@ static enum session_step session_target(struct client *c, uint8_t type, uint32_t
         session_fail(c, "malformed Describe or Close message");
         return SESSION_CLOSED;
     }
-    if (type == 'C')
-        reply_queue_push(&s->replies, REPLY_CLOSE, NULL);
+    if (type == 'C' && !reply_queue_push(&s->replies, REPLY_CLOSE, NULL))
+        return session_out_of_memory(c);
     if (kind != 'S' || !*name || !session_prepared_enabled(c))
         return SESSION_FORWARD;
 
@@ -575,20 +591,19 @@ static enum session_step session_target(struct client *c, uint8_t type, uint32_t
         backend_name = SESSION_NO_STATEMENT;
     } else {
         backend_name = session_backend_name(c, name, &failed);
-        if (failed) {
-            client_fail(c, "53200", "out of memory for prepared statements");
-            return SESSION_CLOSED;
-        }
+        if (failed)
+            return session_out_of_memory(c);
         if (!backend_name)
             return SESSION_FORWARD;
     }
     struct msgbuf *mb = &c->worker->scratch;
     msgbuf_reset(mb);
-    if (prepared_rewrite(mb, (char)type, body, msg_len - 4, backend_name) != PROTO_OK ||
-        !conn_send(&s->conn, mb)) {
+    if (prepared_rewrite(mb, (char)type, body, msg_len - 4, backend_name) != PROTO_OK) {
         session_fail(c, "malformed Describe or Close message");
         return SESSION_CLOSED;
     }
+    if (!conn_send(&s->conn, mb))
+        return session_out_of_memory(c);
     evbuffer_drain(c->conn.in, (size_t)msg_len + 1);
     return SESSION_HANDLED;
 }
@@ -607,7 +622,8 @@ enum session_step session_client_message(struct client *c, uint8_t type, uint32_
     case 'C':
         return session_target(c, type, msg_len);
     case 'S':
-        reply_queue_push(&c->server->replies, REPLY_SYNC, NULL);
+        if (!reply_queue_push(&c->server->replies, REPLY_SYNC, NULL))
+            return session_out_of_memory(c);
         return SESSION_FORWARD;
     default:
         return SESSION_FORWARD;

@@ -1335,7 +1335,7 @@ class Suite:
 
     def _run_one(self, number, case):
         if case.sluice_only and DIRECT_MODE:
-            _emit(f"ok {number} - {case.name} # SKIP needs sluice (direct mode)")
+            _emit(f"ok {number} - {_tap_name(case.name)} # SKIP needs sluice (direct mode)")
             return True
         context = Context(self)
         timeout = case.timeout * TIMEOUT_SCALE
@@ -1364,15 +1364,17 @@ class Suite:
                 diagnostics += problem.splitlines()
         self._reset_cluster()
         if outcome == "skip":
-            _emit(f"ok {number} - {case.name} # SKIP {call._error}")
+            # automake's tap-driver counts "ok N - name # SKIP reason" as SKIP (one line).
+            reason = " ".join(str(call._error).split()) or "no reason given"
+            _emit(f"ok {number} - {_tap_name(case.name)} # SKIP {reason}")
             return True
         if outcome == "pass":
-            _emit(f"ok {number} - {case.name}")
+            _emit(f"ok {number} - {_tap_name(case.name)}")
             for line in context.notes:
                 for part in line.splitlines():
                     _emit(f"# {part}")
             return True
-        _emit(f"not ok {number} - {case.name}")
+        _emit(f"not ok {number} - {_tap_name(case.name)}")
         for line in diagnostics + context.notes:
             _emit(f"# {line}")
         for endpoint in context.endpoints:
@@ -1407,6 +1409,12 @@ def _describe_error(error):
 
 def _emit(line):
     print(line, flush=True)
+
+
+def _tap_name(name):
+    """A test's name as a TAP description: one line, and a '#' escaped so that the driver does not
+    read "# skip ..." or "# todo ..." in a name as a directive."""
+    return " ".join(name.split()).replace("#", "\\#")
 
 
 # ---- assertions about PostgreSQL errors ----------------------------------------------------------

@@ -192,5 +192,154 @@ def psql_killed_idle(t):
     check_equal(one_value(s.connect(), "SELECT 2"), 2, "next client")
 
 
+# ---- allocations that fail (SLUICE_FAIL_ALLOC, src/fault.h) --------------------------------------
+
+OUT_OF_MEMORY = "53200"
+
+
+def require_fault_injection():
+    """The hooks exist only in builds configured with --enable-fault-injection (the default of
+    --enable-sanitizers); their variable's name is in the binary exactly then."""
+    with open(harness.sluice_binary(), "rb") as f:
+        if b"SLUICE_FAIL_ALLOC" not in f.read():
+            raise harness.Skip("sluice was built without fault injection "
+                               "(configure --enable-fault-injection, the default with --enable-sanitizers)")
+
+
+def sluice_failing_allocation(t, site, n):
+    """A sluice whose n-th allocation at site fails; one backend, so a backend whose replies went
+    out of step would be the next client's. server_login_retry = 0: a failed backend login does
+    not refuse the next clients for a while."""
+    require_fault_injection()
+    s = t.sluice(settings={"server_login_retry": 0},
+                 databases={harness.APP_DB: t.cluster.database_line(pool_size=1)}, start=False)
+    s.start(env={"SLUICE_FAIL_ALLOC": f"{site}:{n}"})
+    return s
+
+
+def fault_logged(s, site, n):
+    return f"fault injection: allocation {n} at site {site} fails" in s.log_text()
+
+
+def read_to_close(wire, result):
+    """Reads replies into result until sluice closes the connection; fails if a ReadyForQuery
+    comes instead."""
+    try:
+        wire.read_until_ready(result)
+    except (harness.ConnectionClosed, OSError):
+        return
+    raise harness.TestFailure(f"the query completed (status {result.status!r}, errors {result.errors}) "
+                              "where it should have failed")
+
+
+def check_failed_out_of_memory(wire, result, what):
+    check([e.get("C") for e in result.errors][-1:] == [OUT_OF_MEMORY],
+          f"{what}: the last error is 53200 out of memory (errors: {result.errors})")
+    check(wire.is_closed_within(5), f"{what}: the connection is closed after the error")
+
+
+def check_serves(s, bystander, what):
+    """bystander (logged in before the failure) and a new client both get their answers."""
+    check_equal(bystander.query_ok("SELECT 'bystander'").rows, [("bystander",)], f"{what}: a client logged in before")
+    late = s.wire()
+    late.login()
+    check_equal(late.query_ok("SELECT 'after'").rows, [("after",)], f"{what}: a client that logs in after")
+    check_equal(late.query_ok("SELECT 'again'").rows, [("again",)], f"{what}: its second query")
+    check(s.alive(), f"{what}: sluice is running")
+
+
+@test("out of memory recording a query's reply: that client gets 53200 and is closed; others are served",
+      sluice_only=True)
+def reply_queue_allocation_fails(t):
+    s = sluice_failing_allocation(t, "reply", 1)  # the first query of the process
+    bystander = s.wire()
+    bystander.login()
+    victim = s.wire()
+    victim.login()
+    victim.send(harness.query_message("SELECT 'victim'"))
+    result = harness.QueryResult()
+    read_to_close(victim, result)
+    check(fault_logged(s, "reply", 1), "sluice logged the failed allocation")
+    check_equal(result.rows, [], "rows the victim received")
+    check_failed_out_of_memory(victim, result, "the victim")
+    check_serves(s, bystander, "after the failure")
+
+
+@test("out of memory growing the reply queue mid-pipeline: the client gets 53200, its backend is not reused",
+      sluice_only=True)
+def reply_queue_growth_fails_mid_pipeline(t):
+    # Allocation 1 makes room for 16 replies on the backend's first query; the 17th reply owed in
+    # one pipeline needs allocation 2, when 16 of the messages have gone to the backend already.
+    s = sluice_failing_allocation(t, "reply", 2)
+    bystander = s.wire()
+    bystander.login()
+    victim = s.wire()
+    victim.login()
+    pipeline = b""
+    for i in range(20):
+        pipeline += (harness.parse_message(f"SELECT {i}") + harness.bind_message() +
+                     harness.execute_message() + harness.sync_message())
+    victim.send(pipeline)
+    result = harness.QueryResult()
+    for _ in range(20):
+        try:
+            victim.read_until_ready(result)
+        except (harness.ConnectionClosed, OSError):
+            break
+    else:
+        raise harness.TestFailure(f"all 20 rounds completed (errors {result.errors})")
+    check(fault_logged(s, "reply", 2), "sluice logged the failed allocation")
+    check_failed_out_of_memory(victim, result, "the victim")
+    # The one backend still owed replies to the victim's pipeline: had it gone back to the pool,
+    # these would receive the victim's rows.
+    check_serves(s, bystander, "after the failure")
+
+
+def prepared_session(wire, result):
+    """A named statement prepared once and run twice over the extended protocol: sluice renames
+    it, prepares it on the backend and rewrites each Bind (each a buffered write)."""
+    wire.send(harness.parse_message("SELECT 41 + 1", name="answer") + harness.bind_message(statement="answer") +
+              harness.execute_message() + harness.sync_message())
+    wire.read_until_ready(result)
+    wire.send(harness.bind_message(statement="answer") + harness.execute_message() + harness.sync_message())
+    wire.read_until_ready(result)
+
+
+@test("out of memory for any one buffered write, at login or in a query: that client gets 53200 and is "
+      "closed, the next client is served", timeout=300, sluice_only=True)
+def output_allocation_fails(t):
+    in_query = []
+    for n in range(1, 60):
+        s = sluice_failing_allocation(t, "output", n)
+        victim = s.wire()
+        result = harness.QueryResult()
+        phase = "login"
+        try:
+            victim.login()
+            phase = "query"
+            prepared_session(victim, result)
+        except harness.PgError as e:  # refused at login
+            result.errors.append(e.fields)
+        except (harness.ConnectionClosed, OSError):
+            pass
+        else:
+            check_equal(result.rows, [("42",), ("42",)], "the prepared statement's rows")
+            check(not fault_logged(s, "output", n), f"write {n} failed, yet the client saw no error")
+            check(in_query, "no write failed while a query ran")
+            t.note(f"{n - 1} writes checked, {len(in_query)} of them in a query")
+            return
+        check(fault_logged(s, "output", n), f"write {n}: sluice logged the failed allocation")
+        check_failed_out_of_memory(victim, result, f"write {n} ({phase})")
+        if phase == "query":
+            in_query.append(n)
+        late = s.wire()
+        late.login()
+        after = harness.QueryResult()
+        prepared_session(late, after)
+        check_equal(after.rows, [("42",), ("42",)], f"write {n}: the next client's rows")
+        s.stop()
+    raise harness.TestFailure("the client still failed after 59 writes")
+
+
 if __name__ == "__main__":
     raise SystemExit(suite.run())

@@ -3,7 +3,6 @@ whose values follow what clients do (connect, wait, fail to log in); and the sta
 
 import os
 import re
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -18,22 +17,13 @@ CONTENT_TYPE = "text/plain; version=0.0.4"
 
 
 def prometheus_parser():
-    """Debian's python3-prometheus-client; installed on first use if missing and we may."""
+    """Debian's python3-prometheus-client (scripts/check installs it; a test never installs)."""
     try:
         from prometheus_client.parser import text_string_to_metric_families
-        return text_string_to_metric_families
-    except ImportError:
-        pass
-    if os.geteuid() == 0:
-        subprocess.run(["apt-get", "install", "-y", "-q", "python3-prometheus-client"],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
-    try:
-        from prometheus_client.parser import text_string_to_metric_families
-        return text_string_to_metric_families
     except ImportError:
         raise harness.Skip("python3-prometheus-client is not installed "
-                           "(apt-get install python3-prometheus-client)")
+                           "(scripts/check installs it: apt-get install python3-prometheus-client)")
+    return text_string_to_metric_families
 
 
 class Scrape:
@@ -163,15 +153,48 @@ def other_paths_and_methods(t):
     check(s.alive(), "sluice exited")
 
 
-@test("metrics_port = 0 (the default): nothing listens", sluice_only=True)
+def listening_tcp_ports(pid):
+    """The TCP ports the process listens on: its socket descriptors (/proc/PID/fd) matched by inode
+    against the kernel's tables of listening sockets (/proc/PID/net/tcp and tcp6, state 0A)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed since listdir
+        m = re.fullmatch(r"socket:\[(\d+)\]", target)
+        if m:
+            inodes.add(m.group(1))
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{table}") as f:
+                rows = f.read().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for row in rows:
+            fields = row.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and inode in inodes:
+                ports.add(int(local.rsplit(":", 1)[1], 16))
+    return ports
+
+
+@test("metrics_port = 0 (the default): no metrics listener exists; setting the port opens one",
+      sluice_only=True)
 def endpoint_off_by_default(t):
-    port = harness.free_port()
-    s = t.sluice(settings={"metrics_listen_addr": "127.0.0.1"})
-    try:
-        http_get(f"http://127.0.0.1:{port}/metrics", timeout=2)
-    except OSError:
-        return
-    raise harness.TestFailure(f"something answered on port {port} with metrics_port unset")
+    # metrics_init runs before the client listeners open, so once sluice accepts clients every
+    # listener it will have is open.
+    plain = t.sluice()
+    check_equal(listening_tcp_ports(plain.proc.pid), {plain.port},
+                "TCP ports sluice listens on without metrics settings (only listen_port)")
+    with_address = t.sluice(settings={"metrics_listen_addr": "127.0.0.1"})
+    check_equal(listening_tcp_ports(with_address.proc.pid), {with_address.port},
+                "TCP ports sluice listens on with metrics_listen_addr but no metrics_port")
+    enabled = metrics_sluice(t)
+    metrics_port = int(enabled.metrics_url.split(":")[2].split("/")[0])
+    check_equal(listening_tcp_ports(enabled.proc.pid), {enabled.port, metrics_port},
+                "TCP ports sluice listens on with metrics_port set")
 
 
 # ---- values that follow clients ------------------------------------------------------------------

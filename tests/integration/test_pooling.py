@@ -529,11 +529,15 @@ def out_of_descriptors(t):
         sock.settimeout(2)
         try:
             sock.connect((s.host, s.port))
+            # The first bytes of a startup packet: the listener defers accept until data arrives
+            # (TCP_DEFER_ACCEPT); with them sluice takes each connection at once.
+            sock.sendall(b"\x00\x00")
         except OSError:
             sock.close()
             continue
         flood.append(sock)
-    time.sleep(0.5)
+    wait_for(lambda: "Too many open files; pausing accepts" in s.log_text(), 15,
+             what="sluice to log that accept() failed with EMFILE and accepts are paused")
     check(s.alive(), "sluice exited when it ran out of descriptors")
     before = s.cpu_seconds()
     time.sleep(2)

@@ -143,6 +143,29 @@ static void test_defaults(void)
     config_free(cfg);
 }
 
+/*
+ * Every setting in config.c's table, shown as SHOW CONFIG shows it, differs from its default in
+ * cfg: a setting the file above does not set, or one whose value lands nowhere, fails here by
+ * name (the typed assertions above cannot see a setting they do not list).
+ */
+static void every_setting_differs_from_its_default(const struct config *cfg)
+{
+    char value[256], dflt[256];
+    size_t unchanged = 0;
+
+    for (size_t i = 0; i < config_setting_count(); i++) {
+        config_format_setting(cfg, i, value, sizeof value);
+        config_format_setting_default(i, dflt, sizeof dflt);
+        if (strcmp(value, dflt) == 0) {
+            unchanged++;
+            ok(0, "%s is set by the every-setting file (still its default '%s')",
+               config_setting_name(i), dflt);
+        }
+    }
+    is_int(unchanged, 0, "the every-setting file changes each of the %zu settings from its default",
+           config_setting_count());
+}
+
 static void test_every_setting_is_read(void)
 {
     struct config *cfg = load("[sluice]\n"
@@ -151,11 +174,17 @@ static void test_every_setting_is_read(void)
                               "unix_socket_dir = /run/sluice\n"
                               "unix_socket_mode = 0700\n"
                               "so_reuseport = on\n"
+                              "io_uring = off\n"
                               "pool_mode = transaction\n"
                               "default_pool_size = 5\n"
                               "min_pool_size = 2\n"
                               "max_client_conn = 1000\n"
                               "max_db_connections = 50\n"
+                              "max_user_connections = 40\n"
+                              "max_db_client_connections = 900\n"
+                              "max_user_client_connections = 800\n"
+                              "reserve_pool_size = 3\n"
+                              "reserve_pool_timeout = 2\n"
                               "auth_type = scram-sha-256\n"
                               "auth_file = /etc/sluice/userlist.txt\n"
                               "admin_users = alice, bob\n"
@@ -163,7 +192,9 @@ static void test_every_setting_is_read(void)
                               "query_wait_timeout = 0.5\n"
                               "client_idle_timeout = 300\n"
                               "client_login_timeout = 10\n"
+                              "autodb_idle_timeout = 120\n"
                               "idle_transaction_timeout = 2.5\n"
+                              "query_timeout = 90\n"
                               "server_idle_timeout = 60\n"
                               "server_lifetime = 1800\n"
                               "server_connect_timeout = 3\n"
@@ -216,11 +247,19 @@ static void test_every_setting_is_read(void)
     is_str(cfg->unix_socket_dir, "/run/sluice", "unix_socket_dir is read");
     is_int(cfg->unix_socket_mode, 0700, "unix_socket_mode is read as octal");
     is_int(cfg->so_reuseport, true, "so_reuseport is read");
+    is_int(cfg->io_uring, false, "io_uring is read");
     is_int(cfg->pool_mode, POOL_MODE_TRANSACTION, "pool_mode is read");
     is_int(cfg->default_pool_size, 5, "default_pool_size is read");
     is_int(cfg->min_pool_size, 2, "min_pool_size is read");
     is_int(cfg->max_client_conn, 1000, "max_client_conn is read");
     is_int(cfg->max_db_connections, 50, "max_db_connections is read");
+    is_int(cfg->max_user_connections, 40, "max_user_connections is read");
+    is_int(cfg->max_db_client_connections, 900, "max_db_client_connections is read");
+    is_int(cfg->max_user_client_connections, 800, "max_user_client_connections is read");
+    is_int(cfg->reserve_pool_size, 3, "reserve_pool_size is read");
+    ok(cfg->reserve_pool_timeout == 2, "reserve_pool_timeout is read");
+    ok(cfg->autodb_idle_timeout == 120, "autodb_idle_timeout is read");
+    ok(cfg->query_timeout == 90, "query_timeout is read");
     is_int(cfg->auth_type, AUTH_TYPE_SCRAM, "auth_type is read");
     is_str(cfg->auth_file, "/etc/sluice/userlist.txt", "auth_file is read");
     is_str(cfg->admin_users, "alice, bob", "admin_users is read");
@@ -273,6 +312,7 @@ static void test_every_setting_is_read(void)
     is_int(cfg->metrics_port, 9127, "metrics_port is read");
     is_int(cfg->max_prepared_statements, 0, "max_prepared_statements is read");
     is_str(cfg->pinning, "reject", "pinning is read");
+    every_setting_differs_from_its_default(cfg);
     config_free(cfg);
 }
 
@@ -1075,25 +1115,88 @@ static void test_files(void)
 
 /* ---- the sample config ---------------------------------------------------------------- */
 
-static const char *const every_setting[] = {
-    "listen_addr", "listen_port", "unix_socket_dir", "unix_socket_mode", "so_reuseport", "io_uring",
-    "pool_mode", "default_pool_size", "min_pool_size", "max_client_conn", "max_db_connections",
-    "max_user_connections", "max_db_client_connections", "max_user_client_connections",
-    "reserve_pool_size", "reserve_pool_timeout",
-    "auth_type", "auth_file", "admin_users", "stats_users", "query_wait_timeout",
-    "client_idle_timeout", "client_login_timeout", "autodb_idle_timeout", "idle_transaction_timeout",
-    "query_timeout", "server_idle_timeout", "server_lifetime", "server_connect_timeout", "server_login_retry",
-    "shutdown_timeout", "server_reset_query", "server_reset_query_always", "server_check_query",
-    "server_check_delay", "ignore_startup_parameters", "log_connections", "log_disconnections",
-    "log_pooler_errors", "verbose", "max_packet_size", "pkt_buf", "tcp_keepalive", "pidfile",
-    "stats_period", "syslog", "syslog_ident", "syslog_facility", "client_tls_sslmode",
-    "client_tls_key_file", "client_tls_cert_file", "client_tls_ca_file", "client_tls_protocols",
-    "client_tls_ciphers", "server_tls_sslmode", "server_tls_ca_file", "server_tls_key_file",
-    "server_tls_cert_file", "server_tls_protocols", "server_tls_ciphers", "auth_token_keys",
-    "auth_token_region", "auth_token_endpoints", "auth_token_clock_skew",
-    "auth_token_allow_unix_socket", "metrics_listen_addr", "metrics_port",
-    "max_prepared_statements", "pinning",
+/* Room for the names conf/sluice.ini documents in [sluice]. */
+#define MAX_DOCUMENTED_SETTINGS 256
+#define MAX_SETTING_NAME 64
+
+struct documented_settings {
+    char names[MAX_DOCUMENTED_SETTINGS][MAX_SETTING_NAME];
+    size_t n;
 };
+
+static bool is_documented(const struct documented_settings *doc, const char *name)
+{
+    for (size_t k = 0; k < doc->n; k++)
+        if (strcmp(doc->names[k], name) == 0)
+            return true;
+    return false;
+}
+
+/*
+ * The settings the sample documents: the names of its commented-out "name = value" lines (';'
+ * then a lower-case letter) in the [sluice] section, in order, each once. Prose comments start
+ * "; " and are not names.
+ */
+static void read_documented_settings(const char *text, struct documented_settings *doc)
+{
+    bool in_sluice = false;
+
+    doc->n = 0;
+    for (const char *line = text; *line != '\0';) {
+        const char *end = strchr(line, '\n');
+        size_t len = end != NULL ? (size_t)(end - line) : strlen(line);
+        size_t name_len = 0;
+
+        if (line[0] == '[')
+            in_sluice = strncmp(line, "[sluice]", 8) == 0;
+        else if (in_sluice && line[0] == ';' && line[1] >= 'a' && line[1] <= 'z') {
+            while (name_len < len - 1 && (line[1 + name_len] == '_' ||
+                                          (line[1 + name_len] >= 'a' && line[1 + name_len] <= 'z') ||
+                                          (line[1 + name_len] >= '0' && line[1 + name_len] <= '9')))
+                name_len++;
+        }
+        if (name_len > 0 && name_len < MAX_SETTING_NAME && strncmp(line + 1 + name_len, " = ", 3) == 0 &&
+            doc->n < MAX_DOCUMENTED_SETTINGS) {
+            memcpy(doc->names[doc->n], line + 1, name_len);
+            doc->names[doc->n][name_len] = '\0';
+            if (!is_documented(doc, doc->names[doc->n]))
+                doc->n++;
+        }
+        line += end != NULL ? len + 1 : len;
+    }
+}
+
+/*
+ * conf/sluice.ini documents exactly the settings config.c knows, in the table's order (SHOW CONFIG
+ * lists them in the documented order): none documented but unknown, none known but undocumented.
+ */
+static void test_sample_documents_exactly_the_known_settings(const char *text)
+{
+    static struct documented_settings doc;
+    size_t unknown = 0, undocumented = 0, i;
+    bool in_order;
+
+    read_documented_settings(text, &doc);
+    ok(doc.n > 0, "the sample documents settings in [sluice] (%zu found)", doc.n);
+    for (size_t k = 0; k < doc.n; k++) {
+        if (!config_find_setting(doc.names[k], &i)) {
+            unknown++;
+            ok(0, "%s, documented in conf/sluice.ini, is a setting config.c knows", doc.names[k]);
+        }
+    }
+    is_int(unknown, 0, "every setting conf/sluice.ini documents is known to config.c");
+    for (i = 0; i < config_setting_count(); i++) {
+        if (!is_documented(&doc, config_setting_name(i))) {
+            undocumented++;
+            ok(0, "%s, known to config.c, is documented in conf/sluice.ini", config_setting_name(i));
+        }
+    }
+    is_int(undocumented, 0, "every setting config.c knows is documented in conf/sluice.ini");
+    in_order = unknown == 0 && undocumented == 0 && doc.n == config_setting_count();
+    for (size_t k = 0; in_order && k < doc.n; k++)
+        in_order = strcmp(config_setting_name(k), doc.names[k]) == 0;
+    ok(in_order, "config.c lists the settings in the order conf/sluice.ini documents them");
+}
 
 /* The sample with each commented-out "name = value" line (';' then a letter) made live. */
 static char *uncommented(const char *text)
@@ -1119,10 +1222,9 @@ static char *uncommented(const char *text)
 static void test_sample_config(void)
 {
     const char *srcdir = getenv("SLUICE_SRCDIR");
-    char path[4096], pattern[128];
+    char path[4096];
     char *text, *live;
     struct config *sample = NULL, *defaults, *every;
-    size_t documented = 0;
 
     snprintf(path, sizeof path, "%s/conf/sluice.ini", srcdir != NULL ? srcdir : ".");
     text = config_read_file(path, NULL, err, sizeof err);
@@ -1134,15 +1236,7 @@ static void test_sample_config(void)
        "the sample config has a working [databases] line");
     config_free(sample);
 
-    for (size_t i = 0; i < sizeof every_setting / sizeof every_setting[0]; i++) {
-        snprintf(pattern, sizeof pattern, "\n;%s = ", every_setting[i]);
-        if (strstr(text, pattern) != NULL)
-            documented++;
-        else
-            ok(0, "the sample config documents %s", every_setting[i]);
-    }
-    is_int(documented, sizeof every_setting / sizeof every_setting[0],
-           "the sample config documents every setting");
+    test_sample_documents_exactly_the_known_settings(text);
 
     live = uncommented(text);
     every = load(live);
@@ -1237,15 +1331,12 @@ static const char *formatted_default(const char *name)
     return buf;
 }
 
-static void test_settings_are_listed_in_order(void)
+static void test_settings_are_listed_and_found(void)
 {
-    size_t n = sizeof every_setting / sizeof every_setting[0];
-    bool in_order = config_setting_count() == n;
     size_t i = 0;
 
-    for (size_t k = 0; in_order && k < n; k++)
-        in_order = strcmp(config_setting_name(k), every_setting[k]) == 0;
-    ok(in_order, "the settings are listed one by one, every one, in the documented order");
+    ok(config_setting_count() > 0 && config_setting_name(config_setting_count() - 1) != NULL,
+       "the settings are listed one by one");
     ok(config_setting_name(config_setting_count()) == NULL, "no name past the last setting");
     ok(config_find_setting("Verbose", &i) && strcmp(config_setting_name(i), "verbose") == 0,
        "a setting is found by name whatever its case");
@@ -1378,7 +1469,7 @@ int main(void)
     test_helpers();
     test_files();
     test_sample_config();
-    test_settings_are_listed_in_order();
+    test_settings_are_listed_and_found();
     test_settings_are_formatted();
     test_setting_is_changed_as_the_file_would();
     test_set_checks_the_running_config();
