@@ -67,6 +67,9 @@ struct prepared_statement {
     unsigned client_refs;                   /* client names bound to it */
     unsigned server_refs;                   /* backends that have it prepared */
     unsigned reply_refs;                    /* Parse replies still owed for it */
+    bool retired;                           /* no longer found by its definition */
+    uint8_t command;                        /* what session.c answers for it instead of the
+                                               backend (enum session_command), 0: nothing */
     struct prepared_registry *registry;     /* read-only from here on */
     uint64_t hash;
     size_t definition_len;
@@ -83,6 +86,15 @@ struct prepared_registry *prepared_registry_new(unsigned worker_id,
 /* Frees every statement: free clients' and backends' maps first. */
 void prepared_registry_free(struct prepared_registry *registry);
 size_t prepared_registry_count(const struct prepared_registry *registry);
+
+/*
+ * The backend statement no longer fits its definition (the schema changed under it): later
+ * Parses of the same definition get a new statement, prepared afresh; this one lives on for the
+ * names and backends that hold it.
+ */
+void prepared_statement_retire(struct prepared_statement *stmt);
+/* The same for every statement: after DDL, any of them may have changed. */
+void prepared_registry_retire_all(struct prepared_registry *registry);
 
 /* Parse message preparing stmt under its backend name, for a backend that lacks it. */
 void prepared_build_parse(struct msgbuf *out, const struct prepared_statement *stmt);
@@ -104,10 +116,24 @@ struct prepared_table {
 
 /* ---- per client: its names ---- */
 
+/*
+ * The client's unnamed statement: the backend's own, but kept here too, because the client's
+ * Bind may land on another backend than its Parse (after a Sync), or after sluice's own queries
+ * (parameter sync), which destroy it. It is then parsed again where the Bind lands.
+ */
+struct prepared_unnamed {
+    uint8_t *definition;            /* a Parse body without the name, as in prepared_statement */
+    size_t len;
+    size_t cap;
+    uint64_t serial;                /* which Parse made it (a client serial); 0: none */
+    uint8_t command;                /* as in prepared_statement */
+};
+
 struct prepared_client {
     struct prepared_registry *registry;
     struct prepared_table names;
     uint64_t last_serial;           /* every name bound gets the next one */
+    struct prepared_unnamed unnamed;
 };
 
 enum prepared_add_result {
@@ -139,8 +165,18 @@ struct prepared_statement *prepared_client_lookup(const struct prepared_client *
                                                   const char *name);
 /* Close 'S' or DEALLOCATE name: false if there was none (not an error, as in Postgres). */
 bool prepared_client_remove(struct prepared_client *client, const char *name);
-/* DISCARD ALL, DEALLOCATE ALL, disconnect. Leaves the client as prepared_client_init did. */
+/* DISCARD ALL, DEALLOCATE ALL: every named statement goes (the unnamed one stays, as in
+ * Postgres). */
 void prepared_client_forget_all(struct prepared_client *client);
+/* Disconnect: everything goes. Leaves the client as prepared_client_init did. */
+void prepared_client_free(struct prepared_client *client);
+/* A Parse of the unnamed statement: keeps a copy of its definition. false if out of memory. */
+bool prepared_client_set_unnamed(struct prepared_client *client,
+                                 const struct prepared_parse *parse, uint8_t command);
+/* Close of the unnamed statement, or a simple Query (which destroys it). */
+void prepared_client_clear_unnamed(struct prepared_client *client);
+/* Parse message of the client's unnamed statement, for a backend that lost it. */
+void prepared_build_unnamed_parse(struct msgbuf *out, const struct prepared_client *client);
 size_t prepared_client_count(const struct prepared_client *client);
 
 /* ---- per backend: what is prepared there ---- */
