@@ -568,6 +568,10 @@ uint64_t prepared_client_serial(const struct prepared_client *client, const char
 
 void prepared_client_unbind(struct prepared_client *client, uint64_t serial)
 {
+    if (client->unnamed.serial == serial) {
+        prepared_client_clear_unnamed(client);
+        return;
+    }
     /* A scan: only a failed Parse comes here. */
     for (size_t i = 0; i < client->names.cap; i++) {
         struct client_name *entry = client->names.slots[i].item;

@@ -157,8 +157,9 @@ enum prepared_add_result prepared_client_add(struct prepared_client *client,
  * prepared_client_unbind undoes when that Parse fails, and no later binding of the same name.
  */
 uint64_t prepared_client_serial(const struct prepared_client *client, const char *name);
-/* The Parse that made this binding failed or was skipped on the backend: Postgres has no such
- * name, so neither does the client. Nothing happens if the name was bound again since. */
+/* The Parse that made this binding (or unnamed statement) failed or was skipped on the backend:
+ * Postgres has no such name, so neither does the client. Nothing happens if the name was bound
+ * again since. */
 void prepared_client_unbind(struct prepared_client *client, uint64_t serial);
 /* NULL if the client has no statement of that name: 26000 for a Bind or Describe. */
 struct prepared_statement *prepared_client_lookup(const struct prepared_client *client,

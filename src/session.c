@@ -16,6 +16,7 @@
 #include "session.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,8 +33,6 @@
 
 /* Queries larger than this are passed on without looking for session state in them. */
 #define SESSION_MAX_SCANNED_QUERY (1024 * 1024)
-/* Bind's portal and statement names must fit in this many bytes after the header. */
-#define SESSION_MAX_BIND_NAMES 1024
 /* Kept in SHOW PINNED and the log: the start of the statement that pinned a client. */
 #define SESSION_PIN_STATEMENT_LEN 200
 /* A backend name no statement ever has: closing or using it touches nothing shared. */
@@ -472,6 +471,41 @@ static bool session_rewrite_commands(struct client *c, const char *sql, size_t l
     return !out->failed;
 }
 
+/* Does the statement at p start with this keyword? */
+static bool session_starts_with_word(const char *p, const char *word)
+{
+    size_t n = strlen(word);
+    return strncasecmp(p, word, n) == 0 && !isalnum((unsigned char)p[n]) && p[n] != '_';
+}
+
+/*
+ * Does a query (NUL-terminated) change the schema: ALTER, DROP, CREATE OR REPLACE? Then a shared
+ * statement's result type may have changed under it, and Postgres would give 0A000 on its next
+ * use. Every statement is retired instead, so each next Parse prepares afresh. A plain search
+ * first: most queries hold none of these words.
+ */
+static bool session_changes_schema(const char *sql, size_t len, const struct pinning_rules *rules)
+{
+    struct pinning_statement st;
+    size_t offset = 0;
+
+    if (!strcasestr(sql, "alter") && !strcasestr(sql, "drop") && !strcasestr(sql, "replace"))
+        return false;
+    while (pinning_next_statement(sql, len, &offset, rules, &st)) {
+        const char *head = sql + st.start;
+        if (session_starts_with_word(head, "alter") || session_starts_with_word(head, "drop"))
+            return true;
+        if (session_starts_with_word(head, "create")) {
+            const char *after = head + strlen("create");
+            while (isspace((unsigned char)*after))
+                after++;
+            if (session_starts_with_word(after, "or"))
+                return true;
+        }
+    }
+    return false;
+}
+
 /* ---- simple query ---- */
 
 static enum session_step session_query(struct client *c, uint32_t msg_len, bool in_flight)
@@ -506,6 +540,8 @@ static enum session_step session_query(struct client *c, uint32_t msg_len, bool 
         session_reject(c, reason, msg_len);
         return SESSION_HANDLED;
     }
+    if (session_prepared_enabled(c) && session_changes_schema(sql, len, &rules))
+        prepared_registry_retire_all(c->worker->prepared);
     struct msgbuf rewritten;
     struct reply_expectation sync = { .kind = REPLY_SYNC };
     bool is_rewritten = false;
@@ -701,7 +737,9 @@ static enum session_step session_parse_statement(struct client *c,
             s->session.unnamed_client = c->id;
             s->session.unnamed_serial = c->prepared.unnamed.serial;
         }
-        reply_queue_push(&s->replies, REPLY_PARSE, NULL);
+        /* Unnamed: if this Parse fails, the client has no unnamed statement, as in Postgres. */
+        reply_queue_push_binding(&s->replies, REPLY_PARSE, NULL,
+                                 parse->name[0] ? 0 : c->prepared.unnamed.serial);
         if (!replacement)
             return SESSION_FORWARD;
         evbuffer_drain(c->conn.in, (size_t)msg_len + 1);
@@ -773,6 +811,8 @@ static enum session_step session_parse(struct client *c, uint32_t msg_len, bool 
     struct pinning_summary summary;
     enum pin_reason reason = pinning_scan(parse.query, strlen(parse.query), &rules, &summary);
     enum session_command command = session_command_of_summary(&summary);
+    if (session_prepared_enabled(c) && session_changes_schema(parse.query, strlen(parse.query), &rules))
+        prepared_registry_retire_all(c->worker->prepared);
     if (reason == PIN_NONE || strcmp(c->worker->cfg->pinning, "off") == 0)
         return session_parse_statement(c, &parse, NULL, msg_len, in_flight, command);
     if (strcmp(c->worker->cfg->pinning, "reject") != 0) {

@@ -62,8 +62,9 @@ def close_message(kind, name):
 
 
 def sluice_statements_on_backend(wire):
+    """Shared statements sluice prepared on the backend (sluice_<worker>_<n>)."""
     return int(wire.query_ok("SELECT count(*) FROM pg_prepared_statements "
-                             "WHERE name LIKE 'sluice\\_%'").rows[0][0])
+                             "WHERE name ~ '^sluice_[0-9]+_[0-9]+$'").rows[0][0])
 
 
 # ---- psycopg 3 ------------------------------------------------------------------------------------
@@ -267,9 +268,63 @@ def unnamed_statement_across_sync(t):
     a.send(harness.bind_message((7,)) + harness.execute_message() + harness.sync_message())
     result = a.read_until_ready()
     check_equal((result.errors, result.rows), ([], [("21",)]), "Bind of the unnamed statement")
+    # A failed Parse leaves no unnamed statement behind, here as on Postgres.
+    a.send(harness.parse_message("SELEC 1") + harness.sync_message())
+    check_equal(sqlstates(a.read_until_ready()), ["42601"], "Parse of a syntax error")
+    a.send(harness.bind_message() + harness.execute_message() + harness.sync_message())
+    check_equal(sqlstates(a.read_until_ready()), ["26000"], "Bind after the failed Parse")
     # A client that never prepared an unnamed statement cannot use another client's.
     b.send(harness.bind_message((1,)) + harness.execute_message() + harness.sync_message())
     check_equal(sqlstates(b.read_until_ready()), ["26000"], "Bind of an unnamed statement never prepared")
+
+
+@test("ALTER TABLE run through sluice, by the simple or the extended protocol: a new client's "
+      "Parse of the same text gets a statement prepared afresh")
+def schema_change_through_sluice(t):
+    t.cluster.sql("DROP TABLE IF EXISTS ddl_t; CREATE TABLE ddl_t (id int, a int);"
+                  "INSERT INTO ddl_t VALUES (1, 10); ALTER TABLE ddl_t OWNER TO app")
+    s = transaction_pool(t)
+    query = "SELECT * FROM ddl_t"
+    first = Protocol(s)
+    first.prepare_ok("S_star", query)
+    check_equal(first.rows("S_star"), [("1", "10")], "before ALTER TABLE")
+    ddl = Protocol(s)
+    ddl.wire.query_ok("ALTER TABLE ddl_t ADD COLUMN b int DEFAULT 7")
+    second = Protocol(s)
+    second.prepare_ok("S_star", query)
+    check_equal(second.rows("S_star"), [("1", "10", "7")], "a new client after ALTER TABLE")
+    result = ddl.wire.extended("ALTER TABLE ddl_t ADD COLUMN c int DEFAULT 8")
+    check_equal((result.errors, result.tags), ([], ["ALTER TABLE"]),
+                "ALTER TABLE through Parse/Bind/Execute")
+    third = Protocol(s)
+    third.prepare_ok("S_star", query)
+    check_equal(third.rows("S_star"), [("1", "10", "7", "8")], "a new client after the second")
+
+
+@test("DEALLOCATE and DISCARD ALL through Parse/Bind/Execute act on the client's statements only")
+def extended_deallocate_and_discard(t):
+    s = transaction_pool(t)
+    a, b = Protocol(s), Protocol(s)
+    for client in (a, b):
+        client.prepare_ok("S_1", "SELECT 'one'")
+        client.prepare_ok("S_2", "SELECT 'two'")
+    check_equal(a.rows("S_1") + a.rows("S_2"), [("one",), ("two",)], "A's statements")
+    result = a.wire.extended('DEALLOCATE "S_1"')
+    check_equal((result.errors, kinds(result), result.tags), ([], ["1", "2", "n", "C", "Z"],
+                ["DEALLOCATE"]), "DEALLOCATE through the extended protocol")
+    check_equal(sqlstates(a.execute("S_1")), ["26000"], "A's S_1 after DEALLOCATE")
+    result = a.wire.extended('DEALLOCATE "S_1"')
+    check_equal((sqlstates(result), kinds(result), result.status),
+                (["26000"], ["1", "2", "n", "E", "Z"], "I"), "DEALLOCATE of a name A no longer has")
+    result = a.wire.extended("DISCARD ALL")
+    check_equal((result.errors, kinds(result), result.tags), ([], ["1", "2", "n", "C", "Z"],
+                ["DISCARD ALL"]), "DISCARD ALL through the extended protocol")
+    check_equal(sqlstates(a.execute("S_2")), ["26000"], "A's S_2 after DISCARD ALL")
+    if not harness.DIRECT_MODE:
+        check_equal(sluice_statements_on_backend(b.wire), 2, "shared statements on the backend")
+    check_equal(b.rows("S_1") + b.rows("S_2"), [("one",), ("two",)], "B's statements after")
+    a.prepare_ok("S_1", "SELECT 'a again'")
+    check_equal(a.rows("S_1"), [("a again",)], "A prepares S_1 again")
 
 
 @test("Parse of a name the client already has: 42P05, the old statement stays")
