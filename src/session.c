@@ -357,14 +357,14 @@ static void session_build_raise_sql(struct msgbuf *out, const char *sqlstate,
     static const char digits[] = "0123456789abcdef";
     session_append_text(out, "DO $sluice$BEGIN RAISE EXCEPTION USING ERRCODE = '");
     msgbuf_append(out, sqlstate, strlen(sqlstate));
-    session_append_text(out, "', MESSAGE = format('");
+    session_append_text(out, "', MESSAGE = pg_catalog.format('");
     msgbuf_append(out, message_format, strlen(message_format));
-    session_append_text(out, "', convert_from(decode('");
+    session_append_text(out, "', pg_catalog.convert_from(pg_catalog.decode('");
     for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
         char pair[2] = { digits[*p >> 4], digits[*p & 15] };
         msgbuf_append(out, pair, 2);
     }
-    session_append_text(out, "', 'hex'), pg_client_encoding())); END$sluice$");
+    session_append_text(out, "', 'hex'), pg_catalog.pg_client_encoding())); END$sluice$");
 }
 
 /*
@@ -857,10 +857,11 @@ static const char *session_backend_name(struct client *c, const char *name, bool
 static bool session_find_nul(struct evbuffer *in, size_t from, size_t limit, size_t *at)
 {
     struct evbuffer_ptr start, end, found;
+    bool to_the_end = limit >= evbuffer_get_length(in);
     if (from >= limit || evbuffer_ptr_set(in, &start, from, EVBUFFER_PTR_SET) != 0 ||
-        evbuffer_ptr_set(in, &end, limit, EVBUFFER_PTR_SET) != 0)
+        (!to_the_end && evbuffer_ptr_set(in, &end, limit, EVBUFFER_PTR_SET) != 0))
         return false;
-    found = evbuffer_search_range(in, "", 1, &start, &end);
+    found = evbuffer_search_range(in, "", 1, &start, to_the_end ? NULL : &end);
     if (found.pos < 0)
         return false;
     *at = (size_t)found.pos;
@@ -868,17 +869,18 @@ static bool session_find_nul(struct evbuffer *in, size_t from, size_t limit, siz
 }
 
 /* The command a statement's text is (for DEALLOCATE name: the name, in name). */
-static uint8_t session_statement_command(uint8_t command, const uint8_t *definition,
-                                         const struct pinning_rules *rules,
-                                         char name[PINNING_NAME_LEN])
+static uint8_t session_statement_command(const struct client *c, uint8_t command,
+                                         const uint8_t *definition, char name[PINNING_NAME_LEN])
 {
     struct pinning_statement st;
     size_t offset = 0;
-    const char *text = (const char *)definition;
 
     name[0] = '\0';
-    if (command == SESSION_COMMAND_DEALLOCATE &&
-        pinning_next_statement(text, strlen(text), &offset, rules, &st) && !st.name_truncated)
+    if (command != SESSION_COMMAND_DEALLOCATE)
+        return command;
+    const char *text = (const char *)definition;
+    struct pinning_rules rules = session_rules(c);
+    if (pinning_next_statement(text, strlen(text), &offset, &rules, &st) && !st.name_truncated)
         memcpy(name, st.name, PINNING_NAME_LEN);
     return command;
 }
@@ -893,7 +895,6 @@ static enum session_step session_bind(struct client *c, uint32_t msg_len)
     size_t limit = buffered < whole ? buffered : whole;
     size_t portal_end, name_end;
     char deallocated[PINNING_NAME_LEN];
-    struct pinning_rules rules = session_rules(c);
     bool failed;
 
     if (!session_prepared_enabled(c))
@@ -911,7 +912,7 @@ static enum session_step session_bind(struct client *c, uint32_t msg_len)
     const char *name = (const char *)msg + portal_end + 1;
     if (!*name) {
         const struct prepared_unnamed *u = &c->prepared.unnamed;
-        uint8_t command = session_statement_command(u->command, u->definition, &rules, deallocated);
+        uint8_t command = session_statement_command(c, u->command, u->definition, deallocated);
         if (!session_ensure_unnamed(c) ||
             !session_track_portal(s, portal, u->serial ? command : SESSION_COMMAND_NONE,
                                   deallocated) ||
@@ -923,7 +924,7 @@ static enum session_step session_bind(struct client *c, uint32_t msg_len)
     }
     struct prepared_statement *stmt = prepared_client_lookup(&c->prepared, name);
     const char *backend_name = session_backend_name(c, name, &failed);
-    uint8_t command = stmt ? session_statement_command(stmt->command, stmt->definition, &rules,
+    uint8_t command = stmt ? session_statement_command(c, stmt->command, stmt->definition,
                                                        deallocated)
                            : SESSION_COMMAND_NONE;
     if (failed || !session_track_portal(s, portal, command, deallocated) ||

@@ -5,7 +5,7 @@ the raw protocol for what drivers rarely send (a Parse of a name that exists, Bi
 1 KiB, DEALLOCATE inside a multi-statement query)."""
 
 import asyncio
-import struct
+import time
 
 import harness
 from harness import check, check_equal
@@ -162,8 +162,8 @@ def asyncpg_shared_cache(t):
     asyncio.run(scenario())
 
 
-@test("asyncpg, statement_cache_size = 0: the unnamed statement survives the Sync between its "
-      "Parse and its Bind, 50 rounds")
+@test("asyncpg, statement_cache_size = 0 (unnamed statements), sharing one backend with a client "
+      "of other settings: 50 rounds")
 def asyncpg_no_cache(t):
     asyncpg = asyncpg_module()
     s = transaction_pool(t, pool_size=1)
@@ -259,10 +259,14 @@ def unnamed_statement_across_sync(t):
     a.login(application_name="unnamed_a")
     b = s.wire()
     b.login(application_name="unnamed_b")
+    # The messages of the issue: Parse, Describe, Flush; then Close (of the portal) and Sync.
     a.send(harness.parse_message("SELECT $1::int * 3") + harness.describe_message("S", "")
-           + harness.sync_message())
+           + harness.flush_message())
+    check_equal([a.read_message()[0] for _ in range(3)], ["1", "t", "T"],
+                "replies to Parse + Describe + Flush")
+    a.send(close_message("P", "") + harness.sync_message())
     result = a.read_until_ready()
-    check_equal((result.errors, kinds(result)), ([], ["1", "t", "T", "Z"]), "Parse + Describe")
+    check_equal((result.errors, kinds(result)), ([], ["3", "Z"]), "Close of the portal + Sync")
     check_equal(b.query_ok("SELECT current_setting('application_name')").rows,
                 [("unnamed_b",)], "the other client's turn")
     a.send(harness.bind_message((7,)) + harness.execute_message() + harness.sync_message())
@@ -371,6 +375,16 @@ def bind_long_names(t):
     check_equal(result.rows, [("40",)], "rows")
     check_equal(kinds(result), ["2", "D", "C", "Z"], "replies")
     check_equal(a.rows(statement, (5,)), [("50",)], "the statement with an unnamed portal")
+    # The Bind arriving in pieces, the first ending inside the statement name, the second with
+    # nothing after the Bind.
+    bind = harness.bind_message((6,), portal=portal, statement=statement)
+    a.wire.send(bind[:1500])
+    time.sleep(0.2)
+    a.wire.send(bind[1500:])
+    time.sleep(0.2)
+    a.wire.send(harness.execute_message(portal) + harness.sync_message())
+    result = a.wire.read_until_ready()
+    check_equal((result.errors, result.rows), ([], [("60",)]), "a Bind sent in pieces")
 
 
 @test("DEALLOCATE and DEALLOCATE ALL inside multi-statement queries act on the client's "
