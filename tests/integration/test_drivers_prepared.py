@@ -416,5 +416,27 @@ def deallocate_in_multi_statement_query(t):
     check_equal(b.rows("S_1") + b.rows("S_2"), [("one",), ("two",)], "B's statements after")
 
 
+
+@test("DISCARD ALL inside a multi-statement query or a transaction block fails with 25001, as on "
+      "Postgres; the client's statements stay")
+def discard_all_refused_in_transaction(t):
+    s = transaction_pool(t)
+    a = Protocol(s)
+    a.prepare_ok("S_1", "SELECT 'one'")
+    result = a.wire.query("SELECT 1; DISCARD ALL")
+    check_equal((sqlstates(result), result.status), (["25001"], "I"),
+                "DISCARD ALL in a multi-statement query")
+    check_equal(a.wire.query_ok("BEGIN").status, "T", "status after BEGIN")
+    result = a.wire.query("DISCARD ALL")
+    check_equal((sqlstates(result), result.status), (["25001"], "E"),
+                "DISCARD ALL inside a transaction block")
+    check_equal(a.wire.query_ok("ROLLBACK").status, "I", "status after ROLLBACK")
+    check_equal(a.rows("S_1"), [("one",)], "S_1 afterwards")
+    result = a.wire.query("DISCARD ALL")
+    check_equal((result.errors, result.tags, result.status), ([], ["DISCARD ALL"], "I"),
+                "DISCARD ALL on its own")
+    check_equal(sqlstates(a.execute("S_1")), ["26000"], "S_1 after DISCARD ALL")
+
+
 if __name__ == "__main__":
     raise SystemExit(suite.run())
