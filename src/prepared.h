@@ -5,7 +5,9 @@
  * distinct statement one backend-side name ("sluice_<worker>_<n>") shared by every client that
  * prepares the same text and types, prepares it on whichever backend needs it (once per backend,
  * at most max_prepared_statements each, least recently used closed first), and rewrites the name
- * in the client's Parse, Bind, Describe and Close.
+ * in the client's Parse, Bind, Describe and Close. A statement whose plan went stale (a schema
+ * change) is retired: the next Parse of its text gets a new one. The unnamed statement stays the
+ * backend's own; each client keeps a copy, to parse it again where its Bind lands.
  *
  * Three owners: the worker owns one registry (every distinct statement, refcounted); each client
  * owns its name map; each backend owns the set of statements prepared on it, in LRU order.

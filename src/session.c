@@ -292,8 +292,6 @@ static void session_forget_applied_params(struct server *s)
     }
 }
 
-static bool session_ensure(struct client *c, struct prepared_statement *stmt);
-
 /* ---- statements sluice answers for the client: DEALLOCATE [ALL], DISCARD ALL ---- */
 
 /* Runs in place of a client's command that succeeds: it changes nothing and returns no rows. */
@@ -340,17 +338,17 @@ static const char *session_command_tag(uint8_t command)
     return "";
 }
 
+static void session_append_text(struct msgbuf *out, const char *text)
+{
+    msgbuf_append(out, text, strlen(text));
+}
+
 /*
  * SQL that fails with sqlstate and format(message_format, name), in order and with the
  * transaction, as Postgres' own error would. The name travels hex-encoded, read in the client's
  * encoding, so nothing in it can end a literal or a dollar quote; message_format itself must
  * hold neither a quote nor a dollar sign.
  */
-static void session_append_text(struct msgbuf *out, const char *text)
-{
-    msgbuf_append(out, text, strlen(text));
-}
-
 static void session_build_raise_sql(struct msgbuf *out, const char *sqlstate,
                                     const char *message_format, const char *name)
 {
@@ -398,7 +396,8 @@ static void session_apply_command(struct client *c, enum session_command command
         break;
     case SESSION_COMMAND_DISCARD_ALL:
         if (status_known && s->ready_status == 'T') {
-            session_build_raise_sql(sql, "25001", "DISCARD ALL cannot run inside a transaction block", "");
+            session_build_raise_sql(sql, "25001",
+                                    "DISCARD ALL cannot run inside a transaction block", "");
             *retag = false;
             return;
         }
@@ -789,7 +788,7 @@ static void session_build_rejected_parse(struct msgbuf *out, const struct prepar
     session_reject_sql(sql, sizeof(sql), reason);
     size_t sql_len = strlen(sql) + 1;
     uint32_t be_len = htonl((uint32_t)(4 + name_len + sql_len + types_len));
-    session_append_text(out, "P");
+    msgbuf_append(out, "P", 1);
     msgbuf_append(out, &be_len, 4);
     msgbuf_append(out, parse->name, name_len);
     msgbuf_append(out, sql, sql_len);
@@ -811,7 +810,8 @@ static enum session_step session_parse(struct client *c, uint32_t msg_len, bool 
     struct pinning_summary summary;
     enum pin_reason reason = pinning_scan(parse.query, strlen(parse.query), &rules, &summary);
     enum session_command command = session_command_of_summary(&summary);
-    if (session_prepared_enabled(c) && session_changes_schema(parse.query, strlen(parse.query), &rules))
+    if (session_prepared_enabled(c) &&
+        session_changes_schema(parse.query, strlen(parse.query), &rules))
         prepared_registry_retire_all(c->worker->prepared);
     if (reason == PIN_NONE || strcmp(c->worker->cfg->pinning, "off") == 0)
         return session_parse_statement(c, &parse, NULL, msg_len, in_flight, command);
