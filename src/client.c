@@ -186,7 +186,7 @@ void client_free(struct client *c)
         free(c->scram);
     }
     param_set_free(&c->params);
-    prepared_client_forget_all(&c->prepared);
+    prepared_client_free(&c->prepared);
     free(c->pin_statement);
     free(c->startup_copy);
     free(c);

@@ -446,15 +446,34 @@ static struct prepared_statement *registry_get(struct prepared_registry *registr
 /* Frees a statement nobody holds any more. */
 static void statement_release(struct prepared_statement *stmt)
 {
+    if (stmt->client_refs > 0 || stmt->server_refs > 0 || stmt->reply_refs > 0)
+        return;
+    prepared_statement_retire(stmt);   /* out of the registry's table */
+    free(stmt);
+}
+
+void prepared_statement_retire(struct prepared_statement *stmt)
+{
     struct prepared_table *statements = &stmt->registry->statements;
     size_t i;
 
-    if (stmt->client_refs > 0 || stmt->server_refs > 0 || stmt->reply_refs > 0)
+    if (stmt->retired)
         return;
     i = table_find(statements, stmt->hash, same_item, stmt, 0);
     if (i != NOT_FOUND)
         table_remove_at(statements, i);
-    free(stmt);
+    stmt->retired = true;
+}
+
+void prepared_registry_retire_all(struct prepared_registry *registry)
+{
+    /* Every statement in the table is held by someone (released ones left it): none is freed. */
+    for (size_t i = 0; i < registry->statements.cap; i++) {
+        struct prepared_statement *stmt = registry->statements.slots[i].item;
+        if (stmt != NULL)
+            stmt->retired = true;
+    }
+    table_free(&registry->statements);
 }
 
 /* ---- clients ---- */
@@ -481,6 +500,7 @@ void prepared_client_init(struct prepared_client *client, struct prepared_regist
     client->names.cap = 0;
     client->names.n = 0;
     client->last_serial = 0;
+    memset(&client->unnamed, 0, sizeof(client->unnamed));
 }
 
 enum prepared_add_result prepared_client_add(struct prepared_client *client,
@@ -548,6 +568,10 @@ uint64_t prepared_client_serial(const struct prepared_client *client, const char
 
 void prepared_client_unbind(struct prepared_client *client, uint64_t serial)
 {
+    if (client->unnamed.serial == serial) {
+        prepared_client_clear_unnamed(client);
+        return;
+    }
     /* A scan: only a failed Parse comes here. */
     for (size_t i = 0; i < client->names.cap; i++) {
         struct client_name *entry = client->names.slots[i].item;
@@ -580,6 +604,48 @@ void prepared_client_forget_all(struct prepared_client *client)
             client_name_free(client->names.slots[i].item);
     }
     table_free(&client->names);
+}
+
+void prepared_client_free(struct prepared_client *client)
+{
+    prepared_client_forget_all(client);
+    free(client->unnamed.definition);
+    memset(&client->unnamed, 0, sizeof(client->unnamed));
+}
+
+bool prepared_client_set_unnamed(struct prepared_client *client,
+                                 const struct prepared_parse *parse, uint8_t command)
+{
+    struct prepared_unnamed *u = &client->unnamed;
+
+    if (parse->definition_len > u->cap) {
+        uint8_t *grown = realloc(u->definition, parse->definition_len);
+        if (grown == NULL) {
+            u->serial = 0;
+            return false;
+        }
+        u->definition = grown;
+        u->cap = parse->definition_len;
+    }
+    memcpy(u->definition, parse->definition, parse->definition_len);
+    u->len = parse->definition_len;
+    u->serial = ++client->last_serial;
+    u->command = command;
+    return true;
+}
+
+void prepared_client_clear_unnamed(struct prepared_client *client)
+{
+    client->unnamed.serial = 0;
+    client->unnamed.command = 0;
+}
+
+void prepared_build_unnamed_parse(struct msgbuf *out, const struct prepared_client *client)
+{
+    if (!append_header(out, 'P', 1 + client->unnamed.len))
+        return;
+    msgbuf_append(out, "", 1);
+    msgbuf_append(out, client->unnamed.definition, client->unnamed.len);
 }
 
 size_t prepared_client_count(const struct prepared_client *client)

@@ -5,7 +5,9 @@
  * distinct statement one backend-side name ("sluice_<worker>_<n>") shared by every client that
  * prepares the same text and types, prepares it on whichever backend needs it (once per backend,
  * at most max_prepared_statements each, least recently used closed first), and rewrites the name
- * in the client's Parse, Bind, Describe and Close.
+ * in the client's Parse, Bind, Describe and Close. A statement whose plan went stale (a schema
+ * change) is retired: the next Parse of its text gets a new one. The unnamed statement stays the
+ * backend's own; each client keeps a copy, to parse it again where its Bind lands.
  *
  * Three owners: the worker owns one registry (every distinct statement, refcounted); each client
  * owns its name map; each backend owns the set of statements prepared on it, in LRU order.
@@ -67,6 +69,9 @@ struct prepared_statement {
     unsigned client_refs;                   /* client names bound to it */
     unsigned server_refs;                   /* backends that have it prepared */
     unsigned reply_refs;                    /* Parse replies still owed for it */
+    bool retired;                           /* no longer found by its definition */
+    uint8_t command;                        /* what session.c answers for it instead of the
+                                               backend (enum session_command), 0: nothing */
     struct prepared_registry *registry;     /* read-only from here on */
     uint64_t hash;
     size_t definition_len;
@@ -83,6 +88,15 @@ struct prepared_registry *prepared_registry_new(unsigned worker_id,
 /* Frees every statement: free clients' and backends' maps first. */
 void prepared_registry_free(struct prepared_registry *registry);
 size_t prepared_registry_count(const struct prepared_registry *registry);
+
+/*
+ * The backend statement no longer fits its definition (the schema changed under it): later
+ * Parses of the same definition get a new statement, prepared afresh; this one lives on for the
+ * names and backends that hold it.
+ */
+void prepared_statement_retire(struct prepared_statement *stmt);
+/* The same for every statement: after DDL, any of them may have changed. */
+void prepared_registry_retire_all(struct prepared_registry *registry);
 
 /* Parse message preparing stmt under its backend name, for a backend that lacks it. */
 void prepared_build_parse(struct msgbuf *out, const struct prepared_statement *stmt);
@@ -104,10 +118,24 @@ struct prepared_table {
 
 /* ---- per client: its names ---- */
 
+/*
+ * The client's unnamed statement: the backend's own, but kept here too, because the client's
+ * Bind may land on another backend than its Parse (after a Sync), or after sluice's own queries
+ * (parameter sync), which destroy it. It is then parsed again where the Bind lands.
+ */
+struct prepared_unnamed {
+    uint8_t *definition;            /* a Parse body without the name, as in prepared_statement */
+    size_t len;
+    size_t cap;
+    uint64_t serial;                /* which Parse made it (a client serial); 0: none */
+    uint8_t command;                /* as in prepared_statement */
+};
+
 struct prepared_client {
     struct prepared_registry *registry;
     struct prepared_table names;
     uint64_t last_serial;           /* every name bound gets the next one */
+    struct prepared_unnamed unnamed;
 };
 
 enum prepared_add_result {
@@ -131,16 +159,27 @@ enum prepared_add_result prepared_client_add(struct prepared_client *client,
  * prepared_client_unbind undoes when that Parse fails, and no later binding of the same name.
  */
 uint64_t prepared_client_serial(const struct prepared_client *client, const char *name);
-/* The Parse that made this binding failed or was skipped on the backend: Postgres has no such
- * name, so neither does the client. Nothing happens if the name was bound again since. */
+/* The Parse that made this binding (or unnamed statement) failed or was skipped on the backend:
+ * Postgres has no such name, so neither does the client. Nothing happens if the name was bound
+ * again since. */
 void prepared_client_unbind(struct prepared_client *client, uint64_t serial);
 /* NULL if the client has no statement of that name: 26000 for a Bind or Describe. */
 struct prepared_statement *prepared_client_lookup(const struct prepared_client *client,
                                                   const char *name);
 /* Close 'S' or DEALLOCATE name: false if there was none (not an error, as in Postgres). */
 bool prepared_client_remove(struct prepared_client *client, const char *name);
-/* DISCARD ALL, DEALLOCATE ALL, disconnect. Leaves the client as prepared_client_init did. */
+/* DISCARD ALL, DEALLOCATE ALL: every named statement goes (the unnamed one stays, as in
+ * Postgres). */
 void prepared_client_forget_all(struct prepared_client *client);
+/* Disconnect: everything goes. Leaves the client as prepared_client_init did. */
+void prepared_client_free(struct prepared_client *client);
+/* A Parse of the unnamed statement: keeps a copy of its definition. false if out of memory. */
+bool prepared_client_set_unnamed(struct prepared_client *client,
+                                 const struct prepared_parse *parse, uint8_t command);
+/* Close of the unnamed statement, or a simple Query (which destroys it). */
+void prepared_client_clear_unnamed(struct prepared_client *client);
+/* Parse message of the client's unnamed statement, for a backend that lost it. */
+void prepared_build_unnamed_parse(struct msgbuf *out, const struct prepared_client *client);
 size_t prepared_client_count(const struct prepared_client *client);
 
 /* ---- per backend: what is prepared there ---- */

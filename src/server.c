@@ -196,6 +196,7 @@ void server_free(struct server *s)
     param_set_free(&s->params);
     prepared_server_forget_all(&s->prepared);
     reply_queue_free(&s->replies);
+    session_backend_free(&s->session);
     free(s);
 }
 
@@ -558,6 +559,7 @@ static void server_run_internal(struct server *s, enum server_internal_purpose p
     s->error_in_internal = false;
     free(s->internal_error);
     s->internal_error = NULL;
+    session_internal_query(s);
     server_set_state(s, SERVER_INTERNAL);
     msgbuf_reset(mb);
     proto_build_query(mb, sql);
@@ -835,7 +837,7 @@ static void server_forward_input(struct server *s)
             if (evbuffer_copyout(in, ready, sizeof(ready)) < (ev_ssize_t)sizeof(ready))
                 return;
             uint32_t whole = sizeof(ready);
-            session_server_reply(s, 'Z');
+            session_server_reply(s, 'Z', ready + PROTO_HEADER_LEN, 1);
             conn_forward(&s->conn, &c->conn, &whole);
             s->pool->stats.bytes_sent += sizeof(ready);
             server_ready_for_query(s, (char)ready[PROTO_HEADER_LEN]);
@@ -846,11 +848,14 @@ static void server_forward_input(struct server *s)
                 return;
             server_track_parameter(s, in, msg_len);
         }
-        if (s->replies.count > 0 && (type == '1' || type == '3' || type == 'E')) {
-            if ((type == '1' || type == '3') && evbuffer_get_length(in) < (size_t)msg_len + 1)
+        if (session_server_inspects(s, type)) {
+            bool inspectable = msg_len <= CONN_MAX_INSPECTED_MESSAGE;
+            if (inspectable && evbuffer_get_length(in) < (size_t)msg_len + 1)
                 return;
-            if (session_server_reply(s, type)) {
-                evbuffer_drain(in, (size_t)msg_len + 1); /* answers a message sluice added */
+            const uint8_t *msg = inspectable ? conn_pullup_message(in, msg_len) : NULL;
+            if (session_server_reply(s, type, msg ? msg + PROTO_HEADER_LEN : NULL,
+                                     msg ? msg_len - 4 : 0)) {
+                evbuffer_drain(in, (size_t)msg_len + 1); /* sluice's own, or replaced */
                 continue;
             }
         }

@@ -49,6 +49,7 @@ struct server {
     struct param_set params;        /* what this backend's session has now */
     struct prepared_server prepared; /* shared statements prepared on this backend */
     struct reply_queue replies;     /* replies owed to tracked messages, in order */
+    struct session_backend session; /* unnamed statement, portals and errors sluice tracks */
     bool session_dirty;             /* a pinned client used it: reset before anyone else does */
     uint8_t linked_mode;            /* enum pool_mode of the last client linked: session resets */
     uint32_t backend_pid;

@@ -5,13 +5,18 @@
  *     statement and prepared on whichever backend the client has now, once per backend;
  *   - statements that leave state in the session (SET, temp tables, LISTEN...) pin the client to
  *     its backend until it leaves, or are refused (pinning = reject);
- *   - DISCARD ALL / DEALLOCATE ALL forget what the client and the backend had.
- * Replies to the Parse and Close messages sluice adds itself are counted in a queue and kept
- * from the client.
+ *   - DEALLOCATE [ALL] and DISCARD ALL act on the client's own statements: the backend runs a
+ *     harmless command in their place (or one raising the error Postgres would), whose
+ *     CommandComplete sluice gives the client's tag, whichever protocol carries them;
+ *   - the unnamed statement is remembered and parsed again where its Bind lands;
+ *   - a backend statement whose plan can no longer give its result type (0A000 after a schema
+ *     change) is retired, so the next Parse prepares it afresh.
+ * Replies to the messages sluice adds itself are counted in a queue and kept from the client.
  */
 #include "session.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,8 +34,6 @@
 
 /* Queries larger than this are passed on without looking for session state in them. */
 #define SESSION_MAX_SCANNED_QUERY (1024 * 1024)
-/* Bind's portal and statement names must fit in this many bytes after the header. */
-#define SESSION_MAX_BIND_NAMES 1024
 /* Kept in SHOW PINNED and the log: the start of the statement that pinned a client. */
 #define SESSION_PIN_STATEMENT_LEN 200
 /* A backend name no statement ever has: closing or using it touches nothing shared. */
@@ -54,15 +57,17 @@ void reply_queue_clear(struct reply_queue *q)
     q->head = 0;
 }
 
-static bool reply_queue_push_binding(struct reply_queue *q, enum reply_kind kind,
-                                     struct prepared_statement *stmt, uint64_t binding)
+/* Takes item (its retags are freed if it cannot be queued). */
+static bool reply_queue_push_item(struct reply_queue *q, struct reply_expectation item)
 {
     if (q->count == q->cap) {
         uint32_t cap = q->cap ? q->cap * 2 : 16;
         struct reply_expectation *items =
             fault_alloc_fails(FAULT_SITE_REPLY_QUEUE) ? NULL : malloc(cap * sizeof(*items));
-        if (!items)
+        if (!items) {
+            free(item.retags);
             return false;
+        }
         for (uint32_t i = 0; i < q->count; i++)
             items[i] = q->items[(q->head + i) % q->cap];
         free(q->items);
@@ -70,11 +75,18 @@ static bool reply_queue_push_binding(struct reply_queue *q, enum reply_kind kind
         q->head = 0;
         q->cap = cap;
     }
-    q->items[(q->head + q->count) % q->cap] = (struct reply_expectation){ kind, stmt, binding };
+    q->items[(q->head + q->count) % q->cap] = item;
     q->count++;
-    if (stmt)
-        prepared_reply_owed(stmt);
+    if (item.stmt)
+        prepared_reply_owed(item.stmt);
     return true;
+}
+
+static bool reply_queue_push_binding(struct reply_queue *q, enum reply_kind kind,
+                                     struct prepared_statement *stmt, uint64_t binding)
+{
+    return reply_queue_push_item(q, (struct reply_expectation){ .kind = kind, .stmt = stmt,
+                                                                .binding = binding });
 }
 
 static bool reply_queue_push(struct reply_queue *q, enum reply_kind kind, struct prepared_statement *stmt)
@@ -82,7 +94,7 @@ static bool reply_queue_push(struct reply_queue *q, enum reply_kind kind, struct
     return reply_queue_push_binding(q, kind, stmt, 0);
 }
 
-static struct reply_expectation *reply_queue_front(struct reply_queue *q)
+static struct reply_expectation *reply_queue_front(const struct reply_queue *q)
 {
     return q->count ? &q->items[q->head] : NULL;
 }
@@ -92,10 +104,89 @@ static void reply_queue_pop(struct reply_queue *q)
     if (!q->count)
         return;
     struct prepared_statement *stmt = q->items[q->head].stmt;
+    free(q->items[q->head].retags);
     if (stmt)
         prepared_reply_settled(stmt);
     q->head = (q->head + 1) % q->cap;
     q->count--;
+}
+
+/* ---- what sluice keeps about a backend ---- */
+
+static void session_forget_portals(struct session_backend *b)
+{
+    for (size_t i = 0; i < b->n_portals; i++) {
+        free(b->portals[i].name);
+        free(b->portals[i].statement);
+    }
+    free(b->portals);
+    b->portals = NULL;
+    b->n_portals = 0;
+}
+
+void session_backend_free(struct session_backend *b)
+{
+    session_forget_portals(b);
+    memset(b, 0, sizeof(*b));
+}
+
+void session_internal_query(struct server *s)
+{
+    /* A simple query destroys the unnamed statement; sluice's run between transactions, when
+     * no portal is left either. */
+    s->session.unnamed_client = 0;
+    s->session.unnamed_serial = 0;
+    s->session.skipping = false;
+    session_forget_portals(&s->session);
+}
+
+static struct session_portal *session_find_portal(struct server *s, const char *name)
+{
+    for (size_t i = 0; i < s->session.n_portals; i++) {
+        if (strcmp(s->session.portals[i].name, name) == 0)
+            return &s->session.portals[i];
+    }
+    return NULL;
+}
+
+static void session_drop_portal(struct server *s, const char *name)
+{
+    struct session_portal *p = session_find_portal(s, name);
+    if (!p)
+        return;
+    free(p->name);
+    free(p->statement);
+    *p = s->session.portals[--s->session.n_portals];
+}
+
+/*
+ * Bind of portal to a statement whose text is one command sluice answers (or to any other, which
+ * replaces what the portal was). false if out of memory.
+ */
+static bool session_track_portal(struct server *s, const char *portal, uint8_t command,
+                                 const char *statement)
+{
+    struct session_backend *b = &s->session;
+    if (b->n_portals == 0 && command == SESSION_COMMAND_NONE)
+        return true;
+    session_drop_portal(s, portal);
+    if (command == SESSION_COMMAND_NONE)
+        return true;
+    struct session_portal *grown = realloc(b->portals, (b->n_portals + 1) * sizeof(*grown));
+    if (!grown)
+        return false;
+    b->portals = grown;
+    struct session_portal *p = &b->portals[b->n_portals];
+    p->name = strdup(portal);
+    p->statement = strdup(statement ? statement : "");
+    p->command = command;
+    if (!p->name || !p->statement) {
+        free(p->name);
+        free(p->statement);
+        return false;
+    }
+    b->n_portals++;
+    return true;
 }
 
 /* ---- helpers ---- */
@@ -210,49 +301,177 @@ static void session_forget_applied_params(struct server *s)
     }
 }
 
-static bool session_ensure(struct client *c, struct prepared_statement *stmt);
+/* ---- statements sluice answers for the client: DEALLOCATE [ALL], DISCARD ALL ---- */
 
-/* Is the query one DEALLOCATE of a statement the client prepared? *st gets it. */
-static bool session_is_own_deallocate(struct client *c, const char *sql, size_t len,
-                                      const struct pinning_rules *rules,
-                                      struct pinning_statement *st)
+/* Runs in place of a client's command that succeeds: it changes nothing and returns no rows. */
+#define SESSION_NOOP_SQL "DO $sluice$BEGIN END$sluice$"
+/* The statement and portal sluice runs such commands under, in the extended protocol. */
+#define SESSION_COMMAND_NAME "sluice_command"
+
+static enum session_command session_command_of(const struct pinning_statement *st)
 {
-    size_t offset = 0;
-    return pinning_next_statement(sql, len, &offset, rules, st) &&
-           st->effect == PIN_EFFECT_DEALLOCATE && !st->name_truncated &&
-           prepared_client_lookup(&c->prepared, st->name) != NULL;
+    switch (st->effect) {
+    case PIN_EFFECT_DEALLOCATE:
+        return SESSION_COMMAND_DEALLOCATE;
+    case PIN_EFFECT_DEALLOCATE_ALL:
+        return SESSION_COMMAND_DEALLOCATE_ALL;
+    case PIN_EFFECT_DISCARD_ALL:
+        return SESSION_COMMAND_DISCARD_ALL;
+    default:
+        return SESSION_COMMAND_NONE;
+    }
+}
+
+/* The command a Parse's text is, if it is one statement that sluice answers. */
+static enum session_command session_command_of_summary(const struct pinning_summary *sum)
+{
+    if (sum->n_statements != 1)
+        return SESSION_COMMAND_NONE;   /* several: Postgres refuses such a Parse itself */
+    if (sum->deallocates)
+        return SESSION_COMMAND_DEALLOCATE;
+    if (sum->forgets_statements)
+        return sum->resets_untracked ? SESSION_COMMAND_DISCARD_ALL : SESSION_COMMAND_DEALLOCATE_ALL;
+    return SESSION_COMMAND_NONE;
+}
+
+static const char *session_command_tag(uint8_t command)
+{
+    switch (command) {
+    case SESSION_COMMAND_DEALLOCATE:
+        return "DEALLOCATE";
+    case SESSION_COMMAND_DEALLOCATE_ALL:
+        return "DEALLOCATE ALL";
+    case SESSION_COMMAND_DISCARD_ALL:
+        return "DISCARD ALL";
+    }
+    return "";
+}
+
+static void session_append_text(struct msgbuf *out, const char *text)
+{
+    msgbuf_append(out, text, strlen(text));
 }
 
 /*
- * DEALLOCATE name of a client's statement, in a query sluice passes on: the backend knows the
- * statement by another name, and may not have it prepared. Each such DEALLOCATE becomes one of
- * the backend statement, prepared there first if need be so the command succeeds as it would
- * have; the client and the backend then forget it. Everything else is copied as written.
- * *rewritten: some DEALLOCATE was the client's (out holds the new query text, NUL included).
+ * SQL that fails with sqlstate and format(message_format, name), in order and with the
+ * transaction, as Postgres' own error would. The name travels hex-encoded, read in the client's
+ * encoding, so nothing in it can end a literal or a dollar quote; message_format itself must
+ * hold neither a quote nor a dollar sign.
  */
-static bool session_rewrite_deallocates(struct client *c, const char *sql, size_t len,
-                                        const struct pinning_rules *rules, struct msgbuf *out,
-                                        bool *rewritten)
+static void session_build_raise_sql(struct msgbuf *out, const char *sqlstate,
+                                    const char *message_format, const char *name)
 {
-    static const char deallocate[] = "DEALLOCATE ";
+    static const char digits[] = "0123456789abcdef";
+    session_append_text(out, "DO $sluice$BEGIN RAISE EXCEPTION USING ERRCODE = '");
+    msgbuf_append(out, sqlstate, strlen(sqlstate));
+    session_append_text(out, "', MESSAGE = pg_catalog.format('");
+    msgbuf_append(out, message_format, strlen(message_format));
+    session_append_text(out, "', pg_catalog.convert_from(pg_catalog.decode('");
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
+        char pair[2] = { digits[*p >> 4], digits[*p & 15] };
+        msgbuf_append(out, pair, 2);
+    }
+    session_append_text(out, "', 'hex'), pg_catalog.pg_client_encoding())); END$sluice$");
+}
+
+/*
+ * Applies a client's command to its own statements and appends the SQL the backend runs in its
+ * place: a no-op, RESET ALL for DISCARD ALL (the backend then reports the parameters it resets,
+ * which the client follows), or an error Postgres would raise. *retag: the backend's
+ * CommandComplete for it must carry the command's tag. status_known: nothing before the command
+ * can have changed the backend's last transaction status.
+ */
+static void session_apply_command(struct client *c, enum session_command command,
+                                  const char *name, bool status_known, struct msgbuf *sql,
+                                  bool *retag)
+{
+    struct server *s = c->server;
+    *retag = true;
+    if (status_known && s->ready_status == 'E') {
+        /* The backend refuses the no-op too (25P02), and Postgres would not have run it. */
+        session_append_text(sql, SESSION_NOOP_SQL);
+        return;
+    }
+    switch (command) {
+    case SESSION_COMMAND_DEALLOCATE:
+        if (!prepared_client_remove(&c->prepared, name)) {
+            session_build_raise_sql(sql, "26000", "prepared statement \"%s\" does not exist", name);
+            *retag = false;
+            return;
+        }
+        break;
+    case SESSION_COMMAND_DEALLOCATE_ALL:
+        prepared_client_forget_all(&c->prepared);
+        break;
+    case SESSION_COMMAND_DISCARD_ALL:
+        if (status_known && s->ready_status == 'T') {
+            session_build_raise_sql(sql, "25001",
+                                    "DISCARD ALL cannot run inside a transaction block", "");
+            *retag = false;
+            return;
+        }
+        prepared_client_forget_all(&c->prepared);
+        session_forget_applied_params(s);
+        session_append_text(sql, "RESET ALL");
+        return;
+    case SESSION_COMMAND_NONE:
+        break;
+    }
+    session_append_text(sql, SESSION_NOOP_SQL);
+}
+
+/* A pinned client's DISCARD ALL runs on its own backend: everything prepared there goes. */
+static void session_discard_on_own_backend(struct client *c)
+{
+    prepared_client_forget_all(&c->prepared);
+    prepared_server_forget_all(&c->server->prepared);
+    session_forget_applied_params(c->server);
+}
+
+static bool session_add_retag(struct reply_expectation *e, uint32_t index, uint8_t command)
+{
+    struct reply_retag *grown = realloc(e->retags, (e->n_retags + 1) * sizeof(*grown));
+    if (!grown)
+        return false;
+    e->retags = grown;
+    e->retags[e->n_retags++] = (struct reply_retag){ index, command };
+    return true;
+}
+
+/*
+ * A simple query's DEALLOCATE [ALL] and DISCARD ALL statements, each replaced in the text by what
+ * session_apply_command says; sync gets the CommandCompletes to retag. *rewritten: out holds
+ * the new text (NUL included). false if out of memory.
+ */
+static bool session_rewrite_commands(struct client *c, const char *sql, size_t len,
+                                     const struct pinning_rules *rules, size_t n_statements,
+                                     bool in_flight, struct msgbuf *out,
+                                     struct reply_expectation *sync, bool *rewritten)
+{
     struct pinning_statement st;
     size_t offset = 0, copied = 0;
+    uint32_t index = 0;
 
     *rewritten = false;
     while (pinning_next_statement(sql, len, &offset, rules, &st)) {
-        struct prepared_statement *stmt = NULL;
-        if (st.effect == PIN_EFFECT_DEALLOCATE && !st.name_truncated)
-            stmt = prepared_client_lookup(&c->prepared, st.name);
-        if (!stmt)
+        uint32_t this_index = index++;
+        enum session_command command = session_command_of(&st);
+        if (command == SESSION_COMMAND_NONE)
             continue;
-        if (!session_ensure(c, stmt))
-            return false;
+        if (command == SESSION_COMMAND_DISCARD_ALL && c->pinned) {
+            if (n_statements == 1)
+                session_discard_on_own_backend(c);
+            continue;
+        }
+        if (command == SESSION_COMMAND_DISCARD_ALL && n_statements > 1)
+            continue;   /* Postgres refuses it in a multi-statement query: so does the backend */
+        bool retag;
         msgbuf_append(out, sql + copied, st.start - copied);
-        msgbuf_append(out, deallocate, sizeof(deallocate) - 1);
-        msgbuf_append(out, stmt->backend_name, strlen(stmt->backend_name));
+        session_apply_command(c, command, st.name_truncated ? "" : st.name,
+                              !in_flight && this_index == 0, out, &retag);
+        if (retag && !session_add_retag(sync, this_index, (uint8_t)command))
+            return false;
         copied = st.start + st.len;
-        prepared_server_forget(&c->server->prepared, stmt);
-        prepared_client_remove(&c->prepared, st.name);
         *rewritten = true;
     }
     msgbuf_append(out, sql + copied, len - copied);
@@ -260,16 +479,39 @@ static bool session_rewrite_deallocates(struct client *c, const char *sql, size_
     return !out->failed;
 }
 
-/* Answers a DEALLOCATE of the client's own statements without the backend. */
-static bool session_answer_deallocate(struct client *c, uint32_t msg_len)
+/* Does the statement at p start with this keyword? */
+static bool session_starts_with_word(const char *p, const char *word)
 {
-    struct msgbuf *mb = &c->worker->scratch;
-    static const uint8_t complete[] = { 'C', 0, 0, 0, 15, 'D', 'E', 'A', 'L', 'L', 'O', 'C', 'A', 'T', 'E', 0 };
-    evbuffer_drain(c->conn.in, (size_t)msg_len + 1);
-    msgbuf_reset(mb);
-    msgbuf_append(mb, complete, sizeof(complete));
-    proto_build_ready_for_query(mb, c->server->ready_status ? c->server->ready_status : 'I');
-    return conn_send(&c->conn, mb);
+    size_t n = strlen(word);
+    return strncasecmp(p, word, n) == 0 && !isalnum((unsigned char)p[n]) && p[n] != '_';
+}
+
+/*
+ * Does a query (NUL-terminated) change the schema: ALTER, DROP, CREATE OR REPLACE? Then a shared
+ * statement's result type may have changed under it, and Postgres would give 0A000 on its next
+ * use. Every statement is retired instead, so each next Parse prepares afresh. A plain search
+ * first: most queries hold none of these words.
+ */
+static bool session_changes_schema(const char *sql, size_t len, const struct pinning_rules *rules)
+{
+    struct pinning_statement st;
+    size_t offset = 0;
+
+    if (!strcasestr(sql, "alter") && !strcasestr(sql, "drop") && !strcasestr(sql, "replace"))
+        return false;
+    while (pinning_next_statement(sql, len, &offset, rules, &st)) {
+        const char *head = sql + st.start;
+        if (session_starts_with_word(head, "alter") || session_starts_with_word(head, "drop"))
+            return true;
+        if (session_starts_with_word(head, "create")) {
+            const char *after = head + strlen("create");
+            while (isspace((unsigned char)*after))
+                after++;
+            if (session_starts_with_word(after, "or"))
+                return true;
+        }
+    }
+    return false;
 }
 
 /* ---- simple query ---- */
@@ -280,6 +522,9 @@ static enum session_step session_query(struct client *c, uint32_t msg_len, bool 
     const char *sql;
     struct pinning_summary summary;
 
+    /* A simple query destroys the unnamed statement, the client's as much as the backend's. */
+    prepared_client_clear_unnamed(&c->prepared);
+    s->session.unnamed_client = 0;
     if (msg_len > SESSION_MAX_SCANNED_QUERY) {
         if (!reply_queue_push(&s->replies, REPLY_SYNC, NULL))
             return session_out_of_memory(c);
@@ -296,10 +541,6 @@ static enum session_step session_query(struct client *c, uint32_t msg_len, bool 
     struct pinning_rules rules = session_rules(c);
     enum pin_reason reason = pinning_scan(sql, len, &rules, &summary);
 
-    if (summary.forgets_statements) {
-        prepared_client_forget_all(&c->prepared);
-        prepared_server_forget_all(&s->prepared);
-    }
     if (summary.resets_untracked)
         session_forget_applied_params(s);
     bool reject = reason != PIN_NONE && strcmp(c->worker->cfg->pinning, "reject") == 0;
@@ -308,24 +549,20 @@ static enum session_step session_query(struct client *c, uint32_t msg_len, bool 
             return session_out_of_memory(c);
         return SESSION_HANDLED;
     }
+    if (session_prepared_enabled(c) && session_changes_schema(sql, len, &rules))
+        prepared_registry_retire_all(c->worker->prepared);
     struct msgbuf rewritten;
+    struct reply_expectation sync = { .kind = REPLY_SYNC };
     bool is_rewritten = false;
     msgbuf_init(&rewritten);
-    if (summary.deallocates && session_prepared_enabled(c)) {
-        struct pinning_statement st;
-        if (!in_flight && summary.n_statements == 1 &&
-            session_is_own_deallocate(c, sql, len, &rules, &st)) {
-            prepared_client_remove(&c->prepared, st.name);
-            if (!session_answer_deallocate(c, msg_len))
-                return session_out_of_memory(c);
-            return SESSION_ANSWERED;
-        }
-        if (!session_rewrite_deallocates(c, sql, len, &rules, &rewritten, &is_rewritten)) {
-            msgbuf_free(&rewritten);
-            return session_out_of_memory(c);
-        }
+    if ((summary.deallocates || summary.forgets_statements) && session_prepared_enabled(c) &&
+        !session_rewrite_commands(c, sql, len, &rules, summary.n_statements, in_flight,
+                                  &rewritten, &sync, &is_rewritten)) {
+        msgbuf_free(&rewritten);
+        free(sync.retags);
+        return session_out_of_memory(c);
     }
-    if (!reply_queue_push(&s->replies, REPLY_SYNC, NULL)) {
+    if (!reply_queue_push_item(&s->replies, sync)) {
         msgbuf_free(&rewritten);
         return session_out_of_memory(c);
     }
@@ -369,6 +606,107 @@ static bool session_inject_parse(struct client *c, struct prepared_statement *st
            conn_send(&s->conn, mb);
 }
 
+/* Type and length of a message whose body is body_len bytes. */
+static void session_build_header(struct msgbuf *mb, char type, size_t body_len)
+{
+    uint32_t be_len = htonl((uint32_t)(body_len + 4));
+    msgbuf_append(mb, &type, 1);
+    msgbuf_append(mb, &be_len, 4);
+}
+
+static void session_build_close(struct msgbuf *mb, char kind, const char *name)
+{
+    session_build_header(mb, 'C', 1 + strlen(name) + 1);
+    msgbuf_append(mb, &kind, 1);
+    msgbuf_append(mb, name, strlen(name) + 1);
+}
+
+/*
+ * Runs sql on the backend in place of a client's Execute or Parse: under a statement and portal
+ * of sluice's own (the client's unnamed ones stay as they are), every reply but the last kept
+ * from the client. The last is an error, or (retag) a CommandComplete given retag's tag.
+ */
+static bool session_inject_command(struct client *c, const char *sql, uint8_t retag)
+{
+    static const uint8_t no_parameters[2] = { 0, 0 };
+    static const uint8_t bind_tail[6] = { 0, 0, 0, 0, 0, 0 };   /* no formats, values, results */
+    static const uint8_t all_rows[4] = { 0, 0, 0, 0 };
+    const size_t name_size = sizeof(SESSION_COMMAND_NAME);
+    struct server *s = c->server;
+    struct msgbuf *mb = &c->worker->scratch;
+    struct reply_expectation execute = { .kind = REPLY_EXECUTE_OURS };
+
+    msgbuf_reset(mb);
+    session_build_close(mb, 'P', SESSION_COMMAND_NAME);
+    session_build_close(mb, 'S', SESSION_COMMAND_NAME);
+    session_build_header(mb, 'P', name_size + strlen(sql) + 1 + sizeof(no_parameters));
+    msgbuf_append(mb, SESSION_COMMAND_NAME, name_size);
+    msgbuf_append(mb, sql, strlen(sql) + 1);
+    msgbuf_append(mb, no_parameters, sizeof(no_parameters));
+    session_build_header(mb, 'B', 2 * name_size + sizeof(bind_tail));
+    msgbuf_append(mb, SESSION_COMMAND_NAME, name_size);
+    msgbuf_append(mb, SESSION_COMMAND_NAME, name_size);
+    msgbuf_append(mb, bind_tail, sizeof(bind_tail));
+    session_build_header(mb, 'E', name_size + sizeof(all_rows));
+    msgbuf_append(mb, SESSION_COMMAND_NAME, name_size);
+    msgbuf_append(mb, all_rows, sizeof(all_rows));
+    if (retag != SESSION_COMMAND_NONE && !session_add_retag(&execute, 0, retag))
+        return false;
+    return reply_queue_push(&s->replies, REPLY_CLOSE_OURS, NULL) &&
+           reply_queue_push(&s->replies, REPLY_CLOSE_OURS, NULL) &&
+           reply_queue_push(&s->replies, REPLY_PARSE_OURS, NULL) &&
+           reply_queue_push(&s->replies, REPLY_BIND_OURS, NULL) &&
+           reply_queue_push_item(&s->replies, execute) && conn_send(&s->conn, mb);
+}
+
+/*
+ * sluice raises an error in the client's pipeline: the backend skips everything up to Sync, and
+ * the client's messages until then pass to it untouched (their names mean nothing any more).
+ */
+static enum session_step session_raise(struct client *c, const char *sqlstate,
+                                       const char *message_format, const char *name,
+                                       uint32_t msg_len)
+{
+    struct msgbuf sql;
+    msgbuf_init(&sql);
+    session_build_raise_sql(&sql, sqlstate, message_format, name);
+    msgbuf_append(&sql, "", 1);
+    evbuffer_drain(c->conn.in, (size_t)msg_len + 1);   /* name may point into it: used above */
+    bool sent = !sql.failed && session_inject_command(c, (const char *)sql.data,
+                                                      SESSION_COMMAND_NONE);
+    msgbuf_free(&sql);
+    if (!sent)
+        return session_out_of_memory(c);
+    c->server->session.skipping = true;
+    return SESSION_HANDLED;
+}
+
+/*
+ * Before a Bind or Describe of the unnamed statement: the backend must hold the client's own.
+ * Parsed again if the client's Parse went to another backend or sluice's queries destroyed it;
+ * closed if the client has none, so the backend answers 26000 rather than use another's.
+ */
+static bool session_ensure_unnamed(struct client *c)
+{
+    struct server *s = c->server;
+    const struct prepared_unnamed *u = &c->prepared.unnamed;
+    struct msgbuf *mb = &c->worker->scratch;
+
+    if (u->serial != 0 && s->session.unnamed_client == c->id &&
+        s->session.unnamed_serial == u->serial)
+        return true;
+    msgbuf_reset(mb);
+    if (u->serial == 0) {
+        session_build_close(mb, 'S', "");
+        s->session.unnamed_client = 0;
+        return reply_queue_push(&s->replies, REPLY_CLOSE_OURS, NULL) && conn_send(&s->conn, mb);
+    }
+    prepared_build_unnamed_parse(mb, &c->prepared);
+    s->session.unnamed_client = c->id;
+    s->session.unnamed_serial = u->serial;
+    return reply_queue_push(&s->replies, REPLY_PARSE_OURS, NULL) && conn_send(&s->conn, mb);
+}
+
 /* Makes sure stmt is prepared on the client's backend, preparing it first if not. */
 static bool session_ensure(struct client *c, struct prepared_statement *stmt)
 {
@@ -391,14 +729,23 @@ static bool session_ensure(struct client *c, struct prepared_statement *stmt)
 static enum session_step session_parse_statement(struct client *c,
                                                  const struct prepared_parse *parse,
                                                  const struct msgbuf *replacement,
-                                                 uint32_t msg_len, bool in_flight)
+                                                 uint32_t msg_len, bool in_flight,
+                                                 enum session_command command)
 {
     struct server *s = c->server;
     struct prepared_statement *stmt = NULL;
     char victim[PREPARED_NAME_LEN];
 
     if (!parse->name[0] || !session_prepared_enabled(c)) {
-        if (!reply_queue_push(&s->replies, REPLY_PARSE, NULL))
+        if (!parse->name[0] && session_prepared_enabled(c)) {
+            if (!prepared_client_set_unnamed(&c->prepared, parse, (uint8_t)command))
+                return session_out_of_memory(c);
+            s->session.unnamed_client = c->id;
+            s->session.unnamed_serial = c->prepared.unnamed.serial;
+        }
+        /* Unnamed: if this Parse fails, the client has no unnamed statement, as in Postgres. */
+        if (!reply_queue_push_binding(&s->replies, REPLY_PARSE, NULL,
+                                      parse->name[0] ? 0 : c->prepared.unnamed.serial))
             return session_out_of_memory(c);
         if (!replacement)
             return SESSION_FORWARD;
@@ -407,18 +754,16 @@ static enum session_step session_parse_statement(struct client *c,
             return session_out_of_memory(c);
         return SESSION_HANDLED;
     }
-    /* Parsing a name again replaces it (PostgreSQL would refuse: drivers close first). */
-    prepared_client_remove(&c->prepared, parse->name);
-    if (prepared_client_add(&c->prepared, parse, &stmt) != PREPARED_ADDED) {
-        client_fail(c, "53200", "out of memory for prepared statements");
-        return SESSION_CLOSED;
-    }
+    if (prepared_client_lookup(&c->prepared, parse->name))
+        return session_raise(c, "42P05", "prepared statement \"%s\" already exists", parse->name,
+                             msg_len);
+    if (prepared_client_add(&c->prepared, parse, &stmt) != PREPARED_ADDED)
+        return session_out_of_memory(c);
+    stmt->command = (uint8_t)command;
     uint64_t binding = prepared_client_serial(&c->prepared, parse->name);
     enum prepared_ensure_result ensured = prepared_server_ensure(&s->prepared, stmt, victim);
-    if (ensured == PREPARED_ENSURE_NO_MEMORY) {
-        client_fail(c, "53200", "out of memory for prepared statements");
-        return SESSION_CLOSED;
-    }
+    if (ensured == PREPARED_ENSURE_NO_MEMORY)
+        return session_out_of_memory(c);
     evbuffer_drain(c->conn.in, (size_t)msg_len + 1); /* parse may point into it: not used below */
     if (ensured == PREPARED_ON_SERVER && !in_flight && s->replies.count == 0) {
         /* Nothing is owed before it: answer ParseComplete here. */
@@ -469,12 +814,17 @@ static enum session_step session_parse(struct client *c, uint32_t msg_len, bool 
         return SESSION_CLOSED;
     }
     struct pinning_rules rules = session_rules(c);
-    enum pin_reason reason = pinning_scan(parse.query, strlen(parse.query), &rules, NULL);
+    struct pinning_summary summary;
+    enum pin_reason reason = pinning_scan(parse.query, strlen(parse.query), &rules, &summary);
+    enum session_command command = session_command_of_summary(&summary);
+    if (session_prepared_enabled(c) &&
+        session_changes_schema(parse.query, strlen(parse.query), &rules))
+        prepared_registry_retire_all(c->worker->prepared);
     if (reason == PIN_NONE || strcmp(c->worker->cfg->pinning, "off") == 0)
-        return session_parse_statement(c, &parse, NULL, msg_len, in_flight);
+        return session_parse_statement(c, &parse, NULL, msg_len, in_flight, command);
     if (strcmp(c->worker->cfg->pinning, "reject") != 0) {
         session_pin(c, reason, parse.query, strlen(parse.query));
-        return session_parse_statement(c, &parse, NULL, msg_len, in_flight);
+        return session_parse_statement(c, &parse, NULL, msg_len, in_flight, command);
     }
     struct msgbuf rejected;
     struct prepared_parse replaced;
@@ -484,10 +834,10 @@ static enum session_step session_parse(struct client *c, uint32_t msg_len, bool 
     if (rejected.failed || prepared_parse_parse(rejected.data + PROTO_HEADER_LEN,
                                                 rejected.len - PROTO_HEADER_LEN,
                                                 &replaced) != PROTO_OK) {
-        client_fail(c, "53200", "out of memory");
-        step = SESSION_CLOSED;
+        step = session_out_of_memory(c);
     } else {
-        step = session_parse_statement(c, &replaced, &rejected, msg_len, in_flight);
+        step = session_parse_statement(c, &replaced, &rejected, msg_len, in_flight,
+                                       SESSION_COMMAND_NONE);
     }
     msgbuf_free(&rejected);
     return step;
@@ -509,38 +859,88 @@ static const char *session_backend_name(struct client *c, const char *name, bool
     return stmt->backend_name;
 }
 
+/* Where the NUL ending a string that starts at from is, looking no further than limit. */
+static bool session_find_nul(struct evbuffer *in, size_t from, size_t limit, size_t *at)
+{
+    struct evbuffer_ptr start, end, found;
+    bool to_the_end = limit >= evbuffer_get_length(in);
+    if (from >= limit || evbuffer_ptr_set(in, &start, from, EVBUFFER_PTR_SET) != 0 ||
+        (!to_the_end && evbuffer_ptr_set(in, &end, limit, EVBUFFER_PTR_SET) != 0))
+        return false;
+    found = evbuffer_search_range(in, "", 1, &start, to_the_end ? NULL : &end);
+    if (found.pos < 0)
+        return false;
+    *at = (size_t)found.pos;
+    return true;
+}
+
+/* The command a statement's text is (for DEALLOCATE name: the name, in name). */
+static uint8_t session_statement_command(const struct client *c, uint8_t command,
+                                         const uint8_t *definition, char name[PINNING_NAME_LEN])
+{
+    struct pinning_statement st;
+    size_t offset = 0;
+
+    name[0] = '\0';
+    if (command != SESSION_COMMAND_DEALLOCATE)
+        return command;
+    const char *text = (const char *)definition;
+    struct pinning_rules rules = session_rules(c);
+    if (pinning_next_statement(text, strlen(text), &offset, &rules, &st) && !st.name_truncated)
+        memcpy(name, st.name, PINNING_NAME_LEN);
+    return command;
+}
+
 /* Bind: only its two names are rewritten; parameters (maybe large) stream on untouched. */
 static enum session_step session_bind(struct client *c, uint32_t msg_len)
 {
+    struct server *s = c->server;
     struct evbuffer *in = c->conn.in;
     size_t whole = (size_t)msg_len + 1;
-    size_t want = whole < PROTO_HEADER_LEN + SESSION_MAX_BIND_NAMES ? whole : PROTO_HEADER_LEN + SESSION_MAX_BIND_NAMES;
+    size_t buffered = evbuffer_get_length(in);
+    size_t limit = buffered < whole ? buffered : whole;
+    size_t portal_end, name_end;
+    char deallocated[PINNING_NAME_LEN];
     bool failed;
 
     if (!session_prepared_enabled(c))
         return SESSION_FORWARD;
-    if (evbuffer_get_length(in) < want)
-        return SESSION_WAIT;
-    const uint8_t *msg = evbuffer_pullup(in, (ev_ssize_t)want);
-    const char *portal = (const char *)msg + PROTO_HEADER_LEN;
-    const uint8_t *end = msg + want;
-    const uint8_t *portal_end = memchr(portal, 0, (size_t)(end - (const uint8_t *)portal));
-    const uint8_t *name_end = portal_end ? memchr(portal_end + 1, 0, (size_t)(end - portal_end - 1)) : NULL;
-    if (!name_end) {
-        session_fail(c, want == whole ? "malformed Bind message" : "Bind names too long");
+    /* The names may be as long as the message: look for their ends in what has arrived. */
+    if (!session_find_nul(in, PROTO_HEADER_LEN, limit, &portal_end) ||
+        !session_find_nul(in, portal_end + 1, limit, &name_end)) {
+        if (buffered < whole)
+            return SESSION_WAIT;
+        session_fail(c, "malformed Bind message");
         return SESSION_CLOSED;
     }
-    const char *name = (const char *)portal_end + 1;
-    if (!*name)
+    const uint8_t *msg = evbuffer_pullup(in, (ev_ssize_t)(name_end + 1));
+    const char *portal = (const char *)msg + PROTO_HEADER_LEN;
+    const char *name = (const char *)msg + portal_end + 1;
+    if (!*name) {
+        const struct prepared_unnamed *u = &c->prepared.unnamed;
+        uint8_t command = session_statement_command(c, u->command, u->definition, deallocated);
+        if (!session_ensure_unnamed(c) ||
+            !session_track_portal(s, portal, u->serial ? command : SESSION_COMMAND_NONE,
+                                  deallocated) ||
+            !reply_queue_push(&s->replies, REPLY_BIND, NULL)) {
+            return session_out_of_memory(c);
+        }
         return SESSION_FORWARD;
+    }
+    struct prepared_statement *stmt = prepared_client_lookup(&c->prepared, name);
     const char *backend_name = session_backend_name(c, name, &failed);
-    if (failed)
+    uint8_t command = stmt ? session_statement_command(c, stmt->command, stmt->definition,
+                                                       deallocated)
+                           : SESSION_COMMAND_NONE;
+    if (failed || !session_track_portal(s, portal, command, deallocated) ||
+        !reply_queue_push(&s->replies, REPLY_BIND, stmt)) {
         return session_out_of_memory(c);
+    }
     if (!backend_name)
         return SESSION_FORWARD;
 
-    size_t portal_len = (size_t)(portal_end - (const uint8_t *)portal);
-    size_t old_prefix = PROTO_HEADER_LEN + portal_len + 1 + strlen(name) + 1;
+    size_t portal_len = portal_end - PROTO_HEADER_LEN;
+    size_t old_prefix = name_end + 1;
     size_t new_name_len = strlen(backend_name);
     uint32_t new_len = (uint32_t)(msg_len - strlen(name) + new_name_len);
     uint8_t header[PROTO_HEADER_LEN];
@@ -552,7 +952,7 @@ static enum session_step session_bind(struct client *c, uint32_t msg_len)
     msgbuf_append(mb, header, sizeof(header));
     msgbuf_append(mb, portal, portal_len + 1);
     msgbuf_append(mb, backend_name, new_name_len + 1);
-    if (!conn_send(&c->server->conn, mb))
+    if (!conn_send(&s->conn, mb))
         return session_out_of_memory(c);
     evbuffer_drain(in, old_prefix);
     c->forward_remaining = (uint32_t)(whole - old_prefix);
@@ -581,8 +981,22 @@ static enum session_step session_target(struct client *c, uint8_t type, uint32_t
     }
     if (type == 'C' && !reply_queue_push(&s->replies, REPLY_CLOSE, NULL))
         return session_out_of_memory(c);
-    if (kind != 'S' || !*name || !session_prepared_enabled(c))
+    if (!session_prepared_enabled(c))
         return SESSION_FORWARD;
+    if (kind == 'P') {
+        if (type == 'C')
+            session_drop_portal(s, name);
+        return SESSION_FORWARD;
+    }
+    if (!*name) {
+        if (type == 'C') {
+            prepared_client_clear_unnamed(&c->prepared);
+            s->session.unnamed_client = 0;
+        } else if (!session_ensure_unnamed(c)) {
+            return session_out_of_memory(c);
+        }
+        return SESSION_FORWARD;
+    }
 
     const char *backend_name;
     if (type == 'C') {
@@ -598,19 +1012,68 @@ static enum session_step session_target(struct client *c, uint8_t type, uint32_t
     }
     struct msgbuf *mb = &c->worker->scratch;
     msgbuf_reset(mb);
-    if (prepared_rewrite(mb, (char)type, body, msg_len - 4, backend_name) != PROTO_OK) {
+    if (prepared_rewrite(mb, (char)type, body, msg_len - 4, backend_name) != PROTO_OK ||
+        !conn_send(&s->conn, mb)) {
         session_fail(c, "malformed Describe or Close message");
         return SESSION_CLOSED;
     }
-    if (!conn_send(&s->conn, mb))
-        return session_out_of_memory(c);
     evbuffer_drain(c->conn.in, (size_t)msg_len + 1);
+    return SESSION_HANDLED;
+}
+
+/*
+ * Execute of a portal bound to DEALLOCATE [ALL] or DISCARD ALL: the backend runs what
+ * session_apply_command says instead, under sluice's own portal, and never the client's command.
+ */
+static enum session_step session_execute(struct client *c, uint32_t msg_len)
+{
+    struct server *s = c->server;
+
+    if (s->session.n_portals == 0 || msg_len > CONN_MAX_INSPECTED_MESSAGE)
+        return SESSION_FORWARD;
+    const uint8_t *msg = conn_pullup_message(c->conn.in, msg_len);
+    if (!msg)
+        return SESSION_WAIT;
+    const char *portal = (const char *)msg + PROTO_HEADER_LEN;
+    if (!memchr(portal, 0, msg_len - 4))
+        return SESSION_FORWARD;   /* malformed: the backend says so */
+    struct session_portal *p = session_find_portal(s, portal);
+    if (!p)
+        return SESSION_FORWARD;
+    if (p->command == SESSION_COMMAND_DISCARD_ALL && c->pinned) {
+        session_discard_on_own_backend(c);
+        return SESSION_FORWARD;
+    }
+    struct msgbuf sql;
+    bool retag;
+    msgbuf_init(&sql);
+    session_apply_command(c, (enum session_command)p->command, p->statement, false, &sql, &retag);
+    msgbuf_append(&sql, "", 1);
+    bool sent = !sql.failed && session_inject_command(c, (const char *)sql.data,
+                                                      retag ? p->command : SESSION_COMMAND_NONE);
+    msgbuf_free(&sql);
+    evbuffer_drain(c->conn.in, (size_t)msg_len + 1);
+    if (!sent)
+        return session_out_of_memory(c);
+    if (!retag)
+        s->session.skipping = true;
     return SESSION_HANDLED;
 }
 
 enum session_step session_client_message(struct client *c, uint8_t type, uint32_t msg_len,
                                          bool in_flight)
 {
+    struct server *s = c->server;
+
+    if (s->session.skipping) {
+        /* The backend ignores all of it up to Sync, as Postgres would after the error. */
+        if (type == 'S') {
+            s->session.skipping = false;
+            if (!reply_queue_push(&s->replies, REPLY_SYNC, NULL))
+                return session_out_of_memory(c);
+        }
+        return SESSION_FORWARD;
+    }
     switch (type) {
     case 'Q':
         return session_query(c, msg_len, in_flight);
@@ -621,8 +1084,10 @@ enum session_step session_client_message(struct client *c, uint8_t type, uint32_
     case 'D':
     case 'C':
         return session_target(c, type, msg_len);
+    case 'E':
+        return session_execute(c, msg_len);
     case 'S':
-        if (!reply_queue_push(&c->server->replies, REPLY_SYNC, NULL))
+        if (!reply_queue_push(&s->replies, REPLY_SYNC, NULL))
             return session_out_of_memory(c);
         return SESSION_FORWARD;
     default:
@@ -637,7 +1102,8 @@ static void session_skip_to_sync(struct server *s)
 {
     struct reply_expectation *e;
     while ((e = reply_queue_front(&s->replies)) && e->kind != REPLY_SYNC) {
-        if (e->stmt && prepared_server_has(&s->prepared, e->stmt))
+        bool parse = e->kind == REPLY_PARSE || e->kind == REPLY_PARSE_OURS;
+        if (parse && e->stmt && prepared_server_has(&s->prepared, e->stmt))
             prepared_server_forget(&s->prepared, e->stmt);
         /* The client's own Parse failed or was skipped: Postgres would not know the name. */
         if (e->binding && s->client)
@@ -646,21 +1112,111 @@ static void session_skip_to_sync(struct server *s)
     }
 }
 
-bool session_server_reply(struct server *s, uint8_t type)
+/*
+ * An error in reply to a Bind of a shared statement. 0A000 there is "cached plan must not change
+ * result type": the backend statement is stale for good (the schema changed). Drivers prepare
+ * again; that Parse must reach a backend, not be answered with the stale statement.
+ */
+static void session_bind_failed(struct server *s, struct prepared_statement *stmt,
+                                const uint8_t *body, size_t len)
 {
-    struct reply_expectation *e = reply_queue_front(&s->replies);
+    struct proto_error error;
+    if (!body || proto_parse_error(body, len, &error) != PROTO_OK || !error.sqlstate ||
+        strcmp(error.sqlstate, "0A000") != 0)
+        return;
+    prepared_statement_retire(stmt);
+    prepared_server_forget(&s->prepared, stmt);
+}
+
+/* Sends the client a CommandComplete with command's tag in place of the backend's. */
+static void session_send_tag(struct server *s, uint8_t command)
+{
+    struct msgbuf *mb = &s->worker->scratch;
+    if (!s->client)
+        return;
+    msgbuf_reset(mb);
+    proto_build_command_complete(mb, session_command_tag(command));
+    if (!conn_send(&s->client->conn, mb))
+        client_fail(s->client, "53200", "out of memory");
+}
+
+/* A CommandComplete: true if sluice sent its own in its place. */
+static bool session_command_complete(struct server *s, struct reply_expectation *e)
+{
+    if (e->kind == REPLY_EXECUTE_OURS) {
+        uint8_t command = e->n_retags ? e->retags[0].command : SESSION_COMMAND_NONE;
+        reply_queue_pop(&s->replies);
+        if (command == SESSION_COMMAND_NONE)
+            return false;
+        session_send_tag(s, command);
+        return true;
+    }
+    uint32_t index = e->completes++;
+    for (uint32_t i = 0; i < e->n_retags; i++) {
+        if (e->retags[i].index == index) {
+            session_send_tag(s, e->retags[i].command);
+            return true;
+        }
+    }
+    return false;
+}
+
+bool session_server_inspects(const struct server *s, uint8_t type)
+{
+    const struct reply_expectation *e = reply_queue_front(&s->replies);
     if (!e)
         return false;
     switch (type) {
     case '1':
+    case '2':
+    case '3':
+    case 'E':
+        return true;
+    case 'C':
+        return e->kind == REPLY_EXECUTE_OURS || e->n_retags > 0;
+    default:
+        return false;
+    }
+}
+
+/* Does reply type answer the expectation e? Then it is popped. */
+static bool session_reply_matches(const struct reply_expectation *e, uint8_t type)
+{
+    switch (type) {
+    case '1':
+        return e->kind == REPLY_PARSE || e->kind == REPLY_PARSE_OURS;
+    case '2':
+        return e->kind == REPLY_BIND || e->kind == REPLY_BIND_OURS;
+    case '3':
+        return e->kind == REPLY_CLOSE || e->kind == REPLY_CLOSE_OURS;
+    default:
+        return false;
+    }
+}
+
+bool session_server_reply(struct server *s, uint8_t type, const uint8_t *body, size_t len)
+{
+    struct reply_expectation *e = reply_queue_front(&s->replies);
+    if (type == 'Z' && body && len == 1 && body[0] == 'I')
+        session_forget_portals(&s->session);   /* the transaction is over: its portals too */
+    if (!e)
+        return false;
+    switch (type) {
+    case '1':
+    case '2':
     case '3': {
-        if (e->kind == REPLY_SYNC)
-            return false; /* not one of ours: pass it on */
-        bool ours = e->kind == REPLY_PARSE_OURS || e->kind == REPLY_CLOSE_OURS;
+        if (!session_reply_matches(e, type))
+            return false; /* not one sluice tracks: pass it on */
+        bool ours = e->kind == REPLY_PARSE_OURS || e->kind == REPLY_CLOSE_OURS ||
+                    e->kind == REPLY_BIND_OURS;
         reply_queue_pop(&s->replies);
         return ours;
     }
+    case 'C':
+        return session_command_complete(s, e);
     case 'E':
+        if (e->kind == REPLY_BIND && e->stmt)
+            session_bind_failed(s, e->stmt, body, len);
         session_skip_to_sync(s);
         return false;
     case 'Z':

@@ -9,6 +9,7 @@
 #define SLUICE_SESSION_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct client;
@@ -21,13 +22,36 @@ enum reply_kind {
     REPLY_PARSE_OURS,     /* ParseComplete for a Parse sluice added: not for the client */
     REPLY_CLOSE,          /* CloseComplete for the client */
     REPLY_CLOSE_OURS,     /* CloseComplete for a Close sluice added */
+    REPLY_BIND,           /* BindComplete for the client */
+    REPLY_BIND_OURS,      /* BindComplete for a Bind sluice added */
+    REPLY_EXECUTE_OURS,   /* CommandComplete of a command sluice runs for the client's: retagged */
     REPLY_SYNC,           /* ReadyForQuery ending a Sync or a simple Query */
+};
+
+/*
+ * Statements that act on the client's own prepared statements, answered by sluice so a shared
+ * backend never runs them (its statements belong to every client).
+ */
+enum session_command {
+    SESSION_COMMAND_NONE,
+    SESSION_COMMAND_DEALLOCATE,      /* DEALLOCATE name */
+    SESSION_COMMAND_DEALLOCATE_ALL,  /* DEALLOCATE ALL */
+    SESSION_COMMAND_DISCARD_ALL,     /* DISCARD ALL */
+};
+
+/* The index-th CommandComplete of a query gets the tag of command instead of the backend's. */
+struct reply_retag {
+    uint32_t index;
+    uint8_t command;                 /* enum session_command */
 };
 
 struct reply_expectation {
     enum reply_kind kind;
-    struct prepared_statement *stmt; /* the statement a Parse prepares (held), or NULL */
+    struct prepared_statement *stmt; /* the statement a Parse prepares or a Bind uses (held) */
     uint64_t binding;                /* REPLY_PARSE: the client's name it binds (serial), or 0 */
+    struct reply_retag *retags;      /* REPLY_SYNC, REPLY_EXECUTE_OURS: owned, or NULL */
+    uint32_t n_retags;
+    uint32_t completes;              /* CommandCompletes seen so far */
 };
 
 struct reply_queue {
@@ -39,6 +63,27 @@ struct reply_queue {
 
 void reply_queue_free(struct reply_queue *q);
 void reply_queue_clear(struct reply_queue *q);
+
+/* A portal the client bound to a statement of enum session_command. */
+struct session_portal {
+    char *name;
+    char *statement;       /* DEALLOCATE name: the name, as Postgres reads it */
+    uint8_t command;
+};
+
+/* What transaction pooling keeps about one backend beyond the reply queue. */
+struct session_backend {
+    uint64_t unnamed_client;         /* the client whose unnamed statement the backend holds */
+    uint64_t unnamed_serial;         /* and which of its Parses; 0: none sluice knows of */
+    bool skipping;                   /* sluice raised an error in the client's pipeline: the
+                                        backend skips to Sync, the client's messages pass as is */
+    struct session_portal *portals;  /* portals of enum session_command statements */
+    size_t n_portals;
+};
+
+void session_backend_free(struct session_backend *b);
+/* sluice runs a simple query of its own on the backend: its unnamed statement is gone. */
+void session_internal_query(struct server *s);
 
 enum session_step {
     SESSION_FORWARD,  /* pass the message as it is */
@@ -60,11 +105,15 @@ bool session_tracks(const struct client *c);
 enum session_step session_client_message(struct client *c, uint8_t type, uint32_t msg_len,
                                          bool in_flight);
 
+/* Must a reply of this type be shown to session_server_reply (whole) before it is passed on? */
+bool session_server_inspects(const struct server *s, uint8_t type);
+
 /*
- * A reply of this type from the backend, before it is passed on: returns true if it answers a
- * message sluice added and must not reach the client.
+ * A reply of this type from the backend, before it is passed on (body NULL if too large to
+ * inspect): returns true if sluice consumed it (it answers a message sluice added, or sluice
+ * sent the client its own version) and it must not reach the client.
  */
-bool session_server_reply(struct server *s, uint8_t type);
+bool session_server_reply(struct server *s, uint8_t type, const uint8_t *body, size_t len);
 
 /* The client leaves or the backend is reset: forget the client's pin. */
 void session_unpin(struct client *c);

@@ -586,6 +586,78 @@ static void test_backend_keeps_statements_clients_forgot(void)
     prepared_registry_free(reg);
 }
 
+static void test_retired_statement_is_prepared_afresh(void)
+{
+    struct prepared_registry *reg = prepared_registry_new(0, test_seed);
+    struct prepared_statement *old = NULL, *fresh = NULL, *other = NULL;
+    struct prepared_client alice, bob;
+    struct prepared_server server;
+    char victim[PREPARED_NAME_LEN];
+
+    prepared_client_init(&alice, reg);
+    prepared_client_init(&bob, reg);
+    prepared_server_init(&server, 10);
+    add(&alice, "S_1", "SELECT * FROM t", 0, NULL, &old);
+    prepared_server_ensure(&server, old, victim);
+    prepared_statement_retire(old);
+    is_int(prepared_registry_count(reg), 0, "a retired statement is no longer found by its text");
+    ok(prepared_client_lookup(&alice, "S_1") == old, "the name bound to it still leads to it");
+    add(&bob, "S_1", "SELECT * FROM t", 0, NULL, &fresh);
+    ok(fresh != old && strcmp(fresh->backend_name, old->backend_name) != 0,
+       "the same text parsed again: a new backend statement");
+    is_int(prepared_server_ensure(&server, fresh, victim), PREPARED_PARSE_NEEDED,
+           "the new statement must be prepared on the backend that had the old one");
+    ok(prepared_server_forget(&server, old), "the backend forgets the old one");
+    ok(prepared_client_remove(&alice, "S_1"), "the last name of the old one goes: it is freed");
+    add(&alice, "S_2", "SELECT 2", 0, NULL, &other);
+    prepared_registry_retire_all(reg);
+    is_int(prepared_registry_count(reg), 0, "after DDL no statement is found by its text");
+    ok(prepared_client_lookup(&alice, "S_2") == other && prepared_client_lookup(&bob, "S_1") == fresh,
+       "but every name still leads to its statement");
+    prepared_server_forget_all(&server);
+    prepared_client_free(&alice);
+    prepared_client_free(&bob);
+    prepared_registry_free(reg);
+}
+
+static void test_unnamed_statement_is_kept_for_another_backend(void)
+{
+    struct prepared_registry *reg = prepared_registry_new(0, test_seed);
+    const uint32_t int4[] = { OID_INT4 };
+    struct prepared_client client;
+    struct prepared_parse p;
+    struct bytes body, want;
+    struct msgbuf mb;
+    uint64_t first;
+
+    prepared_client_init(&client, reg);
+    msgbuf_init(&mb);
+    ok(client.unnamed.serial == 0, "a new client has no unnamed statement");
+    parse_body(&body, "", "SELECT $1", 1, int4);
+    prepared_parse_parse(body.data, body.len, &p);
+    ok(prepared_client_set_unnamed(&client, &p, 0), "Parse of the unnamed statement is kept");
+    first = client.unnamed.serial;
+    ok(first != 0, "it gets a serial");
+    prepared_build_unnamed_parse(&mb, &client);
+    message(&want, 'P', &body);
+    ok(built_equals(&mb, &want), "the Parse built again is the client's, byte for byte");
+    parse_body(&body, "", "SELECT 'a longer query than the first one'", 0, NULL);
+    prepared_parse_parse(body.data, body.len, &p);
+    prepared_client_set_unnamed(&client, &p, 0);
+    ok(client.unnamed.serial > first, "a new Parse replaces it with a new serial");
+    msgbuf_reset(&mb);
+    prepared_build_unnamed_parse(&mb, &client);
+    message(&want, 'P', &body);
+    ok(built_equals(&mb, &want), "the Parse built again is the newest");
+    is_int(prepared_registry_count(reg), 0, "the unnamed statement is never shared");
+    prepared_client_clear_unnamed(&client);
+    ok(client.unnamed.serial == 0, "Close or a simple query: no unnamed statement");
+    prepared_client_free(&client);
+    ok(client.unnamed.definition == NULL, "disconnect frees it");
+    msgbuf_free(&mb);
+    prepared_registry_free(reg);
+}
+
 int main(void)
 {
     test_parse_reads_name_query_and_types();
@@ -605,5 +677,7 @@ int main(void)
     test_backend_prepares_once();
     test_backend_evicts_least_recently_used();
     test_backend_keeps_statements_clients_forgot();
+    test_retired_statement_is_prepared_afresh();
+    test_unnamed_statement_is_kept_for_another_backend();
     return tap_done();
 }

@@ -1,0 +1,442 @@
+"""Prepared statements in transaction pooling as real drivers use them: psycopg 3 (which sends
+DEALLOCATE ALL through the extended protocol after a rollback), asyncpg (a statement cache shared
+by every client of a small pool, no cache at all, a schema change under a cached statement), and
+the raw protocol for what drivers rarely send (a Parse of a name that exists, Bind names over
+1 KiB, DEALLOCATE inside a multi-statement query)."""
+
+import asyncio
+import time
+
+import harness
+from harness import check, check_equal
+
+suite = harness.Suite()
+test = suite.test
+
+CONNECTIONS = 20
+
+
+def transaction_pool(t, pool_size=1, **settings):
+    all_settings = {"pool_mode": "transaction"}
+    all_settings.update(settings)
+    return t.sluice(settings=all_settings,
+                    databases={"appdb": t.cluster.database_line(pool_size=pool_size)})
+
+
+def conninfo(endpoint):
+    return (f"host={endpoint.host} port={endpoint.port} dbname={harness.APP_DB} user=app "
+            "password=app_pw sslmode=disable connect_timeout=10")
+
+
+def psycopg3():
+    try:
+        import psycopg
+    except ImportError:
+        raise harness.Skip("psycopg 3 is not installed (apt-get install python3-psycopg)")
+    return psycopg
+
+
+def asyncpg_module():
+    try:
+        import asyncpg
+    except ImportError:
+        raise harness.Skip("asyncpg is not installed (apt-get install python3-asyncpg)")
+    return asyncpg
+
+
+def asyncpg_connect(asyncpg, endpoint, **kwargs):
+    return asyncpg.connect(host=endpoint.host, port=endpoint.port, user="app", password="app_pw",
+                           database=harness.APP_DB, ssl=False, **kwargs)
+
+
+def kinds(result):
+    return [kind for kind, _ in result.messages]
+
+
+def sqlstates(result):
+    return [error.get("C") for error in result.errors]
+
+
+def close_message(kind, name):
+    return harness.message("C", kind.encode() + harness.cstr(name))
+
+
+def sluice_statements_on_backend(wire):
+    """Shared statements sluice prepared on the backend (sluice_<worker>_<n>)."""
+    return int(wire.query_ok("SELECT count(*) FROM pg_prepared_statements "
+                             "WHERE name ~ '^sluice_[0-9]+_[0-9]+$'").rows[0][0])
+
+
+# ---- psycopg 3 ------------------------------------------------------------------------------------
+
+def psycopg3_rollback_rounds(t, **connect_args):
+    """20 connections each get statements prepared, roll back (psycopg 3 then sends DEALLOCATE
+    ALL with Parse/Bind/Execute) and go on querying; returns how many passed."""
+    psycopg = psycopg3()
+    s = transaction_pool(t, pool_size=2)
+    connections = [psycopg.connect(conninfo(s), **connect_args) for _ in range(CONNECTIONS)]
+    passed, failures = 0, []
+    try:
+        for number, conn in enumerate(connections):
+            try:
+                for k in range(6):
+                    got = conn.execute("SELECT %s::int + 1", (k,)).fetchone()[0]
+                    check_equal(got, k + 1, f"connection {number}: query {k} before rollback")
+                conn.rollback()
+                for k in range(6):
+                    got = conn.execute("SELECT %s::int + 1", (k,)).fetchone()[0]
+                    check_equal(got, k + 1, f"connection {number}: query {k} after rollback")
+                    got = conn.execute("SELECT %s::text || 'x'", (str(k),)).fetchone()[0]
+                    check_equal(got, f"{k}x", f"connection {number}: text query {k}")
+                conn.commit()
+                passed += 1
+            except Exception as error:  # the driver's own error: count it, keep the first few
+                failures.append(f"connection {number}: {error!r}")
+                conn.rollback()
+    finally:
+        for conn in connections:
+            conn.close()
+    for failure in failures[:3]:
+        t.note(failure)
+    return passed
+
+
+@test("psycopg 3, default prepare_threshold: 20 connections prepare, roll back (DEALLOCATE ALL "
+      "over the extended protocol) and query on")
+def psycopg3_default_rollback(t):
+    check_equal(psycopg3_rollback_rounds(t), CONNECTIONS, "connections that passed")
+
+
+@test("psycopg 3, prepare_threshold = 0: 20 connections prepare, roll back and query on")
+def psycopg3_threshold_zero_rollback(t):
+    check_equal(psycopg3_rollback_rounds(t, prepare_threshold=0), CONNECTIONS,
+                "connections that passed")
+
+
+@test("psycopg 3's DEALLOCATE ALL leaves asyncpg's cached statements and new asyncpg "
+      "connections working on the same backend")
+def psycopg3_deallocate_spares_asyncpg(t):
+    psycopg = psycopg3()
+    asyncpg = asyncpg_module()
+    s = transaction_pool(t, pool_size=1)
+
+    async def scenario():
+        first = await asyncpg_connect(asyncpg, s)
+        check_equal(await first.fetchval("SELECT $1::int * 2", 21), 42, "asyncpg before")
+        with psycopg.connect(conninfo(s), prepare_threshold=0) as conn:
+            check_equal(conn.execute("SELECT %s::int * 2", (21,)).fetchone()[0], 42,
+                        "psycopg 3 before its rollback")
+            conn.rollback()
+            check_equal(conn.execute("SELECT %s::int * 3", (2,)).fetchone()[0], 6,
+                        "psycopg 3 after its rollback")
+            conn.commit()
+        check_equal(await first.fetchval("SELECT $1::int * 2", 4), 8,
+                    "asyncpg's cached statement after psycopg 3's DEALLOCATE ALL")
+        await first.close()
+        second = await asyncpg_connect(asyncpg, s)
+        check_equal(await second.fetchval("SELECT $1::int * 2", 5), 10, "a new asyncpg connection")
+        await second.close()
+
+    asyncio.run(scenario())
+
+
+# ---- asyncpg --------------------------------------------------------------------------------------
+
+@test("asyncpg: five connections share a statement cache over a pool of two backends")
+def asyncpg_shared_cache(t):
+    asyncpg = asyncpg_module()
+    s = transaction_pool(t, pool_size=2)
+
+    async def client(number):
+        conn = await asyncpg_connect(asyncpg, s)
+        try:
+            for k in range(20):
+                got = await conn.fetchrow("SELECT $1::int AS n, $2::text AS who", k, f"c{number}")
+                check_equal((got["n"], got["who"]), (k, f"c{number}"), f"client {number} round {k}")
+        finally:
+            await conn.close()
+
+    async def scenario():
+        await asyncio.gather(*(client(number) for number in range(5)))
+
+    asyncio.run(scenario())
+
+
+@test("asyncpg, statement_cache_size = 0 (unnamed statements), sharing one backend with a client "
+      "of other settings: 50 rounds")
+def asyncpg_no_cache(t):
+    asyncpg = asyncpg_module()
+    s = transaction_pool(t, pool_size=1)
+
+    async def no_cache_rounds(conn, failures):
+        for k in range(50):
+            try:
+                check_equal(await conn.fetchval("SELECT $1::int + 1", k), k + 1, f"round {k}")
+            except Exception as error:
+                failures.append(f"round {k}: {error!r}")
+
+    async def other_rounds(other):
+        for k in range(50):
+            check_equal(await other.fetchval("SELECT current_setting('application_name')"),
+                        "other", f"the other client's round {k}")
+
+    async def scenario():
+        # Another client with other settings shares the backend, so sluice applies this one's
+        # settings again whenever the other had the backend between its Parse and its Bind.
+        other = await asyncpg_connect(asyncpg, s, server_settings={"application_name": "other"})
+        conn = await asyncpg_connect(asyncpg, s, statement_cache_size=0,
+                                     server_settings={"application_name": "no_cache"})
+        failures = []
+        try:
+            await asyncio.gather(no_cache_rounds(conn, failures), other_rounds(other))
+        finally:
+            await conn.close()
+            await other.close()
+        for failure in failures[:3]:
+            t.note(failure)
+        check_equal(len(failures), 0, "rounds that failed")
+
+    asyncio.run(scenario())
+
+
+@test("asyncpg: after another session's ALTER TABLE the cached statement is prepared afresh; "
+      "new connections work too")
+def asyncpg_schema_change(t):
+    asyncpg = asyncpg_module()
+    t.cluster.sql("DROP TABLE IF EXISTS schema_t; CREATE TABLE schema_t (id int, a int);"
+                  "INSERT INTO schema_t VALUES (1, 10); GRANT ALL ON schema_t TO PUBLIC")
+    s = transaction_pool(t, pool_size=2)
+    query = "SELECT * FROM schema_t WHERE id = $1"
+
+    async def scenario():
+        first = await asyncpg_connect(asyncpg, s)
+        check_equal(tuple(await first.fetchrow(query, 1)), (1, 10), "before ALTER TABLE")
+        t.cluster.sql("ALTER TABLE schema_t ADD COLUMN b int DEFAULT 7")
+        for k in range(3):
+            check_equal(tuple(await first.fetchrow(query, 1)), (1, 10, 7),
+                        f"the first connection after ALTER TABLE, call {k}")
+        await first.close()
+        for number in range(3):
+            conn = await asyncpg_connect(asyncpg, s)
+            check_equal(tuple(await conn.fetchrow(query, 1)), (1, 10, 7),
+                        f"new connection {number} after ALTER TABLE")
+            await conn.close()
+
+    asyncio.run(scenario())
+
+
+# ---- the raw protocol -----------------------------------------------------------------------------
+
+class Protocol:
+    def __init__(self, endpoint):
+        self.wire = endpoint.wire()
+        self.wire.login()
+
+    def sync(self, data):
+        self.wire.send(data + harness.sync_message())
+        return self.wire.read_until_ready()
+
+    def prepare_ok(self, name, sql):
+        result = self.sync(harness.parse_message(sql, name))
+        check(not result.errors, f"preparing {name!r} failed: {result.errors}")
+        check_equal(kinds(result), ["1", "Z"], f"replies to Parse {name!r} + Sync")
+
+    def execute(self, name, params=(), portal=""):
+        return self.sync(harness.bind_message(params, portal=portal, statement=name)
+                         + harness.execute_message(portal))
+
+    def rows(self, name, params=()):
+        result = self.execute(name, params)
+        check(not result.errors, f"executing {name!r} failed: {result.errors}")
+        return result.rows
+
+
+@test("the unnamed statement survives a Sync and another client's turn on the backend before "
+      "its Bind")
+def unnamed_statement_across_sync(t):
+    s = transaction_pool(t)
+    a = s.wire()
+    a.login(application_name="unnamed_a")
+    b = s.wire()
+    b.login(application_name="unnamed_b")
+    # The messages of the issue: Parse, Describe, Flush; then Close (of the portal) and Sync.
+    a.send(harness.parse_message("SELECT $1::int * 3") + harness.describe_message("S", "")
+           + harness.flush_message())
+    check_equal([a.read_message()[0] for _ in range(3)], ["1", "t", "T"],
+                "replies to Parse + Describe + Flush")
+    a.send(close_message("P", "") + harness.sync_message())
+    result = a.read_until_ready()
+    check_equal((result.errors, kinds(result)), ([], ["3", "Z"]), "Close of the portal + Sync")
+    check_equal(b.query_ok("SELECT current_setting('application_name')").rows,
+                [("unnamed_b",)], "the other client's turn")
+    a.send(harness.bind_message((7,)) + harness.execute_message() + harness.sync_message())
+    result = a.read_until_ready()
+    check_equal((result.errors, result.rows), ([], [("21",)]), "Bind of the unnamed statement")
+    # A failed Parse leaves no unnamed statement behind, here as on Postgres.
+    a.send(harness.parse_message("SELEC 1") + harness.sync_message())
+    check_equal(sqlstates(a.read_until_ready()), ["42601"], "Parse of a syntax error")
+    a.send(harness.bind_message() + harness.execute_message() + harness.sync_message())
+    check_equal(sqlstates(a.read_until_ready()), ["26000"], "Bind after the failed Parse")
+    # A client that never prepared an unnamed statement cannot use another client's.
+    b.send(harness.bind_message((1,)) + harness.execute_message() + harness.sync_message())
+    check_equal(sqlstates(b.read_until_ready()), ["26000"], "Bind of an unnamed statement never prepared")
+
+
+@test("ALTER TABLE run through sluice, by the simple or the extended protocol: a new client's "
+      "Parse of the same text gets a statement prepared afresh")
+def schema_change_through_sluice(t):
+    t.cluster.sql("DROP TABLE IF EXISTS ddl_t; CREATE TABLE ddl_t (id int, a int);"
+                  "INSERT INTO ddl_t VALUES (1, 10); ALTER TABLE ddl_t OWNER TO app")
+    s = transaction_pool(t)
+    query = "SELECT * FROM ddl_t"
+    first = Protocol(s)
+    first.prepare_ok("S_star", query)
+    check_equal(first.rows("S_star"), [("1", "10")], "before ALTER TABLE")
+    ddl = Protocol(s)
+    ddl.wire.query_ok("ALTER TABLE ddl_t ADD COLUMN b int DEFAULT 7")
+    second = Protocol(s)
+    second.prepare_ok("S_star", query)
+    check_equal(second.rows("S_star"), [("1", "10", "7")], "a new client after ALTER TABLE")
+    result = ddl.wire.extended("ALTER TABLE ddl_t ADD COLUMN c int DEFAULT 8")
+    check_equal((result.errors, result.tags), ([], ["ALTER TABLE"]),
+                "ALTER TABLE through Parse/Bind/Execute")
+    third = Protocol(s)
+    third.prepare_ok("S_star", query)
+    check_equal(third.rows("S_star"), [("1", "10", "7", "8")], "a new client after the second")
+
+
+@test("DEALLOCATE and DISCARD ALL through Parse/Bind/Execute act on the client's statements only")
+def extended_deallocate_and_discard(t):
+    s = transaction_pool(t)
+    a, b = Protocol(s), Protocol(s)
+    for client in (a, b):
+        client.prepare_ok("S_1", "SELECT 'one'")
+        client.prepare_ok("S_2", "SELECT 'two'")
+    check_equal(a.rows("S_1") + a.rows("S_2"), [("one",), ("two",)], "A's statements")
+    result = a.wire.extended('DEALLOCATE "S_1"')
+    check_equal((result.errors, kinds(result), result.tags), ([], ["1", "2", "n", "C", "Z"],
+                ["DEALLOCATE"]), "DEALLOCATE through the extended protocol")
+    check_equal(sqlstates(a.execute("S_1")), ["26000"], "A's S_1 after DEALLOCATE")
+    result = a.wire.extended('DEALLOCATE "S_1"')
+    check_equal((sqlstates(result), kinds(result), result.status),
+                (["26000"], ["1", "2", "n", "E", "Z"], "I"), "DEALLOCATE of a name A no longer has")
+    result = a.wire.extended("DISCARD ALL")
+    check_equal((result.errors, kinds(result), result.tags), ([], ["1", "2", "n", "C", "Z"],
+                ["DISCARD ALL"]), "DISCARD ALL through the extended protocol")
+    check_equal(sqlstates(a.execute("S_2")), ["26000"], "A's S_2 after DISCARD ALL")
+    if not harness.DIRECT_MODE:
+        check_equal(sluice_statements_on_backend(b.wire), 2, "shared statements on the backend")
+    check_equal(b.rows("S_1") + b.rows("S_2"), [("one",), ("two",)], "B's statements after")
+    a.prepare_ok("S_1", "SELECT 'a again'")
+    check_equal(a.rows("S_1"), [("a again",)], "A prepares S_1 again")
+
+
+@test("Parse of a name the client already has: 42P05, the old statement stays")
+def parse_existing_name(t):
+    t.cluster.sql("DROP TABLE IF EXISTS dup_log; CREATE TABLE dup_log (v text);"
+                  "GRANT ALL ON dup_log TO PUBLIC")
+    s = transaction_pool(t)
+    a = Protocol(s)
+    a.prepare_ok("S_1", "SELECT 'old'")
+    result = a.sync(harness.parse_message("SELECT 'new'", "S_1"))
+    check_equal(sqlstates(result), ["42P05"], "SQLSTATEs of the second Parse")
+    check_equal(result.errors[0].get("M"), 'prepared statement "S_1" already exists', "message")
+    check_equal((kinds(result), result.status), (["E", "Z"], "I"), "replies")
+    check_equal(a.rows("S_1"), [("old",)], "S_1 after the refused Parse")
+    # In a pipeline: what came before is answered first, the rest is skipped up to Sync, and the
+    # implicit transaction is rolled back, as on Postgres.
+    pipeline = (harness.parse_message("INSERT INTO dup_log VALUES ('kept?')", "S_ins")
+                + harness.bind_message(statement="S_ins") + harness.execute_message()
+                + harness.parse_message("SELECT 'newer'", "S_1")
+                + harness.bind_message(statement="S_1") + harness.execute_message())
+    result = a.sync(pipeline)
+    check_equal(kinds(result), ["1", "2", "C", "E", "Z"], "replies to the pipeline")
+    check_equal(sqlstates(result), ["42P05"], "SQLSTATEs of the pipeline")
+    check_equal(a.wire.query_ok("SELECT count(*) FROM dup_log").rows, [("0",)],
+                "rows the rolled-back pipeline left")
+    check_equal(a.rows("S_1"), [("old",)], "S_1 at the end")
+    # Inside a transaction block the error fails the transaction.
+    check_equal(a.wire.query_ok("BEGIN").status, "T", "status after BEGIN")
+    result = a.sync(harness.parse_message("SELECT 'again'", "S_1"))
+    check_equal((sqlstates(result), result.status), (["42P05"], "E"), "Parse inside BEGIN")
+    check_equal(a.wire.query_ok("ROLLBACK").status, "I", "status after ROLLBACK")
+    check_equal(a.rows("S_1"), [("old",)], "S_1 after the failed transaction")
+
+
+@test("Bind with statement and portal names of 1,200 bytes each")
+def bind_long_names(t):
+    s = transaction_pool(t)
+    a = Protocol(s)
+    statement = "S_" + "s" * 1198
+    portal = "P_" + "p" * 1198
+    a.prepare_ok(statement, "SELECT $1::int * 10")
+    result = a.execute(statement, (4,), portal=portal)
+    check(not result.errors, f"Bind with long names failed: {result.errors}")
+    check_equal(result.rows, [("40",)], "rows")
+    check_equal(kinds(result), ["2", "D", "C", "Z"], "replies")
+    check_equal(a.rows(statement, (5,)), [("50",)], "the statement with an unnamed portal")
+    # The Bind arriving in pieces, the first ending inside the statement name, the second with
+    # nothing after the Bind.
+    bind = harness.bind_message((6,), portal=portal, statement=statement)
+    a.wire.send(bind[:1500])
+    time.sleep(0.2)
+    a.wire.send(bind[1500:])
+    time.sleep(0.2)
+    a.wire.send(harness.execute_message(portal) + harness.sync_message())
+    result = a.wire.read_until_ready()
+    check_equal((result.errors, result.rows), ([], [("60",)]), "a Bind sent in pieces")
+
+
+@test("DEALLOCATE and DEALLOCATE ALL inside multi-statement queries act on the client's "
+      "statements only; the backend keeps the shared ones", sluice_only=True)
+def deallocate_in_multi_statement_query(t):
+    s = transaction_pool(t)
+    a, b = Protocol(s), Protocol(s)
+    for client in (a, b):
+        client.prepare_ok("S_1", "SELECT 'one'")
+        client.prepare_ok("S_2", "SELECT 'two'")
+    check_equal(a.rows("S_1") + a.rows("S_2"), [("one",), ("two",)], "A's statements")
+    held = sluice_statements_on_backend(b.wire)
+    check_equal(held, 2, "shared statements on the backend")
+    result = a.wire.query('SELECT 1; DEALLOCATE "S_1"; SELECT 2')
+    check_equal((result.errors, result.tags, result.status),
+                ([], ["SELECT 1", "DEALLOCATE", "SELECT 1"], "I"), "DEALLOCATE between two SELECTs")
+    check_equal(sqlstates(a.execute("S_1")), ["26000"], "A's S_1 after DEALLOCATE")
+    result = a.wire.query("SELECT 1; DEALLOCATE ALL; SELECT 2")
+    check_equal((result.errors, result.tags, result.status),
+                ([], ["SELECT 1", "DEALLOCATE ALL", "SELECT 1"], "I"),
+                "DEALLOCATE ALL between two SELECTs")
+    check_equal(sqlstates(a.execute("S_2")), ["26000"], "A's S_2 after DEALLOCATE ALL")
+    result = a.wire.query("SELECT 1; DEALLOCATE S_nothing; SELECT 2")
+    check_equal((sqlstates(result), result.tags), (["26000"], ["SELECT 1"]),
+                "DEALLOCATE of a name A does not have")
+    check_equal(result.errors[0].get("M"), 'prepared statement "s_nothing" does not exist',
+                "its message")
+    check_equal(sluice_statements_on_backend(b.wire), held, "shared statements on the backend after")
+    check_equal(b.rows("S_1") + b.rows("S_2"), [("one",), ("two",)], "B's statements after")
+
+
+
+@test("DISCARD ALL inside a multi-statement query or a transaction block fails with 25001, as on "
+      "Postgres; the client's statements stay")
+def discard_all_refused_in_transaction(t):
+    s = transaction_pool(t)
+    a = Protocol(s)
+    a.prepare_ok("S_1", "SELECT 'one'")
+    result = a.wire.query("SELECT 1; DISCARD ALL")
+    check_equal((sqlstates(result), result.status), (["25001"], "I"),
+                "DISCARD ALL in a multi-statement query")
+    check_equal(a.wire.query_ok("BEGIN").status, "T", "status after BEGIN")
+    result = a.wire.query("DISCARD ALL")
+    check_equal((sqlstates(result), result.status), (["25001"], "E"),
+                "DISCARD ALL inside a transaction block")
+    check_equal(a.wire.query_ok("ROLLBACK").status, "I", "status after ROLLBACK")
+    check_equal(a.rows("S_1"), [("one",)], "S_1 afterwards")
+    result = a.wire.query("DISCARD ALL")
+    check_equal((result.errors, result.tags, result.status), ([], ["DISCARD ALL"], "I"),
+                "DISCARD ALL on its own")
+    check_equal(sqlstates(a.execute("S_1")), ["26000"], "S_1 after DISCARD ALL")
+
+
+if __name__ == "__main__":
+    raise SystemExit(suite.run())
