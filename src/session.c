@@ -312,6 +312,21 @@ static enum pin_reason session_note_statement(struct client *c, const char *sql,
     return PIN_NONE;
 }
 
+static void session_save_transaction_start(struct client *c)
+{
+    struct session_tracking *t = &c->session;
+
+    if (t->txn_saved)
+        return;
+    if (param_set_copy(&t->txn_client, &c->params) != 0 ||
+        param_set_copy(&t->txn_server, &c->server->params) != 0) {
+        /* Without a copy a rollback cannot be undone here: keep the backend instead. */
+        session_pin(c, PIN_SET, 0, "", 0);
+        return;
+    }
+    t->txn_saved = true;
+}
+
 /*
  * Goes through a query statement by statement (only when the scan found something to act on):
  * notes its setting changes and the pins it clears, and returns the bits of every pin reason in
@@ -334,6 +349,9 @@ static uint32_t session_note_query(struct client *c, const char *sql, size_t len
         if (*reason == PIN_NONE)
             *reason = why;
     }
+    /* Before the server runs them: its ParameterStatus replies change c->params on the way. */
+    if (c->session.changes.n > 0)
+        session_save_transaction_start(c);
     return pins;
 }
 
@@ -386,21 +404,6 @@ static void session_transaction_committed(struct client *c)
     t->unpin_is_discard_all = false;
     t->txn_saved = false;
     t->txn_changed = false;
-}
-
-static void session_save_transaction_start(struct client *c)
-{
-    struct session_tracking *t = &c->session;
-
-    if (t->txn_saved)
-        return;
-    if (param_set_copy(&t->txn_client, &c->params) != 0 ||
-        param_set_copy(&t->txn_server, &c->server->params) != 0) {
-        /* Without a copy a rollback cannot be undone here: keep the backend instead. */
-        session_pin(c, PIN_SET, 0, "", 0);
-        return;
-    }
-    t->txn_saved = true;
 }
 
 static void session_apply_change(struct client *c, const struct param_change *change, char after)
