@@ -1253,7 +1253,10 @@ bool pinning_next_statement(const char *sql, size_t len, size_t *offset,
 
 static void sum_effect(struct pinning_summary *sum, enum pin_effect effect)
 {
-    if (effect != PIN_EFFECT_NONE)
+    if (effect == PIN_EFFECT_COMMIT || effect == PIN_EFFECT_ROLLBACK ||
+        effect == PIN_EFFECT_ROLLBACK_TO)
+        sum->ends_transaction = true;
+    else if (effect != PIN_EFFECT_NONE)
         sum->has_effect = true;
     switch (effect) {
     case PIN_EFFECT_NONE:

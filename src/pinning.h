@@ -123,8 +123,9 @@ struct pinning_summary {
                                        values sluice applied with SET may be gone */
     bool forgets_statements;        /* DEALLOCATE ALL or DISCARD ALL */
     bool deallocates;               /* a DEALLOCATE of one name (pinning_next_statement has it) */
-    bool has_effect;                /* some statement has an effect (pinning_next_statement
-                                       tells which) */
+    bool has_effect;                /* some statement has an effect other than ending a
+                                       transaction (pinning_next_statement tells which) */
+    bool ends_transaction;          /* COMMIT, ROLLBACK or ROLLBACK TO SAVEPOINT */
 };
 
 /* Scans the whole query string; out may be NULL. Returns out->reason. */

@@ -236,9 +236,30 @@ static void session_fail(struct client *c, const char *message)
 /* DISCARD ALL clears everything but a LOADed library. */
 #define PINS_CLEARED_BY_DISCARD_ALL (~(1u << PIN_LOAD))
 
-static int session_note_change(struct session_tracking *t, enum param_change_kind kind,
-                               const char *name, const char *text, size_t text_len)
+/* Has the client's open transaction (or the query on its way) changed settings or pins? */
+static bool session_transaction_matters(const struct session_tracking *t)
 {
+    return t->txn_saved || t->changes.n > 0 || t->txn_unpins != 0 || t->pending_unpins != 0;
+}
+
+static void session_save_transaction_start(struct client *c);
+
+/*
+ * Notes a change, or where the transaction ends. A settings change first keeps what the client
+ * and its backend have now: the server's ParameterStatus replies change c->params on their way.
+ * An end matters only to a transaction that changed something.
+ */
+static int session_note_change(struct client *c, enum param_change_kind kind, const char *name,
+                               const char *text, size_t text_len)
+{
+    struct session_tracking *t = &c->session;
+    bool ends = kind == PARAM_CHANGE_COMMIT || kind == PARAM_CHANGE_ROLLBACK ||
+                kind == PARAM_CHANGE_ROLLBACK_TO;
+
+    if (ends && !session_transaction_matters(t))
+        return 0;
+    if (!ends)
+        session_save_transaction_start(c);
     return param_changes_add(&t->changes, kind, name, text, text_len);
 }
 
@@ -282,24 +303,24 @@ static enum pin_reason session_note_statement(struct client *c, const char *sql,
         /* set_config(name, expression, false): only a reported value can be known */
         if (st->value_len == 0 && !param_set_get(&c->pool->defaults, st->name))
             return PIN_SET_CONFIG;
-        rc = session_note_change(t, PARAM_CHANGE_SET, st->name,
+        rc = session_note_change(c, PARAM_CHANGE_SET, st->name,
                                  st->value_len ? sql + st->value_start : NULL, st->value_len);
         break;
     case PIN_EFFECT_TRACKED_RESET:
-        rc = session_note_change(t, PARAM_CHANGE_RESET, st->name, NULL, 0);
+        rc = session_note_change(c, PARAM_CHANGE_RESET, st->name, NULL, 0);
         break;
     case PIN_EFFECT_RESET_ALL:
     case PIN_EFFECT_DISCARD_ALL:
-        rc = session_note_change(t, PARAM_CHANGE_RESET_ALL, NULL, NULL, 0);
+        rc = session_note_change(c, PARAM_CHANGE_RESET_ALL, NULL, NULL, 0);
         break;
     case PIN_EFFECT_COMMIT:
-        rc = session_note_change(t, PARAM_CHANGE_COMMIT, NULL, NULL, 0);
+        rc = session_note_change(c, PARAM_CHANGE_COMMIT, NULL, NULL, 0);
         break;
     case PIN_EFFECT_ROLLBACK:
-        rc = session_note_change(t, PARAM_CHANGE_ROLLBACK, NULL, NULL, 0);
+        rc = session_note_change(c, PARAM_CHANGE_ROLLBACK, NULL, NULL, 0);
         break;
     case PIN_EFFECT_ROLLBACK_TO:
-        rc = session_note_change(t, PARAM_CHANGE_ROLLBACK_TO, NULL, NULL, 0);
+        rc = session_note_change(c, PARAM_CHANGE_ROLLBACK_TO, NULL, NULL, 0);
         break;
     default:
         break;
@@ -349,10 +370,15 @@ static uint32_t session_note_query(struct client *c, const char *sql, size_t len
         if (*reason == PIN_NONE)
             *reason = why;
     }
-    /* Before the server runs them: its ParameterStatus replies change c->params on the way. */
-    if (c->session.changes.n > 0)
-        session_save_transaction_start(c);
     return pins;
+}
+
+/* Is the query worth going through statement by statement? Rarely: most change nothing. */
+static bool session_must_note(const struct client *c, const struct pinning_summary *summary,
+                              enum pin_reason reason)
+{
+    return reason != PIN_NONE || summary->has_effect ||
+           (summary->ends_transaction && session_transaction_matters(&c->session));
 }
 
 /* The transaction's changes are undone: back to what the client and its backend had before. */
@@ -555,7 +581,7 @@ static enum session_step session_query(struct client *c, uint32_t msg_len, bool 
     struct pinning_rules rules = session_rules(c);
     enum pin_reason reason = pinning_scan(sql, len, &rules, &summary);
     uint32_t pins = 0;
-    if (summary.has_effect || reason != PIN_NONE)
+    if (session_must_note(c, &summary, reason))
         pins = session_note_query(c, sql, len, &rules, &reason);
 
     if (summary.forgets_statements) {
@@ -723,7 +749,7 @@ static enum session_step session_parse(struct client *c, uint32_t msg_len, bool 
     size_t query_len = strlen(parse.query);
     enum pin_reason reason = pinning_scan(parse.query, query_len, &rules, &summary);
     uint32_t pins = 0;
-    if (summary.has_effect || reason != PIN_NONE)
+    if (session_must_note(c, &summary, reason))
         pins = session_note_query(c, parse.query, query_len, &rules, &reason);
     if (reason == PIN_NONE || strcmp(c->worker->cfg->pinning, "off") == 0)
         return session_parse_statement(c, &parse, NULL, msg_len, in_flight);

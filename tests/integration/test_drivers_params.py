@@ -214,6 +214,29 @@ def set_follows_client_across_backends(t):
         check(PIN_LOG_LINE not in s.log_text(), "a SET pinned its client")
 
 
+@test("ROLLBACK TO SAVEPOINT keeps the settings made before the savepoint, as in PostgreSQL")
+def savepoint_rollback_keeps_earlier_settings(t):
+    s = transaction_pool(t, pool_size=2)
+    a, other = s.connect(autocommit=False), s.connect()
+    run_statements(a, ["SET work_mem = '5MB'", "SAVEPOINT s", "SET work_mem = '6MB'",
+                       "ROLLBACK TO SAVEPOINT s"])
+    a.commit()
+    run_statements(a, ["SET statement_timeout = '4s'", "SAVEPOINT s"])
+    try:
+        run_statements(a, ["SELECT 1/0"])
+    except Exception:
+        pass
+    run_statements(a, ["ROLLBACK TO SAVEPOINT s"])
+    a.commit()
+    for round_number in range(3):
+        check_equal(one_value(other, "SELECT current_setting('work_mem')"), "4MB",
+                    f"another client's work_mem (round {round_number})")
+        check_equal(one_value(a, "SELECT current_setting('work_mem') || ' ' || "
+                                 "current_setting('statement_timeout')"), "5MB 4s",
+                    f"A's settings (round {round_number})")
+        a.commit()
+
+
 # ---- pins end when the state is cleared ---------------------------------------------------------
 
 def check_pin_released(t, make_state, clear_state, state_is_gone):

@@ -607,6 +607,8 @@ static void test_statements_that_clear_session_state_are_reported(void)
 
 static void test_transaction_ends_are_reported(void)
 {
+    struct pinning_summary sum;
+
     has_effect("COMMIT", &tracked_rules, PIN_EFFECT_COMMIT, "");
     has_effect("end transaction", &tracked_rules, PIN_EFFECT_COMMIT, "");
     has_effect("COMMIT AND CHAIN", &tracked_rules, PIN_EFFECT_COMMIT, "");
@@ -617,6 +619,9 @@ static void test_transaction_ends_are_reported(void)
     has_effect("ROLLBACK TO SAVEPOINT s", &tracked_rules, PIN_EFFECT_ROLLBACK_TO, "");
     has_effect("ROLLBACK TRANSACTION TO s", &tracked_rules, PIN_EFFECT_ROLLBACK_TO, "");
     has_effect("ROLLBACK AND NO CHAIN", &tracked_rules, PIN_EFFECT_ROLLBACK, "");
+    scan_with("END", &tracked_rules, &sum);
+    ok(sum.ends_transaction && !sum.has_effect,
+       "summary: the end of a transaction is told apart from effects on the session");
 }
 
 /* Tracking every parameter is how the pooler uses the lexer: SETs are followed, not pinned. */
