@@ -214,6 +214,65 @@ def set_follows_client_across_backends(t):
         check(PIN_LOG_LINE not in s.log_text(), "a SET pinned its client")
 
 
+def settings_on_each_backend(a, holder, sql, rounds=4):
+    """(row, backend pid) of sql run by A (autocommit), with another client holding the other
+    backend of a pool of two in turn, so A's transactions alternate between the two backends."""
+    results = []
+    for _ in range(rounds):
+        run_statements(holder, ["BEGIN", "SELECT 1"])
+        with a.cursor() as cur:
+            cur.execute("BEGIN")
+            cur.execute(sql + ", pg_backend_pid()")
+            row = cur.fetchone()
+            # The holder lets go first: A's backend is then the most recently used, the
+            # holder's next.
+            run_statements(holder, ["COMMIT"])
+            cur.execute("COMMIT")
+        results.append((row[:-1], row[-1]))
+    return results
+
+
+@test("replay: values that need quoting, lists, TO DEFAULT, reported and unreported parameters")
+def replay_is_exact(t):
+    s = transaction_pool(t, pool_size=2)
+    a, holder, other = s.connect(), s.connect(), s.connect()
+    defaults = one_value(other, "SELECT current_setting('DateStyle')")
+    run_statements(a, ["SET myapp.note = 'it''s; -- not a comment'",
+                       "SET application_name = 'o''brien'",
+                       "SET DateStyle = SQL, DMY",
+                       "SET search_path = other_schema, public",
+                       "SET search_path TO DEFAULT",
+                       "SET work_mem = '8MB'",
+                       "SET work_mem TO DEFAULT",
+                       "SELECT set_config('myapp.other', 'x''y', false)"])
+    results = settings_on_each_backend(
+        a, holder, "SELECT current_setting('myapp.note'), current_setting('application_name'), "
+                   "current_setting('DateStyle'), current_setting('search_path'), "
+                   "current_setting('work_mem'), current_setting('myapp.other')")
+    for row, _ in results:
+        check_equal(row, ("it's; -- not a comment", "o'brien", "SQL, DMY", '"$user", public',
+                          "4MB", "x'y"), "A's settings")
+    if not t.direct:
+        check_equal(len({pid for _, pid in results}), 2, "backends A's transactions ran on")
+        check(PIN_LOG_LINE not in s.log_text(), "a SET pinned its client")
+    check_equal(one_value(other, "SELECT current_setting('DateStyle') || ' ' || "
+                                 "current_setting('application_name')"), defaults + " ",
+                "another client's settings")
+
+
+@test("SET ... FROM CURRENT keeps a SET LOCAL value for the session, as in PostgreSQL")
+def set_from_current(t):
+    s = transaction_pool(t, pool_size=2)
+    a, other = s.connect(autocommit=False), s.connect()
+    run_statements(a, ["SET LOCAL lock_timeout = '2s'", "SET lock_timeout FROM CURRENT"])
+    a.commit()
+    for round_number in range(3):
+        check_equal(one_value(other, "SHOW lock_timeout"), "0",
+                    f"another client's lock_timeout (round {round_number})")
+        check_equal(one_value(a, "SHOW lock_timeout"), "2s", f"A's lock_timeout (round {round_number})")
+        a.commit()
+
+
 @test("ROLLBACK TO SAVEPOINT keeps the settings made before the savepoint, as in PostgreSQL")
 def savepoint_rollback_keeps_earlier_settings(t):
     s = transaction_pool(t, pool_size=2)
