@@ -3,8 +3,12 @@
  * state passes through here on its way to a backend:
  *   - named prepared statements (Parse/Bind/Describe/Close) are renamed to the shared backend
  *     statement and prepared on whichever backend the client has now, once per backend;
- *   - statements that leave state in the session (SET, temp tables, LISTEN...) pin the client to
- *     its backend until it leaves, or are refused (pinning = reject);
+ *   - SET, RESET and set_config(..., false) are noted and, once their transaction commits,
+ *     become the client's settings, replayed on whichever backend it gets next; RESET returns to
+ *     the client's own startup values;
+ *   - statements that leave state that cannot move (temp tables, LISTEN, advisory locks...) pin
+ *     the client to its backend until it clears that state or leaves, or are refused
+ *     (pinning = reject);
  *   - DISCARD ALL / DEALLOCATE ALL forget what the client and the backend had.
  * Replies to the Parse and Close messages sluice adds itself are counted in a queue and kept
  * from the client.
@@ -268,10 +272,9 @@ static uint32_t session_unpins_of(const struct pinning_statement *st)
 {
     switch (st->effect) {
     case PIN_EFFECT_RESET:
-        /* RESET ROLE, SET ROLE NONE; RESET SESSION AUTHORIZATION resets the role too */
-        return strcmp(st->name, "role") == 0
-                   ? pin_bit(PIN_SET_ROLE)
-                   : pin_bit(PIN_SET_SESSION_AUTHORIZATION) | pin_bit(PIN_SET_ROLE);
+        /* RESET ROLE, SET ROLE NONE; RESET SESSION AUTHORIZATION: each clears only its own */
+        return strcmp(st->name, "role") == 0 ? pin_bit(PIN_SET_ROLE)
+                                             : pin_bit(PIN_SET_SESSION_AUTHORIZATION);
     case PIN_EFFECT_RESET_ALL:
         return PINS_CLEARED_BY_RESET_ALL;
     case PIN_EFFECT_DISCARD_ALL:
