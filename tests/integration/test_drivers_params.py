@@ -350,6 +350,14 @@ def unlisten_all_releases(t):
                               "channels listened to"))
 
 
+@test("CLOSE ALL ends a cursor WITH HOLD's pin", sluice_only=True)
+def close_all_releases(t):
+    check_pin_released(
+        t, lambda a: run_statements(a, ["DECLARE held CURSOR WITH HOLD FOR SELECT 1"]),
+        lambda a: run_statements(a, ["CLOSE ALL"]),
+        lambda b: check_equal(one_value(b, "SELECT count(*) FROM pg_cursors"), 0, "open cursors"))
+
+
 @test("a pin stays while part of the state is left: UNLISTEN * with a temp table still there",
       sluice_only=True)
 def partial_clear_keeps_pin(t):
