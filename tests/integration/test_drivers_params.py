@@ -111,6 +111,38 @@ def discard_all_restores_startup(t):
     check_reset_restores_startup(t, ["DISCARD ALL"], autocommit=True)
 
 
+@test("asyncpg: a pool's reset on release (RESET ALL...) keeps the startup server_settings")
+def asyncpg_pool_reset_keeps_startup(t):
+    try:
+        import asyncio
+        import asyncpg
+    except ImportError:
+        raise harness.Skip("asyncpg is not installed")
+    s = transaction_pool(t)
+
+    async def scenario():
+        pool = await asyncpg.create_pool(
+            host=s.host, port=s.port, user="app", password="app_pw", database=harness.APP_DB,
+            ssl=False, min_size=1, max_size=1, statement_cache_size=0,
+            server_settings={"application_name": "myapp", "TimeZone": "Asia/Tokyo"})
+        seen = []
+        try:
+            for _ in range(3):
+                async with pool.acquire() as conn:
+                    seen.append(tuple(await conn.fetchrow(
+                        "SELECT current_setting('application_name'), current_setting('TimeZone')")))
+                    await conn.execute("SET TimeZone = 'Europe/Paris'; "
+                                       "SET application_name = 'changed'")
+                # released: asyncpg ran its reset query, RESET ALL included
+        finally:
+            await pool.close()
+        return seen
+
+    for i, row in enumerate(asyncio.run(scenario())):
+        check_equal(row, ("myapp", "Asia/Tokyo"),
+                    f"startup server_settings at acquire {i} (after the pool's reset)")
+
+
 # ---- SET is followed, not pinned ----------------------------------------------------------------
 
 JDBC_PROGRAM = r"""
