@@ -458,6 +458,7 @@ int param_changes_add(struct param_changes *changes, enum param_change_kind kind
     }
     change = &changes->items[changes->n];
     change->kind = kind;
+    change->tag = 0;
     change->name = name ? strdup(name) : NULL;
     change->text = text ? strndup(text, text_len) : NULL;
     if ((name && !change->name) || (text && !change->text)) {
@@ -467,6 +468,20 @@ int param_changes_add(struct param_changes *changes, enum param_change_kind kind
     }
     changes->n++;
     return 0;
+}
+
+void param_changes_drop_first(struct param_changes *changes, size_t n)
+{
+    if (n > changes->n)
+        n = changes->n;
+    if (n == 0)
+        return;   /* items may be NULL: memmove must not see it */
+    for (size_t i = 0; i < n; i++) {
+        free(changes->items[i].name);
+        free(changes->items[i].text);
+    }
+    memmove(changes->items, changes->items + n, (changes->n - n) * sizeof(*changes->items));
+    changes->n -= n;
 }
 
 /* Back to the value the client started with, or to the server's default (no entry). */

@@ -94,6 +94,7 @@ struct param_change {
     enum param_change_kind kind;
     char *name;
     char *text;
+    unsigned long long tag;   /* the caller's (which reply settles it); 0 when added */
 };
 
 struct param_changes {
@@ -108,6 +109,8 @@ void param_changes_free(struct param_changes *changes);
 /* Copies name and text (either may be NULL for RESET ALL / an unknown value). 0 or -1. */
 int param_changes_add(struct param_changes *changes, enum param_change_kind kind, const char *name,
                       const char *text, size_t text_len);
+/* Drops the first n changes (all of them if n is larger), keeping the order of the rest. */
+void param_changes_drop_first(struct param_changes *changes, size_t n);
 
 /*
  * Applies one change that the server ran to the client's and the server's sets, as PostgreSQL

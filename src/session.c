@@ -264,7 +264,11 @@ static int session_note_change(struct client *c, enum param_change_kind kind, co
         return 0;
     if (!ends)
         session_save_transaction_start(c);
-    return param_changes_add(&t->changes, kind, name, text, text_len);
+    if (param_changes_add(&t->changes, kind, name, text, text_len) != 0)
+        return -1;
+    /* Pipelined: the ReadyForQuery after those still owed ends this statement's group. */
+    t->changes.items[t->changes.n - 1].tag = t->ready_count + c->pending_ready + 1;
+    return 0;
 }
 
 /* The pins a statement's effect clears, once it has run and its transaction committed. */
@@ -474,13 +478,17 @@ void session_ready_for_query(struct client *c, char before, char after)
 {
     struct session_tracking *t = &c->session;
     bool failed = t->statement_failed;
+    size_t settled = 0;
 
     t->statement_failed = false;
+    t->ready_count++;
     if (t->changes.n == 0 && !t->txn_saved && t->pending_unpins == 0 && t->txn_unpins == 0)
         return;
+    while (settled < t->changes.n && t->changes.items[settled].tag <= t->ready_count)
+        settled++;
     if (before == 'E' || failed) {
         /* Nothing these statements did stays; the transaction may have ended or recovered. */
-        param_changes_clear(&t->changes);
+        param_changes_drop_first(&t->changes, settled);
         t->pending_unpins = 0;
         if (after == 'I')
             session_transaction_rolled_back(c);
@@ -490,9 +498,9 @@ void session_ready_for_query(struct client *c, char before, char after)
             t->unpin_is_discard_all = false;
         return;
     }
-    for (size_t i = 0; i < t->changes.n; i++)
+    for (size_t i = 0; i < settled; i++)
         session_apply_change(c, &t->changes.items[i], after);
-    param_changes_clear(&t->changes);
+    param_changes_drop_first(&t->changes, settled);
     t->txn_unpins |= t->pending_unpins;
     t->pending_unpins = 0;
     if (after == 'I')

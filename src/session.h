@@ -57,7 +57,9 @@ enum session_step {
  */
 struct session_tracking {
     struct param_set startup;        /* the settings it logged in with: what RESET returns to */
-    struct param_changes changes;    /* noted from the statements sent since the last ReadyForQuery */
+    struct param_changes changes;    /* noted from statements sent, each tagged with the number of
+                                        the ReadyForQuery that ends it (ready_count counts them) */
+    unsigned long long ready_count;  /* ReadyForQuery messages passed to the client so far */
     struct param_set txn_client;     /* its settings when its open transaction first changed them */
     struct param_set txn_server;     /* and its backend's: both restored on ROLLBACK */
     bool txn_saved;                  /* txn_client and txn_server hold a transaction's start */

@@ -328,6 +328,36 @@ def savepoint_rollback_keeps_earlier_settings(t):
         a.commit()
 
 
+@test("pipelined Syncs: a SET in a group that fails is dropped, one in a group that succeeds kept")
+def pipelined_groups_settle_separately(t):
+    s = transaction_pool(t, pool_size=2)
+    a, holder = s.wire(), s.connect()
+    a.login()
+
+    def statement(sql):
+        return harness.parse_message(sql) + harness.bind_message() + harness.execute_message()
+
+    a.send(statement("SET work_mem = '5MB'") + harness.sync_message()
+           + statement("SET statement_timeout = '3s'") + statement("SELECT 1/0")
+           + harness.sync_message())
+    first, second = a.read_until_ready(), a.read_until_ready()
+    check_equal(first.errors, [], "errors of the first group")
+    check_equal([e.get("C") for e in second.errors], ["22012"], "SQLSTATEs of the second group")
+    pids = set()
+    for round_number in range(4):
+        # Another client holds a backend meanwhile: A's transactions alternate between the two.
+        run_statements(holder, ["BEGIN", "SELECT 1"])
+        a.query_ok("BEGIN")
+        row = a.query_ok("SELECT current_setting('work_mem'), current_setting('statement_timeout'), "
+                         "pg_backend_pid()").rows[0]
+        run_statements(holder, ["COMMIT"])
+        a.query_ok("COMMIT")
+        check_equal(row[:2], ("5MB", "0"), f"A's settings (round {round_number})")
+        pids.add(row[2])
+    if not t.direct:
+        check_equal(len(pids), 2, "backends A's transactions ran on")
+
+
 # ---- pins end when the state is cleared ---------------------------------------------------------
 
 def check_pin_released(t, make_state, clear_state, state_is_gone):

@@ -558,6 +558,25 @@ static void test_changes_follow_postgres(void)
     param_set_free(&server);
 }
 
+static void test_changes_list(void)
+{
+    struct param_changes changes;
+
+    param_changes_init(&changes);
+    param_changes_drop_first(&changes, 1);
+    is_int((int)changes.n, 0, "changes: dropping from an empty list does nothing");
+    param_changes_add(&changes, PARAM_CHANGE_SET, "a", "'1'", 3);
+    param_changes_add(&changes, PARAM_CHANGE_RESET, "b", NULL, 0);
+    param_changes_add(&changes, PARAM_CHANGE_RESET_ALL, NULL, NULL, 0);
+    param_changes_drop_first(&changes, 1);
+    ok(changes.n == 2 && changes.items[0].kind == PARAM_CHANGE_RESET &&
+           strcmp(changes.items[0].name, "b") == 0 && changes.items[1].name == NULL,
+       "changes: dropping the first keeps the rest in order");
+    param_changes_drop_first(&changes, 5);
+    is_int((int)changes.n, 0, "changes: dropping more than there are empties the list");
+    param_changes_free(&changes);
+}
+
 int main(void)
 {
     test_put_get();
@@ -575,5 +594,6 @@ int main(void)
     test_options_feed_sync();
     test_sync_replays_sql_text_as_written();
     test_changes_follow_postgres();
+    test_changes_list();
     return tap_done();
 }
