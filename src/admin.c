@@ -831,6 +831,8 @@ static void show_pools(struct request *req)
         {"sv_login", PROTO_TYPE_INT4}, {"maxwait", PROTO_TYPE_INT4},
         {"maxwait_us", PROTO_TYPE_INT4}, {"pool_mode", PROTO_TYPE_TEXT},
         {"pinned", PROTO_TYPE_INT4}, /* sluice's own: clients keeping their backend */
+        {"waiting_all_pinned", PROTO_TYPE_INT4}, /* sluice's own: cl_waiting while every
+                                                    backend is pinned, else 0 */
     };
     double now = worker_now(req->w);
     const struct pool *pool;
@@ -859,6 +861,7 @@ static void show_pools(struct request *req)
         result_int4(&r, (long long)(wait_us % 1000000));
         result_text(&r, config_pool_mode_name(pool->mode));
         result_int4(&r, pool->n_pinned);
+        result_int4(&r, pool_waiting_all_pinned(pool));
         result_row_end(&r);
     }
     proto_build_command_complete(req->out, "SHOW");

@@ -79,6 +79,7 @@ struct client *client_create(struct worker *w, int fd, const struct sockaddr *ad
     c->connect_time = worker_now(w);
     c->last_activity = c->connect_time;
     param_set_init(&c->params);
+    session_tracking_init(&c->session);
     prepared_client_init(&c->prepared, w->prepared);
     client_describe_peer(c, addr, is_unix);
     /* TCP_NODELAY and SO_KEEPALIVE come from the listening socket (Linux copies them). */
@@ -186,6 +187,7 @@ void client_free(struct client *c)
         free(c->scram);
     }
     param_set_free(&c->params);
+    session_tracking_free(&c->session);
     prepared_client_free(&c->prepared);
     free(c->pin_statement);
     free(c->startup_copy);
@@ -365,6 +367,10 @@ static int client_take_settings(struct client *c, const struct startup_packet *s
             snprintf(err, err_len, "out of memory");
             return -1;
         }
+    }
+    if (param_set_copy(&c->session.startup, &c->params) != 0) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
     }
     return 0;
 }
@@ -828,6 +834,8 @@ static void client_forward_input(struct client *c)
             return;
         }
         bool in_flight = c->pending_ready > 0 || c->unsynced;
+        if (c->session.params_resync && !in_flight && server_resync_params(c->server))
+            return; /* client_resume goes on once the backend has the client's settings again */
         if (session_tracks(c)) {
             enum session_step step = session_client_message(c, type, msg_len, in_flight);
             if (step == SESSION_WAIT || step == SESSION_CLOSED)

@@ -14,6 +14,7 @@
 #include "conn.h"
 #include "params.h"
 #include "prepared.h"
+#include "session.h"
 #include "worker.h"
 
 enum client_state {
@@ -56,6 +57,7 @@ struct client {
     const char *database;
     char *startup_copy;             /* owned: user and database strings */
     struct param_set params;        /* session settings this client asked for */
+    struct session_tracking session; /* how its statements change them, and its pins */
     struct prepared_client prepared; /* its named prepared statements (transaction mode) */
     bool pinned;                    /* keeps its backend until it leaves (session state) */
     int pin_reason;                 /* enum pin_reason */

@@ -384,6 +384,8 @@ static const char *const pin_reason_slugs[] = {
     [PIN_CURSOR_WITH_HOLD] = "cursor_with_hold",
     [PIN_PREPARE] = "prepare",
     [PIN_LOAD] = "load",
+    [PIN_SET_FROM_CURRENT] = "set_from_current",
+    [PIN_SET_BEFORE_SAVEPOINT_ROLLBACK] = "set_before_savepoint_rollback",
 };
 
 _Static_assert(ARRAY_LEN(pin_reason_slugs) <= ARRAY_LEN(((struct pool_stats *)0)->pin_events),
@@ -443,6 +445,14 @@ static void render_pool_pinning(struct worker *w, struct msgbuf *out)
         struct labels labels = pool_labels(pool, NULL, NULL);
         sample_count(out, "sluice_pool_pinned_clients", "", &labels,
                      (uint64_t)(pool->n_pinned > 0 ? pool->n_pinned : 0));
+    }
+    family(out, "sluice_pool_waiting_all_pinned_clients", "gauge",
+           "Clients waiting for a backend while every backend the pool may open is held by a pinned "
+           "client (0 otherwise): they wait until a pinned client clears its session state or leaves.");
+    TAILQ_FOREACH(pool, &w->pools, link) {
+        struct labels labels = pool_labels(pool, NULL, NULL);
+        sample_count(out, "sluice_pool_waiting_all_pinned_clients", "", &labels,
+                     (uint64_t)pool_waiting_all_pinned(pool));
     }
     family(out, "sluice_pool_pin_events_total", "counter",
            "Clients pinned to their backend, by the kind of statement that pinned them.");

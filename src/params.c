@@ -132,7 +132,7 @@ static int ensure_room(struct param_set *set)
     return 0;
 }
 
-int param_set_put(struct param_set *set, const char *name, const char *value)
+static int put_entry(struct param_set *set, const char *name, const char *value, bool is_sql)
 {
     struct param_entry *existing;
     char *name_copy, *value_copy;
@@ -146,6 +146,7 @@ int param_set_put(struct param_set *set, const char *name, const char *value)
     if (existing != NULL) {
         free(existing->value);
         existing->value = value_copy;
+        existing->is_sql = is_sql;
         return 0;
     }
     name_copy = strdup(name);
@@ -156,8 +157,24 @@ int param_set_put(struct param_set *set, const char *name, const char *value)
     }
     set->entries[set->n].name = name_copy;
     set->entries[set->n].value = value_copy;
+    set->entries[set->n].is_sql = is_sql;
     set->n++;
     return 0;
+}
+
+int param_set_put(struct param_set *set, const char *name, const char *value)
+{
+    return put_entry(set, name, value, false);
+}
+
+int param_set_put_sql(struct param_set *set, const char *name, const char *sql_text)
+{
+    return put_entry(set, name, sql_text, true);
+}
+
+const struct param_entry *param_set_find(const struct param_set *set, const char *name)
+{
+    return find_entry(set, name);
 }
 
 const char *param_set_get(const struct param_set *set, const char *name)
@@ -188,7 +205,7 @@ int param_set_copy(struct param_set *dst, const struct param_set *src)
         return 0;
     param_set_clear(dst);
     for (size_t i = 0; i < src->n; i++) {
-        if (param_set_put(dst, src->entries[i].name, src->entries[i].value) != 0) {
+        if (put_entry(dst, src->entries[i].name, src->entries[i].value, src->entries[i].is_sql) != 0) {
             param_set_clear(dst);
             return -1;
         }
@@ -340,14 +357,25 @@ static void begin_statement(struct msgbuf *sql, size_t *n_statements)
     (*n_statements)++;
 }
 
-static void append_set(struct msgbuf *sql, const char *name, const char *value,
+/* A value the client wrote as SQL (a list, an identifier, a number...) is replayed as written. */
+static void append_set(struct msgbuf *sql, const char *name, const char *value, bool is_sql,
                        size_t *n_statements)
 {
     begin_statement(sql, n_statements);
     msgbuf_append(sql, "SET ", 4);
     proto_append_quoted_ident(sql, name);
+    if (is_sql) {
+        msgbuf_append(sql, " TO ", 4);
+        msgbuf_append(sql, value, strlen(value));
+        return;
+    }
     msgbuf_append(sql, " = ", 3);
     proto_append_quoted_literal(sql, value);
+}
+
+static bool same_value(const struct param_entry *a, const struct param_entry *b)
+{
+    return a != NULL && b != NULL && a->is_sql == b->is_sql && strcmp(a->value, b->value) == 0;
 }
 
 static void append_reset(struct msgbuf *sql, const char *name, size_t *n_statements)
@@ -364,12 +392,11 @@ size_t params_build_sync(const struct param_set *client, const struct param_set 
 
     for (size_t i = 0; client != NULL && i < client->n; i++) {
         const struct param_entry *wanted = &client->entries[i];
-        const char *current = param_set_get(server, wanted->name);
 
         if (!is_syncable(wanted->name))
             continue;
-        if (current == NULL || strcmp(current, wanted->value) != 0)
-            append_set(sql, wanted->name, wanted->value, &n_statements);
+        if (!same_value(wanted, find_entry(server, wanted->name)))
+            append_set(sql, wanted->name, wanted->value, wanted->is_sql, &n_statements);
     }
     for (size_t i = 0; server != NULL && i < server->n; i++) {
         const struct param_entry *current = &server->entries[i];
@@ -379,14 +406,151 @@ size_t params_build_sync(const struct param_set *client, const struct param_set 
                                        strcmp(pool_defaults->entries[i].name, current->name) == 0
                                    ? pool_defaults->entries[i].value
                                    : param_set_get(pool_defaults, current->name);
-        if (fallback != NULL && strcmp(fallback, current->value) == 0)
+        if (fallback != NULL && !current->is_sql && strcmp(fallback, current->value) == 0)
             continue;
         if (!is_syncable(current->name) || param_set_get(client, current->name) != NULL)
             continue;
         if (fallback == NULL)
             append_reset(sql, current->name, &n_statements);
-        else if (strcmp(fallback, current->value) != 0)
-            append_set(sql, current->name, fallback, &n_statements);
+        else
+            append_set(sql, current->name, fallback, false, &n_statements);
     }
     return n_statements;
+}
+
+/* ---- changes a client's statements made ---- */
+
+void param_changes_init(struct param_changes *changes)
+{
+    changes->items = NULL;
+    changes->n = 0;
+    changes->cap = 0;
+}
+
+void param_changes_clear(struct param_changes *changes)
+{
+    for (size_t i = 0; i < changes->n; i++) {
+        free(changes->items[i].name);
+        free(changes->items[i].text);
+    }
+    changes->n = 0;
+}
+
+void param_changes_free(struct param_changes *changes)
+{
+    param_changes_clear(changes);
+    free(changes->items);
+    param_changes_init(changes);
+}
+
+int param_changes_add(struct param_changes *changes, enum param_change_kind kind, const char *name,
+                      const char *text, size_t text_len)
+{
+    struct param_change *change;
+
+    if (changes->n == changes->cap) {
+        size_t cap = changes->cap ? changes->cap * 2 : PARAM_SET_INITIAL_CAP;
+        struct param_change *grown = realloc(changes->items, cap * sizeof(*grown));
+        if (grown == NULL)
+            return -1;
+        changes->items = grown;
+        changes->cap = cap;
+    }
+    change = &changes->items[changes->n];
+    change->kind = kind;
+    change->tag = 0;
+    change->name = name ? strdup(name) : NULL;
+    change->text = text ? strndup(text, text_len) : NULL;
+    if ((name && !change->name) || (text && !change->text)) {
+        free(change->name);
+        free(change->text);
+        return -1;
+    }
+    changes->n++;
+    return 0;
+}
+
+void param_changes_drop_first(struct param_changes *changes, size_t n)
+{
+    if (n > changes->n)
+        n = changes->n;
+    if (n == 0)
+        return;   /* items may be NULL: memmove must not see it */
+    for (size_t i = 0; i < n; i++) {
+        free(changes->items[i].name);
+        free(changes->items[i].text);
+    }
+    memmove(changes->items, changes->items + n, (changes->n - n) * sizeof(*changes->items));
+    changes->n -= n;
+}
+
+/* Back to the value the client started with, or to the server's default (no entry). */
+static int reset_client_value(struct param_set *client, const struct param_set *startup,
+                              const char *name)
+{
+    const struct param_entry *initial = find_entry(startup, name);
+
+    if (initial == NULL) {
+        param_set_remove(client, name);
+        return 0;
+    }
+    return put_entry(client, name, initial->value, initial->is_sql);
+}
+
+/* The server's values it does not report go back to its defaults: sluice no longer knows them. */
+static void forget_unreported(struct param_set *server, const struct param_set *reported)
+{
+    for (size_t i = 0; i < server->n;) {
+        if (find_entry(reported, server->entries[i].name) == NULL) {
+            param_set_remove(server, server->entries[i].name);
+            continue;
+        }
+        i++;
+    }
+}
+
+static int apply_set(const struct param_change *change, const struct param_set *reported,
+                     struct param_set *client, struct param_set *server)
+{
+    const char *server_value;
+
+    if (find_entry(reported, change->name) != NULL) {
+        /* The server's spelling (ParameterStatus) is what the client has now. */
+        server_value = param_set_get(server, change->name);
+        if (server_value != NULL)
+            return param_set_put(client, change->name, server_value);
+    }
+    if (change->text == NULL)
+        return 0;
+    if (put_entry(client, change->name, change->text, true) != 0)
+        return -1;
+    if (find_entry(reported, change->name) != NULL)
+        return 0;
+    return put_entry(server, change->name, change->text, true);
+}
+
+int params_apply_change(const struct param_change *change, const struct param_set *startup,
+                        const struct param_set *reported, struct param_set *client,
+                        struct param_set *server)
+{
+    switch (change->kind) {
+    case PARAM_CHANGE_SET:
+        return apply_set(change, reported, client, server);
+    case PARAM_CHANGE_RESET:
+        if (find_entry(reported, change->name) == NULL)
+            param_set_remove(server, change->name);
+        return reset_client_value(client, startup, change->name);
+    case PARAM_CHANGE_RESET_ALL:
+        forget_unreported(server, reported);
+        if (startup == NULL) {
+            param_set_clear(client);
+            return 0;
+        }
+        return param_set_copy(client, startup);
+    case PARAM_CHANGE_COMMIT:
+    case PARAM_CHANGE_ROLLBACK:
+    case PARAM_CHANGE_ROLLBACK_TO:
+        break;
+    }
+    return 0;
 }

@@ -15,6 +15,8 @@
 struct param_entry {
     char *name;   /* stored as given; compared case-insensitively */
     char *value;
+    bool is_sql;  /* value is SQL text as a client wrote it after SET name TO (replayed as is),
+                     not a plain value to quote as a literal */
 };
 
 struct param_set {
@@ -28,6 +30,10 @@ void param_set_free(struct param_set *set);
 void param_set_clear(struct param_set *set);
 /* Copies name and value; replaces an existing entry of the same name. 0 or -1 (no memory). */
 int param_set_put(struct param_set *set, const char *name, const char *value);
+/* The same for a value given as SQL text (param_entry.is_sql). */
+int param_set_put_sql(struct param_set *set, const char *name, const char *sql_text);
+/* The entry of that name, or NULL. */
+const struct param_entry *param_set_find(const struct param_set *set, const char *name);
 const char *param_set_get(const struct param_set *set, const char *name);
 bool param_set_remove(struct param_set *set, const char *name);
 int param_set_copy(struct param_set *dst, const struct param_set *src);
@@ -67,5 +73,55 @@ int params_parse_options(const char *options, struct param_set *set, char *err, 
  */
 size_t params_build_sync(const struct param_set *client, const struct param_set *pool_defaults,
                          const struct param_set *server, struct msgbuf *sql);
+
+/*
+ * What one statement did to the session's settings, in the order the statements ran. Applied
+ * only once the statement is known to have succeeded (params_apply_change).
+ */
+enum param_change_kind {
+    PARAM_CHANGE_SET,       /* SET name TO text (text NULL: the value is only known from the
+                               server's ParameterStatus, e.g. set_config(name, $1, false)) */
+    PARAM_CHANGE_RESET,     /* RESET name, SET name TO DEFAULT */
+    PARAM_CHANGE_RESET_ALL, /* RESET ALL, DISCARD ALL */
+    /* where the transaction ends or goes back: the caller acts on these, not
+       params_apply_change */
+    PARAM_CHANGE_COMMIT,
+    PARAM_CHANGE_ROLLBACK,
+    PARAM_CHANGE_ROLLBACK_TO,
+};
+
+struct param_change {
+    enum param_change_kind kind;
+    char *name;
+    char *text;
+    unsigned long long tag;   /* the caller's (which reply settles it); 0 when added */
+};
+
+struct param_changes {
+    struct param_change *items;
+    size_t n;
+    size_t cap;
+};
+
+void param_changes_init(struct param_changes *changes);
+void param_changes_clear(struct param_changes *changes);
+void param_changes_free(struct param_changes *changes);
+/* Copies name and text (either may be NULL for RESET ALL / an unknown value). 0 or -1. */
+int param_changes_add(struct param_changes *changes, enum param_change_kind kind, const char *name,
+                      const char *text, size_t text_len);
+/* Drops the first n changes (all of them if n is larger), keeping the order of the rest. */
+void param_changes_drop_first(struct param_changes *changes, size_t n);
+
+/*
+ * Applies one change that the server ran to the client's and the server's sets, as PostgreSQL
+ * would: a SET takes the server's reported value for a name the server reports (found in
+ * reported, the pool's defaults), else the client's text as given; a RESET returns the client to
+ * its own startup value (startup) or, without one, to the server's default (no entry), and the
+ * server to its default (its entry removed unless reported: reported values follow the server's
+ * ParameterStatus); RESET ALL does that for every name. Returns -1 when out of memory.
+ */
+int params_apply_change(const struct param_change *change, const struct param_set *startup,
+                        const struct param_set *reported, struct param_set *client,
+                        struct param_set *server);
 
 #endif

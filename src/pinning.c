@@ -384,6 +384,20 @@ static bool reads_true(const struct token *t)
            equals_nocase(s, n, "on") || equals_nocase(s, n, "1");
 }
 
+/* The literal FALSE, or a plain string the boolean input function reads as false. */
+static bool reads_false(const struct token *t)
+{
+    const char *s = t->text;
+    size_t n = t->text_len;
+
+    if (is_keyword(t, "false"))
+        return true;
+    if (t->kind != TOKEN_STRING || !is_plain_string(t))
+        return false;
+    return is_prefix_nocase(s, n, "false") || is_prefix_nocase(s, n, "no") ||
+           equals_nocase(s, n, "off") || equals_nocase(s, n, "0");
+}
+
 /* Block keywords after which a PL/pgSQL body starts a new statement. */
 static bool is_block_word(const struct token *t)
 {
@@ -399,13 +413,17 @@ enum local_arg {
     LOCAL_ARG_TRUE,       /* true, 't', 'on'... */
     LOCAL_ARG_TRUE_CAST,  /* true:: */
     LOCAL_ARG_TRUE_BOOL,  /* true::boolean */
-    LOCAL_ARG_OTHER,      /* anything else: false, $3, an expression: pin */
+    LOCAL_ARG_FALSE,      /* false, 'f', 'off'...: a session setting sluice may follow */
+    LOCAL_ARG_OTHER,      /* anything else: $3, an expression: pin */
 };
 
 struct config_call {
     size_t depth;         /* parenthesis depth of its arguments */
     size_t commas;        /* commas at that depth so far */
     enum local_arg is_local;
+    /* the name and value arguments: how many tokens each has, and its first one */
+    size_t arg_tokens[2];
+    struct token arg_first[2];
 };
 
 /* ON COMMIT DROP matched at depth 0 of a CREATE TEMP TABLE, word by word. */
@@ -527,7 +545,9 @@ static void feed_local_arg(struct config_call *call, const struct token *t, bool
     }
     switch (call->is_local) {
     case LOCAL_ARG_EMPTY:
-        call->is_local = reads_true(t) ? LOCAL_ARG_TRUE : LOCAL_ARG_OTHER;
+        call->is_local = reads_true(t) ? LOCAL_ARG_TRUE
+                         : reads_false(t) ? LOCAL_ARG_FALSE
+                                          : LOCAL_ARG_OTHER;
         break;
     case LOCAL_ARG_TRUE:
         call->is_local = is_cast(t) ? LOCAL_ARG_TRUE_CAST : LOCAL_ARG_OTHER;
@@ -537,6 +557,7 @@ static void feed_local_arg(struct config_call *call, const struct token *t, bool
                                                                               : LOCAL_ARG_OTHER;
         break;
     case LOCAL_ARG_TRUE_BOOL:
+    case LOCAL_ARG_FALSE:
     case LOCAL_ARG_OTHER:
         call->is_local = LOCAL_ARG_OTHER;
         break;
@@ -551,7 +572,41 @@ static void feed_open_calls(struct statement_scan *s, const struct token *t)
 
         if (call->commas == 2 && s->depth >= call->depth)
             feed_local_arg(call, t, s->depth == call->depth);
+        else if (call->commas < 2 && s->depth >= call->depth) {
+            /* tokens nested in parentheses count too: the argument is then not one literal */
+            if (call->arg_tokens[call->commas] == 0)
+                call->arg_first[call->commas] = *t;
+            call->arg_tokens[call->commas]++;
+        }
     }
+}
+
+static bool name_is_tracked(const struct statement_scan *s);
+
+/*
+ * set_config('name', value, false) with the name written as a plain string: a session setting
+ * like SET, reported as PIN_EFFECT_TRACKED_SET when the caller tracks the name. The value is
+ * given only when it is one string or number (value_len 0 otherwise: known only from the
+ * server, if the server reports it).
+ */
+static bool follow_config_call(struct statement_scan *s, const struct config_call *call)
+{
+    const struct token *name = &call->arg_first[0], *value = &call->arg_first[1];
+
+    if (call->arg_tokens[0] != 1 || name->kind != TOKEN_STRING || !is_plain_string(name) ||
+        s->body || s->out->effect != PIN_EFFECT_NONE)
+        return false;
+    name_reset(s);
+    for (size_t i = 0; i < name->text_len; i++)
+        name_append_byte(s, name->text[i]);
+    if (!name_is_tracked(s))
+        return false;
+    set_effect(s, PIN_EFFECT_TRACKED_SET, true);
+    if (call->arg_tokens[1] == 1 && (is_string(value) || value->kind == TOKEN_NUMBER)) {
+        s->out->value_start = (size_t)(value->start - s->sql);
+        s->out->value_len = value->len;
+    }
+    return true;
 }
 
 /* Only a plainly true is_local keeps the setting inside the transaction. */
@@ -559,9 +614,12 @@ static void close_config_call(struct statement_scan *s)
 {
     const struct config_call *call = &s->calls[--s->n_calls];
 
-    if (call->commas != 2 ||
-        (call->is_local != LOCAL_ARG_TRUE && call->is_local != LOCAL_ARG_TRUE_BOOL))
-        pin(s, PIN_SET_CONFIG, "set_config", false);
+    if (call->commas == 2 &&
+        (call->is_local == LOCAL_ARG_TRUE || call->is_local == LOCAL_ARG_TRUE_BOOL))
+        return;
+    if (call->commas == 2 && call->is_local == LOCAL_ARG_FALSE && follow_config_call(s, call))
+        return;
+    pin(s, PIN_SET_CONFIG, "set_config", false);
 }
 
 static void open_config_call(struct statement_scan *s)
@@ -573,6 +631,8 @@ static void open_config_call(struct statement_scan *s)
     s->calls[s->n_calls].depth = s->depth;
     s->calls[s->n_calls].commas = 0;
     s->calls[s->n_calls].is_local = LOCAL_ARG_EMPTY;
+    s->calls[s->n_calls].arg_tokens[0] = 0;
+    s->calls[s->n_calls].arg_tokens[1] = 0;
     s->n_calls++;
 }
 
@@ -584,6 +644,8 @@ static void watch_calls(struct statement_scan *s, const struct token *t)
         s->depth++;
         if (is_name_in(&s->prev, session_lock_functions, ARRAY_LEN(session_lock_functions)))
             pin(s, PIN_ADVISORY_LOCK, NULL, false);
+        else if (is_name(&s->prev, "pg_advisory_unlock_all"))
+            set_effect(s, PIN_EFFECT_ADVISORY_UNLOCK_ALL, false);
         else if (is_name(&s->prev, "set_config"))
             open_config_call(s);
     } else if (is_punct(t, ')')) {
@@ -796,6 +858,11 @@ static void generic_setting(struct statement_scan *s, struct token *t)
     struct setting_value v;
 
     read_qualified_name(s, t);
+    if (is_keyword(t, "from")) {
+        /* The value is whatever the session holds now, maybe a SET LOCAL one: not known here. */
+        pin(s, PIN_SET_FROM_CURRENT, s->name, s->name_truncated);
+        return;
+    }
     if (is_keyword(t, "to") || is_equals(t))
         scan_next(s, t);
     read_setting_value(s, t, &v);
@@ -991,6 +1058,51 @@ static void head_discard(struct statement_scan *s)
     scan_next(s, &t);
     if (is_keyword(&t, "all"))
         set_effect(s, PIN_EFFECT_DISCARD_ALL, false);
+    else if (is_keyword(&t, "temp") || is_keyword(&t, "temporary"))
+        set_effect(s, PIN_EFFECT_DISCARD_TEMP, false);
+}
+
+/* COMMIT | END [WORK | TRANSACTION] [AND [NO] CHAIN], but not COMMIT PREPARED 'gid'. */
+static void head_commit(struct statement_scan *s)
+{
+    struct token t;
+
+    scan_next(s, &t);
+    if (!is_keyword(&t, "prepared"))
+        set_effect(s, PIN_EFFECT_COMMIT, false);
+}
+
+/* ROLLBACK | ABORT [WORK | TRANSACTION] [TO [SAVEPOINT] name | AND [NO] CHAIN]; not PREPARED. */
+static void head_rollback(struct statement_scan *s)
+{
+    struct token t;
+
+    scan_next(s, &t);
+    if (is_keyword(&t, "prepared"))
+        return;
+    if (is_keyword(&t, "work") || is_keyword(&t, "transaction"))
+        scan_next(s, &t);
+    set_effect(s, is_keyword(&t, "to") ? PIN_EFFECT_ROLLBACK_TO : PIN_EFFECT_ROLLBACK, false);
+}
+
+/* UNLISTEN *: the session listens to nothing any more. */
+static void head_unlisten(struct statement_scan *s)
+{
+    struct token t;
+
+    scan_next(s, &t);
+    if (t.kind == TOKEN_OPERATOR && t.len == 1 && t.start[0] == '*')
+        set_effect(s, PIN_EFFECT_UNLISTEN_ALL, false);
+}
+
+/* CLOSE ALL: every cursor, WITH HOLD ones included, is gone. */
+static void head_close(struct statement_scan *s)
+{
+    struct token t;
+
+    scan_next(s, &t);
+    if (is_keyword(&t, "all"))
+        set_effect(s, PIN_EFFECT_CLOSE_ALL, false);
 }
 
 /* EXPLAIN [(options)] [ANALYZE] [VERBOSE] statement: t ends on the explained statement's head. */
@@ -1042,6 +1154,9 @@ static const struct {
     { "discard", head_discard }, { "listen", head_listen },
     { "load", head_load },       { "do", head_do },
     { "select", head_select },   { "with", head_select },
+    { "commit", head_commit },   { "end", head_commit },
+    { "rollback", head_rollback }, { "abort", head_rollback },
+    { "unlisten", head_unlisten }, { "close", head_close },
 };
 
 /* Reads the head of a statement (t is its first token) and what it needs to decide. */
@@ -1138,6 +1253,11 @@ bool pinning_next_statement(const char *sql, size_t len, size_t *offset,
 
 static void sum_effect(struct pinning_summary *sum, enum pin_effect effect)
 {
+    if (effect == PIN_EFFECT_COMMIT || effect == PIN_EFFECT_ROLLBACK ||
+        effect == PIN_EFFECT_ROLLBACK_TO)
+        sum->ends_transaction = true;
+    else if (effect != PIN_EFFECT_NONE)
+        sum->has_effect = true;
     switch (effect) {
     case PIN_EFFECT_NONE:
         break;
@@ -1162,6 +1282,14 @@ static void sum_effect(struct pinning_summary *sum, enum pin_effect effect)
         break;
     case PIN_EFFECT_DEALLOCATE_ALL:
         sum->forgets_statements = true;
+        break;
+    case PIN_EFFECT_DISCARD_TEMP:
+    case PIN_EFFECT_COMMIT:
+    case PIN_EFFECT_ROLLBACK:
+    case PIN_EFFECT_ROLLBACK_TO:
+    case PIN_EFFECT_UNLISTEN_ALL:
+    case PIN_EFFECT_CLOSE_ALL:
+    case PIN_EFFECT_ADVISORY_UNLOCK_ALL:
         break;
     }
 }
@@ -1214,6 +1342,10 @@ const char *pin_reason_name(enum pin_reason reason)
         return "PREPARE";
     case PIN_LOAD:
         return "LOAD";
+    case PIN_SET_FROM_CURRENT:
+        return "SET ... FROM CURRENT";
+    case PIN_SET_BEFORE_SAVEPOINT_ROLLBACK:
+        return "SET undone in part by ROLLBACK TO SAVEPOINT";
     }
     return "unknown";
 }

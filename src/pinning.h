@@ -35,11 +35,15 @@ enum pin_reason {
     PIN_CURSOR_WITH_HOLD,          /* DECLARE ... WITH HOLD */
     PIN_PREPARE,                   /* SQL-level PREPARE name AS ... (not PREPARE TRANSACTION) */
     PIN_LOAD,                      /* LOAD 'library' */
+    PIN_SET_FROM_CURRENT,          /* SET name FROM CURRENT: the value may be a SET LOCAL one */
+    PIN_SET_BEFORE_SAVEPOINT_ROLLBACK, /* (the caller's) settings changed in a transaction that
+                                          rolled back to a savepoint: which remain is unknown */
 };
 
 /*
  * What else a statement does that the data path must act on. None of these pins: RESET and
- * DISCARD return a session to the state every backend of the pool starts in.
+ * DISCARD return a session to the state every backend of the pool starts in, the others end a
+ * transaction or clear session state that pinned a client.
  */
 enum pin_effect {
     PIN_EFFECT_NONE = 0,
@@ -50,6 +54,13 @@ enum pin_effect {
     PIN_EFFECT_DISCARD_ALL,    /* DISCARD ALL: everything above, and all prepared statements */
     PIN_EFFECT_DEALLOCATE,     /* DEALLOCATE [PREPARE] name: name, as Postgres reads it */
     PIN_EFFECT_DEALLOCATE_ALL, /* DEALLOCATE [PREPARE] ALL */
+    PIN_EFFECT_DISCARD_TEMP,   /* DISCARD TEMP | TEMPORARY */
+    PIN_EFFECT_COMMIT,         /* COMMIT / END (not COMMIT PREPARED) */
+    PIN_EFFECT_ROLLBACK,       /* ROLLBACK / ABORT (not ROLLBACK PREPARED, not TO SAVEPOINT) */
+    PIN_EFFECT_ROLLBACK_TO,    /* ROLLBACK TO [SAVEPOINT] name */
+    PIN_EFFECT_UNLISTEN_ALL,   /* UNLISTEN * */
+    PIN_EFFECT_CLOSE_ALL,      /* CLOSE ALL */
+    PIN_EFFECT_ADVISORY_UNLOCK_ALL, /* a call of pg_advisory_unlock_all() */
 };
 
 /* What the caller knows about the client's session. NULL rules mean the defaults below. */
@@ -59,7 +70,8 @@ struct pinning_rules {
      * PIN_EFFECT_TRACKED_SET instead of pinning. Names arrive as Postgres reads them: unquoted
      * identifiers in lower case, and "TimeZone", "client_encoding", "search_path" or "xmloption"
      * for SET TIME ZONE, SET NAMES, SET SCHEMA and SET XML OPTION. NULL: nothing is tracked.
-     * role and session_authorization always pin, whatever this says.
+     * role and session_authorization always pin, whatever this says. set_config('name', value,
+     * false) with a literal name is followed like a SET when the name is tracked.
      */
     bool (*is_tracked)(const char *name);
     /*
@@ -84,7 +96,11 @@ struct pinning_statement {
     char name[PINNING_NAME_LEN];
     bool name_truncated;        /* longer than PINNING_NAME_LEN - 1, or held a NUL: never
                                    treated as tracked */
-    /* PIN_SET and PIN_EFFECT_TRACKED_SET: the value as written (after TO, = or the keyword). */
+    /*
+     * PIN_SET and PIN_EFFECT_TRACKED_SET: the value as written (after TO, = or the keyword), or
+     * set_config()'s value argument when it is one literal; value_len 0 for set_config(name,
+     * expression, false), whose value only the server knows.
+     */
     size_t value_start;
     size_t value_len;
 };
@@ -107,6 +123,9 @@ struct pinning_summary {
                                        values sluice applied with SET may be gone */
     bool forgets_statements;        /* DEALLOCATE ALL or DISCARD ALL */
     bool deallocates;               /* a DEALLOCATE of one name (pinning_next_statement has it) */
+    bool has_effect;                /* some statement has an effect other than ending a
+                                       transaction (pinning_next_statement tells which) */
+    bool ends_transaction;          /* COMMIT, ROLLBACK or ROLLBACK TO SAVEPOINT */
 };
 
 /* Scans the whole query string; out may be NULL. Returns out->reason. */

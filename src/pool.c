@@ -12,6 +12,9 @@
 #include "log.h"
 #include "server.h"
 
+/* The "every backend is pinned" warning is repeated at most this often while it lasts. */
+#define POOL_ALL_PINNED_LOG_INTERVAL 10.0
+
 static char *pool_strdup_or_null(const char *s)
 {
     return s ? strdup(s) : NULL;
@@ -574,8 +577,30 @@ static void pool_expire_transactions(struct pool *pool, double now)
     }
 }
 
+int pool_waiting_all_pinned(const struct pool *pool)
+{
+    if (pool->n_waiting == 0 || pool->pool_size <= 0 || pool->n_pinned < pool->pool_size)
+        return 0;
+    return pool->n_waiting;
+}
+
+/* Said at most once per POOL_ALL_PINNED_LOG_INTERVAL while it lasts. */
+static void pool_warn_all_pinned(struct pool *pool, double now)
+{
+    int waiting = pool_waiting_all_pinned(pool);
+
+    if (waiting == 0 || now - pool->last_all_pinned_log < POOL_ALL_PINNED_LOG_INTERVAL)
+        return;
+    pool->last_all_pinned_log = now;
+    log_warning("pool %s/%s: all %d backends are pinned by clients holding session state "
+                "(temporary tables, advisory locks, LISTEN, cursors WITH HOLD...); %d client%s "
+                "wait until one clears it or leaves (SHOW PINNED lists them)",
+                pool->db_name, pool->user_name, pool->pool_size, waiting, waiting == 1 ? "" : "s");
+}
+
 void pool_janitor(struct pool *pool, double now)
 {
+    pool_warn_all_pinned(pool, now);
     pool_expire_waiters(pool, now);
     pool_expire_transactions(pool, now);
     pool_expire_servers(pool, now);

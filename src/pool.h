@@ -68,6 +68,7 @@ struct pool {
     struct param_set defaults;          /* what a fresh backend reports; known once has_defaults */
     bool has_defaults;
 
+    double last_all_pinned_log;         /* when "every backend is pinned" was last logged */
     double last_login_failure;          /* time of the last failed backend login, 0 if none */
     char *last_login_error;             /* its message, shown to clients while it stands */
     char last_login_sqlstate[6];
@@ -130,7 +131,13 @@ void pool_kill(struct pool *pool, const char *reason);
 /* Closes every backend of the pool now (their clients, if any, get an error). */
 void pool_close_servers(struct pool *pool, const char *reason);
 
-/* Periodic work: wait timeouts, idle/lifetime limits, min_pool_size. */
+/*
+ * Clients waiting while every backend the pool may open is held by a pinned client, 0 otherwise:
+ * nothing frees a backend for them but a pinned client clearing its state or leaving.
+ */
+int pool_waiting_all_pinned(const struct pool *pool);
+
+/* Periodic work: wait timeouts, idle/lifetime limits, min_pool_size, the all-pinned warning. */
 void pool_janitor(struct pool *pool, double now);
 
 #endif

@@ -550,6 +550,14 @@ static void server_login_message(struct server *s, uint8_t type, const uint8_t *
     }
 }
 
+static void server_report_to_client(struct client *c, const char *name, const char *value)
+{
+    struct msgbuf *mb = &c->worker->scratch;
+    msgbuf_reset(mb);
+    proto_build_parameter_status(mb, name, value);
+    conn_send(&c->conn, mb);
+}
+
 /* ---- sluice's own queries ---- */
 
 static void server_run_internal(struct server *s, enum server_internal_purpose purpose, const char *sql)
@@ -589,8 +597,13 @@ static void server_record_synced_params(struct server *s, const struct client *c
             param_set_put(&s->params, name, param_set_get(defaults, name));
         i++;
     }
-    for (size_t i = 0; i < c->params.n; i++)
-        param_set_put(&s->params, c->params.entries[i].name, c->params.entries[i].value);
+    for (size_t i = 0; i < c->params.n; i++) {
+        const struct param_entry *e = &c->params.entries[i];
+        if (e->is_sql)
+            param_set_put_sql(&s->params, e->name, e->value);
+        else
+            param_set_put(&s->params, e->name, e->value);
+    }
 }
 
 static void server_internal_done(struct server *s)
@@ -626,6 +639,7 @@ static void server_internal_done(struct server *s)
             return;
         }
         server_record_synced_params(s, c);
+        c->session.report_params = false;
         server_set_state(s, SERVER_ACTIVE);
         client_resume(c);
         return;
@@ -668,6 +682,9 @@ static void server_internal_message(struct server *s, uint8_t type, const uint8_
         /* The server's spelling of a value the client asked for becomes the client's. */
         if (s->client && param_set_get(&s->client->params, name))
             param_set_put(&s->client->params, name, value);
+        /* After a RESET the client was told the backend's defaults: tell it its own values. */
+        if (s->client && s->client->session.report_params && s->purpose == INTERNAL_PARAM_SYNC)
+            server_report_to_client(s->client, name, value);
         return;
     case 'E':
         server_error_text(body, body_len, sqlstate, message, sizeof(message));
@@ -763,8 +780,11 @@ static void server_ready_for_query(struct server *s, char status)
     struct client *c = s->client;
     struct pool_stats *stats = &s->pool->stats;
     double now = worker_now(s->worker);
+    char before = s->ready_status;
     s->ready_status = status;
     s->ready_time = now;
+    if (session_tracks(c))
+        session_ready_for_query(c, before, status);
     if (c->pending_ready > 0)
         c->pending_ready--;
     if (c->pending_ready == 0 && !c->unsynced) {
@@ -848,6 +868,8 @@ static void server_forward_input(struct server *s)
                 return;
             server_track_parameter(s, in, msg_len);
         }
+        if (type == 'E')
+            c->session.statement_failed = true;
         if (session_server_inspects(s, type)) {
             bool inspectable = msg_len <= CONN_MAX_INSPECTED_MESSAGE;
             if (inspectable && evbuffer_get_length(in) < (size_t)msg_len + 1)
@@ -903,26 +925,46 @@ void server_set_idle(struct server *s)
     server_set_state(s, SERVER_IDLE);
 }
 
+/* Starts the SETs that give the backend its client's settings; false if none is needed. */
+static bool server_sync_params(struct server *s)
+{
+    struct client *c = s->client;
+    struct msgbuf sql;
+    bool started = false;
+
+    msgbuf_init(&sql);
+    if (params_build_sync(&c->params, &s->pool->defaults, &s->params, &sql) > 0) {
+        msgbuf_append(&sql, "", 1);
+        if (!sql.failed) {
+            server_run_internal(s, INTERNAL_PARAM_SYNC, (const char *)sql.data);
+            started = true;
+        }
+    }
+    msgbuf_free(&sql);
+    if (!started)
+        c->session.report_params = false;
+    return started;
+}
+
 void server_link_client(struct server *s, struct client *c)
 {
-    struct pool *pool = s->pool;
-    struct msgbuf sql;
-
     s->client = c;
     s->linked_mode = c->pool_mode;
     s->last_used = worker_now(s->worker);
     client_server_linked(c, s);
-    msgbuf_init(&sql);
-    if (params_build_sync(&c->params, &pool->defaults, &s->params, &sql) > 0) {
-        msgbuf_append(&sql, "", 1);
-        if (!sql.failed) {
-            server_run_internal(s, INTERNAL_PARAM_SYNC, (const char *)sql.data);
-            msgbuf_free(&sql);
-            return;
-        }
-    }
-    msgbuf_free(&sql);
-    server_set_state(s, SERVER_ACTIVE);
+    if (!server_sync_params(s))
+        server_set_state(s, SERVER_ACTIVE);
+}
+
+bool server_resync_params(struct server *s)
+{
+    struct client *c = s->client;
+
+    c->session.params_resync = false;
+    /* In a failed transaction a SET would fail too; the rollback restores the settings. */
+    if (s->state != SERVER_ACTIVE || s->ready_status != 'T')
+        return false;
+    return server_sync_params(s);
 }
 
 /*

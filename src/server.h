@@ -95,6 +95,11 @@ void server_free(struct server *s);
 void server_set_idle(struct server *s);
 /* Binds to a client; runs parameter sync first if the sessions differ. */
 void server_link_client(struct server *s, struct client *c);
+/*
+ * Inside the client's transaction, after a RESET: gives the backend the client's settings again
+ * before its next message. True if sluice's SETs are under way (client_resume follows).
+ */
+bool server_resync_params(struct server *s);
 /* Unbinds from its client when the client leaves: keeps it if clean, else closes it. */
 void server_client_left(struct server *s);
 /* The transaction ended: unbinds from the client and hands itself back to the pool. */

@@ -3,11 +3,16 @@
  * state passes through here on its way to a backend:
  *   - named prepared statements (Parse/Bind/Describe/Close) are renamed to the shared backend
  *     statement and prepared on whichever backend the client has now, once per backend;
- *   - statements that leave state in the session (SET, temp tables, LISTEN...) pin the client to
- *     its backend until it leaves, or are refused (pinning = reject);
+ *   - SET, RESET and set_config(..., false) are noted and, once their transaction commits,
+ *     become the client's settings, replayed on whichever backend it gets next; RESET returns to
+ *     the client's own startup values;
+ *   - statements that leave state that cannot move (temp tables, LISTEN, advisory locks...) pin
+ *     the client to its backend until it clears that state or leaves, or are refused
+ *     (pinning = reject);
  *   - DEALLOCATE [ALL] and DISCARD ALL act on the client's own statements: the backend runs a
  *     harmless command in their place (or one raising the error Postgres would), whose
- *     CommandComplete sluice gives the client's tag, whichever protocol carries them;
+ *     CommandComplete sluice gives the client's tag, whichever protocol carries them (a pinned
+ *     client's DISCARD ALL runs as such on what is in effect its own backend);
  *   - the unnamed statement is remembered and parsed again where its Bind lands;
  *   - a backend statement whose plan can no longer give its result type (0A000 after a schema
  *     change) is retired, so the next Parse prepares it afresh.
@@ -202,12 +207,36 @@ static bool session_prepared_enabled(const struct client *c)
 }
 
 /*
- * Parameters the backend reports with ParameterStatus, so a SET of one is followed and replayed
- * rather than pinned. search_path is reported only from PostgreSQL 18: its SET pins.
+ * Every SET a client makes is followed and replayed wherever it lands, rather than pinned: the
+ * server's ParameterStatus gives the value of a parameter it reports, the client's own text that
+ * of the others. (role and session_authorization still pin: the lexer sees to that.)
  */
 static bool session_param_is_followed(const char *name)
 {
-    return params_is_tracked(name) && strcasecmp(name, "search_path") != 0;
+    (void)name;
+    return true;
+}
+
+void session_tracking_init(struct session_tracking *t)
+{
+    memset(t, 0, sizeof(*t));
+    param_set_init(&t->startup);
+    param_changes_init(&t->changes);
+    param_set_init(&t->txn_client);
+    param_set_init(&t->txn_server);
+}
+
+void session_tracking_free(struct session_tracking *t)
+{
+    param_set_free(&t->startup);
+    param_changes_free(&t->changes);
+    param_set_free(&t->txn_client);
+    param_set_free(&t->txn_server);
+}
+
+static uint32_t pin_bit(enum pin_reason reason)
+{
+    return 1u << (unsigned)reason;
 }
 
 static struct pinning_rules session_rules(const struct client *c)
@@ -221,9 +250,21 @@ static struct pinning_rules session_rules(const struct client *c)
     };
 }
 
-static void session_pin(struct client *c, enum pin_reason reason, const char *sql, size_t len)
+/*
+ * reason: the first statement's; pins: the bits of every reason the query pins for (a later
+ * UNLISTEN * alone must not release a client that also holds a temporary table).
+ */
+static void session_pin(struct client *c, enum pin_reason reason, uint32_t pins, const char *sql,
+                        size_t len)
 {
     struct pool *pool = c->pool;
+    struct session_tracking *t = &c->session;
+
+    pins |= pin_bit(reason);
+    t->pins |= pins;
+    /* State made after a statement that cleared it stays. */
+    t->pending_unpins &= ~pins;
+    t->txn_unpins &= ~pins;
     if (c->pinned)
         return;
     c->pinned = true;
@@ -249,6 +290,7 @@ void session_unpin(struct client *c)
     if (!c->pinned)
         return;
     c->pinned = false;
+    c->session.pins = 0;
     if (c->pool)
         c->pool->n_pinned--;
     free(c->pin_statement);
@@ -289,18 +331,284 @@ static enum session_step session_out_of_memory(struct client *c)
     return SESSION_CLOSED;
 }
 
-/* Values sluice applied with SET may have been reset: make the next hand-out apply them again. */
-static void session_forget_applied_params(struct server *s)
+/* ---- settings and pins, statement by statement ---- */
+
+/* What RESET ALL returns to its startup value: settings that pinned because sluice could not
+ * follow them. role and session_authorization survive RESET ALL in PostgreSQL. */
+#define PINS_CLEARED_BY_RESET_ALL                                                             \
+    ((1u << PIN_SET) | (1u << PIN_SET_CONFIG) | (1u << PIN_SESSION_CHARACTERISTICS) |         \
+     (1u << PIN_SET_FROM_CURRENT) | (1u << PIN_SET_BEFORE_SAVEPOINT_ROLLBACK))
+/* DISCARD ALL clears everything but a LOADed library. */
+#define PINS_CLEARED_BY_DISCARD_ALL (~(1u << PIN_LOAD))
+
+/* Has the client's open transaction (or the query on its way) changed settings or pins? */
+static bool session_transaction_matters(const struct session_tracking *t)
 {
-    for (size_t i = 0; i < s->params.n;) {
-        if (!param_set_get(&s->pool->defaults, s->params.entries[i].name)) {
-            param_set_remove(&s->params, s->params.entries[i].name);
-            continue;
-        }
-        i++;
+    return t->txn_saved || t->changes.n > 0 || t->txn_unpins != 0 || t->pending_unpins != 0;
+}
+
+static void session_save_transaction_start(struct client *c);
+
+/*
+ * Notes a change, or where the transaction ends. A settings change first keeps what the client
+ * and its backend have now: the server's ParameterStatus replies change c->params on their way.
+ * An end matters only to a transaction that changed something.
+ */
+static int session_note_change(struct client *c, enum param_change_kind kind, const char *name,
+                               const char *text, size_t text_len)
+{
+    struct session_tracking *t = &c->session;
+    bool ends = kind == PARAM_CHANGE_COMMIT || kind == PARAM_CHANGE_ROLLBACK ||
+                kind == PARAM_CHANGE_ROLLBACK_TO;
+
+    if (ends && !session_transaction_matters(t))
+        return 0;
+    if (!ends)
+        session_save_transaction_start(c);
+    if (param_changes_add(&t->changes, kind, name, text, text_len) != 0)
+        return -1;
+    /* Pipelined: the ReadyForQuery after those still owed ends this statement's group. */
+    t->changes.items[t->changes.n - 1].tag = t->ready_count + c->pending_ready + 1;
+    return 0;
+}
+
+/* The pins a statement's effect clears, once it has run and its transaction committed. */
+static uint32_t session_unpins_of(const struct pinning_statement *st)
+{
+    switch (st->effect) {
+    case PIN_EFFECT_RESET:
+        /* RESET ROLE, SET ROLE NONE; RESET SESSION AUTHORIZATION: each clears only its own */
+        return strcmp(st->name, "role") == 0 ? pin_bit(PIN_SET_ROLE)
+                                             : pin_bit(PIN_SET_SESSION_AUTHORIZATION);
+    case PIN_EFFECT_RESET_ALL:
+        return PINS_CLEARED_BY_RESET_ALL;
+    case PIN_EFFECT_DISCARD_ALL:
+        return PINS_CLEARED_BY_DISCARD_ALL;
+    case PIN_EFFECT_DEALLOCATE_ALL:
+        return pin_bit(PIN_PREPARE);
+    case PIN_EFFECT_DISCARD_TEMP:
+        return pin_bit(PIN_TEMP_TABLE);
+    case PIN_EFFECT_UNLISTEN_ALL:
+        return pin_bit(PIN_LISTEN);
+    case PIN_EFFECT_CLOSE_ALL:
+        return pin_bit(PIN_CURSOR_WITH_HOLD);
+    case PIN_EFFECT_ADVISORY_UNLOCK_ALL:
+        return pin_bit(PIN_ADVISORY_LOCK);
+    default:
+        return 0;
     }
 }
 
+/* Notes what one statement does to settings; a pin reason if it cannot be followed. */
+static enum pin_reason session_note_statement(struct client *c, const char *sql,
+                                              const struct pinning_statement *st)
+{
+    struct session_tracking *t = &c->session;
+    int rc = 0;
+
+    switch (st->effect) {
+    case PIN_EFFECT_TRACKED_SET:
+        /* set_config(name, expression, false): only a reported value can be known */
+        if (st->value_len == 0 && !param_set_get(&c->pool->defaults, st->name))
+            return PIN_SET_CONFIG;
+        rc = session_note_change(c, PARAM_CHANGE_SET, st->name,
+                                 st->value_len ? sql + st->value_start : NULL, st->value_len);
+        break;
+    case PIN_EFFECT_TRACKED_RESET:
+        rc = session_note_change(c, PARAM_CHANGE_RESET, st->name, NULL, 0);
+        break;
+    case PIN_EFFECT_RESET_ALL:
+    case PIN_EFFECT_DISCARD_ALL:
+        rc = session_note_change(c, PARAM_CHANGE_RESET_ALL, NULL, NULL, 0);
+        break;
+    case PIN_EFFECT_COMMIT:
+        rc = session_note_change(c, PARAM_CHANGE_COMMIT, NULL, NULL, 0);
+        break;
+    case PIN_EFFECT_ROLLBACK:
+        rc = session_note_change(c, PARAM_CHANGE_ROLLBACK, NULL, NULL, 0);
+        break;
+    case PIN_EFFECT_ROLLBACK_TO:
+        rc = session_note_change(c, PARAM_CHANGE_ROLLBACK_TO, NULL, NULL, 0);
+        break;
+    default:
+        break;
+    }
+    if (rc != 0)
+        return PIN_SET; /* cannot follow it without memory: keeping the backend stays correct */
+    t->pending_unpins |= session_unpins_of(st);
+    if (st->effect == PIN_EFFECT_DISCARD_ALL)
+        t->unpin_is_discard_all = true;
+    return PIN_NONE;
+}
+
+static void session_save_transaction_start(struct client *c)
+{
+    struct session_tracking *t = &c->session;
+
+    if (t->txn_saved)
+        return;
+    if (param_set_copy(&t->txn_client, &c->params) != 0 ||
+        param_set_copy(&t->txn_server, &c->server->params) != 0) {
+        /* Without a copy a rollback cannot be undone here: keep the backend instead. */
+        session_pin(c, PIN_SET, 0, "", 0);
+        return;
+    }
+    t->txn_saved = true;
+}
+
+/*
+ * Goes through a query statement by statement (only when the scan found something to act on):
+ * notes its setting changes and the pins it clears, and returns the bits of every pin reason in
+ * it. *reason gets a pin reason if it had none and a setting cannot be followed.
+ */
+static uint32_t session_note_query(struct client *c, const char *sql, size_t len,
+                                   const struct pinning_rules *rules, enum pin_reason *reason)
+{
+    struct pinning_statement st;
+    size_t offset = 0;
+    uint32_t pins = 0;
+
+    while (pinning_next_statement(sql, len, &offset, rules, &st)) {
+        enum pin_reason unfollowed = session_note_statement(c, sql, &st);
+        enum pin_reason why = st.reason != PIN_NONE ? st.reason : unfollowed;
+
+        if (why == PIN_NONE)
+            continue;
+        pins |= pin_bit(why);
+        if (*reason == PIN_NONE)
+            *reason = why;
+    }
+    return pins;
+}
+
+/* Is the query worth going through statement by statement? Rarely: most change nothing. */
+static bool session_must_note(const struct client *c, const struct pinning_summary *summary,
+                              enum pin_reason reason)
+{
+    return reason != PIN_NONE || summary->has_effect ||
+           (summary->ends_transaction && session_transaction_matters(&c->session));
+}
+
+/* The transaction's changes are undone: back to what the client and its backend had before. */
+static void session_transaction_rolled_back(struct client *c)
+{
+    struct session_tracking *t = &c->session;
+
+    if (t->txn_saved) {
+        param_set_copy(&c->params, &t->txn_client);
+        if (c->server)
+            param_set_copy(&c->server->params, &t->txn_server);
+    }
+    t->txn_saved = false;
+    t->txn_changed = false;
+    t->txn_unpins = 0;
+}
+
+/* Which of the transaction's changes a ROLLBACK TO SAVEPOINT undid is not known: keep the
+ * backend, whose session is right whatever they were. */
+static void session_savepoint_rolled_back(struct client *c)
+{
+    if (c->session.txn_changed && strcmp(c->worker->cfg->pinning, "off") != 0)
+        session_pin(c, PIN_SET_BEFORE_SAVEPOINT_ROLLBACK, 0, "ROLLBACK TO SAVEPOINT",
+                    strlen("ROLLBACK TO SAVEPOINT"));
+}
+
+static void session_clear_pins(struct client *c, uint32_t cleared)
+{
+    struct session_tracking *t = &c->session;
+
+    t->pins &= ~cleared;
+    if (!c->pinned || t->pins != 0)
+        return;
+    /* After the client's own DISCARD ALL the backend holds nothing sluice does not follow. */
+    if (t->unpin_is_discard_all && c->server)
+        c->server->session_dirty = false;
+    log_info("C-%llu: %s/%s@%s:%d no longer pinned: it cleared its session state",
+             (unsigned long long)c->id, c->database, c->user, c->addr, c->port);
+    session_unpin(c);
+}
+
+static void session_transaction_committed(struct client *c)
+{
+    struct session_tracking *t = &c->session;
+
+    if (t->txn_unpins)
+        session_clear_pins(c, t->txn_unpins);
+    t->txn_unpins = 0;
+    t->unpin_is_discard_all = false;
+    t->txn_saved = false;
+    t->txn_changed = false;
+}
+
+static void session_apply_change(struct client *c, const struct param_change *change, char after)
+{
+    struct session_tracking *t = &c->session;
+
+    switch (change->kind) {
+    case PARAM_CHANGE_COMMIT:
+        session_transaction_committed(c);
+        return;
+    case PARAM_CHANGE_ROLLBACK:
+        session_transaction_rolled_back(c);
+        t->pending_unpins = 0;
+        return;
+    case PARAM_CHANGE_ROLLBACK_TO:
+        session_savepoint_rolled_back(c);
+        return;
+    case PARAM_CHANGE_SET:
+    case PARAM_CHANGE_RESET:
+    case PARAM_CHANGE_RESET_ALL:
+        break;
+    }
+    session_save_transaction_start(c);
+    if (params_apply_change(change, &t->startup, &c->pool->defaults, &c->params,
+                            &c->server->params) != 0) {
+        session_pin(c, PIN_SET, 0, "", 0);
+        return;
+    }
+    t->txn_changed = true;
+    if (change->kind != PARAM_CHANGE_SET) {
+        /* The backend went back to its own defaults, the client to its startup values. */
+        t->report_params = true;
+        if (after != 'I')
+            t->params_resync = true;
+    }
+}
+
+void session_ready_for_query(struct client *c, char before, char after)
+{
+    struct session_tracking *t = &c->session;
+    bool failed = t->statement_failed;
+    size_t settled = 0;
+
+    t->statement_failed = false;
+    t->ready_count++;
+    if (t->changes.n == 0 && !t->txn_saved && t->pending_unpins == 0 && t->txn_unpins == 0)
+        return;
+    while (settled < t->changes.n && t->changes.items[settled].tag <= t->ready_count)
+        settled++;
+    if (before == 'E' || failed) {
+        /* Nothing these statements did stays; the transaction may have ended or recovered. */
+        param_changes_drop_first(&t->changes, settled);
+        t->pending_unpins = 0;
+        if (after == 'I')
+            session_transaction_rolled_back(c);
+        else if (after == 'T')
+            session_savepoint_rolled_back(c);
+        if (after == 'I')
+            t->unpin_is_discard_all = false;
+        return;
+    }
+    for (size_t i = 0; i < settled; i++)
+        session_apply_change(c, &t->changes.items[i], after);
+    param_changes_drop_first(&t->changes, settled);
+    t->txn_unpins |= t->pending_unpins;
+    t->pending_unpins = 0;
+    if (after == 'I')
+        session_transaction_committed(c);
+}
+
+static bool session_ensure(struct client *c, struct prepared_statement *stmt);
 /* ---- statements sluice answers for the client: DEALLOCATE [ALL], DISCARD ALL ---- */
 
 /* Runs in place of a client's command that succeeds: it changes nothing and returns no rows. */
@@ -411,7 +719,7 @@ static void session_apply_command(struct client *c, enum session_command command
             return;
         }
         prepared_client_forget_all(&c->prepared);
-        session_forget_applied_params(s);
+        /* the settings it resets are followed by session_note_statement, as for RESET ALL */
         session_append_text(sql, "RESET ALL");
         return;
     case SESSION_COMMAND_NONE:
@@ -425,7 +733,6 @@ static void session_discard_on_own_backend(struct client *c)
 {
     prepared_client_forget_all(&c->prepared);
     prepared_server_forget_all(&c->server->prepared);
-    session_forget_applied_params(c->server);
 }
 
 static bool session_add_retag(struct reply_expectation *e, uint32_t index, uint8_t command)
@@ -540,9 +847,10 @@ static enum session_step session_query(struct client *c, uint32_t msg_len, bool 
     size_t len = msg_len - 5;
     struct pinning_rules rules = session_rules(c);
     enum pin_reason reason = pinning_scan(sql, len, &rules, &summary);
+    uint32_t pins = 0;
+    if (session_must_note(c, &summary, reason))
+        pins = session_note_query(c, sql, len, &rules, &reason);
 
-    if (summary.resets_untracked)
-        session_forget_applied_params(s);
     bool reject = reason != PIN_NONE && strcmp(c->worker->cfg->pinning, "reject") == 0;
     if (reject) {
         if (!reply_queue_push(&s->replies, REPLY_SYNC, NULL) || !session_reject(c, reason, msg_len))
@@ -567,7 +875,7 @@ static enum session_step session_query(struct client *c, uint32_t msg_len, bool 
         return session_out_of_memory(c);
     }
     if (reason != PIN_NONE && strcmp(c->worker->cfg->pinning, "off") != 0)
-        session_pin(c, reason, sql, len);
+        session_pin(c, reason, pins, sql, len);
     if (!is_rewritten) {
         msgbuf_free(&rewritten);
         return SESSION_FORWARD;
@@ -815,15 +1123,18 @@ static enum session_step session_parse(struct client *c, uint32_t msg_len, bool 
     }
     struct pinning_rules rules = session_rules(c);
     struct pinning_summary summary;
-    enum pin_reason reason = pinning_scan(parse.query, strlen(parse.query), &rules, &summary);
+    size_t query_len = strlen(parse.query);
+    enum pin_reason reason = pinning_scan(parse.query, query_len, &rules, &summary);
     enum session_command command = session_command_of_summary(&summary);
-    if (session_prepared_enabled(c) &&
-        session_changes_schema(parse.query, strlen(parse.query), &rules))
+    uint32_t pins = 0;
+    if (session_must_note(c, &summary, reason))
+        pins = session_note_query(c, parse.query, query_len, &rules, &reason);
+    if (session_prepared_enabled(c) && session_changes_schema(parse.query, query_len, &rules))
         prepared_registry_retire_all(c->worker->prepared);
     if (reason == PIN_NONE || strcmp(c->worker->cfg->pinning, "off") == 0)
         return session_parse_statement(c, &parse, NULL, msg_len, in_flight, command);
     if (strcmp(c->worker->cfg->pinning, "reject") != 0) {
-        session_pin(c, reason, parse.query, strlen(parse.query));
+        session_pin(c, reason, pins, parse.query, query_len);
         return session_parse_statement(c, &parse, NULL, msg_len, in_flight, command);
     }
     struct msgbuf rejected;

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "params.h"
 
 struct client;
 struct server;
@@ -93,6 +94,40 @@ enum session_step {
     SESSION_WAIT,     /* the whole message (or its names) is not buffered yet */
     SESSION_CLOSED,   /* the client was failed */
 };
+
+/*
+ * A client's session settings and pins as its transactions change them (transaction mode). What
+ * a query's statements do is noted before it runs and applied at its ReadyForQuery, once it is
+ * known to have succeeded; a transaction that rolls back restores what it began with.
+ */
+struct session_tracking {
+    struct param_set startup;        /* the settings it logged in with: what RESET returns to */
+    struct param_changes changes;    /* noted from statements sent, each tagged with the number of
+                                        the ReadyForQuery that ends it (ready_count counts them) */
+    unsigned long long ready_count;  /* ReadyForQuery messages passed to the client so far */
+    struct param_set txn_client;     /* its settings when its open transaction first changed them */
+    struct param_set txn_server;     /* and its backend's: both restored on ROLLBACK */
+    bool txn_saved;                  /* txn_client and txn_server hold a transaction's start */
+    bool txn_changed;                /* a change was applied since then */
+    bool statement_failed;           /* an ErrorResponse since the last ReadyForQuery */
+    bool params_resync;              /* a RESET inside a transaction: bring the backend back to the
+                                        client's settings before its next query */
+    bool report_params;              /* after a RESET: pass the values a sync sets on to the client */
+    uint32_t pins;                   /* bits of enum pin_reason that keep it on its backend */
+    uint32_t pending_unpins;         /* pins the statements sent since the last ReadyForQuery clear */
+    uint32_t txn_unpins;             /* pins its open transaction clears if it commits */
+    bool unpin_is_discard_all;       /* DISCARD ALL cleared them: the backend's session is clean */
+};
+
+void session_tracking_init(struct session_tracking *t);
+void session_tracking_free(struct session_tracking *t);
+
+/*
+ * The backend passed a ReadyForQuery (status after, before it: the status before) to the
+ * client: applies what the statements since the last one did, or drops it if they failed or
+ * were rolled back, and clears pins their state no longer needs.
+ */
+void session_ready_for_query(struct client *c, char before, char after);
 
 /* Does this client's traffic need the work below (transaction mode)? */
 bool session_tracks(const struct client *c);

@@ -49,7 +49,7 @@ PGBOUNCER_COLUMNS = {
     "TOTALS": "name:25, value:1700",
 }
 SLUICE_EXTRA_COLUMNS = {
-    "POOLS": "pinned:23",
+    "POOLS": "pinned:23, waiting_all_pinned:23",
     "CLIENTS": "sluice_state:25",
     "SERVERS": "sluice_state:25",
 }

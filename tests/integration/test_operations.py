@@ -192,7 +192,7 @@ def shutdown_serves_connected_clients(t):
 
 # ---- pinning as the operator sees it ------------------------------------------------------------------
 
-@test("a client pinned by SET work_mem: SHOW PINNED names it, the reason and the statement; SHOW POOLS "
+@test("a client pinned by CREATE TEMP TABLE: SHOW PINNED names it, the reason and the statement; SHOW POOLS "
       "and /metrics count it", sluice_only=True)
 def pinned_client_is_visible(t):
     prometheus_parser()
@@ -205,15 +205,16 @@ def pinned_client_is_visible(t):
                 "sluice_pool_pinned_clients before")
     closed_before = scrape(s).value("sluice_client_connections_closed_total")
 
-    run(client, "SET work_mem = '8MB'")
+    run(client, "CREATE TEMP TABLE pinning (x int)")
     pid = one_value(client, "SELECT pg_backend_pid()")
-    check_equal(one_value(client, "SHOW work_mem"), "8MB", "work_mem in the pinned session")
+    check_equal(one_value(client, "SELECT count(*) FROM pinning"), 0, "the temp table in the pinned session")
 
     rows = show(admin, "PINNED")
     check_equal(len(rows), 1, f"SHOW PINNED rows {rows}")
     row = rows[0]
     check_equal((row["database"], row["user"], row["reason"], row["statement"]),
-                ("appdb", "app", "SET", "SET work_mem = '8MB'"), "database, user, reason, statement")
+                ("appdb", "app", "temporary table", "CREATE TEMP TABLE pinning (x int)"),
+                "database, user, reason, statement")
     check(TIMESTAMP.match(row["since"] or ""), f"since {row['since']!r}")
     clients = {r["ptr"]: r for r in show(admin, "CLIENTS")}
     check(row["client"] in clients and clients[row["client"]]["database"] == "appdb",
@@ -224,8 +225,9 @@ def pinned_client_is_visible(t):
     page = scrape(s)
     check_equal(page.value("sluice_pool_pinned_clients", database="appdb", user="app"), 1,
                 "sluice_pool_pinned_clients")
-    check_equal(page.value("sluice_pool_pin_events_total", database="appdb", user="app", reason="set"), 1,
-                "sluice_pool_pin_events_total{reason=\"set\"}")
+    check_equal(page.value("sluice_pool_pin_events_total", database="appdb", user="app",
+                           reason="temp_table"), 1,
+                "sluice_pool_pin_events_total{reason=\"temp_table\"}")
     check_equal(page.total("sluice_pool_pin_events_total"), 1, "pin events of every reason")
     check_equal(one_value(client, "SELECT pg_backend_pid()"), pid, "the backend of the pinned client")
 
@@ -235,7 +237,8 @@ def pinned_client_is_visible(t):
     page = scrape(s)
     check_equal(page.value("sluice_pool_pinned_clients", database="appdb", user="app"), 0,
                 "sluice_pool_pinned_clients once the client left")
-    check_equal(page.value("sluice_pool_pin_events_total", database="appdb", user="app", reason="set"), 1,
+    check_equal(page.value("sluice_pool_pin_events_total", database="appdb", user="app",
+                           reason="temp_table"), 1,
                 "the pin event counter keeps its count")
     check_equal(page.value("sluice_client_connections_closed_total") - closed_before, 1,
                 "client connections closed since the first scrape")

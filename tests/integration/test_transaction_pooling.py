@@ -167,23 +167,32 @@ def check_state_stays_private(t, make_state, sees_own_state, sees_no_state):
     check(PIN_LOG_LINE in s.log_text(), f"no {PIN_LOG_LINE!r} line in sluice's log")
 
 
-@test("SET work_mem pins A; B waits, then gets the backend with work_mem at its default",
+def check_setting_follows_client(t, make_setting, want):
+    """Pool of one, clients A and B. A changes work_mem for its session (make_setting(a)); it is
+    not pinned: B runs between A's transactions on the same backend and sees the default, while
+    A sees its value in every transaction."""
+    s = transaction_pool(t)
+    a, b = s.connect(), s.connect()
+    make_setting(a)
+    for round_number in range(3):
+        between = Background(all_rows, b, "SELECT current_setting('work_mem'), pg_backend_pid()")
+        (b_work_mem, b_pid), = between.result(5)
+        check_equal(b_work_mem, DEFAULT_WORK_MEM, f"B's work_mem (round {round_number})")
+        check_equal(all_rows(a, "SELECT current_setting('work_mem'), pg_backend_pid()"),
+                    [(want, b_pid)], f"A's work_mem and backend (round {round_number})")
+    check(PIN_LOG_LINE not in s.log_text(), "a session setting pinned its client")
+
+
+@test("SET work_mem is followed, not pinned: B runs between A's transactions at the default",
       sluice_only=True)
-def set_pins(t):
-    check_state_stays_private(
-        t,
-        lambda a: run_statements(a, ["SET work_mem = '7MB'"]),
-        lambda a: check_equal(one_value(a, "SHOW work_mem"), "7MB", "A's work_mem"),
-        lambda b: check_equal(one_value(b, "SHOW work_mem"), DEFAULT_WORK_MEM, "B's work_mem"))
+def set_is_followed(t):
+    check_setting_follows_client(t, lambda a: run_statements(a, ["SET work_mem = '7MB'"]), "7MB")
 
 
-@test("set_config(..., false) pins A; B never sees the value", sluice_only=True)
-def set_config_session_pins(t):
-    check_state_stays_private(
-        t,
-        lambda a: one_value(a, "SELECT set_config('work_mem', '9MB', false)"),
-        lambda a: check_equal(one_value(a, "SHOW work_mem"), "9MB", "A's work_mem"),
-        lambda b: check_equal(one_value(b, "SHOW work_mem"), DEFAULT_WORK_MEM, "B's work_mem"))
+@test("set_config(..., false) is followed, not pinned: B never sees the value", sluice_only=True)
+def set_config_session_is_followed(t):
+    check_setting_follows_client(
+        t, lambda a: one_value(a, "SELECT set_config('work_mem', '9MB', false)"), "9MB")
 
 
 @test("CREATE TEMP TABLE pins A; B finds no temp table after A leaves", sluice_only=True)
@@ -265,19 +274,17 @@ def cursor_with_hold_pins(t):
                               "cursors on B's backend"))
 
 
-@test("SET inside an extended-protocol Parse pins too", sluice_only=True)
-def set_through_parse_pins(t):
+@test("SET inside an extended-protocol Parse is followed too", sluice_only=True)
+def set_through_parse_is_followed(t):
     s = transaction_pool(t)
     a = Protocol(s)
     b = s.connect()
     result = a.wire.extended("SET work_mem = '6MB'", describe=False)
     check(not result.errors, f"SET through Parse/Bind/Execute failed: {result.errors}")
+    check_equal(Background(one_value, b, "SHOW work_mem").result(5), DEFAULT_WORK_MEM,
+                "B's work_mem while A is connected")
     check_equal(a.value("SHOW work_mem"), "6MB", "A's work_mem in its next transaction")
-    waiting = Background(one_value, b, "SHOW work_mem")
-    check(still_waiting(waiting), "B ran on the backend A is pinned to")
-    a.wire.send(harness.terminate_message())
-    a.wire.close()
-    check_equal(waiting.result(15), DEFAULT_WORK_MEM, "B's work_mem once A left")
+    check(PIN_LOG_LINE not in s.log_text(), "a SET through Parse pinned its client")
 
 
 @test("SET LOCAL and set_config(..., true) do not pin: B runs between A's transactions",
@@ -318,17 +325,20 @@ def timezone_follows_client(t):
     check(PIN_LOG_LINE not in s.log_text(), "SET TimeZone pinned its client")
 
 
-@test("pinning = reject: SET work_mem fails with 0A000 naming pinning; the connection goes on",
+@test("pinning = reject: LISTEN and a temp table fail with 0A000 naming pinning; SET works",
       sluice_only=True)
 def pinning_reject(t):
     s = transaction_pool(t, pinning="reject")
     conn = s.connect()
-    for statement in ("SET work_mem = '7MB'", "CREATE TEMP TABLE refused (x int)"):
+    for statement in ("LISTEN refused_channel", "CREATE TEMP TABLE refused (x int)"):
         error = expect_pg_error(lambda: run_statements(conn, [statement]), "0A000", statement)
         check("pinning" in str(error), f"the error does not name pinning: {str(error).strip()}")
         check_equal(one_value(conn, "SELECT 'still usable'"), "still usable",
                     f"query after the refused {statement!r}")
-    check_equal(one_value(conn, "SHOW work_mem"), DEFAULT_WORK_MEM, "work_mem after the refusal")
+    check_equal(one_value(conn, "SELECT count(*) FROM pg_listening_channels()"), 0,
+                "channels listened to after the refusal")
+    run_statements(conn, ["SET work_mem = '7MB'"])
+    check_equal(one_value(conn, "SHOW work_mem"), "7MB", "work_mem after a SET (followed)")
     check_equal(one_value(conn, "SELECT to_regclass('pg_temp.refused') IS NULL"), True,
                 "the refused temp table exists")
     with conn.cursor() as cur:
@@ -408,11 +418,12 @@ def pinning_reject_extended(t):
     s = transaction_pool(t, pinning="reject")
     a = Protocol(s)
     b = s.connect()
-    result = a.wire.extended("SET work_mem = '7MB'", describe=False)
-    check_equal(sqlstates(result), ["0A000"], "SQLSTATEs of SET through Parse/Bind/Execute")
+    result = a.wire.extended("LISTEN refused_channel", describe=False)
+    check_equal(sqlstates(result), ["0A000"], "SQLSTATEs of LISTEN through Parse/Bind/Execute")
     check("pinning" in result.errors[0].get("M", ""), f"error message: {result.errors[0]}")
     check_equal(result.status, "I", "ReadyForQuery status after the refusal")
-    check_equal(a.value("SHOW work_mem"), DEFAULT_WORK_MEM, "work_mem after the refusal")
+    check_equal(a.value("SELECT count(*) FROM pg_listening_channels()"), "0",
+                "channels listened to after the refusal")
     # A named statement: refused in the same pipeline, whichever of its messages reports it.
     result = a.sync(harness.parse_message("SELECT set_config('work_mem', $1, false)", "S_set",
                                           (TEXT_OID,))

@@ -449,6 +449,134 @@ static void test_options_feed_sync(void)
     param_set_free(&client);
 }
 
+/* ---- SQL-text values and what a client's statements change ---- */
+
+static void test_sync_replays_sql_text_as_written(void)
+{
+    struct param_set client, server;
+    char sql[1024];
+
+    param_set_init(&client);
+    param_set_init(&server);
+    param_set_put_sql(&client, "search_path", "app, \"Other Schema\", public");
+    param_set_put_sql(&client, "work_mem", "'64MB'");
+    is_int(sync_sql(&client, NULL, &server, sql, sizeof(sql)), 2,
+           "sql text: each value the server lacks is SET");
+    is_str(sql, "SET \"search_path\" TO app, \"Other Schema\", public; SET \"work_mem\" TO '64MB'",
+           "sql text: a list and a literal are replayed as the client wrote them");
+
+    param_set_put_sql(&server, "search_path", "app, \"Other Schema\", public");
+    param_set_put_sql(&server, "work_mem", "'64MB'");
+    is_int(sync_sql(&client, NULL, &server, sql, sizeof(sql)), 0,
+           "sql text: the same text on the server needs nothing");
+
+    param_set_put(&server, "work_mem", "'64MB'");
+    is_int(sync_sql(&client, NULL, &server, sql, sizeof(sql)), 1,
+           "sql text: a plain value with the same characters is not the same value");
+    param_set_free(&client);
+    param_set_free(&server);
+}
+
+static void apply(enum param_change_kind kind, const char *name, const char *text,
+                  const struct param_set *startup, const struct param_set *reported,
+                  struct param_set *client, struct param_set *server)
+{
+    struct param_changes changes;
+
+    param_changes_init(&changes);
+    param_changes_add(&changes, kind, name, text, text ? strlen(text) : 0);
+    is_int(params_apply_change(&changes.items[0], startup, reported, client, server), 0,
+           "apply: change %d of %s succeeds", kind, name ? name : "all");
+    param_changes_free(&changes);
+}
+
+static void test_changes_follow_postgres(void)
+{
+    struct param_set startup, reported, client, server;
+    const struct param_entry *e;
+
+    param_set_init(&startup);
+    param_set_init(&reported);
+    param_set_init(&client);
+    param_set_init(&server);
+    param_set_put(&reported, "application_name", "");
+    param_set_put(&reported, "TimeZone", "Etc/UTC");
+    param_set_put(&startup, "application_name", "myapp");
+    param_set_put(&startup, "TimeZone", "Asia/Tokyo");
+    param_set_put(&startup, "statement_timeout", "100");
+    param_set_copy(&client, &startup);
+    param_set_copy(&server, &reported);
+
+    /* the server reported the SET's value in its own spelling before the change is applied */
+    param_set_put(&server, "TimeZone", "America/New_York");
+    apply(PARAM_CHANGE_SET, "timezone", "'america/new_york'", &startup, &reported, &client, &server);
+    is_str(param_set_get(&client, "TimeZone"), "America/New_York",
+           "SET of a reported parameter: the client takes the server's spelling");
+    e = param_set_find(&client, "TimeZone");
+    ok(e && !e->is_sql, "SET of a reported parameter: a plain value");
+
+    apply(PARAM_CHANGE_SET, "work_mem", "'7MB'", &startup, &reported, &client, &server);
+    e = param_set_find(&client, "work_mem");
+    ok(e && e->is_sql && strcmp(e->value, "'7MB'") == 0,
+       "SET of a parameter the server does not report: the client's text as given");
+    e = param_set_find(&server, "work_mem");
+    ok(e && e->is_sql && strcmp(e->value, "'7MB'") == 0,
+       "SET of a parameter the server does not report: the server has that text too");
+
+    param_set_put(&server, "application_name", "");
+    apply(PARAM_CHANGE_RESET, "application_name", NULL, &startup, &reported, &client, &server);
+    is_str(param_set_get(&client, "application_name"), "myapp",
+           "RESET: the client gets its startup value back, not the server's default");
+
+    apply(PARAM_CHANGE_RESET, "work_mem", NULL, &startup, &reported, &client, &server);
+    ok(param_set_get(&client, "work_mem") == NULL && param_set_get(&server, "work_mem") == NULL,
+       "RESET of a value without a startup one: default on both sides");
+
+    apply(PARAM_CHANGE_SET, "work_mem", "'8MB'", &startup, &reported, &client, &server);
+    apply(PARAM_CHANGE_SET, "application_name", "'other'", &startup, &reported, &client, &server);
+    param_set_put(&server, "TimeZone", "Etc/UTC");
+    apply(PARAM_CHANGE_RESET_ALL, NULL, NULL, &startup, &reported, &client, &server);
+    is_str(param_set_get(&client, "application_name"), "myapp",
+           "RESET ALL: application_name back to the startup value");
+    is_str(param_set_get(&client, "TimeZone"), "Asia/Tokyo",
+           "RESET ALL: TimeZone back to the startup value (options -c)");
+    is_str(param_set_get(&client, "statement_timeout"), "100",
+           "RESET ALL: a startup value the server does not report is kept");
+    ok(param_set_get(&client, "work_mem") == NULL, "RESET ALL: a SET without startup value is gone");
+    ok(param_set_get(&server, "work_mem") == NULL,
+       "RESET ALL: the server forgets what it does not report");
+    is_str(param_set_get(&server, "TimeZone"), "Etc/UTC",
+           "RESET ALL: reported server values are left to its ParameterStatus");
+
+    apply(PARAM_CHANGE_SET, "TimeZone", NULL, &startup, &reported, &client, &server);
+    is_str(param_set_get(&client, "TimeZone"), "Etc/UTC",
+           "set_config(TimeZone, $1, false): the value the server reported");
+
+    param_set_free(&startup);
+    param_set_free(&reported);
+    param_set_free(&client);
+    param_set_free(&server);
+}
+
+static void test_changes_list(void)
+{
+    struct param_changes changes;
+
+    param_changes_init(&changes);
+    param_changes_drop_first(&changes, 1);
+    is_int((int)changes.n, 0, "changes: dropping from an empty list does nothing");
+    param_changes_add(&changes, PARAM_CHANGE_SET, "a", "'1'", 3);
+    param_changes_add(&changes, PARAM_CHANGE_RESET, "b", NULL, 0);
+    param_changes_add(&changes, PARAM_CHANGE_RESET_ALL, NULL, NULL, 0);
+    param_changes_drop_first(&changes, 1);
+    ok(changes.n == 2 && changes.items[0].kind == PARAM_CHANGE_RESET &&
+           strcmp(changes.items[0].name, "b") == 0 && changes.items[1].name == NULL,
+       "changes: dropping the first keeps the rest in order");
+    param_changes_drop_first(&changes, 5);
+    is_int((int)changes.n, 0, "changes: dropping more than there are empties the list");
+    param_changes_free(&changes);
+}
+
 int main(void)
 {
     test_put_get();
@@ -464,5 +592,8 @@ int main(void)
     test_sync_order();
     test_sync_quoting_and_skips();
     test_options_feed_sync();
+    test_sync_replays_sql_text_as_written();
+    test_changes_follow_postgres();
+    test_changes_list();
     return tap_done();
 }

@@ -122,7 +122,7 @@ static void test_set_of_untracked_parameters_pins(void)
     pins("SET statement_timeout=-1", PIN_SET);
     pins("SET myapp.user_id = '42'", PIN_SET);
     pins("SET XML OPTION DOCUMENT", PIN_SET);
-    pins("SET work_mem FROM CURRENT", PIN_SET);
+    pins("SET work_mem FROM CURRENT", PIN_SET_FROM_CURRENT);
 
     scan_with("set Work_Mem to 1", &tracked_rules, &sum);
     is_str(sum.param, "work_mem", "SET: an unquoted name is read in lower case");
@@ -267,7 +267,9 @@ static void test_discard_and_deallocate_are_reported(void)
 
     has_effect("DISCARD ALL", &tracked_rules, PIN_EFFECT_DISCARD_ALL, "");
     has_effect("discard all", &tracked_rules, PIN_EFFECT_DISCARD_ALL, "");
-    has_effect("DISCARD TEMP", &tracked_rules, PIN_EFFECT_NONE, "");
+    has_effect("DISCARD TEMP", &tracked_rules, PIN_EFFECT_DISCARD_TEMP, "");
+    has_effect("discard temporary", &tracked_rules, PIN_EFFECT_DISCARD_TEMP, "");
+    has_effect("DISCARD PLANS", &tracked_rules, PIN_EFFECT_NONE, "");
     has_effect("DEALLOCATE ALL", &tracked_rules, PIN_EFFECT_DEALLOCATE_ALL, "");
     has_effect("DEALLOCATE PREPARE ALL", &tracked_rules, PIN_EFFECT_DEALLOCATE_ALL, "");
     has_effect("DEALLOCATE S_1", &tracked_rules, PIN_EFFECT_DEALLOCATE, "s_1");
@@ -581,9 +583,105 @@ static void test_summary_reports_the_first_pin(void)
     ok(sum.changes_tracked && sum.n_statements == 4, "summary: the tracked SET is still reported");
 }
 
+/* ---- what clears a pin, and where a transaction ends ---- */
+
+static void test_statements_that_clear_session_state_are_reported(void)
+{
+    struct pinning_summary sum;
+
+    has_effect("UNLISTEN *", &tracked_rules, PIN_EFFECT_UNLISTEN_ALL, "");
+    has_effect("UNLISTEN a_channel", &tracked_rules, PIN_EFFECT_NONE, "");
+    has_effect("CLOSE ALL", &tracked_rules, PIN_EFFECT_CLOSE_ALL, "");
+    has_effect("CLOSE a_cursor", &tracked_rules, PIN_EFFECT_NONE, "");
+    has_effect("SELECT pg_advisory_unlock_all()", &tracked_rules, PIN_EFFECT_ADVISORY_UNLOCK_ALL,
+               "");
+    has_effect("SELECT pg_catalog.pg_advisory_unlock_all ( )", &tracked_rules,
+               PIN_EFFECT_ADVISORY_UNLOCK_ALL, "");
+    has_effect("SELECT pg_advisory_unlock(1)", &tracked_rules, PIN_EFFECT_NONE, "");
+    has_effect("SELECT 'pg_advisory_unlock_all()'", &tracked_rules, PIN_EFFECT_NONE, "");
+    scan_with("SELECT pg_advisory_unlock_all()", &tracked_rules, &sum);
+    ok(sum.has_effect && sum.reason == PIN_NONE, "summary: an unlock is an effect, not a pin");
+    scan_with("SELECT 1", &tracked_rules, &sum);
+    ok(!sum.has_effect, "summary: a plain SELECT has no effect");
+}
+
+static void test_transaction_ends_are_reported(void)
+{
+    struct pinning_summary sum;
+
+    has_effect("COMMIT", &tracked_rules, PIN_EFFECT_COMMIT, "");
+    has_effect("end transaction", &tracked_rules, PIN_EFFECT_COMMIT, "");
+    has_effect("COMMIT AND CHAIN", &tracked_rules, PIN_EFFECT_COMMIT, "");
+    has_effect("COMMIT PREPARED 'x'", &tracked_rules, PIN_EFFECT_NONE, "");
+    has_effect("ROLLBACK", &tracked_rules, PIN_EFFECT_ROLLBACK, "");
+    has_effect("abort work", &tracked_rules, PIN_EFFECT_ROLLBACK, "");
+    has_effect("ROLLBACK PREPARED 'x'", &tracked_rules, PIN_EFFECT_NONE, "");
+    has_effect("ROLLBACK TO SAVEPOINT s", &tracked_rules, PIN_EFFECT_ROLLBACK_TO, "");
+    has_effect("ROLLBACK TRANSACTION TO s", &tracked_rules, PIN_EFFECT_ROLLBACK_TO, "");
+    has_effect("ROLLBACK AND NO CHAIN", &tracked_rules, PIN_EFFECT_ROLLBACK, "");
+    scan_with("END", &tracked_rules, &sum);
+    ok(sum.ends_transaction && !sum.has_effect,
+       "summary: the end of a transaction is told apart from effects on the session");
+}
+
+/* Tracking every parameter is how the pooler uses the lexer: SETs are followed, not pinned. */
+static void test_every_set_is_followed_when_everything_is_tracked(void)
+{
+    struct pinning_statement st;
+    const char *sql = "SET search_path TO app, \"Other\", public";
+
+    has_effect("SET work_mem = '64MB'", &track_all_rules, PIN_EFFECT_TRACKED_SET, "work_mem");
+    has_effect("SET extra_float_digits = 3", &track_all_rules, PIN_EFFECT_TRACKED_SET,
+               "extra_float_digits");
+    has_effect("SET myapp.user_id TO 42", &track_all_rules, PIN_EFFECT_TRACKED_SET,
+               "myapp.user_id");
+    has_effect("RESET work_mem", &track_all_rules, PIN_EFFECT_TRACKED_RESET, "work_mem");
+    has_effect("SET work_mem TO DEFAULT", &track_all_rules, PIN_EFFECT_TRACKED_RESET, "work_mem");
+    one_statement(sql, &track_all_rules, &st);
+    ok(st.value_len == strlen("app, \"Other\", public") &&
+           memcmp(sql + st.value_start, "app, \"Other\", public", st.value_len) == 0,
+       "a search_path list is located whole, quotes and all, for replay as written");
+    is_int(scan_with("SET work_mem FROM CURRENT", &track_all_rules, NULL), PIN_SET_FROM_CURRENT,
+           "SET ... FROM CURRENT pins even when everything is tracked");
+    is_int(scan_with("DO $$ BEGIN SET work_mem = 1; END $$", &track_all_rules, NULL), PIN_SET,
+           "a SET inside a DO block still pins: its effect cannot be followed");
+}
+
+static void set_config_followed(const char *sql, const char *name, const char *value)
+{
+    struct pinning_statement st;
+
+    if (!ok(one_statement(sql, &track_all_rules, &st), "one statement: %s", sql))
+        return;
+    ok(st.reason == PIN_NONE && st.effect == PIN_EFFECT_TRACKED_SET && strcmp(st.name, name) == 0,
+       "set_config followed as SET %s: %s", name, sql);
+    if (value == NULL)
+        is_int(st.value_len, 0, "value only the server knows: %s", sql);
+    else
+        ok(st.value_len == strlen(value) && memcmp(sql + st.value_start, value, st.value_len) == 0,
+           "value %s located: %s", value, sql);
+}
+
+static void test_set_config_session_is_followed_when_tracked(void)
+{
+    set_config_followed("SELECT set_config('work_mem', '9MB', false)", "work_mem", "'9MB'");
+    set_config_followed("SELECT set_config('TimeZone', $1, 'off')", "TimeZone", NULL);
+    set_config_followed("SELECT set_config('a.b', 42, false)", "a.b", "42");
+    set_config_followed("SELECT set_config('a.b', lower('X'), false)", "a.b", NULL);
+    is_int(scan_with("SELECT set_config($1, 'x', false)", &track_all_rules, NULL), PIN_SET_CONFIG,
+           "set_config with a name only known at run time pins");
+    is_int(scan_with("SELECT set_config('a', 'b', false), set_config('c', 'd', false)",
+                     &track_all_rules, NULL),
+           PIN_SET_CONFIG, "a second set_config in one statement pins");
+    is_int(scan_with("SELECT set_config('a.b', 'c', false::boolean)", &track_all_rules, NULL),
+           PIN_SET_CONFIG, "set_config with an is_local expression pins");
+    is_int(scan_with("SELECT set_config('a.b', 'c', false)", &tracked_rules, NULL),
+           PIN_SET_CONFIG, "set_config of a name the caller does not track pins");
+}
+
 static void test_reason_names(void)
 {
-    for (int r = PIN_NONE; r <= PIN_LOAD; r++) {
+    for (int r = PIN_NONE; r <= PIN_SET_BEFORE_SAVEPOINT_ROLLBACK; r++) {
         const char *name = pin_reason_name((enum pin_reason)r);
 
         ok(name != NULL && name[0] != '\0' && strcmp(name, "unknown") != 0,
@@ -622,6 +720,10 @@ int main(void)
     test_unterminated_input_is_read_safely();
     test_statements_are_listed_in_order();
     test_summary_reports_the_first_pin();
+    test_statements_that_clear_session_state_are_reported();
+    test_transaction_ends_are_reported();
+    test_every_set_is_followed_when_everything_is_tracked();
+    test_set_config_session_is_followed_when_tracked();
     test_reason_names();
     return tap_done();
 }
