@@ -94,10 +94,12 @@ def expect_backend_login_error(t, front, reason):
 # ---- logging in ------------------------------------------------------------------------------
 
 @test("psql through the front sluice: the backend login is a token signed with keys from the "
-      "environment, over verify-full TLS; queries run as app", sluice_only=True)
+      "environment (with a session token), over verify-full TLS; queries run as app; nothing "
+      "secret is logged even with verbose = 2", sluice_only=True)
 def psql_through_token_chain(t):
-    back = back_sluice(t)
-    front = front_sluice(t, back)
+    back = back_sluice(t, settings={"verbose": 2})
+    front = front_sluice(t, back, settings={"verbose": 2},
+                         env=environment_keys(session_token=SESSION_TOKEN))
     status, output = psql(front, "SELECT current_user, 41 + 1")
     check_equal(status, 0, f"psql exit status ({output.strip()})")
     check_equal(output.strip(), "app|42", "the query's result through both sluices")
@@ -105,7 +107,7 @@ def psql_through_token_chain(t):
           "the back sluice logged the front's token login as app")
     check(f"signing backend tokens with access key {KEY_ID} from the environment" in front.log_text(),
           "the front says where its keys came from")
-    check_no_secrets(front, back)
+    check_no_secrets(front, back, secrets=(SECRET, SESSION_TOKEN))
 
 
 @test("pgbench -C through the front sluice: every backend connection logs in with its own "
