@@ -180,6 +180,28 @@ def rotated_credentials_file(t):
           "the front logs that it read new keys")
 
 
+@test("SIGHUP turning server_auth_token on for a database with a password: new backend logins "
+      "sign tokens from then on", sluice_only=True)
+def reload_turns_tokens_on(t):
+    back = back_sluice(t)
+    front = front_sluice(t, back, start=False)
+    line = front.databases[harness.APP_DB]
+    front.databases[harness.APP_DB] = line.replace("server_auth_token=on", "password=app_pw")
+    front.write_config()
+    front.start(env=environment_keys())
+    status, output = psql(front, "SELECT 1")
+    check(status != 0 and "token authentication failed" in output,
+          f"a password is no token for the back sluice: {output.strip()}")
+    front.databases[harness.APP_DB] = line
+    front.write_config()
+    front.reload()
+    wait_for(lambda: "signing backend tokens with access key" in front.log_text(), 10,
+             what="the reload loading the keys")
+    status, output = psql(front, "SELECT current_user")
+    check_equal(status, 0, f"psql after the reload ({output.strip()})")
+    check_equal(output.strip(), "app", "the query ran")
+
+
 # ---- refused logins --------------------------------------------------------------------------
 
 @test("a key the back sluice does not know (an expired key): psql gets 28P01 with the reason at "
