@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <openssl/crypto.h>
 
@@ -87,10 +88,11 @@ static int credentials_line(const char *line, size_t len, struct aws_credentials
         return -2;
     const char *value = equals + 1;
     size_t value_len = len - (size_t)(value - line);
-    char **field = strcmp(name, KEY_ID_NAME) == 0        ? &out->access_key_id
-                   : strcmp(name, SECRET_NAME) == 0      ? &out->secret_access_key
-                   : strcmp(name, SESSION_TOKEN_NAME) == 0 ? &out->session_token
-                                                           : NULL;
+    /* Names ignore case, as in the AWS CLI and SDKs (Python's configparser lowercases them). */
+    char **field = strcasecmp(name, KEY_ID_NAME) == 0        ? &out->access_key_id
+                   : strcasecmp(name, SECRET_NAME) == 0      ? &out->secret_access_key
+                   : strcasecmp(name, SESSION_TOKEN_NAME) == 0 ? &out->session_token
+                                                               : NULL;
     free(name);
     /* Other names (region, output, ...) belong to other tools: ignore them. */
     if (field == NULL)

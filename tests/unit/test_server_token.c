@@ -88,7 +88,7 @@ static const char credentials_text[] =
     "[ sluice ]\n"
     "  ; indented comment\n"
     "region = eu-west-1\n"
-    "aws_access_key_id=ASIASLUICE\n"
+    "AWS_Access_Key_Id=ASIASLUICE\n"
     "aws_secret_access_key =  sluice/secret+key  \n"
     "aws_session_token = IQoJb3JpZ2luX2VjE/long+token==\r\n"
     "[other]\n"
@@ -107,7 +107,7 @@ static void test_credentials_profiles(void)
 
     is_int(aws_credentials_parse(credentials_text, "creds", "sluice", &c, fresh_err(), sizeof err), 0,
            "a named profile is read (%s)", err);
-    is_str(c.access_key_id, "ASIASLUICE", "its access key id (no blanks around '=')");
+    is_str(c.access_key_id, "ASIASLUICE", "its access key id (name in another case, no blanks around '=')");
     is_str(c.secret_access_key, "sluice/secret+key", "its secret, blanks around it trimmed");
     is_str(c.session_token, "IQoJb3JpZ2luX2VjE/long+token==",
            "its session token (CRLF line end dropped)");
