@@ -172,6 +172,9 @@ static const struct setting settings[] = {
     OPTIONAL(auth_token_endpoints),
     SECONDS(auth_token_clock_skew, "60"),
     BOOLEAN(auth_token_allow_unix_socket, "off"),
+    OPTIONAL(server_auth_token_region),
+    OPTIONAL(server_auth_token_credentials),
+    STRING(server_auth_token_profile, "default"),
 
     OPTIONAL(metrics_listen_addr),
     INTEGER(metrics_port, 0, 65535, "0"),
@@ -616,7 +619,9 @@ static bool is_secret_keyword(const char *key)
 static const char *const database_keywords[] = {
     "host", "port", "dbname", "user", "password", "pool_size", "min_pool_size",
     "max_db_connections", "pool_mode", "connect_query", "application_name", "reserve_pool",
-    "reserve_pool_size", "max_db_client_connections", NULL,
+    "reserve_pool_size", "max_db_client_connections",
+    "server_auth_token",
+    NULL,
 };
 static const char *const user_keywords[] = {"pool_mode", "auth_type", "max_user_connections",
                                             "pool_size", "max_user_client_connections", NULL};
@@ -649,6 +654,11 @@ static bool set_database_keyword(struct parser *p, void *target, const char *con
         free_secret(db->password);
         db->password = copy;
         return true;
+    }
+    if (strcmp(key, "server_auth_token") == 0) {
+        if (parse_bool(value, &db->server_auth_token))
+            return true;
+        return fail_value(p, context, key, value, "on or off");
     }
     if (strcmp(key, "host") == 0)
         string_field = &db->host;
@@ -1064,6 +1074,38 @@ static int line_of(const struct parser *p, const char *setting_name)
     return p->setting_line[find_setting(setting_name) - settings];
 }
 
+/* A tls_sslmodes value that encrypts every backend connection (require or stronger). */
+static bool server_tls_required(const struct config *cfg)
+{
+    return strcmp(cfg->server_tls_sslmode, "require") == 0 ||
+           strcmp(cfg->server_tls_sslmode, "verify-ca") == 0 ||
+           strcmp(cfg->server_tls_sslmode, "verify-full") == 0;
+}
+
+/* server_auth_token=on: a token is a bearer secret for 15 minutes, so it only travels over TLS. */
+static bool check_server_auth_token(struct parser *p, const struct config_database *db)
+{
+    const struct config *cfg = p->cfg;
+
+    if (!db->server_auth_token)
+        return true;
+    if (cfg->server_auth_token_region == NULL)
+        return fail_at(p, 0, "[databases] %s: server_auth_token=on needs server_auth_token_region",
+                       db->name);
+    if (db->password != NULL)
+        return fail_at(p, 0, "[databases] %s: server_auth_token=on and password= cannot be used "
+                       "together (the token is the password)", db->name);
+    if (db->host[0] == '/')
+        return fail_at(p, 0, "[databases] %s: server_auth_token=on needs a TCP host (tokens are "
+                       "sent only over TLS, and unix sockets do not use TLS)", db->name);
+    if (!server_tls_required(cfg))
+        return fail_at(p, line_of(p, "server_tls_sslmode"),
+                       "[databases] %s: server_auth_token=on needs server_tls_sslmode = require, "
+                       "verify-ca or verify-full (RDS accepts IAM tokens only over TLS; now '%s')",
+                       db->name, cfg->server_tls_sslmode);
+    return true;
+}
+
 /* Settings that only make sense together, checked once the whole file is read. */
 static bool check_whole_config(struct parser *p)
 {
@@ -1085,6 +1127,9 @@ static bool check_whole_config(struct parser *p)
                            "[users] %s: auth_type: 'token' needs auth_token_keys and "
                            "auth_token_region",
                            cfg->users[i].name);
+    for (size_t i = 0; i < cfg->n_databases; i++)
+        if (!check_server_auth_token(p, &cfg->databases[i]))
+            return false;
     return true;
 }
 

@@ -41,6 +41,7 @@ struct config_database {
     enum pool_mode pool_mode; /* POOL_MODE_UNSET: global */
     char *connect_query; /* run once on each new backend connection; NULL: none */
     char *application_name; /* default application_name for the backend; NULL: none */
+    bool server_auth_token; /* log in with a freshly signed RDS IAM token as the password */
 };
 
 /* One [users] line: per-user overrides. */
@@ -129,6 +130,10 @@ struct config {
     char *auth_token_endpoints;  /* comma-separated host:port values a token may be signed for */
     double auth_token_clock_skew;/* 60 s: how far in the future X-Amz-Date may be */
     bool auth_token_allow_unix_socket; /* false: tokens only over TLS */
+    /* RDS IAM tokens sluice signs to log in to backends ([databases] server_auth_token=on) */
+    char *server_auth_token_region;      /* region the tokens are signed for */
+    char *server_auth_token_credentials; /* AWS shared credentials file; NULL: environment */
+    char *server_auth_token_profile;     /* its section; "default" */
 
     /* operations */
     char *metrics_listen_addr;   /* NULL: metrics endpoint off */

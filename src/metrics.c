@@ -369,6 +369,18 @@ static void render_token_logins(struct worker *w, struct msgbuf *out)
     }
 }
 
+/* Backend logins with an IAM token sluice signed (server_auth_token). */
+static void render_server_tokens(struct worker *w, struct msgbuf *out)
+{
+    family(out, "sluice_server_tokens_signed_total", "counter",
+           "IAM auth tokens signed for backend logins (server_auth_token).");
+    sample_count(out, "sluice_server_tokens_signed_total", "", NULL, w->stats.server_tokens_signed);
+    family(out, "sluice_server_token_login_failures_total", "counter",
+           "Backend logins with a signed IAM auth token that the database server refused.");
+    sample_count(out, "sluice_server_token_login_failures_total", "", NULL,
+                 w->stats.server_token_login_failures);
+}
+
 /* ---- exposition: per pool ---- */
 
 /* A short, stable name per reason a client is pinned to its backend: the "reason" label. */
@@ -570,6 +582,7 @@ void metrics_render(struct worker *w, struct msgbuf *out)
     render_client_connections(w, out);
     render_client_totals(w, out);
     render_token_logins(w, out);
+    render_server_tokens(w, out);
     render_pool_clients(w, out);
     render_pool_pinning(w, out);
     render_pool_servers(w, out);

@@ -63,6 +63,7 @@ struct pool *pool_create(struct worker *w, const struct config_database *db, con
     pool->port = db->port;
     pool->dbname = strdup(db->dbname ? db->dbname : db->name);
     pool->password = pool_strdup_or_null(pool_backend_password(w, db, user_name));
+    pool->server_auth_token = db->server_auth_token;
     pool->connect_query = pool_strdup_or_null(db->connect_query);
     pool->application_name = pool_strdup_or_null(db->application_name);
     TAILQ_INIT(&pool->idle_servers);
@@ -97,6 +98,7 @@ void pool_apply_config(struct pool *pool, const struct config_database *db, cons
     bool address_changed = strcmp(pool->host, host) != 0 || pool->port != db->port ||
                            strcmp(pool->dbname, dbname) != 0 ||
                            !pool_same_string(pool->password, password) ||
+                           pool->server_auth_token != db->server_auth_token ||
                            !pool_same_string(pool->connect_query, db->connect_query) ||
                            !pool_same_string(pool->application_name, db->application_name);
     pool->disabled = false;
@@ -112,6 +114,7 @@ void pool_apply_config(struct pool *pool, const struct config_database *db, cons
     pool->port = db->port;
     pool->dbname = strdup(dbname);
     pool->password = pool_strdup_or_null(password);
+    pool->server_auth_token = db->server_auth_token;
     pool->connect_query = pool_strdup_or_null(db->connect_query);
     pool->application_name = pool_strdup_or_null(db->application_name);
     pool_reconnect(pool, "configuration changed");

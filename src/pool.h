@@ -41,6 +41,7 @@ struct pool {
     int port;
     char *dbname;              /* backend database */
     char *password;            /* backend password or NULL */
+    bool server_auth_token;    /* log in with a fresh RDS IAM token instead of password */
     char *connect_query;
     char *application_name;
     enum pool_mode mode;

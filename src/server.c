@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <event2/bufferevent.h>
 #include <event2/dns.h>
 #include <openssl/err.h>
@@ -23,6 +24,7 @@
 #include "conn.h"
 #include "log.h"
 #include "pool.h"
+#include "server_token.h"
 
 /* PostgreSQL never sends a message larger than 1 GB. */
 #define SERVER_MAX_MESSAGE (1024u * 1024u * 1024u)
@@ -438,6 +440,70 @@ static void server_scram_final(struct server *s, const uint8_t *data, size_t dat
     s->scram = NULL;
 }
 
+/* Reads a replaced credentials file before signing, so rotated keys need no reload. */
+static void server_refresh_token_keys(struct server_token_signer *signer)
+{
+    char err[512];
+    int rc = server_token_signer_refresh(signer, err, sizeof(err));
+    if (rc < 0)
+        log_warning("server_auth_token: %s; signing with the keys read before", err);
+    else if (rc > 0)
+        log_info("server_auth_token: read new keys from %s (access key %s)", signer->path,
+                 signer->creds.access_key_id);
+}
+
+/* server_auth_token: a fresh RDS IAM token is the password, and only a cleartext request takes it. */
+static void server_send_token(struct server *s, uint32_t code)
+{
+    struct pool *pool = s->pool;
+    struct worker *w = s->worker;
+    char err[256], message[400], method[32];
+    char *token = NULL;
+
+    if (code != AUTH_REQ_PASSWORD) {
+        if (code == AUTH_REQ_MD5 || code == AUTH_REQ_SASL)
+            snprintf(method, sizeof(method), "%s", code == AUTH_REQ_MD5 ? "md5" : "SCRAM");
+        else
+            snprintf(method, sizeof(method), "method %u", code);
+        snprintf(message, sizeof(message),
+                 "the database server asks for %s authentication, but server_auth_token sends an "
+                 "IAM token, which only a cleartext password request takes (RDS with IAM "
+                 "authentication, or a sluice with auth_type = token)", method);
+        server_login_failed(s, "28000", message);
+        return;
+    }
+    if (w->server_token_signer)
+        server_refresh_token_keys(w->server_token_signer);
+    if (!w->server_token_signer ||
+        server_token_sign(&w->server_token_signer->creds, pool->host, pool->port, pool->user_name,
+                          w->cfg->server_auth_token_region, time(NULL), &token, err,
+                          sizeof(err)) != 0) {
+        snprintf(message, sizeof(message), "could not sign an IAM token: %s",
+                 w->server_token_signer ? err : "no AWS credentials are loaded");
+        server_login_failed(s, "28000", message);
+        return;
+    }
+    w->stats.server_tokens_signed++;
+    server_send_password(s, token);
+    OPENSSL_cleanse(w->scratch.data, w->scratch.len);
+    server_token_free(token);
+}
+
+/* The backend refused a token login: say with which key and scope, never the token itself. */
+static void server_log_token_refused(struct server *s)
+{
+    struct pool *pool = s->pool;
+    struct worker *w = s->worker;
+    w->stats.server_token_login_failures++;
+    log_warning("S-%llu: %s/%s: the IAM token login was refused; it was signed with access key "
+                "%s for region %s, endpoint %s:%d, user %s (check the key is valid and allowed "
+                "to connect, and server_auth_token_region)",
+                (unsigned long long)s->id, pool->db_name, pool->user_name,
+                w->server_token_signer ? w->server_token_signer->creds.access_key_id : "(none)",
+                w->cfg->server_auth_token_region ? w->cfg->server_auth_token_region : "(none)",
+                pool->host, pool->port, pool->user_name);
+}
+
 static void server_handle_auth_request(struct server *s, const uint8_t *body, size_t body_len)
 {
     struct pool *pool = s->pool;
@@ -448,6 +514,10 @@ static void server_handle_auth_request(struct server *s, const uint8_t *body, si
 
     if (proto_parse_auth_request(body, body_len, &code, &data, &data_len) != PROTO_OK) {
         server_login_failed(s, "08P01", "malformed authentication request from the database server");
+        return;
+    }
+    if (code != AUTH_REQ_OK && pool->server_auth_token) {
+        server_send_token(s, code);
         return;
     }
     if (code != AUTH_REQ_OK && !pool->password) {
@@ -535,6 +605,8 @@ static void server_login_message(struct server *s, uint8_t type, const uint8_t *
     case 'E':
         server_error_text(body, body_len, sqlstate, message, sizeof(message));
         snprintf(full, sizeof(full), "the database server refused the login: %s", message);
+        if (s->pool->server_auth_token && strncmp(sqlstate, "28", 2) == 0)
+            server_log_token_refused(s);
         server_login_failed(s, sqlstate, full);
         return;
     case 'Z':

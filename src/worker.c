@@ -25,6 +25,7 @@
 #include "pool.h"
 #include "prepared.h"
 #include "server.h"
+#include "server_token.h"
 
 #define JANITOR_INTERVAL_USEC 200000
 /* Clients accepted past max_client_conn get a proper error; beyond this many more, just a close. */
@@ -87,6 +88,30 @@ static int worker_load_security(const struct config *cfg, struct tls_contexts *t
     return 0;
 }
 
+/* The AWS keys backend IAM tokens are signed with; none unless a database uses server_auth_token. */
+static int worker_load_server_token_signer(const struct config *cfg,
+                                           struct server_token_signer **out)
+{
+    char err[512];
+    bool used = false;
+    *out = NULL;
+    for (size_t i = 0; i < cfg->n_databases; i++)
+        used = used || cfg->databases[i].server_auth_token;
+    if (!used)
+        return 0;
+    if (server_token_signer_load(cfg->server_auth_token_credentials, cfg->server_auth_token_profile,
+                                 out, err, sizeof(err)) != 0) {
+        log_error("server_auth_token: %s", err);
+        return -1;
+    }
+    log_info("server_auth_token: signing backend tokens with access key %s from %s, region %s",
+             (*out)->creds.access_key_id,
+             cfg->server_auth_token_credentials ? cfg->server_auth_token_credentials
+                                                : "the environment",
+             cfg->server_auth_token_region);
+    return 0;
+}
+
 static struct event_base *worker_new_base(void)
 {
     /* One thread per loop: no locking inside libevent. */
@@ -140,6 +165,8 @@ int worker_init(struct worker *w, struct config *cfg)
     if (worker_load_users(cfg, &w->users) != 0)
         return -1;
     if (worker_load_security(cfg, &w->tls, &w->token_keys) != 0)
+        return -1;
+    if (worker_load_server_token_signer(cfg, &w->server_token_signer) != 0)
         return -1;
     if (conn_flusher_init(&w->flusher, w->base) != 0)
         return -1;
@@ -219,6 +246,7 @@ void worker_destroy(struct worker *w)
         userlist_free(w->users);
     tls_contexts_free(&w->tls);
     token_keyring_free(w->token_keys);
+    server_token_signer_free(w->server_token_signer);
     config_free(w->cfg);
     cancel_registry_free(&w->cancels);
     limit_registry_free(&w->limits);
@@ -435,6 +463,7 @@ static void worker_reload_config(struct worker *w)
     struct userlist *users = NULL;
     struct tls_contexts tls;
     struct token_keyring *keys = NULL;
+    struct server_token_signer *signer = NULL;
 
     log_info("reloading configuration from %s", w->cfg->path);
     notify_reloading(w);
@@ -449,6 +478,15 @@ static void worker_reload_config(struct worker *w)
     }
     if (worker_load_security(fresh, &tls, &keys) != 0) {
         log_error("reload failed, keeping the running configuration");
+        if (users)
+            userlist_free(users);
+        config_free(fresh);
+        return;
+    }
+    if (worker_load_server_token_signer(fresh, &signer) != 0) {
+        log_error("reload failed, keeping the running configuration");
+        tls_contexts_free(&tls);
+        token_keyring_free(keys);
         if (users)
             userlist_free(users);
         config_free(fresh);
@@ -472,6 +510,8 @@ static void worker_reload_config(struct worker *w)
     w->tls = tls;
     token_keyring_free(w->token_keys);
     w->token_keys = keys;
+    server_token_signer_free(w->server_token_signer);
+    w->server_token_signer = signer;
     log_configure(fresh->verbose, fresh->syslog, fresh->syslog_ident, fresh->syslog_facility);
     worker_apply_io_uring(w);
     autodb_reload(w);

@@ -24,6 +24,7 @@ struct pool;
 struct listener;
 struct evdns_base;
 struct token_keyring;
+struct server_token_signer;
 struct admin_state;
 struct metrics_state;
 struct prepared_registry;
@@ -49,6 +50,8 @@ struct worker_stats {
     uint64_t tls_handshake_failures;
     uint64_t token_logins_ok;
     uint64_t token_failures[32];   /* by enum token_failure */
+    uint64_t server_tokens_signed;       /* IAM tokens signed for backend logins */
+    uint64_t server_token_login_failures;/* backend logins with such a token that failed */
 };
 
 struct worker {
@@ -58,6 +61,7 @@ struct worker {
     struct userlist *users;        /* owned; NULL when no auth_file */
     struct tls_contexts tls;       /* owned; rebuilt on reload */
     struct token_keyring *token_keys; /* owned; NULL when auth_token_keys is unset */
+    struct server_token_signer *server_token_signer; /* owned; NULL: no server_auth_token */
 
     struct listener *listeners;    /* singly linked, owned */
     struct client_list clients;    /* every live client */

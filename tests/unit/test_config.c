@@ -234,6 +234,9 @@ static void test_every_setting_is_read(void)
                               "auth_token_endpoints = db.example:5432\n"
                               "auth_token_clock_skew = 30\n"
                               "auth_token_allow_unix_socket = true\n"
+                              "server_auth_token_region = us-east-2\n"
+                              "server_auth_token_credentials = /etc/sluice/aws-credentials\n"
+                              "server_auth_token_profile = sluice\n"
                               "metrics_listen_addr = 127.0.0.1\n"
                               "metrics_port = 9127\n"
                               "max_prepared_statements = 0\n"
@@ -308,6 +311,10 @@ static void test_every_setting_is_read(void)
     is_str(cfg->auth_token_endpoints, "db.example:5432", "auth_token_endpoints is read");
     ok(cfg->auth_token_clock_skew == 30, "auth_token_clock_skew is read");
     is_int(cfg->auth_token_allow_unix_socket, true, "auth_token_allow_unix_socket is read");
+    is_str(cfg->server_auth_token_region, "us-east-2", "server_auth_token_region is read");
+    is_str(cfg->server_auth_token_credentials, "/etc/sluice/aws-credentials",
+           "server_auth_token_credentials is read");
+    is_str(cfg->server_auth_token_profile, "sluice", "server_auth_token_profile is read");
     is_str(cfg->metrics_listen_addr, "127.0.0.1", "metrics_listen_addr is read");
     is_int(cfg->metrics_port, 9127, "metrics_port is read");
     is_int(cfg->max_prepared_statements, 0, "max_prepared_statements is read");
@@ -605,6 +612,57 @@ static void test_cross_checks(void)
            "test.ini:2: [users] alice: auth_type: 'token' needs auth_token_keys and "
            "auth_token_region",
            "a token user without keys and region is refused at the user's line");
+}
+
+static void test_server_auth_token(void)
+{
+    struct config *cfg;
+    const char *db = "[databases]\nrds = host=db.example port=5432 user=app server_auth_token=on\n";
+    char text[512];
+
+    snprintf(text, sizeof text, "[sluice]\nserver_tls_sslmode = verify-full\n"
+             "server_auth_token_region = us-east-1\n%s", db);
+    cfg = load(text);
+    ok(cfg != NULL, "server_auth_token=on with verify-full and a region loads (%s)", err);
+    if (cfg != NULL) {
+        ok(config_find_database(cfg, "rds")->server_auth_token, "server_auth_token is read");
+        is_str(cfg->server_auth_token_profile, "default", "the profile defaults to default");
+        is_str(cfg->server_auth_token_credentials, NULL, "no credentials file: the environment");
+        config_free(cfg);
+    }
+    cfg = load("[databases]\napp = host=db.example server_auth_token=off\n");
+    ok(cfg != NULL && !config_find_database(cfg, "app")->server_auth_token,
+       "server_auth_token=off needs nothing");
+    config_free(cfg);
+
+    snprintf(text, sizeof text, "[sluice]\nserver_tls_sslmode = prefer\n"
+             "server_auth_token_region = us-east-1\n%s", db);
+    is_str(load_error(text),
+           "test.ini:2: [databases] rds: server_auth_token=on needs server_tls_sslmode = require, "
+           "verify-ca or verify-full (RDS accepts IAM tokens only over TLS; now 'prefer')",
+           "a token over a connection that may be plaintext is refused at the sslmode line");
+    snprintf(text, sizeof text, "[sluice]\nserver_auth_token_region = us-east-1\n%s", db);
+    is_str(load_error(text),
+           "test.ini: [databases] rds: server_auth_token=on needs server_tls_sslmode = require, "
+           "verify-ca or verify-full (RDS accepts IAM tokens only over TLS; now 'disable')",
+           "the default server_tls_sslmode is refused too");
+    snprintf(text, sizeof text, "[sluice]\nserver_tls_sslmode = require\n%s", db);
+    is_str(load_error(text),
+           "test.ini: [databases] rds: server_auth_token=on needs server_auth_token_region",
+           "a token database without a region is refused");
+    is_str(load_error("[sluice]\nserver_tls_sslmode = require\nserver_auth_token_region = x\n"
+                      "[databases]\nrds = host=db.example password=pw server_auth_token=on\n"),
+           "test.ini: [databases] rds: server_auth_token=on and password= cannot be used together "
+           "(the token is the password)",
+           "a password beside the token is refused");
+    is_str(load_error("[sluice]\nserver_tls_sslmode = require\nserver_auth_token_region = x\n"
+                      "[databases]\nrds = host=/run/postgresql server_auth_token=on\n"),
+           "test.ini: [databases] rds: server_auth_token=on needs a TCP host (tokens are sent "
+           "only over TLS, and unix sockets do not use TLS)",
+           "a unix socket host is refused");
+    is_str(load_error("[databases]\nrds = host=db.example server_auth_token=maybe\n"),
+           "test.ini:2: [databases] rds: server_auth_token: invalid value 'maybe' (expected on or off)",
+           "a value that is no boolean is refused");
 }
 
 /*
@@ -1457,6 +1515,7 @@ int main(void)
     test_file_structure();
     test_inline_comments();
     test_cross_checks();
+    test_server_auth_token();
     test_disagreement_with_inih_fails();
     test_long_lines();
     test_database_defaults();
