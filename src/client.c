@@ -91,6 +91,29 @@ struct client *client_create(struct worker *w, int fd, const struct sockaddr *ad
     return c;
 }
 
+void client_mark_over_limit(struct client *c)
+{
+    c->over_limit = true;
+    c->worker->n_clients--;
+    c->worker->n_refusing++;
+}
+
+/* Every client refused for max_client_conn hears why; the log says so at most once a second. */
+void client_refuse_over_limit(struct client *c)
+{
+    struct worker *w = c->worker;
+    unsigned long held_back;
+
+    if (log_rate_allow(&w->refusal_log, worker_now(w), WORKER_FLOOD_LOG_INTERVAL, &held_back)) {
+        char more[80] = "";
+        if (held_back > 0)
+            snprintf(more, sizeof(more), " (%lu more refused since the last such line)", held_back);
+        log_warning("C-%llu: %s:%d refused: max_client_conn (%d) reached%s", (unsigned long long)c->id,
+                    c->addr, c->port, w->cfg->max_client_conn, more);
+    }
+    client_fail(c, "53300", "sorry, too many clients already (max_client_conn reached)");
+}
+
 bool client_is_closed(const struct client *c)
 {
     return c->state == CLIENT_CLOSED;
@@ -172,7 +195,10 @@ void client_close(struct client *c, const char *reason)
     c->registered_for_cancel = false;
     /* The struct lives until the reaper, so callers up the stack may still read it. */
     conn_close(&c->conn);
-    w->n_clients--;
+    if (c->over_limit)
+        w->n_refusing--;
+    else
+        w->n_clients--;
     TAILQ_REMOVE(&w->clients, c, link);
     TAILQ_INSERT_TAIL(&w->dead_clients, c, link);
     worker_schedule_reap(w);
@@ -392,7 +418,7 @@ static void client_handle_startup_message(struct client *c, const struct startup
     if (!client_negotiate_version(c, sp))
         return;
     if (c->over_limit) {
-        client_fail(c, "53300", "sorry, too many clients already (max_client_conn reached)");
+        client_refuse_over_limit(c);
         return;
     }
     if (w->shutting_down) {
