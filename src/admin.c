@@ -688,6 +688,8 @@ static const char *server_state_name(const struct server *s)
         return s->client ? "active" : "tested";
     case SERVER_BEING_CANCELED:
         return "being_canceled";
+    case SERVER_CLEANUP:
+        return "used"; /* PgBouncer's state for a backend cleaned before reuse */
     case SERVER_CLOSED:
         break;
     }
@@ -724,6 +726,8 @@ static const char *server_detail_name(const struct server *s)
         return "internal";
     case SERVER_BEING_CANCELED:
         return "being_canceled";
+    case SERVER_CLEANUP:
+        return "cleanup";
     case SERVER_CLOSED:
         break;
     }

@@ -672,16 +672,30 @@ void client_finish_login(struct client *c)
 
 /* ---- passing messages to the backend ---- */
 
-/* What a logged-in client may send (PostgreSQL's own list, less the password messages). */
-static bool client_message_type_is_valid(uint8_t type)
+/*
+ * A message is checked against the protocol (proto_check_client_header, and the body where it is
+ * small enough to hold whole) before any of it reaches a backend: what PostgreSQL would answer
+ * with FATAL, or with an error that desynchronizes the stream, closes this client instead.
+ * PROTO_INCOMPLETE: the body is not all in yet.
+ */
+static enum proto_result client_check_message(struct client *c, uint8_t type, uint32_t msg_len)
 {
-    switch (type) {
-    case 'Q': case 'P': case 'B': case 'E': case 'D': case 'C': case 'H': case 'S': case 'F':
-    case 'd': case 'c': case 'f':
-        return true;
-    default:
-        return false;
+    char err[256];
+
+    if (proto_check_client_header(type, msg_len, err, sizeof(err)) != PROTO_OK) {
+        client_fail(c, "08P01", err);
+        return PROTO_ERROR;
     }
+    if (msg_len > CONN_MAX_INSPECTED_MESSAGE || !proto_client_body_has_structure(type))
+        return PROTO_OK;
+    const uint8_t *msg = conn_pullup_message(c->conn.in, msg_len);
+    if (!msg)
+        return PROTO_INCOMPLETE;
+    if (proto_check_client_body(type, msg + PROTO_HEADER_LEN, msg_len - 4, err, sizeof(err)) != PROTO_OK) {
+        client_fail(c, "08P01", err);
+        return PROTO_ERROR;
+    }
+    return PROTO_OK;
 }
 
 /* Tracks which replies the backend owes, so the backend is given back at the right moment. */
@@ -838,10 +852,9 @@ static void client_forward_input(struct client *c)
             client_close(c, "client sent Terminate");
             return;
         }
-        if (!client_message_type_is_valid(type)) {
-            client_failf(c, "08P01", "invalid frontend message type %d", type);
-            return;
-        }
+        r = client_check_message(c, type, msg_len);
+        if (r != PROTO_OK)
+            return; /* failed, or waiting for the rest of the message */
         if (c->state == CLIENT_IDLE) {
             client_set_state(c, CLIENT_WAITING);
             c->wait_start = worker_now(c->worker);

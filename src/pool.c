@@ -517,6 +517,11 @@ static void pool_expire_servers(struct pool *pool, double now)
             server_close(s, message);
         }
     }
+    for (s = TAILQ_FIRST(&pool->used_servers); s; s = next) {
+        next = TAILQ_NEXT(s, link);
+        if (s->state == SERVER_CLEANUP && now - s->cleanup_start > SERVER_CLEANUP_TIMEOUT)
+            server_close(s, "still busy after its client left and its query was cancelled");
+    }
     /* Idle list is most-recently-used first: the oldest idle ones are at the tail. */
     for (s = TAILQ_LAST(&pool->idle_servers, server_list); s; s = next) {
         next = TAILQ_PREV(s, server_list, link);
