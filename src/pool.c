@@ -277,7 +277,8 @@ static bool pool_launch_server_for(struct pool *pool, enum launch_reason reason)
     /* A paused pool opens no backend for queries, but one to learn the session defaults, so
      * logins still complete and wait with their first query like everyone else. */
     bool from_reserve;
-    if (pool_in_login_backoff(pool) || (pool->paused && !for_login) ||
+    if (pool_in_login_backoff(pool) || worker_now(pool->worker) < pool->descriptor_retry_at ||
+        (pool->paused && !for_login) ||
         !pool_has_room(pool, reason == LAUNCH_FOR_WAITER, &from_reserve) ||
         !pool_limits_allow(pool, reason != LAUNCH_FOR_MIN_POOL))
         return false;
@@ -587,5 +588,7 @@ void pool_janitor(struct pool *pool, double now)
     while (pool_server_count(pool) < pool->min_pool_size && !pool->disabled &&
            pool_launch_server_for(pool, LAUNCH_FOR_MIN_POOL))
         ;
+    if (!TAILQ_EMPTY(&pool->login_clients))
+        pool_request_defaults(pool); /* its first backend could not be opened yet (descriptors) */
     pool_serve_waiters(pool);
 }

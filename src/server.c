@@ -110,6 +110,34 @@ static int server_start_connect(struct server *s)
                                   server_read_cb, server_drain_cb, server_event_cb, s);
 }
 
+/* Between tries to open a backend while the process is out of descriptors (the janitor retries). */
+#define SERVER_DESCRIPTOR_RETRY_SECONDS 0.1
+
+static bool server_error_is_descriptor_shortage(int err)
+{
+    return err == EMFILE || err == ENFILE;
+}
+
+/*
+ * No descriptor for the backend's socket: not the database's fault, so no login failure is
+ * recorded and no client fails; they wait (query_wait_timeout) while the pool tries again on the
+ * janitor's next ticks, once clients or backends have let descriptors go.
+ */
+static void server_out_of_descriptors(struct server *s, int err)
+{
+    struct worker *w = s->worker;
+    struct pool *pool = s->pool;
+    unsigned long held_back;
+
+    if (log_rate_allow(&w->descriptor_log, worker_now(w), WORKER_FLOOD_LOG_INTERVAL, &held_back))
+        log_warning("pool %s/%s: could not open a backend connection: %s: out of file descriptors "
+                    "(raise ulimit -n or LimitNOFILE, or lower max_client_conn); %d clients wait, "
+                    "retrying (%lu more such failures since the last such line)",
+                    pool->db_name, pool->user_name, strerror(err), pool->n_waiting, held_back);
+    pool->descriptor_retry_at = worker_now(w) + SERVER_DESCRIPTOR_RETRY_SECONDS;
+    server_close(s, "out of file descriptors");
+}
+
 struct server *server_connect(struct pool *pool)
 {
     struct worker *w = pool->worker;
@@ -131,6 +159,10 @@ struct server *server_connect(struct pool *pool)
     log_debug("S-%llu: %s/%s connecting to %s:%d", (unsigned long long)s->id, pool->db_name,
               pool->user_name, pool->host, pool->port);
     if (server_start_connect(s) != 0) {
+        if (server_error_is_descriptor_shortage(errno)) {
+            server_out_of_descriptors(s, errno);
+            return NULL;
+        }
         char message[256];
         snprintf(message, sizeof(message), "could not connect to the database server at %s:%d",
                  pool->host, pool->port);
@@ -369,6 +401,10 @@ static void server_event_cb(struct conn *conn, enum conn_event event, void *arg)
                 server_lost(s, message);
                 return;
             }
+        }
+        if (s->state == SERVER_CONNECTING && server_error_is_descriptor_shortage(conn->error)) {
+            server_out_of_descriptors(s, conn->error); /* the socket, after the name was resolved */
+            return;
         }
         server_lost(s, conn->error == EHOSTUNREACH && !conn->open ? "could not resolve the host name"
                                                                  : strerror(conn->error));
