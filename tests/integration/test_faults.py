@@ -201,6 +201,37 @@ def vanished_client_releases_locks(t):
                 "the next client's statement runs outside the vanished client's transaction")
 
 
+@test("a client that vanishes in the middle of COPY FROM STDIN or of an unsynced extended batch: "
+      "its backend is cleaned and serves the next client", timeout=60, sluice_only=True)
+def vanished_mid_copy_or_batch_keeps_backend(t):
+    t.cluster.sql("DROP TABLE IF EXISTS copied; CREATE TABLE copied (v text); GRANT ALL ON copied TO PUBLIC")
+    s = t.sluice(settings={"pool_mode": "transaction"},
+                 databases={"appdb": t.cluster.database_line(pool_size=1)})
+    pid = one_value(s.connect(), "SELECT pg_backend_pid()")
+
+    copier = s.wire()
+    copier.login()
+    copier.send(query_message("COPY copied FROM STDIN"))
+    kind, _ = copier.read_message()
+    check_equal(kind, "G", "answer to COPY FROM STDIN")
+    copier.send(message("d", b"half a copy\n"))
+    copier.abort()
+    check_equal(one_value(s.connect(), "SELECT pg_backend_pid()"), pid, "backend after the COPY client left")
+    check_equal(t.cluster.sql("SELECT count(*) FROM copied")[0][0], 0, "rows of the abandoned COPY")
+
+    batcher = s.wire()
+    batcher.login()
+    batcher.send(harness.parse_message("SELECT pg_sleep(30)") + harness.bind_message()
+                 + harness.execute_message() + harness.flush_message())
+    wait_for(lambda: any(b["pid"] == pid and b["state"] == "active" and "pg_sleep(30)" in (b["query"] or "")
+                         for b in t.cluster.backends("app")), 10, what="the unsynced pg_sleep to run")
+    batcher.abort()
+    next_client = s.connect()
+    check_equal(one_value(next_client, "SELECT pg_backend_pid()"), pid, "backend after the batch client left")
+    check_equal(one_value(next_client, "SELECT now() = statement_timestamp()"), True,
+                "the next client's statement runs in a transaction of its own")
+
+
 # ---- out of descriptors for a backend ---------------------------------------------------------------
 
 @test("out of descriptors when a backend is needed: the log says so, the client waits and is served "
