@@ -801,6 +801,8 @@ static void count_servers(const struct server_list *list, struct pool_counts *co
             counts->sv_login++;
         else if (strcmp(state, "being_canceled") == 0)
             counts->sv_being_canceled++;
+        else if (strcmp(state, "used") == 0)
+            counts->sv_used++;
     }
 }
 
