@@ -688,6 +688,8 @@ static const char *server_state_name(const struct server *s)
         return s->client ? "active" : "tested";
     case SERVER_BEING_CANCELED:
         return "being_canceled";
+    case SERVER_CLEANUP:
+        return "used"; /* PgBouncer's state for a backend cleaned before reuse */
     case SERVER_CLOSED:
         break;
     }
@@ -724,6 +726,8 @@ static const char *server_detail_name(const struct server *s)
         return "internal";
     case SERVER_BEING_CANCELED:
         return "being_canceled";
+    case SERVER_CLEANUP:
+        return "cleanup";
     case SERVER_CLOSED:
         break;
     }
@@ -797,6 +801,8 @@ static void count_servers(const struct server_list *list, struct pool_counts *co
             counts->sv_login++;
         else if (strcmp(state, "being_canceled") == 0)
             counts->sv_being_canceled++;
+        else if (strcmp(state, "used") == 0)
+            counts->sv_used++;
     }
 }
 

@@ -92,6 +92,29 @@ struct client *client_create(struct worker *w, int fd, const struct sockaddr *ad
     return c;
 }
 
+void client_mark_over_limit(struct client *c)
+{
+    c->over_limit = true;
+    c->worker->n_clients--;
+    c->worker->n_refusing++;
+}
+
+/* Every client refused for max_client_conn hears why; the log says so at most once a second. */
+void client_refuse_over_limit(struct client *c)
+{
+    struct worker *w = c->worker;
+    unsigned long held_back;
+
+    if (log_rate_allow(&w->refusal_log, worker_now(w), WORKER_FLOOD_LOG_INTERVAL, &held_back)) {
+        char more[80] = "";
+        if (held_back > 0)
+            snprintf(more, sizeof(more), " (%lu more refused since the last such line)", held_back);
+        log_warning("C-%llu: %s:%d refused: max_client_conn (%d) reached%s", (unsigned long long)c->id,
+                    c->addr, c->port, w->cfg->max_client_conn, more);
+    }
+    client_fail(c, "53300", "sorry, too many clients already (max_client_conn reached)");
+}
+
 bool client_is_closed(const struct client *c)
 {
     return c->state == CLIENT_CLOSED;
@@ -173,7 +196,10 @@ void client_close(struct client *c, const char *reason)
     c->registered_for_cancel = false;
     /* The struct lives until the reaper, so callers up the stack may still read it. */
     conn_close(&c->conn);
-    w->n_clients--;
+    if (c->over_limit)
+        w->n_refusing--;
+    else
+        w->n_clients--;
     TAILQ_REMOVE(&w->clients, c, link);
     TAILQ_INSERT_TAIL(&w->dead_clients, c, link);
     worker_schedule_reap(w);
@@ -398,7 +424,7 @@ static void client_handle_startup_message(struct client *c, const struct startup
     if (!client_negotiate_version(c, sp))
         return;
     if (c->over_limit) {
-        client_fail(c, "53300", "sorry, too many clients already (max_client_conn reached)");
+        client_refuse_over_limit(c);
         return;
     }
     if (w->shutting_down) {
@@ -652,16 +678,30 @@ void client_finish_login(struct client *c)
 
 /* ---- passing messages to the backend ---- */
 
-/* What a logged-in client may send (PostgreSQL's own list, less the password messages). */
-static bool client_message_type_is_valid(uint8_t type)
+/*
+ * A message is checked against the protocol (proto_check_client_header, and the body where it is
+ * small enough to hold whole) before any of it reaches a backend: what PostgreSQL would answer
+ * with FATAL, or with an error that desynchronizes the stream, closes this client instead.
+ * PROTO_INCOMPLETE: the body is not all in yet.
+ */
+static enum proto_result client_check_message(struct client *c, uint8_t type, uint32_t msg_len)
 {
-    switch (type) {
-    case 'Q': case 'P': case 'B': case 'E': case 'D': case 'C': case 'H': case 'S': case 'F':
-    case 'd': case 'c': case 'f':
-        return true;
-    default:
-        return false;
+    char err[256];
+
+    if (proto_check_client_header(type, msg_len, err, sizeof(err)) != PROTO_OK) {
+        client_fail(c, "08P01", err);
+        return PROTO_ERROR;
     }
+    if (msg_len > CONN_MAX_INSPECTED_MESSAGE || !proto_client_body_has_structure(type))
+        return PROTO_OK;
+    const uint8_t *msg = conn_pullup_message(c->conn.in, msg_len);
+    if (!msg)
+        return PROTO_INCOMPLETE;
+    if (proto_check_client_body(type, msg + PROTO_HEADER_LEN, msg_len - 4, err, sizeof(err)) != PROTO_OK) {
+        client_fail(c, "08P01", err);
+        return PROTO_ERROR;
+    }
+    return PROTO_OK;
 }
 
 /* Tracks which replies the backend owes, so the backend is given back at the right moment. */
@@ -818,10 +858,9 @@ static void client_forward_input(struct client *c)
             client_close(c, "client sent Terminate");
             return;
         }
-        if (!client_message_type_is_valid(type)) {
-            client_failf(c, "08P01", "invalid frontend message type %d", type);
-            return;
-        }
+        r = client_check_message(c, type, msg_len);
+        if (r != PROTO_OK)
+            return; /* failed, or waiting for the rest of the message */
         if (c->state == CLIENT_IDLE) {
             client_set_state(c, CLIENT_WAITING);
             c->wait_start = worker_now(c->worker);

@@ -127,6 +127,10 @@ void client_unpause(struct client *c);
 void client_process_input(struct client *c);
 
 bool client_is_closed(const struct client *c);
+/* Accepted past max_client_conn: counted in worker->n_refusing, not against the limit. */
+void client_mark_over_limit(struct client *c);
+/* Sends a client accepted past max_client_conn its 53300 and closes it (logged, rate-limited). */
+void client_refuse_over_limit(struct client *c);
 
 /*
  * Admin console: sends a reply the console deferred (PAUSE, WAIT_CLOSE) and lets the client

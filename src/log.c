@@ -97,3 +97,25 @@ void log_write(enum log_level level, const char *fmt, ...)
     fprintf(stderr, "%s.%03d UTC [%d] %s %s\n", stamp, (int)(now.tv_usec / 1000), (int)getpid(),
             level_name(level), line);
 }
+
+bool log_rate_allow(struct log_rate *rate, double now, double interval, unsigned long *held_back)
+{
+    if (rate->last_logged > 0 && now - rate->last_logged < interval) {
+        rate->held_back++;
+        return false;
+    }
+    *held_back = rate->held_back;
+    rate->held_back = 0;
+    rate->last_logged = now;
+    return true;
+}
+
+bool log_rate_summary_due(struct log_rate *rate, double now, double interval, unsigned long *held_back)
+{
+    if (rate->held_back == 0 || now - rate->last_logged < interval)
+        return false;
+    *held_back = rate->held_back;
+    rate->held_back = 0;
+    rate->last_logged = now;
+    return true;
+}

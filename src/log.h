@@ -14,6 +14,19 @@ void log_configure(int verbose, bool use_syslog, const char *ident, const char *
 bool log_enabled(enum log_level level);
 void log_write(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/*
+ * At most one line per interval for an event that can come in floods (refused clients, running
+ * out of descriptors): log_rate_allow says whether this occurrence may be logged, and
+ * *held_back how many were not since the last one that was.
+ */
+struct log_rate {
+    double last_logged;
+    unsigned long held_back;
+};
+bool log_rate_allow(struct log_rate *rate, double now, double interval, unsigned long *held_back);
+/* Occurrences held back and an interval since the last line: time for a line that counts them. */
+bool log_rate_summary_due(struct log_rate *rate, double now, double interval, unsigned long *held_back);
+
 #define log_error(...) log_write(LOG_LEVEL_ERROR, __VA_ARGS__)
 #define log_warning(...) log_write(LOG_LEVEL_WARNING, __VA_ARGS__)
 #define log_info(...) log_write(LOG_LEVEL_INFO, __VA_ARGS__)

@@ -41,7 +41,7 @@ static void print_usage(FILE *out)
 static void raise_descriptor_limit(const struct config *cfg)
 {
     struct rlimit limit;
-    long needed = (long)cfg->max_client_conn + 256 /* over-limit grace */ + 64 /* listeners, logs... */;
+    long needed = (long)cfg->max_client_conn + 256 /* refusals being answered */ + 64 /* listeners, logs... */;
     for (size_t i = 0; i < cfg->n_databases; i++)
         needed += config_effective_pool_size(cfg, &cfg->databases[i]);
     if (getrlimit(RLIMIT_NOFILE, &limit) != 0)

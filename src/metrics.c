@@ -289,8 +289,9 @@ static void render_client_totals(struct worker *w, struct msgbuf *out)
     family(out, "sluice_client_connections_accepted_total", "counter",
            "Client connections accepted (including those then refused past max_client_conn).");
     sample_count(out, "sluice_client_connections_accepted_total", "", NULL, st->clients_accepted);
-    /* Every accepted client is either still open (n_clients) or has closed, whatever the cause. */
-    uint64_t open_clients = (uint64_t)w->n_clients;
+    /* Every accepted client is either still open (n_clients, or n_refusing while it is told it is
+     * over max_client_conn) or has closed, whatever the cause. */
+    uint64_t open_clients = (uint64_t)w->n_clients + (uint64_t)w->n_refusing;
     family(out, "sluice_client_connections_closed_total", "counter",
            "Client connections closed, by either side, for any reason (accepted minus those still open).");
     sample_count(out, "sluice_client_connections_closed_total", "", NULL,

@@ -283,7 +283,8 @@ static bool pool_launch_server_for(struct pool *pool, enum launch_reason reason)
     /* A paused pool opens no backend for queries, but one to learn the session defaults, so
      * logins still complete and wait with their first query like everyone else. */
     bool from_reserve;
-    if (pool_in_login_backoff(pool) || (pool->paused && !for_login) ||
+    if (pool_in_login_backoff(pool) || worker_now(pool->worker) < pool->descriptor_retry_at ||
+        (pool->paused && !for_login) ||
         !pool_has_room(pool, reason == LAUNCH_FOR_WAITER, &from_reserve) ||
         !pool_limits_allow(pool, reason != LAUNCH_FOR_MIN_POOL))
         return false;
@@ -523,6 +524,11 @@ static void pool_expire_servers(struct pool *pool, double now)
             server_close(s, message);
         }
     }
+    for (s = TAILQ_FIRST(&pool->used_servers); s; s = next) {
+        next = TAILQ_NEXT(s, link);
+        if (s->state == SERVER_CLEANUP && now - s->cleanup_start > SERVER_CLEANUP_TIMEOUT)
+            server_close(s, "still busy after its client left and its query was cancelled");
+    }
     /* Idle list is most-recently-used first: the oldest idle ones are at the tail. */
     for (s = TAILQ_LAST(&pool->idle_servers, server_list); s; s = next) {
         next = TAILQ_PREV(s, server_list, link);
@@ -610,5 +616,7 @@ void pool_janitor(struct pool *pool, double now)
     while (pool_server_count(pool) < pool->min_pool_size && !pool->disabled &&
            pool_launch_server_for(pool, LAUNCH_FOR_MIN_POOL))
         ;
+    if (!TAILQ_EMPTY(&pool->login_clients))
+        pool_request_defaults(pool); /* its first backend could not be opened yet (descriptors) */
     pool_serve_waiters(pool);
 }

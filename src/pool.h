@@ -71,6 +71,7 @@ struct pool {
 
     double last_all_pinned_log;         /* when "every backend is pinned" was last logged */
     double last_login_failure;          /* time of the last failed backend login, 0 if none */
+    double descriptor_retry_at;         /* out of descriptors for a backend: no new one before */
     char *last_login_error;             /* its message, shown to clients while it stands */
     char last_login_sqlstate[6];
 

@@ -376,6 +376,179 @@ enum proto_result proto_parse_query(const uint8_t *body, size_t body_len, const 
     return parse_single_string(body, body_len, sql);
 }
 
+/* ---- client -> backend messages ---- */
+
+/* What PostgreSQL itself allows for each frontend message type after login. */
+struct client_message_rule {
+    uint8_t type;
+    const char *name;
+    uint32_t min_body;   /* the fixed part: empty strings, zero counts */
+    uint32_t max_len;    /* the length field's largest value */
+    bool exact;          /* the body is always empty */
+};
+
+static const struct client_message_rule client_message_rules[] = {
+    { 'Q', "Query", 1, PROTO_LARGE_MESSAGE_LIMIT, false },
+    { 'P', "Parse", 4, PROTO_LARGE_MESSAGE_LIMIT, false },   /* name, query, int16 count */
+    { 'B', "Bind", 8, PROTO_LARGE_MESSAGE_LIMIT, false },    /* portal, statement, 3 int16 counts */
+    { 'E', "Execute", 5, PROTO_SMALL_MESSAGE_LIMIT, false }, /* portal, int32 row limit */
+    { 'D', "Describe", 2, PROTO_SMALL_MESSAGE_LIMIT, false },/* 'S' or 'P', name */
+    { 'C', "Close", 2, PROTO_SMALL_MESSAGE_LIMIT, false },
+    { 'H', "Flush", 0, 4, true },
+    { 'S', "Sync", 0, 4, true },
+    { 'F', "FunctionCall", 10, PROTO_LARGE_MESSAGE_LIMIT, false }, /* oid, 3 int16 counts */
+    { 'd', "CopyData", 0, PROTO_LARGE_MESSAGE_LIMIT, false },
+    { 'c', "CopyDone", 0, 4, true },
+    { 'f', "CopyFail", 1, PROTO_SMALL_MESSAGE_LIMIT, false },
+    { 'X', "Terminate", 0, 4, true },
+};
+
+static const struct client_message_rule *client_message_rule(uint8_t type)
+{
+    for (size_t i = 0; i < sizeof(client_message_rules) / sizeof(client_message_rules[0]); i++)
+        if (client_message_rules[i].type == type)
+            return &client_message_rules[i];
+    return NULL;
+}
+
+enum proto_result proto_check_client_header(uint8_t type, uint32_t msg_len, char *err, size_t err_len)
+{
+    const struct client_message_rule *rule = client_message_rule(type);
+
+    if (rule == NULL) {
+        errbuf_set(err, err_len, "invalid frontend message type %d", type);
+        return PROTO_ERROR;
+    }
+    if (rule->exact && msg_len != 4) {
+        errbuf_set(err, err_len, "invalid %s message: length %u, it must be 4", rule->name, msg_len);
+        return PROTO_ERROR;
+    }
+    if (msg_len < 4 + rule->min_body || msg_len > rule->max_len) {
+        errbuf_set(err, err_len, "invalid %s message: length %u is outside %u..%u", rule->name,
+                   msg_len, 4 + rule->min_body, rule->max_len);
+        return PROTO_ERROR;
+    }
+    return PROTO_OK;
+}
+
+bool proto_client_body_has_structure(uint8_t type)
+{
+    const struct client_message_rule *rule = client_message_rule(type);
+    return rule != NULL && !rule->exact && type != 'd';
+}
+
+/* n format codes (int16 each) after their count; the count must be 0, 1 or n_values. */
+static bool skip_format_codes(struct byte_reader *r, uint16_t *count)
+{
+    return read_u16(r, count) && skip_bytes(r, (size_t)*count * 2);
+}
+
+/* A count of values, each an int32 length (-1: NULL) and that many bytes. */
+static bool skip_values(struct byte_reader *r, uint16_t *count)
+{
+    if (!read_u16(r, count))
+        return false;
+    for (uint16_t i = 0; i < *count; i++) {
+        int32_t len;
+        if (!read_i32(r, &len) || len < -1 || (len > 0 && !skip_bytes(r, (size_t)len)))
+            return false;
+    }
+    return true;
+}
+
+static bool formats_fit(uint16_t n_formats, uint16_t n_values)
+{
+    return n_formats <= 1 || n_formats == n_values;
+}
+
+/* Bind: portal, statement, parameter formats, parameter values, result formats. */
+static bool check_bind(struct byte_reader *r, char *err, size_t err_len)
+{
+    const char *portal, *statement;
+    uint16_t n_formats, n_values, n_results;
+
+    if (!read_cstring(r, &portal) || !read_cstring(r, &statement) || !skip_format_codes(r, &n_formats) ||
+        !skip_values(r, &n_values) || !skip_format_codes(r, &n_results))
+        return false;
+    if (!formats_fit(n_formats, n_values)) {
+        errbuf_set(err, err_len, "invalid Bind message: %u parameter formats for %u parameters",
+                   n_formats, n_values);
+        return false;
+    }
+    return true;
+}
+
+/* FunctionCall: function oid, argument formats, arguments, result format. */
+static bool check_function_call(struct byte_reader *r, char *err, size_t err_len)
+{
+    uint32_t oid;
+    uint16_t n_formats, n_values, result_format;
+
+    if (!read_u32(r, &oid) || !skip_format_codes(r, &n_formats) || !skip_values(r, &n_values) ||
+        !read_u16(r, &result_format))
+        return false;
+    if (!formats_fit(n_formats, n_values)) {
+        errbuf_set(err, err_len, "invalid FunctionCall message: %u argument formats for %u arguments",
+                   n_formats, n_values);
+        return false;
+    }
+    return true;
+}
+
+static bool check_client_body_fields(uint8_t type, struct byte_reader *r, char *err, size_t err_len)
+{
+    const char *text;
+    uint16_t n_types;
+    uint32_t max_rows;
+    uint8_t kind;
+
+    switch (type) {
+    case 'Q':
+    case 'f':
+        return read_cstring(r, &text);
+    case 'P':
+        return read_cstring(r, &text) && read_cstring(r, &text) && read_u16(r, &n_types) &&
+               skip_bytes(r, (size_t)n_types * 4);
+    case 'B':
+        return check_bind(r, err, err_len);
+    case 'E':
+        return read_cstring(r, &text) && read_u32(r, &max_rows);
+    case 'D':
+    case 'C':
+        return read_byte(r, &kind) && (kind == 'S' || kind == 'P') && read_cstring(r, &text);
+    case 'F':
+        return check_function_call(r, err, err_len);
+    default:
+        return true;
+    }
+}
+
+enum proto_result proto_check_client_body(uint8_t type, const uint8_t *body, size_t body_len,
+                                          char *err, size_t err_len)
+{
+    const struct client_message_rule *rule = client_message_rule(type);
+    struct byte_reader r = { body, body_len, 0 };
+
+    if (rule == NULL) {
+        errbuf_set(err, err_len, "invalid frontend message type %d", type);
+        return PROTO_ERROR;
+    }
+    if (!proto_client_body_has_structure(type)) {
+        if (!rule->exact || body_len == 0)
+            return PROTO_OK;
+        errbuf_set(err, err_len, "invalid %s message: it has a body", rule->name);
+        return PROTO_ERROR;
+    }
+    if (err != NULL && err_len > 0)
+        err[0] = '\0';
+    if (body != NULL && check_client_body_fields(type, &r, err, err_len) && reader_at_end(&r))
+        return PROTO_OK;
+    if (err != NULL && err_len > 0 && err[0] == '\0')
+        errbuf_set(err, err_len, "malformed %s message: its fields do not fill its %zu-byte body exactly",
+                   rule->name, body_len);
+    return PROTO_ERROR;
+}
+
 /* ---- msgbuf ---- */
 
 void msgbuf_init(struct msgbuf *mb)
@@ -660,6 +833,16 @@ void proto_build_sasl_response(struct msgbuf *mb, const void *data, size_t len)
 void proto_build_query(struct msgbuf *mb, const char *sql)
 {
     build_string_message(mb, 'Q', sql);
+}
+
+void proto_build_sync(struct msgbuf *mb)
+{
+    build_bare_message(mb, 'S');
+}
+
+void proto_build_copy_fail(struct msgbuf *mb, const char *reason)
+{
+    build_string_message(mb, 'f', reason);
 }
 
 void proto_build_terminate(struct msgbuf *mb)

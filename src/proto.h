@@ -136,6 +136,36 @@ enum proto_result proto_parse_sasl_initial(const uint8_t *body, size_t body_len,
 /* 'Q' Query: exactly one NUL-terminated string. */
 enum proto_result proto_parse_query(const uint8_t *body, size_t body_len, const char **sql);
 
+/*
+ * Messages a logged-in client sends on to a backend, checked before they reach it. PostgreSQL
+ * closes the connection on a frontend message type it does not know or a length over its limit
+ * for the type, and fails the transaction on a malformed body: either would cost the backend
+ * that other clients share, so sluice refuses such a client itself.
+ */
+#define PROTO_SMALL_MESSAGE_LIMIT 10000        /* PostgreSQL's limit for Execute, Sync, Close... */
+#define PROTO_LARGE_MESSAGE_LIMIT 0x3fffffffu  /* and for Query, Parse, Bind, CopyData, FunctionCall */
+
+/*
+ * The header: type must be one a frontend may send after login (Q P B E D C H S F d c f X) and
+ * msg_len (the length field, counting itself) possible for it: at least the type's fixed part,
+ * exactly 4 for Sync, Flush, CopyDone and Terminate, and within PostgreSQL's limit for the type.
+ * ERROR with the reason in err.
+ */
+enum proto_result proto_check_client_header(uint8_t type, uint32_t msg_len, char *err, size_t err_len);
+
+/* Whether proto_check_client_body has structure to check for this type (CopyData has none). */
+bool proto_client_body_has_structure(uint8_t type);
+
+/*
+ * The whole body of a message whose header passed proto_check_client_header: every string ends
+ * inside it, every count and length adds up to exactly the body (Query, Parse, Bind, Execute,
+ * Describe, Close, FunctionCall, CopyFail), Describe and Close name 'S' or 'P', and Bind's and
+ * FunctionCall's format-code counts are 0, 1 or the number of values, as PostgreSQL requires.
+ * ERROR with the reason in err.
+ */
+enum proto_result proto_check_client_body(uint8_t type, const uint8_t *body, size_t body_len,
+                                          char *err, size_t err_len);
+
 /* ---- building messages ---- */
 
 /*
@@ -183,6 +213,9 @@ void proto_build_password(struct msgbuf *mb, const char *password);
 void proto_build_sasl_initial(struct msgbuf *mb, const char *mech, const void *data, size_t len);
 void proto_build_sasl_response(struct msgbuf *mb, const void *data, size_t len);
 void proto_build_query(struct msgbuf *mb, const char *sql);
+void proto_build_sync(struct msgbuf *mb);
+/* CopyFail with the reason the COPY is abandoned. */
+void proto_build_copy_fail(struct msgbuf *mb, const char *reason);
 void proto_build_terminate(struct msgbuf *mb);
 
 /* ---- query results (sluice -> client: the admin console's answers) ---- */

@@ -33,6 +33,7 @@
 static void server_read_cb(struct conn *conn, void *arg);
 static void server_drain_cb(struct conn *conn, void *arg);
 static void server_event_cb(struct conn *conn, enum conn_event event, void *arg);
+static void server_cleanup_input(struct server *s);
 
 /* ---- lifecycle ---- */
 
@@ -51,6 +52,7 @@ static struct server_list *server_pool_list(struct server *s, enum server_state 
     case SERVER_ACTIVE:
     case SERVER_INTERNAL:
     case SERVER_BEING_CANCELED:
+    case SERVER_CLEANUP:
         *count = &pool->n_used;
         return &pool->used_servers;
     case SERVER_CLOSED:
@@ -110,6 +112,34 @@ static int server_start_connect(struct server *s)
                                   server_read_cb, server_drain_cb, server_event_cb, s);
 }
 
+/* Between tries to open a backend while the process is out of descriptors (the janitor retries). */
+#define SERVER_DESCRIPTOR_RETRY_SECONDS 0.1
+
+static bool server_error_is_descriptor_shortage(int err)
+{
+    return err == EMFILE || err == ENFILE;
+}
+
+/*
+ * No descriptor for the backend's socket: not the database's fault, so no login failure is
+ * recorded and no client fails; they wait (query_wait_timeout) while the pool tries again on the
+ * janitor's next ticks, once clients or backends have let descriptors go.
+ */
+static void server_out_of_descriptors(struct server *s, int err)
+{
+    struct worker *w = s->worker;
+    struct pool *pool = s->pool;
+    unsigned long held_back;
+
+    if (log_rate_allow(&w->descriptor_log, worker_now(w), WORKER_FLOOD_LOG_INTERVAL, &held_back))
+        log_warning("pool %s/%s: could not open a backend connection: %s: out of file descriptors "
+                    "(raise ulimit -n or LimitNOFILE, or lower max_client_conn); %d clients wait, "
+                    "retrying (%lu more such failures since the last such line)",
+                    pool->db_name, pool->user_name, strerror(err), pool->n_waiting, held_back);
+    pool->descriptor_retry_at = worker_now(w) + SERVER_DESCRIPTOR_RETRY_SECONDS;
+    server_close(s, "out of file descriptors");
+}
+
 struct server *server_connect(struct pool *pool)
 {
     struct worker *w = pool->worker;
@@ -131,6 +161,10 @@ struct server *server_connect(struct pool *pool)
     log_debug("S-%llu: %s/%s connecting to %s:%d", (unsigned long long)s->id, pool->db_name,
               pool->user_name, pool->host, pool->port);
     if (server_start_connect(s) != 0) {
+        if (server_error_is_descriptor_shortage(errno)) {
+            server_out_of_descriptors(s, errno);
+            return NULL;
+        }
         char message[256];
         snprintf(message, sizeof(message), "could not connect to the database server at %s:%d",
                  pool->host, pool->port);
@@ -157,7 +191,7 @@ void server_close(struct server *s, const char *reason)
     }
     server_forget_cancel(s);
     if (s->state == SERVER_IDLE || s->state == SERVER_ACTIVE || s->state == SERVER_INTERNAL ||
-        s->state == SERVER_BEING_CANCELED) {
+        s->state == SERVER_BEING_CANCELED || s->state == SERVER_CLEANUP) {
         /* Its own few bytes, not the worker's scratch buffer: a caller may be building a reply
          * there (the admin console's RECONNECT, KILL and RELOAD close backends mid-reply). */
         static const uint8_t terminate[] = { 'X', 0, 0, 0, 4 };
@@ -370,6 +404,10 @@ static void server_event_cb(struct conn *conn, enum conn_event event, void *arg)
                 server_lost(s, message);
                 return;
             }
+        }
+        if (s->state == SERVER_CONNECTING && server_error_is_descriptor_shortage(conn->error)) {
+            server_out_of_descriptors(s, conn->error); /* the socket, after the name was resolved */
+            return;
         }
         server_lost(s, conn->error == EHOSTUNREACH && !conn->open ? "could not resolve the host name"
                                                                  : strerror(conn->error));
@@ -980,6 +1018,9 @@ void server_process_input(struct server *s)
     case SERVER_BEING_CANCELED:
         server_consume_messages(s, SERVER_BEING_CANCELED, server_idle_message);
         break;
+    case SERVER_CLEANUP:
+        server_cleanup_input(s);
+        break;
     case SERVER_ACTIVE:
         server_forward_input(s);
         break;
@@ -1079,10 +1120,146 @@ static void server_back_to_pool(struct server *s)
     pool_server_ready(pool, s);
 }
 
+/* The cleaned backend has answered all it owed: roll back what is left open, then reuse it. */
+static void server_cleanup_done(struct server *s)
+{
+    if (s->cancel_in_flight)
+        return; /* cancel_request_free comes back here: a late cancel must not hit the ROLLBACK */
+    if (s->replies.count > 0) {
+        server_close(s, "the replies of a client that left could not be accounted for");
+        return;
+    }
+    log_debug("S-%llu: %s/%s cleaned after its client left (%.3f s)", (unsigned long long)s->id,
+              s->pool->db_name, s->pool->user_name, worker_now(s->worker) - s->cleanup_start);
+    if (s->ready_status != 'I') {
+        server_run_internal(s, INTERNAL_ROLLBACK, "ROLLBACK");
+        return;
+    }
+    server_back_to_pool(s);
+}
+
+/*
+ * Stands in for a client that left: CopyFail ends any COPY FROM STDIN the backend waits in (or is
+ * about to start; PostgreSQL ignores it otherwise), and Sync ends an extended-protocol batch.
+ */
+static bool server_send_end_of_input(struct server *s, bool sync)
+{
+    struct msgbuf mb;
+    msgbuf_init(&mb);
+    proto_build_copy_fail(&mb, "the client disconnected");
+    if (sync)
+        proto_build_sync(&mb);
+    bool sent = conn_send(&s->conn, &mb);
+    msgbuf_free(&mb);
+    return sent;
+}
+
+/* A ReadyForQuery during cleanup: one fewer owed. false once the backend left SERVER_CLEANUP. */
+static bool server_cleanup_ready(struct server *s, const uint8_t *ready)
+{
+    if (s->cleanup_owed == 0) {
+        server_close(s, "unexpected ReadyForQuery from a backend being cleaned");
+        return false;
+    }
+    session_server_reply(s, 'Z', ready + PROTO_HEADER_LEN, 1);
+    s->ready_status = (char)ready[PROTO_HEADER_LEN];
+    if (--s->cleanup_owed > 0) {
+        server_send_cancel(s); /* the next pipelined query runs now: stop it too */
+        return true;
+    }
+    server_cleanup_done(s);
+    return s->state == SERVER_CLEANUP;
+}
+
+/* SERVER_CLEANUP: reads what the backend still sends for a client that left, keeping only what
+ * sluice tracks (ReadyForQuery, ParameterStatus, the answers to its own Parse and Close). */
+static void server_cleanup_input(struct server *s)
+{
+    struct evbuffer *in = s->conn.in;
+    while (s->state == SERVER_CLEANUP) {
+        if (s->forward_remaining > 0) {
+            size_t n = evbuffer_get_length(in);
+            if (n > s->forward_remaining)
+                n = s->forward_remaining;
+            evbuffer_drain(in, n);
+            s->forward_remaining -= (uint32_t)n;
+            if (s->forward_remaining > 0)
+                return;
+            continue;
+        }
+        uint8_t type;
+        uint32_t msg_len;
+        enum proto_result r = conn_peek_header(in, SERVER_MAX_MESSAGE, &type, &msg_len);
+        if (r == PROTO_INCOMPLETE)
+            return;
+        if (r == PROTO_ERROR || (type == 'Z' && msg_len != 5) || type == 'W') {
+            server_close(s, "unexpected message from a backend being cleaned");
+            return;
+        }
+        bool tracked = type != 'Z' && type != 'S' && session_server_inspects(s, type);
+        bool inspected = type == 'Z' || ((type == 'S' || tracked) && msg_len <= CONN_MAX_INSPECTED_MESSAGE);
+        const uint8_t *msg = inspected ? conn_pullup_message(in, msg_len) : NULL;
+        if (inspected && !msg)
+            return;
+        if (type == 'S') {
+            const char *name, *value;
+            if (proto_parse_parameter_status(msg + PROTO_HEADER_LEN, msg_len - 4, &name, &value) == PROTO_OK)
+                param_set_put(&s->params, name, value);
+        } else if (type == 'G' && !server_send_end_of_input(s, false)) {
+            server_out_of_memory(s);
+            return;
+        } else if (tracked) {
+            session_server_reply(s, type, msg ? msg + PROTO_HEADER_LEN : NULL, msg ? msg_len - 4 : 0);
+        }
+        if (type == 'Z') {
+            uint8_t ready[PROTO_HEADER_LEN + 1];
+            memcpy(ready, msg, sizeof(ready));
+            evbuffer_drain(in, sizeof(ready));
+            if (!server_cleanup_ready(s, ready))
+                return;
+            continue;
+        }
+        s->forward_remaining = msg_len + 1;
+    }
+}
+
+/*
+ * The client left with work under way: cancel it at once (a client killed at its timeout must
+ * not leave its query running with its locks held), fail a COPY from the client, end an
+ * extended-protocol batch with Sync, and read what the backend still owes before reuse.
+ */
+static void server_clean_after(struct server *s, struct client *c)
+{
+    server_send_cancel(s);
+    if (c->forward_remaining > 0) {
+        /* Half a message of the client's is on the wire: the stream cannot be resumed. */
+        server_close(s, "client left in the middle of a message");
+        return;
+    }
+    if (!server_send_end_of_input(s, c->unsynced)) {
+        server_close(s, "out of memory");
+        return;
+    }
+    s->cleanup_owed = c->pending_ready + (c->unsynced ? 1 : 0);
+    s->cleanup_start = worker_now(s->worker);
+    server_set_state(s, SERVER_CLEANUP);
+    log_debug("S-%llu: %s/%s client left mid-query: cancelling, %u ReadyForQuery owed",
+              (unsigned long long)s->id, s->pool->db_name, s->pool->user_name, s->cleanup_owed);
+    if (s->reading_paused) {
+        s->reading_paused = false;
+        conn_start_reading(&s->conn);
+    }
+    server_process_input(s);
+}
+
 void server_client_left(struct server *s)
 {
     struct client *c = s->client;
     s->client = NULL;
+    if (c && s->state == SERVER_ACTIVE && (c->pending_ready > 0 || c->unsynced)) {
+        server_clean_after(s, c);
+        return;
+    }
     if (!c || !server_is_quiet_after(s, c)) {
         /* Mid-query or mid-message: never hand this session to anyone else. */
         server_close(s, "client left while the backend was busy");
@@ -1125,6 +1302,8 @@ static void cancel_request_free(struct cancel_request *req)
               s->backend_pid);
     if (s->state == SERVER_BEING_CANCELED)
         server_back_to_pool(s);
+    else if (s->state == SERVER_CLEANUP && s->cleanup_owed == 0)
+        server_cleanup_done(s);
 }
 
 static void server_forget_cancel(struct server *s)
@@ -1198,6 +1377,10 @@ void server_send_cancel(struct server *s)
     req->connecting = true;
     int rc = cancel_request_connect(s, req->bev);
     req->connecting = false;
+    if (rc != 0)
+        log_warning("S-%llu: %s/%s could not send a cancel request for backend pid %u: %s",
+                    (unsigned long long)s->id, s->pool->db_name, s->pool->user_name, s->backend_pid,
+                    evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
     if (rc != 0 || req->finished) {
         bufferevent_free(req->bev);
         free(req);

@@ -23,6 +23,7 @@ enum server_state {
     SERVER_ACTIVE,    /* linked to a client, passing its traffic */
     SERVER_INTERNAL,  /* running a query of sluice's own; replies are not forwarded */
     SERVER_BEING_CANCELED, /* back from its client, held until its cancel request has finished */
+    SERVER_CLEANUP,   /* its client left mid-query: cancelled, replies still owed read and dropped */
     SERVER_CLOSED,
 };
 
@@ -57,7 +58,10 @@ struct server {
     struct cancel_request *cancel_in_flight; /* the open cancel connection for it, at most one */
     struct scram_client *scram;     /* only during SCRAM login */
 
-    uint32_t forward_remaining;     /* bytes of the current message still to pass to the client */
+    uint32_t forward_remaining;     /* bytes of the current message still to pass to the client
+                                     * (SERVER_CLEANUP: to drop) */
+    uint32_t cleanup_owed;          /* SERVER_CLEANUP: ReadyForQuery messages still to come */
+    double cleanup_start;
     char ready_status;              /* last ReadyForQuery status: 'I', 'T' or 'E' */
     bool error_in_internal;         /* sluice's own query failed */
     char internal_sqlstate[6];
@@ -100,7 +104,11 @@ void server_link_client(struct server *s, struct client *c);
  * before its next message. True if sluice's SETs are under way (client_resume follows).
  */
 bool server_resync_params(struct server *s);
-/* Unbinds from its client when the client leaves: keeps it if clean, else closes it. */
+/*
+ * Unbinds from its client when the client leaves. A backend with work of the client's under way is
+ * cleaned (SERVER_CLEANUP: the query cancelled, a COPY failed, a batch synced, the replies read)
+ * and then kept; one that cannot be cleaned (half a message sent) is closed, after the cancel.
+ */
 void server_client_left(struct server *s);
 /* The transaction ended: unbinds from the client and hands itself back to the pool. */
 void server_release(struct server *s);
@@ -114,5 +122,7 @@ void server_unpause(struct server *s);
  * closes that connection the backend goes to no other client; a second request meanwhile is dropped.
  */
 void server_send_cancel(struct server *s);
+/* A backend in SERVER_CLEANUP longer than this is closed: its query ignored the cancel. */
+#define SERVER_CLEANUP_TIMEOUT 10.0
 
 #endif

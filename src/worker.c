@@ -28,8 +28,9 @@
 #include "server_token.h"
 
 #define JANITOR_INTERVAL_USEC 200000
-/* Clients accepted past max_client_conn get a proper error; beyond this many more, just a close. */
-#define OVER_LIMIT_GRACE 256
+/* A client accepted past max_client_conn that has not sent its startup packet by then is told
+ * it is refused anyway, so a flood of silent connections does not hold descriptors for long. */
+#define OVER_LIMIT_ANSWER_SECONDS 5.0
 /* A client that does not read its final error is dropped after this long. */
 #define CLOSING_GRACE_SECONDS 5.0
 #define SHUTDOWN_FLUSH_USEC 100000
@@ -283,7 +284,7 @@ void worker_accept(struct worker *w, int fd, const struct sockaddr *addr, int ad
     int max_clients = w->cfg->max_client_conn;
     bool over_limit = max_clients > 0 && (int)w->n_clients >= max_clients;
 
-    if (w->shutting_down || w->draining || (over_limit && (int)w->n_clients >= max_clients + OVER_LIMIT_GRACE)) {
+    if (w->shutting_down || w->draining) {
         evutil_closesocket(fd);
         w->stats.clients_rejected++;
         return;
@@ -293,8 +294,10 @@ void worker_accept(struct worker *w, int fd, const struct sockaddr *addr, int ad
         return;
     w->stats.clients_accepted++;
     if (over_limit) {
-        /* Counted apart, so the clients already in are not affected. */
-        c->over_limit = true;
+        /* However many arrive, each reads its startup packet and is answered 53300; counted
+         * apart, so the clients already in are not affected. Out of descriptors, accept()
+         * pauses (listener.c) and the rest wait in the backlog for their answer. */
+        client_mark_over_limit(c);
         w->stats.clients_rejected++;
     }
     /* TCP listeners defer the accept until data is in: read it in this same wake-up. */
@@ -327,7 +330,9 @@ static void worker_expire_logins(struct worker *w, double now)
         struct client *c = TAILQ_FIRST(&w->login_clients);
         if (now - c->connect_time < timeout)
             break;
-        if (c->state == CLIENT_STARTUP)
+        if (c->state == CLIENT_STARTUP && c->over_limit)
+            client_refuse_over_limit(c);
+        else if (c->state == CLIENT_STARTUP)
             client_close(c, "client_login_timeout: no startup packet in time");
         else
             client_fail(c, "08006", "client_login_timeout: the login did not complete in time");
@@ -342,6 +347,8 @@ static void worker_expire_clients(struct worker *w, double now)
         next = TAILQ_NEXT(c, link);
         if (c->state == CLIENT_CLOSING && now - c->last_activity > CLOSING_GRACE_SECONDS)
             client_close(c, "did not read its final error");
+        else if (c->over_limit && c->state == CLIENT_STARTUP && now - c->connect_time > OVER_LIMIT_ANSWER_SECONDS)
+            client_refuse_over_limit(c);
         else if (c->state == CLIENT_IDLE && idle_timeout > 0 && now - c->last_activity > idle_timeout)
             client_fail(c, "57P05", "terminating connection due to client_idle_timeout");
         else if (w->shutting_down && (c->state == CLIENT_STARTUP || c->state == CLIENT_AUTH ||
@@ -379,6 +386,18 @@ static void worker_check_shutdown(struct worker *w, double now)
     event_base_loopexit(w->base, &flush_time);
 }
 
+/* The refusals and descriptor shortages left out of the log are counted there once a second. */
+static void worker_log_held_back(struct worker *w, double now)
+{
+    unsigned long held_back;
+    if (log_rate_summary_due(&w->refusal_log, now, WORKER_FLOOD_LOG_INTERVAL, &held_back))
+        log_warning("clients refused: max_client_conn (%d) reached (%lu more refused since the last such line)",
+                    w->cfg->max_client_conn, held_back);
+    if (log_rate_summary_due(&w->descriptor_log, now, WORKER_FLOOD_LOG_INTERVAL, &held_back))
+        log_warning("backend connections could not be opened: out of file descriptors (%lu more such "
+                    "failures since the last such line)", held_back);
+}
+
 static void worker_janitor_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
@@ -401,6 +420,7 @@ static void worker_janitor_cb(evutil_socket_t fd, short what, void *arg)
     }
     admin_janitor(w);
     metrics_janitor(w, now);
+    worker_log_held_back(w, now);
     worker_check_shutdown(w, now);
 }
 

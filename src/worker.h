@@ -14,6 +14,7 @@
 #include "conn.h"
 #include "config.h"
 #include "pool_limits.h"
+#include "log.h"
 #include "proto.h"
 #include "tls.h"
 #include "userlist.h"
@@ -85,6 +86,9 @@ struct worker {
 
     struct msgbuf scratch;         /* reused to build outgoing messages */
     size_t n_clients;              /* logged in or logging in, counted against max_client_conn */
+    size_t n_refusing;             /* accepted past max_client_conn, being told so (53300) */
+    struct log_rate refusal_log;   /* one line a second about refused clients */
+    struct log_rate descriptor_log; /* one line a second about running out of descriptors */
     size_t n_servers;
     uint64_t next_id;
     struct worker_stats stats;
@@ -94,6 +98,9 @@ struct worker {
     bool draining;                 /* SHUTDOWN: not listening; serving its clients until they leave */
     double shutdown_deadline;
 };
+
+/* Seconds between log lines about an event that comes in floods (refusals, descriptor shortages). */
+#define WORKER_FLOOD_LOG_INTERVAL 1.0
 
 /* Sets up the loop, listeners and signals. Takes ownership of cfg. 0, or -1 (logged). */
 int worker_init(struct worker *w, struct config *cfg);

@@ -293,8 +293,38 @@ static void fuzz_client_bodies(const uint8_t *body, size_t len)
     }
 }
 
+/*
+ * The checks applied to client messages before they reach a backend: a body that passes fits the
+ * header rules for its length, and agrees with the parsers sluice uses on the same message.
+ */
+static void fuzz_client_checks(const uint8_t *body, size_t len)
+{
+    static const char types[] = "QPBEDCHSFdcfXpz";
+    char err[ERR_LEN];
+    const char *s;
+
+    for (const char *t = types; *t; t++) {
+        uint8_t type = (uint8_t)*t;
+        err[0] = '\0';
+        if (proto_check_client_body(type, body, len, err, sizeof(err)) != PROTO_OK) {
+            CHECK(memchr(err, '\0', sizeof(err)) != NULL && err[0] != '\0');
+            continue;
+        }
+        CHECK(len <= UINT32_MAX - 4);
+        CHECK(proto_check_client_header(type, (uint32_t)len + 4, err, sizeof(err)) == PROTO_OK ||
+              len + 4 > PROTO_SMALL_MESSAGE_LIMIT);
+        if (type == 'Q' || type == 'f')
+            CHECK(proto_parse_query(body, len, &s) == PROTO_OK);
+        if (type == 'E' || type == 'D' || type == 'C')
+            CHECK(len >= 2 && memchr(body, '\0', len) != NULL);
+        if (!proto_client_body_has_structure(type))
+            CHECK(type == 'd' || len == 0);
+    }
+}
+
 static void fuzz_body(const uint8_t *body, size_t len)
 {
+    fuzz_client_checks(body, len);
     fuzz_auth(body, len);
     fuzz_parameter_status(body, len);
     fuzz_fixed_bodies(body, len);
@@ -312,6 +342,10 @@ static void fuzz_messages(const uint8_t *data, size_t size)
     fuzz_body(data, size);
     if (proto_peek_header(data, size, UINT32_MAX, &type, &msg_len) != PROTO_OK)
         return;
+    char err[ERR_LEN];
+    err[0] = '\0';
+    if (proto_check_client_header(type, msg_len, err, sizeof(err)) != PROTO_OK)
+        CHECK(err[0] != '\0');
     if ((size_t)msg_len - 4 > size - PROTO_HEADER_LEN)
         return;
     body = exact_copy(data + PROTO_HEADER_LEN, msg_len - 4);

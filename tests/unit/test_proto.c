@@ -1109,6 +1109,139 @@ static void test_quoting(void)
     msgbuf_free(&mb);
 }
 
+/* ---- client messages checked before they reach a backend ---- */
+
+#define BODY_OK(type, bytes, name)                                                             \
+    is_int(proto_check_client_body((type), (bytes), sizeof(bytes), err, sizeof(err)), PROTO_OK, \
+           name)
+#define BODY_BAD(type, bytes, name)                                                            \
+    is_int(proto_check_client_body((type), (bytes), sizeof(bytes), err, sizeof(err)),          \
+           PROTO_ERROR, name)
+
+static void test_client_header(void)
+{
+    char err[ERR_LEN];
+    const char known[] = "QPBEDCHSFdcfX";
+
+    for (const char *t = known; *t; t++) {
+        uint32_t len = strchr("HScX", *t) ? 4 : *t == 'E' ? 9 : 14;
+        is_int(proto_check_client_header((uint8_t)*t, len, err, sizeof(err)), PROTO_OK,
+               "client header: type '%c' is one a logged-in frontend may send", *t);
+    }
+    is_int(proto_check_client_header('p', 8, err, sizeof(err)), PROTO_ERROR,
+           "client header: a password message after login is refused");
+    is_str(err, "invalid frontend message type 112", "client header: the unknown type is named");
+    is_int(proto_check_client_header('z', 4, err, sizeof(err)), PROTO_ERROR,
+           "client header: an unknown type is refused");
+    is_int(proto_check_client_header(0, 4, err, sizeof(err)), PROTO_ERROR,
+           "client header: a zero type byte is refused");
+
+    is_int(proto_check_client_header('S', 4, err, sizeof(err)), PROTO_OK, "client header: Sync of length 4");
+    is_int(proto_check_client_header('S', 5, err, sizeof(err)), PROTO_ERROR,
+           "client header: Sync with a body is refused");
+    is_int(proto_check_client_header('H', 100, err, sizeof(err)), PROTO_ERROR,
+           "client header: Flush with a body is refused");
+    is_int(proto_check_client_header('c', 8, err, sizeof(err)), PROTO_ERROR,
+           "client header: CopyDone with a body is refused");
+
+    is_int(proto_check_client_header('Q', 4, err, sizeof(err)), PROTO_ERROR,
+           "client header: an empty Query (no NUL) is refused");
+    is_int(proto_check_client_header('Q', 5, err, sizeof(err)), PROTO_OK,
+           "client header: Query of just the NUL");
+    is_int(proto_check_client_header('Q', PROTO_LARGE_MESSAGE_LIMIT, err, sizeof(err)), PROTO_OK,
+           "client header: Query at PostgreSQL's large-message limit");
+    is_int(proto_check_client_header('Q', PROTO_LARGE_MESSAGE_LIMIT + 1, err, sizeof(err)), PROTO_ERROR,
+           "client header: Query over PostgreSQL's large-message limit is refused");
+    is_int(proto_check_client_header('P', 7, err, sizeof(err)), PROTO_ERROR,
+           "client header: Parse shorter than two NULs and a count is refused");
+    is_int(proto_check_client_header('P', 8, err, sizeof(err)), PROTO_OK, "client header: smallest Parse");
+    is_int(proto_check_client_header('B', 11, err, sizeof(err)), PROTO_ERROR,
+           "client header: Bind shorter than its fixed part is refused");
+    is_int(proto_check_client_header('B', 12, err, sizeof(err)), PROTO_OK, "client header: smallest Bind");
+    is_int(proto_check_client_header('E', 8, err, sizeof(err)), PROTO_ERROR,
+           "client header: Execute without its row limit is refused");
+    is_int(proto_check_client_header('E', PROTO_SMALL_MESSAGE_LIMIT, err, sizeof(err)), PROTO_OK,
+           "client header: Execute at the small-message limit");
+    is_int(proto_check_client_header('E', PROTO_SMALL_MESSAGE_LIMIT + 1, err, sizeof(err)), PROTO_ERROR,
+           "client header: Execute over the small-message limit is refused (PostgreSQL would close)");
+    is_int(proto_check_client_header('D', 5, err, sizeof(err)), PROTO_ERROR,
+           "client header: Describe without a name is refused");
+    is_int(proto_check_client_header('C', 20000, err, sizeof(err)), PROTO_ERROR,
+           "client header: Close over the small-message limit is refused");
+    is_int(proto_check_client_header('F', 13, err, sizeof(err)), PROTO_ERROR,
+           "client header: FunctionCall shorter than its fixed part is refused");
+    is_int(proto_check_client_header('d', 4, err, sizeof(err)), PROTO_OK, "client header: empty CopyData");
+    is_int(proto_check_client_header('f', 4, err, sizeof(err)), PROTO_ERROR,
+           "client header: CopyFail without its message is refused");
+    ok(strstr(err, "CopyFail") != NULL, "client header: the error names the message (%s)", err);
+}
+
+static void test_client_body(void)
+{
+    char err[ERR_LEN];
+    const uint8_t query[] = { 'S', 'E', 'L', 'E', 'C', 'T', ' ', '1', 0 };
+    const uint8_t query_two_nuls[] = { 'x', 0, 'y', 0 };
+    const uint8_t query_no_nul[] = { 'x', 'y' };
+    const uint8_t parse[] = { 's', '1', 0, 'S', 'E', 'L', 'E', 'C', 'T', ' ', '$', '1', 0, 0, 1, 0, 0, 0, 23 };
+    const uint8_t parse_missing_type[] = { 0, 'x', 0, 0, 2, 0, 0, 0, 23 };
+    const uint8_t parse_extra[] = { 0, 'x', 0, 0, 0, 9 };
+    const uint8_t bind[] = {
+        0, 's', '1', 0, 0, 1, 0, 1,          /* portal "", statement "s1", one format: binary */
+        0, 2, 0, 0, 0, 2, 'h', 'i', 0xff, 0xff, 0xff, 0xff, /* two values: "hi" and NULL */
+        0, 1, 0, 0,                          /* one result format */
+    };
+    const uint8_t bind_value_too_long[] = { 0, 0, 0, 0, 0, 1, 0, 0, 0, 9, 'h', 'i', 0, 0 };
+    const uint8_t bind_negative_length[] = { 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xfe, 0, 0 };
+    const uint8_t bind_formats_mismatch[] = {
+        0, 0, 0, 2, 0, 0, 0, 0, 0, 3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0, 0,
+    };
+    const uint8_t bind_trailing[] = { 0, 0, 0, 0, 0, 0, 0, 0, 7 };
+    const uint8_t execute[] = { 'p', 0, 0, 0, 0, 0 };
+    const uint8_t execute_unterminated[] = { 'p', 'p', 'p', 'p', 'p' };
+    const uint8_t execute_extra[] = { 0, 0, 0, 0, 0, 1 };
+    const uint8_t describe[] = { 'S', 's', '1', 0 };
+    const uint8_t describe_bad_kind[] = { 'X', 's', '1', 0 };
+    const uint8_t close_portal[] = { 'P', 0 };
+    const uint8_t function_call[] = { 0, 0, 0, 42, 0, 0, 0, 1, 0, 0, 0, 1, '7', 0, 0 };
+    const uint8_t function_call_short[] = { 0, 0, 0, 42, 0, 0, 0, 1, 0, 0, 0, 1 };
+    const uint8_t copy_fail[] = { 'n', 'o', 0 };
+    const uint8_t copy_data[] = { 0xde, 0xad, 0xbe, 0xef };
+
+    BODY_OK('Q', query, "client body: Query with one string");
+    BODY_BAD('Q', query_two_nuls, "client body: Query with bytes after its string is refused");
+    BODY_BAD('Q', query_no_nul, "client body: Query without its NUL is refused");
+    BODY_OK('P', parse, "client body: Parse with one parameter type");
+    BODY_BAD('P', parse_missing_type, "client body: Parse counting more types than it has is refused");
+    BODY_BAD('P', parse_extra, "client body: Parse with bytes after its types is refused");
+    BODY_OK('B', bind, "client body: Bind with formats, a value, a NULL and result formats");
+    BODY_BAD('B', bind_value_too_long, "client body: Bind whose value runs past the end is refused");
+    BODY_BAD('B', bind_negative_length, "client body: Bind with a value length below -1 is refused");
+    BODY_BAD('B', bind_formats_mismatch, "client body: Bind with 2 formats for 3 values is refused");
+    ok(strstr(err, "2 parameter formats for 3 parameters") != NULL, "client body: the mismatch is named (%s)", err);
+    BODY_BAD('B', bind_trailing, "client body: Bind with bytes after its result formats is refused");
+    BODY_OK('E', execute, "client body: Execute");
+    BODY_BAD('E', execute_unterminated, "client body: Execute whose portal name has no NUL is refused");
+    BODY_BAD('E', execute_extra, "client body: Execute with a byte after its row limit is refused");
+    BODY_OK('D', describe, "client body: Describe of a statement");
+    BODY_BAD('D', describe_bad_kind, "client body: Describe of neither 'S' nor 'P' is refused");
+    BODY_OK('C', close_portal, "client body: Close of the unnamed portal");
+    BODY_BAD('C', describe_bad_kind, "client body: Close of neither 'S' nor 'P' is refused");
+    BODY_OK('F', function_call, "client body: FunctionCall with one argument");
+    BODY_BAD('F', function_call_short, "client body: FunctionCall without its result format is refused");
+    BODY_OK('f', copy_fail, "client body: CopyFail");
+    BODY_OK('d', copy_data, "client body: CopyData is any bytes");
+    ok(!proto_client_body_has_structure('d') && !proto_client_body_has_structure('S') &&
+           proto_client_body_has_structure('B'),
+       "client body: only messages with fields have structure to check");
+    is_int(proto_check_client_body('S', NULL, 0, err, sizeof(err)), PROTO_OK, "client body: empty Sync");
+    BODY_BAD('S', copy_fail, "client body: Sync with a body is refused");
+    BODY_BAD('z', copy_fail, "client body: an unknown type is refused");
+    is_int(proto_check_client_body('Q', NULL, 0, err, sizeof(err)), PROTO_ERROR,
+           "client body: an empty Query body is refused");
+    ok(strstr(err, "Query") != NULL, "client body: the error names the message (%s)", err);
+}
+
 int main(void)
 {
     test_peek_header();
@@ -1141,5 +1274,7 @@ int main(void)
     test_build_result_set();
     test_msgbuf();
     test_quoting();
+    test_client_header();
+    test_client_body();
     return tap_done();
 }
