@@ -1668,6 +1668,16 @@ static bool fits_running_config(const struct config *cfg, const struct setting *
         snprintf(err, err_len, "%s: 'token' needs auth_token_keys and auth_token_region", s->name);
         return false;
     }
+    if (s->offset == offsetof(struct config, peer_id) && parsed->peer_id == 0 && cfg->n_peers > 0) {
+        snprintf(err, err_len, "%s: 0 (peering off) while [peers] is set", s->name);
+        return false;
+    }
+    if (s->offset == offsetof(struct config, max_client_conn) && cfg->peer_id > 0 &&
+        parsed->max_client_conn > (int)CANCEL_PEERED_MAX_CLIENTS) {
+        snprintf(err, err_len, "%s: with peer_id set, cancel keys leave room for at most %u clients",
+                 s->name, CANCEL_PEERED_MAX_CLIENTS);
+        return false;
+    }
     return true;
 }
 
