@@ -29,7 +29,7 @@ struct peer_forward {
 
 static void peer_forward_free(struct peer_forward *f)
 {
-    TAILQ_REMOVE(&f->worker->peer_forwards, f, link);
+    TAILQ_REMOVE(&f->worker->peer_forwards.active, f, link);
     bufferevent_free(f->bev);
     free(f);
 }
@@ -69,23 +69,30 @@ static int peer_connect(struct worker *w, struct bufferevent *bev, const struct 
     return bufferevent_socket_connect(bev, (struct sockaddr *)&sin, sizeof(sin));
 }
 
+void peer_forwards_init(struct peer_forwards *forwards)
+{
+    TAILQ_INIT(&forwards->active);
+    forwards->dropped_logged_at = 0;
+    forwards->dropped_not_logged = 0;
+}
+
 void peer_log_dropped_cancel(struct worker *w, int peer_id, const char *why)
 {
-    static double last_logged;
-    static unsigned long not_logged;
+    struct peer_forwards *forwards = &w->peer_forwards;
     double now = worker_now(w);
 
-    if (now - last_logged < DROPPED_LOG_INTERVAL) {
-        not_logged++;
+    /* A flood of bogus cancels must not flood the log. */
+    if (now - forwards->dropped_logged_at < DROPPED_LOG_INTERVAL) {
+        forwards->dropped_not_logged++;
         return;
     }
-    if (not_logged > 0)
+    if (forwards->dropped_not_logged > 0)
         log_warning("cancel request for peer %d dropped: %s (and %lu more dropped cancels not logged)",
-                    peer_id, why, not_logged);
+                    peer_id, why, forwards->dropped_not_logged);
     else
         log_warning("cancel request for peer %d dropped: %s", peer_id, why);
-    last_logged = now;
-    not_logged = 0;
+    forwards->dropped_logged_at = now;
+    forwards->dropped_not_logged = 0;
 }
 
 void peer_forward_cancel(struct worker *w, int peer_id, uint32_t pid, uint32_t key)
@@ -108,7 +115,7 @@ void peer_forward_cancel(struct worker *w, int peer_id, uint32_t pid, uint32_t k
         peer_log_dropped_cancel(w, peer_id, "out of memory");
         return;
     }
-    TAILQ_INSERT_TAIL(&w->peer_forwards, f, link);
+    TAILQ_INSERT_TAIL(&w->peer_forwards.active, f, link);
     struct msgbuf *mb = &w->scratch;
     msgbuf_reset(mb);
     proto_build_cancel_request(mb, pid, key);
@@ -134,6 +141,6 @@ void peer_forward_cancel(struct worker *w, int peer_id, uint32_t pid, uint32_t k
 
 void peer_forward_free_all(struct worker *w)
 {
-    while (!TAILQ_EMPTY(&w->peer_forwards))
-        peer_forward_free(TAILQ_FIRST(&w->peer_forwards));
+    while (!TAILQ_EMPTY(&w->peer_forwards.active))
+        peer_forward_free(TAILQ_FIRST(&w->peer_forwards.active));
 }

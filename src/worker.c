@@ -124,7 +124,7 @@ int worker_init(struct worker *w, struct config *cfg)
     TAILQ_INIT(&w->autodbs);
     TAILQ_INIT(&w->dead_clients);
     TAILQ_INIT(&w->dead_servers);
-    TAILQ_INIT(&w->peer_forwards);
+    peer_forwards_init(&w->peer_forwards);
     cancel_registry_init(&w->cancels, cfg->peer_id);
     limit_registry_init(&w->limits);
     msgbuf_init(&w->scratch);

@@ -67,7 +67,7 @@ struct worker {
     struct autodb_list autodbs;    /* databases made from "*" on demand (autodb.c) */
     struct limit_registry limits;  /* backends and clients per database and per user */
     struct cancel_registry cancels;
-    struct peer_forward_list peer_forwards; /* cancels on their way to other instances (peer.c) */
+    struct peer_forwards peer_forwards; /* cancels on their way to other instances (peer.c) */
 
     struct client_list dead_clients;  /* closed, freed by the reaper after the current callback */
     struct server_list dead_servers;
