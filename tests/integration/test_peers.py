@@ -224,6 +224,23 @@ def forwarded_cancel_is_not_forwarded_again(t):
     check_equal(forwarded_count([first, second]), 0, "cancels forwarded")
 
 
+@test("SHOW CONFIG shows peer_id, SET cannot change it, and console keys carry it too",
+      sluice_only=True)
+def peer_id_on_the_console(t):
+    users = dict(harness.default_users(t.cluster), admin=harness.scram_secret("admin_pw"))
+    s = t.sluice(settings={"peer_id": 7, "admin_users": "admin"}, users=users)
+    admin = s.connect(dbname="sluice", user="admin", password="admin_pw")
+    check_equal(admin.get_backend_pid() >> 17, 7, "peer id in the console's own cancel key")
+    with admin.cursor() as cur:
+        cur.execute("SHOW CONFIG")
+        rows = {row[0]: row for row in cur.fetchall()}
+    check("peer_id" in rows, "peer_id is not in SHOW CONFIG")
+    check_equal(rows["peer_id"][1:3], ("7", "0"), "peer_id value and default in SHOW CONFIG")
+    error = harness.expect_pg_error(lambda: admin.cursor().execute("SET peer_id = 8"), ["55P02"],
+                                    "SET peer_id")
+    check("peer_id" in str(error), f"the error names the setting: {error}")
+
+
 def refused_at_start(t, settings, peers_text, message):
     s = t.sluice(settings=settings, start=False)
     s.write_config(s.config_text() + "\n" + peers_text.replace("PORT", str(s.port)))
