@@ -166,7 +166,7 @@ def forwarded_count(instances):
       f"{TRIES} tries", timeout=300, sluice_only=True)
 def cancel_through_balancer(t):
     instances = start_peers(t)
-    balancer = Balancer(t._suite.base_dir(), instances)
+    balancer = Balancer(os.path.dirname(instances[0].dir), instances)
     t.endpoints.append(balancer)
     t.note(f"load balancer: {balancer.kind}")
     owners = set()
