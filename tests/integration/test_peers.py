@@ -215,6 +215,21 @@ def unknown_peer_is_dropped(t):
     check(s.alive(), "sluice exited")
 
 
+@test("a cancel for a peer that is down is logged, and the instance carries on", sluice_only=True)
+def peer_down(t):
+    s = t.sluice(settings={"peer_id": 1}, start=False)
+    s.write_config(s.config_text() + f"\n[peers]\n2 = host=127.0.0.1 port={harness.free_port()}\n"
+                   f"3 = host={s.unix_dir}/missing port=6432\n")
+    s.start()
+    cancel_and_wait_close(s, (2 << 17) | 1, 12345)
+    cancel_and_wait_close(s, (3 << 17) | 1, 12345)
+    wait_for(lambda: "cancel request forwarded to peer 2 failed" in s.log_text(), 10,
+             what="the failed forward to peer 2 logged")
+    wait_for(lambda: "peer 3" in s.log_text(), 10, what="the failed forward to peer 3 logged")
+    conn = s.connect()
+    check_equal(one_value(conn, "SELECT 'alive'"), "alive", "a query after the failed forwards")
+
+
 @test("a cancel already forwarded once is not forwarded again, and is logged", sluice_only=True)
 def forwarded_cancel_is_not_forwarded_again(t):
     first, second = start_peers(t)
