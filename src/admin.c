@@ -21,6 +21,7 @@
 #include <sys/un.h>
 #include <event2/buffer.h>
 
+#include "admin_parse.h"
 #include "auth_token.h"
 #include "autodb.h"
 #include "client.h"
@@ -34,8 +35,6 @@
 #define CONSOLE_NAME "sluice"
 #define CONSOLE_NAME_PGBOUNCER "pgbouncer"
 
-#define MAX_TOKENS 8
-#define MAX_TOKEN_LEN 1024
 #define SHOWN_COMMAND_MAX 200        /* how much of an unknown command the error quotes */
 #define DEFAULT_AVERAGE_PERIOD 60.0  /* seconds, when stats_period is 0 (no stats log line) */
 #define USEC_PER_SEC 1000000.0
@@ -494,91 +493,6 @@ static void database_averages_of(struct worker *w, const char *db_name, struct s
         *avg = entry->current;
     else
         memset(avg, 0, sizeof(*avg));
-}
-
-/* ---- the command line: words, quoted strings, '=' ---- */
-
-enum token_kind { TOKEN_WORD, TOKEN_STRING, TOKEN_EQUALS, TOKEN_SEMICOLON };
-
-struct token {
-    enum token_kind kind;
-    char text[MAX_TOKEN_LEN];
-};
-
-struct command {
-    struct token tokens[MAX_TOKENS];
-    size_t n_tokens;
-};
-
-/* '...' or "..." with the quote doubled inside; false if unterminated or too long. */
-static bool read_quoted(const char **cursor, struct token *t)
-{
-    const char *p = *cursor;
-    char quote = *p++;
-    size_t n = 0;
-
-    for (;;) {
-        if (*p == '\0')
-            return false;
-        if (*p == quote) {
-            if (p[1] != quote)
-                break;
-            p++;
-        }
-        if (n + 1 >= sizeof(t->text))
-            return false;
-        t->text[n++] = *p++;
-    }
-    t->text[n] = '\0';
-    t->kind = quote == '\'' ? TOKEN_STRING : TOKEN_WORD;
-    *cursor = p + 1;
-    return true;
-}
-
-static bool is_word_char(char ch)
-{
-    return ch != '\0' && !isspace((unsigned char)ch) && ch != '\'' && ch != '"' && ch != '=' &&
-           ch != ';';
-}
-
-/* Splits sql into tokens. Returns false with a reason on a syntax error. */
-static bool tokenize(const char *sql, struct command *cmd, const char **why)
-{
-    const char *p = sql;
-    cmd->n_tokens = 0;
-    for (;;) {
-        while (isspace((unsigned char)*p))
-            p++;
-        if (*p == '\0')
-            return true;
-        if (cmd->n_tokens == MAX_TOKENS) {
-            *why = "too many words";
-            return false;
-        }
-        struct token *t = &cmd->tokens[cmd->n_tokens];
-        if (*p == '=' || *p == ';') {
-            t->kind = *p == '=' ? TOKEN_EQUALS : TOKEN_SEMICOLON;
-            t->text[0] = *p++;
-            t->text[1] = '\0';
-        } else if (*p == '\'' || *p == '"') {
-            if (!read_quoted(&p, t)) {
-                *why = "unterminated or overlong quoted string";
-                return false;
-            }
-        } else {
-            size_t n = 0;
-            while (is_word_char(*p)) {
-                if (n + 1 >= sizeof(t->text)) {
-                    *why = "word too long";
-                    return false;
-                }
-                t->text[n++] = *p++;
-            }
-            t->text[n] = '\0';
-            t->kind = TOKEN_WORD;
-        }
-        cmd->n_tokens++;
-    }
 }
 
 /* ---- replies ---- */
@@ -1933,7 +1847,7 @@ static bool run_kill(struct request *req)
     struct admin_state *a = admin_of(req->w);
     const char *db_name = arg(req, 1);
     struct pool *pool;
-    char reason[MAX_TOKEN_LEN + 64];
+    char reason[ADMIN_MAX_TOKEN_LEN + 64];
 
     if (req->cmd.n_tokens != 2) {
         reply_error(req, "42601", NULL, "KILL takes one database name");
@@ -2167,7 +2081,7 @@ static bool admin_dispatch(struct request *req)
     const char *why = NULL;
     struct command *cmd = &req->cmd;
 
-    if (!tokenize(req->sql, cmd, &why)) {
+    if (!admin_tokenize(req->sql, cmd, &why)) {
         reply_error(req, "42601", NULL, "syntax error in console command: %s", why);
         return true;
     }

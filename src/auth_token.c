@@ -641,7 +641,8 @@ static enum token_failure parse_credential_scope(struct parsed_token *t)
         if (*cursor == '\0')
             return TOKEN_FAIL_BAD_CREDENTIAL_SCOPE;
         *parts[i] = cursor;
-        cursor = slash + 1;
+        if (slash != NULL) /* the last part has none: NULL + 1 is undefined */
+            cursor = slash + 1;
     }
     if (strcmp(t->scope.service, SIGV4_RDS_SERVICE) != 0 ||
         strcmp(t->scope.terminator, SIGV4_SCOPE_TERMINATOR) != 0)

@@ -1,6 +1,8 @@
 /*
- * cancel.c: maps the (pid, key) pairs sluice gives clients back to the clients. The pid's low
- * CANCEL_SLOT_BITS hold slot + 1; the bits above hold a generation, so a pid is not reused at once.
+ * cancel.c: maps the (pid, key) pairs sluice gives clients back to the clients. With peering off,
+ * the pid's low CANCEL_SLOT_BITS hold slot + 1 and the bits above a generation, so a pid is not
+ * reused at once. With peering on (PgBouncer's peer_id), bits 30..17 hold the peer id and bits
+ * 16..0 slot + 1; bit 31 is never set in a pid handed out, and marks a forwarded cancel.
  */
 #include "cancel.h"
 
@@ -9,12 +11,18 @@
 #include <openssl/rand.h>
 
 #define CANCEL_SLOT_BITS 22
-#define CANCEL_SLOT_MASK ((1u << CANCEL_SLOT_BITS) - 1)
-#define CANCEL_MAX_SLOTS (CANCEL_SLOT_MASK - 1)
+#define CANCEL_PEERED_SLOT_BITS 17
 #define CANCEL_GENERATION_MASK 0x1ffu /* 9 bits: pid stays below 2^31 */
+#define CANCEL_FORWARDED_BIT 0x80000000u
 
-void cancel_registry_init(struct cancel_registry *reg)
+static uint32_t cancel_slot_mask(const struct cancel_registry *reg)
 {
+    return (1u << (reg->peer_id ? CANCEL_PEERED_SLOT_BITS : CANCEL_SLOT_BITS)) - 1;
+}
+
+void cancel_registry_init(struct cancel_registry *reg, int peer_id)
+{
+    reg->peer_id = peer_id;
     reg->slots = NULL;
     reg->n_slots = 0;
     reg->free_slots = NULL;
@@ -27,14 +35,15 @@ void cancel_registry_free(struct cancel_registry *reg)
 {
     free(reg->slots);
     free(reg->free_slots);
-    cancel_registry_init(reg);
+    cancel_registry_init(reg, reg->peer_id);
 }
 
 static int cancel_registry_grow(struct cancel_registry *reg)
 {
+    size_t max_slots = cancel_slot_mask(reg) - 1;
     size_t new_count = reg->n_slots ? reg->n_slots * 2 : 256;
-    if (new_count > CANCEL_MAX_SLOTS)
-        new_count = CANCEL_MAX_SLOTS;
+    if (new_count > max_slots)
+        new_count = max_slots;
     if (new_count <= reg->n_slots)
         return -1;
     struct cancel_slot *slots = realloc(reg->slots, new_count * sizeof(*slots));
@@ -67,10 +76,15 @@ int cancel_registry_add(struct cancel_registry *reg, struct client *client, uint
     size_t slot = reg->free_slots[--reg->n_free];
     uint32_t random_key = reg->random_keys[--reg->n_random_keys];
     reg->random_keys[reg->n_random_keys] = 0;
-    reg->generation = (reg->generation + 1) & CANCEL_GENERATION_MASK;
-    if (reg->generation == 0)
-        reg->generation = 1;
-    uint32_t new_pid = (reg->generation << CANCEL_SLOT_BITS) | (uint32_t)(slot + 1);
+    uint32_t new_pid;
+    if (reg->peer_id) {
+        new_pid = ((uint32_t)reg->peer_id << CANCEL_PEERED_SLOT_BITS) | (uint32_t)(slot + 1);
+    } else {
+        reg->generation = (reg->generation + 1) & CANCEL_GENERATION_MASK;
+        if (reg->generation == 0)
+            reg->generation = 1;
+        new_pid = (reg->generation << CANCEL_SLOT_BITS) | (uint32_t)(slot + 1);
+    }
     reg->slots[slot] = (struct cancel_slot){ .client = client, .pid = new_pid, .key = random_key };
     *pid = new_pid;
     *key = random_key;
@@ -79,7 +93,7 @@ int cancel_registry_add(struct cancel_registry *reg, struct client *client, uint
 
 static struct cancel_slot *cancel_slot_for_pid(const struct cancel_registry *reg, uint32_t pid)
 {
-    uint32_t index_plus_one = pid & CANCEL_SLOT_MASK;
+    uint32_t index_plus_one = pid & cancel_slot_mask(reg);
     if (index_plus_one == 0 || index_plus_one > reg->n_slots)
         return NULL;
     struct cancel_slot *slot = &reg->slots[index_plus_one - 1];
@@ -97,8 +111,25 @@ void cancel_registry_remove(struct cancel_registry *reg, uint32_t pid)
     reg->free_slots[reg->n_free++] = (size_t)(slot - reg->slots);
 }
 
+enum cancel_route cancel_registry_route(const struct cancel_registry *reg, uint32_t pid,
+                                        int *peer_id, uint32_t *forward_pid)
+{
+    if (!reg->peer_id)
+        return CANCEL_ROUTE_LOCAL;
+    int owner = (int)((pid & ~CANCEL_FORWARDED_BIT) >> CANCEL_PEERED_SLOT_BITS);
+    if (owner == reg->peer_id)
+        return CANCEL_ROUTE_LOCAL;
+    *peer_id = owner;
+    if (pid & CANCEL_FORWARDED_BIT)
+        return CANCEL_ROUTE_LOOP;
+    *forward_pid = pid | CANCEL_FORWARDED_BIT;
+    return CANCEL_ROUTE_PEER;
+}
+
 struct client *cancel_registry_find(const struct cancel_registry *reg, uint32_t pid, uint32_t key)
 {
+    if (reg->peer_id)
+        pid &= ~CANCEL_FORWARDED_BIT; /* a peer forwarded it to us */
     struct cancel_slot *slot = cancel_slot_for_pid(reg, pid);
     if (!slot || CRYPTO_memcmp(&slot->key, &key, sizeof(key)) != 0)
         return NULL;

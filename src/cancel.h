@@ -2,7 +2,9 @@
  * cancel.h: the keys sluice hands to clients in BackendKeyData, and how a CancelRequest, which
  * arrives on a fresh connection, finds the client it names. The "process id" a client sees encodes
  * a slot in this registry, so the look-up is an index, and the random key is checked in constant
- * time. A later worker id can take the top bits.
+ * time. With peering on (peer_id > 0) the "process id" also carries this instance's peer_id, so
+ * that an instance behind the same load balancer that receives the cancel can forward it to the
+ * owner; the random key keeps all its 32 bits either way, as PostgreSQL's own key has.
  */
 #ifndef SLUICE_CANCEL_H
 #define SLUICE_CANCEL_H
@@ -11,6 +13,18 @@
 #include <stdint.h>
 
 struct client;
+
+/* PgBouncer's limit: peer ids take 14 bits of the process id. */
+#define CANCEL_PEER_ID_MAX 16383
+/* With peering on, the process id keeps 17 bits for the slot: this many clients per instance. */
+#define CANCEL_PEERED_MAX_CLIENTS 131070u
+
+/* Where a CancelRequest belongs. */
+enum cancel_route {
+    CANCEL_ROUTE_LOCAL,     /* one of ours (or peering is off): look it up here */
+    CANCEL_ROUTE_PEER,      /* another instance's: forward it */
+    CANCEL_ROUTE_LOOP,      /* another instance's, but already forwarded once: drop it */
+};
 
 struct cancel_slot {
     struct client *client;
@@ -26,15 +40,24 @@ struct cancel_registry {
     uint32_t generation;   /* varies pids so a stale key does not match a reused slot */
     uint32_t random_keys[64]; /* drawn from the CSPRNG in batches: one call per 64 logins */
     size_t n_random_keys;
+    int peer_id;           /* 0: peering off; fixed for the life of the process */
 };
 
-void cancel_registry_init(struct cancel_registry *reg);
+/* peer_id: this instance's (0: peering off), encoded in every process id handed out. */
+void cancel_registry_init(struct cancel_registry *reg, int peer_id);
 void cancel_registry_free(struct cancel_registry *reg);
 /* Registers client; writes its pid and random key. 0, or -1 if out of memory. */
 int cancel_registry_add(struct cancel_registry *reg, struct client *client, uint32_t *pid,
                         uint32_t *key);
 void cancel_registry_remove(struct cancel_registry *reg, uint32_t pid);
-/* The client whose pid and key these are, or NULL. */
+/*
+ * Where a cancel for pid goes. CANCEL_ROUTE_PEER: *peer_id is the owner and *forward_pid the
+ * process id to send it, marked as forwarded so that a [peers] section pointing in a circle
+ * cannot bounce it between instances for ever (the one bit a client's process id never has).
+ */
+enum cancel_route cancel_registry_route(const struct cancel_registry *reg, uint32_t pid,
+                                        int *peer_id, uint32_t *forward_pid);
+/* The client whose pid and key these are, or NULL. A forwarded pid finds the client too. */
 struct client *cancel_registry_find(const struct cancel_registry *reg, uint32_t pid, uint32_t key);
 
 #endif

@@ -23,6 +23,7 @@
 #include "client_auth.h"
 #include "conn.h"
 #include "log.h"
+#include "peer.h"
 #include "pool.h"
 #include "server.h"
 #include "session.h"
@@ -341,6 +342,21 @@ void client_process_input(struct client *c)
 
 static void client_handle_cancel(struct client *c, const struct startup_packet *sp)
 {
+    int peer_id = 0;
+    uint32_t forward_pid = 0;
+    switch (cancel_registry_route(&c->worker->cancels, sp->cancel_pid, &peer_id, &forward_pid)) {
+    case CANCEL_ROUTE_LOCAL:
+        break;
+    case CANCEL_ROUTE_PEER:
+        peer_forward_cancel(c->worker, peer_id, forward_pid, sp->cancel_key);
+        client_close(c, "cancel request forwarded to its peer");
+        return;
+    case CANCEL_ROUTE_LOOP:
+        peer_log_dropped_cancel(c->worker, peer_id, "it was already forwarded once ([peers] of the "
+                                "instances disagree on who that peer is)");
+        client_close(c, "cancel request dropped");
+        return;
+    }
     struct client *target = cancel_registry_find(&c->worker->cancels, sp->cancel_pid, sp->cancel_key);
 
     /* As PostgreSQL does, the requester learns nothing: the connection just closes. Only a client

@@ -2,11 +2,12 @@
  * config.c: reads sluice.ini into one typed, validated struct config. inih splits the lines; a
  * reader of our own feeds it the file from memory, a whole line at a time, so that no line is ever
  * cut at inih's fixed 200-byte line buffer. [databases] and [users] values are libpq-style
- * keyword=value strings parsed here. The [sluice] table below is the one list of settings: the
+ * keyword=value strings parsed here, as are [peers] values. The [sluice] table below is the one list of settings: the
  * admin console's SHOW CONFIG and SET read and change them through it.
  */
 #include "errbuf.h"
 #include "config.h"
+#include "cancel.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -39,6 +40,7 @@ enum section {
     SECTION_SLUICE, /* [sluice], or [pgbouncer] so that PgBouncer files move over unchanged */
     SECTION_DATABASES,
     SECTION_USERS,
+    SECTION_PEERS,
 };
 
 enum line_kind {
@@ -180,6 +182,7 @@ static const struct setting settings[] = {
     INTEGER(metrics_port, 0, 65535, "0"),
     INTEGER(max_prepared_statements, 0, INT_MAX, "200"),
     CHOICE(pinning, pinning_modes, "on"),
+    INTEGER(peer_id, 0, CANCEL_PEER_ID_MAX, "0"),
 };
 
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
@@ -198,6 +201,7 @@ struct parser {
     int unhandled_entry_line; /* an entry line inih has not called the handler for yet; 0: none */
     int setting_line[N_SETTINGS]; /* where each [sluice] setting was last given; 0: default */
     int *user_lines;              /* the line of each cfg->users entry */
+    int *peer_lines;              /* the line of each cfg->peers entry */
     bool failed;
     char *err;
     size_t err_len;
@@ -623,6 +627,7 @@ static const char *const database_keywords[] = {
     "server_auth_token",
     NULL,
 };
+static const char *const peer_keywords[] = {"host", "port", "pool_size", NULL};
 static const char *const user_keywords[] = {"pool_mode", "auth_type", "max_user_connections",
                                             "pool_size", "max_user_client_connections", NULL};
 
@@ -719,6 +724,24 @@ static bool set_user_keyword(struct parser *p, void *target, const char *context
         return fail_value(p, context, key, value, "an integer 0-2147483647");
     }
     return fail_at(p, p->lineno, "%sunknown keyword '%s'", context, key);
+}
+
+/* Sets one keyword of a [peers] line (target: struct config_peer). */
+static bool set_peer_keyword(struct parser *p, void *target, const char *context,
+                             const char *key, const char *value)
+{
+    struct config_peer *peer = target;
+
+    if (strcmp(key, "host") == 0)
+        return replace_string(p, &peer->host, value);
+    if (strcmp(key, "port") == 0) {
+        if (parse_integer(value, 10, 1, 65535, &peer->port))
+            return true;
+        return fail_value(p, context, key, value, "an integer 1-65535");
+    }
+    /* PgBouncer queues forwarded cancels per peer up to pool_size; sluice sends each at once. */
+    return fail_at(p, p->lineno, "%s%s: not supported by sluice (each cancel is forwarded at once)",
+                   context, key);
 }
 
 typedef bool (*keyword_setter)(struct parser *p, void *target, const char *context,
@@ -865,6 +888,45 @@ static bool handle_user(struct parser *p, const char *name, const char *value)
     return true;
 }
 
+static bool handle_peer(struct parser *p, const char *name, const char *value)
+{
+    struct config *cfg = p->cfg;
+    struct config_peer peer = {.port = 6432};
+    char context[SHOWN_VALUE_MAX + 32];
+    char buf[SHOWN_VALUE_MAX + 4];
+    struct config_peer *slot;
+
+    snprintf(context, sizeof context, "[peers] %s: ", shown(name, buf, sizeof buf));
+    if (!parse_integer(name, 10, 1, CANCEL_PEER_ID_MAX, &peer.id))
+        return fail_at(p, p->lineno, "%sa peer id is an integer 1-%d", context, CANCEL_PEER_ID_MAX);
+    if (!read_keyword_pairs(p, value, context, peer_keywords, set_peer_keyword, &peer)) {
+        free(peer.host);
+        return false;
+    }
+    if (peer.host == NULL)
+        return fail_at(p, p->lineno, "%shost is required", context);
+    slot = (struct config_peer *)config_find_peer(cfg, peer.id);
+    if (slot == NULL) {
+        struct config_peer *grown = realloc(cfg->peers, (cfg->n_peers + 1) * sizeof *grown);
+        int *lines = grown != NULL ? realloc(p->peer_lines, (cfg->n_peers + 1) * sizeof *lines)
+                                   : NULL;
+
+        if (grown != NULL)
+            cfg->peers = grown;
+        if (lines == NULL) {
+            free(peer.host);
+            return fail_at(p, p->lineno, "out of memory");
+        }
+        p->peer_lines = lines;
+        slot = &cfg->peers[cfg->n_peers++];
+    } else {
+        free(slot->host);
+    }
+    *slot = peer;
+    p->peer_lines[slot - cfg->peers] = p->lineno;
+    return true;
+}
+
 /* ---- lines ----------------------------------------------------------------------------- */
 
 /* These three mirror inih r55's own helpers, so that a line we split ourselves splits the same. */
@@ -905,6 +967,8 @@ static enum section section_named(const char *name)
         return SECTION_DATABASES;
     if (is_word(name, "users"))
         return SECTION_USERS;
+    if (is_word(name, "peers"))
+        return SECTION_PEERS;
     return SECTION_NONE;
 }
 
@@ -1053,6 +1117,8 @@ static int handle_inih_entry(void *user, const char *section, const char *name, 
         return handle_database(p, p->current.name, p->current.value);
     case SECTION_USERS:
         return handle_user(p, p->current.name, p->current.value);
+    case SECTION_PEERS:
+        return handle_peer(p, p->current.name, p->current.value);
     case SECTION_NONE:
         break;
     }
@@ -1106,6 +1172,57 @@ static bool check_server_auth_token(struct parser *p, const struct config_databa
     return true;
 }
 
+static bool is_loopback_host(const char *host)
+{
+    return strcmp(host, "localhost") == 0 || strncmp(host, "127.", 4) == 0 || strcmp(host, "::1") == 0;
+}
+
+/*
+ * A [peers] line for another id at this instance's own listening address: every cancel for that id
+ * would come back here. Names are compared as written (no DNS look-up), which catches the usual
+ * copy-and-paste slip.
+ */
+static bool is_own_address(const struct config *cfg, const struct config_peer *peer)
+{
+    const char *listen = cfg->listen_addr;
+
+    if (peer->port != cfg->listen_port)
+        return false;
+    if (peer->host[0] == '/')
+        return strcmp(peer->host, cfg->unix_socket_dir) == 0;
+    if (config_list_contains(listen, peer->host))
+        return true;
+    return is_loopback_host(peer->host) &&
+           (config_list_contains(listen, "*") || config_list_contains(listen, "0.0.0.0") ||
+            config_list_contains(listen, "::") || config_list_contains(listen, "127.0.0.1") ||
+            config_list_contains(listen, "localhost"));
+}
+
+/* peer_id and [peers] together. */
+static bool check_peers(struct parser *p)
+{
+    const struct config *cfg = p->cfg;
+
+    if (cfg->n_peers > 0 && cfg->peer_id == 0)
+        return fail_at(p, p->peer_lines[0],
+                       "[peers] is set but peer_id is 0 (peering off): give this instance its "
+                       "peer_id (1-%d) in [sluice], or remove [peers]",
+                       CANCEL_PEER_ID_MAX);
+    if (cfg->peer_id > 0 && cfg->max_client_conn > (int)CANCEL_PEERED_MAX_CLIENTS)
+        return fail_at(p, line_of(p, "max_client_conn"),
+                       "max_client_conn: with peer_id set, cancel keys leave room for at most %u "
+                       "clients per instance",
+                       CANCEL_PEERED_MAX_CLIENTS);
+    for (size_t i = 0; i < cfg->n_peers; i++)
+        if (cfg->peers[i].id != cfg->peer_id && is_own_address(cfg, &cfg->peers[i]))
+            return fail_at(p, p->peer_lines[i],
+                           "[peers] %d: host=%s port=%d is this instance's own address, but its "
+                           "peer_id is %d: cancels for peer %d would come back here",
+                           cfg->peers[i].id, cfg->peers[i].host, cfg->peers[i].port, cfg->peer_id,
+                           cfg->peers[i].id);
+    return true;
+}
+
 /* Settings that only make sense together, checked once the whole file is read. */
 static bool check_whole_config(struct parser *p)
 {
@@ -1130,7 +1247,7 @@ static bool check_whole_config(struct parser *p)
     for (size_t i = 0; i < cfg->n_databases; i++)
         if (!check_server_auth_token(p, &cfg->databases[i]))
             return false;
-    return true;
+    return check_peers(p);
 }
 
 /* ---- public ---------------------------------------------------------------------------- */
@@ -1166,6 +1283,7 @@ static int load_string(const char *text, const char *path, bool whole_file, stru
     }
     free(p.line);
     free(p.user_lines);
+    free(p.peer_lines);
     if (p.failed) {
         config_free(p.cfg);
         return -1;
@@ -1264,6 +1382,9 @@ void config_free(struct config *cfg)
     for (size_t i = 0; i < cfg->n_users; i++)
         free(cfg->users[i].name);
     free(cfg->users);
+    for (size_t i = 0; i < cfg->n_peers; i++)
+        free(cfg->peers[i].host);
+    free(cfg->peers);
     free(cfg->path);
     free(cfg);
 }
@@ -1275,6 +1396,14 @@ const struct config_database *config_find_database(const struct config *cfg, con
     for (size_t i = 0; i < cfg->n_databases; i++)
         if (strcmp(cfg->databases[i].name, name) == 0)
             return &cfg->databases[i];
+    return NULL;
+}
+
+const struct config_peer *config_find_peer(const struct config *cfg, int id)
+{
+    for (size_t i = 0; i < cfg->n_peers; i++)
+        if (cfg->peers[i].id == id)
+            return &cfg->peers[i];
     return NULL;
 }
 
@@ -1582,6 +1711,16 @@ static bool fits_running_config(const struct config *cfg, const struct setting *
 
     if (s->kind == VALUE_AUTH_TYPE && parsed->auth_type == AUTH_TYPE_TOKEN && !token_ready) {
         snprintf(err, err_len, "%s: 'token' needs auth_token_keys and auth_token_region", s->name);
+        return false;
+    }
+    if (s->offset == offsetof(struct config, peer_id) && parsed->peer_id == 0 && cfg->n_peers > 0) {
+        snprintf(err, err_len, "%s: 0 (peering off) while [peers] is set", s->name);
+        return false;
+    }
+    if (s->offset == offsetof(struct config, max_client_conn) && cfg->peer_id > 0 &&
+        parsed->max_client_conn > (int)CANCEL_PEERED_MAX_CLIENTS) {
+        snprintf(err, err_len, "%s: with peer_id set, cancel keys leave room for at most %u clients",
+                 s->name, CANCEL_PEERED_MAX_CLIENTS);
         return false;
     }
     return true;

@@ -54,6 +54,13 @@ struct config_user {
     int max_user_client_connections; /* 0: the global max_user_client_connections */
 };
 
+/* One [peers] line: another sluice behind the same load balancer, by its peer_id. */
+struct config_peer {
+    int id;              /* 1..16383 */
+    char *host;          /* host name, IP, or a unix socket directory (starts with '/') */
+    int port;            /* default 6432 */
+};
+
 struct config {
     char *path;                  /* the file it came from */
 
@@ -140,12 +147,16 @@ struct config {
     int metrics_port;            /* 0: off */
     int max_prepared_statements; /* 200 per backend; 0 = no protocol-level prepared statements */
     char *pinning;               /* "on" | "off" | "reject" */
+    int peer_id;                 /* 0: peering off; else this instance's id in [peers] */
 
     /* [databases] and [users], in file order */
     struct config_database *databases;
     size_t n_databases;
     struct config_user *users;
     size_t n_users;
+    /* [peers], in file order; the line for peer_id itself may be there and is never used */
+    struct config_peer *peers;
+    size_t n_peers;
 };
 
 /*
@@ -178,6 +189,8 @@ int config_database_copy_as(struct config_database *dst, const struct config_dat
 /* Frees what config_database_copy_as filled in. */
 void config_database_clear(struct config_database *db);
 const struct config_user *config_find_user(const struct config *cfg, const char *name);
+/* The [peers] line for id, or NULL. */
+const struct config_peer *config_find_peer(const struct config *cfg, int id);
 
 /* Effective settings once overrides are applied. */
 enum pool_mode config_effective_pool_mode(const struct config *cfg,

@@ -150,7 +150,8 @@ int worker_init(struct worker *w, struct config *cfg)
     TAILQ_INIT(&w->autodbs);
     TAILQ_INIT(&w->dead_clients);
     TAILQ_INIT(&w->dead_servers);
-    cancel_registry_init(&w->cancels);
+    peer_forwards_init(&w->peer_forwards);
+    cancel_registry_init(&w->cancels, cfg->peer_id);
     limit_registry_init(&w->limits);
     msgbuf_init(&w->scratch);
 
@@ -235,6 +236,7 @@ void worker_destroy(struct worker *w)
     if (w->reaper)
         event_free(w->reaper);
     conn_flusher_free(&w->flusher);
+    peer_forward_free_all(w);
     if (w->prepared)
         prepared_registry_free(w->prepared);
     if (w->janitor)
@@ -514,6 +516,9 @@ static void worker_reload_config(struct worker *w)
     }
     if (!same_text(fresh->listen_addr, w->cfg->listen_addr) || fresh->listen_port != w->cfg->listen_port)
         log_warning("listen_addr/listen_port changes take effect only after a restart");
+    if (fresh->peer_id != w->cancels.peer_id)
+        log_warning("peer_id changes take effect only after a restart (cancel keys handed out carry "
+                    "peer_id %d)", w->cancels.peer_id);
     bool server_tls_changed = tls.server_mode != w->tls.server_mode ||
                               !same_text(fresh->server_tls_ca_file, w->cfg->server_tls_ca_file) ||
                               !same_text(fresh->server_tls_cert_file, w->cfg->server_tls_cert_file) ||

@@ -13,6 +13,7 @@
 #include "cancel.h"
 #include "conn.h"
 #include "config.h"
+#include "peer.h"
 #include "pool_limits.h"
 #include "log.h"
 #include "proto.h"
@@ -71,6 +72,7 @@ struct worker {
     struct autodb_list autodbs;    /* databases made from "*" on demand (autodb.c) */
     struct limit_registry limits;  /* backends and clients per database and per user */
     struct cancel_registry cancels;
+    struct peer_forwards peer_forwards; /* cancels on their way to other instances (peer.c) */
 
     struct client_list dead_clients;  /* closed, freed by the reaper after the current callback */
     struct server_list dead_servers;

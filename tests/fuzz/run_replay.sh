@@ -1,6 +1,8 @@
 #!/bin/sh
 # Replays the fuzz corpora through every parser the fuzz targets cover (proto.c and params.c,
-# the pinning lexer, the prepared-statement code), printing one TAP stream.
+# the pinning lexer, the prepared-statement code, the startup phase, SCRAM, auth tokens, the
+# backend message reader, the admin console's tokenizer, the config parser), printing one TAP
+# stream.
 # Run from the build directory (make check does); SLUICE_SRCDIR is the source tree, and
 # defaults to the tree this script lives in.
 set -eu
@@ -9,7 +11,7 @@ srcdir=${SLUICE_SRCDIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 n=0
-for target in proto pinning prepared; do
+for target in proto pinning prepared startup scram token backend admin config; do
     replay="./tests/fuzz/fuzz_${target}_replay"
     corpus="$srcdir/tests/fuzz/corpus"
     [ "$target" = proto ] || corpus="${corpus}_$target"

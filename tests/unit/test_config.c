@@ -240,7 +240,8 @@ static void test_every_setting_is_read(void)
                               "metrics_listen_addr = 127.0.0.1\n"
                               "metrics_port = 9127\n"
                               "max_prepared_statements = 0\n"
-                              "pinning = reject\n");
+                              "pinning = reject\n"
+                              "peer_id = 16383\n");
 
     ok(cfg != NULL, "a file setting every [sluice] setting loads (%s)", err);
     if (cfg == NULL)
@@ -319,6 +320,7 @@ static void test_every_setting_is_read(void)
     is_int(cfg->metrics_port, 9127, "metrics_port is read");
     is_int(cfg->max_prepared_statements, 0, "max_prepared_statements is read");
     is_str(cfg->pinning, "reject", "pinning is read");
+    is_int(cfg->peer_id, 16383, "peer_id is read");
     every_setting_differs_from_its_default(cfg);
     config_free(cfg);
 }
@@ -663,6 +665,64 @@ static void test_server_auth_token(void)
     is_str(load_error("[databases]\nrds = host=db.example server_auth_token=maybe\n"),
            "test.ini:2: [databases] rds: server_auth_token: invalid value 'maybe' (expected on or off)",
            "a value that is no boolean is refused");
+}
+
+static void test_peers(void)
+{
+    struct config *cfg = load("[sluice]\nlisten_port = 6432\npeer_id = 2\n"
+                              "[peers]\n1 = host=10.0.0.11\n2 = host=10.0.0.12 port=7000\n"
+                              "3 = host=/run/sluice-3 port=6433\n");
+
+    ok(cfg != NULL, "a [peers] section with the instance's own id in it loads (%s)", err);
+    if (cfg != NULL) {
+        is_int(cfg->n_peers, 3, "[peers]: three peers are read");
+        is_str(config_find_peer(cfg, 1)->host, "10.0.0.11", "[peers]: host is read");
+        is_int(config_find_peer(cfg, 1)->port, 6432, "[peers]: port defaults to 6432");
+        is_int(config_find_peer(cfg, 2)->port, 7000, "[peers]: port is read");
+        is_str(config_find_peer(cfg, 3)->host, "/run/sluice-3", "[peers]: a unix socket directory");
+        ok(config_find_peer(cfg, 4) == NULL, "[peers]: an id not listed is not found");
+        config_free(cfg);
+    }
+    is_str(load_error("[sluice]\npeer_id = 16384\n"),
+           "test.ini:2: peer_id: invalid value '16384' (expected an integer 0-16383)",
+           "peer_id above PgBouncer's 16383 is refused");
+    is_str(load_error("[sluice]\npeer_id = -1\n"),
+           "test.ini:2: peer_id: invalid value '-1' (expected an integer 0-16383)",
+           "a negative peer_id is refused");
+    is_str(load_error("[sluice]\npeer_id = 1\n[peers]\n0 = host=a\n"),
+           "test.ini:4: [peers] 0: a peer id is an integer 1-16383", "peer id 0 in [peers] is refused");
+    is_str(load_error("[sluice]\npeer_id = 1\n[peers]\nx = host=a\n"),
+           "test.ini:4: [peers] x: a peer id is an integer 1-16383", "a peer name is refused");
+    is_str(load_error("[sluice]\npeer_id = 1\n[peers]\n2 = port=7000\n"),
+           "test.ini:4: [peers] 2: host is required", "a peer without host is refused");
+    is_str(load_error("[sluice]\npeer_id = 1\n[peers]\n2 = host=a pool_size=5\n"),
+           "test.ini:4: [peers] 2: pool_size: not supported by sluice (each cancel is forwarded "
+           "at once)",
+           "PgBouncer's per-peer pool_size is refused with the reason");
+    is_str(load_error("[sluice]\npeer_id = 1\n[peers]\n2 = host=a dbname=x\n"),
+           "test.ini:4: [peers] 2: unknown keyword 'dbname'", "an unknown peer keyword is refused");
+    is_str(load_error("[sluice]\n[peers]\n2 = host=a\n"),
+           "test.ini:3: [peers] is set but peer_id is 0 (peering off): give this instance its "
+           "peer_id (1-16383) in [sluice], or remove [peers]",
+           "[peers] without peer_id is refused");
+    is_str(load_error("[sluice]\nlisten_addr = 127.0.0.1\nlisten_port = 7000\npeer_id = 1\n"
+                      "[peers]\n2 = host=localhost port=7000\n"),
+           "test.ini:6: [peers] 2: host=localhost port=7000 is this instance's own address, but "
+           "its peer_id is 1: cancels for peer 2 would come back here",
+           "a peer entry for another id at this instance's own TCP address is refused");
+    is_str(load_error("[sluice]\nunix_socket_dir = /run/s1\nlisten_port = 7000\npeer_id = 1\n"
+                      "[peers]\n2 = host=/run/s1 port=7000\n"),
+           "test.ini:6: [peers] 2: host=/run/s1 port=7000 is this instance's own address, but its "
+           "peer_id is 1: cancels for peer 2 would come back here",
+           "a peer entry for another id at this instance's own unix socket is refused");
+    cfg = load("[sluice]\nlisten_addr = 127.0.0.1\nlisten_port = 7000\npeer_id = 1\n"
+               "[peers]\n1 = host=127.0.0.1 port=7000\n2 = host=127.0.0.1 port=7001\n");
+    ok(cfg != NULL, "the instance's own id at its own address is allowed (%s)", err);
+    config_free(cfg);
+    is_str(load_error("[sluice]\npeer_id = 1\nmax_client_conn = 200000\n"),
+           "test.ini:3: max_client_conn: with peer_id set, cancel keys leave room for at most "
+           "131070 clients per instance",
+           "max_client_conn beyond what peered cancel keys can address is refused");
 }
 
 /*
@@ -1516,6 +1576,7 @@ int main(void)
     test_inline_comments();
     test_cross_checks();
     test_server_auth_token();
+    test_peers();
     test_disagreement_with_inih_fails();
     test_long_lines();
     test_database_defaults();

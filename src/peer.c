@@ -1,0 +1,146 @@
+/*
+ * peer.c: forwards a CancelRequest that carries another instance's peer_id to that instance. Each
+ * forward is its own short connection: connect, write the 16 bytes, wait for the peer to close.
+ * The requester is not kept waiting (its connection closes at once, as for a local cancel).
+ */
+#include "peer.h"
+
+#include <arpa/inet.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/un.h>
+#include <event2/bufferevent.h>
+#include <event2/dns.h>
+
+#include "log.h"
+#include "worker.h"
+
+#define DROPPED_LOG_INTERVAL 1.0 /* seconds between two "cancel dropped" lines */
+
+struct peer_forward {
+    TAILQ_ENTRY(peer_forward) link;
+    struct worker *worker;
+    struct bufferevent *bev;
+    int peer_id;
+    bool connecting; /* inside peer_connect: the event callback only records the end */
+    bool finished;
+};
+
+static void peer_forward_free(struct peer_forward *f)
+{
+    TAILQ_REMOVE(&f->worker->peer_forwards.active, f, link);
+    bufferevent_free(f->bev);
+    free(f);
+}
+
+/* The peer closes once it has handled the request; an error or timeout ends it as well. */
+static void peer_forward_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct peer_forward *f = arg;
+    (void)bev;
+    if (what & BEV_EVENT_CONNECTED)
+        return;
+    if (what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
+        log_warning("cancel request forwarded to peer %d failed: %s", f->peer_id,
+                    (what & BEV_EVENT_TIMEOUT) ? "timed out"
+                                               : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    else
+        log_debug("cancel request forwarded to peer %d", f->peer_id);
+    f->finished = true;
+    if (!f->connecting)
+        peer_forward_free(f);
+}
+
+static int peer_connect(struct worker *w, struct bufferevent *bev, const struct config_peer *peer)
+{
+    if (peer->host[0] == '/') {
+        struct sockaddr_un sun = { .sun_family = AF_UNIX };
+        int n = snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/.s.PGSQL.%d", peer->host, peer->port);
+        if (n < 0 || (size_t)n >= sizeof(sun.sun_path))
+            return -1;
+        return bufferevent_socket_connect(bev, (struct sockaddr *)&sun, sizeof(sun));
+    }
+    if (w->dns)
+        return bufferevent_socket_connect_hostname(bev, w->dns, AF_UNSPEC, peer->host, peer->port);
+    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)peer->port) };
+    if (inet_pton(AF_INET, peer->host, &sin.sin_addr) != 1)
+        return -1;
+    return bufferevent_socket_connect(bev, (struct sockaddr *)&sin, sizeof(sin));
+}
+
+void peer_forwards_init(struct peer_forwards *forwards)
+{
+    TAILQ_INIT(&forwards->active);
+    forwards->dropped_logged_at = 0;
+    forwards->dropped_not_logged = 0;
+}
+
+void peer_log_dropped_cancel(struct worker *w, int peer_id, const char *why)
+{
+    struct peer_forwards *forwards = &w->peer_forwards;
+    double now = worker_now(w);
+
+    /* A flood of bogus cancels must not flood the log. */
+    if (now - forwards->dropped_logged_at < DROPPED_LOG_INTERVAL) {
+        forwards->dropped_not_logged++;
+        return;
+    }
+    if (forwards->dropped_not_logged > 0)
+        log_warning("cancel request for peer %d dropped: %s (and %lu more dropped cancels not logged)",
+                    peer_id, why, forwards->dropped_not_logged);
+    else
+        log_warning("cancel request for peer %d dropped: %s", peer_id, why);
+    forwards->dropped_logged_at = now;
+    forwards->dropped_not_logged = 0;
+}
+
+void peer_forward_cancel(struct worker *w, int peer_id, uint32_t pid, uint32_t key)
+{
+    const struct config_peer *peer = config_find_peer(w->cfg, peer_id);
+    if (!peer) {
+        peer_log_dropped_cancel(w, peer_id, "no such peer in [peers]");
+        return;
+    }
+    struct peer_forward *f = calloc(1, sizeof(*f));
+    if (!f) {
+        peer_log_dropped_cancel(w, peer_id, "out of memory");
+        return;
+    }
+    f->worker = w;
+    f->peer_id = peer_id;
+    f->bev = bufferevent_socket_new(w->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (!f->bev) {
+        free(f);
+        peer_log_dropped_cancel(w, peer_id, "out of memory");
+        return;
+    }
+    TAILQ_INSERT_TAIL(&w->peer_forwards.active, f, link);
+    struct msgbuf *mb = &w->scratch;
+    msgbuf_reset(mb);
+    proto_build_cancel_request(mb, pid, key);
+    bufferevent_setcb(f->bev, NULL, NULL, peer_forward_event, f);
+    bufferevent_enable(f->bev, EV_READ | EV_WRITE);
+    bufferevent_write(f->bev, mb->data, mb->len);
+    double timeout = w->cfg->server_connect_timeout;
+    if (timeout > 0) {
+        /* A peer that never answers must not keep the forward for ever. */
+        struct timeval tv = { .tv_sec = (time_t)timeout,
+                              .tv_usec = (suseconds_t)((timeout - (double)(time_t)timeout) * 1e6) };
+        bufferevent_set_timeouts(f->bev, &tv, &tv);
+    }
+    f->connecting = true;
+    int rc = peer_connect(w, f->bev, peer);
+    f->connecting = false;
+    if (rc != 0 && !f->finished)
+        log_warning("cancel request for peer %d not forwarded: cannot connect to %s port %d", peer_id,
+                    peer->host, peer->port);
+    if (rc != 0 || f->finished)
+        peer_forward_free(f);
+}
+
+void peer_forward_free_all(struct worker *w)
+{
+    while (!TAILQ_EMPTY(&w->peer_forwards.active))
+        peer_forward_free(TAILQ_FIRST(&w->peer_forwards.active));
+}

@@ -1,0 +1,33 @@
+/*
+ * peer.h: forwarding a CancelRequest to the sluice instance that owns the client it names, when
+ * several instances sit behind one load balancer (peer_id and [peers], as in PgBouncer).
+ */
+#ifndef SLUICE_PEER_H
+#define SLUICE_PEER_H
+
+#include <stdint.h>
+#include <sys/queue.h>
+
+struct worker;
+struct peer_forward;
+
+/* A worker's cancels on their way to peers, and the rate limit of the "dropped" log line. */
+struct peer_forwards {
+    TAILQ_HEAD(, peer_forward) active;
+    double dropped_logged_at;
+    unsigned long dropped_not_logged;
+};
+
+/*
+ * Sends the CancelRequest (pid, key) to the [peers] entry for peer_id and forgets it once the peer
+ * closes the connection, as PostgreSQL does once it has signalled the backend. A peer id with no
+ * [peers] entry is dropped and logged.
+ */
+void peer_forward_cancel(struct worker *w, int peer_id, uint32_t pid, uint32_t key);
+/* A cancel not forwarded (unknown peer, or already forwarded once): logged, at most once a second. */
+void peer_log_dropped_cancel(struct worker *w, int peer_id, const char *why);
+void peer_forwards_init(struct peer_forwards *forwards);
+/* Abandons the forwards still under way (shutdown). */
+void peer_forward_free_all(struct worker *w);
+
+#endif
