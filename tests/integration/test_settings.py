@@ -1,0 +1,324 @@
+"""Settings of conf/sluice.ini whose effect no other file shows: each test fails if the setting
+did nothing. tcp_keepalive (the keepalive timer on sluice's sockets, read from /proc/net/tcp),
+unix_socket_mode, pidfile, ignore_startup_parameters, server_reset_query_always, the
+[databases] keywords connect_query and application_name, log_connections, log_disconnections,
+log_pooler_errors, verbose, syslog, server_connect_timeout and server_login_retry."""
+
+import os
+import socket
+import stat
+import threading
+
+import harness
+from harness import check, check_equal, expect_pg_error, wait_for
+
+suite = harness.Suite()
+test = suite.test
+
+TIMER_KEEPALIVE = 2  # /proc/net/tcp "tr" field: 1 retransmit, 2 keepalive, 4 zero-window probe
+
+
+def one_value(conn, sql, params=None):
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchone()[0]
+
+
+def socket_inodes(pid):
+    inodes = set()
+    fd_dir = f"/proc/{pid}/fd"
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(os.path.join(fd_dir, fd))
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    return inodes
+
+
+def tcp_sockets(pid):
+    """sluice's established TCP sockets: (local port, remote port, timer kind) each."""
+    inodes = socket_inodes(pid)
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            state, timer, inode = fields[3], fields[5], fields[9]
+            if inode not in inodes or state != "01":  # 01: ESTABLISHED
+                continue
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+            found.append((local_port, remote_port, int(timer.split(":")[0], 16)))
+    return found
+
+
+def client_and_backend_timers(s):
+    """The timer kinds of sluice's socket to one idle client and of its socket to PostgreSQL,
+    once no retransmission is pending on either."""
+    conn = s.connect()
+    check_equal(one_value(conn, "SELECT 1"), 1, "query")
+    state = {}
+
+    def settled():
+        sockets = tcp_sockets(s.proc.pid)
+        clients = [timer for local, _, timer in sockets if local == s.port]
+        backends = [timer for _, remote, timer in sockets if remote == s.cluster.port]
+        state.update(clients=clients, backends=backends)
+        return len(clients) == 1 and len(backends) == 1 and 1 not in clients + backends
+    wait_for(settled, 10, what=f"sluice's client and backend sockets (last seen: {state})")
+    return state["clients"][0], state["backends"][0]
+
+
+@test("tcp_keepalive = 1: sluice's socket to the client and to PostgreSQL run a keepalive timer",
+      sluice_only=True)
+def tcp_keepalive_on(t):
+    s = t.sluice(settings={"tcp_keepalive": 1, "pool_mode": "session"})
+    client_timer, backend_timer = client_and_backend_timers(s)
+    check_equal(client_timer, TIMER_KEEPALIVE, "timer of sluice's socket to the client")
+    check_equal(backend_timer, TIMER_KEEPALIVE, "timer of sluice's socket to PostgreSQL")
+
+
+@test("tcp_keepalive = 0: neither socket runs a keepalive timer", sluice_only=True)
+def tcp_keepalive_off(t):
+    s = t.sluice(settings={"tcp_keepalive": 0, "pool_mode": "session"})
+    client_timer, backend_timer = client_and_backend_timers(s)
+    check_equal(client_timer, 0, "timer of sluice's socket to the client")
+    check_equal(backend_timer, 0, "timer of sluice's socket to PostgreSQL")
+
+
+@test("unix_socket_mode sets the permissions of the unix socket", sluice_only=True)
+def unix_socket_mode(t):
+    s = t.sluice(settings={"unix_socket_mode": "0700"})
+    check_equal(oct(stat.S_IMODE(os.stat(s.unix_socket_path()).st_mode)), oct(0o700),
+                "mode of the socket with unix_socket_mode = 0700")
+    default = t.sluice()
+    check_equal(oct(stat.S_IMODE(os.stat(default.unix_socket_path()).st_mode)), oct(0o777),
+                "mode of the socket by default")
+    check_equal(one_value(s.connect(unix=True), "SELECT 'over the socket'"), "over the socket",
+                "a query over the 0700 socket (as its owner)")
+
+
+@test("pidfile holds sluice's process id while it runs and is removed when it stops",
+      sluice_only=True)
+def pidfile(t):
+    s = t.sluice(start=False)
+    path = os.path.join(s.dir, "sluice.pid")
+    s.settings["pidfile"] = path
+    s.write_config()
+    s.start()
+    with open(path) as f:
+        check_equal(f.read().strip(), str(s.proc.pid), "contents of the pidfile")
+    s.stop()
+    check(not os.path.exists(path), "the pidfile is left after sluice stopped")
+
+
+def backend_extra_float_digits(s):
+    wire = s.wire()
+    wire.login(extra_float_digits="3")
+    return wire.query("SHOW extra_float_digits").first_value()
+
+
+@test("ignore_startup_parameters: a listed startup parameter is dropped, not set on the backend",
+      sluice_only=True)
+def ignore_startup_parameters(t):
+    plain = t.sluice()
+    check_equal(backend_extra_float_digits(plain), "3",
+                "extra_float_digits from the startup packet, not ignored")
+    s = t.sluice(settings={"ignore_startup_parameters": "extra_float_digits, search_path"})
+    check_equal(backend_extra_float_digits(s), "1",
+                "extra_float_digits from the startup packet, ignored (PostgreSQL's default)")
+
+
+def counting_sequence(t, name):
+    """A sequence app may call nextval on; returns a function giving how often it was called."""
+    t.cluster.sql(f"DROP SEQUENCE IF EXISTS {name}")
+    t.cluster.sql(f"CREATE SEQUENCE {name}")
+    t.cluster.sql(f"GRANT USAGE, SELECT ON SEQUENCE {name} TO app")
+
+    def calls():
+        last_value, is_called = t.cluster.sql(f"SELECT last_value, is_called FROM {name}")[0]
+        return last_value if is_called else 0
+    return calls
+
+
+@test("server_reset_query_always = on runs server_reset_query after each transaction in "
+      "transaction mode; off does not", sluice_only=True)
+def server_reset_query_always(t):
+    resets = counting_sequence(t, "settings_reset_calls")
+    reset_query = "SELECT nextval('settings_reset_calls')"
+    off = t.sluice(settings={"server_reset_query": reset_query})
+    conn = off.connect()
+    for i in range(3):
+        check_equal(one_value(conn, "SELECT %s", (i,)), i, "query with server_reset_query_always off")
+    off.stop()
+    check_equal(resets(), 0, "server_reset_query runs in transaction mode with the setting off")
+
+    on = t.sluice(settings={"server_reset_query": reset_query, "server_reset_query_always": "on"})
+    conn = on.connect()
+    for i in range(3):
+        check_equal(one_value(conn, "SELECT %s", (i,)), i, "query with server_reset_query_always on")
+    wait_for(lambda: resets() >= 3, 10,
+             what=f"server_reset_query after each of 3 transactions (ran {resets()} times)")
+
+
+@test("[databases] connect_query runs once on each new backend connection", sluice_only=True)
+def connect_query(t):
+    connects = counting_sequence(t, "settings_connect_calls")
+    line = t.cluster.database_line(connect_query="'SELECT nextval(\\'settings_connect_calls\\')'",
+                                   pool_size=2)
+    s = t.sluice(databases={"connectdb": line})
+    first, second = s.connect(dbname="connectdb"), s.connect(dbname="connectdb")
+    first.autocommit = second.autocommit = False
+    pids = {one_value(first, "SELECT pg_backend_pid()"), one_value(second, "SELECT pg_backend_pid()")}
+    check_equal(len(pids), 2, "backends held by two open transactions")
+    first.rollback()
+    second.rollback()
+    for _ in range(3):
+        one_value(first, "SELECT 1")
+        first.rollback()
+    check_equal(connects(), 2, "connect_query runs (two backends opened)")
+
+
+@test("[databases] application_name is the backends' application_name when the client sends none",
+      sluice_only=True)
+def database_application_name(t):
+    s = t.sluice(databases={"appnamedb": t.cluster.database_line(application_name="from_config")})
+    wire = s.wire()
+    wire.login(database="appnamedb")
+    check_equal(wire.query("SELECT application_name FROM pg_stat_activity "
+                           "WHERE pid = pg_backend_pid()").first_value(),
+                "from_config", "pg_stat_activity.application_name of the backend")
+
+
+def log_lines_after(s, mark, needle):
+    return [line for line in s.log_text()[mark:].splitlines() if needle in line]
+
+
+def wrong_password_login(s):
+    expect_pg_error(lambda: s.wire().login(password="wrong"), "28P01", "login with a wrong password")
+
+
+@test("log_connections: 'login ok' is logged when on and not when off", sluice_only=True)
+def log_connections(t):
+    for value, want in (("on", 1), ("off", 0)):
+        s = t.sluice(settings={"log_connections": value})
+        mark = len(s.log_text())
+        one_value(s.connect(), "SELECT 1")
+        wait_for(lambda: len(log_lines_after(s, mark, "login ok")) >= want, 10, what="login line")
+        check_equal(len(log_lines_after(s, mark, "login ok")), want,
+                    f"'login ok' lines with log_connections = {value}")
+        s.stop()
+
+
+@test("log_disconnections: 'closing because' is logged when on and not when off",
+      sluice_only=True)
+def log_disconnections(t):
+    for value, want in (("on", 1), ("off", 0)):
+        s = t.sluice(settings={"log_disconnections": value})
+        mark = len(s.log_text())
+        conn = s.connect()
+        one_value(conn, "SELECT 1")
+        conn.close()
+        # A client logging in after the close is handled after it: its line marks the close done.
+        one_value(s.connect(), "SELECT 2")
+        wait_for(lambda: len(log_lines_after(s, mark, "login ok")) >= 2, 10, what="login lines")
+        check_equal(len(log_lines_after(s, mark, "closing because")), want,
+                    f"'closing because' lines with log_disconnections = {value}")
+        s.stop()
+
+
+@test("log_pooler_errors: an error sluice sends a client is logged when on and not when off",
+      sluice_only=True)
+def log_pooler_errors(t):
+    for value, want in (("on", 1), ("off", 0)):
+        s = t.sluice(settings={"log_pooler_errors": value})
+        mark = len(s.log_text())
+        wrong_password_login(s)
+        one_value(s.connect(), "SELECT 1")  # its login line follows the error's
+        wait_for(lambda: len(log_lines_after(s, mark, "login ok")) >= 1, 10, what="login line")
+        check_equal(len(log_lines_after(s, mark, "error 28P01")), want,
+                    f"'error 28P01' lines with log_pooler_errors = {value}")
+        s.stop()
+
+
+@test("verbose = 1 adds DEBUG lines (a backend's login); verbose = 0 has none", sluice_only=True)
+def verbose(t):
+    for value, want in ((1, True), (0, False)):
+        s = t.sluice(settings={"verbose": value})
+        one_value(s.connect(), "SELECT 1")
+        s.stop()
+        check_equal(" DEBUG " in s.log_text() and "logged in, backend pid" in s.log_text(), want,
+                    f"DEBUG lines with verbose = {value}")
+
+
+class SilentServer:
+    """A TCP server that accepts connections and never answers: a PostgreSQL that hangs."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+
+    def close(self):
+        self.sock.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+def silent_database(server):
+    return f"host=127.0.0.1 port={server.port} dbname=appdb user=app password=app_pw"
+
+
+@test("server_connect_timeout: a PostgreSQL that never answers the login fails the client with "
+      "08006 naming the timeout, not query_wait_timeout's error", sluice_only=True)
+def server_connect_timeout(t):
+    server = SilentServer()
+    try:
+        s = t.sluice(settings={"server_connect_timeout": 1, "query_wait_timeout": 20},
+                     databases={"silentdb": silent_database(server)})
+        error = expect_pg_error(lambda: s.wire(timeout=30).login(database="silentdb"), "08006",
+                                "login to a database whose server never answers")
+        check("timed out after 1 seconds" in error.message, f"the message: {error.message!r}")
+    finally:
+        server.close()
+
+
+@test("server_login_retry: after a failed backend login, the next client is refused without a "
+      "new connection to PostgreSQL while the retry delay runs; with 0 it connects again",
+      sluice_only=True)
+def server_login_retry(t):
+    for retry, want_connections in ((60, 1), (0, 2)):
+        server = SilentServer()
+        try:
+            s = t.sluice(settings={"server_connect_timeout": 1, "server_login_retry": retry,
+                                   "query_wait_timeout": 20},
+                         databases={"silentdb": silent_database(server)})
+            for attempt in ("first", "second"):
+                expect_pg_error(lambda: s.wire(timeout=30).login(database="silentdb"), "08006",
+                                f"{attempt} login, server_login_retry = {retry}")
+            check_equal(len(server.accepted), want_connections,
+                        f"connections PostgreSQL saw with server_login_retry = {retry}")
+            s.stop()
+        finally:
+            server.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(suite.run())
