@@ -5,8 +5,11 @@ unix_socket_mode, pidfile, ignore_startup_parameters, server_reset_query_always,
 log_pooler_errors, verbose, syslog, server_connect_timeout and server_login_retry."""
 
 import os
+import re
+import shutil
 import socket
 import stat
+import subprocess
 import threading
 
 import harness
@@ -255,6 +258,91 @@ def verbose(t):
         s.stop()
         check_equal(" DEBUG " in s.log_text() and "logged in, backend pid" in s.log_text(), want,
                     f"DEBUG lines with verbose = {value}")
+
+
+class SyslogCapture:
+    """A /dev/log of sluice's own: a unix datagram socket in a directory that a private mount
+    namespace puts over /dev for the sluice process only (needs root and unshare)."""
+
+    DEVICES = {"null": (1, 3), "zero": (1, 5), "random": (1, 8), "urandom": (1, 9)}
+
+    def __init__(self, s):
+        if os.geteuid() != 0 or shutil.which("unshare") is None:
+            raise harness.Skip("needs root and unshare(1) to give sluice its own /dev/log")
+        self.dev_dir = os.path.join(s.dir, "dev")
+        os.makedirs(self.dev_dir)
+        for name, (major, minor) in self.DEVICES.items():
+            os.mknod(os.path.join(self.dev_dir, name), 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(os.path.join(self.dev_dir, "log"))
+        self.sock.settimeout(0.2)
+        self.wrapper = os.path.join(s.dir, "with-own-dev-log.sh")
+        with open(self.wrapper, "w") as f:
+            f.write("#!/bin/sh\n"
+                    "exec unshare --mount --propagation private sh -c "
+                    "'mount --bind \"$0\" /dev && exec \"$@\"' "
+                    f"'{self.dev_dir}' '{harness.sluice_binary()}' \"$@\"\n")
+        os.chmod(self.wrapper, 0o755)
+        probe = subprocess.run([self.wrapper, "--version"], capture_output=True, text=True)
+        if probe.returncode != 0:
+            raise harness.Skip(f"cannot give sluice its own /dev/log: {probe.stderr.strip()}")
+        self.messages = []
+
+    def start(self, s):
+        previous = os.environ.get("SLUICE_BIN")
+        os.environ["SLUICE_BIN"] = self.wrapper
+        try:
+            s.start()
+        finally:
+            if previous is None:
+                os.environ.pop("SLUICE_BIN")
+            else:
+                os.environ["SLUICE_BIN"] = previous
+
+    def read(self):
+        """The messages received so far, as (facility, severity, text)."""
+        while True:
+            try:
+                data = self.sock.recv(65536).decode(errors="replace")
+            except OSError:
+                return self.messages
+            match = re.match(r"<(\d+)>(.*)", data, re.S)
+            if match:
+                priority = int(match.group(1))
+                self.messages.append((priority >> 3, priority & 7, match.group(2)))
+
+    def close(self):
+        self.sock.close()
+
+
+SYSLOG_FACILITY_CODES = {"auth": 4, "authpriv": 10, "daemon": 3, "user": 1, "local3": 19}
+
+
+@test("syslog = on sends the log to /dev/log with syslog_ident and syslog_facility, not stderr",
+      sluice_only=True)
+def syslog(t):
+    for facility in ("local3", "auth", "authpriv"):
+        s = t.sluice(settings={"syslog": "on", "syslog_ident": f"sluice-{facility}",
+                               "syslog_facility": facility}, start=False)
+        capture = SyslogCapture(s)
+        try:
+            capture.start(s)
+            one_value(s.connect(), "SELECT 1")
+            login = []
+
+            def logged_login():
+                login[:] = [m for m in capture.read() if "login ok" in m[2]]
+                return login
+            wait_for(logged_login, 10, what=f"a 'login ok' line on /dev/log ({capture.messages})")
+            got_facility, severity, text = login[0]
+            check_equal(got_facility, SYSLOG_FACILITY_CODES[facility],
+                        f"facility of the line with syslog_facility = {facility}")
+            check_equal(severity, 6, "severity of a LOG line (LOG_INFO)")
+            check(f"sluice-{facility}[{s.proc.pid}]:" in text, f"ident and pid in {text!r}")
+            check("login ok" not in s.log_text(), "the login line also went to stderr")
+            s.stop()
+        finally:
+            capture.close()
 
 
 class SilentServer:
