@@ -260,6 +260,54 @@ def verbose(t):
                     f"DEBUG lines with verbose = {value}")
 
 
+@test("listen_addr: sluice listens on the address given and not on others", sluice_only=True)
+def listen_addr(t):
+    s = t.sluice(settings={"listen_addr": "127.0.0.2"}, start=False)
+    s.host = "127.0.0.2"  # another loopback address: where clients (and wait_ready) connect
+    s.start()
+    check_equal(one_value(s.connect(), "SELECT 'on 127.0.0.2'"), "on 127.0.0.2",
+                "a query over 127.0.0.2")
+    try:
+        socket.create_connection(("127.0.0.1", s.port), timeout=5).close()
+        raise harness.TestFailure("sluice accepted a connection on 127.0.0.1")
+    except ConnectionRefusedError:
+        pass
+
+
+@test("min_pool_size in [sluice] opens backends for a pool before its first client",
+      sluice_only=True)
+def global_min_pool_size(t):
+    line = t.cluster.database_line(application_name="global_min_pool")
+    t.sluice(settings={"min_pool_size": 2}, databases={"prewarmdb": line})
+
+    def prewarmed():
+        rows = [b for b in t.cluster.backends(usename="app")
+                if b["application_name"] == "global_min_pool"]
+        return rows if len(rows) == 2 else None
+    wait_for(prewarmed, 10, what="two backends for min_pool_size = 2 with no client")
+
+
+AUTH_OK, AUTH_CLEARTEXT, AUTH_SASL = 0, 3, 10
+
+
+def first_auth_request(s, user, password):
+    wire = s.wire()
+    wire.login(user=user, password=password)
+    check_equal(wire.auth_requests[-1], AUTH_OK, f"{user}: last authentication message")
+    return wire.auth_requests[0]
+
+
+@test("[users] auth_type overrides auth_type for that user only", sluice_only=True)
+def user_auth_type(t):
+    s = t.sluice(settings={"auth_type": "scram-sha-256"}, start=False)
+    s.write_config(s.config_text() + "\n[users]\napp = auth_type=plain\n")
+    s.start()
+    check_equal(first_auth_request(s, "app", "app_pw"), AUTH_CLEARTEXT,
+                "app's first authentication request ([users] auth_type=plain)")
+    check_equal(first_auth_request(s, "scram_user", harness.ROLES["scram_user"][0]), AUTH_SASL,
+                "scram_user's first authentication request (auth_type = scram-sha-256)")
+
+
 class SyslogCapture:
     """A /dev/log of sluice's own: a unix datagram socket in a directory that a private mount
     namespace puts over /dev for the sluice process only (needs root and unshare)."""
