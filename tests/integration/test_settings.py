@@ -170,6 +170,20 @@ def server_reset_query_always(t):
              what=f"server_reset_query after each of 3 transactions (ran {resets()} times)")
 
 
+@test("server_reset_query: the query given is what runs when a session-mode client leaves",
+      sluice_only=True)
+def server_reset_query_value(t):
+    resets = counting_sequence(t, "settings_session_resets")
+    s = t.sluice(settings={"pool_mode": "session",
+                           "server_reset_query": "SELECT nextval('settings_session_resets')"})
+    for i in range(2):
+        conn = s.connect()
+        check_equal(one_value(conn, "SELECT %s", (i,)), i, f"query of session {i + 1}")
+        conn.close()
+        wait_for(lambda: resets() == i + 1, 10,
+                 what=f"server_reset_query after session {i + 1} (ran {resets()} times)")
+
+
 @test("[databases] connect_query runs once on each new backend connection", sluice_only=True)
 def connect_query(t):
     connects = counting_sequence(t, "settings_connect_calls")
