@@ -11,6 +11,7 @@ import socket
 import stat
 import subprocess
 import threading
+import urllib.request
 
 import harness
 from harness import check, check_equal, expect_pg_error, wait_for
@@ -284,6 +285,22 @@ def listen_addr(t):
     try:
         socket.create_connection(("127.0.0.1", s.port), timeout=5).close()
         raise harness.TestFailure("sluice accepted a connection on 127.0.0.1")
+    except ConnectionRefusedError:
+        pass
+
+
+@test("metrics_listen_addr: /metrics is served on the address given and not on others",
+      sluice_only=True)
+def metrics_listen_addr(t):
+    port = harness.free_port()
+    s = t.sluice(settings={"metrics_listen_addr": "127.0.0.2", "metrics_port": port})
+    one_value(s.connect(), "SELECT 1")
+    with urllib.request.urlopen(f"http://127.0.0.2:{port}/metrics", timeout=10) as reply:
+        check_equal(reply.status, 200, "GET /metrics on 127.0.0.2")
+        check(b"sluice_" in reply.read(), "the body holds sluice's metrics")
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        raise harness.TestFailure("the metrics endpoint accepted a connection on 127.0.0.1")
     except ConnectionRefusedError:
         pass
 
