@@ -185,6 +185,40 @@ def server_reset_query_value(t):
                  what=f"server_reset_query after session {i + 1} (ran {resets()} times)")
 
 
+def second_client_outcome(s, dbname):
+    """A first client runs a query and stays connected, idle; what a second one then gets from
+    the same pool of one backend: its query's result, or the error that ended its wait."""
+    first = s.connect(dbname=dbname)
+    check_equal(one_value(first, "SELECT 'first'"), "first", f"{dbname}: the first client")
+    wire = s.wire(timeout=30)
+    try:
+        wire.login(database=dbname)
+        wire.send(harness.query_message("SELECT 'second'"))
+        while True:
+            kind, payload = wire.read_message()
+            if kind == "E":
+                return harness.parse_fields(payload).get("C")
+            if kind == "D":
+                return wire._parse_row(payload)[0]
+    except harness.PgError as error:
+        return error.sqlstate
+    finally:
+        first.close()
+
+
+@test("[databases] pool_mode = session overrides the global transaction mode: an idle client "
+      "keeps its backend", sluice_only=True)
+def database_pool_mode(t):
+    s = t.sluice(settings={"pool_mode": "transaction", "query_wait_timeout": 2},
+                 databases={"txdb": t.cluster.database_line(pool_size=1),
+                            "sessiondb": t.cluster.database_line(pool_size=1,
+                                                                 pool_mode="session")})
+    check_equal(second_client_outcome(s, "txdb"), "second",
+                "second client of a transaction-mode pool of one")
+    check_equal(second_client_outcome(s, "sessiondb"), "57014",
+                "second client of a session-mode pool of one (query_wait_timeout's SQLSTATE)")
+
+
 @test("[databases] connect_query runs once on each new backend connection", sluice_only=True)
 def connect_query(t):
     connects = counting_sequence(t, "settings_connect_calls")
