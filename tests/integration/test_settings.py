@@ -219,6 +219,16 @@ def database_pool_mode(t):
                 "second client of a session-mode pool of one (query_wait_timeout's SQLSTATE)")
 
 
+@test("[databases] without dbname: the backend database is the name clients ask for",
+      sluice_only=True)
+def database_name_default(t):
+    line = t.cluster.database_line().replace(f"dbname={harness.APP_DB} ", "")
+    check("dbname=" not in line, f"the line still names dbname: {line}")
+    s = t.sluice(databases={harness.APP_DB: line})
+    check_equal(one_value(s.connect(), "SELECT current_database()"), harness.APP_DB,
+                "current_database() behind an entry without dbname")
+
+
 @test("[databases] connect_query runs once on each new backend connection", sluice_only=True)
 def connect_query(t):
     connects = counting_sequence(t, "settings_connect_calls")
