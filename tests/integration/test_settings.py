@@ -333,6 +333,25 @@ def listen_addr(t):
         pass
 
 
+@test("listen_addr = *: every local address; listen_addr empty: the unix socket only",
+      sluice_only=True)
+def listen_addr_all_and_none(t):
+    everywhere = t.sluice(settings={"listen_addr": "*"})
+    for address in ("127.0.0.1", "127.0.0.2"):
+        socket.create_connection((address, everywhere.port), timeout=5).close()
+    unix_only = t.sluice(settings={"listen_addr": ""}, start=False)
+    unix_only.start(wait=False)
+    wait_for(lambda: os.path.exists(unix_only.unix_socket_path()), 15,
+             what="the unix socket of a sluice with listen_addr empty")
+    check_equal(one_value(unix_only.connect(unix=True), "SELECT 'unix'"), "unix",
+                "a query over the unix socket")
+    try:
+        socket.create_connection(("127.0.0.1", unix_only.port), timeout=5).close()
+        raise harness.TestFailure("sluice with listen_addr empty accepted a TCP connection")
+    except ConnectionRefusedError:
+        pass
+
+
 @test("metrics_listen_addr: /metrics is served on the address given and not on others",
       sluice_only=True)
 def metrics_listen_addr(t):
