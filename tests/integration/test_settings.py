@@ -1,8 +1,11 @@
-"""Settings of conf/sluice.ini whose effect no other file shows: each test fails if the setting
-did nothing. tcp_keepalive (the keepalive timer on sluice's sockets, read from /proc/net/tcp),
-unix_socket_mode, pidfile, ignore_startup_parameters, server_reset_query_always, the
-[databases] keywords connect_query and application_name, log_connections, log_disconnections,
-log_pooler_errors, verbose, syslog, server_connect_timeout and server_login_retry."""
+"""Settings of conf/sluice.ini whose effect no other file showed: each test fails if the setting
+did nothing (checked by disabling its enforcement). tcp_keepalive (the keepalive timer on sluice's
+sockets, read from /proc/net/tcp), unix_socket_mode, pidfile, ignore_startup_parameters,
+server_reset_query and server_reset_query_always, the [databases] keywords pool_mode, dbname (its
+default), connect_query and application_name, [users] auth_type, listen_addr, metrics_listen_addr,
+min_pool_size in [sluice], log_connections, log_disconnections, log_pooler_errors, verbose,
+syslog/syslog_ident/syslog_facility (through a /dev/log of sluice's own), server_connect_timeout
+and server_login_retry. The TLS cipher, protocol and certificate settings are in test_tls.py."""
 
 import os
 import re
