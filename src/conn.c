@@ -913,11 +913,12 @@ const uint8_t *conn_pullup_message(struct evbuffer *buf, uint32_t msg_len)
 
 void conn_tune_socket(evutil_socket_t fd, bool keepalive)
 {
-    int on = 1;
+    int on = 1, keepalive_value = keepalive ? 1 : 0;
     /* Both fail harmlessly with EOPNOTSUPP/ENOPROTOOPT on unix sockets. */
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
-    if (keepalive)
-        (void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+    /* Set either way: libevent's evconnlistener_new_bind turns SO_KEEPALIVE on for every
+     * listener, and accepted sockets inherit it, so "off" must be said explicitly. */
+    (void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &keepalive_value, sizeof(keepalive_value));
 }
 
 bool conn_output_is_full(const struct conn *conn)

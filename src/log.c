@@ -24,6 +24,7 @@ static struct log_settings log_settings = { .verbose = 0, .use_syslog = false, .
 static int syslog_facility_from_name(const char *name)
 {
     static const struct { const char *name; int value; } facilities[] = {
+        { "auth", LOG_AUTH },     { "authpriv", LOG_AUTHPRIV },
         { "daemon", LOG_DAEMON }, { "user", LOG_USER },     { "local0", LOG_LOCAL0 },
         { "local1", LOG_LOCAL1 }, { "local2", LOG_LOCAL2 }, { "local3", LOG_LOCAL3 },
         { "local4", LOG_LOCAL4 }, { "local5", LOG_LOCAL5 }, { "local6", LOG_LOCAL6 },

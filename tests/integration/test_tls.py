@@ -384,6 +384,27 @@ def protocols_tls12_only(t):
     check_equal(conn.info.ssl_attribute("protocol"), "TLSv1.2", "protocol negotiated")
 
 
+# An ECDHE-ECDSA suite (the test certificates hold P-256 keys) that OpenSSL's default order and
+# PostgreSQL's (ssl_prefer_server_ciphers) rank below AES-256: chosen only when it is the only one.
+TLS12_AES128_CIPHER = "ECDHE-ECDSA-AES128-GCM-SHA256"
+
+
+@test("client_tls_ciphers limits the TLS 1.2 ciphers sluice accepts from clients",
+      sluice_only=True)
+def client_ciphers(t):
+    certs = t.certificates()
+    default = t.sluice(settings=client_tls(certs, client_tls_protocols="tlsv1.2"),
+                       databases=unix_backend(t))
+    default_cipher = default.connect(**verify_full(certs)).info.ssl_attribute("cipher")
+    check(default_cipher != TLS12_AES128_CIPHER,
+          f"with client_tls_ciphers = default the cipher is {default_cipher}")
+    s = t.sluice(settings=client_tls(certs, client_tls_protocols="tlsv1.2",
+                                     client_tls_ciphers=TLS12_AES128_CIPHER),
+                 databases=unix_backend(t))
+    check_equal(s.connect(**verify_full(certs)).info.ssl_attribute("cipher"), TLS12_AES128_CIPHER,
+                "cipher negotiated with client_tls_ciphers set")
+
+
 # ---- reload -------------------------------------------------------------------------------------
 
 @test("SIGHUP after replacing cert and key: new connections get the new certificate, a TLS "
@@ -589,6 +610,79 @@ def tls_both_sides(t):
                           "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
     check_equal(status, 0, f"psql exit status ({output.strip()})")
     check_equal(output.strip(), "t", "pg_stat_ssl.ssl through sluice")
+
+
+def backend_ssl(conn, column):
+    return one_value(conn, f"SELECT {column} FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+
+
+@test("server_tls_protocols = tlsv1.2 and server_tls_ciphers: sluice's backend connection uses "
+      "that version and cipher (pg_stat_ssl)", sluice_only=True)
+def server_protocols_and_ciphers(t):
+    cluster = tls_postgres(t)
+    certs = t.certificates()
+    default = t.sluice(settings=backend_tls("verify-full", certs),
+                       databases={harness.APP_DB: localhost_line(cluster)})
+    check_equal(backend_ssl(default.connect(), "version"), "TLSv1.3",
+                "pg_stat_ssl.version with server_tls_protocols = secure")
+    s = t.sluice(settings=backend_tls("verify-full", certs, server_tls_protocols="tlsv1.2"),
+                 databases={harness.APP_DB: localhost_line(cluster)})
+    conn = s.connect()
+    check_equal(backend_ssl(conn, "version"), "TLSv1.2", "pg_stat_ssl.version with tlsv1.2")
+    check(backend_ssl(conn, "cipher") != TLS12_AES128_CIPHER,
+          "with server_tls_ciphers = default PostgreSQL prefers another cipher")
+    limited = t.sluice(settings=backend_tls("verify-full", certs, server_tls_protocols="tlsv1.2",
+                                            server_tls_ciphers=TLS12_AES128_CIPHER),
+                       databases={harness.APP_DB: localhost_line(cluster)})
+    check_equal(backend_ssl(limited.connect(), "cipher"), TLS12_AES128_CIPHER,
+                "pg_stat_ssl.cipher with server_tls_ciphers set")
+
+
+class PostgresAsksForCertificates:
+    """Within the block PostgreSQL has ssl_ca_file = ca.crt, so it asks clients for a certificate
+    (and shows the one given in pg_stat_ssl.client_dn); none is still accepted."""
+
+    def __init__(self, cluster, certs):
+        self.cluster = cluster
+        self.certs = certs
+
+    def _set(self, value):
+        statement = f"ALTER SYSTEM SET ssl_ca_file = '{value}'" if value else \
+            "ALTER SYSTEM RESET ssl_ca_file"
+        self.cluster.sql(statement, dbname="postgres")
+        postgres_reload(self.cluster)
+        wait_for(lambda: self.cluster.sql("SHOW ssl_ca_file", dbname="postgres")[0][0] == value,
+                 10, what=f"PostgreSQL to reload with ssl_ca_file = {value!r}")
+
+    def __enter__(self):
+        target = os.path.join(self.cluster.data_dir, "root.crt")
+        shutil.copyfile(os.path.join(self.certs, "ca.crt"), target)
+        if self.cluster.account:
+            os.chown(target, *self.cluster.account)
+        self._set("root.crt")
+        return self.cluster
+
+    def __exit__(self, *exc):
+        self._set("")
+        return False
+
+
+@test("server_tls_cert_file and server_tls_key_file: sluice presents that certificate to "
+      "PostgreSQL (pg_stat_ssl.client_dn)", sluice_only=True)
+def server_client_certificate(t):
+    cluster = tls_postgres(t)
+    certs = t.certificates()
+    with PostgresAsksForCertificates(cluster, certs):
+        without = t.sluice(settings=backend_tls("verify-full", certs),
+                           databases={harness.APP_DB: localhost_line(cluster)})
+        check_equal(backend_ssl(without.connect(), "client_dn"), None,
+                    "pg_stat_ssl.client_dn without server_tls_cert_file")
+        s = t.sluice(settings=backend_tls(
+            "verify-full", certs, server_tls_cert_file=os.path.join(certs, "client.crt"),
+            server_tls_key_file=os.path.join(certs, "client.key")),
+            databases={harness.APP_DB: localhost_line(cluster)})
+        check_equal(backend_ssl(s.connect(), "client_dn"), "/CN=app",
+                    "pg_stat_ssl.client_dn with server_tls_cert_file = client.crt")
 
 
 # ---- traffic over TLS ---------------------------------------------------------------------------
