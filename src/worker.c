@@ -16,6 +16,7 @@
 #include <openssl/rand.h>
 
 #include "admin.h"
+#include "auth_query.h"
 #include "auth_token.h"
 #include "client.h"
 #include "listener.h"
@@ -155,6 +156,8 @@ int worker_init(struct worker *w, struct config *cfg)
     }
     if (admin_init(w) != 0 || metrics_init(w) != 0)
         return -1;
+    if (!(w->auth_query = auth_query_new(w)))
+        return -1;
     if (listener_open_all(w) != 0)
         return -1;
     worker_prewarm_pools(w);
@@ -194,6 +197,8 @@ void worker_destroy(struct worker *w)
         pool_destroy(pool);
     }
     listener_close_all(w);
+    auth_query_free(w->auth_query);
+    w->auth_query = NULL;
     admin_free(w);
     metrics_free(w);
     for (size_t i = 0; i < sizeof(w->signal_events) / sizeof(w->signal_events[0]); i++)
@@ -354,6 +359,7 @@ static void worker_janitor_cb(evutil_socket_t fd, short what, void *arg)
     TAILQ_FOREACH(pool, &w->pools, link)
         pool_janitor(pool, now);
     admin_janitor(w);
+    auth_query_janitor(w->auth_query, now);
     metrics_janitor(w, now);
     worker_check_shutdown(w, now);
 }

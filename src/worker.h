@@ -26,6 +26,7 @@ struct token_keyring;
 struct admin_state;
 struct metrics_state;
 struct prepared_registry;
+struct auth_query;
 
 TAILQ_HEAD(client_list, client);
 TAILQ_HEAD(server_list, server);
@@ -55,6 +56,7 @@ struct worker {
     struct userlist *users;        /* owned; NULL when no auth_file */
     struct tls_contexts tls;       /* owned; rebuilt on reload */
     struct token_keyring *token_keys; /* owned; NULL when auth_token_keys is unset */
+    struct auth_query *auth_query; /* owned: auth_query's connections and cache of secrets */
 
     struct listener *listeners;    /* singly linked, owned */
     struct client_list clients;    /* every live client */
