@@ -964,7 +964,8 @@ static void test_files(void)
 static const char *const every_setting[] = {
     "listen_addr", "listen_port", "unix_socket_dir", "unix_socket_mode", "so_reuseport", "io_uring",
     "pool_mode", "default_pool_size", "min_pool_size", "max_client_conn", "max_db_connections",
-    "auth_type", "auth_file", "admin_users", "stats_users", "query_wait_timeout",
+    "auth_type", "auth_file", "auth_user", "auth_query", "auth_dbname",
+    "auth_query_cache_ttl", "admin_users", "stats_users", "query_wait_timeout",
     "client_idle_timeout", "client_login_timeout", "idle_transaction_timeout",
     "server_idle_timeout", "server_lifetime", "server_connect_timeout", "server_login_retry",
     "shutdown_timeout", "server_reset_query", "server_reset_query_always", "server_check_query",
@@ -1210,6 +1211,46 @@ static void test_setting_is_changed_as_the_file_would(void)
     config_free(cfg);
 }
 
+static void test_auth_query_settings(void)
+{
+    struct config *cfg = load("[sluice]\n"
+                              "auth_user = lookup\n"
+                              "auth_dbname = postgres\n"
+                              "auth_query_cache_ttl = 5\n"
+                              "[databases]\n"
+                              "plain = dbname=app_prod\n"
+                              "own = dbname=other auth_user=own_lookup auth_dbname=authdb "
+                              "auth_query='SELECT usename, passwd FROM pg_shadow WHERE usename = $1'\n");
+    const struct config_database *plain, *own;
+    struct config *defaults = load("[databases]\napp = dbname=app_prod\n");
+
+    ok(cfg != NULL && defaults != NULL, "auth_query settings load (%s)", err);
+    if (cfg == NULL || defaults == NULL) {
+        config_free(cfg);
+        config_free(defaults);
+        return;
+    }
+    plain = config_find_database(cfg, "plain");
+    own = config_find_database(cfg, "own");
+    is_str(config_effective_auth_user(defaults, config_find_database(defaults, "app")), NULL,
+           "auth_user defaults to none: no look-ups");
+    ok(strstr(defaults->auth_query, "pg_authid") != NULL && strstr(defaults->auth_query, "rolcanlogin") &&
+           strstr(defaults->auth_query, "rolvaliduntil"),
+       "the default auth_query reads pg_authid and checks LOGIN and expiry");
+    ok(defaults->auth_query_cache_ttl == 60, "auth_query_cache_ttl defaults to 60 s");
+    is_str(config_effective_auth_dbname(defaults, config_find_database(defaults, "app")), "app_prod",
+           "auth_dbname defaults to the database's dbname");
+    is_str(config_effective_auth_user(cfg, plain), "lookup", "a database without its own auth_user uses the global one");
+    is_str(config_effective_auth_dbname(cfg, plain), "postgres", "and the global auth_dbname");
+    ok(cfg->auth_query_cache_ttl == 5, "auth_query_cache_ttl is read");
+    is_str(config_effective_auth_user(cfg, own), "own_lookup", "a database's auth_user wins");
+    is_str(config_effective_auth_dbname(cfg, own), "authdb", "a database's auth_dbname wins");
+    is_str(config_effective_auth_query(cfg, own), "SELECT usename, passwd FROM pg_shadow WHERE usename = $1",
+           "a database's auth_query wins");
+    config_free(cfg);
+    config_free(defaults);
+}
+
 int main(void)
 {
     test_defaults();
@@ -1229,6 +1270,7 @@ int main(void)
     test_database_defaults();
     test_database_keywords();
     test_database_errors();
+    test_auth_query_settings();
     test_users();
     test_helpers();
     test_files();
