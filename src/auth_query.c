@@ -309,10 +309,15 @@ static void auth_source_event_cb(evutil_socket_t fd, short what, void *arg)
 static bool auth_source_wait(struct auth_source *src, bool write)
 {
     struct worker *w = src->owner->worker;
+    int fd = PQsocket(src->pg);
     if (src->ev)
         event_free(src->ev);
-    src->ev = event_new(w->base, PQsocket(src->pg), EV_READ | (write ? EV_WRITE : 0),
-                        auth_source_event_cb, src);
+    src->ev = NULL;
+    if (fd < 0) {
+        auth_source_fail(src, "waiting on the connection", PQerrorMessage(src->pg));
+        return false;
+    }
+    src->ev = event_new(w->base, fd, EV_READ | (write ? EV_WRITE : 0), auth_source_event_cb, src);
     if (!src->ev || event_add(src->ev, NULL) != 0) {
         auth_source_fail(src, "waiting on the connection", "could not register the socket");
         return false;

@@ -114,6 +114,33 @@ def lookup_and_passthrough(t):
     check_equal((status, output.strip()), (0, "aq_alice"), "psql through auth_query")
 
 
+@test("session pooling: an auth_query user's session runs on a pass-through backend (psql)",
+      sluice_only=True)
+def session_pooling(t):
+    create_role(t.cluster, "aq_heidi", "heidi_pw")
+    s = start(t, settings={"pool_mode": "session"})
+    status, output = psql(s, "aq_heidi", "heidi_pw",
+                          "CREATE TEMP TABLE t AS SELECT 42 AS x; SELECT current_user, x FROM t")
+    check_equal((status, output.strip().splitlines()[-1]), (0, "aq_heidi|42"),
+                "psql session through pass-through")
+
+
+@test("the look-up connection closed by PostgreSQL is opened again for the next look-up",
+      sluice_only=True)
+def lookup_connection_reopened(t):
+    create_role(t.cluster, "aq_ivan", "ivan_pw")
+    create_role(t.cluster, "aq_judy", "judy_pw")
+    s = start(t)
+    s.connect(user="aq_ivan", password="ivan_pw").close()
+    check(t.cluster.count_backends(usename=AUTH_USER) >= 1, "no look-up connection as auth_user")
+    t.cluster.terminate_backends(usename=AUTH_USER)
+    conn = s.connect(user="aq_judy", password="judy_pw")
+    with conn.cursor() as cur:
+        cur.execute("SELECT current_user")
+        check_equal(cur.fetchone()[0], "aq_judy", "user looked up after the connection was closed")
+    check("failed" not in s.log_text(), f"a failure was logged:\n{s.log_tail()}")
+
+
 @test("a wrong password gets 28P01 and does not poison the cache", sluice_only=True)
 def wrong_password(t):
     create_role(t.cluster, "aq_bob", "bob_pw")
