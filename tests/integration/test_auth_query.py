@@ -53,26 +53,24 @@ def start(t, settings=None, auth_password=AUTH_PASSWORD, databases=None):
                     users={AUTH_USER: auth_password, ADMIN[0]: ADMIN[1]})
 
 
-def show_users(s):
+def show(s, subject):
+    """Rows of the admin console's SHOW subject, as dicts."""
     conn = s.connect(dbname="sluice", user=ADMIN[0], password=ADMIN[1])
     try:
         with conn.cursor() as cur:
-            cur.execute("SHOW USERS")
-            names = [d.name for d in cur.description]
-            return {row[0]: dict(zip(names, row)) for row in cur.fetchall()}
-    finally:
-        conn.close()
-
-
-def show_pools(s):
-    conn = s.connect(dbname="sluice", user=ADMIN[0], password=ADMIN[1])
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SHOW POOLS")
+            cur.execute(f"SHOW {subject}")
             names = [d.name for d in cur.description]
             return [dict(zip(names, row)) for row in cur.fetchall()]
     finally:
         conn.close()
+
+
+def show_users(s):
+    return {row["name"]: row for row in show(s, "USERS")}
+
+
+def show_pools(s):
+    return show(s, "POOLS")
 
 
 def psycopg3():

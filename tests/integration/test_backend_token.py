@@ -10,10 +10,8 @@ from harness import APP_DB, check, check_equal, expect_pg_error, wait_for
 suite = harness.Suite()
 test = suite.test
 
-REGION = "eu-west-1"
-FUNCTION_USER = "lambda_fn"
-KEY_ID = "AKIASLUICETEST000001"
-SECRET = "sluice/Test+Secret/Key0000000000000000001"
+# The key, region and function user test_token.py's token logins use.
+from test_token import FUNCTION_USER, KEY_ID, REGION, SECRET, write_keys  # noqa: E402
 BENCH_DB = "tokbench"
 
 
@@ -22,9 +20,7 @@ def back_sluice(t, dbname=APP_DB):
     certs = t.certificates()
     s = t.sluice(databases={dbname: t.cluster.database_line(dbname=dbname)}, users={}, start=False)
     keys_path = os.path.join(s.dir, "token-keys.ini")
-    with open(keys_path, "w") as f:
-        f.write(f"[{KEY_ID}]\nsecret = {SECRET}\nusers = {FUNCTION_USER}\n")
-    os.chmod(keys_path, 0o600)
+    write_keys(keys_path, {KEY_ID: (SECRET, [FUNCTION_USER])})
     s.settings.update({
         "auth_type": "token",
         "auth_token_keys": keys_path,
