@@ -139,6 +139,37 @@ def lookup_connection_reopened(t):
     check("failed" not in s.log_text(), f"a failure was logged:\n{s.log_tail()}")
 
 
+@test("per database: auth_user, auth_dbname and auth_query (a SECURITY DEFINER function, no "
+      "superuser); a database without auth_user looks nobody up", sluice_only=True)
+def per_database_settings(t):
+    cluster = t.cluster
+    create_role(cluster, "aq_kate", "kate_pw")
+    with _roles_lock:
+        cluster.sql("DROP FUNCTION IF EXISTS public.sluice_lookup(name); DROP ROLE IF EXISTS aq_lookup; "
+                    "CREATE ROLE aq_lookup LOGIN PASSWORD 'aq_lookup_pw'", dbname="postgres")
+        cluster.sql("CREATE FUNCTION public.sluice_lookup(p_user name, OUT uname name, OUT phash text) "
+                    "RETURNS record LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog AS "
+                    "$$ SELECT rolname, rolpassword FROM pg_authid WHERE rolname = p_user "
+                    "AND rolcanlogin $$; "
+                    "REVOKE ALL ON FUNCTION public.sluice_lookup(name) FROM PUBLIC; "
+                    "GRANT EXECUTE ON FUNCTION public.sluice_lookup(name) TO aq_lookup", dbname="postgres")
+    line = f"host={cluster.host} port={cluster.port} dbname={APP_DB}"
+    s = t.sluice(settings={"auth_type": "scram-sha-256", "admin_users": ADMIN[0]},
+                 databases={APP_DB: line + " auth_user=aq_lookup auth_dbname=postgres "
+                                           "auth_query='SELECT uname, phash FROM public.sluice_lookup($1)'",
+                            "other": line},
+                 users={"aq_lookup": "aq_lookup_pw", ADMIN[0]: ADMIN[1]})
+    conn = s.connect(user="aq_kate", password="kate_pw")
+    with conn.cursor() as cur:
+        cur.execute("SELECT current_user, current_database()")
+        check_equal(cur.fetchone(), ("aq_kate", APP_DB), "user and database")
+    check(any(b["usename"] == "aq_lookup" and b["datname"] == "postgres" for b in cluster.backends()),
+          "no look-up connection as aq_lookup to auth_dbname postgres")
+    expect_pg_error(lambda: s.wire().login(user="aq_kate", password="kate_pw", database="other"),
+                    "28P01", "a database without auth_user")
+    check_equal(show_users(s)["aq_kate"]["sluice_lookups"], 1, "look-ups (none for 'other')")
+
+
 @test("a wrong password gets 28P01 and does not poison the cache", sluice_only=True)
 def wrong_password(t):
     create_role(t.cluster, "aq_bob", "bob_pw")
