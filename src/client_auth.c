@@ -259,26 +259,45 @@ static void client_scram_first(struct client *c, struct userlist_entry *entry, c
     client_auth_send_request(c, AUTH_REQ_SASL_CONTINUE, out, out_len);
 }
 
+/* The pool this login goes to, if it logs in to PostgreSQL as the client with no password. */
+static struct pool *client_passthrough_pool(struct client *c)
+{
+    struct worker *w = c->worker;
+    const struct config_database *db = config_find_database(w->cfg, c->database);
+    struct pool *pool;
+
+    if (c->is_admin || !db || db->password || (db->user && strcmp(db->user, c->user) != 0))
+        return NULL;
+    pool = worker_get_pool(w, db, c->user);
+    return pool && !pool->password ? pool : NULL;
+}
+
 /*
  * SCRAM pass-through: a pool with no password for this user keeps the ClientKey the client's proof
  * revealed, so its backends can log in as the user with the verifier's keys.
  */
 static void client_keep_passthrough(struct client *c)
 {
-    struct worker *w = c->worker;
-    const struct config_database *db = config_find_database(w->cfg, c->database);
     struct scram_passthrough keys;
-    struct pool *pool;
+    struct pool *pool = client_passthrough_pool(c);
 
-    if (c->is_admin || !db || db->password || (db->user && strcmp(db->user, c->user) != 0))
-        return;
-    pool = worker_get_pool(w, db, c->user);
-    if (!pool || pool->password)
+    if (!pool)
         return;
     keys.verifier = c->scram->verifier;
     memcpy(keys.client_key, c->scram->client_key, SCRAM_KEY_LEN);
     pool_set_passthrough(pool, &keys);
     OPENSSL_cleanse(&keys, sizeof(keys));
+}
+
+/* A right password against an md5 hash from auth_query: backends can answer md5 with the hash. */
+static void client_password_authenticated(struct client *c, const struct userlist_entry *entry)
+{
+    struct pool *pool;
+
+    /* An auth_file md5 hash is the pool's password already; this is for auth_query's. */
+    if (entry->kind == SECRET_MD5 && (pool = client_passthrough_pool(c)))
+        pool_set_md5_secret(pool, entry->secret);
+    client_authenticated(c);
 }
 
 static void client_scram_final(struct client *c, const uint8_t *body, size_t body_len)
@@ -348,7 +367,7 @@ static void client_auth_message(struct client *c, const uint8_t *body, size_t bo
             return;
         }
         if (client_check_cleartext(c, entry, password))
-            client_authenticated(c);
+            client_password_authenticated(c, entry);
         else
             client_auth_failed(c);
         return;
@@ -359,7 +378,7 @@ static void client_auth_message(struct client *c, const uint8_t *body, size_t bo
         }
         if (entry && entry->kind != SECRET_SCRAM && *entry->secret &&
             md5_check_response(entry->secret, c->user, c->md5_salt, password))
-            client_authenticated(c);
+            client_password_authenticated(c, entry);
         else
             client_auth_failed(c);
         return;

@@ -145,6 +145,8 @@ void pool_destroy(struct pool *pool)
     free(pool->last_login_error);
     if (pool->passthrough)
         OPENSSL_clear_free(pool->passthrough, sizeof(*pool->passthrough));
+    if (pool->md5_secret)
+        OPENSSL_clear_free(pool->md5_secret, strlen(pool->md5_secret) + 1);
     param_set_free(&pool->defaults);
     free(pool);
 }
@@ -300,9 +302,25 @@ void pool_set_passthrough(struct pool *pool, const struct scram_passthrough *key
              pool->db_name, pool->user_name, first ? "" : " (the user's verifier changed)");
 }
 
+void pool_set_md5_secret(struct pool *pool, const char *secret)
+{
+    if (pool->md5_secret && strcmp(pool->md5_secret, secret) == 0)
+        return;
+    char *copy = strdup(secret);
+    if (!copy)
+        return;
+    if (pool->md5_secret)
+        OPENSSL_clear_free(pool->md5_secret, strlen(pool->md5_secret) + 1);
+    pool->md5_secret = copy;
+    pool->prewarm_wait_logged = false;
+    pool->last_login_failure = 0;
+    log_info("pool %s/%s: backends now log in with the md5 hash auth_query found for the user",
+             pool->db_name, pool->user_name);
+}
+
 const char *pool_prewarm_blocker(const struct pool *pool)
 {
-    if (pool->needs_client_key && !pool->passthrough)
+    if (pool->needs_client_key && !pool->passthrough && !pool->md5_secret)
         return "waiting for a client login: SCRAM pass-through needs a client's key to open backends";
     return NULL;
 }

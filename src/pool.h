@@ -43,6 +43,7 @@ struct pool {
     char *dbname;              /* backend database */
     char *password;            /* backend password or NULL */
     struct scram_passthrough *passthrough; /* a client's SCRAM keys, when password is NULL */
+    char *md5_secret;          /* an auth_query user's md5 hash, when password is NULL */
     bool needs_client_key;     /* no password: backends log in with a client's SCRAM keys */
     bool auth_token;           /* backends log in with a signed IAM token (auth_token = on) */
     bool prewarm_wait_logged;  /* said once that min_pool_size waits for a client's login */
@@ -109,6 +110,8 @@ void pool_set_defaults(struct pool *pool, const struct param_set *server_params)
  * backends (now and later) log in as that user without a password (SCRAM pass-through).
  */
 void pool_set_passthrough(struct pool *pool, const struct scram_passthrough *keys);
+/* A client logged in against an md5 hash from auth_query: backends answer md5 with it, as PgBouncer. */
+void pool_set_md5_secret(struct pool *pool, const char *secret);
 /* Why min_pool_size cannot open backends now, or NULL (SHOW POOLS). */
 const char *pool_prewarm_blocker(const struct pool *pool);
 

@@ -409,9 +409,12 @@ static void server_scram_final(struct server *s, const uint8_t *data, size_t dat
     s->scram = NULL;
 }
 
-/* With no password, a SCRAM exchange can be answered with a client's keys (pass-through). */
+/* With no password, a SCRAM exchange can be answered with a client's keys, and an md5 one with
+ * the hash auth_query found (pass-through). */
 static bool server_may_pass_through(const struct pool *pool, uint32_t code)
 {
+    if (code == AUTH_REQ_MD5)
+        return pool->md5_secret != NULL;
     return pool->passthrough && (code == AUTH_REQ_SASL || code == AUTH_REQ_SASL_CONTINUE ||
                                  code == AUTH_REQ_SASL_FINAL);
 }
@@ -490,7 +493,8 @@ static void server_handle_auth_request(struct server *s, const uint8_t *body, si
     case AUTH_REQ_MD5:
         if (data_len != 4)
             break;
-        md5_client_response(pool->password, pool->user_name, data, answer);
+        md5_client_response(pool->password ? pool->password : pool->md5_secret, pool->user_name,
+                            data, answer);
         server_send_password(s, answer);
         return;
     case AUTH_REQ_SASL:

@@ -170,6 +170,22 @@ def per_database_settings(t):
     check_equal(show_users(s)["aq_kate"]["sluice_lookups"], 1, "look-ups (none for 'other')")
 
 
+@test("a role stored with an md5 hash: auth_type md5 checks it and backends answer md5 with it",
+      sluice_only=True)
+def md5_passthrough(t):
+    cluster = t.cluster
+    cluster.sql("DROP ROLE IF EXISTS aq_md5", dbname="postgres")
+    cluster.sql("SET password_encryption = 'md5'; CREATE ROLE aq_md5 LOGIN PASSWORD 'md5_secret_pw'",
+                dbname="postgres")
+    s = start(t, settings={"auth_type": "md5", "pool_mode": "transaction"})
+    conn = s.connect(user="aq_md5", password="md5_secret_pw")
+    with conn.cursor() as cur:
+        cur.execute("SELECT current_user")
+        check_equal(cur.fetchone()[0], "aq_md5", "user on a backend logged in with the md5 hash")
+    expect_pg_error(lambda: s.wire().login(user="aq_md5", password="wrong"), "28P01",
+                    "a wrong password of an md5 role")
+
+
 @test("a wrong password gets 28P01 and does not poison the cache", sluice_only=True)
 def wrong_password(t):
     create_role(t.cluster, "aq_bob", "bob_pw")
