@@ -89,9 +89,14 @@ void client_auth_begin(struct client *c)
     c->auth_method = (uint8_t)type;
     /* Tokens carry their own proof; everyone else not in auth_file may be in PostgreSQL. */
     if (!entry && !c->is_admin && type != AUTH_TYPE_TOKEN) {
-        switch (auth_query_begin(w->auth_query, c, &entry)) {
+        /* Set first: a look-up that fails at once answers this client before it returns. */
+        c->auth_step = AUTH_STEP_LOOKUP;
+        enum auth_query_outcome outcome = auth_query_begin(w->auth_query, c, &entry);
+        if (outcome == AUTH_QUERY_WAIT)
+            return;
+        c->auth_step = AUTH_STEP_NONE;
+        switch (outcome) {
         case AUTH_QUERY_WAIT:
-            c->auth_step = AUTH_STEP_LOOKUP;
             return;
         case AUTH_QUERY_FAILED:
             client_auth_failed(c);

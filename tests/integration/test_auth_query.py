@@ -311,6 +311,18 @@ def auth_user_wrong_password(t):
     conn.close()
 
 
+@test("auth_user's auth_file entry must be its password: a hash gives a log line and 28P01 at once",
+      sluice_only=True)
+def auth_user_secret_is_a_hash(t):
+    create_role(t.cluster, "aq_leo", "leo_pw")
+    s = start(t, auth_password=harness.md5_secret(AUTH_USER, AUTH_PASSWORD),
+              settings={"client_login_timeout": 60})
+    error = expect_pg_error(lambda: s.wire(timeout=20).login(user="aq_leo", password="leo_pw"),
+                            "28P01", "login while auth_user's secret is a hash")
+    check("timeout" not in error.message, f"message: {error.message}")
+    check("auth_file secret is a hash" in s.log_text(), f"no clear log line:\n{s.log_tail()}")
+
+
 @test(f"a burst of {BURST} concurrent logins of one new user costs one look-up", sluice_only=True, timeout=120)
 def burst_one_lookup(t):
     create_role(t.cluster, "aq_erin", "erin_pw")
