@@ -9,7 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/queue.h>
+#include <sys/socket.h>
+#include <event2/dns.h>
 #include <event2/event.h>
 #include <libpq-fe.h>
 
@@ -25,6 +29,7 @@
 
 enum auth_conn_state {
     AUTH_CONN_CLOSED,
+    AUTH_CONN_RESOLVING,   /* a host name, looked up by the worker's resolver, not libpq's */
     AUTH_CONN_CONNECTING,  /* PQconnectPoll until PGRES_POLLING_OK */
     AUTH_CONN_IDLE,
     AUTH_CONN_QUERYING,    /* one look-up sent, its results not all read */
@@ -52,6 +57,8 @@ struct auth_source {
     char *result_secret;            /* their answer: the secret, NULL for none */
     char *result_error;             /* or why the query failed */
     bool reused;                    /* served a look-up before: it may have been closed since */
+    struct evdns_getaddrinfo_request *dns_request;
+    char hostaddr[INET6_ADDRSTRLEN]; /* the resolved address of host, or "" for libpq to use host */
 };
 
 struct auth_cached_user {
@@ -90,6 +97,11 @@ struct auth_query *auth_query_new(struct worker *w)
 
 static void auth_source_close(struct auth_source *src)
 {
+    if (src->dns_request) {
+        struct evdns_getaddrinfo_request *request = src->dns_request;
+        src->dns_request = NULL;
+        evdns_getaddrinfo_cancel(request);
+    }
     if (src->ev) {
         event_free(src->ev);
         src->ev = NULL;
@@ -342,7 +354,61 @@ static bool auth_source_password(struct auth_source *src, const char **password)
     return true;
 }
 
+static void auth_source_start(struct auth_source *src);
+
+static void auth_source_resolved(int result, struct evutil_addrinfo *res, void *arg)
+{
+    struct auth_source *src = arg;
+    const void *address = NULL;
+
+    if (result == EVUTIL_EAI_CANCEL) {
+        if (res)
+            evutil_freeaddrinfo(res);
+        return; /* closed meanwhile */
+    }
+    src->dns_request = NULL;
+    if (result == 0 && res && res->ai_family == AF_INET)
+        address = &((struct sockaddr_in *)res->ai_addr)->sin_addr;
+    else if (result == 0 && res && res->ai_family == AF_INET6)
+        address = &((struct sockaddr_in6 *)res->ai_addr)->sin6_addr;
+    if (!address || !inet_ntop(res->ai_family, address, src->hostaddr, sizeof(src->hostaddr))) {
+        if (res)
+            evutil_freeaddrinfo(res);
+        auth_source_fail(src, "resolving the host name", result ? evutil_gai_strerror(result) : "no address");
+        return;
+    }
+    evutil_freeaddrinfo(res);
+    auth_source_start(src);
+}
+
+/*
+ * Opens the connection. libpq would resolve a host name with a blocking getaddrinfo(): the
+ * worker's resolver does it instead, and libpq gets the address as hostaddr (host stays, for TLS).
+ */
 static void auth_source_connect(struct auth_source *src)
+{
+    struct worker *w = src->owner->worker;
+    struct in6_addr ignored;
+    struct evutil_addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                                     .ai_protocol = IPPROTO_TCP };
+    struct evdns_getaddrinfo_request *request;
+
+    src->hostaddr[0] = '\0';
+    if (src->host[0] == '/' || !w->dns || inet_pton(AF_INET, src->host, &ignored) == 1 ||
+        inet_pton(AF_INET6, src->host, &ignored) == 1) {
+        auth_source_start(src);
+        return;
+    }
+    src->state = AUTH_CONN_RESOLVING;
+    src->busy_since = worker_now(w);
+    src->reused = false;
+    /* The answer may come before this returns (a name from /etc/hosts). */
+    request = evdns_getaddrinfo(w->dns, src->host, NULL, &hints, auth_source_resolved, src);
+    if (src->state == AUTH_CONN_RESOLVING && !src->hostaddr[0])
+        src->dns_request = request;
+}
+
+static void auth_source_start(struct auth_source *src)
 {
     struct worker *w = src->owner->worker;
     const struct config *cfg = w->cfg;
@@ -356,6 +422,8 @@ static void auth_source_connect(struct auth_source *src)
     snprintf(port, sizeof(port), "%d", src->port);
 #define AUTH_PARAM(k, v) do { keys[n] = (k); values[n] = (v); n++; } while (0)
     AUTH_PARAM("host", src->host);
+    if (src->hostaddr[0])
+        AUTH_PARAM("hostaddr", src->hostaddr);
     AUTH_PARAM("port", port);
     AUTH_PARAM("dbname", src->dbname);
     AUTH_PARAM("user", src->user);
@@ -522,6 +590,8 @@ static void auth_source_drive(struct auth_source *src)
         if (!TAILQ_EMPTY(&src->queue))
             auth_source_connect(src);
         return;
+    case AUTH_CONN_RESOLVING:
+        return; /* auth_source_resolved goes on */
     case AUTH_CONN_CONNECTING:
         auth_source_poll_connect(src);
         return;
@@ -645,7 +715,8 @@ void auth_query_janitor(struct auth_query *q, double now)
     if (keep < AUTH_CACHE_MIN_KEEP_SECONDS)
         keep = AUTH_CACHE_MIN_KEEP_SECONDS;
     for (src = q->sources; src; src = src->next) {
-        bool busy = src->state == AUTH_CONN_CONNECTING || src->state == AUTH_CONN_QUERYING;
+        bool busy = src->state == AUTH_CONN_RESOLVING || src->state == AUTH_CONN_CONNECTING ||
+                    src->state == AUTH_CONN_QUERYING;
         if (busy && cfg->server_connect_timeout > 0 &&
             now - src->busy_since > cfg->server_connect_timeout) {
             char why[64];

@@ -186,6 +186,18 @@ def md5_passthrough(t):
                     "a wrong password of an md5 role")
 
 
+@test("a database given by host name: the look-up connection's name is resolved by sluice's "
+      "resolver", sluice_only=True)
+def lookup_by_host_name(t):
+    create_role(t.cluster, "aq_mia", "mia_pw")
+    s = start(t, databases={APP_DB: f"host=localhost port={t.cluster.port} dbname={APP_DB}"})
+    conn = s.connect(user="aq_mia", password="mia_pw")
+    with conn.cursor() as cur:
+        cur.execute("SELECT current_user")
+        check_equal(cur.fetchone()[0], "aq_mia", "user through a database given as localhost")
+    check_equal(show_users(s)["aq_mia"]["sluice_lookups"], 1, "look-ups")
+
+
 @test("a wrong password gets 28P01 and does not poison the cache", sluice_only=True)
 def wrong_password(t):
     create_role(t.cluster, "aq_bob", "bob_pw")
