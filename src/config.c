@@ -173,8 +173,6 @@ static const struct setting settings[] = {
     OPTIONAL(auth_token_endpoints),
     SECONDS(auth_token_clock_skew, "60"),
     BOOLEAN(auth_token_allow_unix_socket, "off"),
-    OPTIONAL(server_auth_token_region),
-    OPTIONAL(server_auth_token_credentials),
 
     OPTIONAL(metrics_listen_addr),
     INTEGER(metrics_port, 0, 65535, "0"),
@@ -619,7 +617,7 @@ static bool is_secret_keyword(const char *key)
 static const char *const database_keywords[] = {
     "host", "port", "dbname", "user", "password", "pool_size", "min_pool_size",
     "max_db_connections", "pool_mode", "connect_query", "application_name", "auth_user",
-    "auth_query", "auth_dbname", "auth_token", NULL,
+    "auth_query", "auth_dbname", NULL,
 };
 static const char *const user_keywords[] = {"pool_mode", "auth_type", "max_user_connections",
                                             NULL};
@@ -644,9 +642,6 @@ static bool set_database_keyword(struct parser *p, void *target, const char *con
 
     if (strcmp(key, "pool_mode") == 0)
         return parse_pool_mode(p, context, key, value, &db->pool_mode);
-    if (strcmp(key, "auth_token") == 0)
-        return parse_bool(value, &db->auth_token) ||
-               fail_value(p, context, key, value, "on or off");
     if (is_secret_keyword(key)) {
         char *copy = copy_string(p, value);
 
@@ -1063,30 +1058,6 @@ static int line_of(const struct parser *p, const char *setting_name)
     return p->setting_line[find_setting(setting_name) - settings];
 }
 
-/* auth_token = on: RDS takes tokens over TLS only, and a token replaces any password. */
-static bool check_backend_token(struct parser *p, const struct config_database *db)
-{
-    const char *mode = p->cfg->server_tls_sslmode;
-
-    if (p->cfg->server_auth_token_region == NULL)
-        return fail_at(p, line_of(p, "server_auth_token_region"),
-                       "[databases] %s: auth_token = on needs server_auth_token_region", db->name);
-    if (strcmp(mode, "require") != 0 && strcmp(mode, "verify-ca") != 0 &&
-        strcmp(mode, "verify-full") != 0)
-        return fail_at(p, line_of(p, "server_tls_sslmode"),
-                       "[databases] %s: auth_token = on needs server_tls_sslmode = require or "
-                       "stronger: a token is a password and goes over TLS only",
-                       db->name);
-    if (db->host != NULL && db->host[0] == '/')
-        return fail_at(p, line_of(p, "server_tls_sslmode"),
-                       "[databases] %s: auth_token = on needs a TCP host (a unix socket has no TLS)",
-                       db->name);
-    if (db->password != NULL)
-        return fail_at(p, line_of(p, "server_tls_sslmode"),
-                       "[databases] %s: auth_token = on and password= exclude each other", db->name);
-    return true;
-}
-
 /* Settings that only make sense together, checked once the whole file is read. */
 static bool check_whole_config(struct parser *p)
 {
@@ -1102,9 +1073,6 @@ static bool check_whole_config(struct parser *p)
     if (cfg->auth_type == AUTH_TYPE_TOKEN && !token_ready)
         return fail_at(p, line_of(p, "auth_type"),
                        "auth_type: 'token' needs auth_token_keys and auth_token_region");
-    for (size_t i = 0; i < cfg->n_databases; i++)
-        if (cfg->databases[i].auth_token && !check_backend_token(p, &cfg->databases[i]))
-            return false;
     for (size_t i = 0; i < cfg->n_users; i++)
         if (cfg->users[i].auth_type == AUTH_TYPE_TOKEN && !token_ready)
             return fail_at(p, p->user_lines[i],

@@ -42,7 +42,6 @@ struct config_database {
     char *auth_user;     /* auth_query's login for this database; NULL: the global auth_user */
     char *auth_query;    /* NULL: the global auth_query */
     char *auth_dbname;   /* NULL: the global auth_dbname, else this database's dbname */
-    bool auth_token;     /* log in to the backend with a freshly signed IAM token as password */
 };
 
 /* One [users] line: per-user overrides. */
@@ -126,8 +125,6 @@ struct config {
     char *auth_token_endpoints;  /* comma-separated host:port values a token may be signed for */
     double auth_token_clock_skew;/* 60 s: how far in the future X-Amz-Date may be */
     bool auth_token_allow_unix_socket; /* false: tokens only over TLS */
-    char *server_auth_token_region;      /* region backend tokens are signed for (auth_token=on) */
-    char *server_auth_token_credentials; /* AWS shared-credentials file; NULL: AWS_* variables */
 
     /* operations */
     char *metrics_listen_addr;   /* NULL: metrics endpoint off */

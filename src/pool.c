@@ -75,7 +75,6 @@ struct pool *pool_create(struct worker *w, const struct config_database *db, con
     pool->dbname = strdup(db->dbname ? db->dbname : db->name);
     pool->password = pool_strdup_or_null(pool_backend_password(w, db, user_name));
     pool->needs_client_key = pool_needs_client_key(w, db, user_name, pool->password);
-    pool->auth_token = db->auth_token;
     pool->connect_query = pool_strdup_or_null(db->connect_query);
     pool->application_name = pool_strdup_or_null(db->application_name);
     TAILQ_INIT(&pool->idle_servers);
@@ -108,8 +107,7 @@ void pool_apply_config(struct pool *pool, const struct config_database *db, cons
                            strcmp(pool->dbname, dbname) != 0 ||
                            !pool_same_string(pool->password, password) ||
                            !pool_same_string(pool->connect_query, db->connect_query) ||
-                           !pool_same_string(pool->application_name, db->application_name) ||
-                           pool->auth_token != db->auth_token;
+                           !pool_same_string(pool->application_name, db->application_name);
     pool->disabled = false;
     pool_take_settings(pool, db, cfg);
     pool->needs_client_key = pool_needs_client_key(pool->worker, db, pool->user_name, password);
@@ -122,7 +120,6 @@ void pool_apply_config(struct pool *pool, const struct config_database *db, cons
     free(pool->application_name);
     pool->host = strdup(host);
     pool->port = db->port;
-    pool->auth_token = db->auth_token;
     pool->dbname = strdup(dbname);
     pool->password = pool_strdup_or_null(password);
     pool->connect_query = pool_strdup_or_null(db->connect_query);

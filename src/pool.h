@@ -45,7 +45,6 @@ struct pool {
     struct scram_passthrough *passthrough; /* a client's SCRAM keys, when password is NULL */
     char *md5_secret;          /* an auth_query user's md5 hash, when password is NULL */
     bool needs_client_key;     /* no password: backends log in with a client's SCRAM keys */
-    bool auth_token;           /* backends log in with a signed IAM token (auth_token = on) */
     bool prewarm_wait_logged;  /* said once that min_pool_size waits for a client's login */
     char *connect_query;
     char *application_name;

@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <event2/bufferevent.h>
@@ -20,7 +19,6 @@
 #include <openssl/crypto.h>
 
 #include "auth_md5.h"
-#include "backend_token.h"
 #include "client.h"
 #include "conn.h"
 #include "log.h"
@@ -431,39 +429,6 @@ static const char *server_no_password_reason(const struct pool *pool)
     return "the database server asks for a password, and none is configured for this database";
 }
 
-/*
- * auth_token = on: a token freshly signed for this backend's host, port and user is the cleartext
- * password, as RDS expects it. Only ever sent over TLS.
- */
-static void server_send_token(struct server *s, uint32_t code)
-{
-    struct pool *pool = s->pool;
-    struct worker *w = s->worker;
-    char err[256], message[400];
-    char *token = NULL;
-
-    if (code != AUTH_REQ_PASSWORD) {
-        snprintf(message, sizeof(message), "auth_token = on: the database server asks for %s, not "
-                 "a cleartext password, so it cannot take an IAM token",
-                 code == AUTH_REQ_MD5 ? "md5" : code == AUTH_REQ_SASL ? "SCRAM" : "another method");
-        server_login_failed(s, "28000", message);
-        return;
-    }
-    if (!s->tls) {
-        server_login_failed(s, "28000", "auth_token = on: refusing to send an IAM token without TLS");
-        return;
-    }
-    if (backend_token_sign(w->backend_credentials, w->cfg->server_auth_token_region, pool->host,
-                           pool->port, pool->user_name, time(NULL), &token, err, sizeof(err)) != 0) {
-        snprintf(message, sizeof(message), "could not sign an IAM token for the database server: %s", err);
-        server_login_failed(s, "28000", message);
-        return;
-    }
-    server_send_password(s, token);
-    explicit_bzero(token, strlen(token));
-    free(token);
-}
-
 static void server_handle_auth_request(struct server *s, const uint8_t *body, size_t body_len)
 {
     struct pool *pool = s->pool;
@@ -474,10 +439,6 @@ static void server_handle_auth_request(struct server *s, const uint8_t *body, si
 
     if (proto_parse_auth_request(body, body_len, &code, &data, &data_len) != PROTO_OK) {
         server_login_failed(s, "08P01", "malformed authentication request from the database server");
-        return;
-    }
-    if (code != AUTH_REQ_OK && pool->auth_token) {
-        server_send_token(s, code);
         return;
     }
     if (code != AUTH_REQ_OK && !pool->password && !server_may_pass_through(pool, code)) {

@@ -17,7 +17,6 @@
 
 #include "admin.h"
 #include "auth_query.h"
-#include "backend_token.h"
 #include "auth_token.h"
 #include "client.h"
 #include "listener.h"
@@ -59,20 +58,6 @@ static int worker_load_users(const struct config *cfg, struct userlist **out)
         return 0;
     if (userlist_load(cfg->auth_file, out, err, sizeof(err)) != 0) {
         log_error("auth_file: %s", err);
-        return -1;
-    }
-    return 0;
-}
-
-/* The key backend IAM tokens are signed with, when a database has auth_token = on. */
-static int worker_load_backend_credentials(const struct config *cfg, struct backend_credentials **out)
-{
-    char err[512];
-    *out = NULL;
-    if (!backend_token_needed(cfg))
-        return 0;
-    if (backend_credentials_load(cfg->server_auth_token_credentials, out, err, sizeof(err)) != 0) {
-        log_error("server_auth_token_credentials: %s", err);
         return -1;
     }
     return 0;
@@ -154,8 +139,6 @@ int worker_init(struct worker *w, struct config *cfg)
         return -1;
     if (worker_load_security(cfg, &w->tls, &w->token_keys) != 0)
         return -1;
-    if (worker_load_backend_credentials(cfg, &w->backend_credentials) != 0)
-        return -1;
     if (conn_flusher_init(&w->flusher, w->base) != 0)
         return -1;
     worker_apply_io_uring(w);
@@ -236,7 +219,6 @@ void worker_destroy(struct worker *w)
         userlist_free(w->users);
     tls_contexts_free(&w->tls);
     token_keyring_free(w->token_keys);
-    backend_credentials_free(w->backend_credentials);
     config_free(w->cfg);
     cancel_registry_free(&w->cancels);
     msgbuf_free(&w->scratch);
@@ -458,18 +440,6 @@ static void worker_reload_config(struct worker *w)
         config_free(fresh);
         return;
     }
-    struct backend_credentials *credentials = NULL;
-    if (worker_load_backend_credentials(fresh, &credentials) != 0) {
-        log_error("reload failed, keeping the running configuration");
-        if (users)
-            userlist_free(users);
-        tls_contexts_free(&tls);
-        token_keyring_free(keys);
-        config_free(fresh);
-        return;
-    }
-    backend_credentials_free(w->backend_credentials);
-    w->backend_credentials = credentials;
     if (!same_text(fresh->listen_addr, w->cfg->listen_addr) || fresh->listen_port != w->cfg->listen_port)
         log_warning("listen_addr/listen_port changes take effect only after a restart");
     bool server_tls_changed = tls.server_mode != w->tls.server_mode ||

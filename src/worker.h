@@ -27,7 +27,6 @@ struct admin_state;
 struct metrics_state;
 struct prepared_registry;
 struct auth_query;
-struct backend_credentials;
 
 TAILQ_HEAD(client_list, client);
 TAILQ_HEAD(server_list, server);
@@ -58,7 +57,6 @@ struct worker {
     struct tls_contexts tls;       /* owned; rebuilt on reload */
     struct token_keyring *token_keys; /* owned; NULL when auth_token_keys is unset */
     struct auth_query *auth_query; /* owned: auth_query's connections and cache of secrets */
-    struct backend_credentials *backend_credentials; /* owned; NULL unless a database has auth_token */
 
     struct listener *listeners;    /* singly linked, owned */
     struct client_list clients;    /* every live client */

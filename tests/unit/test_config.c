@@ -976,8 +976,7 @@ static const char *const every_setting[] = {
     "client_tls_ciphers", "server_tls_sslmode", "server_tls_ca_file", "server_tls_key_file",
     "server_tls_cert_file", "server_tls_protocols", "server_tls_ciphers", "auth_token_keys",
     "auth_token_region", "auth_token_endpoints", "auth_token_clock_skew",
-    "auth_token_allow_unix_socket", "server_auth_token_region", "server_auth_token_credentials",
-    "metrics_listen_addr", "metrics_port",
+    "auth_token_allow_unix_socket", "metrics_listen_addr", "metrics_port",
     "max_prepared_statements", "pinning",
 };
 
