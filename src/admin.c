@@ -22,6 +22,7 @@
 #include <event2/buffer.h>
 
 #include "admin_parse.h"
+#include "auth_query.h"
 #include "auth_token.h"
 #include "autodb.h"
 #include "client.h"
@@ -753,6 +754,7 @@ static void show_pools(struct request *req)
         {"pinned", PROTO_TYPE_INT4}, /* sluice's own: clients keeping their backend */
         {"waiting_all_pinned", PROTO_TYPE_INT4}, /* sluice's own: cl_waiting while every
                                                     backend is pinned, else 0 */
+        {"sluice_prewarm", PROTO_TYPE_TEXT}, /* sluice's own: why min_pool_size waits, if it does */
     };
     double now = worker_now(req->w);
     const struct pool *pool;
@@ -782,6 +784,7 @@ static void show_pools(struct request *req)
         result_text(&r, config_pool_mode_name(pool->mode));
         result_int4(&r, pool->n_pinned);
         result_int4(&r, pool_waiting_all_pinned(pool));
+        result_text(&r, pool_prewarm_blocker(pool));
         result_row_end(&r);
     }
     proto_build_command_complete(req->out, "SHOW");
@@ -1001,7 +1004,8 @@ static int compare_names(const void *a, const void *b)
 /* Every user sluice knows of: auth_file, [users], and the backend users of its pools; sorted. */
 static const char **collect_user_names(const struct worker *w, size_t *n_out)
 {
-    size_t cap = w->cfg->n_users + (w->users ? w->users->n_entries : 0);
+    size_t looked_up = auth_query_user_names(w->auth_query, NULL, 0);
+    size_t cap = w->cfg->n_users + (w->users ? w->users->n_entries : 0) + looked_up;
     const struct pool *pool;
     TAILQ_FOREACH(pool, &w->pools, link)
         cap++;
@@ -1009,6 +1013,7 @@ static const char **collect_user_names(const struct worker *w, size_t *n_out)
     size_t n = 0;
     if (!names)
         return NULL;
+    n += auth_query_user_names(w->auth_query, names, looked_up);
     for (size_t i = 0; w->users && i < w->users->n_entries; i++)
         names[n++] = w->users->entries[i].name;
     for (size_t i = 0; i < w->cfg->n_users; i++)
@@ -1024,10 +1029,32 @@ static const char **collect_user_names(const struct worker *w, size_t *n_out)
     return names;
 }
 
+/* SHOW USERS' sluice columns: auth_file, or what auth_query found (or not) and when. */
+static void put_user_secret_source(struct result *r, struct worker *w, const char *name)
+{
+    struct auth_query_user_info info;
+    char since[64];
+    bool looked_up = auth_query_user_info(w->auth_query, name, &info);
+
+    if (w->users && userlist_find(w->users, name))
+        result_text(r, "auth_file");
+    else if (looked_up && info.cached_since > 0)
+        result_text(r, info.found ? "auth_query" : "auth_query: not found");
+    else
+        result_text(r, looked_up ? "auth_query: not answered" : NULL);
+    format_time(info.cached_since, since, sizeof(since));
+    result_text(r, info.cached_since > 0 ? since : NULL);
+    result_uint(r, info.lookups);
+    result_uint(r, info.cache_hits);
+}
+
 static void show_users(struct request *req)
 {
     static const struct proto_column columns[] = {
         {"name", PROTO_TYPE_TEXT}, {"pool_mode", PROTO_TYPE_TEXT},
+        /* sluice's own: where the secret came from, and auth_query's work for the user */
+        {"sluice_secret_source", PROTO_TYPE_TEXT}, {"sluice_cached_since", PROTO_TYPE_TEXT},
+        {"sluice_lookups", PROTO_TYPE_INT8}, {"sluice_cache_hits", PROTO_TYPE_INT8},
     };
     size_t n = 0;
     const char **names = collect_user_names(req->w, &n);
@@ -1037,13 +1064,14 @@ static void show_users(struct request *req)
         reply_error(req, "53200", NULL, "out of memory");
         return;
     }
-    result_begin(&r, req->out, columns, 2);
+    result_begin(&r, req->out, columns, sizeof(columns) / sizeof(columns[0]));
     for (size_t i = 0; i < n; i++) {
         const struct config_user *user = config_find_user(req->w->cfg, names[i]);
         result_row_begin(&r);
         result_text(&r, names[i]);
         result_text(&r, user && user->pool_mode != POOL_MODE_UNSET ? config_pool_mode_name(user->pool_mode)
                                                                   : NULL);
+        put_user_secret_source(&r, req->w, names[i]);
         result_row_end(&r);
     }
     free(names);

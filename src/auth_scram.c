@@ -674,10 +674,9 @@ static const char *read_client_final(const struct scram_server *s, const uint8_t
 /* ClientKey := proof XOR HMAC(StoredKey, AuthMessage); right if H(ClientKey) == StoredKey. */
 static bool scram_proof_is_right(const struct scram_verifier *v, const char *auth_message,
                                  size_t auth_message_len, const uint8_t proof[SCRAM_KEY_LEN],
-                                 bool *right)
+                                 uint8_t client_key[SCRAM_KEY_LEN], bool *right)
 {
     uint8_t client_signature[SCRAM_KEY_LEN];
-    uint8_t client_key[SCRAM_KEY_LEN];
     uint8_t stored_key[SCRAM_KEY_LEN];
     bool computed = hmac_sha256(v->stored_key, auth_message, auth_message_len, client_signature);
 
@@ -687,7 +686,8 @@ static bool scram_proof_is_right(const struct scram_verifier *v, const char *aut
         computed = digest_sha256(client_key, SCRAM_KEY_LEN, stored_key);
     }
     *right = computed && CRYPTO_memcmp(stored_key, v->stored_key, SCRAM_KEY_LEN) == 0;
-    OPENSSL_cleanse(client_key, sizeof client_key);
+    if (!*right)
+        OPENSSL_cleanse(client_key, SCRAM_KEY_LEN);
     OPENSSL_cleanse(stored_key, sizeof stored_key);
     return computed;
 }
@@ -718,7 +718,8 @@ int scram_server_final(struct scram_server *s, const uint8_t *msg, size_t len, c
         return scram_fail(err, err_len, problem);
     if (!scram_auth_message(s->client_first_bare, s->server_first, (const char *)msg,
                             without_proof_len, auth_message, &auth_message_len) ||
-        !scram_proof_is_right(&s->verifier, auth_message, auth_message_len, proof, &right))
+        !scram_proof_is_right(&s->verifier, auth_message, auth_message_len, proof, s->client_key,
+                              &right))
         return scram_fail(err, err_len, "could not compute the proof");
     if (!right)
         return 0;
@@ -807,24 +808,17 @@ static const char *read_server_first(const struct scram_client *c, const uint8_t
     return NULL;
 }
 
-/* Everything the client proves and expects, derived from the password and AuthMessage. */
-static bool scram_client_compute(struct scram_client *c, const char *password,
-                                 const struct scram_server_first_message *m,
-                                 const char *auth_message, size_t auth_message_len,
-                                 uint8_t proof[SCRAM_KEY_LEN])
+/* The proof and the server signature to expect, from ClientKey and ServerKey and AuthMessage. */
+static bool scram_client_prove(struct scram_client *c, const uint8_t client_key[SCRAM_KEY_LEN],
+                               const uint8_t server_key[SCRAM_KEY_LEN], const char *auth_message,
+                               size_t auth_message_len, uint8_t proof[SCRAM_KEY_LEN])
 {
-    uint8_t client_key[SCRAM_KEY_LEN];
     uint8_t stored_key[SCRAM_KEY_LEN];
     uint8_t client_signature[SCRAM_KEY_LEN];
     uint8_t server_signature[SCRAM_KEY_LEN];
-    bool computed =
-        scram_salted_password(password, m->salt, m->salt_len, m->iterations,
-                              c->salted_password) &&
-        scram_derive_keys(c->salted_password, client_key, stored_key,
-                          c->auth_message_signature_key) &&
-        hmac_sha256(stored_key, auth_message, auth_message_len, client_signature) &&
-        hmac_sha256(c->auth_message_signature_key, auth_message, auth_message_len,
-                    server_signature);
+    bool computed = digest_sha256(client_key, SCRAM_KEY_LEN, stored_key) &&
+                    hmac_sha256(stored_key, auth_message, auth_message_len, client_signature) &&
+                    hmac_sha256(server_key, auth_message, auth_message_len, server_signature);
 
     if (computed) {
         for (size_t i = 0; i < SCRAM_KEY_LEN; i++)
@@ -832,28 +826,59 @@ static bool scram_client_compute(struct scram_client *c, const char *password,
         base64_encode(server_signature, SCRAM_KEY_LEN, c->expected_server_signature,
                       sizeof c->expected_server_signature);
     }
-    OPENSSL_cleanse(client_key, sizeof client_key);
     OPENSSL_cleanse(stored_key, sizeof stored_key);
     OPENSSL_cleanse(client_signature, sizeof client_signature);
     return computed;
 }
 
-int scram_client_final(struct scram_client *c, const char *password, const uint8_t *msg, size_t len,
-                       char *out, size_t out_cap, size_t *out_len, char *err, size_t err_len)
+/* The keys a client proves with: derived from the password, or given (pass-through). */
+static const char *scram_client_keys(struct scram_client *c, const char *password,
+                                     const struct scram_passthrough *keys,
+                                     const struct scram_server_first_message *m,
+                                     uint8_t client_key[SCRAM_KEY_LEN],
+                                     uint8_t server_key[SCRAM_KEY_LEN])
+{
+    uint8_t stored_key[SCRAM_KEY_LEN];
+    bool derived;
+
+    if (keys != NULL) {
+        const struct scram_verifier *v = &keys->verifier;
+
+        if (m->iterations != v->iterations || m->salt_len != v->salt_len ||
+            memcmp(m->salt, v->salt, v->salt_len) != 0)
+            return "the database server's verifier differs from the one the client logged in "
+                   "with (salt or iteration count; was the password changed?)";
+        memcpy(client_key, keys->client_key, SCRAM_KEY_LEN);
+        memcpy(server_key, v->server_key, SCRAM_KEY_LEN);
+        return NULL;
+    }
+    derived = scram_salted_password(password, m->salt, m->salt_len, m->iterations,
+                                    c->salted_password) &&
+              scram_derive_keys(c->salted_password, client_key, stored_key, server_key);
+    OPENSSL_cleanse(stored_key, sizeof stored_key);
+    return derived ? NULL : "could not compute the proof";
+}
+
+static int scram_client_answer(struct scram_client *c, const char *password,
+                               const struct scram_passthrough *keys, const uint8_t *msg,
+                               size_t len, char *out, size_t out_cap, size_t *out_len, char *err,
+                               size_t err_len)
 {
     struct scram_server_first_message m;
     char without_proof[SCRAM_MAX_MESSAGE + 1];
     char auth_message[SCRAM_AUTH_MESSAGE_CAP];
     char proof_base64[BASE64_LEN(SCRAM_KEY_LEN) + 1];
     uint8_t proof[SCRAM_KEY_LEN];
+    uint8_t client_key[SCRAM_KEY_LEN];
     size_t auth_message_len = 0;
     const char *problem;
+    bool proved;
     int n;
 
     if (c == NULL || c->step != SCRAM_CLIENT_FIRST_SENT)
         return scram_fail(err, err_len, "unexpected message");
     c->step = SCRAM_CLIENT_DONE;
-    if (password == NULL)
+    if (password == NULL && keys == NULL)
         return scram_fail(err, err_len, "no password");
     problem = scram_message_problem(msg, len);
     if (problem == NULL)
@@ -868,7 +893,13 @@ int scram_client_final(struct scram_client *c, const char *password, const uint8
         !scram_auth_message(c->client_first_bare, c->server_first, without_proof, (size_t)n,
                             auth_message, &auth_message_len))
         return scram_fail(err, err_len, "message too long");
-    if (!scram_client_compute(c, password, &m, auth_message, auth_message_len, proof))
+    problem = scram_client_keys(c, password, keys, &m, client_key, c->auth_message_signature_key);
+    if (problem != NULL)
+        return scram_fail(err, err_len, problem);
+    proved = scram_client_prove(c, client_key, c->auth_message_signature_key, auth_message,
+                                auth_message_len, proof);
+    OPENSSL_cleanse(client_key, sizeof client_key);
+    if (!proved)
         return scram_fail(err, err_len, "could not compute the proof");
     base64_encode(proof, SCRAM_KEY_LEN, proof_base64, sizeof proof_base64);
     if (out == NULL)
@@ -880,6 +911,19 @@ int scram_client_final(struct scram_client *c, const char *password, const uint8
         *out_len = (size_t)n;
     c->step = SCRAM_CLIENT_FINAL_SENT;
     return 0;
+}
+
+int scram_client_final(struct scram_client *c, const char *password, const uint8_t *msg, size_t len,
+                       char *out, size_t out_cap, size_t *out_len, char *err, size_t err_len)
+{
+    return scram_client_answer(c, password, NULL, msg, len, out, out_cap, out_len, err, err_len);
+}
+
+int scram_client_final_passthrough(struct scram_client *c, const struct scram_passthrough *keys,
+                                   const uint8_t *msg, size_t len, char *out, size_t out_cap,
+                                   size_t *out_len, char *err, size_t err_len)
+{
+    return scram_client_answer(c, NULL, keys, msg, len, out, out_cap, out_len, err, err_len);
 }
 
 /* Copies a server's error text into err, with anything unprintable replaced: it ends up in logs. */

@@ -62,6 +62,7 @@ struct scram_server {
     char nonce[128];                 /* client nonce + server nonce, as sent */
     int step;                        /* 0: expect client-first, 1: expect client-final, 2: done */
     char gs2_cbind_flag;             /* 'n' or 'y': client-final's c= must echo "<flag>,," */
+    uint8_t client_key[SCRAM_KEY_LEN]; /* recovered from a right proof: what pass-through needs */
 };
 
 /*
@@ -75,12 +76,24 @@ int scram_server_first(struct scram_server *s, const struct scram_verifier *veri
                        size_t out_cap, size_t *out_len, char *err, size_t err_len);
 
 /*
- * Handles client-final-message. Returns 1 if the proof is right (server-final written into out),
+ * Handles client-final-message. Returns 1 if the proof is right (server-final written into out,
+ * and the client's ClientKey, ClientProof XOR HMAC(StoredKey, AuthMessage), in s->client_key),
  * 0 if the proof is wrong (password mismatch), -1 on a malformed message (reason in err).
  * Whatever the outcome, the exchange is over: a further call returns -1.
  */
 int scram_server_final(struct scram_server *s, const uint8_t *msg, size_t len, char *out,
                        size_t out_cap, size_t *out_len, char *err, size_t err_len);
+
+/*
+ * What SCRAM pass-through keeps once a client proved it knows the password: with the ClientKey and
+ * the verifier's ServerKey, sluice can log in to PostgreSQL as that user without the password,
+ * provided PostgreSQL stores the same verifier (same salt and count), as it does when the verifier
+ * came from its pg_authid.
+ */
+struct scram_passthrough {
+    struct scram_verifier verifier;
+    uint8_t client_key[SCRAM_KEY_LEN];
+};
 
 /* ---- client side: sluice logs in to PostgreSQL ---- */
 struct scram_client {
@@ -107,6 +120,15 @@ int scram_client_first(struct scram_client *c, const char *client_nonce, char *o
  */
 int scram_client_final(struct scram_client *c, const char *password, const uint8_t *msg, size_t len,
                        char *out, size_t out_cap, size_t *out_len, char *err, size_t err_len);
+
+/*
+ * scram_client_final for pass-through: proves with a recovered ClientKey instead of a password.
+ * The server's salt and count must be the verifier's (else -1, "the database server's verifier
+ * differs", e.g. the password was changed in PostgreSQL since the client logged in).
+ */
+int scram_client_final_passthrough(struct scram_client *c, const struct scram_passthrough *keys,
+                                   const uint8_t *msg, size_t len, char *out, size_t out_cap,
+                                   size_t *out_len, char *err, size_t err_len);
 
 /*
  * Checks server-final ("v=..."). Returns 0 if the server proved it knows the password, -1

@@ -20,6 +20,7 @@
 
 #include "admin.h"
 #include "autodb.h"
+#include "auth_query.h"
 #include "client_auth.h"
 #include "conn.h"
 #include "log.h"
@@ -167,6 +168,7 @@ static void client_detach(struct client *c)
     }
     client_leave_pool_list(c);
     client_leave_login_list(c);
+    auth_query_forget_client(c->worker->auth_query, c);
 }
 
 static void client_log_disconnect(struct client *c, const char *reason)

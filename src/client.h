@@ -35,6 +35,7 @@ enum client_auth_step {
     AUTH_STEP_SCRAM_FIRST,
     AUTH_STEP_SCRAM_FINAL,
     AUTH_STEP_TOKEN,
+    AUTH_STEP_LOOKUP,  /* waiting for auth_query to find the user's secret */
 };
 
 struct client {
@@ -72,6 +73,7 @@ struct client {
     uint8_t auth_method;            /* enum auth_type used for this login */
     uint8_t md5_salt[4];
     struct scram_server *scram;     /* only during SCRAM */
+    struct auth_cached_user *auth_wait; /* the auth_query look-up it waits for (AUTH_STEP_LOOKUP) */
 
     /* transaction tracking on the client -> backend path */
     uint32_t forward_remaining;     /* bytes of the current message still to pass to the backend */

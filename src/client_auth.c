@@ -13,11 +13,13 @@
 #include <openssl/rand.h>
 
 #include "auth_md5.h"
+#include "auth_query.h"
 #include "auth_scram.h"
 #include "auth_token.h"
 #include "client.h"
 #include "conn.h"
 #include "log.h"
+#include "pool.h"
 #include "userlist.h"
 
 /* Password and SASL messages are small; anything larger during login is an attack or a bug. */
@@ -66,6 +68,19 @@ static void client_auth_failed(struct client *c)
     client_failf(c, "28P01", "password authentication failed for user \"%s\"", c->user);
 }
 
+/* The user's secret: its auth_file line, else what auth_query found for it (NULL: unknown). */
+static struct userlist_entry *client_auth_entry(struct client *c)
+{
+    struct worker *w = c->worker;
+    struct userlist_entry *entry = w->users ? userlist_find(w->users, c->user) : NULL;
+    if (!entry && !c->is_admin)
+        entry = auth_query_cached(w->auth_query, c);
+    return entry;
+}
+
+static void client_auth_start_method(struct client *c, enum auth_type type,
+                                     struct userlist_entry *entry);
+
 void client_auth_begin(struct client *c)
 {
     struct worker *w = c->worker;
@@ -74,6 +89,49 @@ void client_auth_begin(struct client *c)
     struct userlist_entry *entry = w->users ? userlist_find(w->users, c->user) : NULL;
 
     client_set_state(c, CLIENT_AUTH);
+    c->auth_method = (uint8_t)type;
+    /* Tokens carry their own proof; everyone else not in auth_file may be in PostgreSQL. */
+    if (!entry && !c->is_admin && type != AUTH_TYPE_TOKEN) {
+        /* Set first: a look-up that fails at once answers this client before it returns. */
+        c->auth_step = AUTH_STEP_LOOKUP;
+        enum auth_query_outcome outcome = auth_query_begin(w->auth_query, c, &entry);
+        if (outcome == AUTH_QUERY_WAIT)
+            return;
+        c->auth_step = AUTH_STEP_NONE;
+        switch (outcome) {
+        case AUTH_QUERY_WAIT:
+            return;
+        case AUTH_QUERY_FAILED:
+            client_auth_failed(c);
+            return;
+        case AUTH_QUERY_NOT_USED:
+        case AUTH_QUERY_ANSWERED:
+            break;
+        }
+    }
+    client_auth_start_method(c, type, entry);
+}
+
+void client_auth_lookup_done(struct client *c, bool failed)
+{
+    const struct config_user *cu;
+
+    if (c->state != CLIENT_AUTH || c->auth_step != AUTH_STEP_LOOKUP)
+        return;
+    c->auth_step = AUTH_STEP_NONE;
+    if (failed) {
+        client_auth_failed(c);
+        return;
+    }
+    cu = config_find_user(c->worker->cfg, c->user);
+    client_auth_start_method(c, config_effective_auth_type(c->worker->cfg, cu), client_auth_entry(c));
+}
+
+static void client_auth_start_method(struct client *c, enum auth_type type,
+                                     struct userlist_entry *entry)
+{
+    struct worker *w = c->worker;
+
     c->auth_method = (uint8_t)type;
     switch (type) {
     case AUTH_TYPE_TRUST:
@@ -210,12 +268,55 @@ static void client_scram_first(struct client *c, struct userlist_entry *entry, c
     client_auth_send_request(c, AUTH_REQ_SASL_CONTINUE, out, out_len);
 }
 
+/* The pool this login goes to, if it logs in to PostgreSQL as the client with no password. */
+static struct pool *client_passthrough_pool(struct client *c)
+{
+    struct worker *w = c->worker;
+    const struct config_database *db = config_find_database(w->cfg, c->database);
+    struct pool *pool;
+
+    if (c->is_admin || !db || db->password || (db->user && strcmp(db->user, c->user) != 0))
+        return NULL;
+    pool = worker_get_pool(w, db, c->user);
+    return pool && !pool->password ? pool : NULL;
+}
+
+/*
+ * SCRAM pass-through: a pool with no password for this user keeps the ClientKey the client's proof
+ * revealed, so its backends can log in as the user with the verifier's keys.
+ */
+static void client_keep_passthrough(struct client *c)
+{
+    struct scram_passthrough keys;
+    struct pool *pool = client_passthrough_pool(c);
+
+    if (!pool)
+        return;
+    keys.verifier = c->scram->verifier;
+    memcpy(keys.client_key, c->scram->client_key, SCRAM_KEY_LEN);
+    pool_set_passthrough(pool, &keys);
+    OPENSSL_cleanse(&keys, sizeof(keys));
+}
+
+/* A right password against an md5 hash from auth_query: backends can answer md5 with the hash. */
+static void client_password_authenticated(struct client *c, const struct userlist_entry *entry)
+{
+    struct pool *pool;
+
+    /* An auth_file md5 hash is the pool's password already; this is for auth_query's. */
+    if (entry->kind == SECRET_MD5 && (pool = client_passthrough_pool(c)))
+        pool_set_md5_secret(pool, entry->secret);
+    client_authenticated(c);
+}
+
 static void client_scram_final(struct client *c, const uint8_t *body, size_t body_len)
 {
     char out[SCRAM_MAX_MESSAGE + 1], err[128];
     size_t out_len;
     int verdict = scram_server_final(c->scram, body, body_len, out, sizeof(out), &out_len, err,
                                      sizeof(err));
+    if (verdict == 1)
+        client_keep_passthrough(c);
     OPENSSL_cleanse(c->scram, sizeof(*c->scram));
     free(c->scram);
     c->scram = NULL;
@@ -265,8 +366,7 @@ static void client_check_token(struct client *c, const uint8_t *body, size_t bod
 
 static void client_auth_message(struct client *c, const uint8_t *body, size_t body_len)
 {
-    struct worker *w = c->worker;
-    struct userlist_entry *entry = w->users ? userlist_find(w->users, c->user) : NULL;
+    struct userlist_entry *entry = client_auth_entry(c);
     const char *password;
 
     switch (c->auth_step) {
@@ -276,7 +376,7 @@ static void client_auth_message(struct client *c, const uint8_t *body, size_t bo
             return;
         }
         if (client_check_cleartext(c, entry, password))
-            client_authenticated(c);
+            client_password_authenticated(c, entry);
         else
             client_auth_failed(c);
         return;
@@ -287,7 +387,7 @@ static void client_auth_message(struct client *c, const uint8_t *body, size_t bo
         }
         if (entry && entry->kind != SECRET_SCRAM && *entry->secret &&
             md5_check_response(entry->secret, c->user, c->md5_salt, password))
-            client_authenticated(c);
+            client_password_authenticated(c, entry);
         else
             client_auth_failed(c);
         return;
@@ -300,6 +400,7 @@ static void client_auth_message(struct client *c, const uint8_t *body, size_t bo
     case AUTH_STEP_SCRAM_FINAL:
         client_scram_final(c, body, body_len);
         return;
+    case AUTH_STEP_LOOKUP:
     case AUTH_STEP_NONE:
         break;
     }

@@ -94,6 +94,11 @@ static const char *const tls_protocol_words[] = {"secure", "all", "legacy", "def
                                                  "tlsv1.0", "tlsv1.1", "tlsv1.2", "tlsv1.3",
                                                  NULL};
 
+/* A role that can log in and whose password has not expired (rolvaliduntil), as PostgreSQL checks. */
+#define AUTH_QUERY_DEFAULT                                                                         \
+    "SELECT rolname, rolpassword FROM pg_catalog.pg_authid WHERE rolname = $1 AND rolcanlogin "  \
+    "AND (rolvaliduntil IS NULL OR rolvaliduntil > pg_catalog.now())"
+
 #define AT(field) offsetof(struct config, field)
 #define STRING(name, dflt) {#name, VALUE_STRING, AT(name), 0, 0, NULL, dflt}
 #define OPTIONAL(name) {#name, VALUE_OPTIONAL_STRING, AT(name), 0, 0, NULL, NULL}
@@ -123,6 +128,10 @@ static const struct setting settings[] = {
     SECONDS(reserve_pool_timeout, "5"),
     {"auth_type", VALUE_AUTH_TYPE, AT(auth_type), 0, 0, NULL, "md5"},
     OPTIONAL(auth_file),
+    OPTIONAL(auth_user),
+    STRING(auth_query, AUTH_QUERY_DEFAULT),
+    OPTIONAL(auth_dbname),
+    SECONDS(auth_query_cache_ttl, "60"),
     OPTIONAL(admin_users),
     OPTIONAL(stats_users),
 
@@ -623,9 +632,8 @@ static bool is_secret_keyword(const char *key)
 static const char *const database_keywords[] = {
     "host", "port", "dbname", "user", "password", "pool_size", "min_pool_size",
     "max_db_connections", "pool_mode", "connect_query", "application_name", "reserve_pool",
-    "reserve_pool_size", "max_db_client_connections",
-    "server_auth_token",
-    NULL,
+    "reserve_pool_size", "max_db_client_connections", "server_auth_token", "auth_user",
+    "auth_query", "auth_dbname", NULL,
 };
 static const char *const peer_keywords[] = {"host", "port", "pool_size", NULL};
 static const char *const user_keywords[] = {"pool_mode", "auth_type", "max_user_connections",
@@ -675,6 +683,12 @@ static bool set_database_keyword(struct parser *p, void *target, const char *con
         string_field = &db->connect_query;
     else if (strcmp(key, "application_name") == 0)
         string_field = &db->application_name;
+    else if (strcmp(key, "auth_user") == 0)
+        string_field = &db->auth_user;
+    else if (strcmp(key, "auth_query") == 0)
+        string_field = &db->auth_query;
+    else if (strcmp(key, "auth_dbname") == 0)
+        string_field = &db->auth_dbname;
     else if (strcmp(key, "port") == 0)
         int_field = &db->port, min = 1, max = 65535;
     else if (strcmp(key, "pool_size") == 0)
@@ -805,6 +819,9 @@ static void free_database_fields(struct config_database *db)
     free_secret(db->password);
     free(db->connect_query);
     free(db->application_name);
+    free(db->auth_user);
+    free(db->auth_query);
+    free(db->auth_dbname);
 }
 
 static bool handle_database(struct parser *p, const char *name, const char *value)
@@ -1518,6 +1535,25 @@ enum auth_type config_effective_auth_type(const struct config *cfg, const struct
     if (user != NULL && user->auth_type != AUTH_TYPE_UNSET)
         return user->auth_type;
     return cfg->auth_type;
+}
+
+const char *config_effective_auth_user(const struct config *cfg, const struct config_database *db)
+{
+    return db && db->auth_user ? db->auth_user : cfg->auth_user;
+}
+
+const char *config_effective_auth_query(const struct config *cfg, const struct config_database *db)
+{
+    return db && db->auth_query ? db->auth_query : cfg->auth_query;
+}
+
+const char *config_effective_auth_dbname(const struct config *cfg, const struct config_database *db)
+{
+    if (db && db->auth_dbname)
+        return db->auth_dbname;
+    if (cfg->auth_dbname)
+        return cfg->auth_dbname;
+    return db && db->dbname ? db->dbname : NULL;
 }
 
 bool config_list_contains(const char *list, const char *name)

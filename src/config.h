@@ -42,6 +42,9 @@ struct config_database {
     char *connect_query; /* run once on each new backend connection; NULL: none */
     char *application_name; /* default application_name for the backend; NULL: none */
     bool server_auth_token; /* log in with a freshly signed RDS IAM token as the password */
+    char *auth_user;     /* auth_query's login for this database; NULL: the global auth_user */
+    char *auth_query;    /* NULL: the global auth_query */
+    char *auth_dbname;   /* NULL: the global auth_dbname, else this database's dbname */
 };
 
 /* One [users] line: per-user overrides. */
@@ -85,6 +88,10 @@ struct config {
     char *auth_file;             /* NULL = none */
     char *admin_users;           /* comma-separated; NULL = none */
     char *stats_users;           /* comma-separated; NULL = none */
+    char *auth_user;             /* NULL = no auth_query: users must be in auth_file */
+    char *auth_query;            /* looks up a user missing from auth_file: $1 = user name */
+    char *auth_dbname;           /* NULL = the database the client asked for */
+    double auth_query_cache_ttl; /* 60 s: how long a looked-up secret is used without asking again */
 
     double query_wait_timeout;      /* 120 s; 0 = forever */
     double client_idle_timeout;     /* 0 = off */
@@ -210,6 +217,10 @@ int config_effective_max_user_client_connections(const struct config *cfg,
                                                  const struct config_user *user);
 int config_effective_reserve_pool(const struct config *cfg, const struct config_database *db);
 enum auth_type config_effective_auth_type(const struct config *cfg, const struct config_user *user);
+/* auth_query's settings for a database, its own where it has them; auth_user NULL: no auth_query. */
+const char *config_effective_auth_user(const struct config *cfg, const struct config_database *db);
+const char *config_effective_auth_query(const struct config *cfg, const struct config_database *db);
+const char *config_effective_auth_dbname(const struct config *cfg, const struct config_database *db);
 
 /* True if name is in a comma-separated list (spaces around items ignored). */
 bool config_list_contains(const char *list, const char *name);

@@ -18,6 +18,7 @@
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 
+#include "auth_query.h"
 #include "auth_token.h"
 #include "build-config.h"
 #include "client.h"
@@ -382,6 +383,27 @@ static void render_server_tokens(struct worker *w, struct msgbuf *out)
                  w->stats.server_token_login_failures);
 }
 
+static void render_auth_query(struct worker *w, struct msgbuf *out)
+{
+    const struct auth_query_stats *st = auth_query_stats(w->auth_query);
+    struct labels found = { .names = { "result" }, .values = { "found" } };
+    struct labels not_found = { .names = { "result" }, .values = { "not_found" } };
+    struct labels failed = { .names = { "result" }, .values = { "failed" } };
+
+    family(out, "sluice_auth_query_lookups_total", "counter",
+           "auth_query look-ups in PostgreSQL, by result (failed: no connection as auth_user, or the "
+           "query failed).");
+    sample_count(out, "sluice_auth_query_lookups_total", "", &found, st->lookups_found);
+    sample_count(out, "sluice_auth_query_lookups_total", "", &not_found, st->lookups_not_found);
+    sample_count(out, "sluice_auth_query_lookups_total", "", &failed, st->lookups_failed);
+    family(out, "sluice_auth_query_cache_hits_total", "counter",
+           "Logins of users not in auth_file answered from the cache (auth_query_cache_ttl).");
+    sample_count(out, "sluice_auth_query_cache_hits_total", "", NULL, st->cache_hits);
+    family(out, "sluice_auth_query_coalesced_total", "counter",
+           "Logins that waited for a look-up of the same user already in flight instead of their own.");
+    sample_count(out, "sluice_auth_query_coalesced_total", "", NULL, st->coalesced);
+}
+
 /* ---- exposition: per pool ---- */
 
 /* A short, stable name per reason a client is pinned to its backend: the "reason" label. */
@@ -584,6 +606,7 @@ void metrics_render(struct worker *w, struct msgbuf *out)
     render_client_totals(w, out);
     render_token_logins(w, out);
     render_server_tokens(w, out);
+    render_auth_query(w, out);
     render_pool_clients(w, out);
     render_pool_pinning(w, out);
     render_pool_servers(w, out);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/crypto.h>
 
 #include "client.h"
 #include "log.h"
@@ -39,6 +40,19 @@ static const char *pool_backend_password(struct worker *w, const struct config_d
     return NULL;
 }
 
+/* Without a password, a user known by a SCRAM verifier (auth_file or auth_query) logs in with a
+ * client's keys: until one has logged in, no backend can be opened for it. */
+static bool pool_needs_client_key(struct worker *w, const struct config_database *db,
+                                  const char *user_name, const char *password)
+{
+    struct userlist_entry *entry = w->users ? userlist_find(w->users, user_name) : NULL;
+    if (password)
+        return false;
+    if (entry)
+        return entry->kind == SECRET_SCRAM;
+    return config_effective_auth_user(w->cfg, db) != NULL;
+}
+
 static void pool_take_settings(struct pool *pool, const struct config_database *db,
                                const struct config *cfg)
 {
@@ -64,6 +78,7 @@ struct pool *pool_create(struct worker *w, const struct config_database *db, con
     pool->dbname = strdup(db->dbname ? db->dbname : db->name);
     pool->password = pool_strdup_or_null(pool_backend_password(w, db, user_name));
     pool->server_auth_token = db->server_auth_token;
+    pool->needs_client_key = pool_needs_client_key(w, db, user_name, pool->password);
     pool->connect_query = pool_strdup_or_null(db->connect_query);
     pool->application_name = pool_strdup_or_null(db->application_name);
     TAILQ_INIT(&pool->idle_servers);
@@ -103,6 +118,7 @@ void pool_apply_config(struct pool *pool, const struct config_database *db, cons
                            !pool_same_string(pool->application_name, db->application_name);
     pool->disabled = false;
     pool_take_settings(pool, db, cfg);
+    pool->needs_client_key = pool_needs_client_key(pool->worker, db, pool->user_name, password);
     if (!address_changed)
         return;
     free(pool->host);
@@ -133,6 +149,10 @@ void pool_destroy(struct pool *pool)
     free(pool->connect_query);
     free(pool->application_name);
     free(pool->last_login_error);
+    if (pool->passthrough)
+        OPENSSL_clear_free(pool->passthrough, sizeof(*pool->passthrough));
+    if (pool->md5_secret)
+        OPENSSL_clear_free(pool->md5_secret, strlen(pool->md5_secret) + 1);
     param_set_free(&pool->defaults);
     free(pool);
 }
@@ -442,6 +462,69 @@ void pool_set_defaults(struct pool *pool, const struct param_set *server_params)
         client_finish_login(TAILQ_FIRST(&pool->login_clients));
 }
 
+static bool pool_same_passthrough(const struct scram_passthrough *a, const struct scram_passthrough *b)
+{
+    return a->verifier.iterations == b->verifier.iterations &&
+           a->verifier.salt_len == b->verifier.salt_len &&
+           memcmp(a->verifier.salt, b->verifier.salt, a->verifier.salt_len) == 0 &&
+           CRYPTO_memcmp(a->verifier.stored_key, b->verifier.stored_key, SCRAM_KEY_LEN) == 0 &&
+           CRYPTO_memcmp(a->verifier.server_key, b->verifier.server_key, SCRAM_KEY_LEN) == 0 &&
+           CRYPTO_memcmp(a->client_key, b->client_key, SCRAM_KEY_LEN) == 0;
+}
+
+void pool_set_passthrough(struct pool *pool, const struct scram_passthrough *keys)
+{
+    if (pool->passthrough && pool_same_passthrough(pool->passthrough, keys))
+        return;
+    bool first = !pool->passthrough;
+    if (first && !(pool->passthrough = OPENSSL_malloc(sizeof(*keys))))
+        return;
+    *pool->passthrough = *keys;
+    pool->needs_client_key = true;
+    pool->prewarm_wait_logged = false;
+    /* New keys (first login, or a password changed in PostgreSQL) may succeed where the last
+     * backend login failed: no waiting out server_login_retry for them. */
+    pool->last_login_failure = 0;
+    log_info("pool %s/%s: SCRAM pass-through: backends now log in with the key of a client's login%s",
+             pool->db_name, pool->user_name, first ? "" : " (the user's verifier changed)");
+}
+
+void pool_set_md5_secret(struct pool *pool, const char *secret)
+{
+    if (pool->md5_secret && strcmp(pool->md5_secret, secret) == 0)
+        return;
+    char *copy = strdup(secret);
+    if (!copy)
+        return;
+    if (pool->md5_secret)
+        OPENSSL_clear_free(pool->md5_secret, strlen(pool->md5_secret) + 1);
+    pool->md5_secret = copy;
+    pool->prewarm_wait_logged = false;
+    pool->last_login_failure = 0;
+    log_info("pool %s/%s: backends now log in with the md5 hash auth_query found for the user",
+             pool->db_name, pool->user_name);
+}
+
+const char *pool_prewarm_blocker(const struct pool *pool)
+{
+    if (pool->needs_client_key && !pool->passthrough && !pool->md5_secret)
+        return "waiting for a client login: SCRAM pass-through needs a client's key to open backends";
+    return NULL;
+}
+
+/* min_pool_size's backends, unless they cannot log in yet (said once in the log). */
+static bool pool_may_prewarm(struct pool *pool)
+{
+    const char *blocker = pool_prewarm_blocker(pool);
+    if (!blocker)
+        return true;
+    if (!pool->prewarm_wait_logged)
+        log_info("pool %s/%s: min_pool_size %d: no backend opened yet, %s (user has no password in "
+                 "the configuration)", pool->db_name, pool->user_name, pool->min_pool_size, blocker);
+    pool->prewarm_wait_logged = true;
+    return false;
+}
+
 void pool_pause(struct pool *pool)
 {
     pool->paused = true;
@@ -613,7 +696,7 @@ void pool_janitor(struct pool *pool, double now)
     pool_expire_waiters(pool, now);
     pool_expire_transactions(pool, now);
     pool_expire_servers(pool, now);
-    while (pool_server_count(pool) < pool->min_pool_size && !pool->disabled &&
+    while (pool_server_count(pool) < pool->min_pool_size && !pool->disabled && pool_may_prewarm(pool) &&
            pool_launch_server_for(pool, LAUNCH_FOR_MIN_POOL))
         ;
     if (!TAILQ_EMPTY(&pool->login_clients))

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/queue.h>
+#include "auth_scram.h"
 #include "config.h"
 #include "params.h"
 #include "stats.h"
@@ -42,6 +43,10 @@ struct pool {
     char *dbname;              /* backend database */
     char *password;            /* backend password or NULL */
     bool server_auth_token;    /* log in with a fresh RDS IAM token instead of password */
+    struct scram_passthrough *passthrough; /* a client's SCRAM keys, when password is NULL */
+    char *md5_secret;          /* an auth_query user's md5 hash, when password is NULL */
+    bool needs_client_key;     /* no password: backends log in with a client's SCRAM keys */
+    bool prewarm_wait_logged;  /* said once that min_pool_size waits for a client's login */
     char *connect_query;
     char *application_name;
     enum pool_mode mode;
@@ -119,6 +124,16 @@ void pool_server_gone(struct pool *pool, struct server *server);
 void pool_login_failed(struct pool *pool, const char *sqlstate, const char *message);
 /* The first backend reported the session defaults: let waiting logins finish. */
 void pool_set_defaults(struct pool *pool, const struct param_set *server_params);
+
+/*
+ * A client of this pool logged in with SCRAM against a verifier: keep its ClientKey, so that
+ * backends (now and later) log in as that user without a password (SCRAM pass-through).
+ */
+void pool_set_passthrough(struct pool *pool, const struct scram_passthrough *keys);
+/* A client logged in against an md5 hash from auth_query: backends answer md5 with it, as PgBouncer. */
+void pool_set_md5_secret(struct pool *pool, const char *secret);
+/* Why min_pool_size cannot open backends now, or NULL (SHOW POOLS). */
+const char *pool_prewarm_blocker(const struct pool *pool);
 
 /* PAUSE: stop handing out backends (those in use finish their transactions). */
 void pool_pause(struct pool *pool);

@@ -452,8 +452,14 @@ static void server_scram_continue(struct server *s, const uint8_t *data, size_t 
     char out[SCRAM_MAX_MESSAGE + 1], err[128], message[256];
     size_t out_len;
 
-    if (!s->scram || scram_client_final(s->scram, s->pool->password, data, data_len, out,
-                                        sizeof(out), &out_len, err, sizeof(err)) != 0) {
+    struct pool *pool = s->pool;
+    int answered = !s->scram ? -1
+                   : pool->password ? scram_client_final(s->scram, pool->password, data, data_len, out,
+                                                        sizeof(out), &out_len, err, sizeof(err))
+                                    : scram_client_final_passthrough(s->scram, pool->passthrough, data,
+                                                                     data_len, out, sizeof(out),
+                                                                     &out_len, err, sizeof(err));
+    if (answered != 0) {
         snprintf(message, sizeof(message), "SCRAM exchange with the database server failed: %s",
                  s->scram ? err : "unexpected message");
         server_login_failed(s, "08P01", message);
@@ -542,6 +548,28 @@ static void server_log_token_refused(struct server *s)
                 pool->host, pool->port, pool->user_name);
 }
 
+/* With no password, a SCRAM exchange can be answered with a client's keys, and an md5 one with
+ * the hash auth_query found (pass-through). */
+static bool server_may_pass_through(const struct pool *pool, uint32_t code)
+{
+    if (code == AUTH_REQ_MD5)
+        return pool->md5_secret != NULL;
+    return pool->passthrough && (code == AUTH_REQ_SASL || code == AUTH_REQ_SASL_CONTINUE ||
+                                 code == AUTH_REQ_SASL_FINAL);
+}
+
+static const char *server_no_password_reason(const struct pool *pool)
+{
+    if (pool->passthrough)
+        return "the database server asks for md5 or a cleartext password, and sluice has only a "
+               "client's SCRAM key for this user: SCRAM pass-through needs scram-sha-256 in "
+               "pg_hba.conf (or md5 with a SCRAM verifier stored)";
+    if (pool->needs_client_key)
+        return "the database server asks for a password, and none is configured for this user: "
+               "SCRAM pass-through can log in only once a client of this user has logged in with SCRAM";
+    return "the database server asks for a password, and none is configured for this database";
+}
+
 static void server_handle_auth_request(struct server *s, const uint8_t *body, size_t body_len)
 {
     struct pool *pool = s->pool;
@@ -558,8 +586,8 @@ static void server_handle_auth_request(struct server *s, const uint8_t *body, si
         server_send_token(s, code);
         return;
     }
-    if (code != AUTH_REQ_OK && !pool->password) {
-        server_login_failed(s, "28000", "the database server asks for a password, and none is configured for this database");
+    if (code != AUTH_REQ_OK && !pool->password && !server_may_pass_through(pool, code)) {
+        server_login_failed(s, "28000", server_no_password_reason(pool));
         return;
     }
     switch (code) {
@@ -571,7 +599,8 @@ static void server_handle_auth_request(struct server *s, const uint8_t *body, si
     case AUTH_REQ_MD5:
         if (data_len != 4)
             break;
-        md5_client_response(pool->password, pool->user_name, data, answer);
+        md5_client_response(pool->password ? pool->password : pool->md5_secret, pool->user_name,
+                            data, answer);
         server_send_password(s, answer);
         return;
     case AUTH_REQ_SASL:

@@ -114,23 +114,29 @@ static bool is_md5_secret(const char *secret)
            strspn(secret + strlen(MD5_SECRET_PREFIX), "0123456789abcdef") == MD5_SECRET_HEX_LEN;
 }
 
+/* Sets entry->kind (and the parsed verifier) from entry->secret; false if a SCRAM secret is malformed. */
+static bool classify_entry(struct userlist_entry *entry)
+{
+    if (is_md5_secret(entry->secret)) {
+        entry->kind = SECRET_MD5;
+        return true;
+    }
+    if (strncmp(entry->secret, SCRAM_SECRET_PREFIX, strlen(SCRAM_SECRET_PREFIX)) == 0) {
+        entry->kind = SECRET_SCRAM;
+        entry->scram_ready = scram_parse_verifier(entry->secret, &entry->scram);
+        return entry->scram_ready;
+    }
+    entry->kind = SECRET_PLAIN;
+    return true;
+}
+
 static int classify_secret(struct userlist_parser *p, struct userlist_entry *entry)
 {
     char buf[SHOWN_NAME_MAX + 4];
 
-    if (is_md5_secret(entry->secret)) {
-        entry->kind = SECRET_MD5;
-        return 0;
-    }
-    if (strncmp(entry->secret, SCRAM_SECRET_PREFIX, strlen(SCRAM_SECRET_PREFIX)) == 0) {
-        entry->kind = SECRET_SCRAM;
-        if (!scram_parse_verifier(entry->secret, &entry->scram))
-            return fail(p, "user \"%s\": malformed SCRAM-SHA-256 secret",
-                        shown_name(entry->name, buf, sizeof buf));
-        entry->scram_ready = true;
-        return 0;
-    }
-    entry->kind = SECRET_PLAIN;
+    if (!classify_entry(entry))
+        return fail(p, "user \"%s\": malformed SCRAM-SHA-256 secret",
+                    shown_name(entry->name, buf, sizeof buf));
     return 0;
 }
 
@@ -328,4 +334,25 @@ const struct scram_verifier *userlist_scram_verifier(struct userlist_entry *entr
         return NULL;
     entry->scram_ready = true;
     return &entry->scram;
+}
+
+bool userlist_entry_set(struct userlist_entry *entry, const char *name, const char *secret)
+{
+    clear_entry(entry);
+    entry->name = strdup(name);
+    entry->secret = strdup(secret);
+    if (entry->name == NULL || entry->secret == NULL) {
+        clear_entry(entry);
+        return false;
+    }
+    if (!classify_entry(entry)) {
+        clear_entry(entry);
+        return false;
+    }
+    return true;
+}
+
+void userlist_entry_clear(struct userlist_entry *entry)
+{
+    clear_entry(entry);
 }

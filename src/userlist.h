@@ -47,6 +47,15 @@ struct userlist_entry *userlist_find(struct userlist *list, const char *name);
 const struct scram_verifier *userlist_scram_verifier(struct userlist_entry *entry);
 
 /*
+ * Fills entry with copies of name and secret, classified as a line of the file would be (entries
+ * from auth_query). Any earlier content is released first. false on a malformed SCRAM secret or
+ * out of memory (entry is then empty).
+ */
+bool userlist_entry_set(struct userlist_entry *entry, const char *name, const char *secret);
+/* Releases what entry owns, wiping the secret. */
+void userlist_entry_clear(struct userlist_entry *entry);
+
+/*
  * The iteration count a mock SCRAM challenge shows: one the file's real users have (the majority's
  * when there is one), so that it does not stand out. SCRAM_DEFAULT_ITERATIONS for NULL or no users.
  */

@@ -16,6 +16,7 @@
 #include <openssl/rand.h>
 
 #include "admin.h"
+#include "auth_query.h"
 #include "auth_token.h"
 #include "autodb.h"
 #include "client.h"
@@ -188,6 +189,8 @@ int worker_init(struct worker *w, struct config *cfg)
     }
     if (admin_init(w) != 0 || metrics_init(w) != 0)
         return -1;
+    if (!(w->auth_query = auth_query_new(w)))
+        return -1;
     if (listener_open_all(w) != 0)
         return -1;
     worker_prewarm_pools(w);
@@ -228,6 +231,8 @@ void worker_destroy(struct worker *w)
     }
     autodb_free_all(w);
     listener_close_all(w);
+    auth_query_free(w->auth_query);
+    w->auth_query = NULL;
     admin_free(w);
     metrics_free(w);
     for (size_t i = 0; i < sizeof(w->signal_events) / sizeof(w->signal_events[0]); i++)
@@ -421,6 +426,7 @@ static void worker_janitor_cb(evutil_socket_t fd, short what, void *arg)
         autodb_janitor(w, now);
     }
     admin_janitor(w);
+    auth_query_janitor(w->auth_query, now);
     metrics_janitor(w, now);
     worker_log_held_back(w, now);
     worker_check_shutdown(w, now);

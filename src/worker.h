@@ -31,6 +31,7 @@ struct admin_state;
 struct metrics_state;
 struct prepared_registry;
 struct autodb;
+struct auth_query;
 
 TAILQ_HEAD(client_list, client);
 TAILQ_HEAD(server_list, server);
@@ -64,6 +65,7 @@ struct worker {
     struct tls_contexts tls;       /* owned; rebuilt on reload */
     struct token_keyring *token_keys; /* owned; NULL when auth_token_keys is unset */
     struct server_token_signer *server_token_signer; /* owned; NULL: no server_auth_token */
+    struct auth_query *auth_query; /* owned: auth_query's connections and cache of secrets */
 
     struct listener *listeners;    /* singly linked, owned */
     struct client_list clients;    /* every live client */

@@ -49,7 +49,8 @@ PGBOUNCER_COLUMNS = {
     "TOTALS": "name:25, value:1700",
 }
 SLUICE_EXTRA_COLUMNS = {
-    "POOLS": "pinned:23, waiting_all_pinned:23",
+    "POOLS": "pinned:23, waiting_all_pinned:23, sluice_prewarm:25",
+    "USERS": "sluice_secret_source:25, sluice_cached_since:25, sluice_lookups:20, sluice_cache_hits:20",
     "CLIENTS": "sluice_state:25",
     "SERVERS": "sluice_state:25",
 }

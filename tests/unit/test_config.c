@@ -187,6 +187,10 @@ static void test_every_setting_is_read(void)
                               "reserve_pool_timeout = 2\n"
                               "auth_type = scram-sha-256\n"
                               "auth_file = /etc/sluice/userlist.txt\n"
+                              "auth_user = lookup\n"
+                              "auth_query = SELECT usename, passwd FROM pg_shadow WHERE usename=$1\n"
+                              "auth_dbname = authdb\n"
+                              "auth_query_cache_ttl = 5\n"
                               "admin_users = alice, bob\n"
                               "stats_users = carol\n"
                               "query_wait_timeout = 0.5\n"
@@ -266,6 +270,10 @@ static void test_every_setting_is_read(void)
     ok(cfg->query_timeout == 90, "query_timeout is read");
     is_int(cfg->auth_type, AUTH_TYPE_SCRAM, "auth_type is read");
     is_str(cfg->auth_file, "/etc/sluice/userlist.txt", "auth_file is read");
+    is_str(cfg->auth_user, "lookup", "auth_user is read");
+    is_str(cfg->auth_query, "SELECT usename, passwd FROM pg_shadow WHERE usename=$1", "auth_query is read");
+    is_str(cfg->auth_dbname, "authdb", "auth_dbname is read");
+    ok(cfg->auth_query_cache_ttl == 5, "auth_query_cache_ttl is read");
     is_str(cfg->admin_users, "alice, bob", "admin_users is read");
     is_str(cfg->stats_users, "carol", "stats_users is read");
     ok(cfg->query_wait_timeout == 0.5, "query_wait_timeout takes fractional seconds");
@@ -1561,6 +1569,46 @@ static void test_set_checks_the_running_config(void)
     config_free(token_ready);
 }
 
+static void test_auth_query_settings(void)
+{
+    struct config *cfg = load("[sluice]\n"
+                              "auth_user = lookup\n"
+                              "auth_dbname = postgres\n"
+                              "auth_query_cache_ttl = 5\n"
+                              "[databases]\n"
+                              "plain = dbname=app_prod\n"
+                              "own = dbname=other auth_user=own_lookup auth_dbname=authdb "
+                              "auth_query='SELECT usename, passwd FROM pg_shadow WHERE usename = $1'\n");
+    const struct config_database *plain, *own;
+    struct config *defaults = load("[databases]\napp = dbname=app_prod\n");
+
+    ok(cfg != NULL && defaults != NULL, "auth_query settings load (%s)", err);
+    if (cfg == NULL || defaults == NULL) {
+        config_free(cfg);
+        config_free(defaults);
+        return;
+    }
+    plain = config_find_database(cfg, "plain");
+    own = config_find_database(cfg, "own");
+    is_str(config_effective_auth_user(defaults, config_find_database(defaults, "app")), NULL,
+           "auth_user defaults to none: no look-ups");
+    ok(strstr(defaults->auth_query, "pg_authid") != NULL && strstr(defaults->auth_query, "rolcanlogin") &&
+           strstr(defaults->auth_query, "rolvaliduntil"),
+       "the default auth_query reads pg_authid and checks LOGIN and expiry");
+    ok(defaults->auth_query_cache_ttl == 60, "auth_query_cache_ttl defaults to 60 s");
+    is_str(config_effective_auth_dbname(defaults, config_find_database(defaults, "app")), "app_prod",
+           "auth_dbname defaults to the database's dbname");
+    is_str(config_effective_auth_user(cfg, plain), "lookup", "a database without its own auth_user uses the global one");
+    is_str(config_effective_auth_dbname(cfg, plain), "postgres", "and the global auth_dbname");
+    ok(cfg->auth_query_cache_ttl == 5, "auth_query_cache_ttl is read");
+    is_str(config_effective_auth_user(cfg, own), "own_lookup", "a database's auth_user wins");
+    is_str(config_effective_auth_dbname(cfg, own), "authdb", "a database's auth_dbname wins");
+    is_str(config_effective_auth_query(cfg, own), "SELECT usename, passwd FROM pg_shadow WHERE usename = $1",
+           "a database's auth_query wins");
+    config_free(cfg);
+    config_free(defaults);
+}
+
 int main(void)
 {
     test_defaults();
@@ -1582,6 +1630,7 @@ int main(void)
     test_database_defaults();
     test_database_keywords();
     test_database_errors();
+    test_auth_query_settings();
     test_users();
     test_user_pool_size();
     test_fallback_database();

@@ -181,6 +181,97 @@ static void test_rfc7677_client_side(const struct scram_verifier *v)
            "and signs it with the signature the client expects");
 }
 
+/* ---- SCRAM pass-through -------------------------------------------------------------------- */
+
+/* ClientKey = HMAC(SaltedPassword, "Client Key") for the RFC 7677 password, by python3 hmac. */
+static const uint8_t rfc_client_key[SCRAM_KEY_LEN] = {
+    0xa6, 0x0f, 0xc9, 0x23, 0xd6, 0x7e, 0x86, 0x44, 0xa9, 0x2d, 0x16, 0xb9, 0x6e, 0xda, 0x5e, 0xf4,
+    0x65, 0x6b, 0x0c, 0x72, 0x5c, 0x48, 0x43, 0x74, 0xbe, 0x25, 0x53, 0x55, 0x76, 0x99, 0x6e, 0x8b,
+};
+
+static void test_client_key_recovered_from_rfc7677_proof(const struct scram_verifier *v)
+{
+    struct scram_server s;
+    struct exchange x;
+
+    server_first(&s, v, RFC_SERVER_NONCE, RFC_CLIENT_FIRST, strlen(RFC_CLIENT_FIRST), &x);
+    is_int(server_final(&s, RFC_CLIENT_FINAL, strlen(RFC_CLIENT_FINAL), &x), 1,
+           "pass-through: the RFC 7677 proof is accepted");
+    ok(memcmp(s.client_key, rfc_client_key, SCRAM_KEY_LEN) == 0,
+       "pass-through: ClientProof XOR HMAC(StoredKey, AuthMessage) gives the RFC password's ClientKey");
+}
+
+static void test_wrong_proof_recovers_no_key(const struct scram_verifier *v)
+{
+    static const uint8_t zero[SCRAM_KEY_LEN] = {0};
+    const char *wrong = "c=biws,r=" RFC_NONCE ",p=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    struct scram_server s;
+    struct exchange x;
+
+    server_first(&s, v, RFC_SERVER_NONCE, RFC_CLIENT_FIRST, strlen(RFC_CLIENT_FIRST), &x);
+    is_int(server_final(&s, wrong, strlen(wrong), &x), 0, "pass-through: a wrong proof is refused");
+    ok(memcmp(s.client_key, zero, SCRAM_KEY_LEN) == 0, "and leaves no ClientKey behind");
+}
+
+/* sluice logs in to "PostgreSQL" (its own server side, as PostgreSQL would answer) with the key. */
+static void test_passthrough_login_with_recovered_key(const struct scram_verifier *v)
+{
+    struct scram_passthrough keys = {.verifier = *v};
+    struct scram_client c;
+    struct scram_server backend;
+    struct exchange x, with_password, backend_x;
+    char first[SCRAM_MAX_MESSAGE + 1];
+    size_t first_len = 0;
+
+    memcpy(keys.client_key, rfc_client_key, SCRAM_KEY_LEN);
+    scram_client_first(&c, RFC_CLIENT_NONCE, first, sizeof first, &first_len);
+    is_int(scram_client_final_passthrough(&c, &keys, (const uint8_t *)RFC_SERVER_FIRST,
+                                          strlen(RFC_SERVER_FIRST), x.out, sizeof x.out, &x.out_len,
+                                          x.err, sizeof x.err),
+           0, "pass-through: client-final is written from the ClientKey alone");
+    is_str(x.out, RFC_EMPTY_USER_CLIENT_FINAL,
+           "and carries the same proof as the password would (RFC exchange, empty user)");
+    is_int(client_verify(&c, RFC_EMPTY_USER_SERVER_FINAL, strlen(RFC_EMPTY_USER_SERVER_FINAL),
+                         &with_password),
+           0, "the server's signature is checked with the verifier's ServerKey");
+
+    server_first(&backend, v, NULL, first, first_len, &backend_x);
+    scram_client_first(&c, RFC_CLIENT_NONCE, first, sizeof first, &first_len);
+    scram_client_final_passthrough(&c, &keys, (const uint8_t *)backend_x.out, backend_x.out_len,
+                                   x.out, sizeof x.out, &x.out_len, x.err, sizeof x.err);
+    is_int(server_final(&backend, x.out, x.out_len, &backend_x), 1,
+           "a server with a random nonce accepts the pass-through proof");
+    is_int(client_verify(&c, backend_x.out, backend_x.out_len, &with_password), 0,
+           "and the pass-through client accepts its signature");
+}
+
+static void test_passthrough_refuses_other_verifier(const struct scram_verifier *v)
+{
+    struct scram_passthrough keys = {.verifier = *v};
+    struct scram_client c;
+    struct exchange x;
+    char first[SCRAM_MAX_MESSAGE + 1];
+    const char *other_salt = "r=" RFC_NONCE ",s=QhPOPv2uqb1woDYdMouW2g==,i=4096";
+    const char *other_count = "r=" RFC_NONCE ",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=8192";
+
+    memcpy(keys.client_key, rfc_client_key, SCRAM_KEY_LEN);
+    scram_client_first(&c, RFC_CLIENT_NONCE, first, sizeof first, NULL);
+    is_int(scram_client_final_passthrough(&c, &keys, (const uint8_t *)other_salt, strlen(other_salt),
+                                          x.out, sizeof x.out, &x.out_len, x.err, sizeof x.err),
+           -1, "pass-through: a server with another salt (password changed) is refused");
+    ok(strstr(x.err, "verifier differs") != NULL, "with a reason that says so");
+    scram_client_first(&c, RFC_CLIENT_NONCE, first, sizeof first, NULL);
+    is_int(scram_client_final_passthrough(&c, &keys, (const uint8_t *)other_count,
+                                          strlen(other_count), x.out, sizeof x.out, &x.out_len,
+                                          x.err, sizeof x.err),
+           -1, "pass-through: a server with another iteration count is refused");
+    scram_client_first(&c, RFC_CLIENT_NONCE, first, sizeof first, NULL);
+    is_int(scram_client_final_passthrough(&c, NULL, (const uint8_t *)RFC_SERVER_FIRST,
+                                          strlen(RFC_SERVER_FIRST), x.out, sizeof x.out, &x.out_len,
+                                          x.err, sizeof x.err),
+           -1, "pass-through without keys is refused");
+}
+
 /* ---- verifiers made by PostgreSQL ------------------------------------------------------------ */
 
 static void test_postgresql_verifiers(void)
@@ -866,6 +957,10 @@ int main(void)
     test_rfc7677_verifier();
     test_rfc7677_server_side(&rfc);
     test_rfc7677_client_side(&rfc);
+    test_client_key_recovered_from_rfc7677_proof(&rfc);
+    test_wrong_proof_recovers_no_key(&rfc);
+    test_passthrough_login_with_recovered_key(&rfc);
+    test_passthrough_refuses_other_verifier(&rfc);
     test_postgresql_verifiers();
     test_passwords_prepared_like_postgresql();
     test_invalid_utf8_passwords_used_raw();
