@@ -1,0 +1,481 @@
+"""The four drivers applications use, in their default configurations, through sluice: psycopg 3,
+asyncpg, node-postgres and pgjdbc. Each runs the same workload with more clients than backends:
+its own connect-time settings, parameterised queries past its prepare threshold (named statements),
+commit, rollback, an error inside a transaction, 50,000 rows, NULLs and binary-format types, COPY
+where the driver has it, a cancelled query, and rows tagged with the client's id so that every
+client sees only its own results. The results must be what the same code gets from PostgreSQL
+itself (the workload is run both ways) and what the workload expects.
+
+The node and Java programs are in tests/integration/drivers/; they print their results as JSON."""
+
+import asyncio
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+
+import harness
+from harness import Background, check, check_equal
+
+suite = harness.Suite()
+test = suite.test
+
+CLIENTS = 12
+POOL_SIZE = 3
+SESSION_CLIENTS = 4
+SESSION_POOL_SIZE = 2
+PARAM_ROUNDS = 8        # past the prepare threshold of 5 of psycopg 3 and pgjdbc
+COMMITTED_ROWS = 10
+LARGE_ROWS = 50000
+COPY_ROWS = 1000
+JDBC_JAR = "/usr/share/java/postgresql.jar"
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRCDIR = os.environ.get("SLUICE_SRCDIR") or os.path.join(HERE, "..", "..")
+PROGRAMS = os.path.join(SRCDIR, "tests", "integration", "drivers")
+
+# The statements every driver runs, with $n placeholders (psycopg 3 gets them as %s).
+SETTINGS_SQL = ("SELECT current_setting('application_name'), current_setting('DateStyle'), "
+                "current_setting('TimeZone'), current_setting('extra_float_digits'), "
+                "current_setting('client_encoding'), current_setting('IntervalStyle'), "
+                "current_setting('standard_conforming_strings')")
+PARAMS_SQL = "SELECT $1::int AS client, $2::int * 2 AS doubled, $3::text AS tag"
+INSERT_SQL = "INSERT INTO drv_items (client, k, v) VALUES ($1, $2, $3)"
+DIVIDE_SQL = "SELECT 1 / $1::int"
+OWN_ROWS_SQL = "SELECT client, k, v FROM drv_items WHERE client = $1 ORDER BY k"
+LARGE_SQL = f"SELECT g + $1::int FROM generate_series(1, {LARGE_ROWS}) AS g"
+TYPES_SQL = ("SELECT c, '\\xdeadbeef00ff'::bytea, 12345.678900 + c, "
+             "timestamptz '2024-02-29 12:34:56.789+00' + make_interval(secs => c), "
+             "json_build_object('client', c, 'list', json_build_array(1, 'two', null)), "
+             "NULL::int, NULL::text FROM (SELECT $1::int AS c) AS p")
+NULLS_SQL = "SELECT $1::text IS NULL, $2::int IS NULL, coalesce($3::text, 'was null')"
+COPY_IN_SQL = "COPY drv_copy (client, k, v) FROM STDIN"
+AFTER_SQL = "SELECT $1::int + 1000"
+
+
+def copy_out_query(client):
+    return f"SELECT client, k, v FROM drv_copy WHERE client = {client} ORDER BY k"
+
+
+def copy_out_sql(client):
+    return f"COPY ({copy_out_query(client)}) TO STDOUT"
+
+
+def cancel_tag(driver, run, client):
+    return f"cancel-{driver}-{run}-{client}"
+
+
+def sleep_sql(tag):
+    return f"SELECT pg_sleep(60) /* {tag} */"
+
+
+def for_psycopg(sql):
+    return re.sub(r"\$\d+", "%s", sql)
+
+
+# ---- what every client's results must be ----------------------------------------------------------
+
+def expected_result(client, driver):
+    """What the workload gets on PostgreSQL, in the normalised form the programs print."""
+    base_ms = 1709210096789  # 2024-02-29 12:34:56.789 UTC
+    return {
+        "client": client,
+        "params": [[client, 2 * k, f"c{client}-{k}"] for k in range(PARAM_ROUNDS)],
+        "error": "22012",
+        "rows": [[client, k, f"c{client}-{k}"] for k in range(COMMITTED_ROWS)],
+        "large": [LARGE_ROWS, LARGE_ROWS * (LARGE_ROWS + 1) // 2 + LARGE_ROWS * client],
+        "types": [client, "deadbeef00ff", f"{12345 + client}.678900", base_ms + 1000 * client,
+                  {"client": client, "list": [1, "two", None]}, None, None],
+        "nulls": [True, True, "was null"],
+        "copy": (None if driver == "node" else
+                 [COPY_ROWS, COPY_ROWS * (COPY_ROWS + 1) // 2, 0]),
+        "cancel": "57014",
+        "after_cancel": client + 1000,
+    }
+
+
+def normalise(result):
+    """JSON the drivers hand back as text becomes the value it encodes."""
+    types = result.get("types")
+    if types and isinstance(types[4], str):
+        types[4] = json.loads(types[4])
+    return result
+
+
+def check_results(t, driver, results, clients, endpoint_label):
+    check_equal(len(results), clients, f"{driver} via {endpoint_label}: clients that reported")
+    settings = None
+    for number, result in enumerate(sorted(results, key=lambda r: r["client"])):
+        got = normalise(dict(result))
+        client_settings = got.pop("settings")
+        if settings is None:
+            settings = client_settings
+        check_equal(client_settings, settings,
+                    f"{driver} via {endpoint_label}: client {number}'s settings against client 0's")
+        check_equal(got, expected_result(number, driver), f"{driver} via {endpoint_label}: client {number}")
+    return settings
+
+
+def check_cancels_logged(t, driver, run, clients):
+    """The server said why each sleeping query ended: a cancel request reached it (57014)."""
+    log = open(t.cluster.log_path, errors="replace").read()
+    for client in range(clients):
+        tag = cancel_tag(driver, run, client)
+        pattern = (r"ERROR:  canceling statement due to user request\n[^\n]*STATEMENT:  "
+                   + re.escape(sleep_sql(tag)))
+        check(re.search(pattern, log), f"{driver}: PostgreSQL's log has no cancel of {tag}")
+
+
+# ---- tables and endpoints -------------------------------------------------------------------------
+
+def reset_tables(cluster):
+    cluster.sql("DROP TABLE IF EXISTS drv_items, drv_copy; "
+                "CREATE TABLE drv_items (client int, k int, v text, PRIMARY KEY (client, k)); "
+                "CREATE TABLE drv_copy (client int, k int, v text); "
+                "ALTER TABLE drv_items OWNER TO app; ALTER TABLE drv_copy OWNER TO app")
+
+
+def check_tables(t, driver, clients):
+    """Nothing leaked between clients: only committed rows, each under its own client's id."""
+    rows = t.cluster.sql("SELECT count(*), count(DISTINCT client), "
+                         "count(*) FILTER (WHERE v <> 'c' || client || '-' || k) FROM drv_items")
+    check_equal(list(rows[0]), [clients * COMMITTED_ROWS, clients, 0], f"{driver}: drv_items")
+
+
+def pool(t, mode, pool_size):
+    settings = {"pool_mode": mode, "query_wait_timeout": 120}
+    return t.sluice(settings=settings,
+                    databases={"appdb": t.cluster.database_line(pool_size=pool_size)})
+
+
+def run_both_ways(t, driver, workload, mode="transaction", clients=CLIENTS, pool_size=POOL_SIZE,
+                  compare_direct=True):
+    """Runs workload(endpoint, clients, run) through sluice (and directly on PostgreSQL) and
+    checks both; the settings each client saw must be the same both ways."""
+    endpoint = pool(t, mode, pool_size)
+    reset_tables(t.cluster)
+    label = "PostgreSQL" if t.direct else f"sluice ({mode} mode)"
+    results = workload(endpoint, clients, mode)
+    settings = check_results(t, driver, results, clients, label)
+    check_tables(t, driver, clients)
+    check_cancels_logged(t, driver, mode, clients)
+    if t.direct or not compare_direct:
+        return
+    reset_tables(t.cluster)
+    direct = harness.DirectEndpoint(t.cluster)
+    direct_results = workload(direct, clients, "direct")
+    direct_settings = check_results(t, driver, direct_results, clients, "PostgreSQL")
+    check_cancels_logged(t, driver, "direct", clients)
+    check_equal(settings, direct_settings, f"{driver}: settings through sluice against PostgreSQL's")
+    t.note(f"{driver} settings: {settings}")
+
+
+def wait_until_running(cluster, tag, timeout=60):
+    """Until the query carrying tag is running on some backend (it may first wait for one)."""
+    harness.wait_for(lambda: cluster.sql(
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s "
+        "AND pid <> pg_backend_pid()", ("%" + tag + "%",))[0][0] > 0,
+        timeout, interval=0.05, what=f"the query {tag} to run")
+
+
+def run_clients(count, fn):
+    """fn(client) in a thread per client, all at once; their results in client order."""
+    calls = [Background(fn, client) for client in range(count)]
+    return [call.result(240 * harness.TIMEOUT_SCALE) for call in calls]
+
+
+# ---- psycopg 3 ------------------------------------------------------------------------------------
+
+def psycopg3():
+    try:
+        import psycopg
+    except ImportError:
+        raise harness.Skip("psycopg 3 is not installed (apt-get install python3-psycopg)")
+    return psycopg
+
+
+def psycopg3_workload(t):
+    psycopg = psycopg3()
+
+    def workload(endpoint, clients, run):
+        conninfo = (f"host={endpoint.host} port={endpoint.port} dbname={harness.APP_DB} user=app "
+                    "password=app_pw connect_timeout=10")
+        return run_clients(clients, lambda client: psycopg3_client(t, psycopg, conninfo, client, run))
+
+    return workload
+
+
+def psycopg3_client(t, psycopg, conninfo, client, run):
+    r = {"client": client}
+    # Defaults: autocommit off (each first statement opens a transaction), prepare_threshold 5.
+    with psycopg.connect(conninfo) as conn:
+        r["settings"] = list(conn.execute(SETTINGS_SQL).fetchone())
+        conn.commit()
+        r["params"] = [list(conn.execute(for_psycopg(PARAMS_SQL), (client, k, f"c{client}-{k}"))
+                            .fetchone()) for k in range(PARAM_ROUNDS)]
+        conn.commit()
+        for k in range(COMMITTED_ROWS):
+            conn.execute(for_psycopg(INSERT_SQL), (client, k, f"c{client}-{k}"))
+        conn.commit()
+        for k in range(100, 105):
+            conn.execute(for_psycopg(INSERT_SQL), (client, k, "rolled back"))
+        conn.rollback()
+        conn.execute(for_psycopg(INSERT_SQL), (client, 200, "failed transaction"))
+        try:
+            conn.execute(for_psycopg(DIVIDE_SQL), (0,))
+            r["error"] = None
+        except psycopg.Error as error:
+            r["error"] = error.sqlstate
+        conn.rollback()
+        r["rows"] = [list(row) for row in conn.execute(for_psycopg(OWN_ROWS_SQL), (client,))]
+        conn.commit()
+        count = total = 0
+        for (value,) in conn.execute(for_psycopg(LARGE_SQL), (client,)):
+            count, total = count + 1, total + value
+        r["large"] = [count, total]
+        with conn.cursor(binary=True) as cur:
+            row = cur.execute(for_psycopg(TYPES_SQL), (client,)).fetchone()
+        r["types"] = [row[0], row[1].hex(), str(row[2]), round(row[3].timestamp() * 1000), row[4],
+                      row[5], row[6]]
+        r["nulls"] = list(conn.execute(for_psycopg(NULLS_SQL), (None, None, None)).fetchone())
+        conn.commit()
+        r["copy"] = psycopg3_copy(conn, client)
+        r["cancel"], r["after_cancel"] = psycopg3_cancel(t, psycopg, conn, client, run)
+    return r
+
+
+def psycopg3_copy(conn, client):
+    with conn.cursor() as cur:
+        with cur.copy(COPY_IN_SQL) as copy:
+            for k in range(1, COPY_ROWS + 1):
+                copy.write_row((client, k, f"c{client}-copy-{k}"))
+        conn.commit()
+        count = total = wrong = 0
+        with cur.copy(copy_out_sql(client)) as copy:
+            for row_client, k, v in copy.rows():
+                count, total = count + 1, total + int(k)
+                wrong += (int(row_client), v) != (client, f"c{client}-copy-{k}")
+        conn.commit()
+    return [count, total, wrong]
+
+
+def psycopg3_cancel(t, psycopg, conn, client, run):
+    tag = cancel_tag("psycopg3", run, client)
+    sleeping = Background(conn.execute, sleep_sql(tag))
+    wait_until_running(t.cluster, tag)
+    conn.cancel()
+    error = sleeping.error(30)
+    sqlstate = error.sqlstate if isinstance(error, psycopg.Error) else repr(error)
+    conn.rollback()
+    after = conn.execute(for_psycopg(AFTER_SQL), (client,)).fetchone()[0]
+    conn.commit()
+    return sqlstate, after
+
+
+@test("psycopg 3 (defaults): 12 clients over a pool of 3 in transaction mode get what PostgreSQL "
+      "gives them", timeout=300)
+def psycopg3_transaction_mode(t):
+    run_both_ways(t, "psycopg3", psycopg3_workload(t))
+
+
+# ---- asyncpg --------------------------------------------------------------------------------------
+
+def asyncpg_module():
+    try:
+        import asyncpg
+    except ImportError:
+        raise harness.Skip("asyncpg is not installed (apt-get install python3-asyncpg)")
+    return asyncpg
+
+
+def asyncpg_workload(t):
+    asyncpg = asyncpg_module()
+
+    def workload(endpoint, clients, run):
+        async def everyone():
+            return await asyncio.gather(*(asyncpg_client(t, asyncpg, endpoint, client, run)
+                                          for client in range(clients)))
+        return list(asyncio.run(everyone()))
+
+    return workload
+
+
+async def asyncpg_client(t, asyncpg, endpoint, client, run):
+    r = {"client": client}
+    # Defaults: a statement cache of 100 (every query a named statement), binary results.
+    conn = await asyncpg.connect(host=endpoint.host, port=endpoint.port, user="app",
+                                 password="app_pw", database=harness.APP_DB)
+    try:
+        r["settings"] = list(await conn.fetchrow(SETTINGS_SQL))
+        r["params"] = [list(await conn.fetchrow(PARAMS_SQL, client, k, f"c{client}-{k}"))
+                       for k in range(PARAM_ROUNDS)]
+        async with conn.transaction():
+            for k in range(COMMITTED_ROWS):
+                await conn.execute(INSERT_SQL, client, k, f"c{client}-{k}")
+        transaction = conn.transaction()
+        await transaction.start()
+        for k in range(100, 105):
+            await conn.execute(INSERT_SQL, client, k, "rolled back")
+        await transaction.rollback()
+        transaction = conn.transaction()
+        await transaction.start()
+        await conn.execute(INSERT_SQL, client, 200, "failed transaction")
+        try:
+            await conn.fetchval(DIVIDE_SQL, 0)
+            r["error"] = None
+        except asyncpg.PostgresError as error:
+            r["error"] = error.sqlstate
+        await transaction.rollback()
+        r["rows"] = [list(row) for row in await conn.fetch(OWN_ROWS_SQL, client)]
+        values = [row[0] for row in await conn.fetch(LARGE_SQL, client)]
+        r["large"] = [len(values), sum(values)]
+        row = await conn.fetchrow(TYPES_SQL, client)
+        r["types"] = [row[0], row[1].hex(), str(row[2]), round(row[3].timestamp() * 1000), row[4],
+                      row[5], row[6]]
+        r["nulls"] = list(await conn.fetchrow(NULLS_SQL, None, None, None))
+        r["copy"] = await asyncpg_copy(conn, client)
+        r["cancel"], r["after_cancel"] = await asyncpg_cancel(t, conn, client, run)
+    finally:
+        await conn.close()
+    return r
+
+
+async def asyncpg_copy(conn, client):
+    await conn.copy_records_to_table(
+        "drv_copy", columns=["client", "k", "v"],
+        records=[(client, k, f"c{client}-copy-{k}") for k in range(1, COPY_ROWS + 1)])
+    out = io.BytesIO()
+    await conn.copy_from_query(copy_out_query(client), output=out)
+    count = total = wrong = 0
+    for line in out.getvalue().decode().splitlines():
+        row_client, k, v = line.split("\t")
+        count, total = count + 1, total + int(k)
+        wrong += (int(row_client), v) != (client, f"c{client}-copy-{k}")
+    return [count, total, wrong]
+
+
+async def asyncpg_cancel(t, conn, client, run):
+    """asyncpg cancels a query whose task is cancelled (as a timeout does): it sends a
+    CancelRequest and reads the query's end before the connection is used again. The 57014 it
+    swallows is checked in PostgreSQL's log."""
+    tag = cancel_tag("asyncpg", run, client)
+    sleeping = asyncio.ensure_future(conn.fetchval(sleep_sql(tag)))
+    await asyncio.get_running_loop().run_in_executor(None, wait_until_running, t.cluster, tag)
+    sleeping.cancel()
+    try:
+        await sleeping
+        outcome = "finished"
+    except asyncio.CancelledError:
+        outcome = "57014"  # what the server answered is checked in its log
+    return outcome, await conn.fetchval(AFTER_SQL, client)
+
+
+@test("asyncpg (defaults): 12 clients over a pool of 3 in transaction mode get what PostgreSQL "
+      "gives them", timeout=300)
+def asyncpg_transaction_mode(t):
+    run_both_ways(t, "asyncpg", asyncpg_workload(t))
+
+
+# ---- node-postgres --------------------------------------------------------------------------------
+
+def program_output(what, argv, env=None, timeout=240):
+    result = subprocess.run(argv, capture_output=True, text=True, env=env,
+                            timeout=timeout * harness.TIMEOUT_SCALE)
+    check_equal(result.returncode, 0, f"{what}'s exit status; stderr:\n{result.stderr[-3000:]}\n"
+                                      f"stdout:\n{result.stdout[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def node_workload(t):
+    node_modules = os.path.join(SRCDIR, "tests", "node", "node_modules")
+    if not shutil.which("node") or not os.path.isdir(os.path.join(node_modules, "pg")):
+        raise harness.Skip("node or node-postgres (tests/node/node_modules/pg) is not installed")
+    env = dict(os.environ, NODE_PATH=node_modules)
+    program = os.path.join(PROGRAMS, "node_workload.js")
+
+    def workload(endpoint, clients, run):
+        spec = workload_spec(t, endpoint, clients, run, "node")
+        return program_output("node_workload.js", ["node", program, json.dumps(spec)], env)
+
+    return workload
+
+
+def workload_spec(t, endpoint, clients, run, driver):
+    """What the node and Java programs are told: where to connect, and the statements to run."""
+    return {
+        "host": endpoint.host, "port": endpoint.port, "database": harness.APP_DB,
+        "user": "app", "password": "app_pw",
+        "monitor_host": t.cluster.host, "monitor_port": t.cluster.port,
+        "clients": clients, "param_rounds": PARAM_ROUNDS, "committed_rows": COMMITTED_ROWS,
+        "copy_rows": COPY_ROWS,
+        "sql": {"settings": SETTINGS_SQL, "params": PARAMS_SQL, "insert": INSERT_SQL,
+                "divide": DIVIDE_SQL, "own_rows": OWN_ROWS_SQL, "large": LARGE_SQL,
+                "types": TYPES_SQL, "nulls": NULLS_SQL, "copy_in": COPY_IN_SQL,
+                "after": AFTER_SQL},
+        "copy_out": [copy_out_sql(client) for client in range(clients)],
+        "cancel_tags": [cancel_tag(driver, run, client) for client in range(clients)],
+        "sleep": [sleep_sql(cancel_tag(driver, run, client)) for client in range(clients)],
+    }
+
+
+@test("node-postgres (defaults, named queries): 12 clients over a pool of 3 in transaction mode "
+      "get what PostgreSQL gives them", timeout=300)
+def node_transaction_mode(t):
+    run_both_ways(t, "node", node_workload(t))
+
+
+# ---- pgjdbc ---------------------------------------------------------------------------------------
+
+def jdbc_workload(t):
+    if not shutil.which("javac") or not shutil.which("java") or not os.path.exists(JDBC_JAR):
+        raise harness.Skip("javac, java or pgjdbc (/usr/share/java/postgresql.jar) is not installed")
+    classes = os.path.join(suite.base_dir(), "jdbc-classes")
+    with _compile_lock:
+        if not os.path.exists(os.path.join(classes, "JdbcWorkload.class")):
+            os.makedirs(classes, exist_ok=True)
+            result = subprocess.run(["javac", "-cp", JDBC_JAR, "-d", classes,
+                                     os.path.join(PROGRAMS, "JdbcWorkload.java")],
+                                    capture_output=True, text=True, timeout=180)
+            check_equal(result.returncode, 0, f"javac JdbcWorkload.java:\n{result.stderr}")
+
+    def workload(endpoint, clients, run):
+        spec = workload_spec(t, endpoint, clients, run, "jdbc")
+        return program_output("JdbcWorkload", ["java", "-cp", f"{JDBC_JAR}:{classes}",
+                                               "JdbcWorkload", json.dumps(spec)])
+
+    return workload
+
+
+_compile_lock = threading.Lock()
+
+
+@test("pgjdbc (defaults, prepareThreshold 5): 12 clients over a pool of 3 in transaction mode get "
+      "what PostgreSQL gives them", timeout=300)
+def jdbc_transaction_mode(t):
+    run_both_ways(t, "jdbc", jdbc_workload(t))
+
+
+# ---- session mode ---------------------------------------------------------------------------------
+
+@test("session mode: the four drivers' workloads, 4 clients over a pool of 2", timeout=400)
+def session_mode(t):
+    skipped = []
+    for driver, make in (("psycopg3", psycopg3_workload), ("asyncpg", asyncpg_workload),
+                         ("node", node_workload), ("jdbc", jdbc_workload)):
+        try:
+            workload = make(t)
+        except harness.Skip as why:
+            skipped.append(f"{driver}: {why}")
+            continue
+        run_both_ways(t, driver, workload, mode="session", clients=SESSION_CLIENTS,
+                      pool_size=SESSION_POOL_SIZE, compare_direct=False)
+    if len(skipped) == 4:
+        raise harness.Skip("; ".join(skipped))
+    for line in skipped:
+        t.note(f"skipped {line}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(suite.run())
