@@ -31,6 +31,7 @@ PARAM_ROUNDS = 8        # past the prepare threshold of 5 of psycopg 3 and pgjdb
 COMMITTED_ROWS = 10
 LARGE_ROWS = 50000
 COPY_ROWS = 1000
+BATCH_ROWS = 50
 JDBC_JAR = "/usr/share/java/postgresql.jar"
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRCDIR = os.environ.get("SLUICE_SRCDIR") or os.path.join(HERE, "..", "..")
@@ -52,6 +53,10 @@ TYPES_SQL = ("SELECT c, '\\xdeadbeef00ff'::bytea, 12345.678900 + c, "
              "NULL::int, NULL::text FROM (SELECT $1::int AS c) AS p")
 NULLS_SQL = "SELECT $1::text IS NULL, $2::int IS NULL, coalesce($3::text, 'was null')"
 COPY_IN_SQL = "COPY drv_copy (client, k, v) FROM STDIN"
+BATCH_SQL = "INSERT INTO drv_batch (client, k, v) VALUES ($1, $2, $3)"
+BATCH_CHECK_SQL = ("SELECT count(*)::int, sum(k)::int, "
+                   "(count(*) FILTER (WHERE v <> 'c' || client || '-batch-' || k))::int "
+                   "FROM drv_batch WHERE client = $1")
 AFTER_SQL = "SELECT $1::int + 1000"
 
 
@@ -69,6 +74,10 @@ def cancel_tag(driver, run, client):
 
 def sleep_sql(tag):
     return f"SELECT pg_sleep(60) /* {tag} */"
+
+
+def batch_rows(client):
+    return [(client, k, f"c{client}-batch-{k}") for k in range(1, BATCH_ROWS + 1)]
 
 
 def for_psycopg(sql):
@@ -89,6 +98,7 @@ def expected_result(client, driver):
         "types": [client, "deadbeef00ff", f"{12345 + client}.678900", base_ms + 1000 * client,
                   {"client": client, "list": [1, "two", None]}, None, None],
         "nulls": [True, True, "was null"],
+        "batch": [BATCH_ROWS, BATCH_ROWS * (BATCH_ROWS + 1) // 2, 0],
         "copy": (None if driver == "node" else
                  [COPY_ROWS, COPY_ROWS * (COPY_ROWS + 1) // 2, 0]),
         "cancel": "57014",
@@ -119,22 +129,35 @@ def check_results(t, driver, results, clients, endpoint_label):
 
 
 def check_cancels_logged(t, driver, run, clients):
-    """The server said why each sleeping query ended: a cancel request reached it (57014)."""
-    log = open(t.cluster.log_path, errors="replace").read()
+    """The server said why each sleeping query ended: a cancel request reached it (57014). Its
+    backends write to the log at once, so each STATEMENT line is matched by its backend's pid
+    (the default log_line_prefix, '%m [%p] ') with the line that backend wrote before it."""
+    last_line_of = {}
+    cancelled = set()
+    with open(t.cluster.log_path, errors="replace") as log:
+        for line in log:
+            match = re.match(r"\S+ \S+ \S+ \[(\d+)\] (.*)", line.rstrip("\n"))
+            if not match:
+                continue
+            pid, text = match.groups()
+            if (text.startswith("STATEMENT:  ")
+                    and last_line_of.get(pid) == "ERROR:  canceling statement due to user request"):
+                cancelled.add(text[len("STATEMENT:  "):])
+            last_line_of[pid] = text
     for client in range(clients):
         tag = cancel_tag(driver, run, client)
-        pattern = (r"ERROR:  canceling statement due to user request\n[^\n]*STATEMENT:  "
-                   + re.escape(sleep_sql(tag)))
-        check(re.search(pattern, log), f"{driver}: PostgreSQL's log has no cancel of {tag}")
+        check(sleep_sql(tag) in cancelled, f"{driver}: PostgreSQL's log has no cancel of {tag}")
 
 
 # ---- tables and endpoints -------------------------------------------------------------------------
 
 def reset_tables(cluster):
-    cluster.sql("DROP TABLE IF EXISTS drv_items, drv_copy; "
+    cluster.sql("DROP TABLE IF EXISTS drv_items, drv_copy, drv_batch; "
                 "CREATE TABLE drv_items (client int, k int, v text, PRIMARY KEY (client, k)); "
                 "CREATE TABLE drv_copy (client int, k int, v text); "
-                "ALTER TABLE drv_items OWNER TO app; ALTER TABLE drv_copy OWNER TO app")
+                "CREATE TABLE drv_batch (client int, k int, v text); "
+                "ALTER TABLE drv_items OWNER TO app; ALTER TABLE drv_copy OWNER TO app; "
+                "ALTER TABLE drv_batch OWNER TO app")
 
 
 def check_tables(t, driver, clients):
@@ -241,6 +264,11 @@ def psycopg3_client(t, psycopg, conninfo, client, run):
                       row[5], row[6]]
         r["nulls"] = list(conn.execute(for_psycopg(NULLS_SQL), (None, None, None)).fetchone())
         conn.commit()
+        with conn.cursor() as cur:  # psycopg 3.1 pipelines executemany: one Sync for them all
+            cur.executemany(for_psycopg(BATCH_SQL), batch_rows(client))
+        conn.commit()
+        r["batch"] = list(conn.execute(for_psycopg(BATCH_CHECK_SQL), (client,)).fetchone())
+        conn.commit()
         r["copy"] = psycopg3_copy(conn, client)
         r["cancel"], r["after_cancel"] = psycopg3_cancel(t, psycopg, conn, client, run)
     return r
@@ -335,6 +363,8 @@ async def asyncpg_client(t, asyncpg, endpoint, client, run):
         r["types"] = [row[0], row[1].hex(), str(row[2]), round(row[3].timestamp() * 1000), row[4],
                       row[5], row[6]]
         r["nulls"] = list(await conn.fetchrow(NULLS_SQL, None, None, None))
+        await conn.executemany(BATCH_SQL, batch_rows(client))  # Bind/Execute each, one Sync
+        r["batch"] = list(await conn.fetchrow(BATCH_CHECK_SQL, client))
         r["copy"] = await asyncpg_copy(conn, client)
         r["cancel"], r["after_cancel"] = await asyncpg_cancel(t, conn, client, run)
     finally:
@@ -409,11 +439,11 @@ def workload_spec(t, endpoint, clients, run, driver):
         "user": "app", "password": "app_pw",
         "monitor_host": t.cluster.host, "monitor_port": t.cluster.port,
         "clients": clients, "param_rounds": PARAM_ROUNDS, "committed_rows": COMMITTED_ROWS,
-        "copy_rows": COPY_ROWS,
+        "copy_rows": COPY_ROWS, "batch_rows": BATCH_ROWS,
         "sql": {"settings": SETTINGS_SQL, "params": PARAMS_SQL, "insert": INSERT_SQL,
                 "divide": DIVIDE_SQL, "own_rows": OWN_ROWS_SQL, "large": LARGE_SQL,
                 "types": TYPES_SQL, "nulls": NULLS_SQL, "copy_in": COPY_IN_SQL,
-                "after": AFTER_SQL},
+                "after": AFTER_SQL, "batch": BATCH_SQL, "batch_check": BATCH_CHECK_SQL},
         "copy_out": [copy_out_sql(client) for client in range(clients)],
         "cancel_tags": [cancel_tag(driver, run, client) for client in range(clients)],
         "sleep": [sleep_sql(cancel_tag(driver, run, client)) for client in range(clients)],

@@ -139,6 +139,7 @@ public class JdbcWorkload {
                     r.put("nulls", rows(rs).get(0));
                 }
             }
+            r.put("batch", batch(conn, client));
             r.put("copy", copy(conn, client));
             r.put("cancel", cancel(conn, client));
             try (PreparedStatement ps = conn.prepareStatement(sql("after"))) {
@@ -179,6 +180,26 @@ public class JdbcWorkload {
             }
         }
         return out;
+    }
+
+    /* executeBatch: every Bind/Execute of the batch is sent before the one Sync at its end. */
+    @SuppressWarnings("unchecked")
+    static List<Object> batch(Connection conn, int client) throws SQLException {
+        try (PreparedStatement ps = conn.prepareStatement(sql("batch"))) {
+            for (int k = 1; k <= intSpec("batch_rows"); k++) {
+                ps.setInt(1, client);
+                ps.setInt(2, k);
+                ps.setString(3, "c" + client + "-batch-" + k);
+                ps.addBatch();
+            }
+            ps.executeBatch();
+        }
+        try (PreparedStatement ps = conn.prepareStatement(sql("batch_check"))) {
+            ps.setInt(1, client);
+            try (ResultSet rs = ps.executeQuery()) {
+                return (List<Object>) rows(rs).get(0);
+            }
+        }
     }
 
     static String hex(byte[] bytes) {

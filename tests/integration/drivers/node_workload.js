@@ -71,6 +71,13 @@ async function runClient (client) {
     const t = (await conn.query({ text: sql.types, values: [client], rowMode: 'array' })).rows[0]
     r.types = [t[0], t[1].toString('hex'), t[2], t[3].getTime(), t[4], t[5], t[6]]
     r.nulls = (await conn.query({ text: sql.nulls, values: [null, null, null], rowMode: 'array' })).rows[0]
+    // Queries issued together: node-postgres queues them and sends each when the last one ends.
+    const batch = []
+    for (let k = 1; k <= spec.batch_rows; k++) {
+      batch.push(conn.query({ name: 'drv_batch', text: sql.batch, values: [client, k, `c${client}-batch-${k}`] }))
+    }
+    await Promise.all(batch)
+    r.batch = (await conn.query({ text: sql.batch_check, values: [client], rowMode: 'array' })).rows[0]
     r.copy = null // COPY needs pg-copy-streams, which is not installed
     const sleeping = conn.query(spec.sleep[client])
     const outcome = sqlstateOf(sleeping)
