@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 
 import harness
 from harness import Background, check, check_equal
@@ -458,7 +459,8 @@ def node_transaction_mode(t):
 
 # ---- pgjdbc ---------------------------------------------------------------------------------------
 
-def jdbc_workload(t):
+def jdbc_classes():
+    """The directory with the Java programs compiled (once per file run)."""
     if not shutil.which("javac") or not shutil.which("java") or not os.path.exists(JDBC_JAR):
         raise harness.Skip("javac, java or pgjdbc (/usr/share/java/postgresql.jar) is not installed")
     classes = os.path.join(suite.base_dir(), "jdbc-classes")
@@ -466,9 +468,15 @@ def jdbc_workload(t):
         if not os.path.exists(os.path.join(classes, "JdbcWorkload.class")):
             os.makedirs(classes, exist_ok=True)
             result = subprocess.run(["javac", "-cp", JDBC_JAR, "-d", classes,
-                                     os.path.join(PROGRAMS, "JdbcWorkload.java")],
+                                     os.path.join(PROGRAMS, "JdbcWorkload.java"),
+                                     os.path.join(PROGRAMS, "JdbcQueryTimeout.java")],
                                     capture_output=True, text=True, timeout=180)
             check_equal(result.returncode, 0, f"javac JdbcWorkload.java:\n{result.stderr}")
+    return classes
+
+
+def jdbc_workload(t):
+    classes = jdbc_classes()
 
     def workload(endpoint, clients, run):
         spec = workload_spec(t, endpoint, clients, run, "jdbc")
@@ -485,6 +493,85 @@ _compile_lock = threading.Lock()
       "what PostgreSQL gives them", timeout=300)
 def jdbc_transaction_mode(t):
     run_both_ways(t, "jdbc", jdbc_workload(t))
+
+
+# ---- a driver's timeout while the query still waits for a backend --------------------------------
+
+TIMED_OUT_SQL = "INSERT INTO drv_timed_out SELECT 'ran' FROM pg_sleep(5)"
+HOLD_BEFORE_RELEASE = 3  # seconds the backend stays taken: the driver's 1 s timer fires first
+TIMEOUT_TODO = None
+
+
+def timeout_pool(t):
+    """A pool of one backend, and a client to take it; returns (sluice, holder)."""
+    t.cluster.sql("DROP TABLE IF EXISTS drv_timed_out; CREATE TABLE drv_timed_out (v text); "
+                  "ALTER TABLE drv_timed_out OWNER TO app")
+    s = pool(t, "transaction", 1)
+    return s, s.connect(autocommit=False)
+
+
+def take_backend(holder):
+    """The holder's open transaction keeps the only backend (until holder.commit())."""
+    with holder.cursor() as cur:
+        cur.execute("SELECT 1")
+
+
+def check_timed_out_statement_had_no_effect(t, outcome, after, what):
+    check_equal(outcome, "57014", f"{what}: what the timed-out statement ended with")
+    check_equal(after, 42, f"{what}: the connection's next query")
+    check_equal(t.cluster.sql("SELECT count(*) FROM drv_timed_out")[0][0], 0,
+                f"{what}: rows the timed-out INSERT left")
+
+
+@test("pgjdbc setQueryTimeout(1) fires while the statement waits for a backend: the statement is "
+      "cancelled (57014), as on PostgreSQL, not run once a backend is free", timeout=120,
+      todo=TIMEOUT_TODO)
+def jdbc_query_timeout_while_waiting(t):
+    classes = jdbc_classes()
+    s, holder = timeout_pool(t)
+    url = f"jdbc:postgresql://{s.host}:{s.port}/{harness.APP_DB}"
+    proc = harness._track(subprocess.Popen(
+        ["java", "-cp", f"{JDBC_JAR}:{classes}", "JdbcQueryTimeout", url, "app", "app_pw", "1",
+         TIMED_OUT_SQL], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True))
+    first_line = Background(proc.stdout.readline)
+    check_equal(first_line.result(60 * harness.TIMEOUT_SCALE).strip(), "connected",
+                "the Java program's first line")
+    take_backend(holder)
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    time.sleep(HOLD_BEFORE_RELEASE)  # orders the events; the outcome is checked below
+    holder.commit()
+    output, errors = proc.communicate("", timeout=60 * harness.TIMEOUT_SCALE)
+    check_equal(proc.returncode, 0, f"the Java program's exit status; stderr:\n{errors[-3000:]}")
+    result = json.loads(output.strip().splitlines()[-1])
+    check_timed_out_statement_had_no_effect(t, result["outcome"], result["after"], "pgjdbc")
+
+
+@test("asyncpg execute(timeout=1) fires while the statement waits for a backend: the statement is "
+      "cancelled, as on PostgreSQL, not run once a backend is free", timeout=120, todo=TIMEOUT_TODO)
+def asyncpg_timeout_while_waiting(t):
+    asyncpg = asyncpg_module()
+    s, holder = timeout_pool(t)
+
+    async def scenario():
+        conn = await asyncpg.connect(host=s.host, port=s.port, user="app", password="app_pw",
+                                     database=harness.APP_DB)
+        try:
+            take_backend(holder)
+            try:
+                await conn.execute(TIMED_OUT_SQL, timeout=1)
+                outcome = "finished"
+            except asyncio.TimeoutError:
+                outcome = "57014"  # asyncpg's CancelRequest went out; the effect is checked below
+            await asyncio.sleep(HOLD_BEFORE_RELEASE)  # orders the events
+            await asyncio.get_running_loop().run_in_executor(None, holder.commit)
+            return outcome, await conn.fetchval("SELECT 41 + 1")
+        finally:
+            await conn.close()
+
+    outcome, after = asyncio.run(scenario())
+    check_timed_out_statement_had_no_effect(t, outcome, after, "asyncpg")
 
 
 # ---- session mode ---------------------------------------------------------------------------------
