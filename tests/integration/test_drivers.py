@@ -96,6 +96,8 @@ def expected_result(client, driver):
         "error": "22012",
         "rows": [[client, k, f"c{client}-{k}"] for k in range(COMMITTED_ROWS)],
         "large": [LARGE_ROWS, LARGE_ROWS * (LARGE_ROWS + 1) // 2 + LARGE_ROWS * client],
+        "large_fetched": (None if driver == "node" else
+                          [LARGE_ROWS, LARGE_ROWS * (LARGE_ROWS + 1) // 2 + LARGE_ROWS * client]),
         "types": [client, "deadbeef00ff", f"{12345 + client}.678900", base_ms + 1000 * client,
                   {"client": client, "list": [1, "two", None]}, None, None],
         "nulls": [True, True, "was null"],
@@ -259,6 +261,14 @@ def psycopg3_client(t, psycopg, conninfo, client, run):
         for (value,) in conn.execute(for_psycopg(LARGE_SQL), (client,)):
             count, total = count + 1, total + value
         r["large"] = [count, total]
+        conn.commit()
+        count = total = 0
+        with conn.cursor(name=f"large_{client}") as cur:  # DECLARE, then FETCH itersize at a time
+            cur.execute(for_psycopg(LARGE_SQL), (client,))
+            for (value,) in cur:
+                count, total = count + 1, total + value
+        r["large_fetched"] = [count, total]
+        conn.commit()
         with conn.cursor(binary=True) as cur:
             row = cur.execute(for_psycopg(TYPES_SQL), (client,)).fetchone()
         r["types"] = [row[0], row[1].hex(), str(row[2]), round(row[3].timestamp() * 1000), row[4],
@@ -360,6 +370,11 @@ async def asyncpg_client(t, asyncpg, endpoint, client, run):
         r["rows"] = [list(row) for row in await conn.fetch(OWN_ROWS_SQL, client)]
         values = [row[0] for row in await conn.fetch(LARGE_SQL, client)]
         r["large"] = [len(values), sum(values)]
+        count = total = 0
+        async with conn.transaction():  # a portal, Execute with a row limit, again and again
+            async for row in conn.cursor(LARGE_SQL, client, prefetch=1000):
+                count, total = count + 1, total + row[0]
+        r["large_fetched"] = [count, total]
         row = await conn.fetchrow(TYPES_SQL, client)
         r["types"] = [row[0], row[1].hex(), str(row[2]), round(row[3].timestamp() * 1000), row[4],
                       row[5], row[6]]

@@ -130,6 +130,7 @@ public class JdbcWorkload {
                 }
                 r.put("large", Arrays.asList(count, sum));
             }
+            r.put("large_fetched", largeFetched(conn, client));
             r.put("types", types(conn, client));
             try (PreparedStatement ps = conn.prepareStatement(sql("nulls"))) {
                 ps.setNull(1, Types.VARCHAR);
@@ -162,6 +163,25 @@ public class JdbcWorkload {
         ps.setInt(2, k);
         ps.setString(3, v);
         ps.executeUpdate();
+    }
+
+    /* setFetchSize outside autocommit: a named portal, Execute with a row limit, again and again. */
+    static List<Object> largeFetched(Connection conn, int client) throws SQLException {
+        conn.setAutoCommit(false);
+        long count = 0, sum = 0;
+        try (PreparedStatement ps = conn.prepareStatement(sql("large"))) {
+            ps.setFetchSize(1000);
+            ps.setInt(1, client);
+            try (ResultSet rs = ps.executeQuery()) {
+                while (rs.next()) {
+                    count++;
+                    sum += rs.getInt(1);
+                }
+            }
+        }
+        conn.commit();
+        conn.setAutoCommit(true);
+        return Arrays.asList(count, sum);
     }
 
     /* The types query run past the prepare threshold, so that its results come in binary. */

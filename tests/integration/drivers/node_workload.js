@@ -68,6 +68,7 @@ async function runClient (client) {
     r.rows = (await conn.query({ name: 'drv_own', text: sql.own_rows, values: [client], rowMode: 'array' })).rows
     const large = (await conn.query({ text: sql.large, values: [client], rowMode: 'array' })).rows
     r.large = [large.length, large.reduce((sum, row) => sum + row[0], 0)]
+    r.large_fetched = null // a cursor needs pg-cursor, which is not installed
     const t = (await conn.query({ text: sql.types, values: [client], rowMode: 'array' })).rows[0]
     r.types = [t[0], t[1].toString('hex'), t[2], t[3].getTime(), t[4], t[5], t[6]]
     r.nulls = (await conn.query({ text: sql.nulls, values: [null, null, null], rowMode: 'array' })).rows[0]
