@@ -424,6 +424,39 @@ def asyncpg_transaction_mode(t):
     run_both_ways(t, "asyncpg", asyncpg_workload(t))
 
 
+@test("asyncpg: enum, composite and array-of-enum parameters (the driver's type introspection "
+      "between its Parse and its Bind), 12 clients over a pool of 3", timeout=120)
+def asyncpg_type_introspection(t):
+    asyncpg = asyncpg_module()
+    t.cluster.sql("DROP TABLE IF EXISTS drv_moods; DROP TYPE IF EXISTS drv_mood, drv_pair; "
+                  "CREATE TYPE drv_mood AS ENUM ('sad', 'ok', 'happy'); "
+                  "CREATE TYPE drv_pair AS (client int, mood drv_mood)")
+    s = pool(t, "transaction", POOL_SIZE)
+    moods = ["sad", "ok", "happy"]
+
+    async def client(number):
+        conn = await asyncpg.connect(host=s.host, port=s.port, user="app", password="app_pw",
+                                     database=harness.APP_DB)
+        try:
+            mood = moods[number % 3]
+            got = []
+            for _ in range(3):
+                row = await conn.fetchrow(
+                    "SELECT $1::drv_mood, ($2::drv_pair).client, $3::drv_mood[], ROW($4, $1)::drv_pair",
+                    mood, (number, mood), [mood, "ok"], number)
+                got.append([row[0], row[1], list(row[2]), tuple(row[3])])
+            return got
+        finally:
+            await conn.close()
+
+    async def everyone():
+        return await asyncio.gather(*(client(number) for number in range(CLIENTS)))
+
+    for number, got in enumerate(asyncio.run(everyone())):
+        mood = moods[number % 3]
+        check_equal(got, [[mood, number, [mood, "ok"], (number, mood)]] * 3, f"client {number}")
+
+
 # ---- node-postgres --------------------------------------------------------------------------------
 
 def program_output(what, argv, env=None, timeout=240):

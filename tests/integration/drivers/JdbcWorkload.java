@@ -79,6 +79,7 @@ public class JdbcWorkload {
         Map<String, Object> r = new LinkedHashMap<>();
         r.put("client", client);
         try (Connection conn = connect("host", "port")) {
+            if (!conn.isValid(10)) throw new IllegalStateException("isValid() is false after connect");
             try (Statement st = conn.createStatement(); ResultSet rs = st.executeQuery(sql("settings"))) {
                 r.put("settings", rows(rs).get(0));
             }
@@ -143,6 +144,8 @@ public class JdbcWorkload {
             r.put("batch", batch(conn, client));
             r.put("copy", copy(conn, client));
             r.put("cancel", cancel(conn, client));
+            // What connection pools (HikariCP...) ask before lending a connection: an empty query.
+            if (!conn.isValid(10)) throw new IllegalStateException("isValid() is false after the cancel");
             try (PreparedStatement ps = conn.prepareStatement(sql("after"))) {
                 ps.setInt(1, client);
                 try (ResultSet rs = ps.executeQuery()) {
