@@ -9,8 +9,10 @@ itself (the workload is run both ways) and what the workload expects.
 The node and Java programs are in tests/integration/drivers/; they print their results as JSON."""
 
 import asyncio
+import hashlib
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -33,6 +35,7 @@ COMMITTED_ROWS = 10
 LARGE_ROWS = 50000
 COPY_ROWS = 1000
 BATCH_ROWS = 50
+BIG_BYTES = 2 * 1024 * 1024  # one parameter and one value larger than any buffer on the way
 JDBC_JAR = "/usr/share/java/postgresql.jar"
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRCDIR = os.environ.get("SLUICE_SRCDIR") or os.path.join(HERE, "..", "..")
@@ -55,10 +58,14 @@ TYPES_SQL = ("SELECT c, '\\xdeadbeef00ff'::bytea, 12345.678900 + c, "
 NULLS_SQL = "SELECT $1::text IS NULL, $2::int IS NULL, coalesce($3::text, 'was null')"
 COPY_IN_SQL = "COPY drv_copy (client, k, v) FROM STDIN"
 BATCH_SQL = "INSERT INTO drv_batch (client, k, v) VALUES ($1, $2, $3)"
+# A batch whose third row repeats the first one's key: the whole batch is rolled back.
+BAD_BATCH_KEYS = [1001, 1002, 1001, 1003]
+BATCH_COUNT_SQL = "SELECT count(*)::int FROM drv_batch WHERE client = $1 AND k > 1000"
 BATCH_CHECK_SQL = ("SELECT count(*)::int, sum(k)::int, "
                    "(count(*) FILTER (WHERE v <> 'c' || client || '-batch-' || k))::int "
                    "FROM drv_batch WHERE client = $1")
 AFTER_SQL = "SELECT $1::int + 1000"
+BIG_SQL = "SELECT md5(b), length(b), b FROM (SELECT $1::bytea AS b) AS p"
 
 
 def copy_out_query(client):
@@ -79,6 +86,21 @@ def sleep_sql(tag):
 
 def batch_rows(client):
     return [(client, k, f"c{client}-batch-{k}") for k in range(1, BATCH_ROWS + 1)]
+
+
+def bad_batch_rows(client):
+    return [(client, k, f"c{client}-batch-{k}") for k in BAD_BATCH_KEYS]
+
+
+def big_value(client):
+    """BIG_BYTES bytes, byte i being (7 * i + client) mod 256: the programs make the same."""
+    pattern = bytes((7 * i + client) % 256 for i in range(256))
+    return pattern * (BIG_BYTES // 256)
+
+
+def big_result(value):
+    """[md5, length, whether the value came back whole] of BIG_SQL's row."""
+    return lambda row: [row[0], row[1], bytes(row[2]) == value]
 
 
 def for_psycopg(sql):
@@ -102,6 +124,8 @@ def expected_result(client, driver):
                   {"client": client, "list": [1, "two", None]}, None, None],
         "nulls": [True, True, "was null"],
         "batch": [BATCH_ROWS, BATCH_ROWS * (BATCH_ROWS + 1) // 2, 0],
+        "bad_batch": None if driver == "node" else ["23505", 0],
+        "big": [hashlib.md5(big_value(client)).hexdigest(), BIG_BYTES, True],
         "copy": (None if driver == "node" else
                  [COPY_ROWS, COPY_ROWS * (COPY_ROWS + 1) // 2, 0]),
         "cancel": "57014",
@@ -127,7 +151,10 @@ def check_results(t, driver, results, clients, endpoint_label):
             settings = client_settings
         check_equal(client_settings, settings,
                     f"{driver} via {endpoint_label}: client {number}'s settings against client 0's")
-        check_equal(got, expected_result(number, driver), f"{driver} via {endpoint_label}: client {number}")
+        want = expected_result(number, driver)
+        for key in sorted(set(got) | set(want)):
+            check_equal(got.get(key), want.get(key),
+                        f"{driver} via {endpoint_label}: client {number}'s {key!r}")
     return settings
 
 
@@ -158,7 +185,7 @@ def reset_tables(cluster):
     cluster.sql("DROP TABLE IF EXISTS drv_items, drv_copy, drv_batch; "
                 "CREATE TABLE drv_items (client int, k int, v text, PRIMARY KEY (client, k)); "
                 "CREATE TABLE drv_copy (client int, k int, v text); "
-                "CREATE TABLE drv_batch (client int, k int, v text); "
+                "CREATE TABLE drv_batch (client int, k int, v text, PRIMARY KEY (client, k)); "
                 "ALTER TABLE drv_items OWNER TO app; ALTER TABLE drv_copy OWNER TO app; "
                 "ALTER TABLE drv_batch OWNER TO app")
 
@@ -199,11 +226,11 @@ def run_both_ways(t, driver, workload, mode="transaction", clients=CLIENTS, pool
 
 
 def wait_until_running(cluster, tag, timeout=60):
-    """Until the query carrying tag is running on some backend (it may first wait for one)."""
+    """Until the sleep carrying tag is running on some backend (it may first wait for one).
+    Sleeping, not only active: asyncpg prepares a statement in a round trip of its own."""
     harness.wait_for(lambda: cluster.sql(
-        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s "
-        "AND pid <> pg_backend_pid()", ("%" + tag + "%",))[0][0] > 0,
-        timeout, interval=0.05, what=f"the query {tag} to run")
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query = %s",
+        (sleep_sql(tag),))[0][0] > 0, timeout, interval=0.05, what=f"the query {tag} to run")
 
 
 def run_clients(count, fn):
@@ -219,6 +246,8 @@ def psycopg3():
         import psycopg
     except ImportError:
         raise harness.Skip("psycopg 3 is not installed (apt-get install python3-psycopg)")
+    # It logs a warning when a failed executemany's pipeline is closed; the error is checked.
+    logging.getLogger("psycopg").setLevel(logging.ERROR)
     return psycopg
 
 
@@ -279,6 +308,20 @@ def psycopg3_client(t, psycopg, conninfo, client, run):
             cur.executemany(for_psycopg(BATCH_SQL), batch_rows(client))
         conn.commit()
         r["batch"] = list(conn.execute(for_psycopg(BATCH_CHECK_SQL), (client,)).fetchone())
+        conn.commit()
+        try:
+            with conn.cursor() as cur:
+                cur.executemany(for_psycopg(BATCH_SQL), bad_batch_rows(client))
+            conn.commit()
+            sqlstate = None
+        except psycopg.Error as error:
+            sqlstate = error.sqlstate
+            conn.rollback()
+        r["bad_batch"] = [sqlstate,
+                          conn.execute(for_psycopg(BATCH_COUNT_SQL), (client,)).fetchone()[0]]
+        conn.commit()
+        value = big_value(client)
+        r["big"] = big_result(value)(conn.execute(for_psycopg(BIG_SQL), (value,)).fetchone())
         conn.commit()
         r["copy"] = psycopg3_copy(conn, client)
         r["cancel"], r["after_cancel"] = psycopg3_cancel(t, psycopg, conn, client, run)
@@ -381,6 +424,14 @@ async def asyncpg_client(t, asyncpg, endpoint, client, run):
         r["nulls"] = list(await conn.fetchrow(NULLS_SQL, None, None, None))
         await conn.executemany(BATCH_SQL, batch_rows(client))  # Bind/Execute each, one Sync
         r["batch"] = list(await conn.fetchrow(BATCH_CHECK_SQL, client))
+        try:
+            await conn.executemany(BATCH_SQL, bad_batch_rows(client))
+            sqlstate = None
+        except asyncpg.PostgresError as error:
+            sqlstate = error.sqlstate
+        r["bad_batch"] = [sqlstate, await conn.fetchval(BATCH_COUNT_SQL, client)]
+        value = big_value(client)
+        r["big"] = big_result(value)(await conn.fetchrow(BIG_SQL, value))
         r["copy"] = await asyncpg_copy(conn, client)
         r["cancel"], r["after_cancel"] = await asyncpg_cancel(t, conn, client, run)
     finally:
@@ -488,13 +539,14 @@ def workload_spec(t, endpoint, clients, run, driver):
         "user": "app", "password": "app_pw",
         "monitor_host": t.cluster.host, "monitor_port": t.cluster.port,
         "clients": clients, "param_rounds": PARAM_ROUNDS, "committed_rows": COMMITTED_ROWS,
-        "copy_rows": COPY_ROWS, "batch_rows": BATCH_ROWS,
+        "copy_rows": COPY_ROWS, "batch_rows": BATCH_ROWS, "bad_batch_keys": BAD_BATCH_KEYS, "big_bytes": BIG_BYTES,
         "sql": {"settings": SETTINGS_SQL, "params": PARAMS_SQL, "insert": INSERT_SQL,
                 "divide": DIVIDE_SQL, "own_rows": OWN_ROWS_SQL, "large": LARGE_SQL,
                 "types": TYPES_SQL, "nulls": NULLS_SQL, "copy_in": COPY_IN_SQL,
-                "after": AFTER_SQL, "batch": BATCH_SQL, "batch_check": BATCH_CHECK_SQL},
+                "after": AFTER_SQL, "batch": BATCH_SQL, "batch_check": BATCH_CHECK_SQL,
+                "batch_count": BATCH_COUNT_SQL,
+                "big": BIG_SQL},
         "copy_out": [copy_out_sql(client) for client in range(clients)],
-        "cancel_tags": [cancel_tag(driver, run, client) for client in range(clients)],
         "sleep": [sleep_sql(cancel_tag(driver, run, client)) for client in range(clients)],
     }
 

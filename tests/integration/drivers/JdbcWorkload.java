@@ -6,6 +6,7 @@
 import java.io.StringReader;
 import java.io.StringWriter;
 import java.math.BigDecimal;
+import java.sql.BatchUpdateException;
 import java.sql.Connection;
 import java.sql.DriverManager;
 import java.sql.PreparedStatement;
@@ -142,6 +143,8 @@ public class JdbcWorkload {
                 }
             }
             r.put("batch", batch(conn, client));
+            r.put("bad_batch", badBatch(conn, client));
+            r.put("big", big(conn, client));
             r.put("copy", copy(conn, client));
             r.put("cancel", cancel(conn, client));
             // What connection pools (HikariCP...) ask before lending a connection: an empty query.
@@ -225,6 +228,43 @@ public class JdbcWorkload {
         }
     }
 
+    /* A batch in autocommit mode whose third row breaks the key: nothing of it stays. */
+    static List<Object> badBatch(Connection conn, int client) throws SQLException {
+        String sqlstate = null;
+        try (PreparedStatement ps = conn.prepareStatement(sql("batch"))) {
+            for (Object key : (List<?>) spec.get("bad_batch_keys")) {
+                int k = ((Number) key).intValue();
+                ps.setInt(1, client);
+                ps.setInt(2, k);
+                ps.setString(3, "c" + client + "-batch-" + k);
+                ps.addBatch();
+            }
+            ps.executeBatch();
+        } catch (BatchUpdateException e) {
+            SQLException cause = e.getNextException() != null ? e.getNextException() : e;
+            sqlstate = cause.getSQLState();
+        }
+        try (PreparedStatement ps = conn.prepareStatement(sql("batch_count"))) {
+            ps.setInt(1, client);
+            try (ResultSet rs = ps.executeQuery()) {
+                rs.next();
+                return Arrays.asList(sqlstate, rs.getInt(1));
+            }
+        }
+    }
+
+    static List<Object> big(Connection conn, int client) throws SQLException {
+        byte[] value = new byte[intSpec("big_bytes")];
+        for (int i = 0; i < value.length; i++) value[i] = (byte) ((7 * i + client) % 256);
+        try (PreparedStatement ps = conn.prepareStatement(sql("big"))) {
+            ps.setBytes(1, value);
+            try (ResultSet rs = ps.executeQuery()) {
+                rs.next();
+                return Arrays.asList(rs.getString(1), rs.getInt(2), Arrays.equals(value, rs.getBytes(3)));
+            }
+        }
+    }
+
     static String hex(byte[] bytes) {
         StringBuilder sb = new StringBuilder();
         for (byte b : bytes) sb.append(String.format("%02x", b));
@@ -253,13 +293,12 @@ public class JdbcWorkload {
 
     /* Statement.cancel from another thread once the query runs on a backend (it may first wait). */
     static String cancel(Connection conn, int client) throws Exception {
-        String tag = (String) ((List<?>) spec.get("cancel_tags")).get(client);
         String sleep = (String) ((List<?>) spec.get("sleep")).get(client);
         try (Statement st = conn.createStatement()) {
             Throwable[] cancelFailure = new Throwable[1];
             Thread canceller = new Thread(() -> {
                 try {
-                    waitUntilRunning(tag);
+                    waitUntilRunning(sleep);
                     st.cancel();
                 } catch (Throwable e) {
                     cancelFailure[0] = e;
@@ -279,12 +318,11 @@ public class JdbcWorkload {
         }
     }
 
-    static void waitUntilRunning(String tag) throws Exception {
+    static void waitUntilRunning(String sleep) throws Exception {
         try (Connection monitor = connect("monitor_host", "monitor_port");
              PreparedStatement ps = monitor.prepareStatement(
-                 "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE ? "
-                 + "AND pid <> pg_backend_pid()")) {
-            ps.setString(1, "%" + tag + "%");
+                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query = ?")) {
+            ps.setString(1, sleep);
             for (int i = 0; i < 1200; i++) {
                 try (ResultSet rs = ps.executeQuery()) {
                     rs.next();
@@ -293,7 +331,7 @@ public class JdbcWorkload {
                 Thread.sleep(50);
             }
         }
-        throw new RuntimeException("the query " + tag + " never ran");
+        throw new RuntimeException("the query " + sleep + " never ran");
     }
 
     static List<Object> rows(ResultSet rs) throws SQLException {

@@ -12,19 +12,19 @@ function config (host, port) {
   return { host, port, database: spec.database, user: spec.user, password: spec.password }
 }
 
-async function waitUntilRunning (tag) {
+async function waitUntilRunning (sleepSql) {
   // A direct connection to PostgreSQL watches for the query: it may first wait for a backend.
   const monitor = new pg.Client(config(spec.monitor_host, spec.monitor_port))
   await monitor.connect()
   try {
     for (let i = 0; i < 1200; i++) {
       const res = await monitor.query(
-        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE state = 'active' " +
-        'AND query LIKE $1 AND pid <> pg_backend_pid()', ['%' + tag + '%'])
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query = $1",
+        [sleepSql])
       if (res.rows[0].n > 0) return
       await new Promise((resolve) => setTimeout(resolve, 50))
     }
-    throw new Error('the query ' + tag + ' never ran')
+    throw new Error('the query ' + sleepSql + ' never ran')
   } finally {
     await monitor.end()
   }
@@ -79,10 +79,15 @@ async function runClient (client) {
     }
     await Promise.all(batch)
     r.batch = (await conn.query({ text: sql.batch_check, values: [client], rowMode: 'array' })).rows[0]
+    const value = Buffer.alloc(spec.big_bytes)
+    for (let i = 0; i < value.length; i++) value[i] = (7 * i + client) % 256
+    const big = (await conn.query({ text: sql.big, values: [value], rowMode: 'array' })).rows[0]
+    r.big = [big[0], big[1], value.equals(big[2])]
+    r.bad_batch = null // node-postgres has no batch
     r.copy = null // COPY needs pg-copy-streams, which is not installed
     const sleeping = conn.query(spec.sleep[client])
     const outcome = sqlstateOf(sleeping)
-    await waitUntilRunning(spec.cancel_tags[client])
+    await waitUntilRunning(spec.sleep[client])
     // pg's own way: a second Client sends the CancelRequest with the first one's key.
     new pg.Client(config(spec.host, spec.port)).cancel(conn, conn.activeQuery)
     r.cancel = await outcome
