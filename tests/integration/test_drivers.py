@@ -4,7 +4,8 @@ its own connect-time settings, parameterised queries past its prepare threshold 
 commit, rollback, an error inside a transaction, 50,000 rows, NULLs and binary-format types, COPY
 where the driver has it, a cancelled query, and rows tagged with the client's id so that every
 client sees only its own results. The results must be what the same code gets from PostgreSQL
-itself (the workload is run both ways) and what the workload expects.
+itself (the workload is run both ways) and what the workload expects. Then the drivers' statement
+timeouts firing while the statement still waits for a backend, and a subset in session mode.
 
 The node and Java programs are in tests/integration/drivers/; they print their results as JSON."""
 
@@ -141,7 +142,7 @@ def normalise(result):
     return result
 
 
-def check_results(t, driver, results, clients, endpoint_label):
+def check_results(driver, results, clients, endpoint_label):
     check_equal(len(results), clients, f"{driver} via {endpoint_label}: clients that reported")
     settings = None
     for number, result in enumerate(sorted(results, key=lambda r: r["client"])):
@@ -211,7 +212,7 @@ def run_both_ways(t, driver, workload, mode="transaction", clients=CLIENTS, pool
     reset_tables(t.cluster)
     label = "PostgreSQL" if t.direct else f"sluice ({mode} mode)"
     results = workload(endpoint, clients, mode)
-    settings = check_results(t, driver, results, clients, label)
+    settings = check_results(driver, results, clients, label)
     check_tables(t, driver, clients)
     check_cancels_logged(t, driver, mode, clients)
     if t.direct or not compare_direct:
@@ -219,9 +220,12 @@ def run_both_ways(t, driver, workload, mode="transaction", clients=CLIENTS, pool
     reset_tables(t.cluster)
     direct = harness.DirectEndpoint(t.cluster)
     direct_results = workload(direct, clients, "direct")
-    direct_settings = check_results(t, driver, direct_results, clients, "PostgreSQL")
+    direct_settings = check_results(driver, direct_results, clients, "PostgreSQL")
     check_cancels_logged(t, driver, "direct", clients)
     check_equal(settings, direct_settings, f"{driver}: settings through sluice against PostgreSQL's")
+    check_equal(sorted(results, key=lambda r: r["client"]),
+                sorted(direct_results, key=lambda r: r["client"]),
+                f"{driver}: results through sluice against PostgreSQL's")
     t.note(f"{driver} settings: {settings}")
 
 
