@@ -365,6 +365,8 @@ static void client_handle_cancel(struct client *c, const struct startup_packet *
      * with a query on its backend is cancelled: an idle one's old backend now runs someone else's. */
     if (target && target->state == CLIENT_ACTIVE && target->server && target->server->client == target)
         server_send_cancel(target->server);
+    else if (target && target->state == CLIENT_WAITING && !target->is_admin)
+        target->cancel_pending = true; /* its query is sent on, then cancelled, as PostgreSQL would */
     else
         log_debug("C-%llu: cancel request matched no running query", (unsigned long long)c->id);
     client_close(c, "cancel request handled");
@@ -837,6 +839,16 @@ void client_admin_resume(struct client *c, const struct msgbuf *reply)
     client_admin_input(c);
 }
 
+/* A cancel that came while the client waited goes out once what it had sent is on its backend:
+ * a cancel reaching an idle backend does nothing, so not before. */
+static void client_send_pending_cancel(struct client *c)
+{
+    if (!c->cancel_pending || c->state != CLIENT_ACTIVE || c->forward_remaining > 0)
+        return;
+    c->cancel_pending = false;
+    server_send_cancel(c->server);
+}
+
 static void client_forward_input(struct client *c)
 {
     if (c->is_admin) {
@@ -865,8 +877,10 @@ static void client_forward_input(struct client *c)
         uint8_t type;
         uint32_t msg_len;
         enum proto_result r = conn_peek_header(in, max_len, &type, &msg_len);
-        if (r == PROTO_INCOMPLETE)
+        if (r == PROTO_INCOMPLETE) {
+            client_send_pending_cancel(c);
             return;
+        }
         if (r == PROTO_ERROR) {
             client_fail(c, "08P01", "invalid message length (larger than max_packet_size?)");
             return;
@@ -934,6 +948,7 @@ void client_resume(struct client *c)
 
 void client_transaction_done(struct client *c)
 {
+    c->cancel_pending = false; /* the query it was for has ended */
     c->server = NULL;
     c->pending_ready = 0;
     c->unsynced = false;

@@ -68,6 +68,7 @@ struct client {
     uint32_t cancel_pid;
     uint32_t cancel_key;
     bool registered_for_cancel;
+    bool cancel_pending;            /* a CancelRequest came while its query waited for a backend */
 
     enum client_auth_step auth_step;
     uint8_t auth_method;            /* enum auth_type used for this login */

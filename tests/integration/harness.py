@@ -1206,11 +1206,12 @@ class Psql:
 # ---- the TAP runner ------------------------------------------------------------------------------
 
 class TestCase:
-    def __init__(self, name, fn, timeout, sluice_only):
+    def __init__(self, name, fn, timeout, sluice_only, todo=None):
         self.name = name
         self.fn = fn
         self.timeout = timeout
         self.sluice_only = sluice_only
+        self.todo = todo
 
 
 class Context:
@@ -1279,9 +1280,11 @@ class Suite:
         self._base_dir = None
         self._cluster_lock = threading.Lock()
 
-    def test(self, name, timeout=60, sluice_only=False):
+    def test(self, name, timeout=60, sluice_only=False, todo=None):
+        """todo: why a known defect makes this test fail; it then reports "# TODO reason", which
+        automake counts as XFAIL (and as XPASS, an error, once the defect is fixed)."""
         def register(fn):
-            self.tests.append(TestCase(name, fn, timeout, sluice_only))
+            self.tests.append(TestCase(name, fn, timeout, sluice_only, todo))
             return fn
         return register
 
@@ -1368,13 +1371,14 @@ class Suite:
             reason = " ".join(str(call._error).split()) or "no reason given"
             _emit(f"ok {number} - {_tap_name(case.name)} # SKIP {reason}")
             return True
+        todo = f" # TODO {' '.join(case.todo.split())}" if case.todo else ""
         if outcome == "pass":
-            _emit(f"ok {number} - {_tap_name(case.name)}")
+            _emit(f"ok {number} - {_tap_name(case.name)}{todo}")
             for line in context.notes:
                 for part in line.splitlines():
                     _emit(f"# {part}")
             return True
-        _emit(f"not ok {number} - {_tap_name(case.name)}")
+        _emit(f"not ok {number} - {_tap_name(case.name)}{todo}")
         for line in diagnostics + context.notes:
             _emit(f"# {line}")
         for endpoint in context.endpoints:
