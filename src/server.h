@@ -44,6 +44,9 @@ struct server {
     enum server_state state;
     enum server_internal_purpose purpose;
     uint64_t id;
+    char *host;                     /* the place of the pool's host list it connects to */
+    int port;
+    size_t host_index;
 
     struct client *client;          /* linked client while ACTIVE or syncing for it */
     struct param_set params;        /* what this backend's session has now */
