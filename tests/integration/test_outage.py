@@ -89,7 +89,7 @@ def check_only_in_flight_failed(t, clients, pool_size):
     failed = [code for c in clients for code in c.failed]
     t.note(f"{sum(c.committed for c in clients)} transactions committed, {len(failed)} failed "
            f"({sorted(set(failed))}), {len(disconnects)} clients disconnected")
-    check_equal(disconnects, [], "clients disconnected")
+    check(not disconnects, f"{len(disconnects)} clients disconnected, the first saw: {disconnects[:1]}")
     check(set(failed) <= LOST_SQLSTATES, f"failed transactions' SQLSTATEs: {failed}")
     # At most pool_size transactions hold a backend at once; a backend that dies as it is handed
     # out may cost one more client its transaction, never all of them.
