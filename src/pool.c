@@ -467,12 +467,12 @@ void pool_server_gone(struct pool *pool, struct server *s)
  * memory (53), an operating system error (58). Anything else (28P01 wrong password, 28000, 3D000
  * no such database, 42501 no CONNECT privilege, a failing connect_query) needs a person.
  */
-static bool pool_login_error_is_transient(const char *sqlstate)
+bool pool_login_error_is_permanent(const char *sqlstate)
 {
     if (strcmp(sqlstate, "08P01") == 0)
-        return false;
-    return strncmp(sqlstate, "08", 2) == 0 || strncmp(sqlstate, "57", 2) == 0 ||
-           strncmp(sqlstate, "53", 2) == 0 || strncmp(sqlstate, "58", 2) == 0;
+        return true;
+    return !(strncmp(sqlstate, "08", 2) == 0 || strncmp(sqlstate, "57", 2) == 0 ||
+             strncmp(sqlstate, "53", 2) == 0 || strncmp(sqlstate, "58", 2) == 0);
 }
 
 static void pool_arm_retry(struct pool *pool, double delay)
@@ -506,14 +506,15 @@ static void pool_back_off(struct pool *pool, double now)
     pool_arm_retry(pool, pool->login_retry_delay);
 }
 
-void pool_login_failed(struct pool *pool, size_t host_index, const char *sqlstate, const char *message)
+void pool_login_failed(struct pool *pool, size_t host_index, const char *sqlstate, const char *message,
+                       bool permanent)
 {
     double now = worker_now(pool->worker);
     free(pool->last_login_error);
     pool->last_login_error = strdup(message);
     snprintf(pool->last_login_sqlstate, sizeof(pool->last_login_sqlstate), "%s", sqlstate);
     pool->last_login_failure = now;
-    pool->login_error_permanent = !pool_login_error_is_transient(sqlstate);
+    pool->login_error_permanent = permanent;
     if (pool->login_error_permanent) {
         pool->next_login_attempt = now + pool->worker->cfg->server_login_retry;
         /* Nobody else can serve them if no backend is logged in. */
@@ -522,7 +523,7 @@ void pool_login_failed(struct pool *pool, size_t host_index, const char *sqlstat
         return;
     }
     /* Backends opened together fail together: only one on the host in use moves things on. */
-    if (host_index != pool->host_index || now < pool->next_login_attempt)
+    if (host_index != pool->host_index || now < pool->next_login_attempt || pool->hosts.n == 0)
         return;
     pool->host_index = (pool->host_index + 1) % pool->hosts.n;
     pool_back_off(pool, now);
@@ -530,6 +531,7 @@ void pool_login_failed(struct pool *pool, size_t host_index, const char *sqlstat
 
 void pool_login_succeeded(struct pool *pool, size_t host_index)
 {
+    bool was_failing = pool->last_login_failure > 0;
     pool->host_index = host_index < pool->hosts.n ? host_index : 0;
     pool->hosts_failed = 0;
     pool->login_retry_delay = 0;
@@ -539,6 +541,10 @@ void pool_login_succeeded(struct pool *pool, size_t host_index)
     free(pool->last_login_error);
     pool->last_login_error = NULL;
     evtimer_del(pool->retry_timer);
+    /* The server is back, and only this one backend was tried: open the rest the waiting
+     * clients need on the next turn of the loop, once this one is theirs. */
+    if (was_failing)
+        pool_arm_retry(pool, 0);
 }
 
 /* The retry delay is over: open the backend the waiting clients (or logins) need. */
@@ -649,7 +655,7 @@ static void pool_expire_servers(struct pool *pool, double now)
             snprintf(message, sizeof(message),
                      "could not connect to the database server at %s:%d: timed out after %g seconds",
                      s->host, s->port, cfg->server_connect_timeout);
-            pool_login_failed(pool, s->host_index, "08006", message);
+            pool_login_failed(pool, s->host_index, "08006", message, false);
             server_close(s, message);
         }
     }

@@ -127,7 +127,10 @@ void pool_server_gone(struct pool *pool, struct server *server);
  * unreachable) leaves the clients waiting while the next host, or after a growing delay the same
  * ones, are tried; a permanent one (wrong password, no such database) is told to the clients.
  */
-void pool_login_failed(struct pool *pool, size_t host_index, const char *sqlstate, const char *message);
+void pool_login_failed(struct pool *pool, size_t host_index, const char *sqlstate, const char *message,
+                       bool permanent);
+/* Whether a login error with this SQLSTATE needs a person rather than time. */
+bool pool_login_error_is_permanent(const char *sqlstate);
 /* A backend logged in: the next ones go to the same host, with no delay. */
 void pool_login_succeeded(struct pool *pool, size_t host_index);
 /* The first backend reported the session defaults: let waiting logins finish. */

@@ -112,10 +112,12 @@ static int server_start_connect(struct server *s)
 struct server *server_connect(struct pool *pool)
 {
     struct worker *w = pool->worker;
+    if (pool->hosts.n == 0)
+        return NULL; /* its host list could not be made (out of memory at a reload) */
     struct server *s = calloc(1, sizeof(*s));
     if (!s)
         return NULL;
-    s->host_index = pool->host_index;
+    s->host_index = pool->host_index < pool->hosts.n ? pool->host_index : 0;
     s->host = strdup(pool->hosts.hosts[s->host_index]);
     s->port = pool->hosts.ports[s->host_index];
     if (!s->host) {
@@ -140,7 +142,7 @@ struct server *server_connect(struct pool *pool)
         char message[256];
         snprintf(message, sizeof(message), "could not connect to the database server at %s:%d",
                  s->host, s->port);
-        pool_login_failed(pool, s->host_index, "08006", message);
+        pool_login_failed(pool, s->host_index, "08006", message, false);
         server_close(s, message);
         return NULL;
     }
@@ -208,16 +210,25 @@ void server_free(struct server *s)
     free(s);
 }
 
-/* The backend could not be logged in to: the pool hears why, then the server goes. */
-static void server_login_failed(struct server *s, const char *sqlstate, const char *message)
+/*
+ * The backend could not be logged in to: the pool hears why, then the server goes. permanent:
+ * trying again cannot help until someone changes something (a certificate refused, a password).
+ */
+static void server_login_failed_as(struct server *s, const char *sqlstate, const char *message, bool permanent)
 {
     struct pool *pool = s->pool;
     log_warning("S-%llu: %s/%s login to %s:%d failed: %s", (unsigned long long)s->id,
                 pool->db_name, pool->user_name, s->host, s->port, message);
     s->worker->stats.servers_failed++;
     pool->stats.servers_failed++;
-    pool_login_failed(pool, s->host_index, sqlstate, message);
+    pool_login_failed(pool, s->host_index, sqlstate, message, permanent);
     server_close(s, message);
+}
+
+/* A login error from its SQLSTATE: permanent unless waiting can cure it (pool.c decides). */
+static void server_login_failed(struct server *s, const char *sqlstate, const char *message)
+{
+    server_login_failed_as(s, sqlstate, message, pool_login_error_is_permanent(sqlstate));
 }
 
 /* ---- libevent callbacks ---- */
@@ -358,9 +369,10 @@ static void server_handle_ssl_answer(struct server *s)
         server_send_startup(s);
         return;
     }
-    server_login_failed(s, "08006", answer == 'N'
-                                        ? "the database server does not accept SSL connections, and server_tls_sslmode requires it"
-                                        : "unexpected answer from the database server to SSLRequest");
+    server_login_failed_as(s, "08006", answer == 'N'
+                                           ? "the database server does not accept SSL connections, and server_tls_sslmode requires it"
+                                           : "unexpected answer from the database server to SSLRequest",
+                           true);
 }
 
 static void server_event_cb(struct conn *conn, enum conn_event event, void *arg)
@@ -402,6 +414,10 @@ static void server_event_cb(struct conn *conn, enum conn_event event, void *arg)
                 } else {
                     ERR_error_string_n(err, text, sizeof(text));
                     snprintf(message, sizeof(message), "TLS error with the database server: %s", text);
+                }
+                if (refused && s->state == SERVER_LOGIN) {
+                    server_login_failed_as(s, "08006", message, true); /* no wait will change it */
+                    return;
                 }
                 server_lost(s, message);
                 return;
