@@ -140,7 +140,8 @@ void pool_apply_config(struct pool *pool, const struct config_database *db, cons
     pool->password = pool_strdup_or_null(password);
     pool->connect_query = pool_strdup_or_null(db->connect_query);
     pool->application_name = pool_strdup_or_null(db->application_name);
-    pool_take_hosts(pool, db);
+    if (pool->host)
+        pool_take_hosts(pool, db);
     pool_reconnect(pool, "configuration changed");
     pool_login_succeeded(pool, 0); /* a failure of the old settings says nothing of the new */
     log_info("pool %s/%s: backend settings changed, reconnecting to %s:%d", pool->db_name,
@@ -455,7 +456,7 @@ void pool_server_gone(struct pool *pool, struct server *s)
          * wait for new ones instead of trying each dead one in turn. */
         while (!TAILQ_EMPTY(&pool->idle_servers))
             server_close(TAILQ_FIRST(&pool->idle_servers),
-                         "server_check_query lost its connection: the database server is gone");
+                         "server_check_query ended without an answer: the database server is gone");
     }
     /* Clients that were waiting for this one may need another. */
     pool_serve_waiters(pool);
@@ -516,6 +517,7 @@ void pool_login_failed(struct pool *pool, size_t host_index, const char *sqlstat
     pool->last_login_failure = now;
     pool->login_error_permanent = permanent;
     if (pool->login_error_permanent) {
+        evtimer_del(pool->retry_timer); /* the next attempt waits the whole server_login_retry */
         pool->next_login_attempt = now + pool->worker->cfg->server_login_retry;
         /* Nobody else can serve them if no backend is logged in. */
         if (pool->n_idle + pool->n_used == 0)
@@ -657,6 +659,19 @@ static void pool_expire_servers(struct pool *pool, double now)
                      s->host, s->port, cfg->server_connect_timeout);
             pool_login_failed(pool, s->host_index, "08006", message, false);
             server_close(s, message);
+        }
+    }
+    /* A check with no answer: the network to the server is cut (a server that is gone would
+     * have closed the connection). Its end drops the pool's other idle backends too. */
+    TAILQ_FOREACH(s, &pool->used_servers, link) {
+        if (s->state == SERVER_INTERNAL && s->purpose == INTERNAL_CHECK && cfg->server_connect_timeout > 0 &&
+            now - s->internal_start > cfg->server_connect_timeout) {
+            log_warning("pool %s/%s: server_check_query got no answer from %s:%d within %g s "
+                        "(server_connect_timeout): the network to the server may be cut; dropping "
+                        "the idle backends", pool->db_name, pool->user_name, s->host, s->port,
+                        cfg->server_connect_timeout);
+            server_close(s, "server_check_query got no answer within server_connect_timeout");
+            break; /* the lists changed under the loop; another such check waits for the next tick */
         }
     }
     /* Idle list is most-recently-used first: the oldest idle ones are at the tail. */

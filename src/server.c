@@ -642,6 +642,7 @@ static void server_run_internal(struct server *s, enum server_internal_purpose p
 {
     struct msgbuf *mb = &s->worker->scratch;
     s->purpose = purpose;
+    s->internal_start = worker_now(s->worker);
     s->error_in_internal = false;
     free(s->internal_error);
     s->internal_error = NULL;

@@ -73,6 +73,7 @@ struct server {
     double connect_time;
     double last_used;
     double ready_time;              /* when its last ReadyForQuery reached the linked client */
+    double internal_start;          /* when sluice's own query was sent */
     char local_addr[64];
 };
 

@@ -4,6 +4,7 @@ host list with target_session_attrs follows the primary."""
 
 import os
 import re
+import socket
 import threading
 import time
 
@@ -290,6 +291,76 @@ def permanent_login_error(t):
         pass
     check_equal([e.get("C") for e in result.errors], ["28P01"],
                 "a logged-in client's query once the backend password is wrong")
+
+
+# ---- a network cut: a forwarder that stops passing bytes without closing anything ----------------
+
+class CuttableForwarder:
+    """Forwards TCP connections from its own port to PostgreSQL's. cut() blackholes the connections
+    open at that moment, as a cut network does: bytes vanish, nothing is closed. Connections made
+    afterwards are forwarded again (the network came back, or the name points elsewhere)."""
+
+    def __init__(self, target_port):
+        self.target_port = target_port
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.generation = 0
+        self.sockets = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target_port))
+            self.sockets += [client, server]
+            generation = self.generation
+            for src, dst in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(src, dst, generation), daemon=True).start()
+
+    def _pump(self, src, dst, generation):
+        while True:
+            try:
+                data = src.recv(65536)
+                if not data:
+                    return
+                if generation == self.generation:
+                    dst.sendall(data)
+            except OSError:
+                return
+
+    def cut(self):
+        self.generation += 1
+
+    def close(self):
+        self.listener.close()
+        for sock in self.sockets:
+            sock.close()
+
+
+@test("a network cut under idle backends: server_check_query gets no answer, the pool drops them and "
+      "the waiting client is served on a new connection", timeout=120, sluice_only=True)
+def network_cut_check(t):
+    forwarder = CuttableForwarder(t.cluster.port)
+    try:
+        line = f"host=127.0.0.1 port={forwarder.port} dbname=appdb user=app password=app_pw"
+        s = t.sluice(settings={"pool_mode": "transaction", "default_pool_size": 2,
+                               "server_check_query": "select 1", "server_check_delay": 0,
+                               "server_connect_timeout": 2},
+                     databases={harness.APP_DB: line})
+        conn = s.connect()
+        check_equal(one_value(conn, "SELECT 'before'"), "before", "a query before the cut")
+        forwarder.cut()
+        after = harness.Background(one_value, conn, "SELECT 'after the cut'")
+        check_equal(after.result(40), "after the cut", "the query that waited through the cut")
+        check("server_check_query got no answer" in s.log_text(), "sluice did not log the check's timeout")
+    finally:
+        forwarder.close()
 
 
 # ---- failover: two clusters, host=a,b target_session_attrs=read-write ----------------------------
