@@ -611,6 +611,7 @@ void client_authenticated(struct client *c)
         return;
     }
     client_set_state(c, CLIENT_LOGIN_WAIT);
+    c->wait_start = worker_now(w); /* query_wait_timeout bounds this wait too, as in PgBouncer */
     TAILQ_INSERT_TAIL(&pool->login_clients, c, pool_link);
     c->in_pool_list = true;
     pool_request_defaults(pool);

@@ -618,30 +618,36 @@ void pool_close_servers(struct pool *pool, const char *reason)
             server_close(TAILQ_FIRST(lists[i]), reason);
 }
 
+/* query_wait_timeout passed for a client waiting for a backend (or for the pool's first one). */
+static void pool_fail_waiter(struct pool *pool, struct client *c, double timeout)
+{
+    char message[768];
+    pool->stats.wait_timeouts++;
+    if (pool->last_login_failure > 0 && pool->n_idle + pool->n_used == 0) {
+        /* Not a busy pool: the server has been unreachable the whole time. Say why. */
+        snprintf(message, sizeof(message),
+                 "query_wait_timeout: no connection to the database server could be opened within %g seconds: %s",
+                 timeout, pool->last_login_error ? pool->last_login_error : "unknown error");
+        client_fail(c, pool->last_login_sqlstate, message);
+        return;
+    }
+    snprintf(message, sizeof(message),
+             "query_wait_timeout: no database connection became free within %g seconds "
+             "(pool_size %d for %s/%s)",
+             timeout, pool->pool_size, pool->db_name, pool->user_name);
+    client_fail(c, "57014", message);
+}
+
+/* Both queues are FIFO: once one client has waited less than the timeout, so has everyone behind. */
 static void pool_expire_waiters(struct pool *pool, double now)
 {
     double timeout = pool->worker->cfg->query_wait_timeout;
-    char message[256];
+    struct client_list *queues[] = { &pool->waiting_clients, &pool->login_clients };
     if (timeout <= 0)
         return;
-    while (!TAILQ_EMPTY(&pool->waiting_clients)) {
-        struct client *c = TAILQ_FIRST(&pool->waiting_clients);
-        if (now - c->wait_start < timeout)
-            break; /* FIFO: everyone behind waited less */
-        pool->stats.wait_timeouts++;
-        if (pool->last_login_failure > 0 && pool->n_idle + pool->n_used == 0) {
-            /* Not a busy pool: the server has been unreachable the whole time. Say why. */
-            snprintf(message, sizeof(message),
-                     "query_wait_timeout: no connection to the database server could be opened within %g seconds: %s",
-                     timeout, pool->last_login_error ? pool->last_login_error : "unknown error");
-            client_fail(c, pool->last_login_sqlstate, message);
-            continue;
-        }
-        snprintf(message, sizeof(message),
-                 "query_wait_timeout: no database connection became free within %g seconds "
-                 "(pool_size %d for %s/%s)",
-                 timeout, pool->pool_size, pool->db_name, pool->user_name);
-        client_fail(c, "57014", message);
+    for (size_t i = 0; i < sizeof(queues) / sizeof(queues[0]); i++) {
+        while (!TAILQ_EMPTY(queues[i]) && now - TAILQ_FIRST(queues[i])->wait_start >= timeout)
+            pool_fail_waiter(pool, TAILQ_FIRST(queues[i]), timeout);
     }
 }
 

@@ -177,6 +177,9 @@ def backend_down(t):
         raise harness.TestFailure("a query to a database whose server is down succeeded")
     except harness.psycopg2.Error as error:
         t.note(f"client saw: {str(error).strip()}")
+        # The clients wait for the server (query_wait_timeout), then hear why it failed: not
+        # their own connect timeout.
+        check("Connection refused" in str(error), f"the error names the cause: {error}")
     elapsed = time.monotonic() - started
     check(elapsed < 12, f"the error took {elapsed:.1f}s")
     check_equal(one_value(s.connect(), "SELECT 'others fine'"), "others fine",
