@@ -1171,11 +1171,11 @@ static void server_row(struct result *r, struct server *s)
     result_text(r, pool->db_name);
     result_text(r, server_state_name(s));
     if (!socket_address(&s->conn, true, text, sizeof(text), &port)) {
-        snprintf(text, sizeof(text), "%s", pool->host[0] == '/' ? "unix" : pool->host);
-        port = pool->port;
+        snprintf(text, sizeof(text), "%s", s->host[0] == '/' ? "unix" : s->host);
+        port = s->port;
     }
     if (strcmp(text, "unix") == 0)
-        port = pool->port;
+        port = s->port;
     result_text(r, text);
     result_int4(r, port);
     put_local_address(r, &s->conn, 0);

@@ -218,6 +218,7 @@ void client_free(struct client *c)
     param_set_free(&c->params);
     session_tracking_free(&c->session);
     prepared_client_free(&c->prepared);
+    free(c->lost_message);
     free(c->pin_statement);
     free(c->startup_copy);
     free(c);
@@ -662,6 +663,7 @@ void client_authenticated(struct client *c)
         return;
     }
     client_set_state(c, CLIENT_LOGIN_WAIT);
+    c->wait_start = worker_now(w); /* query_wait_timeout bounds this wait too, as in PgBouncer */
     TAILQ_INSERT_TAIL(&pool->login_clients, c, pool_link);
     c->in_pool_list = true;
     pool_request_defaults(pool);
@@ -849,6 +851,69 @@ static void client_send_pending_cancel(struct client *c)
     server_send_cancel(c->server);
 }
 
+#define CLIENT_LOST_DETAIL "The connection to the database server was lost during this transaction " \
+    "(if it was committing, it may or may not have committed). This connection stays open: the " \
+    "next transaction runs on a new server connection."
+
+/* For a lost transaction: its ErrorResponse, then (ready) ReadyForQuery 'I': no transaction. */
+static bool client_send_lost_reply(struct client *c, bool error, bool ready)
+{
+    struct msgbuf *mb = &c->worker->scratch;
+    msgbuf_reset(mb);
+    if (error)
+        proto_build_error(mb, "ERROR", c->lost_sqlstate, c->lost_message, CLIENT_LOST_DETAIL, NULL);
+    if (ready)
+        proto_build_ready_for_query(mb, 'I');
+    if (!conn_send(&c->conn, mb)) {
+        client_fail(c, "53200", "out of memory");
+        return false;
+    }
+    return true;
+}
+
+void client_backend_lost(struct client *c, bool in_transaction, const char *sqlstate, const char *message)
+{
+    bool owes_ready = c->pending_ready > 0, unsynced = c->unsynced;
+    if (!owes_ready && !unsynced && !in_transaction) {
+        client_transaction_done(c); /* linked, but nothing of its own had started: wait again */
+        return;
+    }
+    snprintf(c->lost_sqlstate, sizeof(c->lost_sqlstate), "%s", sqlstate);
+    free(c->lost_message);
+    c->lost_message = strdup(message);
+    if (!c->lost_message) {
+        client_fail(c, "53200", "out of memory");
+        return;
+    }
+    log_info("C-%llu: %s/%s@%s:%d lost its transaction with its database server connection (%s); "
+             "the client stays connected", (unsigned long long)c->id, c->database, c->user, c->addr,
+             c->port, message);
+    /* A query awaiting its reply gets it now; messages sent since its Sync get the error now and
+     * ReadyForQuery at their Sync, as PostgreSQL answers a failed extended query. */
+    if (owes_ready && !client_send_lost_reply(c, true, true))
+        return;
+    if (unsynced && !client_send_lost_reply(c, true, false))
+        return;
+    c->transaction_lost = unsynced || !owes_ready;
+    c->lost_error_sent = unsynced;
+    client_transaction_done(c);
+}
+
+/* A message of a lost transaction: dropped; a Sync or query ends the transaction's error. */
+static bool client_skip_lost_message(struct client *c, uint8_t type, uint32_t msg_len)
+{
+    size_t whole = (size_t)msg_len + 1, buffered = evbuffer_get_length(c->conn.in);
+    size_t now = buffered < whole ? buffered : whole;
+    evbuffer_drain(c->conn.in, now);
+    c->discard_remaining = (uint32_t)(whole - now);
+    bool ends = type == 'S' || type == 'Q' || type == 'F';
+    bool error = !c->lost_error_sent;
+    c->lost_error_sent = true;
+    if (ends)
+        c->transaction_lost = false;
+    return client_send_lost_reply(c, error, ends);
+}
+
 static void client_forward_input(struct client *c)
 {
     if (c->is_admin) {
@@ -860,6 +925,15 @@ static void client_forward_input(struct client *c)
     uint32_t max_len = (uint32_t)c->worker->cfg->max_packet_size;
 
     for (;;) {
+        if (c->discard_remaining > 0) {
+            size_t buffered = evbuffer_get_length(in);
+            size_t now = buffered < c->discard_remaining ? buffered : c->discard_remaining;
+            evbuffer_drain(in, now);
+            c->discard_remaining -= (uint32_t)now;
+            if (c->discard_remaining > 0)
+                return;
+            continue;
+        }
         if (c->forward_remaining > 0) {
             if (c->state != CLIENT_ACTIVE || c->server->state != SERVER_ACTIVE)
                 return;
@@ -893,6 +967,11 @@ static void client_forward_input(struct client *c)
         r = client_check_message(c, type, msg_len);
         if (r != PROTO_OK)
             return; /* failed, or waiting for the rest of the message */
+        if (c->transaction_lost && c->state == CLIENT_IDLE) {
+            if (!client_skip_lost_message(c, type, msg_len))
+                return;
+            continue;
+        }
         if (c->state == CLIENT_IDLE) {
             client_set_state(c, CLIENT_WAITING);
             c->wait_start = worker_now(c->worker);

@@ -81,6 +81,13 @@ struct client {
     uint32_t pending_ready;         /* ReadyForQuery replies the backend still owes (Query, Sync) */
     bool unsynced;                  /* extended-protocol messages sent since the last Sync */
     bool reading_paused;            /* backend's output is full */
+    /* Its backend died inside a transaction (transaction mode): until the next Sync or query
+     * its messages are dropped, as PostgreSQL skips to Sync after an error, and then it is told. */
+    bool transaction_lost;
+    bool lost_error_sent;           /* ErrorResponse sent: only ReadyForQuery is still owed */
+    char lost_sqlstate[6];
+    char *lost_message;
+    uint32_t discard_remaining;     /* bytes of a dropped message still to come */
 
     double connect_time;
     double wait_start;              /* when it joined the wait queue */
@@ -120,6 +127,13 @@ void client_free(struct client *c);
 void client_server_linked(struct client *c, struct server *s);
 /* The backend finished sluice's own work for this client (parameter sync): resume the client. */
 void client_resume(struct client *c);
+/*
+ * Its backend is gone (transaction mode, nothing half passed either way). The client stays: the
+ * transaction under way fails with sqlstate and message, answered now for a query awaiting its
+ * reply, or at its next message when it was idle in the transaction; the next transaction waits
+ * for a new backend.
+ */
+void client_backend_lost(struct client *c, bool in_transaction, const char *sqlstate, const char *message);
 /* The backend gave its last ReadyForQuery 'I' of the transaction (transaction mode). */
 void client_transaction_done(struct client *c);
 /* The pool knows its session defaults now: finish this client's login. */

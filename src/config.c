@@ -633,7 +633,7 @@ static const char *const database_keywords[] = {
     "host", "port", "dbname", "user", "password", "pool_size", "min_pool_size",
     "max_db_connections", "pool_mode", "connect_query", "application_name", "reserve_pool",
     "reserve_pool_size", "max_db_client_connections", "server_auth_token", "auth_user",
-    "auth_query", "auth_dbname", NULL,
+    "auth_query", "auth_dbname", "target_session_attrs", NULL,
 };
 static const char *const peer_keywords[] = {"host", "port", "pool_size", NULL};
 static const char *const user_keywords[] = {"pool_mode", "auth_type", "max_user_connections",
@@ -659,6 +659,20 @@ static bool set_database_keyword(struct parser *p, void *target, const char *con
 
     if (strcmp(key, "pool_mode") == 0)
         return parse_pool_mode(p, context, key, value, &db->pool_mode);
+    if (strcmp(key, "target_session_attrs") == 0) {
+        if (hostlist_parse_target(value, &db->target_session_attrs) == 0)
+            return true;
+        return fail_value(p, context, key, value, "any, read-write, read-only, primary or standby; "
+                                                  "sluice does not implement prefer-standby");
+    }
+    if (strcmp(key, "port") == 0 && strchr(value, ',') != NULL) {
+        /* libpq's port list, one per host; the first stands for them where one port is shown */
+        char first[16];
+        snprintf(first, sizeof first, "%.*s", (int)strcspn(value, ","), value);
+        if (!parse_integer(first, 10, 1, 65535, &db->port))
+            return fail_value(p, context, key, value, "a port 1-65535 or a comma-separated list of them");
+        return replace_string(p, &db->port_list, value);
+    }
     if (is_secret_keyword(key)) {
         char *copy = copy_string(p, value);
 
@@ -822,6 +836,19 @@ static void free_database_fields(struct config_database *db)
     free(db->auth_user);
     free(db->auth_query);
     free(db->auth_dbname);
+    free(db->port_list);
+}
+
+/* libpq's rules for host and port lists: no empty entry, one port or one per host. */
+static bool check_host_list(struct parser *p, const char *context, const struct config_database *db)
+{
+    struct hostlist hosts;
+    char err[256];
+
+    if (hostlist_parse(db->host, db->port_list, db->port, &hosts, err, sizeof err) != 0)
+        return fail_at(p, p->lineno, "%s%s", context, err);
+    hostlist_free(&hosts);
+    return true;
 }
 
 static bool handle_database(struct parser *p, const char *name, const char *value)
@@ -843,6 +870,8 @@ static bool handle_database(struct parser *p, const char *name, const char *valu
         /* The "*" fallback's backend database is the name each client asks for. */
         if (db.dbname == NULL && strcmp(name, FALLBACK_DATABASE) != 0)
             db.dbname = copy_string(p, name);
+        if (db.host != NULL)
+            check_host_list(p, context, &db);
     }
     if (p->failed) {
         free_database_fields(&db);
@@ -1440,7 +1469,8 @@ int config_database_copy_as(struct config_database *dst, const struct config_dat
     dst->password = src->password != NULL ? strdup(src->password) : NULL;
     dst->connect_query = src->connect_query != NULL ? strdup(src->connect_query) : NULL;
     dst->application_name = src->application_name != NULL ? strdup(src->application_name) : NULL;
-    if (dst->name == NULL || dst->dbname == NULL || (src->host != NULL && dst->host == NULL) ||
+    dst->port_list = src->port_list != NULL ? strdup(src->port_list) : NULL;
+    if ((src->port_list != NULL && dst->port_list == NULL) || dst->name == NULL || dst->dbname == NULL || (src->host != NULL && dst->host == NULL) ||
         (src->user != NULL && dst->user == NULL) || (src->password != NULL && dst->password == NULL) ||
         (src->connect_query != NULL && dst->connect_query == NULL) ||
         (src->application_name != NULL && dst->application_name == NULL)) {

@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include "hostlist.h"
 
 enum pool_mode {
     POOL_MODE_UNSET = 0, /* per-database/user override not given: use the global one */
@@ -28,8 +29,10 @@ enum auth_type {
 struct config_database {
     char *name;          /* client-visible database name */
     char *host;          /* host name, IP, or a unix socket directory (starts with '/');
-                            default "127.0.0.1" */
-    int port;            /* default 5432 */
+                            default "127.0.0.1"; a comma-separated list is tried in order */
+    int port;            /* default 5432; with a port list, its first entry */
+    char *port_list;     /* "5432,5433": one port per host of a host list; NULL: port for all */
+    enum target_session_attrs target_session_attrs; /* which of several hosts to settle on */
     char *dbname;        /* backend database name; default: name */
     char *user;          /* backend user; NULL: the client's user name */
     char *password;      /* backend password; NULL: the client's password if known, else none */

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <openssl/crypto.h>
 
+#include <event2/event.h>
+
 #include "client.h"
 #include "log.h"
 #include "server.h"
@@ -53,6 +55,26 @@ static bool pool_needs_client_key(struct worker *w, const struct config_database
     return config_effective_auth_user(w->cfg, db) != NULL;
 }
 
+/* The first backend login retry waits this long; the delay doubles up to server_login_retry. */
+#define POOL_FIRST_RETRY_DELAY 0.05
+
+static void pool_retry_cb(evutil_socket_t fd, short what, void *arg);
+
+/* host= and port= as places to try; the config was checked at load, so only memory can fail. */
+static int pool_take_hosts(struct pool *pool, const struct config_database *db)
+{
+    char err[256];
+    hostlist_free(&pool->hosts);
+    pool->host_index = 0;
+    pool->hosts_failed = 0;
+    pool->target = db->target_session_attrs;
+    if (hostlist_parse(pool->host, pool->port_list, pool->port, &pool->hosts, err, sizeof(err)) != 0) {
+        log_error("pool %s/%s: %s", pool->db_name, pool->user_name, err);
+        return -1;
+    }
+    return 0;
+}
+
 static void pool_take_settings(struct pool *pool, const struct config_database *db,
                                const struct config *cfg)
 {
@@ -75,6 +97,7 @@ struct pool *pool_create(struct worker *w, const struct config_database *db, con
     pool->user_name = strdup(user_name);
     pool->host = strdup(db->host ? db->host : "127.0.0.1");
     pool->port = db->port;
+    pool->port_list = pool_strdup_or_null(db->port_list);
     pool->dbname = strdup(db->dbname ? db->dbname : db->name);
     pool->password = pool_strdup_or_null(pool_backend_password(w, db, user_name));
     pool->server_auth_token = db->server_auth_token;
@@ -90,8 +113,10 @@ struct pool *pool_create(struct worker *w, const struct config_database *db, con
     pool_take_settings(pool, db, cfg);
     pool->db_count = limit_registry_database(&w->limits, db->name);
     pool->user_count = limit_registry_user(&w->limits, user_name);
+    pool->retry_timer = evtimer_new(w->base, pool_retry_cb, pool);
     if (!pool->db_name || !pool->user_name || !pool->host || !pool->dbname || !pool->db_count ||
-        !pool->user_count) {
+        !pool->user_count || !pool->retry_timer || (db->port_list && !pool->port_list) ||
+        pool_take_hosts(pool, db) != 0) {
         pool_destroy(pool);
         return NULL;
     }
@@ -111,6 +136,8 @@ void pool_apply_config(struct pool *pool, const struct config_database *db, cons
     const char *dbname = db->dbname ? db->dbname : db->name;
     const char *password = pool_backend_password(pool->worker, db, pool->user_name);
     bool address_changed = strcmp(pool->host, host) != 0 || pool->port != db->port ||
+                           !pool_same_string(pool->port_list, db->port_list) ||
+                           pool->target != db->target_session_attrs ||
                            strcmp(pool->dbname, dbname) != 0 ||
                            !pool_same_string(pool->password, password) ||
                            pool->server_auth_token != db->server_auth_token ||
@@ -126,15 +153,19 @@ void pool_apply_config(struct pool *pool, const struct config_database *db, cons
     free(pool->password);
     free(pool->connect_query);
     free(pool->application_name);
+    free(pool->port_list);
     pool->host = strdup(host);
     pool->port = db->port;
+    pool->port_list = pool_strdup_or_null(db->port_list);
     pool->dbname = strdup(dbname);
     pool->password = pool_strdup_or_null(password);
     pool->server_auth_token = db->server_auth_token;
     pool->connect_query = pool_strdup_or_null(db->connect_query);
     pool->application_name = pool_strdup_or_null(db->application_name);
+    if (pool->host)
+        pool_take_hosts(pool, db);
     pool_reconnect(pool, "configuration changed");
-    pool->last_login_failure = 0;
+    pool_login_succeeded(pool, 0); /* a failure of the old settings says nothing of the new */
     log_info("pool %s/%s: backend settings changed, reconnecting to %s:%d", pool->db_name,
              pool->user_name, pool->host, pool->port);
 }
@@ -153,6 +184,10 @@ void pool_destroy(struct pool *pool)
         OPENSSL_clear_free(pool->passthrough, sizeof(*pool->passthrough));
     if (pool->md5_secret)
         OPENSSL_clear_free(pool->md5_secret, strlen(pool->md5_secret) + 1);
+    free(pool->port_list);
+    hostlist_free(&pool->hosts);
+    if (pool->retry_timer)
+        event_free(pool->retry_timer);
     param_set_free(&pool->defaults);
     free(pool);
 }
@@ -164,9 +199,14 @@ int pool_server_count(const struct pool *pool)
 
 static bool pool_in_login_backoff(const struct pool *pool)
 {
-    double retry = pool->worker->cfg->server_login_retry;
-    return pool->last_login_failure > 0 &&
-           worker_now(pool->worker) - pool->last_login_failure < retry;
+    return pool->last_login_failure > 0 && worker_now(pool->worker) < pool->next_login_attempt;
+}
+
+/* Clients are told the last login error only while it is permanent and its retry delay runs. */
+static bool pool_refuses_for_login_error(const struct pool *pool)
+{
+    return pool->login_error_permanent && pool_in_login_backoff(pool) &&
+           pool->n_idle + pool->n_used == 0 && pool->n_new == 0;
 }
 
 /* ---- client limits: max_db_client_connections, max_user_client_connections ---- */
@@ -303,7 +343,9 @@ static bool pool_launch_server_for(struct pool *pool, enum launch_reason reason)
     /* A paused pool opens no backend for queries, but one to learn the session defaults, so
      * logins still complete and wait with their first query like everyone else. */
     bool from_reserve;
-    if (pool_in_login_backoff(pool) || worker_now(pool->worker) < pool->descriptor_retry_at ||
+    /* While logins fail, one attempt at a time: a server that is down gets no storm of them. */
+    bool probing = pool->last_login_failure > 0 && pool->n_new > 0;
+    if (pool_in_login_backoff(pool) || probing || worker_now(pool->worker) < pool->descriptor_retry_at ||
         (pool->paused && !for_login) ||
         !pool_has_room(pool, reason == LAUNCH_FOR_WAITER, &from_reserve) ||
         !pool_limits_allow(pool, reason != LAUNCH_FOR_MIN_POOL))
@@ -338,7 +380,7 @@ void pool_request_defaults(struct pool *pool)
 {
     if (pool->n_new > 0 || pool->n_idle + pool->n_used > 0)
         return; /* a backend is on its way or already reported */
-    if (!pool_launch_server_for(pool, LAUNCH_FOR_LOGIN) && pool_in_login_backoff(pool))
+    if (!pool_launch_server_for(pool, LAUNCH_FOR_LOGIN) && pool_refuses_for_login_error(pool))
         pool_fail_for_login_error(pool);
 }
 
@@ -406,8 +448,7 @@ void pool_request_server(struct pool *pool, struct client *client)
         pool_start_check(pool, s); /* the client gets it, or another, once the check is done */
         return;
     }
-    if (pool_needs_more_servers(pool) && !pool_launch_server(pool) && pool->n_idle + pool->n_used == 0 &&
-        pool->n_new == 0 && pool_in_login_backoff(pool))
+    if (pool_needs_more_servers(pool) && !pool_launch_server(pool) && pool_refuses_for_login_error(pool))
         pool_fail_for_login_error(pool);
 }
 
@@ -435,21 +476,117 @@ void pool_server_ready(struct pool *pool, struct server *s)
 
 void pool_server_gone(struct pool *pool, struct server *s)
 {
-    if (s->purpose == INTERNAL_CHECK)
+    if (s->purpose == INTERNAL_CHECK) {
         pool->n_checking--; /* the check failed: another backend is used */
+        /* Not an error from the query: the connection died under it. The server is most likely
+         * gone, and its other idle backends with it: drop them now, so that the waiting clients
+         * wait for new ones instead of trying each dead one in turn. */
+        while (!TAILQ_EMPTY(&pool->idle_servers))
+            server_close(TAILQ_FIRST(&pool->idle_servers),
+                         "server_check_query ended without an answer: the database server is gone");
+    }
     /* Clients that were waiting for this one may need another. */
     pool_serve_waiters(pool);
 }
 
-void pool_login_failed(struct pool *pool, const char *sqlstate, const char *message)
+/*
+ * Failures that waiting can cure: a server restarting or shutting down (57P01-57P03), unreachable
+ * or refusing connections (class 08, but not 08P01, a protocol mismatch), out of connections or
+ * memory (53), an operating system error (58). Anything else (28P01 wrong password, 28000, 3D000
+ * no such database, 42501 no CONNECT privilege, a failing connect_query) needs a person.
+ */
+bool pool_login_error_is_permanent(const char *sqlstate)
 {
+    if (strcmp(sqlstate, "08P01") == 0)
+        return true;
+    return !(strncmp(sqlstate, "08", 2) == 0 || strncmp(sqlstate, "57", 2) == 0 ||
+             strncmp(sqlstate, "53", 2) == 0 || strncmp(sqlstate, "58", 2) == 0);
+}
+
+static void pool_arm_retry(struct pool *pool, double delay)
+{
+    struct timeval tv = { .tv_sec = (time_t)delay,
+                          .tv_usec = (suseconds_t)((delay - (double)(time_t)delay) * 1e6) };
+    evtimer_add(pool->retry_timer, &tv);
+}
+
+/*
+ * A transient failure: try the next host at once if some are still untried, else wait. The wait
+ * starts at tens of milliseconds (a restart is over in a moment) and doubles up to
+ * server_login_retry, so a server that stays down costs one attempt per delay, whatever the
+ * number of clients waiting.
+ */
+static void pool_back_off(struct pool *pool, double now)
+{
+    double cap = pool->worker->cfg->server_login_retry;
+    if (++pool->hosts_failed < pool->hosts.n) {
+        pool->next_login_attempt = now;
+        pool_arm_retry(pool, 0);
+        return;
+    }
+    pool->hosts_failed = 0;
+    if (cap < POOL_FIRST_RETRY_DELAY)
+        cap = POOL_FIRST_RETRY_DELAY;
+    pool->login_retry_delay = pool->login_retry_delay > 0 ? pool->login_retry_delay * 2 : POOL_FIRST_RETRY_DELAY;
+    if (pool->login_retry_delay > cap)
+        pool->login_retry_delay = cap;
+    pool->next_login_attempt = now + pool->login_retry_delay;
+    pool_arm_retry(pool, pool->login_retry_delay);
+}
+
+void pool_login_failed(struct pool *pool, size_t host_index, const char *sqlstate, const char *message,
+                       bool permanent)
+{
+    double now = worker_now(pool->worker);
     free(pool->last_login_error);
     pool->last_login_error = strdup(message);
     snprintf(pool->last_login_sqlstate, sizeof(pool->last_login_sqlstate), "%s", sqlstate);
-    pool->last_login_failure = worker_now(pool->worker);
-    /* Nobody else can serve them if no backend is logged in. */
-    if (pool->n_idle + pool->n_used == 0)
-        pool_fail_for_login_error(pool);
+    pool->last_login_failure = now;
+    pool->login_error_permanent = permanent;
+    if (pool->login_error_permanent) {
+        evtimer_del(pool->retry_timer); /* the next attempt waits the whole server_login_retry */
+        pool->next_login_attempt = now + pool->worker->cfg->server_login_retry;
+        /* Nobody else can serve them if no backend is logged in. */
+        if (pool->n_idle + pool->n_used == 0)
+            pool_fail_for_login_error(pool);
+        return;
+    }
+    /* Backends opened together fail together: only one on the host in use moves things on. */
+    if (host_index != pool->host_index || now < pool->next_login_attempt || pool->hosts.n == 0)
+        return;
+    pool->host_index = (pool->host_index + 1) % pool->hosts.n;
+    pool_back_off(pool, now);
+}
+
+void pool_login_succeeded(struct pool *pool, size_t host_index)
+{
+    bool was_failing = pool->last_login_failure > 0;
+    pool->host_index = host_index < pool->hosts.n ? host_index : 0;
+    pool->hosts_failed = 0;
+    pool->login_retry_delay = 0;
+    pool->next_login_attempt = 0;
+    pool->last_login_failure = 0;
+    pool->login_error_permanent = false;
+    free(pool->last_login_error);
+    pool->last_login_error = NULL;
+    evtimer_del(pool->retry_timer);
+    /* The server is back, and only this one backend was tried: open the rest the waiting
+     * clients need on the next turn of the loop, once this one is theirs. */
+    if (was_failing)
+        pool_arm_retry(pool, 0);
+}
+
+/* The retry delay is over: open the backend the waiting clients (or logins) need. */
+static void pool_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct pool *pool = arg;
+    /* The delay is over, even if the timer fired a moment before the clock says so. */
+    pool->next_login_attempt = 0;
+    if (pool->worker->suspended)
+        return; /* RESUME runs the janitor, which opens it */
+    if (!TAILQ_EMPTY(&pool->login_clients))
+        pool_request_defaults(pool);
+    pool_serve_waiters(pool);
 }
 
 void pool_set_defaults(struct pool *pool, const struct param_set *server_params)
@@ -457,7 +594,6 @@ void pool_set_defaults(struct pool *pool, const struct param_set *server_params)
     if (param_set_copy(&pool->defaults, server_params) != 0)
         return;
     pool->has_defaults = true;
-    pool->last_login_failure = 0;
     while (!TAILQ_EMPTY(&pool->login_clients))
         client_finish_login(TAILQ_FIRST(&pool->login_clients));
 }
@@ -572,22 +708,36 @@ void pool_close_servers(struct pool *pool, const char *reason)
             server_close(TAILQ_FIRST(lists[i]), reason);
 }
 
+/* query_wait_timeout passed for a client waiting for a backend (or for the pool's first one). */
+static void pool_fail_waiter(struct pool *pool, struct client *c, double timeout)
+{
+    char message[768];
+    pool->stats.wait_timeouts++;
+    if (pool->last_login_failure > 0 && pool->n_idle + pool->n_used == 0) {
+        /* Not a busy pool: the server has been unreachable the whole time. Say why. */
+        snprintf(message, sizeof(message),
+                 "query_wait_timeout: no connection to the database server could be opened within %g seconds: %s",
+                 timeout, pool->last_login_error ? pool->last_login_error : "unknown error");
+        client_fail(c, pool->last_login_sqlstate, message);
+        return;
+    }
+    snprintf(message, sizeof(message),
+             "query_wait_timeout: no database connection became free within %g seconds "
+             "(pool_size %d for %s/%s)",
+             timeout, pool->pool_size, pool->db_name, pool->user_name);
+    client_fail(c, "57014", message);
+}
+
+/* Both queues are FIFO: once one client has waited less than the timeout, so has everyone behind. */
 static void pool_expire_waiters(struct pool *pool, double now)
 {
     double timeout = pool->worker->cfg->query_wait_timeout;
-    char message[256];
+    struct client_list *queues[] = { &pool->waiting_clients, &pool->login_clients };
     if (timeout <= 0)
         return;
-    while (!TAILQ_EMPTY(&pool->waiting_clients)) {
-        struct client *c = TAILQ_FIRST(&pool->waiting_clients);
-        if (now - c->wait_start < timeout)
-            break; /* FIFO: everyone behind waited less */
-        snprintf(message, sizeof(message),
-                 "query_wait_timeout: no database connection became free within %g seconds "
-                 "(pool_size %d for %s/%s)",
-                 timeout, pool->pool_size, pool->db_name, pool->user_name);
-        pool->stats.wait_timeouts++;
-        client_fail(c, "57014", message);
+    for (size_t i = 0; i < sizeof(queues) / sizeof(queues[0]); i++) {
+        while (!TAILQ_EMPTY(queues[i]) && now - TAILQ_FIRST(queues[i])->wait_start >= timeout)
+            pool_fail_waiter(pool, TAILQ_FIRST(queues[i]), timeout);
     }
 }
 
@@ -602,8 +752,8 @@ static void pool_expire_servers(struct pool *pool, double now)
             char message[256];
             snprintf(message, sizeof(message),
                      "could not connect to the database server at %s:%d: timed out after %g seconds",
-                     pool->host, pool->port, cfg->server_connect_timeout);
-            pool_login_failed(pool, "08006", message);
+                     s->host, s->port, cfg->server_connect_timeout);
+            pool_login_failed(pool, s->host_index, "08006", message, false);
             server_close(s, message);
         }
     }
@@ -611,6 +761,19 @@ static void pool_expire_servers(struct pool *pool, double now)
         next = TAILQ_NEXT(s, link);
         if (s->state == SERVER_CLEANUP && now - s->cleanup_start > SERVER_CLEANUP_TIMEOUT)
             server_close(s, "still busy after its client left and its query was cancelled");
+    }
+    /* A check with no answer: the network to the server is cut (a server that is gone would
+     * have closed the connection). Its end drops the pool's other idle backends too. */
+    TAILQ_FOREACH(s, &pool->used_servers, link) {
+        if (s->state == SERVER_INTERNAL && s->purpose == INTERNAL_CHECK && cfg->server_connect_timeout > 0 &&
+            now - s->internal_start > cfg->server_connect_timeout) {
+            log_warning("pool %s/%s: server_check_query got no answer from %s:%d within %g s "
+                        "(server_connect_timeout): the network to the server may be cut; dropping "
+                        "the idle backends", pool->db_name, pool->user_name, s->host, s->port,
+                        cfg->server_connect_timeout);
+            server_close(s, "server_check_query got no answer within server_connect_timeout");
+            break; /* the lists changed under the loop; another such check waits for the next tick */
+        }
     }
     /* Idle list is most-recently-used first: the oldest idle ones are at the tail. */
     for (s = TAILQ_LAST(&pool->idle_servers, server_list); s; s = next) {

@@ -10,6 +10,7 @@
 #include <sys/queue.h>
 #include "auth_scram.h"
 #include "config.h"
+#include "hostlist.h"
 #include "params.h"
 #include "stats.h"
 #include "worker.h"
@@ -38,8 +39,13 @@ struct pool {
     /* identity, owned copies (a reload can change the config underneath) */
     char *db_name;             /* client-visible */
     char *user_name;           /* backend user */
-    char *host;
+    char *host;                /* as configured: one host or a comma-separated list */
     int port;
+    char *port_list;           /* as configured, or NULL */
+    struct hostlist hosts;     /* host and port split into the places to try, in order */
+    enum target_session_attrs target; /* what a backend's server must be to be kept */
+    size_t host_index;         /* where new backends go: the last host that worked */
+    size_t hosts_failed;       /* hosts that failed in a row since one worked */
     char *dbname;              /* backend database */
     char *password;            /* backend password or NULL */
     bool server_auth_token;    /* log in with a fresh RDS IAM token instead of password */
@@ -79,6 +85,10 @@ struct pool {
     double descriptor_retry_at;         /* out of descriptors for a backend: no new one before */
     char *last_login_error;             /* its message, shown to clients while it stands */
     char last_login_sqlstate[6];
+    bool login_error_permanent;         /* waiting cannot help (28P01, 3D000...): clients are told */
+    double next_login_attempt;          /* no backend is opened before this */
+    double login_retry_delay;           /* grows while logins keep failing, up to server_login_retry */
+    struct event *retry_timer;          /* opens the next backend once the delay is over */
 
     struct pool_stats stats;
 };
@@ -120,8 +130,17 @@ void pool_server_ready(struct pool *pool, struct server *server);
 void pool_server_checked(struct pool *pool, struct server *server, bool ok);
 /* A backend is gone (closed by either side); start another if clients wait. */
 void pool_server_gone(struct pool *pool, struct server *server);
-/* A backend could not log in: remember why and tell the clients that cannot wait for it. */
-void pool_login_failed(struct pool *pool, const char *sqlstate, const char *message);
+/*
+ * A backend to hosts[host_index] could not log in. A transient failure (PostgreSQL restarting,
+ * unreachable) leaves the clients waiting while the next host, or after a growing delay the same
+ * ones, are tried; a permanent one (wrong password, no such database) is told to the clients.
+ */
+void pool_login_failed(struct pool *pool, size_t host_index, const char *sqlstate, const char *message,
+                       bool permanent);
+/* Whether a login error with this SQLSTATE needs a person rather than time. */
+bool pool_login_error_is_permanent(const char *sqlstate);
+/* A backend logged in: the next ones go to the same host, with no delay. */
+void pool_login_succeeded(struct pool *pool, size_t host_index);
 /* The first backend reported the session defaults: let waiting logins finish. */
 void pool_set_defaults(struct pool *pool, const struct param_set *server_params);
 

@@ -88,27 +88,28 @@ static void server_forget_cancel(struct server *s);
 
 static int server_start_connect(struct server *s)
 {
-    struct pool *pool = s->pool;
     struct worker *w = s->worker;
 
 #define SERVER_CONNECT(addr, len)                                                                  \
     conn_open_connect(&s->conn, w->base, &w->flusher, (struct sockaddr *)(addr), (len),           \
                       server_read_cb, server_drain_cb, server_event_cb, s)
-    if (pool->host[0] == '/') {
+    if (s->host[0] == '/') {
         struct sockaddr_un sun = { .sun_family = AF_UNIX };
-        int n = snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/.s.PGSQL.%d", pool->host, pool->port);
+        int n = snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/.s.PGSQL.%d", s->host, s->port);
         if (n < 0 || (size_t)n >= sizeof(sun.sun_path))
             return -1;
         return SERVER_CONNECT(&sun, sizeof(sun));
     }
-    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)pool->port) };
-    if (inet_pton(AF_INET, pool->host, &sin.sin_addr) == 1)
+    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)s->port) };
+    if (inet_pton(AF_INET, s->host, &sin.sin_addr) == 1)
         return SERVER_CONNECT(&sin, sizeof(sin));
-    struct sockaddr_in6 sin6 = { .sin6_family = AF_INET6, .sin6_port = htons((uint16_t)pool->port) };
-    if (inet_pton(AF_INET6, pool->host, &sin6.sin6_addr) == 1)
+    struct sockaddr_in6 sin6 = { .sin6_family = AF_INET6, .sin6_port = htons((uint16_t)s->port) };
+    if (inet_pton(AF_INET6, s->host, &sin6.sin6_addr) == 1)
         return SERVER_CONNECT(&sin6, sizeof(sin6));
 #undef SERVER_CONNECT
-    return conn_open_connect_host(&s->conn, w->base, &w->flusher, w->dns, pool->host, pool->port,
+    /* A name is resolved again for every backend (no cache): after a failover that moves the
+     * name, the next backend goes to the new address. */
+    return conn_open_connect_host(&s->conn, w->base, &w->flusher, w->dns, s->host, s->port,
                                   server_read_cb, server_drain_cb, server_event_cb, s);
 }
 
@@ -143,9 +144,18 @@ static void server_out_of_descriptors(struct server *s, int err)
 struct server *server_connect(struct pool *pool)
 {
     struct worker *w = pool->worker;
+    if (pool->hosts.n == 0)
+        return NULL; /* its host list could not be made (out of memory at a reload) */
     struct server *s = calloc(1, sizeof(*s));
     if (!s)
         return NULL;
+    s->host_index = pool->host_index < pool->hosts.n ? pool->host_index : 0;
+    s->host = strdup(pool->hosts.hosts[s->host_index]);
+    s->port = pool->hosts.ports[s->host_index];
+    if (!s->host) {
+        free(s);
+        return NULL;
+    }
     s->worker = w;
     s->pool = pool;
     s->id = ++w->next_id;
@@ -159,7 +169,7 @@ struct server *server_connect(struct pool *pool)
     w->n_servers++;
     pool_count_server(pool, +1);
     log_debug("S-%llu: %s/%s connecting to %s:%d", (unsigned long long)s->id, pool->db_name,
-              pool->user_name, pool->host, pool->port);
+              pool->user_name, s->host, s->port);
     if (server_start_connect(s) != 0) {
         if (server_error_is_descriptor_shortage(errno)) {
             server_out_of_descriptors(s, errno);
@@ -167,8 +177,8 @@ struct server *server_connect(struct pool *pool)
         }
         char message[256];
         snprintf(message, sizeof(message), "could not connect to the database server at %s:%d",
-                 pool->host, pool->port);
-        pool_login_failed(pool, "08006", message);
+                 s->host, s->port);
+        pool_login_failed(pool, s->host_index, "08006", message, false);
         server_close(s, message);
         return NULL;
     }
@@ -229,6 +239,7 @@ void server_free(struct server *s)
         free(s->scram);
     }
     free(s->internal_error);
+    free(s->host);
     param_set_free(&s->params);
     prepared_server_forget_all(&s->prepared);
     reply_queue_free(&s->replies);
@@ -236,16 +247,25 @@ void server_free(struct server *s)
     free(s);
 }
 
-/* The backend could not be logged in to: the pool hears why, then the server goes. */
-static void server_login_failed(struct server *s, const char *sqlstate, const char *message)
+/*
+ * The backend could not be logged in to: the pool hears why, then the server goes. permanent:
+ * trying again cannot help until someone changes something (a certificate refused, a password).
+ */
+static void server_login_failed_as(struct server *s, const char *sqlstate, const char *message, bool permanent)
 {
     struct pool *pool = s->pool;
     log_warning("S-%llu: %s/%s login to %s:%d failed: %s", (unsigned long long)s->id,
-                pool->db_name, pool->user_name, pool->host, pool->port, message);
+                pool->db_name, pool->user_name, s->host, s->port, message);
     s->worker->stats.servers_failed++;
     pool->stats.servers_failed++;
-    pool_login_failed(pool, sqlstate, message);
+    pool_login_failed(pool, s->host_index, sqlstate, message, permanent);
     server_close(s, message);
+}
+
+/* A login error from its SQLSTATE: permanent unless waiting can cure it (pool.c decides). */
+static void server_login_failed(struct server *s, const char *sqlstate, const char *message)
+{
+    server_login_failed_as(s, sqlstate, message, pool_login_error_is_permanent(sqlstate));
 }
 
 /* ---- libevent callbacks ---- */
@@ -279,20 +299,53 @@ static void server_send_startup(struct server *s)
         server_out_of_memory(s);
 }
 
+/*
+ * The backend is gone (restart, failover, network cut) under its client. A transaction-mode
+ * client needs no more than a new backend for its next transaction, so it keeps its connection
+ * and only the transaction under way fails. Not where the protocol cannot be kept whole: a
+ * message half passed in either direction, or several pipelined queries awaiting replies (each
+ * would need its own answer). A session, or a pinned client, lost state it cannot get back.
+ */
+static bool server_spare_client(struct server *s, const char *sqlstate, const char *message)
+{
+    struct client *c = s->client;
+    if (!c || c->pool_mode != POOL_MODE_TRANSACTION || c->pinned || s->worker->shutting_down ||
+        c->pending_ready > 1 || c->forward_remaining > 0 || s->forward_remaining > 0)
+        return false;
+    /* As if the backend had failed every request in flight: a Parse it never answered leaves
+     * the client's statement unprepared, to be prepared again on the next backend. */
+    static const uint8_t idle = 'I';
+    while (s->replies.count > 0) {
+        session_server_reply(s, 'E', NULL, 0);
+        session_server_reply(s, 'Z', &idle, 1);
+    }
+    s->client = NULL;
+    c->server = NULL;
+    if (session_tracks(c))
+        session_backend_lost(c);
+    client_backend_lost(c, s->ready_status != 'I', sqlstate, message);
+    return true;
+}
+
 static void server_lost(struct server *s, const char *why)
 {
     struct client *c = s->client;
+    char message[512];
     if (s->state == SERVER_CONNECTING || s->state == SERVER_LOGIN) {
-        char message[512];
         snprintf(message, sizeof(message), "could not connect to the database server at %s:%d: %s",
-                 s->pool->host, s->pool->port, why);
+                 s->host, s->port, why);
         server_login_failed(s, "08006", message);
         return;
     }
-    if (c) {
+    snprintf(message, sizeof(message), "the connection to the database server was lost: %s", why);
+    if (c && !server_spare_client(s, "08006", message)) {
+        bool session = c->pool_mode == POOL_MODE_SESSION || c->pinned;
         s->client = NULL;
         c->server = NULL;
-        client_fail(c, "08006", "the database server closed the connection unexpectedly");
+        client_fail(c, "08006", session ? "the database server closed the connection unexpectedly: "
+                                          "this session and its state (settings, prepared statements, "
+                                          "temporary tables) are gone; connect again"
+                                        : "the database server closed the connection unexpectedly");
     }
     server_close(s, why);
 }
@@ -314,7 +367,7 @@ void server_out_of_memory(struct server *s)
 
 static bool server_wants_tls(const struct server *s)
 {
-    return s->worker->tls.server_ctx && s->pool->host[0] != '/';
+    return s->worker->tls.server_ctx && s->host[0] != '/';
 }
 
 static void server_send_ssl_request(struct server *s)
@@ -333,7 +386,7 @@ static void server_send_ssl_request(struct server *s)
 /* 'S': continue over TLS on the same socket; the handshake's end sends the startup. */
 static void server_start_tls(struct server *s)
 {
-    SSL *ssl = tls_new_server_ssl(&s->worker->tls, s->pool->host);
+    SSL *ssl = tls_new_server_ssl(&s->worker->tls, s->host);
     if (!ssl || conn_start_tls(&s->conn, ssl, false) != 0) {
         server_login_failed(s, "08006", "could not start TLS with the database server");
         return;
@@ -356,9 +409,10 @@ static void server_handle_ssl_answer(struct server *s)
         server_send_startup(s);
         return;
     }
-    server_login_failed(s, "08006", answer == 'N'
-                                        ? "the database server does not accept SSL connections, and server_tls_sslmode requires it"
-                                        : "unexpected answer from the database server to SSLRequest");
+    server_login_failed_as(s, "08006", answer == 'N'
+                                           ? "the database server does not accept SSL connections, and server_tls_sslmode requires it"
+                                           : "unexpected answer from the database server to SSLRequest",
+                           true);
 }
 
 static void server_event_cb(struct conn *conn, enum conn_event event, void *arg)
@@ -400,6 +454,10 @@ static void server_event_cb(struct conn *conn, enum conn_event event, void *arg)
                 } else {
                     ERR_error_string_n(err, text, sizeof(text));
                     snprintf(message, sizeof(message), "TLS error with the database server: %s", text);
+                }
+                if (refused && s->state == SERVER_LOGIN) {
+                    server_login_failed_as(s, "08006", message, true); /* no wait will change it */
+                    return;
                 }
                 server_lost(s, message);
                 return;
@@ -623,10 +681,42 @@ static void server_handle_auth_request(struct server *s, const uint8_t *body, si
 static void server_run_internal(struct server *s, enum server_internal_purpose purpose, const char *sql);
 static void server_back_to_pool(struct server *s);
 
+/*
+ * target_session_attrs: is this server the kind the pool settles on? PostgreSQL 14 and later
+ * report in_hot_standby and default_transaction_read_only at login, as libpq relies on.
+ */
+static bool server_matches_target(struct server *s, char *why, size_t why_len)
+{
+    enum target_session_attrs target = s->pool->target;
+    if (target == TARGET_ANY)
+        return true;
+    const char *standby = param_set_get(&s->params, "in_hot_standby");
+    const char *read_only = param_set_get(&s->params, "default_transaction_read_only");
+    if (!standby || !read_only) {
+        snprintf(why, why_len, "target_session_attrs = %s needs PostgreSQL 14 or later: the server at "
+                 "%s:%d does not report in_hot_standby", hostlist_target_name(target), s->host, s->port);
+        return false;
+    }
+    bool in_hot_standby = strcmp(standby, "on") == 0, is_read_only = strcmp(read_only, "on") == 0;
+    if (hostlist_target_accepts(target, in_hot_standby, is_read_only))
+        return true;
+    snprintf(why, why_len, "the database server at %s:%d is %s, and target_session_attrs is %s",
+             s->host, s->port, in_hot_standby ? "a standby" : is_read_only ? "read-only" : "read-write",
+             hostlist_target_name(target));
+    return false;
+}
+
 static void server_login_complete(struct server *s)
 {
     struct pool *pool = s->pool;
+    char why[400];
 
+    if (!server_matches_target(s, why, sizeof(why))) {
+        /* Not a failure of the server: the next host of the list is tried. */
+        server_login_failed(s, param_set_get(&s->params, "in_hot_standby") ? "08006" : "0A000", why);
+        return;
+    }
+    pool_login_succeeded(pool, s->host_index);
     s->worker->stats.servers_connected++;
     pool->stats.servers_connected++;
     if (!pool->has_defaults)
@@ -703,6 +793,7 @@ static void server_run_internal(struct server *s, enum server_internal_purpose p
 {
     struct msgbuf *mb = &s->worker->scratch;
     s->purpose = purpose;
+    s->internal_start = worker_now(s->worker);
     s->error_in_internal = false;
     free(s->internal_error);
     s->internal_error = NULL;
@@ -960,6 +1051,28 @@ static void server_track_parameter(struct server *s, struct evbuffer *in, uint32
         param_set_put(&s->client->params, name, value);
 }
 
+/*
+ * An ErrorResponse from a backend linked to a client: a FATAL (57P01 at a fast shutdown...) means
+ * the backend is about to close. If its client can be spared, it gets the error as an ERROR of its
+ * transaction and the backend is closed now: returns true. Else the FATAL is passed on as it is.
+ */
+static bool server_fatal_spares_client(struct server *s, struct evbuffer *in, uint32_t msg_len)
+{
+    struct proto_error e;
+    char sqlstate[6], message[512];
+    if (msg_len > CONN_MAX_INSPECTED_MESSAGE)
+        return false;
+    const uint8_t *msg = conn_pullup_message(in, msg_len);
+    if (!msg || proto_parse_error(msg + PROTO_HEADER_LEN, msg_len - 4, &e) != PROTO_OK || !e.severity ||
+        (strcmp(e.severity, "FATAL") != 0 && strcmp(e.severity, "PANIC") != 0))
+        return false;
+    server_error_text(msg + PROTO_HEADER_LEN, msg_len - 4, sqlstate, message, sizeof(message));
+    if (!server_spare_client(s, sqlstate, message))
+        return false;
+    server_close(s, message);
+    return true;
+}
+
 static void server_forward_input(struct server *s)
 {
     struct evbuffer *in = s->conn.in;
@@ -1007,8 +1120,13 @@ static void server_forward_input(struct server *s)
                 return;
             server_track_parameter(s, in, msg_len);
         }
-        if (type == 'E')
+        if (type == 'E') {
             c->session.statement_failed = true;
+            if (evbuffer_get_length(in) < (size_t)msg_len + 1 && msg_len <= CONN_MAX_INSPECTED_MESSAGE)
+                return;
+            if (server_fatal_spares_client(s, in, msg_len))
+                return;
+        }
         if (session_server_inspects(s, type)) {
             bool inspectable = msg_len <= CONN_MAX_INSPECTED_MESSAGE;
             if (inspectable && evbuffer_get_length(in) < (size_t)msg_len + 1)
@@ -1360,16 +1478,15 @@ static void cancel_request_written(struct bufferevent *bev, void *arg)
 
 static int cancel_request_connect(struct server *s, struct bufferevent *bev)
 {
-    struct pool *pool = s->pool;
-    if (pool->host[0] == '/') {
+    if (s->host[0] == '/') {
         struct sockaddr_un sun = { .sun_family = AF_UNIX };
-        snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/.s.PGSQL.%d", pool->host, pool->port);
+        snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/.s.PGSQL.%d", s->host, s->port);
         return bufferevent_socket_connect(bev, (struct sockaddr *)&sun, sizeof(sun));
     }
     if (s->worker->dns)
-        return bufferevent_socket_connect_hostname(bev, s->worker->dns, AF_UNSPEC, pool->host, pool->port);
-    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)pool->port) };
-    if (inet_pton(AF_INET, pool->host, &sin.sin_addr) != 1)
+        return bufferevent_socket_connect_hostname(bev, s->worker->dns, AF_UNSPEC, s->host, s->port);
+    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)s->port) };
+    if (inet_pton(AF_INET, s->host, &sin.sin_addr) != 1)
         return -1;
     return bufferevent_socket_connect(bev, (struct sockaddr *)&sin, sizeof(sin));
 }

@@ -45,6 +45,9 @@ struct server {
     enum server_state state;
     enum server_internal_purpose purpose;
     uint64_t id;
+    char *host;                     /* the place of the pool's host list it connects to */
+    int port;
+    size_t host_index;
 
     struct client *client;          /* linked client while ACTIVE or syncing for it */
     struct param_set params;        /* what this backend's session has now */
@@ -75,6 +78,7 @@ struct server {
     double connect_time;
     double last_used;
     double ready_time;              /* when its last ReadyForQuery reached the linked client */
+    double internal_start;          /* when sluice's own query was sent */
     char local_addr[64];
 };
 

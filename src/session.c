@@ -504,6 +504,20 @@ static void session_transaction_rolled_back(struct client *c)
     t->txn_unpins = 0;
 }
 
+/*
+ * The client's backend died under its transaction: the transaction is gone as if rolled back, and
+ * nothing noted in it will settle, so its settings return to where the transaction began.
+ */
+void session_backend_lost(struct client *c)
+{
+    struct session_tracking *t = &c->session;
+
+    param_changes_drop_first(&t->changes, t->changes.n);
+    t->pending_unpins = 0;
+    t->statement_failed = false;
+    session_transaction_rolled_back(c);
+}
+
 /* Which of the transaction's changes a ROLLBACK TO SAVEPOINT undid is not known: keep the
  * backend, whose session is right whatever they were. */
 static void session_savepoint_rolled_back(struct client *c)

@@ -128,6 +128,8 @@ void session_tracking_free(struct session_tracking *t);
  * were rolled back, and clears pins their state no longer needs.
  */
 void session_ready_for_query(struct client *c, char before, char after);
+/* Its backend died under it: forget what its lost transaction changed (settings, pins). */
+void session_backend_lost(struct client *c);
 
 /* Does this client's traffic need the work below (transaction mode)? */
 bool session_tracks(const struct client *c);

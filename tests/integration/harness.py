@@ -385,6 +385,16 @@ class Cluster:
         if result.returncode != 0:
             self._kill_postmaster()
 
+    def pg_ctl(self, action, *args, timeout=90):
+        """pg_ctl ACTION on the running cluster (restart -m fast, stop -m fast, start), keeping its
+        port and data; waits for it to finish and fails the test if it does not."""
+        argv = [pg_tool("pg_ctl"), "-D", self.data_dir, "-w", "-t", "60"]
+        if action in ("start", "restart"):
+            argv += ["-l", self.log_path]
+        result = self._run_as_postgres(argv + [action] + list(args), timeout=timeout)
+        if result.returncode != 0:
+            raise TestFailure(f"pg_ctl {action} failed:\n{result.stdout}{self.log_tail()}")
+
     def _kill_postmaster(self):
         try:
             with open(os.path.join(self.data_dir, "postmaster.pid")) as f:

@@ -945,6 +945,56 @@ static void test_database_keywords(void)
     config_free(cfg);
 }
 
+/* libpq's host and port lists and target_session_attrs, checked at load. */
+static void test_host_lists(void)
+{
+    struct config *cfg = load(
+        "[databases]\n"
+        "pair = host=db1,db2 port=5433,5434 target_session_attrs=read-write\n"
+        "shared = host=db1,db2,/run/pg port=6000\n");
+    const struct config_database *db;
+
+    ok(cfg != NULL, "host lists load (%s)", err);
+    if (cfg == NULL)
+        return;
+    db = config_find_database(cfg, "pair");
+    ok(db != NULL && strcmp(db->host, "db1,db2") == 0 && db->port == 5433 &&
+       db->port_list != NULL && strcmp(db->port_list, "5433,5434") == 0 &&
+       db->target_session_attrs == TARGET_READ_WRITE,
+       "a host list keeps its hosts, its ports (the first as port) and target_session_attrs");
+    db = config_find_database(cfg, "shared");
+    ok(db != NULL && db->port == 6000 && db->port_list == NULL &&
+       db->target_session_attrs == TARGET_ANY,
+       "one port serves every host; target_session_attrs defaults to any");
+    config_free(cfg);
+
+    is_str(load_error("[databases]\napp = host=a,b,c port=1,2\n"),
+           "test.ini:2: [databases] app: port: 2 ports for 3 hosts (give one port, or one per host)",
+           "a port list must match the host list");
+    is_str(load_error("[databases]\napp = host=a,,b\n"),
+           "test.ini:2: [databases] app: host: empty entry in the list 'a,,b'",
+           "an empty host in a list is refused");
+    is_str(load_error("[databases]\napp = host=a,b port=1,x\n"),
+           "test.ini:2: [databases] app: port: invalid port 'x' (expected 1-65535)",
+           "a bad port in a list is named");
+    ok(starts_with(load_error("[databases]\napp = host=a,b target_session_attrs=prefer-standby\n"),
+                   "test.ini:2: [databases] app: target_session_attrs: invalid value 'prefer-standby'"),
+       "a target_session_attrs sluice does not implement is refused at load");
+
+    struct hostlist list;
+    char why[128];
+    ok(hostlist_parse("a,b", "1", 5432, &list, why, sizeof why) == 0 && list.n == 2 &&
+       strcmp(list.hosts[1], "b") == 0 && list.ports[1] == 1, "one port applies to every host");
+    hostlist_free(&list);
+    ok(hostlist_target_accepts(TARGET_READ_WRITE, false, false) &&
+       !hostlist_target_accepts(TARGET_READ_WRITE, false, true) &&
+       !hostlist_target_accepts(TARGET_READ_WRITE, true, true) &&
+       hostlist_target_accepts(TARGET_STANDBY, true, true) &&
+       hostlist_target_accepts(TARGET_PRIMARY, false, true) &&
+       hostlist_target_accepts(TARGET_READ_ONLY, false, true),
+       "read-write needs a primary not read-only by default, as libpq decides");
+}
+
 static void test_database_errors(void)
 {
     struct config *cfg;
@@ -1631,6 +1681,7 @@ int main(void)
     test_database_keywords();
     test_database_errors();
     test_auth_query_settings();
+    test_host_lists();
     test_users();
     test_user_pool_size();
     test_fallback_database();
