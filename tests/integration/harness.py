@@ -490,6 +490,20 @@ class Cluster:
 
 # ---- sluice --------------------------------------------------------------------------------------
 
+def unix_socket_listening(path):
+    """Is a socket listening at path? The file alone exists from bind(), before listen(): a
+    client connecting in between is refused. /proc/net/unix flags 00010000 mean listening."""
+    try:
+        with open("/proc/net/unix") as table:
+            for line in table:
+                fields = line.split()
+                if len(fields) >= 8 and fields[7] == path and int(fields[3], 16) & 0x10000:
+                    return True
+    except OSError:
+        return os.path.exists(path)
+    return False
+
+
 def sluice_binary():
     explicit = os.environ.get("SLUICE_BIN")
     if explicit:
@@ -714,7 +728,9 @@ class Sluice(Endpoint):
             try:
                 with socket.create_connection((self.host, self.port), timeout=1):
                     pass
-                if not self.settings.get("unix_socket_dir") or os.path.exists(self.unix_socket_path()):
+                if not self.settings.get("unix_socket_dir"):
+                    return
+                if unix_socket_listening(self.unix_socket_path()):
                     return
             except OSError:
                 pass
