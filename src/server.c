@@ -1221,8 +1221,9 @@ bool server_resync_params(struct server *s)
     struct client *c = s->client;
 
     c->session.params_resync = false;
-    /* In a failed transaction a SET would fail too; the rollback restores the settings. */
-    if (s->state != SERVER_ACTIVE || s->ready_status != 'T')
+    /* In a failed transaction a SET would fail too; the rollback restores the settings. Idle:
+     * a pinned client's backend, which it keeps. */
+    if (s->state != SERVER_ACTIVE || s->ready_status == 'E')
         return false;
     return server_sync_params(s);
 }

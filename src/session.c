@@ -584,7 +584,9 @@ static void session_apply_change(struct client *c, const struct param_change *ch
     if (change->kind != PARAM_CHANGE_SET) {
         /* The backend went back to its own defaults, the client to its startup values. */
         t->report_params = true;
-        if (after != 'I')
+        /* Within a transaction, or on a pinned client's backend that stays, the client's own
+         * values are applied before its next statement; otherwise at the next hand-out. */
+        if (after != 'I' || c->pinned)
             t->params_resync = true;
     }
 }
