@@ -1,0 +1,91 @@
+"""Where features meet: cancel requests, backend loss, timeouts and the backend state machine."""
+
+import time
+
+import harness
+from harness import Background, check, check_equal, wait_for
+
+suite = harness.Suite()
+test = suite.test
+
+SETTING = "-c default_text_search_config=pg_catalog.simple"
+
+
+def one_value(conn, sql):
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        return cur.fetchone()[0]
+
+
+def lock_ts_config(t):
+    """A new backend's SET default_text_search_config (its check reads pg_ts_config) waits for the rollback."""
+    holder = t.cluster.connect(dbname=harness.APP_DB, autocommit=False)
+    with holder.cursor() as cur:
+        cur.execute("LOCK TABLE pg_ts_config IN ACCESS EXCLUSIVE MODE")
+    return holder
+
+
+def sync_blocked(t):
+    rows = t.cluster.sql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' "
+                         "AND wait_event_type = 'Lock' AND query LIKE 'SET %%default_text_search_config%%'")
+    return rows[0][0] > 0
+
+
+def blocked_sync_pid(t):
+    rows = t.cluster.sql("SELECT pid FROM pg_stat_activity WHERE usename = 'app' "
+                         "AND wait_event_type = 'Lock' AND query LIKE 'SET %%default_text_search_config%%'")
+    return rows[0][0]
+
+
+def start_synced_query(t, s, sql):
+    """A client whose settings differ from the backend's: sluice's SET runs, and blocks, first."""
+    warm = s.connect()
+    check_equal(one_value(warm, "SELECT 1"), 1, "a backend opened")
+    warm.close()
+    holder = lock_ts_config(t)
+    client = s.connect(options=SETTING)
+    query = Background(one_value, client, sql)
+    wait_for(lambda: sync_blocked(t), 10, what="sluice's SET waiting on the lock")
+    return holder, client, query
+
+
+@test("transaction mode: a cancel that comes while sluice gives the backend the client's settings "
+      "cancels the client's query, not sluice's SET (the client keeps its connection)",
+      sluice_only=True)
+def cancel_during_param_sync(t):
+    s = t.sluice(settings={"pool_mode": "transaction"},
+                 databases={"appdb": t.cluster.database_line(pool_size=1)})
+    holder, client, query = start_synced_query(t, s, "SELECT pg_sleep(30)")
+    client.cancel()
+    # A cancel that reached the SET ends its lock wait; give it the time to do so.
+    try:
+        wait_for(lambda: not sync_blocked(t), 2, what="the SET cancelled")
+    except harness.TestFailure:
+        pass
+    holder.rollback()
+    error = query.error(15)
+    check(error is not None, "pg_sleep(30) finished without error after cancel")
+    check_equal(getattr(error, "pgcode", None), "57014", f"SQLSTATE of the cancelled query ({error})")
+    check_equal(one_value(client, "SHOW default_text_search_config"), "pg_catalog.simple",
+                "the client's next query, with its setting")
+
+
+@test("transaction mode: a cancel waiting for the client's query survives the loss of the backend "
+      "that was being given the client's settings", sluice_only=True)
+def pending_cancel_survives_backend_loss(t):
+    s = t.sluice(settings={"pool_mode": "transaction"},
+                 databases={"appdb": t.cluster.database_line(pool_size=1)})
+    holder, client, query = start_synced_query(t, s, "SELECT pg_sleep(8)")
+    pid = blocked_sync_pid(t)
+    client.cancel()
+    t.cluster.sql("SELECT pg_terminate_backend(%s)", (pid,), dbname="postgres")
+    holder.rollback()
+    error = query.error(20)
+    check(error is not None, "pg_sleep(8) ran to its end: the cancel was forgotten with the backend")
+    check_equal(getattr(error, "pgcode", None), "57014", f"SQLSTATE of the cancelled query ({error})")
+    check_equal(one_value(client, "SHOW default_text_search_config"), "pg_catalog.simple",
+                "the client's next query, with its setting")
+
+
+if __name__ == "__main__":
+    raise SystemExit(suite.run())
