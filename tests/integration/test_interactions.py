@@ -87,5 +87,33 @@ def pending_cancel_survives_backend_loss(t):
                 "the client's next query, with its setting")
 
 
+def running(t, sql):
+    rows = t.cluster.sql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' "
+                         "AND state = 'active' AND query = %s", (sql,))
+    return rows[0][0] > 0
+
+
+@test("a client that leaves with pipelined queries has each of them cancelled in turn, not only "
+      "the first (the next one starts while the first cancel request may still be open)",
+      sluice_only=True)
+def pipelined_queries_cancelled_after_client_left(t):
+    s = t.sluice(settings={"pool_mode": "transaction"},
+                 databases={"appdb": t.cluster.database_line(pool_size=1)})
+    first, second, third = ("SELECT pg_sleep(30), 1", "SELECT pg_sleep(30), 2",
+                            "SELECT pg_sleep(30), 3")
+    wire = s.wire()
+    wire.login()
+    wire.send(harness.query_message(first) + harness.query_message(second) +
+              harness.query_message(third))
+    wait_for(lambda: running(t, first), 10, what="the first query running")
+    wire.close()
+    # The backend is closed after SERVER_CLEANUP_TIMEOUT (10 s) if a query ignores the cancel;
+    # PostgreSQL would then go on sleeping. Each query must end well before either.
+    for sql in (first, second, third):
+        wait_for(lambda: not running(t, sql), 8, what=f"{sql} cancelled")
+    client = s.connect()
+    check_equal(one_value(client, "SELECT 'reused'"), "reused", "the next client's query")
+
+
 if __name__ == "__main__":
     raise SystemExit(suite.run())
