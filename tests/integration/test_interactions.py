@@ -115,5 +115,62 @@ def pipelined_queries_cancelled_after_client_left(t):
     check_equal(one_value(client, "SELECT 'reused'"), "reused", "the next client's query")
 
 
+ADMIN = ("admin", "admin_pw")
+
+
+def show(conn, subject):
+    with conn.cursor() as cur:
+        cur.execute(f"SHOW {subject}")
+        names = [d.name for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
+def pool_servers(admin):
+    row = [r for r in show(admin, "POOLS") if r["database"] == "appdb" and r["user"] == "app"][0]
+    return sum(row[k] for k in ("sv_active", "sv_idle", "sv_used", "sv_tested", "sv_login",
+                                "sv_being_canceled") if k in row)
+
+
+def cleanup_then_console(t, command, then=None):
+    t.cluster.sql("CREATE TABLE IF NOT EXISTS interactions_t (v int); GRANT ALL ON interactions_t TO app; "
+                  "TRUNCATE interactions_t")
+    users = dict(harness.default_users(t.cluster))
+    users.update(dict([ADMIN]))
+    s = t.sluice(settings={"pool_mode": "transaction", "admin_users": ADMIN[0]},
+                 databases={"appdb": t.cluster.database_line(pool_size=2)}, users=users)
+    admin = s.connect(dbname="sluice", user=ADMIN[0], password=ADMIN[1])
+    sleeper = "BEGIN; INSERT INTO interactions_t VALUES (1); SELECT pg_sleep(30)"
+    wire = s.wire()
+    wire.login()
+    wire.send(harness.query_message(sleeper))
+    wait_for(lambda: running(t, sleeper), 10, what="the query running")
+    pid = t.cluster.sql("SELECT pid FROM pg_stat_activity WHERE query = %s", (sleeper,))[0][0]
+    wire.close()
+    with admin.cursor() as cur:
+        cur.execute(command)
+        if then:
+            cur.execute(then)
+    wait_for(lambda: t.cluster.sql("SELECT count(*) FROM pg_stat_activity WHERE pid = %s",
+                                   (pid,))[0][0] == 0, 15, what="the cleaned backend closed")
+    check_equal(t.cluster.sql("SELECT count(*) FROM interactions_t")[0][0], 0,
+                "rows of the left client's transaction")
+    client = s.connect()
+    check_equal(one_value(client, "SELECT 'after'"), "after", "a new client's query")
+    wait_for(lambda: pool_servers(admin) == t.cluster.count_backends(usename="app"), 10,
+             what="SHOW POOLS' backends matching pg_stat_activity")
+
+
+@test("RECONNECT while a backend is cleaned after its client left: rolled back, then closed, "
+      "and SHOW POOLS counts what PostgreSQL has", sluice_only=True)
+def reconnect_during_cleanup(t):
+    cleanup_then_console(t, "RECONNECT appdb")
+
+
+@test("KILL while a backend is cleaned after its client left: closed, its transaction with it, "
+      "and SHOW POOLS counts what PostgreSQL has", sluice_only=True)
+def kill_during_cleanup(t):
+    cleanup_then_console(t, "KILL appdb", then="RESUME appdb")
+
+
 if __name__ == "__main__":
     raise SystemExit(suite.run())
