@@ -172,5 +172,30 @@ def kill_during_cleanup(t):
     cleanup_then_console(t, "KILL appdb", then="RESUME appdb")
 
 
+@test("query_timeout also bounds sluice's SETs before the client's query: a backend stuck in them "
+      "does not hold the client past it", sluice_only=True)
+def query_timeout_covers_param_sync(t):
+    s = t.sluice(settings={"pool_mode": "transaction", "query_timeout": 1},
+                 databases={"appdb": t.cluster.database_line(pool_size=1)})
+    warm = s.connect()
+    check_equal(one_value(warm, "SELECT 1"), 1, "a backend opened")
+    warm.close()
+    holder = lock_ts_config(t)
+    try:
+        wire = s.wire()
+        wire.login(options=SETTING)
+        wire.send(harness.query_message("SELECT 'ran'"))
+        wait_for(lambda: sync_blocked(t), 10, what="sluice's SET waiting on the lock")
+        pid = blocked_sync_pid(t)
+        # query_timeout is 1 s; the lock is held until the client has its answer.
+        errors = harness.error_messages(wire.read_until_closed(15))
+    finally:
+        holder.rollback()
+    check_equal([e.get("C") for e in errors], ["57014"], "SQLSTATE of the error")
+    check("query_timeout" in errors[0].get("M", ""), f"message: {errors[0]!r}")
+    wait_for(lambda: pid not in [b["pid"] for b in t.cluster.backends("app")], 10,
+             what="the stuck backend to end")
+    check_equal(one_value(s.connect(), "SELECT 'next'"), "next", "a new client")
+
 if __name__ == "__main__":
     raise SystemExit(suite.run())
