@@ -364,10 +364,16 @@ static void client_handle_cancel(struct client *c, const struct startup_packet *
 
     /* As PostgreSQL does, the requester learns nothing: the connection just closes. Only a client
      * with a query on its backend is cancelled: an idle one's old backend now runs someone else's. */
-    if (target && target->state == CLIENT_ACTIVE && target->server && target->server->client == target)
+    if (target && target->state == CLIENT_ACTIVE && target->server && target->server->client == target &&
+        target->server->state == SERVER_ACTIVE)
         server_send_cancel(target->server);
-    else if (target && target->state == CLIENT_WAITING && !target->is_admin)
-        target->cancel_pending = true; /* its query is sent on, then cancelled, as PostgreSQL would */
+    else if (target && !target->is_admin &&
+             (target->state == CLIENT_WAITING ||
+              (target->state == CLIENT_ACTIVE && target->server && target->server->state == SERVER_INTERNAL)))
+        /* Its query is sent on, then cancelled, as PostgreSQL would. Not while sluice gives its
+         * backend its settings first: that cancel would hit sluice's SET and cost the client
+         * its connection. */
+        target->cancel_pending = true;
     else
         log_debug("C-%llu: cancel request matched no running query", (unsigned long long)c->id);
     client_close(c, "cancel request handled");
@@ -841,11 +847,15 @@ void client_admin_resume(struct client *c, const struct msgbuf *reply)
     client_admin_input(c);
 }
 
+/* Back to idle without its backend; what it sent meanwhile goes on (client_transaction_done). */
+static void client_unlink(struct client *c);
+
 /* A cancel that came while the client waited goes out once what it had sent is on its backend:
  * a cancel reaching an idle backend does nothing, so not before. */
 static void client_send_pending_cancel(struct client *c)
 {
-    if (!c->cancel_pending || c->state != CLIENT_ACTIVE || c->forward_remaining > 0)
+    if (!c->cancel_pending || c->state != CLIENT_ACTIVE || c->forward_remaining > 0 ||
+        c->server->state != SERVER_ACTIVE)
         return;
     c->cancel_pending = false;
     server_send_cancel(c->server);
@@ -875,7 +885,9 @@ void client_backend_lost(struct client *c, bool in_transaction, const char *sqls
 {
     bool owes_ready = c->pending_ready > 0, unsynced = c->unsynced;
     if (!owes_ready && !unsynced && !in_transaction) {
-        client_transaction_done(c); /* linked, but nothing of its own had started: wait again */
+        /* Linked, but nothing of its own had started: wait again. Its query has not run yet,
+         * so a cancel that waits for it still applies, on the next backend. */
+        client_unlink(c);
         return;
     }
     snprintf(c->lost_sqlstate, sizeof(c->lost_sqlstate), "%s", sqlstate);
@@ -1028,6 +1040,11 @@ void client_resume(struct client *c)
 void client_transaction_done(struct client *c)
 {
     c->cancel_pending = false; /* the query it was for has ended */
+    client_unlink(c);
+}
+
+static void client_unlink(struct client *c)
+{
     c->server = NULL;
     c->pending_ready = 0;
     c->unsynced = false;

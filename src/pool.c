@@ -793,6 +793,19 @@ static bool pool_query_running(const struct client *c)
     return c->pending_ready > 0 || c->unsynced;
 }
 
+/* query_timeout: the backend is closed with the client, and its query cancelled. */
+static void pool_query_timed_out(struct server *s, double timeout)
+{
+    char message[256];
+    snprintf(message, sizeof(message),
+             "canceling statement due to query_timeout (%g s): the connection to the "
+             "database server was closed", timeout);
+    /* PostgreSQL would notice the closed connection only when the query ends: cancel it too,
+     * so the backend stops now. */
+    server_send_cancel(s);
+    server_fail_client(s, "57014", message, "query_timeout");
+}
+
 /*
  * query_timeout and idle_transaction_timeout, over the backends linked to clients. As PgBouncer,
  * a query past query_timeout closes its backend (and the client); a client idle in a transaction
@@ -801,7 +814,6 @@ static bool pool_query_running(const struct client *c)
 static void pool_expire_transactions(struct pool *pool, double now)
 {
     const struct config *cfg = pool->worker->cfg;
-    char message[256];
     struct server *s, *next;
 
     if (cfg->query_timeout <= 0 && cfg->idle_transaction_timeout <= 0)
@@ -809,18 +821,19 @@ static void pool_expire_transactions(struct pool *pool, double now)
     for (s = TAILQ_FIRST(&pool->used_servers); s; s = next) {
         next = TAILQ_NEXT(s, link);
         struct client *c = s->client;
+        if (s->state == SERVER_INTERNAL && s->purpose == INTERNAL_PARAM_SYNC && c) {
+            /* sluice's SETs before the client's query are part of it: a backend stuck in them
+             * (a lock) must not hold the client past every timeout. */
+            if (cfg->query_timeout > 0 && now - s->internal_start >= cfg->query_timeout)
+                pool_query_timed_out(s, cfg->query_timeout);
+            continue;
+        }
         if (s->state != SERVER_ACTIVE || !c)
             continue;
         if (pool_query_running(c)) {
             if (cfg->query_timeout <= 0 || now - c->query_start < cfg->query_timeout)
                 continue;
-            snprintf(message, sizeof(message),
-                     "canceling statement due to query_timeout (%g s): the connection to the "
-                     "database server was closed", cfg->query_timeout);
-            /* PostgreSQL would notice the closed connection only when the query ends: cancel
-             * it too, so the backend stops now. */
-            server_send_cancel(s);
-            server_fail_client(s, "57014", message, "query_timeout");
+            pool_query_timed_out(s, cfg->query_timeout);
             continue;
         }
         double idle = now - (s->ready_time > c->last_activity ? s->ready_time : c->last_activity);

@@ -1312,7 +1312,10 @@ static bool server_cleanup_ready(struct server *s, const uint8_t *ready)
     session_server_reply(s, 'Z', ready + PROTO_HEADER_LEN, 1);
     s->ready_status = (char)ready[PROTO_HEADER_LEN];
     if (--s->cleanup_owed > 0) {
-        server_send_cancel(s); /* the next pipelined query runs now: stop it too */
+        /* The next pipelined query runs now: stop it too. A cancel still open is dropped by
+         * server_send_cancel; another goes once it has closed (cancel_request_free). */
+        s->cleanup_cancel_again = s->cancel_in_flight != NULL;
+        server_send_cancel(s);
         return true;
     }
     server_cleanup_done(s);
@@ -1389,6 +1392,7 @@ static void server_clean_after(struct server *s, struct client *c)
         return;
     }
     s->cleanup_owed = c->pending_ready + (c->unsynced ? 1 : 0);
+    s->cleanup_cancel_again = false;
     s->cleanup_start = worker_now(s->worker);
     server_set_state(s, SERVER_CLEANUP);
     log_debug("S-%llu: %s/%s client left mid-query: cancelling, %u ReadyForQuery owed",
@@ -1448,7 +1452,10 @@ static void cancel_request_free(struct cancel_request *req)
     s->cancel_in_flight = NULL;
     log_debug("S-%llu: cancel request for backend pid %u finished", (unsigned long long)s->id,
               s->backend_pid);
-    if (s->state == SERVER_BEING_CANCELED)
+    if (s->state == SERVER_CLEANUP && s->cleanup_cancel_again && s->cleanup_owed > 0) {
+        s->cleanup_cancel_again = false;
+        server_send_cancel(s); /* for the query that started while this one was open */
+    } else if (s->state == SERVER_BEING_CANCELED)
         server_back_to_pool(s);
     else if (s->state == SERVER_CLEANUP && s->cleanup_owed == 0)
         server_cleanup_done(s);

@@ -64,6 +64,7 @@ struct server {
     uint32_t forward_remaining;     /* bytes of the current message still to pass to the client
                                      * (SERVER_CLEANUP: to drop) */
     uint32_t cleanup_owed;          /* SERVER_CLEANUP: ReadyForQuery messages still to come */
+    bool cleanup_cancel_again;      /* SERVER_CLEANUP: a query started while a cancel was open */
     double cleanup_start;
     char ready_status;              /* last ReadyForQuery status: 'I', 'T' or 'E' */
     bool error_in_internal;         /* sluice's own query failed */
