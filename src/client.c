@@ -914,10 +914,7 @@ void client_backend_lost(struct client *c, bool in_transaction, const char *sqls
 /* A message of a lost transaction: dropped; a Sync or query ends the transaction's error. */
 static bool client_skip_lost_message(struct client *c, uint8_t type, uint32_t msg_len)
 {
-    size_t whole = (size_t)msg_len + 1, buffered = evbuffer_get_length(c->conn.in);
-    size_t now = buffered < whole ? buffered : whole;
-    evbuffer_drain(c->conn.in, now);
-    c->discard_remaining = (uint32_t)(whole - now);
+    c->discard_remaining = conn_skip_input(c->conn.in, msg_len + 1);
     bool ends = type == 'S' || type == 'Q' || type == 'F';
     bool error = !c->lost_error_sent;
     c->lost_error_sent = true;
@@ -938,10 +935,7 @@ static void client_forward_input(struct client *c)
 
     for (;;) {
         if (c->discard_remaining > 0) {
-            size_t buffered = evbuffer_get_length(in);
-            size_t now = buffered < c->discard_remaining ? buffered : c->discard_remaining;
-            evbuffer_drain(in, now);
-            c->discard_remaining -= (uint32_t)now;
+            c->discard_remaining = conn_skip_input(in, c->discard_remaining);
             if (c->discard_remaining > 0)
                 return;
             continue;

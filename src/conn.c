@@ -911,6 +911,15 @@ const uint8_t *conn_pullup_message(struct evbuffer *buf, uint32_t msg_len)
     return evbuffer_pullup(buf, (ev_ssize_t)whole);
 }
 
+uint32_t conn_skip_input(struct evbuffer *buf, uint32_t remaining)
+{
+    size_t buffered = evbuffer_get_length(buf);
+    size_t now = buffered < remaining ? buffered : remaining;
+
+    evbuffer_drain(buf, now);
+    return remaining - (uint32_t)now;
+}
+
 void conn_tune_socket(evutil_socket_t fd, bool keepalive)
 {
     int on = 1, keepalive_value = keepalive ? 1 : 0;

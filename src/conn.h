@@ -166,6 +166,12 @@ enum proto_result conn_peek_header(struct evbuffer *buf, uint32_t max_len, uint8
  */
 const uint8_t *conn_pullup_message(struct evbuffer *buf, uint32_t msg_len);
 
+/*
+ * Drops what is buffered of the `remaining` bytes of a message being skipped; returns how many
+ * of them are still to arrive (0: the message is gone).
+ */
+uint32_t conn_skip_input(struct evbuffer *buf, uint32_t remaining);
+
 /* TCP_NODELAY and keepalive on TCP sockets; harmless no-ops on unix sockets. */
 void conn_tune_socket(evutil_socket_t fd, bool keepalive);
 

@@ -1329,11 +1329,7 @@ static void server_cleanup_input(struct server *s)
     struct evbuffer *in = s->conn.in;
     while (s->state == SERVER_CLEANUP) {
         if (s->forward_remaining > 0) {
-            size_t n = evbuffer_get_length(in);
-            if (n > s->forward_remaining)
-                n = s->forward_remaining;
-            evbuffer_drain(in, n);
-            s->forward_remaining -= (uint32_t)n;
+            s->forward_remaining = conn_skip_input(in, s->forward_remaining);
             if (s->forward_remaining > 0)
                 return;
             continue;
