@@ -8,6 +8,7 @@
 #include "errbuf.h"
 #include "config.h"
 #include "cancel.h"
+#include "tls.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -1189,9 +1190,8 @@ static int line_of(const struct parser *p, const char *setting_name)
 /* A tls_sslmodes value that encrypts every backend connection (require or stronger). */
 static bool server_tls_required(const struct config *cfg)
 {
-    return strcmp(cfg->server_tls_sslmode, "require") == 0 ||
-           strcmp(cfg->server_tls_sslmode, "verify-ca") == 0 ||
-           strcmp(cfg->server_tls_sslmode, "verify-full") == 0;
+    enum tls_mode mode;
+    return tls_parse_mode(cfg->server_tls_sslmode, &mode) && mode >= TLS_MODE_REQUIRE;
 }
 
 /* server_auth_token=on: a token is a bearer secret for 15 minutes, so it only travels over TLS. */
