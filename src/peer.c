@@ -72,27 +72,22 @@ static int peer_connect(struct worker *w, struct bufferevent *bev, const struct 
 void peer_forwards_init(struct peer_forwards *forwards)
 {
     TAILQ_INIT(&forwards->active);
-    forwards->dropped_logged_at = 0;
-    forwards->dropped_not_logged = 0;
+    forwards->dropped_log = (struct log_rate){ 0 };
 }
 
 void peer_log_dropped_cancel(struct worker *w, int peer_id, const char *why)
 {
-    struct peer_forwards *forwards = &w->peer_forwards;
-    double now = worker_now(w);
+    unsigned long held_back;
 
     /* A flood of bogus cancels must not flood the log. */
-    if (now - forwards->dropped_logged_at < DROPPED_LOG_INTERVAL) {
-        forwards->dropped_not_logged++;
+    if (!log_rate_allow(&w->peer_forwards.dropped_log, worker_now(w), DROPPED_LOG_INTERVAL,
+                        &held_back))
         return;
-    }
-    if (forwards->dropped_not_logged > 0)
+    if (held_back > 0)
         log_warning("cancel request for peer %d dropped: %s (and %lu more dropped cancels not logged)",
-                    peer_id, why, forwards->dropped_not_logged);
+                    peer_id, why, held_back);
     else
         log_warning("cancel request for peer %d dropped: %s", peer_id, why);
-    forwards->dropped_logged_at = now;
-    forwards->dropped_not_logged = 0;
 }
 
 void peer_forward_cancel(struct worker *w, int peer_id, uint32_t pid, uint32_t key)

@@ -8,14 +8,15 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
+#include "log.h"
+
 struct worker;
 struct peer_forward;
 
 /* A worker's cancels on their way to peers, and the rate limit of the "dropped" log line. */
 struct peer_forwards {
     TAILQ_HEAD(, peer_forward) active;
-    double dropped_logged_at;
-    unsigned long dropped_not_logged;
+    struct log_rate dropped_log;
 };
 
 /*
