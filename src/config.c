@@ -74,6 +74,7 @@ enum value_kind {
     VALUE_AUTH_TYPE,
     VALUE_CHOICE,          /* one of setting.choices, stored as the canonical spelling */
     VALUE_TLS_PROTOCOLS,
+    VALUE_WORKERS,         /* "auto" (stored as 0) or a number of threads */
 };
 
 struct setting {
@@ -116,6 +117,7 @@ static const struct setting settings[] = {
     STRING(unix_socket_dir, "/tmp"),
     {"unix_socket_mode", VALUE_FILE_MODE, AT(unix_socket_mode), 0, 0777, NULL, "0777"},
     BOOLEAN(so_reuseport, "off"),
+    {"workers", VALUE_WORKERS, AT(workers), 1, CONFIG_MAX_WORKERS, NULL, "auto"},
     BOOLEAN(io_uring, "on"),
     {"pool_mode", VALUE_POOL_MODE, AT(pool_mode), 0, 0, NULL, "session"},
     INTEGER(default_pool_size, 1, INT_MAX, "20"),
@@ -498,6 +500,15 @@ static bool apply_setting(struct parser *p, const struct setting *s, const char 
         if (choice != NULL)
             return replace_string(p, field, choice);
         describe_choices(s->choices, expected, sizeof expected);
+        return fail_value(p, "", s->name, text, expected);
+    case VALUE_WORKERS:
+        if (is_word(text, "auto")) {
+            *(int *)field = 0;
+            return true;
+        }
+        if (parse_integer(text, 10, s->min, s->max, field))
+            return true;
+        snprintf(expected, sizeof expected, "auto or an integer %d-%d", s->min, s->max);
         return fail_value(p, "", s->name, text, expected);
     case VALUE_TLS_PROTOCOLS:
         if (valid_tls_protocols(text))
@@ -1680,6 +1691,12 @@ static void format_setting(const struct config *cfg, const struct setting *s, ch
     case VALUE_INT:
         snprintf(buf, len, "%d", *(const int *)field);
         return;
+    case VALUE_WORKERS:
+        if (*(const int *)field == 0)
+            snprintf(buf, len, "auto");
+        else
+            snprintf(buf, len, "%d", *(const int *)field);
+        return;
     case VALUE_FILE_MODE:
         snprintf(buf, len, "0%o", (unsigned)*(const int *)field);
         return;
@@ -1751,6 +1768,7 @@ static bool copy_setting(struct config *dst, const struct config *src, const str
         return true;
     case VALUE_INT:
     case VALUE_FILE_MODE:
+    case VALUE_WORKERS:
         *(int *)to = *(const int *)from;
         return true;
     case VALUE_BOOL:

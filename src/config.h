@@ -10,6 +10,9 @@
 #include <stddef.h>
 #include "hostlist.h"
 
+/* Threads a process runs at most (workers = N); the worker number takes 6 bits of cancel keys. */
+#define CONFIG_MAX_WORKERS 64
+
 enum pool_mode {
     POOL_MODE_UNSET = 0, /* per-database/user override not given: use the global one */
     POOL_MODE_SESSION,
@@ -76,6 +79,7 @@ struct config {
     char *unix_socket_dir;       /* "/tmp"; "" = no unix socket */
     int unix_socket_mode;        /* 0777 */
     bool so_reuseport;           /* false */
+    int workers;                 /* event-loop threads; 0: auto, as many as CPUs we may run on */
     bool io_uring;               /* true: batch writes through io_uring when the kernel allows */
     enum pool_mode pool_mode;    /* session */
     int default_pool_size;       /* 20 */

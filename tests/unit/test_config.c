@@ -80,6 +80,7 @@ static void test_defaults(void)
     is_str(cfg->unix_socket_dir, "/tmp", "unix_socket_dir defaults to /tmp");
     is_int(cfg->unix_socket_mode, 0777, "unix_socket_mode defaults to 0777");
     is_int(cfg->so_reuseport, false, "so_reuseport defaults to off");
+    is_int(cfg->workers, 0, "workers defaults to auto (0)");
     is_int(cfg->io_uring, true, "io_uring defaults to on");
     is_int(cfg->pool_mode, POOL_MODE_SESSION, "pool_mode defaults to session");
     is_int(cfg->default_pool_size, 20, "default_pool_size defaults to 20");
@@ -174,6 +175,7 @@ static void test_every_setting_is_read(void)
                               "unix_socket_dir = /run/sluice\n"
                               "unix_socket_mode = 0700\n"
                               "so_reuseport = on\n"
+                              "workers = 3\n"
                               "io_uring = off\n"
                               "pool_mode = transaction\n"
                               "default_pool_size = 5\n"
@@ -255,6 +257,7 @@ static void test_every_setting_is_read(void)
     is_str(cfg->unix_socket_dir, "/run/sluice", "unix_socket_dir is read");
     is_int(cfg->unix_socket_mode, 0700, "unix_socket_mode is read as octal");
     is_int(cfg->so_reuseport, true, "so_reuseport is read");
+    is_int(cfg->workers, 3, "workers is read");
     is_int(cfg->io_uring, false, "io_uring is read");
     is_int(cfg->pool_mode, POOL_MODE_TRANSACTION, "pool_mode is read");
     is_int(cfg->default_pool_size, 5, "default_pool_size is read");
@@ -1202,6 +1205,12 @@ static void test_connection_limits(void)
        "a pkt_buf above 1 MB is refused");
     ok(starts_with(load_error("[sluice]\npkt_buf = 100\n"), "test.ini:2: pkt_buf:"),
        "a pkt_buf below 512 is refused");
+    ok(starts_with(load_error("[sluice]\nworkers = 0\n"), "test.ini:2: workers:"),
+       "workers = 0 is refused (auto is spelled auto)");
+    ok(starts_with(load_error("[sluice]\nworkers = 65\n"), "test.ini:2: workers:"),
+       "more than 64 workers are refused");
+    ok(starts_with(load_error("[sluice]\nworkers = many\n"), "test.ini:2: workers:"),
+       "a word other than auto is refused");
 }
 
 /* ---- helpers ------------------------------------------------------------------------- */
@@ -1545,6 +1554,7 @@ static void test_settings_are_formatted(void)
 
     is_str(formatted_default("unix_socket_mode"), "0777", "default: file mode in octal");
     is_str(formatted_default("so_reuseport"), "0", "default: boolean as 0");
+    is_str(formatted_default("workers"), "auto", "default: workers shown as auto");
     is_str(formatted_default("log_connections"), "1", "default: boolean as 1");
     is_str(formatted_default("pool_mode"), "session", "default: pool mode by name");
     is_str(formatted_default("auth_type"), "md5", "default: auth type by name");
