@@ -6,6 +6,8 @@
 #ifndef SLUICE_WORKER_H
 #define SLUICE_WORKER_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/queue.h>
@@ -19,6 +21,7 @@
 #include "proto.h"
 #include "tls.h"
 #include "userlist.h"
+#include "world.h"
 
 struct client;
 struct server;
@@ -58,6 +61,16 @@ struct worker_stats {
 };
 
 struct worker {
+    struct world *world;           /* the process: the other workers and what they share */
+    unsigned index;                /* 0..n_workers-1: in cancel keys, SHOW WORKERS, metrics */
+    pthread_t thread;              /* its thread (worker 0: the main thread) */
+    struct mailbox mailbox;        /* mail from other workers (worker_post) */
+    /* Read by other threads without stopping this one (watchdog, SHOW WORKERS): atomics. */
+    atomic_uint_fast64_t loop_iterations; /* turns of its event loop */
+    atomic_int_fast64_t last_turn_usec;   /* CLOCK_MONOTONIC microseconds of its last turn */
+    uint64_t handoffs_in;          /* backends received from other workers */
+    uint64_t handoffs_out;         /* backends sent to other workers */
+
     struct event_base *base;
     struct evdns_base *dns;
     struct config *cfg;            /* owned; swapped on reload */
