@@ -500,8 +500,10 @@ def backends_terminated_under_load(t):
     def servers_match():
         servers = [r for r in show(admin, "SERVERS") if r["database"] == "appdb"]
         pids = {b["pid"] for b in t.cluster.backends("app", "appdb")}
-        return len(servers) <= 2 and {r["remote_pid"] for r in servers} == pids
-    wait_for(servers_match, 10, what="SHOW SERVERS listing exactly the backends PostgreSQL has")
+        return len(servers) <= 2 and {r["remote_pid"] for r in servers} == pids and servers
+    servers = wait_for(servers_match, 10, what="SHOW SERVERS listing exactly the backends PostgreSQL has")
+    owners = {worker_column(r, "SHOW SERVERS") for r in servers}
+    check(owners <= {0, 1}, f"SHOW SERVERS names workers {sorted(owners)} with workers = 2")
     t.note(f"{terminated} backends terminated; {len(all_errors)} transactions failed; "
            f"sqlstates {sorted({str(e[0]) for e in all_errors})}")
 
