@@ -31,9 +31,8 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
 WORK = os.path.join(BENCH, "work")
 PIDFILE = os.path.join(WORK, "run.pids")
-# Debian's PostgreSQL 15, or the one first on PATH (a bundle unpacked on a bare machine).
-PGBIN = ("/usr/lib/postgresql/15/bin" if os.access("/usr/lib/postgresql/15/bin/postgres", os.X_OK)
-         else os.path.dirname(shutil.which("postgres") or "/usr/lib/postgresql/15/bin/postgres"))
+# The PostgreSQL on PATH (a bundle unpacked on a bare machine puts its bin/ there), else Debian's 15.
+PGBIN = os.path.dirname(os.path.realpath(shutil.which("postgres") or "/usr/lib/postgresql/15/bin/postgres"))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import subprocess
 
 import harness as H
@@ -457,7 +458,7 @@ def write_suites(b):
     pgb_ver = cmd_out(["pgbench", "--version"])
     ssl_ver = cmd_out(["openssl", "version"])
     when = b.started.strftime("%Y-%m-%d %H:%M UTC")
-    invocation = "bench/run " + " ".join(b.argv or [])
+    invocation = "bench/run " + " ".join(map(shlex.quote, b.argv or []))
     plan_s = "; ".join(f"{su}: pgbench `-T {d}`, {r} round{'s' if r > 1 else ''}"
                        for su in b.suites for d, r in sorted({b.plan[s] for s in b.scenarios
                                                                 if H.SCENARIOS[s]["suite"] == su}))
