@@ -32,6 +32,10 @@ label="the bundle's sluice"
 {
   echo "[device-scaling] $(nproc) cores; python3 $(python3 -c 'import sys; print(sys.version.split()[0])')"
   for p in postgres pgbench psql pgbouncer openssl; do echo "[device-scaling] $p: $(command -v "$p")"; done
+  # what bounds a run of -C on loopback: TIME_WAIT reuse, the ports a client can take, the accept queue
+  for k in ipv4/tcp_tw_reuse ipv4/ip_local_port_range core/somaxconn; do
+    echo "[device-scaling] net.${k/\//.} = $(tr '\t' ' ' < "/proc/sys/net/$k" 2>/dev/null || echo '?')"
+  done
 } | tee "$out/run.log"
 
 rc=0

@@ -286,10 +286,22 @@ def threads(pid):
 # helpers
 
 
+def drop_to(user):
+    """Popen arguments that run the child as `user`, without supplementary groups."""
+    if sys.version_info >= (3, 9):
+        return dict(user=user.pw_uid, group=user.pw_gid, extra_groups=[])
+
+    def drop():  # an older python3 on a bare machine: the same, by hand, in the child
+        os.setgroups([])
+        os.setgid(user.pw_gid)
+        os.setuid(user.pw_uid)
+    return dict(preexec_fn=drop)
+
+
 def run(argv, check=True, user=None, env=None, cwd=None, timeout=600, quiet=True):
     kw = {}
     if user is not None:
-        kw.update(user=user.pw_uid, group=user.pw_gid, extra_groups=[])
+        kw.update(drop_to(user))
     p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd,
                        timeout=timeout, **kw)
     if check and p.returncode != 0:
@@ -460,7 +472,7 @@ class Bench:
     def spawn(self, name, argv, logpath, env=None, as_user=True):
         kw = {}
         if self.user and as_user:
-            kw.update(user=self.user.pw_uid, group=self.user.pw_gid, extra_groups=[])
+            kw.update(drop_to(self.user))
         logf = open(logpath, "ab")
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                              start_new_session=True, env=env, cwd=self.tmp, **kw)

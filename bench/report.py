@@ -410,10 +410,14 @@ def pool_text(b, target, scn):
         m = [a for a in H.SCENARIOS[scn]["args"] if a.isdigit()]
         return f"none ({m[0]} clients)" if m else "none"
     if target == "pgbouncer-xP":
-        return f"{H.POOL_SIZE} × {b.pgbouncer_procs} processes = {H.POOL_SIZE * b.pgbouncer_procs}"
+        return f"{H.POOL_SIZE} × {procs(b)} = {H.POOL_SIZE * b.pgbouncer_procs}"
     if H.kind_of(target) == "sluice":
         return f"{H.POOL_SIZE} (one pool for all workers)"
     return str(H.POOL_SIZE)
+
+
+def procs(b):
+    return f"{b.pgbouncer_procs} process{'es' if b.pgbouncer_procs != 1 else ''}"
 
 
 def label(b, target):
@@ -476,8 +480,8 @@ def write_suites(b):
     L.append(f"- Load average (1, 5, 15 min) before the run: {', '.join(f'{x:.2f}' for x in b.load_before)}; after: "
              f"{', '.join(f'{x:.2f}' for x in b.load_after)}")
     L.append(f"- pgbench scale {b.scale}, `-j {b.jobs}` for the scaling loads; pool_size = {H.POOL_SIZE} per proxy "
-             f"process, transaction mode; PgBouncer x{b.pgbouncer_procs}: P = {b.pgbouncer_procs} PgBouncer "
-             f"processes (cores/4) on one port with so_reuseport = 1, each with that pool; pgbench, proxy and "
+             f"process, transaction mode; PgBouncer x{b.pgbouncer_procs}: {procs(b)} (P = cores/4) on one port "
+             f"with so_reuseport = 1, each with that pool; pgbench, proxy and "
              f"Postgres share the "
              f"{cores} cores")
     L.append("")
