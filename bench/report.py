@@ -479,11 +479,12 @@ def write_suites(b):
     L.append(f"- sluice: {label_s} ({sl_ver})")
     L.append(f"- Load average (1, 5, 15 min) before the run: {', '.join(f'{x:.2f}' for x in b.load_before)}; after: "
              f"{', '.join(f'{x:.2f}' for x in b.load_after)}")
-    L.append(f"- pgbench scale {b.scale}, `-j {b.jobs}` for the scaling loads; pool_size = {H.POOL_SIZE} per proxy "
-             f"process, transaction mode; PgBouncer x{b.pgbouncer_procs}: {procs(b)} (P = cores/4) on one port "
-             f"with so_reuseport = 1, each with that pool; pgbench, proxy and "
-             f"Postgres share the "
-             f"{cores} cores")
+    scaling = "scaling" in b.suites
+    L.append(f"- pgbench scale {b.scale}" + (f", `-j {b.jobs}` for the scaling loads" if scaling else "")
+             + f"; pool_size = {H.POOL_SIZE} per proxy process, transaction mode"
+             + (f"; PgBouncer x{b.pgbouncer_procs}: {procs(b)} (P = cores/4) on one port with so_reuseport = 1, "
+                f"each with that pool" if scaling else "")
+             + f"; pgbench, proxy and Postgres share the {cores} cores")
     L.append("")
     L.append("Columns: *proxy threads*: the proxy's threads at the end of the run (all processes; the kernel's "
              "io_uring workers left out), so workers=auto shows what it resolved to. *cores* = CPU seconds (utime + stime from /proc, all processes of the proxy, the postmaster "
