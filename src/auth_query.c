@@ -310,7 +310,8 @@ static void auth_answer_deliver(struct worker *receiver, struct mail *mail)
 {
     struct auth_answer *answer = (struct auth_answer *)mail;
 
-    if (receiver->auth_query)
+    /* Delivered by worker_destroy once the loop ended: its clients are about to be closed. */
+    if (receiver->auth_query && !event_base_got_exit(receiver->base))
         auth_ticket_answer(receiver->auth_query, answer->ticket, answer->failed,
                            answer->found ? &answer->entry : NULL);
     userlist_entry_clear(&answer->entry);
