@@ -582,6 +582,14 @@ enum release {
     RELEASE_TO_IDLE,         /* nobody waits */
 };
 
+/*
+ * A backend released on a worker goes to that worker's longest waiter unless a client of another
+ * worker has waited this much longer: FIFO across workers to within a few milliseconds, while
+ * under steady load most backends stay on their worker (a hand-over costs both workers a wake-up
+ * and the backend a trip between loops).
+ */
+#define POOL_FIFO_SLACK_SECONDS 0.005
+
 /* Under the registry lock: who gets a backend released on this worker. */
 static enum release pool_decide_release_locked(struct pool *pool, bool movable, unsigned *to)
 {
@@ -590,7 +598,7 @@ static enum release pool_decide_release_locked(struct pool *pool, bool movable, 
     struct client *local = TAILQ_FIRST(&pool->waiting_clients);
 
     if (local && (!movable || !head || !local->ticket.queued || head == &local->ticket ||
-                  local->ticket.since <= head->since)) {
+                  local->ticket.since <= head->since + POOL_FIFO_SLACK_SECONDS)) {
         shared_pool_dequeue(sp, &local->ticket);
         return RELEASE_TO_LOCAL_WAITER;
     }
