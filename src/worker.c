@@ -175,8 +175,11 @@ int worker_init(struct worker *w, struct config *cfg)
         return -1;
     w->flusher.read_size = (size_t)cfg->pkt_buf;
     worker_apply_io_uring(w);
+    /* One registry for the process: a backend keeps its statements when it changes worker. */
     uint8_t seed[PREPARED_SEED_LEN];
-    if (RAND_bytes(seed, sizeof(seed)) != 1 || !(w->prepared = prepared_registry_new(0, seed)))
+    if (w->index != 0)
+        w->prepared = w->world->workers[0]->prepared;
+    else if (RAND_bytes(seed, sizeof(seed)) != 1 || !(w->prepared = prepared_registry_new(seed)))
         return -1;
     w->reaper = event_new(w->base, -1, 0, worker_reaper_cb, w);
     w->janitor = event_new(w->base, -1, EV_PERSIST, worker_janitor_cb, w);
@@ -242,7 +245,7 @@ void worker_destroy(struct worker *w)
         event_free(w->reaper);
     conn_flusher_free(&w->flusher);
     peer_forward_free_all(w);
-    if (w->prepared)
+    if (w->prepared && w->index == 0)   /* worker 0 goes last: the others use it */
         prepared_registry_free(w->prepared);
     if (w->janitor)
         event_free(w->janitor);

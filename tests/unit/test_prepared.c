@@ -305,12 +305,12 @@ static enum prepared_add_result add(struct prepared_client *client, const char *
     parse_body(&b, name, query, n_types, types);
     if (prepared_parse_parse(b.data, b.len, &p) != PROTO_OK)
         abort();
-    return prepared_client_add(client, &p, stmt);
+    return prepared_client_add(client, &p, 0, stmt);
 }
 
 static void test_build_parse_and_close(void)
 {
-    struct prepared_registry *reg = prepared_registry_new(0, test_seed);
+    struct prepared_registry *reg = prepared_registry_new(test_seed);
     const uint32_t types[] = { OID_TEXT };
     struct prepared_statement *stmt = NULL;
     struct prepared_client client;
@@ -328,8 +328,8 @@ static void test_build_parse_and_close(void)
            "statement: the definition starts with the query text");
 
     msgbuf_reset(&mb);
-    prepared_build_close(&mb, "sluice_0_9");
-    target_body(&want_body, 'S', "sluice_0_9");
+    prepared_build_close(&mb, "sluice_9");
+    target_body(&want_body, 'S', "sluice_9");
     message(&want, 'C', &want_body);
     ok(built_equals(&mb, &want), "build Close: statement kind and backend name");
     msgbuf_free(&mb);
@@ -339,7 +339,7 @@ static void test_build_parse_and_close(void)
 
 static void test_clients_keep_their_own_names(void)
 {
-    struct prepared_registry *reg = prepared_registry_new(0, test_seed);
+    struct prepared_registry *reg = prepared_registry_new(test_seed);
     struct prepared_statement *a = NULL, *b = NULL;
     struct prepared_client alice, bob;
 
@@ -367,7 +367,7 @@ static void test_clients_keep_their_own_names(void)
 
 static void test_equal_statements_are_shared(void)
 {
-    struct prepared_registry *reg = prepared_registry_new(0, test_seed);
+    struct prepared_registry *reg = prepared_registry_new(test_seed);
     const uint32_t int4[] = { OID_INT4 }, text[] = { OID_TEXT };
     struct prepared_statement *a = NULL, *b = NULL, *c = NULL, *d = NULL;
     struct prepared_client alice, bob;
@@ -390,7 +390,7 @@ static void test_equal_statements_are_shared(void)
 
 static void test_references_free_what_nobody_holds(void)
 {
-    struct prepared_registry *reg = prepared_registry_new(0, test_seed);
+    struct prepared_registry *reg = prepared_registry_new(test_seed);
     struct prepared_statement *a = NULL, *b = NULL;
     struct prepared_client alice, bob;
 
@@ -412,7 +412,7 @@ static void test_references_free_what_nobody_holds(void)
 
 static void test_forget_all_leaves_an_idle_client_empty(void)
 {
-    struct prepared_registry *reg = prepared_registry_new(0, test_seed);
+    struct prepared_registry *reg = prepared_registry_new(test_seed);
     struct prepared_statement *stmt = NULL;
     struct prepared_client client;
     char name[32], query[64];
@@ -437,7 +437,7 @@ static void test_forget_all_leaves_an_idle_client_empty(void)
 
 static void test_many_names_stay_findable(void)
 {
-    struct prepared_registry *reg = prepared_registry_new(0, test_seed);
+    struct prepared_registry *reg = prepared_registry_new(test_seed);
     struct prepared_statement *stmts[MANY_NAMES];
     struct prepared_client client;
     char name[32], query[64];
@@ -467,30 +467,35 @@ static void test_many_names_stay_findable(void)
     prepared_registry_free(reg);
 }
 
-static void test_backend_names_differ_between_workers(void)
+static void test_backend_names_are_never_reused(void)
 {
-    struct prepared_registry *one = prepared_registry_new(1, test_seed);
-    struct prepared_registry *two = prepared_registry_new(2, test_seed);
-    struct prepared_statement *a = NULL, *b = NULL;
+    struct prepared_registry *reg = prepared_registry_new(test_seed);
+    struct prepared_statement *a = NULL, *b = NULL, *c = NULL;
     struct prepared_client x, y;
 
-    prepared_client_init(&x, one);
-    prepared_client_init(&y, two);
+    prepared_client_init(&x, reg);
+    prepared_client_init(&y, reg);
     add(&x, "S_1", "SELECT 1", 0, NULL, &a);
     add(&y, "S_1", "SELECT 1", 0, NULL, &b);
-    is_str(a->backend_name, "sluice_1_1", "backend name: prefix, worker, statement number");
-    is_str(b->backend_name, "sluice_2_1", "backend name: another worker, another name");
+    is_str(a->backend_name, "sluice_1", "backend name: prefix and statement number");
+    ok(a == b, "clients of any worker share one statement and one name");
+    prepared_statement_retire(a);
+    add(&y, "S_2", "SELECT 1", 0, NULL, &c);
+    is_str(c->backend_name, "sluice_2", "a retired statement's text gets the next number");
     prepared_client_forget_all(&x);
     prepared_client_forget_all(&y);
-    prepared_registry_free(one);
-    prepared_registry_free(two);
+    is_int(prepared_registry_live(reg), 0, "nothing holds them: both are freed");
+    add(&x, "S_1", "SELECT 1", 0, NULL, &a);
+    is_str(a->backend_name, "sluice_3", "numbers of freed statements are not reused");
+    prepared_client_forget_all(&x);
+    prepared_registry_free(reg);
 }
 
 /* ---- backends ---- */
 
 static void test_backend_prepares_once(void)
 {
-    struct prepared_registry *reg = prepared_registry_new(0, test_seed);
+    struct prepared_registry *reg = prepared_registry_new(test_seed);
     struct prepared_statement *stmt = NULL;
     struct prepared_client client;
     struct prepared_server one, two;
@@ -522,7 +527,7 @@ static void test_backend_prepares_once(void)
 
 static void test_backend_evicts_least_recently_used(void)
 {
-    struct prepared_registry *reg = prepared_registry_new(0, test_seed);
+    struct prepared_registry *reg = prepared_registry_new(test_seed);
     struct prepared_statement *a = NULL, *b = NULL, *c = NULL;
     struct prepared_client client;
     struct prepared_server server;
@@ -555,7 +560,7 @@ static void test_backend_evicts_least_recently_used(void)
 
 static void test_backend_keeps_statements_clients_forgot(void)
 {
-    struct prepared_registry *reg = prepared_registry_new(0, test_seed);
+    struct prepared_registry *reg = prepared_registry_new(test_seed);
     struct prepared_statement *a = NULL, *again = NULL;
     struct prepared_client client;
     struct prepared_server server;
@@ -588,7 +593,7 @@ static void test_backend_keeps_statements_clients_forgot(void)
 
 static void test_retired_statement_is_prepared_afresh(void)
 {
-    struct prepared_registry *reg = prepared_registry_new(0, test_seed);
+    struct prepared_registry *reg = prepared_registry_new(test_seed);
     struct prepared_statement *old = NULL, *fresh = NULL, *other = NULL;
     struct prepared_client alice, bob;
     struct prepared_server server;
@@ -622,7 +627,7 @@ static void test_retired_statement_is_prepared_afresh(void)
 
 static void test_unnamed_statement_is_kept_for_another_backend(void)
 {
-    struct prepared_registry *reg = prepared_registry_new(0, test_seed);
+    struct prepared_registry *reg = prepared_registry_new(test_seed);
     const uint32_t int4[] = { OID_INT4 };
     struct prepared_client client;
     struct prepared_parse p;
@@ -673,7 +678,7 @@ int main(void)
     test_references_free_what_nobody_holds();
     test_forget_all_leaves_an_idle_client_empty();
     test_many_names_stay_findable();
-    test_backend_names_differ_between_workers();
+    test_backend_names_are_never_reused();
     test_backend_prepares_once();
     test_backend_evicts_least_recently_used();
     test_backend_keeps_statements_clients_forgot();
