@@ -1855,7 +1855,7 @@ static bool run_wait_close(struct request *req)
 {
     const char *db_name;
     struct pool *pool;
-    uint64_t id_limit = req->w->next_id;
+    uint64_t id_limit = atomic_load(&req->w->world->next_id);
 
     if (!optional_database(req, "WAIT_CLOSE", &db_name))
         return true;
@@ -2311,7 +2311,7 @@ void admin_janitor(struct worker *w)
         return;
     if (a->shutdown_requested) {
         a->shutdown_requested = false;
-        worker_begin_drain(w, "SHUTDOWN command");
+        worker_drain_all(w, "SHUTDOWN command");
     }
     admin_hold_new_pools(w);
     admin_refresh_averages(w, worker_now(w));

@@ -76,7 +76,7 @@ struct client *client_create(struct worker *w, int fd, const struct sockaddr *ad
         return NULL;
     }
     c->worker = w;
-    c->id = ++w->next_id;
+    c->id = world_next_id(w->world);
     c->state = CLIENT_STARTUP;
     c->connect_time = worker_now(w);
     c->last_activity = c->connect_time;
@@ -98,6 +98,7 @@ void client_mark_over_limit(struct client *c)
 {
     c->over_limit = true;
     c->worker->n_clients--;
+    atomic_fetch_sub(&c->worker->world->n_clients, 1);
     c->worker->n_refusing++;
 }
 
@@ -199,10 +200,12 @@ void client_close(struct client *c, const char *reason)
     c->registered_for_cancel = false;
     /* The struct lives until the reaper, so callers up the stack may still read it. */
     conn_close(&c->conn);
-    if (c->over_limit)
+    if (c->over_limit) {
         w->n_refusing--;
-    else
+    } else {
         w->n_clients--;
+        atomic_fetch_sub(&w->world->n_clients, 1);
+    }
     TAILQ_REMOVE(&w->clients, c, link);
     TAILQ_INSERT_TAIL(&w->dead_clients, c, link);
     worker_schedule_reap(w);

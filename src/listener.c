@@ -5,6 +5,7 @@
 #include "listener.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +60,37 @@ static void listener_error_cb(struct evconnlistener *evl, void *arg)
     log_warning("accept() on %s failed: %s", l->description, evutil_socket_error_to_string(err));
 }
 
+static void listener_attach(struct worker *w, struct listener *l)
+{
+    l->resume_timer = evtimer_new(w->base, listener_resume_cb, l);
+    evconnlistener_set_error_cb(l->evl, listener_error_cb);
+    l->next = w->listeners;
+    w->listeners = l;
+}
+
+/*
+ * With several workers the TCP sockets need SO_REUSEPORT even when so_reuseport is off, which
+ * would let another process of the same user share the port unnoticed: a plain bind first tells
+ * whether anyone holds it.
+ */
+static bool listener_port_taken(struct worker *w, const struct sockaddr *addr, int addr_len,
+                                const char *description)
+{
+    if (w->index > 0 || w->cfg->so_reuseport || w->world->n_workers == 1)
+        return false;
+    int probe = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (probe < 0)
+        return false;
+    setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    bool taken = bind(probe, addr, (socklen_t)addr_len) != 0 && errno == EADDRINUSE;
+    close(probe);
+    if (taken)
+        log_error("could not listen on %s: the address is in use by another process (set "
+                  "so_reuseport = on to share it)", description);
+    return taken;
+}
+
 static struct listener *listener_new(struct worker *w, const struct sockaddr *addr, int addr_len,
                                      bool is_unix, const char *description)
 {
@@ -66,7 +98,8 @@ static struct listener *listener_new(struct worker *w, const struct sockaddr *ad
     if (!l)
         return NULL;
     unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE;
-    if (w->cfg->so_reuseport && !is_unix)
+    /* Each worker has its own TCP socket on the port; the kernel spreads connections over them. */
+    if ((w->cfg->so_reuseport || w->world->n_workers > 1) && !is_unix)
         flags |= LEV_OPT_REUSEABLE_PORT;
     /* TCP_DEFER_ACCEPT: the kernel hands over a connection once its first bytes are in, so the
      * accept and the first read happen in one wake-up (and silent connections cost nothing). */
@@ -75,6 +108,10 @@ static struct listener *listener_new(struct worker *w, const struct sockaddr *ad
     l->worker = w;
     l->is_unix = is_unix;
     snprintf(l->description, sizeof(l->description), "%s", description);
+    if (!is_unix && listener_port_taken(w, addr, addr_len, description)) {
+        free(l);
+        return NULL;
+    }
     l->evl = evconnlistener_new_bind(w->base, listener_accept_cb, l, flags, LISTEN_BACKLOG, addr, addr_len);
     if (!l->evl) {
         log_error("could not listen on %s: %s", description,
@@ -84,11 +121,9 @@ static struct listener *listener_new(struct worker *w, const struct sockaddr *ad
     }
     if (!is_unix)
         conn_tune_socket(evconnlistener_get_fd(l->evl), w->cfg->tcp_keepalive);
-    l->resume_timer = evtimer_new(w->base, listener_resume_cb, l);
-    evconnlistener_set_error_cb(l->evl, listener_error_cb);
-    l->next = w->listeners;
-    w->listeners = l;
-    log_info("listening on %s", description);
+    listener_attach(w, l);
+    if (w->index == 0)
+        log_info("listening on %s", description);
     return l;
 }
 
@@ -155,6 +190,37 @@ static int listener_open_unix(struct worker *w, const char *dir, int port, int m
     return 0;
 }
 
+/* The unix socket is one for the process: each further worker listens on its own copy of it. */
+static int listener_share_unix(struct worker *w)
+{
+    for (struct listener *first = w->world->workers[0]->listeners; first; first = first->next) {
+        if (!first->is_unix)
+            continue;
+        struct listener *l = calloc(1, sizeof(*l));
+        int fd = fcntl(evconnlistener_get_fd(first->evl), F_DUPFD_CLOEXEC, 0);
+        if (!l || fd < 0) {
+            free(l);
+            if (fd >= 0)
+                close(fd);
+            log_error("could not share the unix socket with worker %u: %s", w->index, strerror(errno));
+            return -1;
+        }
+        l->worker = w;
+        l->is_unix = true;
+        snprintf(l->description, sizeof(l->description), "%s", first->description);
+        /* backlog -1: already listening */
+        l->evl = evconnlistener_new(w->base, listener_accept_cb, l,
+                                    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+        if (!l->evl) {
+            close(fd);
+            free(l);
+            return -1;
+        }
+        listener_attach(w, l);
+    }
+    return 0;
+}
+
 int listener_open_all(struct worker *w)
 {
     const struct config *cfg = w->cfg;
@@ -170,9 +236,13 @@ int listener_open_all(struct worker *w)
         }
         free(list);
     }
-    if (cfg->unix_socket_dir && *cfg->unix_socket_dir &&
-        listener_open_unix(w, cfg->unix_socket_dir, cfg->listen_port, cfg->unix_socket_mode) != 0)
+    if (w->index > 0) {
+        if (listener_share_unix(w) != 0)
+            return -1;
+    } else if (cfg->unix_socket_dir && *cfg->unix_socket_dir &&
+               listener_open_unix(w, cfg->unix_socket_dir, cfg->listen_port, cfg->unix_socket_mode) != 0) {
         return -1;
+    }
     if (!w->listeners) {
         log_error("nothing to listen on: set listen_addr or unix_socket_dir");
         return -1;

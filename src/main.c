@@ -14,6 +14,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "worker.h"
+#include "world.h"
 #include "build-config.h"
 
 static void print_usage(FILE *out)
@@ -85,6 +86,69 @@ static int write_pidfile(const char *path)
     return 0;
 }
 
+/* Frees the workers that were set up, the last (worker 0, which owns the shared objects) last. */
+static void destroy_workers(struct world *world, size_t n_started)
+{
+    for (size_t i = n_started; i-- > 0;) {
+        worker_destroy(world->workers[i]);
+        free(world->workers[i]);
+    }
+    world_free(world);
+}
+
+/*
+ * Sets up world->n_workers workers (worker 0 owns cfg), runs worker 0 on this thread and the others
+ * on their own, and returns once every loop has ended (shutdown). 0, or -1 if start-up failed.
+ */
+static int run_world(struct world *world, struct config *cfg)
+{
+    size_t n = world_worker_count(cfg), set_up = 0, started = 1;
+    int rc = 0;
+    if (world_init(world, n) != 0) {
+        log_error("out of memory");
+        config_free(cfg);
+        return -1;
+    }
+    for (; set_up < n; set_up++) {
+        struct worker *w = calloc(1, sizeof(*w));
+        if (!w)
+            break;
+        world->workers[set_up] = w;
+        if (worker_init(w, cfg, world, (unsigned)set_up) != 0) {
+            set_up++;
+            rc = -1;
+            break;
+        }
+    }
+    if (rc != 0 || set_up < n) {
+        if (set_up == 0)
+            config_free(cfg);
+        destroy_workers(world, set_up);
+        return -1;
+    }
+    struct worker *first = world->workers[0];
+    for (; started < n && worker_start_thread(world->workers[started]) == 0; started++)
+        ;
+    if (started < n) {
+        for (size_t i = started; i < n; i++)
+            world_retire_worker(world->workers[i]); /* never runs: never waited for */
+        worker_shutdown_all(first, "a worker thread could not start");
+    } else {
+        log_info("sluice %s started with %zu worker%s", PACKAGE_VERSION, n, n == 1 ? "" : "s");
+        notify_ready(first);
+    }
+    rc = worker_run(first);
+    for (size_t i = 1; i < started; i++)
+        pthread_join(world->workers[i]->thread, NULL);
+    char *pidfile = first->cfg->pidfile ? strdup(first->cfg->pidfile) : NULL;
+    destroy_workers(world, n);
+    if (pidfile) {
+        remove_own_pidfile(pidfile);
+        free(pidfile);
+    }
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option options[] = {
@@ -136,20 +200,10 @@ int main(int argc, char **argv)
     }
 
     raise_descriptor_limit(cfg);
-    struct worker worker;
-    if (worker_init(&worker, cfg) != 0) {
-        worker_destroy(&worker);
+    struct world world;
+    int rc = run_world(&world, cfg);
+    if (rc != 0)
         return 1;
-    }
-    log_info("sluice %s started", PACKAGE_VERSION);
-    notify_ready(&worker);
-    int rc = worker_run(&worker);
-    const char *pidfile = worker.cfg->pidfile ? strdup(worker.cfg->pidfile) : NULL;
-    worker_destroy(&worker);
-    if (pidfile) {
-        remove_own_pidfile(pidfile);
-        free((void *)pidfile);
-    }
     log_info("sluice stopped");
-    return rc == 0 ? 0 : 1;
+    return 0;
 }

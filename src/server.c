@@ -158,7 +158,7 @@ struct server *server_connect(struct pool *pool)
     }
     s->worker = w;
     s->pool = pool;
-    s->id = ++w->next_id;
+    s->id = world_next_id(w->world);
     s->state = SERVER_CLOSED; /* not in a list yet */
     s->connect_time = worker_now(w);
     s->last_used = s->connect_time;

@@ -141,9 +141,37 @@ static int worker_add_signals(struct worker *w)
     return 0;
 }
 
-int worker_init(struct worker *w, struct config *cfg)
+/* Worker 0 loads what the workers share (users, TLS, token keys and signer); the others read
+ * the same objects, which change only while the world is stopped (reload). */
+static int worker_load_shared(struct worker *w, struct config *cfg)
+{
+    if (w->index > 0) {
+        const struct worker *first = w->world->workers[0];
+        w->users = first->users;
+        w->tls = first->tls;
+        w->token_keys = first->token_keys;
+        w->server_token_signer = first->server_token_signer;
+        w->prepared = first->prepared;
+        return 0;
+    }
+    if (worker_load_users(cfg, &w->users) != 0)
+        return -1;
+    if (worker_load_security(cfg, &w->tls, &w->token_keys) != 0)
+        return -1;
+    if (worker_load_server_token_signer(cfg, &w->server_token_signer) != 0)
+        return -1;
+    uint8_t seed[PREPARED_SEED_LEN];
+    if (RAND_bytes(seed, sizeof(seed)) != 1 || !(w->prepared = prepared_registry_new(seed)))
+        return -1;
+    return 0;
+}
+
+int worker_init(struct worker *w, struct config *cfg, struct world *world, unsigned index)
 {
     memset(w, 0, sizeof(*w));
+    w->world = world;
+    w->index = index;
+    w->mailbox.wake_fd = -1;
     w->cfg = cfg;
     TAILQ_INIT(&w->clients);
     TAILQ_INIT(&w->login_clients);
@@ -161,36 +189,29 @@ int worker_init(struct worker *w, struct config *cfg)
         log_error("could not create the event loop");
         return -1;
     }
+    if (mailbox_init(w) != 0)
+        return -1;
     /* Host names in [databases] need a resolver; IP addresses and sockets do not. */
     w->dns = evdns_base_new(w->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
-    if (!w->dns)
+    if (!w->dns && index == 0)
         log_warning("no DNS resolver configured: [databases] hosts must be IP addresses or socket directories");
-    if (worker_load_users(cfg, &w->users) != 0)
-        return -1;
-    if (worker_load_security(cfg, &w->tls, &w->token_keys) != 0)
-        return -1;
-    if (worker_load_server_token_signer(cfg, &w->server_token_signer) != 0)
+    if (worker_load_shared(w, cfg) != 0)
         return -1;
     if (conn_flusher_init(&w->flusher, w->base) != 0)
         return -1;
     w->flusher.read_size = (size_t)cfg->pkt_buf;
     worker_apply_io_uring(w);
-    /* One registry for the process: a backend keeps its statements when it changes worker. */
-    uint8_t seed[PREPARED_SEED_LEN];
-    if (w->index != 0)
-        w->prepared = w->world->workers[0]->prepared;
-    else if (RAND_bytes(seed, sizeof(seed)) != 1 || !(w->prepared = prepared_registry_new(seed)))
-        return -1;
     w->reaper = event_new(w->base, -1, 0, worker_reaper_cb, w);
     w->janitor = event_new(w->base, -1, EV_PERSIST, worker_janitor_cb, w);
     struct timeval tick = { 0, JANITOR_INTERVAL_USEC };
     if (!w->reaper || !w->janitor || event_add(w->janitor, &tick) != 0)
         return -1;
-    if (worker_add_signals(w) != 0) {
+    /* Signals, the console's state and the metrics endpoint belong to the process: worker 0. */
+    if (index == 0 && worker_add_signals(w) != 0) {
         log_error("could not install signal handlers");
         return -1;
     }
-    if (admin_init(w) != 0 || metrics_init(w) != 0)
+    if (index == 0 && (admin_init(w) != 0 || metrics_init(w) != 0))
         return -1;
     if (!(w->auth_query = auth_query_new(w)))
         return -1;
@@ -200,9 +221,51 @@ int worker_init(struct worker *w, struct config *cfg)
     return 0;
 }
 
+static void worker_note_turn(struct worker *w)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    atomic_store_explicit(&w->last_turn_usec, (int_fast64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000,
+                          memory_order_relaxed);
+    atomic_fetch_add_explicit(&w->loop_iterations, 1, memory_order_relaxed);
+}
+
 int worker_run(struct worker *w)
 {
-    return event_base_dispatch(w->base) < 0 ? -1 : 0;
+    int rc = 0;
+    worker_note_turn(w);
+    for (;;) {
+        if (event_base_loop(w->base, EVLOOP_ONCE) < 0) {
+            rc = -1;
+            break;
+        }
+        worker_note_turn(w);
+        if (event_base_got_exit(w->base) || event_base_got_break(w->base))
+            break;
+    }
+    world_retire_worker(w);
+    return rc;
+}
+
+static void *worker_thread_main(void *arg)
+{
+    struct worker *w = arg;
+    sigset_t all;
+    /* Signals are worker 0's (libevent delivers them to one loop). */
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    worker_run(w);
+    return NULL;
+}
+
+int worker_start_thread(struct worker *w)
+{
+    int err = pthread_create(&w->thread, NULL, worker_thread_main, w);
+    if (err != 0) {
+        log_error("could not start worker %u: %s", w->index, strerror(err));
+        return -1;
+    }
+    return 0;
 }
 
 static void worker_reap(struct worker *w)
@@ -221,6 +284,7 @@ static void worker_reap(struct worker *w)
 
 void worker_destroy(struct worker *w)
 {
+    worker_deliver_mail(w); /* backends on their way here are closed with the rest */
     while (!TAILQ_EMPTY(&w->clients))
         client_close(TAILQ_FIRST(&w->clients), "shutting down");
     struct pool *pool;
@@ -245,7 +309,8 @@ void worker_destroy(struct worker *w)
         event_free(w->reaper);
     conn_flusher_free(&w->flusher);
     peer_forward_free_all(w);
-    if (w->prepared && w->index == 0)   /* worker 0 goes last: the others use it */
+    mailbox_free(w);
+    if (w->index == 0 && w->prepared)
         prepared_registry_free(w->prepared);
     if (w->janitor)
         event_free(w->janitor);
@@ -253,12 +318,14 @@ void worker_destroy(struct worker *w)
         evdns_base_free(w->dns, 0);
     if (w->base)
         event_base_free(w->base);
-    if (w->users)
-        userlist_free(w->users);
-    tls_contexts_free(&w->tls);
-    token_keyring_free(w->token_keys);
-    server_token_signer_free(w->server_token_signer);
-    config_free(w->cfg);
+    if (w->index == 0) { /* what the workers shared */
+        if (w->users)
+            userlist_free(w->users);
+        tls_contexts_free(&w->tls);
+        token_keyring_free(w->token_keys);
+        server_token_signer_free(w->server_token_signer);
+        config_free(w->cfg);
+    }
     cancel_registry_free(&w->cancels);
     limit_registry_free(&w->limits);
     msgbuf_free(&w->scratch);
@@ -292,16 +359,20 @@ static void worker_reaper_cb(evutil_socket_t fd, short what, void *arg)
 void worker_accept(struct worker *w, int fd, const struct sockaddr *addr, int addr_len, bool is_unix)
 {
     int max_clients = w->cfg->max_client_conn;
-    bool over_limit = max_clients > 0 && (int)w->n_clients >= max_clients;
 
     if (w->shutting_down || w->draining) {
         evutil_closesocket(fd);
         w->stats.clients_rejected++;
         return;
     }
+    /* Counted before it exists, so two workers accepting at once cannot both take the last place. */
+    size_t before = atomic_fetch_add(&w->world->n_clients, 1);
+    bool over_limit = max_clients > 0 && before >= (size_t)max_clients;
     struct client *c = client_create(w, fd, addr, addr_len, is_unix);
-    if (!c)
+    if (!c) {
+        atomic_fetch_sub(&w->world->n_clients, 1);
         return;
+    }
     w->stats.clients_accepted++;
     if (over_limit) {
         /* However many arrive, each reads its startup packet and is answered 53300; counted
@@ -525,6 +596,8 @@ static void worker_reload_config(struct worker *w)
     }
     if (!same_text(fresh->listen_addr, w->cfg->listen_addr) || fresh->listen_port != w->cfg->listen_port)
         log_warning("listen_addr/listen_port changes take effect only after a restart");
+    if (fresh->workers != w->cfg->workers)
+        log_warning("workers changes take effect only after a restart (running %zu)", w->world->n_workers);
     if (fresh->peer_id != w->cancels.peer_id)
         log_warning("peer_id changes take effect only after a restart (cancel keys handed out carry "
                     "peer_id %d)", w->cancels.peer_id);
@@ -534,24 +607,38 @@ static void worker_reload_config(struct worker *w)
                               !same_text(fresh->server_tls_key_file, w->cfg->server_tls_key_file) ||
                               !same_text(fresh->server_tls_protocols, w->cfg->server_tls_protocols) ||
                               !same_text(fresh->server_tls_ciphers, w->cfg->server_tls_ciphers);
-    config_free(w->cfg);
-    w->cfg = fresh;
-    if (w->users)
-        userlist_free(w->users);
-    w->users = users;
-    /* Live TLS connections hold their own reference to the old contexts. */
-    tls_contexts_free(&w->tls);
-    w->tls = tls;
-    token_keyring_free(w->token_keys);
-    w->token_keys = keys;
-    server_token_signer_free(w->server_token_signer);
-    w->server_token_signer = signer;
+    struct config *old_cfg = w->cfg;
+    struct userlist *old_users = w->users;
+    struct tls_contexts old_tls = w->tls;
+    struct token_keyring *old_keys = w->token_keys;
+    struct server_token_signer *old_signer = w->server_token_signer;
+    struct worker *wk;
+
+    /* One generation for every worker: all of them see the new one from the same moment. */
+    world_stop(w);
+    WORLD_FOR_EACH_WORKER(w->world, i, wk) {
+        wk->cfg = fresh;
+        wk->users = users;
+        wk->tls = tls;
+        wk->token_keys = keys;
+        wk->server_token_signer = signer;
+    }
     log_configure(fresh->verbose, fresh->syslog, fresh->syslog_ident, fresh->syslog_facility);
-    worker_apply_io_uring(w);
-    autodb_reload(w);
-    w->flusher.read_size = (size_t)fresh->pkt_buf;
-    worker_apply_config(w, server_tls_changed);
+    WORLD_FOR_EACH_WORKER(w->world, i, wk) {
+        worker_apply_io_uring(wk);
+        autodb_reload(wk);
+        wk->flusher.read_size = (size_t)fresh->pkt_buf;
+        worker_apply_config(wk, server_tls_changed);
+    }
     metrics_reconfigure(w);
+    world_resume(w);
+    config_free(old_cfg);
+    if (old_users)
+        userlist_free(old_users);
+    /* Live TLS connections hold their own reference to the old contexts. */
+    tls_contexts_free(&old_tls);
+    token_keyring_free(old_keys);
+    server_token_signer_free(old_signer);
     log_info("configuration reloaded");
 }
 
@@ -568,10 +655,12 @@ void worker_begin_shutdown(struct worker *w, const char *why)
         w->shutdown_deadline = 0;
         return;
     }
-    log_info("%s: no new connections; waiting up to %g s for transactions to finish", why,
-             w->cfg->shutdown_timeout);
+    if (w->index == 0)
+        log_info("%s: no new connections; waiting up to %g s for transactions to finish", why,
+                 w->cfg->shutdown_timeout);
     w->shutting_down = true;
-    notify_stopping(w);
+    if (w->index == 0)
+        notify_stopping(w);
     w->shutdown_deadline = worker_now(w) + w->cfg->shutdown_timeout;
     listener_close_all(w);
     worker_expire_clients(w, worker_now(w));
@@ -586,13 +675,35 @@ void worker_begin_drain(struct worker *w, const char *why)
     }
     /* Before draining is set, so worker_accept serves what the queues held. */
     listener_close_all_after_pending(w);
-    log_info("%s: no new connections; serving the %zu clients connected until they leave, for up to %g s",
-             why, w->n_clients, w->cfg->shutdown_timeout);
+    if (w->index == 0)
+        log_info("%s: no new connections; serving the %zu clients connected until they leave, for up to %g s",
+                 why, atomic_load(&w->world->n_clients), w->cfg->shutdown_timeout);
     w->draining = true;
-    notify_stopping(w);
+    if (w->index == 0)
+        notify_stopping(w);
     w->shutdown_deadline = worker_now(w) + w->cfg->shutdown_timeout;
     worker_expire_clients(w, worker_now(w));
     worker_check_shutdown(w, worker_now(w));
+}
+
+/* SHUTDOWN on the console: every worker stops listening and serves its clients until they leave. */
+void worker_drain_all(struct worker *self, const char *why)
+{
+    struct worker *wk;
+    world_stop(self);
+    WORLD_FOR_EACH_WORKER(self->world, i, wk)
+        worker_begin_drain(wk, why);
+    world_resume(self);
+}
+
+/* Every worker stops accepting and finishes its transactions; the process ends when all have. */
+void worker_shutdown_all(struct worker *self, const char *why)
+{
+    struct worker *wk;
+    world_stop(self);
+    WORLD_FOR_EACH_WORKER(self->world, i, wk)
+        worker_begin_shutdown(wk, why);
+    world_resume(self);
 }
 
 static void worker_signal_cb(evutil_socket_t sig, short what, void *arg)
@@ -603,10 +714,10 @@ static void worker_signal_cb(evutil_socket_t sig, short what, void *arg)
         worker_reload(w);
         break;
     case SIGINT:
-        worker_begin_shutdown(w, "SIGINT received");
+        worker_shutdown_all(w, "SIGINT received");
         break;
     case SIGTERM:
-        worker_begin_shutdown(w, "SIGTERM received");
+        worker_shutdown_all(w, "SIGTERM received");
         break;
     default:
         break;

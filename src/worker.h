@@ -107,7 +107,6 @@ struct worker {
     struct log_rate refusal_log;   /* one line a second about refused clients */
     struct log_rate descriptor_log; /* one line a second about running out of descriptors */
     size_t n_servers;
-    uint64_t next_id;
     struct worker_stats stats;
 
     bool suspended;                /* SUSPEND: sockets not read, no accepts, no maintenance */
@@ -119,10 +118,16 @@ struct worker {
 /* Seconds between log lines about an event that comes in floods (refusals, descriptor shortages). */
 #define WORKER_FLOOD_LOG_INTERVAL 1.0
 
-/* Sets up the loop, listeners and signals. Takes ownership of cfg. 0, or -1 (logged). */
-int worker_init(struct worker *w, struct config *cfg);
-/* Runs until shutdown completes. */
+/*
+ * Sets up worker number index of world: its loop and listeners; worker 0 also the signals and what
+ * the workers share, and takes ownership of cfg (the others read worker 0's). Workers are set up
+ * in order, 0 first. 0, or -1 (logged).
+ */
+int worker_init(struct worker *w, struct config *cfg, struct world *world, unsigned index);
+/* Runs its loop until its shutdown completes (on the calling thread). */
 int worker_run(struct worker *w);
+/* Runs worker_run on a new thread (workers 1..n-1). */
+int worker_start_thread(struct worker *w);
 void worker_destroy(struct worker *w);
 
 /* Seconds since the epoch, from the loop's cached clock. */
@@ -138,6 +143,10 @@ void worker_begin_shutdown(struct worker *w, const char *why);
  * takes the new connections, so none is refused.
  */
 void worker_begin_drain(struct worker *w, const char *why);
+
+/* Both of the above for every worker of the process (signals, the SHUTDOWN command). */
+void worker_shutdown_all(struct worker *self, const char *why);
+void worker_drain_all(struct worker *self, const char *why);
 
 /* Closed objects are freed once the current callback returns. */
 void worker_schedule_reap(struct worker *w);

@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include "config.h"
 
 struct worker;
@@ -48,8 +49,12 @@ struct world {
     size_t n_parked;               /* under stop_lock */
 
     atomic_size_t n_clients;       /* logged in or logging in, all workers: max_client_conn */
+    atomic_uint_fast64_t next_id;  /* client and backend ids, unique in the process */
     atomic_bool exiting;           /* shutdown finished on some worker: every loop ends */
 };
+
+int world_init(struct world *world, size_t n_workers);
+void world_free(struct world *world);
 
 /* Workers for cfg->workers (auto: the CPUs this process may run on). */
 size_t world_worker_count(const struct config *cfg);
@@ -66,7 +71,20 @@ void world_resume(struct worker *self);
 #define WORLD_FOR_EACH_WORKER(world, i, wk)                                                        \
     for (size_t i = 0; i < (world)->n_workers && (((wk) = (world)->workers[i]), 1); i++)
 
+/* A worker whose loop ended: it counts as stopped from now on, so world_stop never waits for it. */
+void world_retire_worker(struct worker *self);
+
+/* A new id for a client or backend, unique in the process (SHOW CLIENTS, KILL_CLIENT, logs). */
+static inline uint64_t world_next_id(struct world *world)
+{
+    return atomic_fetch_add_explicit(&world->next_id, 1, memory_order_relaxed) + 1;
+}
+
 /* Hands mail to worker to (any thread may post, to itself too). */
 void worker_post(struct worker *to, struct mail *mail);
+/* The worker's own side: set up with its loop, run what was posted, free at the end. */
+int mailbox_init(struct worker *w);
+void worker_deliver_mail(struct worker *w);
+void mailbox_free(struct worker *w);
 
 #endif
