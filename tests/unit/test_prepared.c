@@ -233,10 +233,10 @@ static void test_rewrite_parse_is_byte_exact(void)
     struct msgbuf mb;
 
     parse_body(&body, "S_1", "SELECT $1", 1, types);
-    parse_body(&want_body, "sluice_0_7", "SELECT $1", 1, types);
+    parse_body(&want_body, "sluice_7", "SELECT $1", 1, types);
     message(&want, 'P', &want_body);
     msgbuf_init(&mb);
-    is_int(prepared_rewrite(&mb, 'P', body.data, body.len, "sluice_0_7"), PROTO_OK,
+    is_int(prepared_rewrite(&mb, 'P', body.data, body.len, "sluice_7"), PROTO_OK,
            "rewrite Parse: succeeds");
     ok(built_equals(&mb, &want), "rewrite Parse: header and body byte for byte");
 
@@ -253,18 +253,18 @@ static void test_rewrite_bind_keeps_parameters(void)
     struct msgbuf mb;
 
     bind_body(&body, "C_1", "S_1");
-    bind_body(&want_body, "C_1", "sluice_3_12");
+    bind_body(&want_body, "C_1", "sluice_12");
     message(&want, 'B', &want_body);
     msgbuf_init(&mb);
-    is_int(prepared_rewrite(&mb, 'B', body.data, body.len, "sluice_3_12"), PROTO_OK,
+    is_int(prepared_rewrite(&mb, 'B', body.data, body.len, "sluice_12"), PROTO_OK,
            "rewrite Bind: succeeds");
     ok(built_equals(&mb, &want), "rewrite Bind: portal, formats and values copied exactly");
 
     msgbuf_reset(&mb);
     bind_body(&body, "", "");
-    bind_body(&want_body, "", "sluice_0_1");
+    bind_body(&want_body, "", "sluice_1");
     message(&want, 'B', &want_body);
-    prepared_rewrite(&mb, 'B', body.data, body.len, "sluice_0_1");
+    prepared_rewrite(&mb, 'B', body.data, body.len, "sluice_1");
     ok(built_equals(&mb, &want), "rewrite Bind: an empty statement name can be replaced too");
     msgbuf_free(&mb);
 }
@@ -276,26 +276,26 @@ static void test_rewrite_describe_and_close(void)
 
     msgbuf_init(&mb);
     target_body(&body, 'S', "S_1");
-    target_body(&want_body, 'S', "sluice_0_2");
+    target_body(&want_body, 'S', "sluice_2");
     message(&want, 'D', &want_body);
-    is_int(prepared_rewrite(&mb, 'D', body.data, body.len, "sluice_0_2"), PROTO_OK,
+    is_int(prepared_rewrite(&mb, 'D', body.data, body.len, "sluice_2"), PROTO_OK,
            "rewrite Describe S: succeeds");
     ok(built_equals(&mb, &want), "rewrite Describe S: byte for byte");
 
     msgbuf_reset(&mb);
     message(&want, 'C', &want_body);
-    prepared_rewrite(&mb, 'C', body.data, body.len, "sluice_0_2");
+    prepared_rewrite(&mb, 'C', body.data, body.len, "sluice_2");
     ok(built_equals(&mb, &want), "rewrite Close S: byte for byte");
 
     msgbuf_reset(&mb);
     target_body(&body, 'P', "C_1");
-    is_int(prepared_rewrite(&mb, 'D', body.data, body.len, "sluice_0_2"), PROTO_ERROR,
+    is_int(prepared_rewrite(&mb, 'D', body.data, body.len, "sluice_2"), PROTO_ERROR,
            "rewrite Describe P: portals are never renamed");
     is_int(mb.len, 0, "rewrite refused: nothing appended");
-    is_int(prepared_rewrite(&mb, 'E', body.data, body.len, "sluice_0_2"), PROTO_ERROR,
+    is_int(prepared_rewrite(&mb, 'E', body.data, body.len, "sluice_2"), PROTO_ERROR,
            "rewrite: Execute names no statement");
     target_body(&body, 'S', "S_1");
-    is_int(prepared_rewrite(&mb, 'C', body.data, body.len - 1, "sluice_0_2"), PROTO_ERROR,
+    is_int(prepared_rewrite(&mb, 'C', body.data, body.len - 1, "sluice_2"), PROTO_ERROR,
            "rewrite: a malformed body is refused");
     is_int(mb.len, 0, "rewrite refused: still nothing appended");
     msgbuf_free(&mb);
