@@ -383,14 +383,71 @@ static bool pool_evict_for(struct pool *pool, bool same_user)
     return true;
 }
 
+struct pool_eviction {
+    struct mail mail;
+    struct shared_pool *shared;   /* whose idle backend goes */
+    bool same_user;
+};
+
+static void pool_eviction_deliver(struct worker *w, struct mail *mail)
+{
+    struct pool_eviction *eviction = (struct pool_eviction *)mail;
+    struct pool *pool = eviction->shared->local[w->index];
+    bool same_user = eviction->same_user;
+    free(eviction);
+    struct server *victim = pool ? TAILQ_LAST(&pool->idle_servers, server_list) : NULL;
+    if (victim)
+        server_close(victim, same_user ? "evicted for another pool (max_user_connections)"
+                                       : "evicted for another pool (max_db_connections)");
+}
+
+/*
+ * No idle backend of another pool sharing the limit on this worker: ask a worker that holds one
+ * to close it (the janitor, or the waiters' nudge when it closes, then tries again here).
+ */
+static void pool_evict_elsewhere(struct pool *pool, bool same_user)
+{
+    struct pool_registry *reg = pool_registry_of(pool);
+    struct world *world = pool->worker->world;
+    struct shared_pool *victim_pool = NULL;
+    size_t victim_worker = 0;
+
+    pool_registry_lock(reg);
+    for (struct shared_pool *sp = reg->pools; sp && !victim_pool; sp = sp->next) {
+        bool shares = same_user ? strcmp(sp->user_name, pool->user_name) == 0
+                                : strcmp(sp->db_name, pool->db_name) == 0;
+        if (sp == pool->shared || !shares)
+            continue;
+        for (size_t i = 0; i < world->n_workers && !victim_pool; i++) {
+            if (i != pool->worker->index && atomic_load(&sp->idle_on[i]) > 0) {
+                victim_pool = sp;
+                victim_worker = i;
+            }
+        }
+    }
+    pool_registry_unlock(reg);
+    if (!victim_pool)
+        return;
+    struct pool_eviction *eviction = calloc(1, sizeof(*eviction));
+    if (!eviction)
+        return;
+    eviction->mail.deliver = pool_eviction_deliver;
+    eviction->shared = victim_pool;
+    eviction->same_user = same_user;
+    worker_post(world->workers[victim_worker], &eviction->mail);
+}
+
 static enum reservation pool_reserve_server(struct pool *pool, bool for_waiter, bool may_evict)
 {
     struct pool_registry *reg = pool_registry_of(pool);
     pool_registry_lock(reg);
     enum reservation r = pool_reserve_locked(pool, for_waiter);
     pool_registry_unlock(reg);
-    if ((r == AT_DATABASE_LIMIT || r == AT_USER_LIMIT) && may_evict &&
-        pool_evict_for(pool, r == AT_USER_LIMIT)) {
+    if ((r == AT_DATABASE_LIMIT || r == AT_USER_LIMIT) && may_evict) {
+        if (!pool_evict_for(pool, r == AT_USER_LIMIT)) {
+            pool_evict_elsewhere(pool, r == AT_USER_LIMIT);
+            return r;
+        }
         pool_registry_lock(reg);
         r = pool_reserve_locked(pool, for_waiter);
         pool_registry_unlock(reg);
@@ -582,6 +639,14 @@ enum release {
     RELEASE_TO_IDLE,         /* nobody waits */
 };
 
+/*
+ * A backend released on a worker goes to that worker's longest waiter unless a client of another
+ * worker has waited this much longer: FIFO across workers to within a few milliseconds, while
+ * under steady load most backends stay on their worker (a hand-over costs both workers a wake-up
+ * and the backend a trip between loops).
+ */
+#define POOL_FIFO_SLACK_SECONDS 0.005
+
 /* Under the registry lock: who gets a backend released on this worker. */
 static enum release pool_decide_release_locked(struct pool *pool, bool movable, unsigned *to)
 {
@@ -590,7 +655,7 @@ static enum release pool_decide_release_locked(struct pool *pool, bool movable, 
     struct client *local = TAILQ_FIRST(&pool->waiting_clients);
 
     if (local && (!movable || !head || !local->ticket.queued || head == &local->ticket ||
-                  local->ticket.since <= head->since)) {
+                  local->ticket.since <= head->since + POOL_FIFO_SLACK_SECONDS)) {
         shared_pool_dequeue(sp, &local->ticket);
         return RELEASE_TO_LOCAL_WAITER;
     }
@@ -909,37 +974,116 @@ static bool pool_same_passthrough(const struct scram_passthrough *a, const struc
            CRYPTO_memcmp(a->client_key, b->client_key, SCRAM_KEY_LEN) == 0;
 }
 
-void pool_set_passthrough(struct pool *pool, const struct scram_passthrough *keys)
+/* Keeps keys for the pool's backend logins; false if they are the ones it had (or no memory). */
+static bool pool_take_passthrough(struct pool *pool, const struct scram_passthrough *keys,
+                                  bool *first)
 {
     if (pool->passthrough && pool_same_passthrough(pool->passthrough, keys))
-        return;
-    bool first = !pool->passthrough;
-    if (first && !(pool->passthrough = OPENSSL_malloc(sizeof(*keys))))
-        return;
+        return false;
+    *first = !pool->passthrough;
+    if (*first && !(pool->passthrough = OPENSSL_malloc(sizeof(*keys))))
+        return false;
     *pool->passthrough = *keys;
     pool->needs_client_key = true;
     pool->prewarm_wait_logged = false;
     /* New keys (first login, or a password changed in PostgreSQL) may succeed where the last
      * backend login failed: no waiting out server_login_retry for them. */
     pool->last_login_failure = 0;
-    log_info("pool %s/%s: SCRAM pass-through: backends now log in with the key of a client's login%s",
-             pool->db_name, pool->user_name, first ? "" : " (the user's verifier changed)");
+    return true;
 }
 
-void pool_set_md5_secret(struct pool *pool, const char *secret)
+static bool pool_take_md5_secret(struct pool *pool, const char *secret)
 {
     if (pool->md5_secret && strcmp(pool->md5_secret, secret) == 0)
-        return;
+        return false;
     char *copy = strdup(secret);
     if (!copy)
-        return;
+        return false;
     if (pool->md5_secret)
         OPENSSL_clear_free(pool->md5_secret, strlen(pool->md5_secret) + 1);
     pool->md5_secret = copy;
     pool->prewarm_wait_logged = false;
     pool->last_login_failure = 0;
+    return true;
+}
+
+/* A client's login secret, learned on one worker, for this (database, user)'s pool on another. */
+struct pool_secret_mail {
+    struct mail mail;
+    struct shared_pool *shared;
+    bool has_passthrough;
+    struct scram_passthrough passthrough;
+    char *md5_secret;
+};
+
+static void pool_secret_mail_free(struct pool_secret_mail *m)
+{
+    OPENSSL_cleanse(&m->passthrough, sizeof(m->passthrough));
+    if (m->md5_secret)
+        OPENSSL_clear_free(m->md5_secret, strlen(m->md5_secret) + 1);
+    free(m);
+}
+
+static void pool_secret_deliver(struct worker *w, struct mail *mail)
+{
+    struct pool_secret_mail *m = (struct pool_secret_mail *)mail;
+    struct pool *pool = m->shared->local[w->index];
+    bool first;
+
+    if (pool && m->has_passthrough)
+        pool_take_passthrough(pool, &m->passthrough, &first);
+    if (pool && m->md5_secret)
+        pool_take_md5_secret(pool, m->md5_secret);
+    pool_secret_mail_free(m);
+}
+
+/*
+ * The pool is one per (database, user) for the process: its copies on the other workers get the
+ * secret too, so that any of them opens backends (min_pool_size) without a login of its own.
+ * A copy created later gets it from the first login on its worker.
+ */
+static void pool_share_secret(struct pool *pool, const struct scram_passthrough *keys,
+                              const char *md5_secret)
+{
+    struct world *world = pool->worker->world;
+    struct worker *wk;
+
+    if (!world || !pool->shared)
+        return;
+    WORLD_FOR_EACH_WORKER(world, i, wk) {
+        struct pool_secret_mail *m;
+        if (wk == pool->worker || !(m = calloc(1, sizeof(*m))))
+            continue;
+        m->mail.deliver = pool_secret_deliver;
+        m->shared = pool->shared;
+        m->has_passthrough = keys != NULL;
+        if (keys)
+            m->passthrough = *keys;
+        if (md5_secret && !(m->md5_secret = strdup(md5_secret))) {
+            pool_secret_mail_free(m);
+            continue;
+        }
+        worker_post(wk, &m->mail);
+    }
+}
+
+void pool_set_passthrough(struct pool *pool, const struct scram_passthrough *keys)
+{
+    bool first = false;
+    if (!pool_take_passthrough(pool, keys, &first))
+        return;
+    log_info("pool %s/%s: SCRAM pass-through: backends now log in with the key of a client's login%s",
+             pool->db_name, pool->user_name, first ? "" : " (the user's verifier changed)");
+    pool_share_secret(pool, keys, NULL);
+}
+
+void pool_set_md5_secret(struct pool *pool, const char *secret)
+{
+    if (!pool_take_md5_secret(pool, secret))
+        return;
     log_info("pool %s/%s: backends now log in with the md5 hash auth_query found for the user",
              pool->db_name, pool->user_name);
+    pool_share_secret(pool, NULL, secret);
 }
 
 const char *pool_prewarm_blocker(const struct pool *pool)
