@@ -91,6 +91,7 @@ struct client {
 
     double connect_time;
     double wait_start;              /* when it joined the wait queue */
+    struct pool_ticket ticket;      /* its place in the queue every worker serves (pool_limits.h) */
     double query_start;             /* when the backend began to owe it a reply */
     double last_activity;
     bool over_limit;                /* accepted past max_client_conn: refused after startup */

@@ -5,6 +5,8 @@
  */
 #include "conn.h"
 
+#include <pthread.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -132,13 +134,24 @@ static void conn_flusher_cb(evutil_socket_t fd, short what, void *arg)
 
 static BIO_METHOD *conn_wire_method_new(void);
 
+/* One BIO method for the process, never freed: a TLS backend that moved to another worker keeps
+ * the BIOs it was made with, whichever worker's flusher is gone first. Immutable once made. */
+static pthread_once_t wire_method_once = PTHREAD_ONCE_INIT;
+static BIO_METHOD *wire_method;
+
+static void conn_wire_method_make(void)
+{
+    wire_method = conn_wire_method_new();
+}
+
 int conn_flusher_init(struct conn_flusher *flusher, struct event_base *base)
 {
     memset(flusher, 0, sizeof(*flusher));
     TAILQ_INIT(&flusher->dirty);
     flusher->read_size = CONN_READ_CHUNK;
     flusher->event = event_new(base, -1, 0, conn_flusher_cb, flusher);
-    flusher->wire_method = conn_wire_method_new();
+    pthread_once(&wire_method_once, conn_wire_method_make);
+    flusher->wire_method = wire_method;
     return flusher->event && flusher->wire_method ? 0 : -1;
 }
 
@@ -161,8 +174,7 @@ void conn_flusher_free(struct conn_flusher *flusher)
     flusher->event = NULL;
     write_batch_free(flusher->batch);
     flusher->batch = NULL;
-    BIO_meth_free(flusher->wire_method); /* after every TLS connection is gone */
-    flusher->wire_method = NULL;
+    flusher->wire_method = NULL; /* the process's: not freed */
 }
 
 void conn_mark_dirty(struct conn *conn)
@@ -339,8 +351,10 @@ void conn_close(struct conn *conn)
         return;
     conn_undirty(conn);
     conn->open = false;
-    event_del(&conn->read_event);
-    event_del(&conn->write_event);
+    if (conn->base) { /* NULL: between two workers' loops, in neither */
+        event_del(&conn->read_event);
+        event_del(&conn->write_event);
+    }
     conn->read_armed = conn->write_pending = false;
     if (conn->ssl) {
         SSL_free(conn->ssl); /* and its BIOs, which leave the socket open */
@@ -353,6 +367,41 @@ void conn_close(struct conn *conn)
     conn->in = conn->out = conn->wire = NULL;
     evutil_closesocket(conn->fd);
     conn->fd = -1;
+}
+
+/* ---- moving between workers ---- */
+
+bool conn_can_leave_loop(struct conn *conn)
+{
+    if (!conn->open || conn->connecting || conn->tls_handshaking || conn->dns_request)
+        return false;
+    if (conn->dirty)
+        conn_flush(conn);
+    /* Output still waiting for the kernel, or bytes read and not handled: it stays here. */
+    return !conn->write_pending && !conn->failed && evbuffer_get_length(conn->wire) == 0 &&
+           evbuffer_get_length(conn->out) == 0 && evbuffer_get_length(conn->in) == 0;
+}
+
+bool conn_leave_loop(struct conn *conn)
+{
+    if (!conn_can_leave_loop(conn))
+        return false;
+    conn_undirty(conn);
+    event_del(&conn->read_event);
+    conn->base = NULL;
+    conn->flusher = NULL;
+    return true;
+}
+
+void conn_join_loop(struct conn *conn, struct event_base *base, struct conn_flusher *flusher)
+{
+    conn->base = base;
+    conn->flusher = flusher;
+    event_assign(&conn->read_event, base, conn->fd, EV_READ | EV_PERSIST, conn_read_cb, conn);
+    event_assign(&conn->write_event, base, conn->fd, EV_WRITE | EV_PERSIST, conn_write_cb, conn);
+    if (conn->read_armed)
+        event_add(&conn->read_event, NULL);
+    /* Input that arrived in transit is still in the socket: the read event reports it. */
 }
 
 /* ---- interest in readability and writability ---- */

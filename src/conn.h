@@ -127,6 +127,15 @@ SSL *conn_ssl(const struct conn *conn);
 /* The latest OpenSSL error of a TLS connection (0 if none). */
 unsigned long conn_tls_error(struct conn *conn);
 
+/*
+ * A connection moves to another worker's loop: conn_leave_loop on the thread that owns it now
+ * (false, and nothing changes, while it has output the kernel has not taken or is still being
+ * set up), then conn_join_loop on the new owner's thread, after a hand-over that orders the two.
+ */
+bool conn_can_leave_loop(struct conn *conn);
+bool conn_leave_loop(struct conn *conn);
+void conn_join_loop(struct conn *conn, struct event_base *base, struct conn_flusher *flusher);
+
 void conn_start_reading(struct conn *conn);
 /* Reads what has already arrived now, not at the next loop iteration (a deferred accept). */
 void conn_read_now(struct conn *conn);

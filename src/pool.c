@@ -12,8 +12,14 @@
 #include <event2/event.h>
 
 #include "client.h"
+#include "world.h"
 #include "log.h"
 #include "server.h"
+
+static struct pool_registry *pool_registry_of(const struct pool *pool)
+{
+    return &pool->worker->world->pools;
+}
 
 /* The "every backend is pinned" warning is repeated at most this often while it lasts. */
 #define POOL_ALL_PINNED_LOG_INTERVAL 10.0
@@ -111,15 +117,24 @@ struct pool *pool_create(struct worker *w, const struct config_database *db, con
     TAILQ_INIT(&pool->login_clients);
     param_set_init(&pool->defaults);
     pool_take_settings(pool, db, cfg);
-    pool->db_count = limit_registry_database(&w->limits, db->name);
-    pool->user_count = limit_registry_user(&w->limits, user_name);
+    struct pool_registry *reg = pool_registry_of(pool);
+    pool_registry_lock(reg);
+    pool->db_count = limit_registry_database(&reg->limits, db->name);
+    pool->user_count = limit_registry_user(&reg->limits, user_name);
+    pool->shared = pool->user_name ? pool_registry_shared(reg, db->name, user_name) : NULL;
+    /* Another worker's backends may have told the session defaults already. */
+    if (pool->shared && pool->shared->has_defaults &&
+        param_set_copy(&pool->defaults, &pool->shared->defaults) == 0)
+        pool->has_defaults = true;
+    pool_registry_unlock(reg);
     pool->retry_timer = evtimer_new(w->base, pool_retry_cb, pool);
     if (!pool->db_name || !pool->user_name || !pool->host || !pool->dbname || !pool->db_count ||
-        !pool->user_count || !pool->retry_timer || (db->port_list && !pool->port_list) ||
-        pool_take_hosts(pool, db) != 0) {
+        !pool->user_count || !pool->shared || !pool->retry_timer ||
+        (db->port_list && !pool->port_list) || pool_take_hosts(pool, db) != 0) {
         pool_destroy(pool);
         return NULL;
     }
+    pool->shared->local[w->index] = pool;
     return pool;
 }
 
@@ -172,6 +187,8 @@ void pool_apply_config(struct pool *pool, const struct config_database *db, cons
 
 void pool_destroy(struct pool *pool)
 {
+    if (pool->shared && pool->shared->local[pool->worker->index] == pool)
+        pool->shared->local[pool->worker->index] = NULL;
     free(pool->db_name);
     free(pool->user_name);
     free(pool->host);
@@ -197,6 +214,15 @@ int pool_server_count(const struct pool *pool)
     return pool->n_idle + pool->n_used + pool->n_new;
 }
 
+int pool_total_server_count(struct pool *pool)
+{
+    struct pool_registry *reg = pool_registry_of(pool);
+    pool_registry_lock(reg);
+    int n = pool->shared->n_servers;
+    pool_registry_unlock(reg);
+    return n;
+}
+
 static bool pool_in_login_backoff(const struct pool *pool)
 {
     return pool->last_login_failure > 0 && worker_now(pool->worker) < pool->next_login_attempt;
@@ -211,30 +237,47 @@ static bool pool_refuses_for_login_error(const struct pool *pool)
 
 /* ---- client limits: max_db_client_connections, max_user_client_connections ---- */
 
+enum admission { ADMITTED, ADMISSION_NO_MEMORY, DATABASE_FULL, USER_FULL };
+
 bool pool_admit_client(struct pool *pool, struct client *c)
 {
     struct worker *w = pool->worker;
     const struct config *cfg = w->cfg;
     int db_limit = config_effective_max_db_client_connections(cfg, config_find_database(cfg, pool->db_name));
     int user_limit = config_effective_max_user_client_connections(cfg, config_find_user(cfg, c->user));
-    struct limit_count *user_count = limit_registry_user(&w->limits, c->user);
+    struct pool_registry *reg = pool_registry_of(pool);
+    enum admission verdict = ADMITTED;
 
-    if (!user_count) {
+    /* Counted in one step with the check: clients of every worker count against one limit. */
+    pool_registry_lock(reg);
+    struct limit_count *user_count = limit_registry_user(&reg->limits, c->user);
+    if (!user_count)
+        verdict = ADMISSION_NO_MEMORY;
+    else if (!limit_has_room(pool->db_count->clients, db_limit))
+        verdict = DATABASE_FULL;
+    else if (!limit_has_room(user_count->clients, user_limit))
+        verdict = USER_FULL;
+    if (verdict == ADMITTED) {
+        pool->db_count->clients++;
+        user_count->clients++;
+    }
+    pool_registry_unlock(reg);
+
+    switch (verdict) {
+    case ADMISSION_NO_MEMORY:
         client_fail(c, "53200", "out of memory");
         return false;
-    }
-    if (!limit_has_room(pool->db_count->clients, db_limit)) {
+    case DATABASE_FULL:
         client_failf(c, "53300", "sorry, too many clients already for database \"%s\" (max_db_client_connections = %d)",
                      pool->db_name, db_limit);
         return false;
-    }
-    if (!limit_has_room(user_count->clients, user_limit)) {
+    case USER_FULL:
         client_failf(c, "53300", "sorry, too many clients already for user \"%s\" (max_user_client_connections = %d)",
                      c->user, user_limit);
         return false;
+    case ADMITTED:
+        break;
     }
-    pool->db_count->clients++;
-    user_count->clients++;
     c->counted_database = pool->db_count;
     c->counted_user = user_count;
     return true;
@@ -242,10 +285,15 @@ bool pool_admit_client(struct pool *pool, struct client *c)
 
 void pool_forget_client(struct client *c)
 {
+    if (!c->counted_database && !c->counted_user)
+        return;
+    struct pool_registry *reg = &c->worker->world->pools;
+    pool_registry_lock(reg);
     if (c->counted_database)
         c->counted_database->clients--;
     if (c->counted_user)
         c->counted_user->clients--;
+    pool_registry_unlock(reg);
     c->counted_database = NULL;
     c->counted_user = NULL;
 }
@@ -254,10 +302,14 @@ void pool_forget_client(struct client *c)
 
 void pool_count_server(struct pool *pool, int delta)
 {
+    struct pool_registry *reg = pool_registry_of(pool);
+    pool_registry_lock(reg);
     pool->db_count->servers += delta;
     pool->user_count->servers += delta;
+    pool->shared->n_servers += delta;
+    pool_registry_unlock(reg);
     if (delta < 0)
-        pool->worker->limits.server_closed = true;
+        pool->worker->server_closed = true;
 }
 
 /* The reserve is for a client that has waited reserve_pool_timeout (the first waited longest). */
@@ -269,22 +321,37 @@ static bool pool_reserve_open(const struct pool *pool)
            worker_now(pool->worker) - first->wait_start >= cfg->reserve_pool_timeout;
 }
 
-/* Room under pool_size, or in the reserve pool (*from_reserve) for a client that waited long enough. */
-static bool pool_has_room(struct pool *pool, bool for_waiter, bool *from_reserve)
+enum reservation { RESERVED, RESERVED_FROM_RESERVE, NO_ROOM, AT_DATABASE_LIMIT, AT_USER_LIMIT };
+
+/*
+ * Under the registry lock: counts one more backend if pool_size (or, for a client that waited
+ * reserve_pool_timeout, the reserve pool), max_db_connections and max_user_connections all have
+ * room, counting the backends of every worker.
+ */
+static enum reservation pool_reserve_locked(struct pool *pool, bool for_waiter)
 {
-    int count = pool_server_count(pool);
-    *from_reserve = false;
-    if (count < pool->pool_size)
-        return true;
     const struct config *cfg = pool->worker->cfg;
-    int reserve = config_effective_reserve_pool(cfg, config_find_database(cfg, pool->db_name));
-    if (!for_waiter || count >= pool->pool_size + reserve || !pool_reserve_open(pool))
-        return false;
-    *from_reserve = true;
-    return true;
+    int count = pool->shared->n_servers;
+    bool from_reserve = false;
+    if (count >= pool->pool_size) {
+        int reserve = config_effective_reserve_pool(cfg, config_find_database(cfg, pool->db_name));
+        if (!for_waiter || count >= pool->pool_size + reserve || !pool_reserve_open(pool))
+            return NO_ROOM;
+        from_reserve = true;
+    }
+    int db_limit = config_effective_max_db_connections(cfg, config_find_database(cfg, pool->db_name));
+    int user_limit = config_effective_max_user_connections(cfg, config_find_user(cfg, pool->user_name));
+    if (!limit_has_room(pool->db_count->servers, db_limit))
+        return AT_DATABASE_LIMIT;
+    if (!limit_has_room(pool->user_count->servers, user_limit))
+        return AT_USER_LIMIT;
+    pool->shared->n_servers++;
+    pool->db_count->servers++;
+    pool->user_count->servers++;
+    return from_reserve ? RESERVED_FROM_RESERVE : RESERVED;
 }
 
-/* The idle backend unused longest among the other pools of the same database (or user). */
+/* The idle backend unused longest among this worker's other pools of the same database (or user). */
 static struct server *pool_eviction_candidate(struct pool *pool, bool same_user)
 {
     struct server *oldest = NULL;
@@ -301,33 +368,34 @@ static struct server *pool_eviction_candidate(struct pool *pool, bool same_user)
     return oldest;
 }
 
-/*
- * max_db_connections or max_user_connections: true if count is below its limit, after closing an
- * idle backend of another pool that shares it, as PgBouncer does, when it is not.
- */
-static bool pool_limit_allows(struct pool *pool, const struct limit_count *count, int limit,
-                              bool same_user, bool may_evict)
+/* At max_db_connections or max_user_connections: close an idle backend of another pool that
+ * shares the limit, as PgBouncer does. False if there is none. */
+static bool pool_evict_for(struct pool *pool, bool same_user)
 {
-    if (limit_has_room(count->servers, limit))
-        return true;
-    struct server *victim = may_evict ? pool_eviction_candidate(pool, same_user) : NULL;
+    struct server *victim = pool_eviction_candidate(pool, same_user);
     if (!victim)
         return false;
-    log_debug("pool %s/%s: %s reached (%d): closing an idle backend of %s/%s to make room",
+    log_debug("pool %s/%s: %s reached: closing an idle backend of %s/%s to make room",
               pool->db_name, pool->user_name, same_user ? "max_user_connections" : "max_db_connections",
-              limit, victim->pool->db_name, victim->pool->user_name);
+              victim->pool->db_name, victim->pool->user_name);
     server_close(victim, same_user ? "evicted for another pool (max_user_connections)"
                                    : "evicted for another pool (max_db_connections)");
-    return limit_has_room(count->servers, limit);
+    return true;
 }
 
-static bool pool_limits_allow(struct pool *pool, bool may_evict)
+static enum reservation pool_reserve_server(struct pool *pool, bool for_waiter, bool may_evict)
 {
-    const struct config *cfg = pool->worker->cfg;
-    int db_limit = config_effective_max_db_connections(cfg, config_find_database(cfg, pool->db_name));
-    int user_limit = config_effective_max_user_connections(cfg, config_find_user(cfg, pool->user_name));
-    return pool_limit_allows(pool, pool->db_count, db_limit, false, may_evict) &&
-           pool_limit_allows(pool, pool->user_count, user_limit, true, may_evict);
+    struct pool_registry *reg = pool_registry_of(pool);
+    pool_registry_lock(reg);
+    enum reservation r = pool_reserve_locked(pool, for_waiter);
+    pool_registry_unlock(reg);
+    if ((r == AT_DATABASE_LIMIT || r == AT_USER_LIMIT) && may_evict &&
+        pool_evict_for(pool, r == AT_USER_LIMIT)) {
+        pool_registry_lock(reg);
+        r = pool_reserve_locked(pool, for_waiter);
+        pool_registry_unlock(reg);
+    }
+    return r;
 }
 
 enum launch_reason {
@@ -340,20 +408,20 @@ enum launch_reason {
 static bool pool_launch_server_for(struct pool *pool, enum launch_reason reason)
 {
     bool for_login = reason == LAUNCH_FOR_LOGIN;
-    /* A paused pool opens no backend for queries, but one to learn the session defaults, so
-     * logins still complete and wait with their first query like everyone else. */
-    bool from_reserve;
     /* While logins fail, one attempt at a time: a server that is down gets no storm of them. */
     bool probing = pool->last_login_failure > 0 && pool->n_new > 0;
+    /* A paused pool opens no backend for queries, but one to learn the session defaults, so
+     * logins still complete and wait with their first query like everyone else. */
     if (pool_in_login_backoff(pool) || probing || worker_now(pool->worker) < pool->descriptor_retry_at ||
-        (pool->paused && !for_login) ||
-        !pool_has_room(pool, reason == LAUNCH_FOR_WAITER, &from_reserve) ||
-        !pool_limits_allow(pool, reason != LAUNCH_FOR_MIN_POOL))
+        (pool->paused && !for_login))
         return false;
-    if (from_reserve)
+    enum reservation r = pool_reserve_server(pool, reason == LAUNCH_FOR_WAITER, reason != LAUNCH_FOR_MIN_POOL);
+    if (r != RESERVED && r != RESERVED_FROM_RESERVE)
+        return false;
+    if (r == RESERVED_FROM_RESERVE)
         log_info("pool %s/%s: a client waited over reserve_pool_timeout: opening a backend from the reserve pool",
                  pool->db_name, pool->user_name);
-    return server_connect(pool) != NULL;
+    return server_connect(pool) != NULL; /* counted here; given back if it fails */
 }
 
 static bool pool_launch_server(struct pool *pool)
@@ -376,10 +444,29 @@ static void pool_fail_for_login_error(struct pool *pool)
     pool_fail_clients(&pool->waiting_clients, pool->last_login_sqlstate, message);
 }
 
+/* The defaults a backend of another worker reported, if one has: true once they are ours. */
+static bool pool_take_shared_defaults(struct pool *pool)
+{
+    struct pool_registry *reg = pool_registry_of(pool);
+    struct param_set copy;
+    bool found = false;
+    param_set_init(&copy);
+    pool_registry_lock(reg);
+    if (pool->shared->has_defaults)
+        found = param_set_copy(&copy, &pool->shared->defaults) == 0;
+    pool_registry_unlock(reg);
+    if (found)
+        pool_set_defaults(pool, &copy);
+    param_set_free(&copy);
+    return found;
+}
+
 void pool_request_defaults(struct pool *pool)
 {
     if (pool->n_new > 0 || pool->n_idle + pool->n_used > 0)
         return; /* a backend is on its way or already reported */
+    if (!pool->has_defaults && pool_take_shared_defaults(pool))
+        return;
     if (!pool_launch_server_for(pool, LAUNCH_FOR_LOGIN) && pool_refuses_for_login_error(pool))
         pool_fail_for_login_error(pool);
 }
@@ -416,6 +503,187 @@ void pool_server_checked(struct pool *pool, struct server *s, bool ok)
     pool_server_ready(pool, s);
 }
 
+/* ---- across workers: tickets, lending, hand-overs ---- */
+
+struct pool_nudge {
+    struct mail mail;
+    struct shared_pool *shared;
+};
+
+struct pool_handoff {
+    struct mail mail;
+    struct shared_pool *shared;
+    struct server *server;
+};
+
+static void pool_nudge_deliver(struct worker *w, struct mail *mail)
+{
+    struct pool_nudge *nudge = (struct pool_nudge *)mail;
+    struct pool *pool = nudge->shared->local[w->index];
+    free(nudge);
+    if (pool)
+        pool_serve_waiters(pool);
+}
+
+/* Asks worker to look at the pool again: lend its idle backends, or open one for its waiters. */
+static void pool_post_nudge(struct worker *to, struct shared_pool *shared)
+{
+    struct pool_nudge *nudge = calloc(1, sizeof(*nudge));
+    if (!nudge)
+        return; /* its janitor looks again within a tick */
+    nudge->mail.deliver = pool_nudge_deliver;
+    nudge->shared = shared;
+    worker_post(to, &nudge->mail);
+}
+
+/* Another worker holds an idle backend of the pool: ask it to lend it. True if one was asked. */
+static bool pool_ask_other_workers(struct pool *pool)
+{
+    struct worker *w = pool->worker;
+    for (size_t i = 0; i < w->world->n_workers; i++) {
+        if (i != w->index && atomic_load(&pool->shared->idle_on[i]) > 0) {
+            pool_post_nudge(w->world->workers[i], pool->shared);
+            return true;
+        }
+    }
+    return false;
+}
+
+/* A backend closed here, so there is room: the worker of the longest waiter may open one. */
+static void pool_nudge_first_waiter(struct pool *pool)
+{
+    struct pool_registry *reg = pool_registry_of(pool);
+    int to = -1;
+    if (atomic_load(&pool->shared->n_tickets) == 0)
+        return;
+    pool_registry_lock(reg);
+    struct pool_ticket *head = TAILQ_FIRST(&pool->shared->tickets);
+    if (head && head->worker != pool->worker->index)
+        to = (int)head->worker;
+    pool_registry_unlock(reg);
+    if (to >= 0)
+        pool_post_nudge(pool->worker->world->workers[to], pool->shared);
+}
+
+/* The client queues here; its ticket puts it in line with the waiters of every worker. */
+static void pool_take_ticket(struct pool *pool, struct client *c)
+{
+    struct pool_registry *reg = pool_registry_of(pool);
+    c->ticket.since = c->wait_start;
+    c->ticket.worker = pool->worker->index;
+    pool_registry_lock(reg);
+    shared_pool_enqueue(pool->shared, &c->ticket);
+    pool_registry_unlock(reg);
+}
+
+enum release {
+    RELEASE_TO_LOCAL_WAITER, /* this worker's first waiter is the longest waiter (or has no ticket) */
+    RELEASE_TO_OTHER_WORKER, /* a client of another worker has waited longest */
+    RELEASE_TO_IDLE,         /* nobody waits */
+};
+
+/* Under the registry lock: who gets a backend released on this worker. */
+static enum release pool_decide_release_locked(struct pool *pool, bool movable, unsigned *to)
+{
+    struct shared_pool *sp = pool->shared;
+    struct pool_ticket *head = TAILQ_FIRST(&sp->tickets);
+    struct client *local = TAILQ_FIRST(&pool->waiting_clients);
+
+    if (local && (!movable || !head || !local->ticket.queued || head == &local->ticket ||
+                  local->ticket.since <= head->since)) {
+        shared_pool_dequeue(sp, &local->ticket);
+        return RELEASE_TO_LOCAL_WAITER;
+    }
+    if (!head || !movable)
+        return RELEASE_TO_IDLE;
+    shared_pool_dequeue(sp, head);
+    *to = head->worker;
+    return RELEASE_TO_OTHER_WORKER;
+}
+
+static void pool_link_first_waiter(struct pool *pool, struct server *s)
+{
+    struct client *c = TAILQ_FIRST(&pool->waiting_clients);
+    histogram_observe(&pool->stats.borrow_latency, worker_now(pool->worker) - c->wait_start);
+    pool_cancel_wait(pool, c);
+    c->in_pool_list = false;
+    server_link_client(s, c);
+    client_process_input(c);
+}
+
+static void pool_handoff_deliver(struct worker *w, struct mail *mail)
+{
+    struct pool_handoff *handoff = (struct pool_handoff *)mail;
+    struct shared_pool *shared = handoff->shared;
+    struct server *s = handoff->server;
+    free(handoff);
+    pool_adopt_server(w, shared, s);
+}
+
+/*
+ * The backend goes to worker to, whose longest waiter's ticket it took: out of this worker's pool
+ * now, out of its loop and on its way once the current callback has returned (worker_reap), as
+ * code up the stack may still look at it.
+ */
+static void pool_send_server(struct pool *pool, struct server *s, unsigned to)
+{
+    struct worker *w = pool->worker;
+    server_leave_worker(s);
+    s->handoff_to = to;
+    TAILQ_INSERT_TAIL(&w->departing_servers, s, link);
+    worker_schedule_reap(w);
+}
+
+void pool_dispatch_server(struct server *s)
+{
+    struct worker *w = s->worker;
+    struct shared_pool *shared = s->pool->shared;
+    struct pool_handoff *handoff = calloc(1, sizeof(*handoff));
+    if (!handoff || !conn_leave_loop(&s->conn)) {
+        /* Out of memory, or it wrote since: it cannot travel. Its place goes to a new backend. */
+        free(handoff);
+        server_close_in_transit(s, w, shared, "could not be handed to another worker");
+        pool_post_nudge(w->world->workers[s->handoff_to], shared);
+        return;
+    }
+    handoff->mail.deliver = pool_handoff_deliver;
+    handoff->shared = shared;
+    handoff->server = s;
+    w->handoffs_out++;
+    worker_post(w->world->workers[s->handoff_to], &handoff->mail);
+}
+
+void pool_adopt_server(struct worker *w, struct shared_pool *shared, struct server *s)
+{
+    struct pool *pool = shared->local[w->index];
+    if (!pool)
+        pool = worker_find_pool(w, shared->db_name, shared->user_name);
+    w->handoffs_in++;
+    if (!pool) {
+        server_close_in_transit(s, w, shared, "its pool is gone");
+        return;
+    }
+    server_join_worker(s, w, pool);
+    if (!pool->paused && !TAILQ_EMPTY(&pool->waiting_clients))
+        pool_link_first_waiter(pool, s);
+    else
+        pool_server_ready(pool, s);
+}
+
+/* Idle backends here, clients waiting on other workers: the longest waiters get them. */
+static void pool_lend_idle(struct pool *pool)
+{
+    int budget = pool->n_idle;
+    struct server *s;
+    while (budget-- > 0 && !pool->paused && atomic_load(&pool->shared->n_tickets) > 0 &&
+           (s = TAILQ_FIRST(&pool->idle_servers)) != NULL) {
+        if (pool_server_needs_check(pool, s))
+            pool_start_check(pool, s); /* then released like any other */
+        else
+            pool_server_ready(pool, s);
+    }
+}
+
 void pool_serve_waiters(struct pool *pool)
 {
     struct server *s;
@@ -426,6 +694,10 @@ void pool_serve_waiters(struct pool *pool)
         else
             pool_server_ready(pool, s);
     }
+    if (!pool->paused && pool->n_idle > 0 && atomic_load(&pool->shared->n_tickets) > 0)
+        pool_lend_idle(pool);
+    if (pool_needs_more_servers(pool) && !pool->paused)
+        pool_ask_other_workers(pool);
     while (pool_needs_more_servers(pool) && pool_launch_server(pool))
         ;
 }
@@ -442,18 +714,26 @@ void pool_request_server(struct pool *pool, struct client *client)
     client->in_pool_list = true;
     pool->n_waiting++;
     pool->stats.wait_count++;
+    pool_take_ticket(pool, client);
     if (pool->paused)
         return;
     if (s) {
         pool_start_check(pool, s); /* the client gets it, or another, once the check is done */
         return;
     }
+    /* An idle backend on another worker is lent; a new one is opened too if there is room, in
+     * case that one is taken before the mail arrives (whichever comes first serves). */
+    pool_ask_other_workers(pool);
     if (pool_needs_more_servers(pool) && !pool_launch_server(pool) && pool_refuses_for_login_error(pool))
         pool_fail_for_login_error(pool);
 }
 
 void pool_cancel_wait(struct pool *pool, struct client *client)
 {
+    struct pool_registry *reg = pool_registry_of(pool);
+    pool_registry_lock(reg);
+    shared_pool_dequeue(pool->shared, &client->ticket);
+    pool_registry_unlock(reg);
     TAILQ_REMOVE(&pool->waiting_clients, client, pool_link);
     pool->n_waiting--;
     pool->stats.wait_time += worker_now(pool->worker) - client->wait_start;
@@ -461,17 +741,32 @@ void pool_cancel_wait(struct pool *pool, struct client *client)
 
 void pool_server_ready(struct pool *pool, struct server *s)
 {
-    struct client *c = pool->paused ? NULL : TAILQ_FIRST(&pool->waiting_clients);
     s->ready_status = 'I';
-    if (!c) {
+    if (pool->paused) {
         server_set_idle(s);
         return;
     }
-    histogram_observe(&pool->stats.borrow_latency, worker_now(pool->worker) - c->wait_start);
-    pool_cancel_wait(pool, c);
-    c->in_pool_list = false;
-    server_link_client(s, c);
-    client_process_input(c);
+    bool movable = pool->worker->world->n_workers > 1 && server_can_leave_worker(s);
+    struct pool_registry *reg = pool_registry_of(pool);
+    unsigned to = 0;
+    pool_registry_lock(reg);
+    enum release release = pool_decide_release_locked(pool, movable, &to);
+    pool_registry_unlock(reg);
+
+    switch (release) {
+    case RELEASE_TO_LOCAL_WAITER:
+        pool_link_first_waiter(pool, s);
+        return;
+    case RELEASE_TO_OTHER_WORKER:
+        pool_send_server(pool, s, to);
+        return;
+    case RELEASE_TO_IDLE:
+        server_set_idle(s);
+        /* A ticket queued while it went idle did not see it: look again (after the mail). */
+        if (movable && atomic_load(&pool->shared->n_tickets) > 0)
+            pool_post_nudge(pool->worker, pool->shared);
+        return;
+    }
 }
 
 void pool_server_gone(struct pool *pool, struct server *s)
@@ -487,6 +782,7 @@ void pool_server_gone(struct pool *pool, struct server *s)
     }
     /* Clients that were waiting for this one may need another. */
     pool_serve_waiters(pool);
+    pool_nudge_first_waiter(pool);
 }
 
 /*
@@ -594,6 +890,11 @@ void pool_set_defaults(struct pool *pool, const struct param_set *server_params)
     if (param_set_copy(&pool->defaults, server_params) != 0)
         return;
     pool->has_defaults = true;
+    struct pool_registry *reg = pool_registry_of(pool);
+    pool_registry_lock(reg);
+    if (!pool->shared->has_defaults && param_set_copy(&pool->shared->defaults, server_params) == 0)
+        pool->shared->has_defaults = true;
+    pool_registry_unlock(reg);
     while (!TAILQ_EMPTY(&pool->login_clients))
         client_finish_login(TAILQ_FIRST(&pool->login_clients));
 }
@@ -776,11 +1077,14 @@ static void pool_expire_servers(struct pool *pool, double now)
         }
     }
     /* Idle list is most-recently-used first: the oldest idle ones are at the tail. */
+    int total = TAILQ_EMPTY(&pool->idle_servers) ? 0 : pool_total_server_count(pool);
     for (s = TAILQ_LAST(&pool->idle_servers, server_list); s; s = next) {
         next = TAILQ_PREV(s, server_list, link);
         bool too_old = cfg->server_lifetime > 0 && now - s->connect_time > cfg->server_lifetime;
         bool idle_too_long = cfg->server_idle_timeout > 0 && now - s->last_used > cfg->server_idle_timeout &&
-                             pool_server_count(pool) > pool->min_pool_size;
+                             total > pool->min_pool_size;
+        if (idle_too_long)
+            total--;
         if (too_old || idle_too_long || s->close_needed)
             server_close(s, too_old ? "server_lifetime reached" : idle_too_long ? "server_idle_timeout reached"
                                                                                 : "configuration changed");
@@ -872,7 +1176,8 @@ void pool_janitor(struct pool *pool, double now)
     pool_expire_waiters(pool, now);
     pool_expire_transactions(pool, now);
     pool_expire_servers(pool, now);
-    while (pool_server_count(pool) < pool->min_pool_size && !pool->disabled && pool_may_prewarm(pool) &&
+    while (pool->min_pool_size > 0 && pool_total_server_count(pool) < pool->min_pool_size &&
+           !pool->disabled && pool_may_prewarm(pool) &&
            pool_launch_server_for(pool, LAUNCH_FOR_MIN_POOL))
         ;
     if (!TAILQ_EMPTY(&pool->login_clients))

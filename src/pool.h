@@ -66,6 +66,8 @@ struct pool {
     struct server_list new_servers;     /* connecting or logging in */
     int n_idle, n_used, n_new;
 
+    /* In the process's pool registry, read and changed under its lock: */
+    struct shared_pool *shared;         /* this (database, user) on every worker */
     struct limit_count *db_count;       /* backends and clients of this database (all users) */
     struct limit_count *user_count;     /* backends of this backend user (all databases) */
     int n_checking;                     /* idle backends running server_check_query */
@@ -99,8 +101,10 @@ struct pool *pool_create(struct worker *w, const struct config_database *db, con
 void pool_apply_config(struct pool *pool, const struct config_database *db, const struct config *cfg);
 void pool_destroy(struct pool *pool);
 
-/* Backends counted against pool_size: idle, used and connecting. */
+/* This worker's backends of the pool: idle, used and connecting. */
 int pool_server_count(const struct pool *pool);
+/* The pool's backends on every worker: what pool_size is held to. */
+int pool_total_server_count(struct pool *pool);
 
 /*
  * A logged-in client needs a backend for the message waiting in its buffer. Links an idle backend
@@ -124,8 +128,19 @@ void pool_forget_client(struct client *client);
 /* A backend of this pool starts connecting (+1) or is closed (-1). */
 void pool_count_server(struct pool *pool, int delta);
 
-/* A backend finished its login or its reset and is clean: hand it to a waiter or keep it idle. */
+/*
+ * A backend finished its login or its reset and is clean: it goes to the client that has waited
+ * longest on any worker (a waiter of this worker's, or by a mail to another worker), or stays
+ * idle here.
+ */
 void pool_server_ready(struct pool *pool, struct server *server);
+/*
+ * A backend released on another worker for a client waiting here arrives (mail): it joins this
+ * worker's loop and goes to the first client waiting here, or is released as above.
+ */
+void pool_adopt_server(struct worker *w, struct shared_pool *shared, struct server *server);
+/* The reaper sends a backend pool_server_ready gave to another worker (worker->departing_servers). */
+void pool_dispatch_server(struct server *server);
 /* server_check_query finished on an idle backend: a waiter gets it, or (failed) it is closed. */
 void pool_server_checked(struct pool *pool, struct server *server, bool ok);
 /* A backend is gone (closed by either side); start another if clients wait. */

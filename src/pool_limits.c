@@ -1,6 +1,7 @@
 /*
- * pool_limits.c: named connection counts per database and per user. A handful of names, looked up
- * when a pool is created or a client logs in, so a list is enough.
+ * pool_limits.c: the pool registry: named connection counts per database and per user, and the
+ * shared record of each (database, backend user). A handful of names, looked up when a pool is
+ * created or a client logs in, so lists are enough.
  */
 #include "pool_limits.h"
 
@@ -57,4 +58,86 @@ struct limit_count *limit_registry_user(struct limit_registry *r, const char *na
 bool limit_has_room(int count, int limit)
 {
     return limit <= 0 || count < limit;
+}
+
+void pool_registry_init(struct pool_registry *reg)
+{
+    memset(reg, 0, sizeof(*reg));
+    pthread_mutex_init(&reg->lock, NULL);
+    limit_registry_init(&reg->limits);
+}
+
+void pool_registry_free(struct pool_registry *reg)
+{
+    while (reg->pools) {
+        struct shared_pool *sp = reg->pools;
+        reg->pools = sp->next;
+        param_set_free(&sp->defaults);
+        free(sp->db_name);
+        free(sp->user_name);
+        free(sp);
+    }
+    limit_registry_free(&reg->limits);
+    pthread_mutex_destroy(&reg->lock);
+}
+
+void pool_registry_lock(struct pool_registry *reg)
+{
+    pthread_mutex_lock(&reg->lock);
+}
+
+void pool_registry_unlock(struct pool_registry *reg)
+{
+    pthread_mutex_unlock(&reg->lock);
+}
+
+struct shared_pool *pool_registry_shared(struct pool_registry *reg, const char *db_name,
+                                         const char *user_name)
+{
+    for (struct shared_pool *sp = reg->pools; sp; sp = sp->next)
+        if (strcmp(sp->db_name, db_name) == 0 && strcmp(sp->user_name, user_name) == 0)
+            return sp;
+    struct shared_pool *sp = calloc(1, sizeof(*sp));
+    if (!sp || !(sp->db_name = strdup(db_name)) || !(sp->user_name = strdup(user_name))) {
+        if (sp)
+            free(sp->db_name);
+        free(sp);
+        return NULL;
+    }
+    TAILQ_INIT(&sp->tickets);
+    param_set_init(&sp->defaults);
+    sp->next = reg->pools;
+    reg->pools = sp;
+    return sp;
+}
+
+void shared_pool_enqueue(struct shared_pool *sp, struct pool_ticket *ticket)
+{
+    if (ticket->queued)
+        return;
+    TAILQ_INSERT_TAIL(&sp->tickets, ticket, link);
+    ticket->queued = true;
+    atomic_fetch_add(&sp->n_tickets, 1);
+}
+
+void shared_pool_dequeue(struct shared_pool *sp, struct pool_ticket *ticket)
+{
+    if (!ticket->queued)
+        return;
+    TAILQ_REMOVE(&sp->tickets, ticket, link);
+    ticket->queued = false;
+    atomic_fetch_sub(&sp->n_tickets, 1);
+}
+
+void pool_registry_forget_server(struct pool_registry *reg, struct shared_pool *sp)
+{
+    pool_registry_lock(reg);
+    sp->n_servers--;
+    struct limit_count *db = limit_registry_database(&reg->limits, sp->db_name);
+    struct limit_count *user = limit_registry_user(&reg->limits, sp->user_name);
+    if (db)
+        db->servers--;
+    if (user)
+        user->servers--;
+    pool_registry_unlock(reg);
 }

@@ -62,6 +62,12 @@ static struct server_list *server_pool_list(struct server *s, enum server_state 
     return NULL;
 }
 
+/* What other workers read to find an idle backend to borrow (pool_limits.h). */
+static void server_count_idle(struct server *s, int delta)
+{
+    atomic_fetch_add(&s->pool->shared->idle_on[s->worker->index], delta);
+}
+
 /* Moves the server between the pool's lists as its state changes; idle ones go to the front. */
 static void server_set_state(struct server *s, enum server_state state)
 {
@@ -74,6 +80,8 @@ static void server_set_state(struct server *s, enum server_state state)
     if (from) {
         TAILQ_REMOVE(from, s, link);
         (*from_count)--;
+        if (from == &s->pool->idle_servers)
+            server_count_idle(s, -1);
     }
     if (to) {
         if (state == SERVER_IDLE)
@@ -81,7 +89,55 @@ static void server_set_state(struct server *s, enum server_state state)
         else
             TAILQ_INSERT_TAIL(to, s, link);
         (*to_count)++;
+        if (to == &s->pool->idle_servers)
+            server_count_idle(s, +1);
     }
+}
+
+/* ---- moving between workers ---- */
+
+bool server_can_leave_worker(struct server *s)
+{
+    return s->state != SERVER_CLOSED && !s->client && !s->cancel_in_flight && !s->scram &&
+           conn_can_leave_loop(&s->conn);
+}
+
+void server_leave_worker(struct server *s)
+{
+    int *count;
+    struct server_list *list = server_pool_list(s, s->state, &count);
+    if (list) {
+        TAILQ_REMOVE(list, s, link);
+        (*count)--;
+        if (list == &s->pool->idle_servers)
+            server_count_idle(s, -1);
+    }
+    s->state = SERVER_IDLE; /* idle, in no list until it joins its new worker */
+    s->worker->n_servers--;
+}
+
+void server_join_worker(struct server *s, struct worker *w, struct pool *pool)
+{
+    s->worker = w;
+    s->pool = pool;
+    w->n_servers++;
+    conn_join_loop(&s->conn, w->base, &w->flusher);
+    TAILQ_INSERT_HEAD(&pool->idle_servers, s, link);
+    pool->n_idle++;
+    server_count_idle(s, +1);
+}
+
+void server_close_in_transit(struct server *s, struct worker *w, struct shared_pool *shared,
+                             const char *reason)
+{
+    log_debug("S-%llu: %s/%s closing on its way between workers: %s", (unsigned long long)s->id,
+              shared->db_name, shared->user_name, reason);
+    s->state = SERVER_CLOSED;
+    conn_close(&s->conn);
+    pool_registry_forget_server(&w->world->pools, shared);
+    w->server_closed = true;
+    TAILQ_INSERT_TAIL(&w->dead_servers, s, link);
+    worker_schedule_reap(w);
 }
 
 static void server_forget_cancel(struct server *s);
@@ -144,16 +200,22 @@ static void server_out_of_descriptors(struct server *s, int err)
 struct server *server_connect(struct pool *pool)
 {
     struct worker *w = pool->worker;
-    if (pool->hosts.n == 0)
+    /* The caller counted it (pool.c reserves room under the registry lock): give it back. */
+    if (pool->hosts.n == 0) {
+        pool_count_server(pool, -1);
         return NULL; /* its host list could not be made (out of memory at a reload) */
+    }
     struct server *s = calloc(1, sizeof(*s));
-    if (!s)
+    if (!s) {
+        pool_count_server(pool, -1);
         return NULL;
+    }
     s->host_index = pool->host_index < pool->hosts.n ? pool->host_index : 0;
     s->host = strdup(pool->hosts.hosts[s->host_index]);
     s->port = pool->hosts.ports[s->host_index];
     if (!s->host) {
         free(s);
+        pool_count_server(pool, -1);
         return NULL;
     }
     s->worker = w;
@@ -167,7 +229,6 @@ struct server *server_connect(struct pool *pool)
                                            ? (size_t)w->cfg->max_prepared_statements : 1);
     server_set_state(s, SERVER_CONNECTING);
     w->n_servers++;
-    pool_count_server(pool, +1);
     log_debug("S-%llu: %s/%s connecting to %s:%d", (unsigned long long)s->id, pool->db_name,
               pool->user_name, s->host, s->port);
     if (server_start_connect(s) != 0) {

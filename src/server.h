@@ -48,6 +48,7 @@ struct server {
     char *host;                     /* the place of the pool's host list it connects to */
     int port;
     size_t host_index;
+    unsigned handoff_to;            /* the worker it is being handed to (departing_servers) */
 
     struct client *client;          /* linked client while ACTIVE or syncing for it */
     struct param_set params;        /* what this backend's session has now */
@@ -83,7 +84,10 @@ struct server {
     char local_addr[64];
 };
 
-/* Starts connecting a new backend for pool (state CONNECTING). NULL on immediate failure. */
+/*
+ * Starts connecting a new backend for pool (state CONNECTING), which the caller has counted
+ * (pool_count_server); NULL on immediate failure, the count given back.
+ */
 struct server *server_connect(struct pool *pool);
 /* Sends Terminate (if possible) and closes. The pool is told. */
 void server_close(struct server *s, const char *reason);
@@ -99,6 +103,19 @@ void server_run_check(struct server *s, const char *query);
  */
 void server_out_of_memory(struct server *s);
 void server_free(struct server *s);
+
+/*
+ * A clean backend moves to another worker: server_can_leave_worker (its output is flushed, nothing
+ * is linked or in flight), then server_leave_worker on the old worker's thread (out of its pool's
+ * lists and loop), a mail, and server_join_worker on the new one's (into pool's idle list and w's
+ * loop). A backend whose new worker has no pool for it any more is closed there with
+ * server_close_in_transit.
+ */
+bool server_can_leave_worker(struct server *s);
+void server_leave_worker(struct server *s);
+void server_join_worker(struct server *s, struct worker *w, struct pool *pool);
+void server_close_in_transit(struct server *s, struct worker *w, struct shared_pool *shared,
+                             const char *reason);
 
 /* Parks a clean backend in the pool's idle list. */
 void server_set_idle(struct server *s);

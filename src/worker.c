@@ -181,9 +181,9 @@ int worker_init(struct worker *w, struct config *cfg, struct world *world, unsig
     TAILQ_INIT(&w->autodbs);
     TAILQ_INIT(&w->dead_clients);
     TAILQ_INIT(&w->dead_servers);
+    TAILQ_INIT(&w->departing_servers);
     peer_forwards_init(&w->peer_forwards);
     cancel_registry_init(&w->cancels, cfg->peer_id);
-    limit_registry_init(&w->limits);
     msgbuf_init(&w->scratch);
 
     w->base = worker_new_base();
@@ -272,6 +272,12 @@ int worker_start_thread(struct worker *w)
 
 static void worker_reap(struct worker *w)
 {
+    /* Backends handed to other workers leave once nothing up the stack can touch them. */
+    while (!TAILQ_EMPTY(&w->departing_servers)) {
+        struct server *s = TAILQ_FIRST(&w->departing_servers);
+        TAILQ_REMOVE(&w->departing_servers, s, link);
+        pool_dispatch_server(s);
+    }
     while (!TAILQ_EMPTY(&w->dead_clients)) {
         struct client *c = TAILQ_FIRST(&w->dead_clients);
         TAILQ_REMOVE(&w->dead_clients, c, link);
@@ -329,7 +335,6 @@ void worker_destroy(struct worker *w)
         config_free(w->cfg);
     }
     cancel_registry_free(&w->cancels);
-    limit_registry_free(&w->limits);
     msgbuf_free(&w->scratch);
 }
 
@@ -348,8 +353,8 @@ static void worker_reaper_cb(evutil_socket_t fd, short what, void *arg)
     worker_reap(w);
     /* After the callback that closed a backend, not inside it: a pool waiting on a database or
      * user limit may open one now, without waiting for the janitor's tick. */
-    if (w->limits.server_closed) {
-        w->limits.server_closed = false;
+    if (w->server_closed) {
+        w->server_closed = false;
         struct pool *pool;
         TAILQ_FOREACH(pool, &w->pools, link)
             pool_serve_waiters(pool);
@@ -402,6 +407,14 @@ struct pool *worker_get_pool(struct worker *w, const struct config_database *db,
     if (admin_database_paused(w, pool->db_name))
         pool_pause(pool);
     return pool;
+}
+
+struct pool *worker_find_pool(struct worker *w, const char *db_name, const char *user_name)
+{
+    const struct config_database *db = autodb_find(w, db_name);
+    if (!db || (db->user && strcmp(db->user, user_name) != 0))
+        return NULL;
+    return worker_get_pool(w, db, user_name);
 }
 
 /* ---- periodic work ---- */

@@ -85,12 +85,13 @@ struct worker {
     struct client_list login_clients; /* not yet logged in, oldest first (login timeout) */
     struct pool_list pools;
     struct autodb_list autodbs;    /* databases made from "*" on demand (autodb.c) */
-    struct limit_registry limits;  /* backends and clients per database and per user */
+    bool server_closed;            /* a backend closed: pools waiting on a limit may go on */
     struct cancel_registry cancels;
     struct peer_forwards peer_forwards; /* cancels on their way to other instances (peer.c) */
 
     struct client_list dead_clients;  /* closed, freed by the reaper after the current callback */
     struct server_list dead_servers;
+    struct server_list departing_servers; /* handed to other workers: sent after the current callback */
     struct conn_flusher flusher;   /* writes each dirty connection once per loop iteration */
     struct event *reaper;
     bool reap_scheduled;
@@ -154,6 +155,9 @@ void worker_schedule_reap(struct worker *w);
 /* The pool for (database entry, user), created on first use. NULL if out of memory. */
 struct pool *worker_get_pool(struct worker *w, const struct config_database *db,
                              const char *client_user);
+
+/* This worker's pool of that (database, backend user), made if the database still exists. */
+struct pool *worker_find_pool(struct worker *w, const char *db_name, const char *user_name);
 
 /* Called by the listener for each accepted socket. */
 void worker_accept(struct worker *w, int fd, const struct sockaddr *addr, int addr_len,

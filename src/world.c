@@ -17,7 +17,7 @@
 #include "log.h"
 #include "worker.h"
 
-#define WORLD_AUTO_IS_ONE 1
+#define WORLD_AUTO_IS_ONE 0
 
 size_t world_worker_count(const struct config *cfg)
 {
@@ -206,6 +206,7 @@ int world_init(struct world *world, size_t n_workers)
     atomic_init(&world->n_clients, 0);
     atomic_init(&world->exiting, false);
     atomic_init(&world->next_id, 0);
+    pool_registry_init(&world->pools);
     return 0;
 }
 
@@ -213,6 +214,7 @@ void world_free(struct world *world)
 {
     free(world->workers);
     world->workers = NULL;
+    pool_registry_free(&world->pools);
     pthread_mutex_destroy(&world->stop_lock);
     pthread_cond_destroy(&world->stop_cond);
 }

@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "config.h"
+#include "pool_limits.h"
 
 struct worker;
 
@@ -48,6 +49,7 @@ struct world {
     int stop_depth;                /* under stop_lock */
     size_t n_parked;               /* under stop_lock */
 
+    struct pool_registry pools;    /* shared pool records and connection counts (its lock) */
     atomic_size_t n_clients;       /* logged in or logging in, all workers: max_client_conn */
     atomic_uint_fast64_t next_id;  /* client and backend ids, unique in the process */
     atomic_bool exiting;           /* shutdown finished on some worker: every loop ends */
