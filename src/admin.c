@@ -31,7 +31,6 @@
 #include "client.h"
 #include "listener.h"
 #include "log.h"
-#include "metrics.h"
 #include "pinning.h"
 #include "pool.h"
 #include "server.h"

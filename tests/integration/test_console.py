@@ -120,7 +120,13 @@ def set_pool_mode(t):
     check_equal(one_value(earlier, "SELECT 2"), 2, "the client from before SET still works")
     run(admin, "SET pool_mode = transaction")
     c, d = s.connect(), s.connect()
-    check_equal(backend_pid(c), backend_pid(d), "transaction mode: d gets the backend c released")
+    backend_pid(c), backend_pid(d)
+    # Between transactions a transaction-mode client holds no backend (a session one keeps its own),
+    # whichever worker serves it.
+    idle_links = {r["port"]: r["link"] for r in show(admin, "CLIENTS")}
+    check_equal([idle_links[local_port(c)], idle_links[local_port(d)]], [None, None],
+                "transaction mode: c and d hold no backend between transactions")
+    check(idle_links[local_port(a)] is not None, "the session client a keeps its backend")
     check_equal(pool_rows(admin, "appdb")[0]["pool_mode"], "transaction", "SHOW POOLS after SET back")
     expect_pg_error(lambda: run(admin, "SET pool_mode = statement"), "22023", "statement pooling")
 
