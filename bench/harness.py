@@ -24,18 +24,34 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
 WORK = os.path.join(BENCH, "work")
 PIDFILE = os.path.join(WORK, "run.pids")
-PGBIN = "/usr/lib/postgresql/15/bin"
+# The PostgreSQL on PATH (a bundle unpacked on a bare machine puts its bin/ there), else Debian's 15.
+PGBIN = os.path.dirname(os.path.realpath(shutil.which("postgres") or "/usr/lib/postgresql/15/bin/postgres"))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 TARGETS = ["direct", "pgbouncer", "sluice"]
 TARGET_LABEL = {"direct": "Postgres (direct)", "pgbouncer": "PgBouncer", "sluice": "sluice"}
+# The scaling and workers-cost suites' targets: a kind of server (direct, pgbouncer, sluice), the
+# lines added to its configuration, and for PgBouncer how many processes share the port.
+VARIANTS = {
+    "direct": dict(kind="direct"),
+    "pgbouncer": dict(kind="pgbouncer"),
+    "pgbouncer-xP": dict(kind="pgbouncer", settings=["so_reuseport = 1"], procs="P"),
+    "sluice-w1": dict(kind="sluice", settings=["workers = 1"]),
+    "sluice-auto": dict(kind="sluice", settings=["workers = auto"]),
+    "sluice-w2": dict(kind="sluice", settings=["workers = 2"]),
+}
+TARGET_LABEL.update({"pgbouncer-xP": "PgBouncer xP (so_reuseport)", "sluice-w1": "sluice workers=1",
+                     "sluice-auto": "sluice workers=auto", "sluice-w2": "sluice workers=2"})
+SCALING_TARGETS = ["direct", "pgbouncer", "pgbouncer-xP", "sluice-w1", "sluice-auto"]
+WORKERS_COST_TARGETS = ["sluice-w1", "sluice-w2"]
 POOL_SIZE = 20
 MAX_CLIENT_CONN = 12000
 PASSWORD = "bench-secret-pw"
@@ -67,8 +83,26 @@ SCENARIOS = {
                        auth="trust"),
     "f": dict(desc="idle clients: proxy RSS per connected idle client", args=None, auth="trust",
               targets=["pgbouncer", "sluice"]),
+    # The scaling suite (bench/run --scaling): every target started afresh for each run, one at a
+    # time, so that the backends pg_stat_activity counts are that target's; {jobs} is pgbench's -j.
+    "s-steady": dict(desc="steady select-only, 256 clients", args=["-S", "-c", "256", "-j", "{jobs}"], auth="trust",
+                     suite="scaling"),
+    "s-connect": dict(desc="new connection per transaction, 64 clients, trust",
+                      args=["-S", "-C", "-c", "64", "-j", "{jobs}"], auth="trust", suite="scaling"),
+    "s-connect-tls": dict(desc="new connection per transaction, 64 clients, sslmode=require, trust",
+                          args=["-S", "-C", "-c", "64", "-j", "{jobs}"], auth="trust", tls=True, suite="scaling"),
+    # The workers-cost suite (bench/run --workers-cost): sluice with one worker against two.
+    "w-steady": dict(desc="steady select-only, 50 clients", args=["-S", "-c", "50", "-j", "2"], auth="trust",
+                     suite="workers-cost"),
+    "w-connect": dict(desc="new connection per transaction, 50 clients, trust", args=["-S", "-C", "-c", "50", "-j", "4"],
+                      auth="trust", suite="workers-cost"),
 }
-ORDER = list(SCENARIOS)
+for _s in SCENARIOS.values():
+    if "suite" in _s:
+        _s.update(fresh=True, targets=SCALING_TARGETS if _s["suite"] == "scaling" else WORKERS_COST_TARGETS)
+ORDER = [k for k, v in SCENARIOS.items() if "suite" not in v]
+SUITES = {"scaling": [k for k, v in SCENARIOS.items() if v.get("suite") == "scaling"],
+          "workers-cost": [k for k, v in SCENARIOS.items() if v.get("suite") == "workers-cost"]}
 # Known not to work: 1,000 clients exceed max_connections; PgBouncer 1.18 has no protocol-level
 # prepared statements in transaction mode.
 EXPECTED_FAILURES = {
@@ -84,6 +118,14 @@ MODES = {
                   scenarios=["a", "b-trust", "b-scram-plain", "b-tls", "c", "f"]),
     "full": dict(duration=5, rounds=3, scale=10, idle_n=10000, idle_rounds=3,
                  scenarios=ORDER),
+}
+# The suites' pgbench -T and rounds per mode. Scaling, full: 15 runs of 20 s, about 6 minutes on a
+# 16-core machine with set-up; quick: about 2 minutes on two cores.
+SUITE_MODES = {
+    "scaling": {"full": dict(duration=20, rounds=1), "quick": dict(duration=3, rounds=1),
+                "smoke": dict(duration=2, rounds=1)},  # 256 clients take over a second to connect here
+    "workers-cost": {"full": dict(duration=5, rounds=3), "quick": dict(duration=3, rounds=3),
+                     "smoke": dict(duration=1, rounds=1)},
 }
 
 # What the proxy is asked to reach against PgBouncer (same run, medians).
@@ -224,14 +266,42 @@ def tree_mem_kib(root, field):
     return total
 
 
+def threads(pid):
+    """A process's threads, less the kernel's io_uring workers (iou-wrk-*, iou-sqp-*): for sluice,
+    its event-loop workers and the threads it starts itself."""
+    n = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                    n += not f.read().startswith("iou-")
+            except OSError:
+                pass
+    except OSError:
+        return None
+    return n
+
+
 # ---------------------------------------------------------------------------------------------
 # helpers
+
+
+def drop_to(user):
+    """Popen arguments that run the child as `user`, without supplementary groups."""
+    if sys.version_info >= (3, 9):
+        return dict(user=user.pw_uid, group=user.pw_gid, extra_groups=[])
+
+    def drop():  # an older python3 on a bare machine: the same, by hand, in the child
+        os.setgroups([])
+        os.setgid(user.pw_gid)
+        os.setuid(user.pw_uid)
+    return dict(preexec_fn=drop)
 
 
 def run(argv, check=True, user=None, env=None, cwd=None, timeout=600, quiet=True):
     kw = {}
     if user is not None:
-        kw.update(user=user.pw_uid, group=user.pw_gid, extra_groups=[])
+        kw.update(drop_to(user))
     p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd,
                        timeout=timeout, **kw)
     if check and p.returncode != 0:
@@ -285,6 +355,84 @@ def median(xs):
     return statistics.median(xs) if xs else None
 
 
+def kind_of(target):
+    """direct, pgbouncer or sluice: the program behind a target or variant."""
+    return VARIANTS.get(target, {}).get("kind", target)
+
+
+def members(proxy):
+    """Every process of a proxy: PgBouncer with so_reuseport is several."""
+    return getattr(proxy, "group", [proxy])
+
+
+def unprivileged_user(name):
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        if name != "postgres":
+            raise
+        return pwd.getpwnam("nobody")  # a bare machine without PostgreSQL's package has no postgres user
+
+
+class BackendSampler:
+    """The number of client backends connected to database bench, read every `every` seconds
+    during a run through one psql session that stays open (a new connection per sample would be
+    one more backend and one more fork), keeping the highest count seen."""
+
+    QUERY = ("select count(*) from pg_stat_activity where datname = 'bench' "
+             "and backend_type = 'client backend';\n")
+
+    def __init__(self, bench):
+        self.p = subprocess.Popen(["psql", "-X", "-At", "-h", bench.tmp, "-p", str(bench.pgport), "-U", "postgres",
+                                   "-d", "postgres"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, bufsize=1)
+        bench.procs.add("psql", self.p)
+        self.stop_flag = threading.Event()
+        self.thread = None
+        self.peak = None
+
+    def count(self):
+        try:
+            self.p.stdin.write(self.QUERY)
+            self.p.stdin.flush()
+        except OSError:
+            return None
+        rd, _, _ = select.select([self.p.stdout], [], [], 5.0)
+        line = self.p.stdout.readline().strip() if rd else ""
+        return int(line) if line.isdigit() else None
+
+    def wait_empty(self, timeout=15.0):
+        """Until the previous target's backends have gone (and been reaped: a backend reaped during
+        the next run would bring all its CPU time into that run's Postgres figure)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.count() == 0:
+                time.sleep(0.3)
+                return True
+            time.sleep(0.1)
+        return False
+
+    def start(self, every=0.5):
+        self.peak = None
+        self.stop_flag.clear()
+
+        def loop():
+            while True:
+                n = self.count()
+                if n is not None:
+                    self.peak = n if self.peak is None else max(self.peak, n)
+                if self.stop_flag.wait(every):
+                    return
+
+        self.thread = threading.Thread(target=loop, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.stop_flag.set()
+        self.thread.join()
+        return self.peak
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -294,7 +442,7 @@ class Bench:
         self.procs = Procs()
         self.tmp = None
         self.is_root = os.geteuid() == 0
-        self.user = pwd.getpwnam(opts.run_as) if self.is_root else None
+        self.user = unprivileged_user(opts.run_as) if self.is_root else None
         self.results = []  # one dict per run
         self.unavailable = {}  # (scenario, target) -> reason
         self.notes = []
@@ -304,6 +452,7 @@ class Bench:
         self.token_bin = None
         self.sluice_reason = None
         self.build_cmds = []
+        self.sampler = None
 
     # ------------------------------------------------------------------ setup
     def raise_nofile(self):
@@ -323,7 +472,7 @@ class Bench:
     def spawn(self, name, argv, logpath, env=None, as_user=True):
         kw = {}
         if self.user and as_user:
-            kw.update(user=self.user.pw_uid, group=self.user.pw_gid, extra_groups=[])
+            kw.update(drop_to(self.user))
         logf = open(logpath, "ab")
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                              start_new_session=True, env=env, cwd=self.tmp, **kw)
@@ -459,7 +608,7 @@ class Bench:
             return "unknown"
 
     def setup_postgres(self):
-        self.tmp = tempfile.mkdtemp(prefix="sluice-bench-")
+        self.tmp = tempfile.mkdtemp(prefix="sluice-bench-", dir=self.o.tmpdir)
         if not self.o.keep:
             with open(os.path.join(WORK, "run.tmpdir"), "w") as f:  # for bench/run's trap
                 f.write(self.tmp + "\n")
@@ -473,7 +622,12 @@ class Bench:
         # Certificate: ECDSA P-256, self-signed, for Postgres, PgBouncer and sluice alike.
         self.cert = os.path.join(self.tmp, "server.crt")
         self.key = os.path.join(self.tmp, "server.key")
-        cmd = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        # -config: a bare machine may have no openssl.cnf, and req needs one.
+        cnf = os.path.join(self.tmp, "openssl-req.cnf")
+        with open(cnf, "w") as f:
+            f.write("[req]\ndistinguished_name = dn\n[dn]\n")
+        cmd = ["openssl", "req", "-config", cnf, "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+               "-nodes",
                "-keyout", self.key, "-out", self.cert, "-days", "7", "-subj", "/CN=localhost",
                "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"]
         run(cmd)
@@ -487,7 +641,7 @@ class Bench:
             "listen_addresses": "'127.0.0.1'",
             "port": str(self.pgport),
             "unix_socket_directories": f"'{self.tmp}'",
-            "max_connections": "300",
+            "max_connections": str(self.max_connections()),
             "shared_buffers": "512MB",
             "fsync": "off",
             "synchronous_commit": "off",
@@ -497,6 +651,7 @@ class Bench:
             "ssl_cert_file": f"'{self.cert}'",
             "ssl_key_file": f"'{self.key}'",
             "log_min_messages": "warning",
+            "jit": "off",  # pgbench's queries are far too cheap for it; and a bundle leaves the LLVM JIT out
         }
         with open(os.path.join(data, "postgresql.conf"), "a") as f:
             f.write("\n# sluice bench\n")
@@ -535,6 +690,13 @@ class Bench:
         run(["pgbench", "-n", "-S", "-c", "4", "-j", "2", "-T", "2" if self.scale > 1 else "1", "-h", self.tmp, "-p",
              str(self.pgport), "-U", "bench", "bench"])
 
+    def max_connections(self):
+        """300, or more when the suites' PgBouncer processes (each with its own pool) need it."""
+        need = 300
+        if any(SCENARIOS[s].get("suite") for s in self.scenarios):
+            need = max(need, self.pgbouncer_procs * POOL_SIZE + 50)
+        return need
+
     def psql(self, db, sql):
         return run(["psql", "-v", "ON_ERROR_STOP=1", "-h", self.tmp, "-p", str(self.pgport), "-U", "postgres", "-d", db,
                     "-Atc", sql]).stdout
@@ -548,7 +710,8 @@ class Bench:
         self.chown(path)
         return path
 
-    def proxy_config(self, kind, scn):
+    def proxy_config(self, kind, scn, extra=()):
+        """The configuration of a `kind` proxy for scenario scn; `extra`: the variant's own lines."""
         s = SCENARIOS[scn]
         auth = s["auth"]
         port = self.pbport if kind == "pgbouncer" else self.slport
@@ -570,6 +733,7 @@ class Bench:
                  f"auth_file = {self.write_userlist(auth)}",
                  "log_connections = 0",
                  "log_disconnections = 0"]
+        lines += list(extra)
         if kind == "pgbouncer":
             lines.append("ignore_startup_parameters = extra_float_digits")
         if s.get("tls"):
@@ -603,7 +767,7 @@ class Bench:
         return env, user
 
     def port_of(self, target):
-        return {"direct": self.pgport, "pgbouncer": self.pbport, "sluice": self.slport}[target]
+        return {"direct": self.pgport, "pgbouncer": self.pbport, "sluice": self.slport}[kind_of(target)]
 
     def check_login(self, scn, target, tries=50):
         env, user = self.client_env(scn, target)
@@ -617,8 +781,12 @@ class Bench:
             time.sleep(0.1)
         return err or "login failed"
 
-    def start_proxy(self, kind, scn):
-        """Starts one proxy for scenario scn; returns (Popen, None) or (None, reason)."""
+    def start_proxy(self, target, scn):
+        """Starts one proxy (a target or variant) for scenario scn; returns (Popen, None) or (None,
+        reason). A variant of several processes returns the first, with all of them in .group."""
+        kind = kind_of(target)
+        variant = VARIANTS.get(target, {})
+        nprocs = self.pgbouncer_procs if variant.get("procs") == "P" else 1
         if kind == "sluice" and not self.sluice_bin:
             return None, self.sluice_reason
         if scn == "b-token":
@@ -631,25 +799,34 @@ class Bench:
             if r.returncode != 0 or not r.stdout.strip():
                 return None, f"not available: sluice-token failed: {one_line(r.stdout)}"
             self.token = r.stdout.strip().splitlines()[-1]
-        conf = os.path.join(self.tmp, f"{kind}-{scn}.ini")
-        text = self.proxy_config(kind, scn)
+        conf = os.path.join(self.tmp, f"{target}-{scn}.ini")
+        text = self.proxy_config(kind, scn, variant.get("settings", ()))
         with open(conf, "w") as f:
             f.write(text)
         self.chown(conf)
-        self.configs.setdefault(kind, {})[scn] = text
-        logpath = os.path.join(self.tmp, f"{kind}-{scn}.log")
-        n = 1
-        while os.path.exists(logpath):
-            n += 1
-            logpath = os.path.join(self.tmp, f"{kind}-{scn}-{n}.log")
+        self.configs.setdefault(target, {})[scn] = text
         argv = ["pgbouncer", conf] if kind == "pgbouncer" else [self.sluice_exe(), "-c", conf]
-        p = self.spawn(kind, argv, logpath)
-        p.logpath = logpath
+        group = []
+        for i in range(nprocs):
+            base = os.path.join(self.tmp, f"{target}-{scn}" + (f"-p{i + 1}" if nprocs > 1 else ""))
+            logpath, n = base + ".log", 1
+            while os.path.exists(logpath):
+                n += 1
+                logpath = f"{base}-{n}.log"
+            p = self.spawn(kind, argv, logpath)
+            p.logpath = logpath
+            group.append(p)
+        p = group[0]
+        p.group = group
         err = self.check_login(scn, kind)
-        if err:
-            died = p.poll() is not None
-            self.procs.stop(p, signal.SIGTERM, 3)
-            why = f"{kind} {'exited' if died else 'refused the login'}: {err}; log: {one_line(tail(logpath, 4), 300)}"
+        time.sleep(0.2 if nprocs > 1 else 0)
+        dead = [q for q in group if q.poll() is not None]
+        if err or dead:
+            q = dead[0] if dead else p
+            for q2 in group:
+                self.procs.stop(q2, signal.SIGTERM, 3)
+            why = (f"{target} {'exited' if dead else 'refused the login'}: {err or 'process ended'}; "
+                   f"log: {one_line(tail(q.logpath, 4), 300)}")
             return None, why
         return p, None
 
@@ -664,7 +841,8 @@ class Bench:
 
     def stop_proxy(self, p):
         if p is not None:
-            self.procs.stop(p, signal.SIGTERM, 5)
+            for q in members(p):
+                self.procs.stop(q, signal.SIGTERM, 5)
 
     # ------------------------------------------------------------------ one pgbench run
     def pgbench(self, scn, target, rnd, proxy):
@@ -673,35 +851,48 @@ class Bench:
         logdir = os.path.join(self.tmp, "txlog", f"{scn}-{target}-{rnd}")
         os.makedirs(logdir, exist_ok=True)
         port = self.port_of(target)
-        argv = ["pgbench", "-n", *s["args"], "-T", str(self.duration), "-h", "127.0.0.1", "-p", str(port), "-U", user,
+        duration = self.plan[scn][0]
+        args = [a.format(jobs=self.jobs) for a in s["args"]]
+        argv = ["pgbench", "-n", *args, "-T", str(duration), "-h", "127.0.0.1", "-p", str(port), "-U", user,
                 "-l", "--log-prefix", os.path.join(logdir, "tx"), "bench"]
         envs = f"PGSSLMODE={env['PGSSLMODE']}" + (" PGPASSWORD=..." if "PGPASSWORD" in env else "")
-        self.commands[scn] = (envs + " pgbench -n " + " ".join(s["args"]) + f" -T {self.duration} -h 127.0.0.1 "
+        self.commands[scn] = (envs + " pgbench -n " + " ".join(args) + f" -T {duration} -h 127.0.0.1 "
                               f"-p <port> -U {user} -l --log-prefix <dir>/tx bench")
-        watch = proxy.pid if proxy is not None else None
+        watch = [q.pid for q in members(proxy)] if proxy is not None else []
+        if s.get("fresh"):
+            self.sampler.start()
         table = proc_table()
         cpu_pg0 = tree_cpu_seconds(self.pg.pid, table)
-        cpu_px0 = tree_cpu_seconds(watch, table) if watch else None
+        cpu_px0 = sum(tree_cpu_seconds(w, table) for w in watch)
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.monotonic()
         p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
         self.procs.add("pgbench", p)
         try:
-            out, _ = p.communicate(timeout=self.duration + 90)
+            out, _ = p.communicate(timeout=duration + 90)
         except subprocess.TimeoutExpired:
             p.kill()
             out, _ = p.communicate()
             out += "\npgbench: error: timed out (killed by the harness)"
         self.procs.stop(p)
         wall = time.monotonic() - t0
+        nthreads = sum(threads(w) or 0 for w in watch) if watch else None
         time.sleep(0.2)  # let backends and proxy finish closing the last connections
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         table = proc_table()
         cpu_pg = tree_cpu_seconds(self.pg.pid, table) - cpu_pg0
-        cpu_px = tree_cpu_seconds(watch, table) - cpu_px0 if watch else None
+        cpu_px = sum(tree_cpu_seconds(w, table) for w in watch) - cpu_px0 if watch else None
         cpu_cl = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
-        hwm = tree_mem_kib(watch, "VmHWM") if watch else None
+        hwm = sum(tree_mem_kib(w, "VmHWM") for w in watch) if watch else None
         res = dict(scenario=scn, target=target, round=rnd, rc=p.returncode, wall=wall)
+        if s.get("fresh"):
+            res["max_backends"] = self.sampler.stop()
+            res["threads"] = nthreads
+        # Cores: CPU seconds over the run's wall-clock seconds (pgbench start to exit), the same
+        # window for all three, so that a side running flat out shows as its number of cores.
+        res["cores_pg"] = cpu_pg / wall
+        res["cores_proxy"] = cpu_px / wall if cpu_px is not None else None
+        res["cores_client"] = cpu_cl / wall
 
         def grab(pattern, conv=float):
             m = re.search(pattern, out)
@@ -739,6 +930,8 @@ class Bench:
             res["cpu_proxy"] = cpu_px / k if cpu_px is not None else None
             res["cpu_client"] = cpu_cl / k
         res["hwm_kib"] = hwm
+        if not ok and "error" not in res and p.returncode == 0 and res["txns"] == 0:
+            res["error"] = f"no transaction completed in -T {duration} (pgbench was still connecting its clients)"
         if not ok and "error" not in res:
             res["error"] = one_line(out[-300:]) or f"pgbench exited {p.returncode}"
         return res
@@ -750,6 +943,8 @@ class Bench:
         log(f"scenario {scn}: {s['desc']} ({', '.join(targets)})")
         if scn == "f":
             return self.run_idle(targets)
+        if s.get("fresh"):
+            return self.run_fresh(scn, targets)
         proxies = {}
         for t in targets:
             if t == "direct":
@@ -762,7 +957,7 @@ class Bench:
             else:
                 proxies[t] = p
         active = [t for t in targets if t == "direct" or t in proxies]
-        for rnd in range(1, self.rounds + 1):
+        for rnd in range(1, self.plan[scn][1] + 1):
             for t in active:
                 if (scn, t) in self.unavailable:
                     continue
@@ -778,18 +973,57 @@ class Bench:
                     proxies[t] = proxy
                 r = self.pgbench(scn, t, rnd, proxy)
                 self.results.append(r)
-                if r["ok"]:
-                    extra = f", conn {r['conn_ms']:.2f} ms" if r.get("conn_ms") is not None else ""
-                    cpu = f", proxy {r['cpu_proxy'] * 1000:.1f} us/txn" if r.get("cpu_proxy") is not None else ""
-                    log(f"  round {rnd} {t:9s} {r['tps']:10.1f} tps{extra}{cpu}")
-                else:
-                    log(f"  round {rnd} {t:9s} FAILED: {r.get('error')}")
+                self.log_run(r)
                 time.sleep(0.3)
         for t, p in proxies.items():
             if p.poll() is not None:
                 self.notes.append(f"{scn}: {t} exited during the scenario (exit status {p.returncode}): "
                                   f"{one_line(tail(p.logpath, 3), 300)}")
             self.stop_proxy(p)
+
+    def log_run(self, r):
+        t, rnd = r["target"], r["round"]
+        if r["ok"]:
+            extra = f", conn {r['conn_ms']:.2f} ms" if r.get("conn_ms") is not None else ""
+            cpu = f", proxy {r['cpu_proxy'] * 1000:.1f} us/txn" if r.get("cpu_proxy") is not None else ""
+            if "max_backends" in r:
+                px = "-" if r.get("cores_proxy") is None else f"{r['cores_proxy']:.2f}"
+                cpu += (f", cores: proxy {px} pgbench {r['cores_client']:.2f} postgres {r['cores_pg']:.2f}, "
+                        f"max backends {r['max_backends']}")
+            log(f"  round {rnd} {t:9s} {r['tps']:10.1f} tps{extra}{cpu}")
+        else:
+            log(f"  round {rnd} {t:9s} FAILED: {r.get('error')}")
+
+    def run_fresh(self, scn, targets):
+        """The suites: each target started afresh for each run and stopped after it, one at a time,
+        so that the backends counted are its own and a proxy's pools start empty; targets
+        interleaved in each round as in the main benchmark."""
+        for rnd in range(1, self.plan[scn][1] + 1):
+            for t in targets:
+                if (scn, t) in self.unavailable:
+                    continue
+                if not self.sampler.wait_empty():
+                    self.notes.append(f"{scn}: backends of the previous run were still connected before {t}'s "
+                                      f"round {rnd}")
+                proxy = None
+                if t != "direct":
+                    proxy, why = self.start_proxy(t, scn)
+                    if proxy is None:
+                        self.unavailable[(scn, t)] = why
+                        if why != self.sluice_reason:
+                            log(f"  {t}: {why}")
+                        continue
+                try:
+                    r = self.pgbench(scn, t, rnd, proxy)
+                finally:
+                    if proxy is not None:
+                        gone = [q for q in members(proxy) if q.poll() is not None]
+                        if gone:
+                            self.notes.append(f"{scn}: {t} exited during round {rnd} (exit status "
+                                              f"{gone[0].returncode}): {one_line(tail(gone[0].logpath, 3), 300)}")
+                        self.stop_proxy(proxy)
+                self.results.append(r)
+                self.log_run(r)
 
     def run_idle(self, targets):
         n = self.idle_n
@@ -865,38 +1099,62 @@ class Bench:
         self.scale = self.o.scale or mode["scale"]
         self.idle_n = self.o.idle_clients or mode["idle_n"]
         self.idle_rounds = self.o.idle_rounds or min(mode["idle_rounds"], self.rounds)
-        self.scenarios = self.o.scenarios.split(",") if self.o.scenarios else mode["scenarios"]
+        # The suites (--scaling, --workers-cost) replace the main scenarios and have their own -T and rounds.
+        self.suites = [x for x, on in (("scaling", self.o.scaling), ("workers-cost", self.o.workers_cost)) if on]
+        known = [n for su in SUITES.values() for n in su] if self.suites else ORDER
+        default = [x for su in self.suites for x in SUITES[su]] if self.suites else mode["scenarios"]
+        self.scenarios = self.o.scenarios.split(",") if self.o.scenarios else default
         for s in self.scenarios:
             if s not in SCENARIOS:
-                raise Failure(f"unknown scenario {s} (known: {', '.join(ORDER)})")
-        self.targets = self.o.targets.split(",") if self.o.targets else TARGETS
-        if self.o.no_sluice and "sluice" in self.targets:
-            self.targets.remove("sluice")
+                raise Failure(f"unknown scenario {s} (known: {', '.join(known)})")
+            if s not in known:
+                raise Failure(f"scenario {s} is not part of this run (with{'' if self.suites else 'out'} "
+                              f"--scaling/--workers-cost: {', '.join(known)})")
+        self.plan = {}
+        for s in self.scenarios:
+            su = SCENARIOS[s].get("suite")
+            m = SUITE_MODES[su][self.o.mode] if su else dict(duration=self.duration, rounds=self.rounds)
+            self.plan[s] = (self.o.duration or m["duration"], self.o.rounds or m["rounds"])
+        cores = os.cpu_count() or 2
+        # PgBouncer is one thread: P = cores/4 processes on the same port is the usual way to give it
+        # more, each with the whole pool (so P times the backends).
+        self.pgbouncer_procs = self.o.pgbouncer_procs or max(1, cores // 4)
+        self.jobs = self.o.jobs or max(2, cores // 2)  # pgbench -j of the scaling loads
+        all_targets = list(dict.fromkeys(t for s in self.scenarios for t in SCENARIOS[s].get("targets", TARGETS)))
+        self.targets = self.o.targets.split(",") if self.o.targets else all_targets
+        if self.o.no_sluice:
+            self.targets = [t for t in self.targets if kind_of(t) != "sluice"]
         self.started = datetime.datetime.now(datetime.timezone.utc)
         t0 = time.monotonic()
         self.load_before = os.getloadavg()
         self.raise_nofile()
-        if "sluice" in self.targets:
+        if any(kind_of(t) == "sluice" for t in self.targets):
             self.build_sluice()
         else:
             self.sluice_reason = "not run (--targets)"
         self.idle_bin = os.path.join(WORK, "idle_clients")
-        run(["cc", "-O2", "-Wall", "-o", self.idle_bin, os.path.join(BENCH, "idle_clients.c")])
+        if "f" in self.scenarios:
+            run(["cc", "-O2", "-Wall", "-o", self.idle_bin, os.path.join(BENCH, "idle_clients.c")])
         self.setup_postgres()
+        if any(SCENARIOS[s].get("fresh") for s in self.scenarios):
+            self.sampler = BackendSampler(self)
         for scn in self.scenarios:
             self.run_scenario(scn)
         self.elapsed = time.monotonic() - t0
         self.load_after = os.getloadavg()
         log(f"done in {self.elapsed:.0f} s")
         import report  # noqa: E402  (bench/report.py)
-        report.write(self)
+        if self.suites:
+            report.write_suites(self)
+        else:
+            report.write(self)
         # Direct Postgres and PgBouncer are the reference: if one of their runs failed where it is
         # expected to work, the harness itself is broken. With --require-sluice (the smoke test) a
         # failed or missing sluice run fails the whole run too.
         judged = {"direct", "pgbouncer"} | ({"sluice"} if self.o.require_sluice else set())
-        broken = [r for r in self.results if not r["ok"] and r["target"] in judged
+        broken = [r for r in self.results if not r["ok"] and kind_of(r["target"]) in judged
                   and (r["scenario"], r["target"]) not in EXPECTED_FAILURES]
-        broken += [(s, t) for (s, t) in self.unavailable if t in judged]
+        broken += [(s, t) for (s, t) in self.unavailable if kind_of(t) in judged]
         if broken:
             raise Failure(f"{len(broken)} run(s) that must work failed; see the report")
 
@@ -910,8 +1168,16 @@ def parse_args(argv):
                    help="one tiny round, seconds; writes to bench/work/")
     g.add_argument("--full", dest="mode", action="store_const", const="full", help="everything (the default)")
     ap.set_defaults(mode="full")
-    ap.add_argument("--scenarios", help=f"comma-separated subset of: {','.join(ORDER)}")
-    ap.add_argument("--targets", help="comma-separated subset of: direct,pgbouncer,sluice")
+    ap.add_argument("--scaling", action="store_true",
+                    help="the scaling suite instead of the main scenarios: direct, PgBouncer x1 and xP, sluice "
+                         "workers=1 and auto (full: about 6 min on 16 cores; with --quick: about 2 min); writes "
+                         "SCALING.md (default bench/work/)")
+    ap.add_argument("--workers-cost", action="store_true",
+                    help="sluice workers=1 against workers=2: CPU per transaction and TPS (with --scaling: both)")
+    ap.add_argument("--scenarios", help=f"comma-separated subset of: {','.join(ORDER)} "
+                                        f"(suites: {','.join(x for v in SUITES.values() for x in v)})")
+    ap.add_argument("--targets", help="comma-separated subset of: direct,pgbouncer,sluice "
+                                      f"(suites: {','.join(VARIANTS)})")
     ap.add_argument("--rounds", type=int, help="rounds per scenario (median reported)")
     ap.add_argument("--duration", type=int, help="pgbench -T seconds per run")
     ap.add_argument("--scale", type=int, help="pgbench -i scale")
@@ -926,6 +1192,10 @@ def parse_args(argv):
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory (logs, configs)")
     ap.add_argument("--run-as", default="postgres", help="unprivileged user for the servers when run as root")
     ap.add_argument("--base-port", type=int, default=24432, help="first port tried for Postgres (then +1, +2)")
+    ap.add_argument("--tmpdir", help="where the scratch directory is made (default: /tmp)")
+    ap.add_argument("--pgbouncer-procs", type=int, help="PgBouncer processes of the xP target (default: cores/4)")
+    ap.add_argument("--jobs", type=int, help="pgbench -j of the scaling loads (default: cores/2, at least 2)")
+    ap.add_argument("--sluice-label", help="what the report says sluice is (default: its git commit here)")
     return ap.parse_args(argv)
 
 

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import subprocess
 
 import harness as H
@@ -101,9 +102,13 @@ def aggregate(b):
             else:
                 row["status"] = "ok"
             keys = ["tps", "lat_mean_ms", "lat_p99_ms", "conn_ms", "cpu_proxy", "cpu_pg", "cpu_client",
-                    "kib_per_client", "rss_delta_kib", "rss_base_kib", "rss_kib", "logins_per_s", "cpu_per_login_ms"]
+                    "kib_per_client", "rss_delta_kib", "rss_base_kib", "rss_kib", "logins_per_s", "cpu_per_login_ms",
+                    "cores_proxy", "cores_pg", "cores_client"]
             for k in keys:
                 row[k] = H.median([r.get(k) for r in ok])
+            seen = [r["max_backends"] for r in runs if r.get("max_backends") is not None]
+            row["max_backends"] = max(seen) if seen else None
+            row["threads"] = max((r["threads"] for r in runs if r.get("threads") is not None), default=None)
             for k in ("tps", "cpu_proxy"):
                 xs = [r[k] for r in ok if r.get(k) is not None]
                 row[k + "_spread"] = (max(xs) - min(xs)) / 2 / row[k] if len(xs) > 1 and row[k] else None
@@ -394,3 +399,177 @@ def write(b):
     start = L.index("## Results (medians)\n")
     end = next(i for i, l in enumerate(L) if l.startswith("## Exactly what ran"))
     print("\n".join(L[start:end]))
+
+
+# ---------------------------------------------------------------------------------------------
+# The suites: bench/run --scaling and --workers-cost
+
+
+def pool_text(b, target, scn):
+    if target == "direct":
+        m = [a for a in H.SCENARIOS[scn]["args"] if a.isdigit()]
+        return f"none ({m[0]} clients)" if m else "none"
+    if target == "pgbouncer-xP":
+        return f"{H.POOL_SIZE} × {procs(b)} = {H.POOL_SIZE * b.pgbouncer_procs}"
+    if H.kind_of(target) == "sluice":
+        return f"{H.POOL_SIZE} (one pool for all workers)"
+    return str(H.POOL_SIZE)
+
+
+def procs(b):
+    return f"{b.pgbouncer_procs} process{'es' if b.pgbouncer_procs != 1 else ''}"
+
+
+def label(b, target):
+    return H.TARGET_LABEL[target].replace("xP", f"x{b.pgbouncer_procs}")
+
+
+def suite_table(b, rows, scns):
+    L = ["| load | target | proxy threads | TPS | conn/s | avg connection ms | failed txns | proxy cores "
+         "| proxy CPU µs/txn | pgbench cores | Postgres cores | max backends seen | configured pool |",
+         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for scn in scns:
+        connect = "-C" in H.SCENARIOS[scn]["args"]
+        for t in [t for t in H.SCENARIOS[scn]["targets"] if t in b.targets]:
+            r = rows[(scn, t)]
+            if r.get("na") or r.get("fails"):
+                why = short_na(r["status"]) if r.get("na") else cell(r["status"])
+                L.append(f"| {scn} | {label(b, t)} | | {why} | | | | | | | | | {pool_text(b, t, scn)} |")
+                continue
+            failed = f"{r['failed']}" + (f" (+{r['aborted']} clients aborted)" if r["aborted"] else "")
+            tps = f"{r['tps']:,.0f}{spread(r['tps_spread'])}" + ("" if r["status"] == "ok" else
+                                                                f" ({cell(r['status'])})")
+            us = None if r.get("cpu_proxy") is None else r["cpu_proxy"] * 1000
+            L.append(f"| {scn} | {label(b, t)} | {num(r['threads'], 'd')} | {tps} | "
+                     f"{num(r['tps'] if connect else None, ',.0f')} | "
+                     f"{sig(r['conn_ms'])} | {failed} | {num(r['cores_proxy'], '.2f')} | {sig(us)} | "
+                     f"{num(r['cores_client'], '.2f')} | {num(r['cores_pg'], '.2f')} | "
+                     f"{num(r['max_backends'], 'd')} | {pool_text(b, t, scn)} |")
+    L.append("")
+    return L
+
+
+def write_suites(b):
+    rows = aggregate(b)
+    out_dir = b.o.out or H.WORK
+    os.makedirs(out_dir, exist_ok=True)
+    md_path = os.path.join(out_dir, "SCALING.md")
+    model, cores, kernel, mem = machine()
+    label_s = b.o.sluice_label or f"git commit {b.git_commit() or 'unknown'}"
+    sl_ver = cmd_out([b.sluice_bin, "-V"]) if b.sluice_bin else (b.sluice_reason or "not run")
+    pg_ver = cmd_out([f"{H.PGBIN}/postgres", "--version"])
+    pb_ver = cmd_out(["pgbouncer", "--version"]).splitlines()[0]
+    pgb_ver = cmd_out(["pgbench", "--version"])
+    ssl_ver = cmd_out(["openssl", "version"])
+    when = b.started.strftime("%Y-%m-%d %H:%M UTC")
+    invocation = "bench/run " + " ".join(map(shlex.quote, b.argv or []))
+    plan_s = "; ".join(f"{su}: pgbench `-T {d}`, {r} round{'s' if r > 1 else ''}"
+                       for su in b.suites for d, r in sorted({b.plan[s] for s in b.scenarios
+                                                                if H.SCENARIOS[s]["suite"] == su}))
+
+    L = []
+    title = " and ".join({"scaling": "scaling across cores", "workers-cost": "the cost of a second worker"}[s]
+                         for s in b.suites)
+    L.append(f"## sluice `workers`: {title}\n")
+    L.append(f"`{invocation.strip()}` on {when} ({plan_s}): targets interleaved in each round, each "
+             f"started afresh for each run and alone on the machine while it runs; medians over rounds. Took "
+             f"{b.elapsed / 60:.1f} min.\n")
+    L.append(f"- Machine: {model}, {cores} cores, {mem}, Linux {kernel}")
+    L.append(f"- {pg_ver}; {pgb_ver}; {pb_ver}; {ssl_ver}")
+    L.append(f"- sluice: {label_s} ({sl_ver})")
+    L.append(f"- Load average (1, 5, 15 min) before the run: {', '.join(f'{x:.2f}' for x in b.load_before)}; after: "
+             f"{', '.join(f'{x:.2f}' for x in b.load_after)}")
+    scaling = "scaling" in b.suites
+    L.append(f"- pgbench scale {b.scale}" + (f", `-j {b.jobs}` for the scaling loads" if scaling else "")
+             + f"; pool_size = {H.POOL_SIZE} per proxy process, transaction mode"
+             + (f"; PgBouncer x{b.pgbouncer_procs}: {procs(b)} (P = cores/4) on one port with so_reuseport = 1, "
+                f"each with that pool" if scaling else "")
+             + f"; pgbench, proxy and Postgres share the {cores} cores")
+    L.append("")
+    L.append("Columns: *proxy threads*: the proxy's threads at the end of the run (all processes; the kernel's "
+             "io_uring workers left out), so workers=auto shows what it resolved to. *cores* = CPU seconds (utime + stime from /proc, all processes of the proxy, the postmaster "
+             "and every backend for Postgres, getrusage for pgbench) divided by the run's wall-clock seconds: a side "
+             "that shows about as many cores as it has threads (pgbench: its `-j`) is the limit. *proxy CPU µs/txn* "
+             "= the proxy's CPU seconds / transactions. *conn/s* (with `-C`): every transaction opens one "
+             "connection, so it is the TPS. *max backends seen*: client backends of database bench in "
+             "pg_stat_activity, sampled every 0.5 s during the run, to compare with the pool configured.\n")
+
+    for su in b.suites:
+        scns = [s for s in b.scenarios if H.SCENARIOS[s].get("suite") == su]
+        if not scns:
+            continue
+        if su == "scaling":
+            L.append("### Scaling: direct Postgres, PgBouncer x1 and xP, sluice workers=1 and auto\n")
+            L += suite_table(b, rows, scns)
+        else:
+            L.append("### The cost of a second worker: sluice workers=1 against workers=2\n")
+            L += suite_table(b, rows, scns)
+
+            def g(scn, t, k):
+                r = rows.get((scn, t))
+                return None if r is None or r.get("na") or r.get("fails") else r.get(k)
+
+            L.append("| load | figure | workers=2 / workers=1 | aim in the issue |")
+            L.append("|---|---|---:|---|")
+            for scn in scns:
+                cp = ratio(g(scn, "sluice-w2", "cpu_proxy"), g(scn, "sluice-w1", "cpu_proxy"))
+                L.append(f"| {scn} | proxy CPU per transaction | {rfmt(cp)} | "
+                         f"{'at most 1.1×' if '-C' not in H.SCENARIOS[scn]['args'] else '-'} |")
+                if "-C" in H.SCENARIOS[scn]["args"]:
+                    tp = ratio(g(scn, "sluice-w2", "tps"), g(scn, "sluice-w1", "tps"))
+                    L.append(f"| {scn} | TPS (connections/s) | {rfmt(tp)} | no slower (1× or more) |")
+            L.append("")
+            L.append("Timings are never a pass/fail here: the ratios are for reading, with the spread (±) of the "
+                     "rounds above.\n")
+
+    na = {}
+    for (s, t), why in b.unavailable.items():
+        na.setdefault((t, why), []).append(s)
+    if na or b.notes:
+        L.append("### Not available, failures and notes\n")
+        for (t, why), scns in na.items():
+            L.append(f"- {label(b, t)}, {', '.join(scns)}: {cell(why)}")
+        for n in b.notes:
+            L.append(f"- {n}")
+        L.append("")
+
+    L.append("### Exactly what ran\n")
+    L.append("| load | what | command |")
+    L.append("|---|---|---|")
+    for scn in b.scenarios:
+        L.append(f"| {scn} | {H.SCENARIOS[scn]['desc']} | `{cell(b.commands.get(scn, ''))}` |")
+    L.append("")
+    L.append("Postgres: " + ", ".join(f"{k}={v}" for k, v in b.pg_settings.items()
+                                      if k not in ("port", "unix_socket_directories", "ssl_cert_file", "ssl_key_file"))
+             + "; the same self-signed ECDSA P-256 certificate for Postgres and both proxies.\n")
+    for t in ("pgbouncer-xP", "sluice-auto", "sluice-w2"):
+        confs = b.configs.get(t, {})
+        if confs:
+            first = next(iter(confs))
+            L.append(f"{label(b, t)}, configuration for {first} (the other targets differ only in the lines "
+                     f"naming workers or so_reuseport; TLS loads add the client_tls lines):\n")
+            L.append("```ini")
+            L.append(confs[first].replace(b.tmp, "$TMP").replace(H.PASSWORD, "...").strip())
+            L.append("```\n")
+
+    if any(r > 1 for _, r in b.plan.values()):
+        L.append("### Every round\n")
+        L.append("| load | target | round | TPS | proxy cores | proxy CPU µs/txn | pgbench cores | Postgres cores "
+                 "| max backends | error |")
+        L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+        for r in b.results:
+            us = None if r.get("cpu_proxy") is None else r["cpu_proxy"] * 1000
+            L.append(f"| {r['scenario']} | {label(b, r['target'])} | {r['round']} | {num(r.get('tps'), ',.0f')} | "
+                     f"{num(r.get('cores_proxy'), '.2f')} | {sig(us)} | {num(r.get('cores_client'), '.2f')} | "
+                     f"{num(r.get('cores_pg'), '.2f')} | {num(r.get('max_backends'), 'd')} | "
+                     f"{cell(r.get('error', ''))} |")
+        L.append("")
+
+    with open(md_path, "w") as f:
+        f.write("\n".join(L))
+    with open(os.path.join(out_dir if b.o.out else H.WORK, "results-suites.json"), "w") as f:
+        json.dump(dict(results=b.results, unavailable={f"{s}/{t}": v for (s, t), v in b.unavailable.items()},
+                       notes=b.notes, plan=b.plan, pgbouncer_procs=b.pgbouncer_procs, jobs=b.jobs), f, indent=1)
+    H.log(f"wrote {md_path}")
+    end = next((i for i, l in enumerate(L) if l.startswith("### Exactly what ran")), len(L))
+    print("\n".join(L[:end]))

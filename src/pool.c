@@ -1151,7 +1151,8 @@ static void pool_expire_transactions(struct pool *pool, double now)
 
 int pool_waiting_all_pinned(const struct pool *pool)
 {
-    if (pool->n_waiting == 0 || pool->pool_size <= 0 || pool->n_pinned < pool->pool_size)
+    if (pool->n_waiting == 0 || pool->pool_size <= 0 ||
+        atomic_load(&pool->shared->n_pinned) < pool->pool_size)
         return 0;
     return pool->n_waiting;
 }

@@ -279,6 +279,7 @@ static void session_pin(struct client *c, enum pin_reason reason, uint32_t pins,
     if (c->server)
         c->server->session_dirty = true;
     pool->n_pinned++;
+    atomic_fetch_add(&pool->shared->n_pinned, 1);
     if ((size_t)reason < sizeof(pool->stats.pin_events) / sizeof(pool->stats.pin_events[0]))
         pool->stats.pin_events[reason]++;
     log_info("C-%llu: %s/%s@%s:%d pinned to its backend: %s", (unsigned long long)c->id,
@@ -291,8 +292,10 @@ void session_unpin(struct client *c)
         return;
     c->pinned = false;
     c->session.pins = 0;
-    if (c->pool)
+    if (c->pool) {
         c->pool->n_pinned--;
+        atomic_fetch_sub(&c->pool->shared->n_pinned, 1);
+    }
     free(c->pin_statement);
     c->pin_statement = NULL;
 }

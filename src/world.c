@@ -159,11 +159,13 @@ static void mailbox_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
     uint64_t count;
+    /* Read, then clear the flag, then look at the mail: a post after the read either finds the
+     * flag cleared and writes again, or its mail is already there for the look below. */
+    if (read(fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
+        log_warning("worker %u: reading its wake-up: %s", w->index, strerror(errno));
     pthread_mutex_lock(&w->mailbox.lock);
     w->mailbox.wake_pending = false;
     pthread_mutex_unlock(&w->mailbox.lock);
-    if (read(fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
-        log_warning("worker %u: reading its wake-up: %s", w->index, strerror(errno));
     worker_deliver_mail(w);
 }
 

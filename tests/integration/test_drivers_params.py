@@ -206,7 +206,9 @@ def jdbc_connections_do_not_starve_the_pool(t):
 
 @test("a client's SET TimeZone follows it across backends; others never see it; ROLLBACK drops it")
 def set_follows_client_across_backends(t):
-    s = transaction_pool(t, pool_size=2)
+    users = dict(harness.default_users(t.cluster))
+    users[ADMIN[0]] = ADMIN[1]
+    s = transaction_pool(t, pool_size=2, settings={"admin_users": ADMIN[0]}, users=users)
     a, holder, other = s.connect(autocommit=False), s.connect(), s.connect()
     default_zone = one_value(other, "SHOW TimeZone")
     run_statements(a, ["SET TimeZone = 'Asia/Tokyo'", "SET work_mem = '5MB'",
@@ -224,6 +226,12 @@ def set_follows_client_across_backends(t):
     a.rollback()
     pids = set()
     for round_number in range(4):
+        if round_number == 2 and not t.direct:
+            # With several workers each prefers its own idle backend, so the holder alone does
+            # not move A: RECONNECT gives A's next transactions new backends.
+            admin = s.connect(dbname="sluice", user=ADMIN[0], password=ADMIN[1])
+            run_statements(admin, ["RECONNECT appdb"])
+            admin.close()
         # Another client holds a backend in a transaction: A's next one runs on the other.
         run_statements(holder, ["BEGIN", "SELECT 1"])
         with a.cursor() as cur:
@@ -242,7 +250,7 @@ def set_follows_client_across_backends(t):
                                      "current_setting('work_mem')"),
                     f"{default_zone} 4MB", f"another client's settings (round {round_number})")
     if not t.direct:
-        check_equal(len(pids), 2, "backends A's transactions ran on")
+        check(len(pids) >= 2, f"A's transactions ran on {len(pids)} backend(s), want two or more")
         check(PIN_LOG_LINE not in s.log_text(), "a SET pinned its client")
 
 
@@ -355,7 +363,7 @@ def pipelined_groups_settle_separately(t):
         check_equal(row[:2], ("5MB", "0"), f"A's settings (round {round_number})")
         pids.add(row[2])
     if not t.direct:
-        check_equal(len(pids), 2, "backends A's transactions ran on")
+        check(len(pids) >= 2, f"A's transactions ran on {len(pids)} backend(s), want two or more")
 
 
 # ---- pins end when the state is cleared ---------------------------------------------------------
