@@ -784,6 +784,7 @@ static void pool_counts_add(const struct pool *pool, double now, struct pool_cou
     counts->cl_active += pool->n_active_clients + pool->n_idle_clients;
     counts->cl_waiting += pool->n_waiting;
     counts->pinned += pool->n_pinned;
+    counts->waiting_all_pinned += pool_waiting_all_pinned(pool); /* pinned: counted process-wide */
     TAILQ_FOREACH(c, &pool->login_clients, pool_link) {
         counts->cl_waiting++;
         if (now - c->connect_time > counts->max_wait)
@@ -800,7 +801,6 @@ static void group_counts_of(const struct pool_group *group, double now, struct p
     memset(counts, 0, sizeof(*counts));
     for (size_t i = 0; i < group->n_pools; i++)
         pool_counts_add(group->pools[i], now, counts);
-    counts->waiting_all_pinned = pool_group_waiting_all_pinned(group);
 }
 
 /* Why min_pool_size waits, on the first worker where it does; NULL if nowhere. */

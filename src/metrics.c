@@ -485,6 +485,7 @@ static void pool_view_of(const struct pool_group *group, double now, struct pool
         v->waiting_clients += pool->n_waiting;
         v->idle_clients += pool->n_idle_clients;
         v->pinned += pool->n_pinned > 0 ? pool->n_pinned : 0;
+        v->waiting_all_pinned += pool_waiting_all_pinned(pool); /* pinned: counted process-wide */
         v->idle_servers += pool->n_idle;
         v->used_servers += pool->n_used;
         v->new_servers += pool->n_new;
@@ -495,7 +496,6 @@ static void pool_view_of(const struct pool_group *group, double now, struct pool
             v->longest_wait = wait;
         pool_stats_add(&v->stats, &pool->stats);
     }
-    v->waiting_all_pinned = pool_group_waiting_all_pinned(group);
 }
 
 /* Every pool of the process as the operator sees it; NULL (and *n 0) when out of memory. */

@@ -143,16 +143,6 @@ void pool_group_stats(const struct pool_group *group, struct pool_stats *sum)
         pool_stats_add(sum, &group->pools[i]->stats);
 }
 
-int pool_group_waiting_all_pinned(const struct pool_group *group)
-{
-    int waiting = 0, pinned = 0, size = group->pools[0]->pool_size;
-    for (size_t i = 0; i < group->n_pools; i++) {
-        waiting += group->pools[i]->n_waiting;
-        pinned += group->pools[i]->n_pinned;
-    }
-    return waiting > 0 && size > 0 && pinned >= size ? waiting : 0;
-}
-
 static void add_counts(uint64_t *sum, const uint64_t *one, size_t n)
 {
     for (size_t i = 0; i < n; i++)

@@ -53,10 +53,6 @@ void pool_stats_add(struct pool_stats *sum, const struct pool_stats *one);
 /* The counters of the group's pools, summed. */
 void pool_group_stats(const struct pool_group *group, struct pool_stats *sum);
 
-/* pool_waiting_all_pinned for the process: clients of every worker waiting while pinned clients
- * (of any worker) hold every backend pool_size allows; 0 otherwise. */
-int pool_group_waiting_all_pinned(const struct pool_group *group);
-
 /* The workers' login and TLS counters, summed. */
 void world_stats_sum(struct world *world, struct worker_stats *sum);
 
