@@ -519,6 +519,11 @@ def four_workers_kill(t):
         check_equal(one_value(conn, "SELECT 1"), 1, "a query before KILL")
     admin = console(s)
     check(len(set(workers_of(admin).values())) > 1, f"clients on several workers: {workers_of(admin)}")
+    stats = [r for r in show(admin, "STATS_TOTALS") if r["database"] == "appdb"]
+    check(len(stats) == 1 and stats[0]["query_count"] >= SPREAD,
+          f"SHOW STATS_TOTALS: one row for appdb counting the queries of every worker: {stats}")
+    totals = {r["name"]: r["value"] for r in show(admin, "TOTALS")}
+    check_equal(totals["total_query_count"], stats[0]["query_count"], "SHOW TOTALS total_query_count")
     check_equal(run(admin, "KILL appdb"), "KILL", "KILL reply")
     for conn in clients:
         expect_pg_error(lambda: one_value(conn, "SELECT 1"), None, "a killed client's query")
