@@ -803,15 +803,18 @@ static void group_counts_of(const struct pool_group *group, double now, struct p
         pool_counts_add(group->pools[i], now, counts);
 }
 
-/* Why min_pool_size waits, on the first worker where it does; NULL if nowhere. */
+/* Why min_pool_size waits: NULL once the pool of one worker can open backends (the pools of a
+ * (database, user) share their backends, so that worker opens them for the process). */
 static const char *group_prewarm_blocker(const struct pool_group *group)
 {
+    const char *why = NULL;
     for (size_t i = 0; i < group->n_pools; i++) {
-        const char *why = pool_prewarm_blocker(group->pools[i]);
-        if (why)
-            return why;
+        const char *blocker = pool_prewarm_blocker(group->pools[i]);
+        if (!blocker)
+            return NULL;
+        why = why ? why : blocker;
     }
-    return NULL;
+    return why;
 }
 
 static void show_pools(struct request *req)
