@@ -1,8 +1,14 @@
 /*
- * cancel.c: maps the (pid, key) pairs sluice gives clients back to the clients. With peering off,
- * the pid's low CANCEL_SLOT_BITS hold slot + 1 and the bits above a generation, so a pid is not
- * reused at once. With peering on (PgBouncer's peer_id), bits 30..17 hold the peer id and bits
- * 16..0 slot + 1; bit 31 is never set in a pid handed out, and marks a forwarded cancel.
+ * cancel.c: maps the (pid, key) pairs sluice gives clients back to the clients. A pid is
+ *     peering off:  bit 31: 0          bits 30..22: generation   bits 21..0: place
+ *     peering on:   bit 31: forwarded  bits 30..17: peer_id      bits 16..0: place
+ * where place = (slot + 1) * n_workers + worker: the worker whose registry holds the client, and
+ * its slot there. The worker is a digit of the place rather than a bit field of its own, so that
+ * the room is shared evenly whatever the number of workers (a 6-bit field for 64 workers would
+ * leave one worker 2046 slots, peered, where it had 131070), and with one worker the place is
+ * slot + 1, as it was before there were workers. The generation varies pids so that a slot's next
+ * client does not get the pid its last one had. Bit 31 is never set in a pid handed out: it marks
+ * a forwarded cancel.
  */
 #include "cancel.h"
 
@@ -10,19 +16,22 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
-#define CANCEL_SLOT_BITS 22
-#define CANCEL_PEERED_SLOT_BITS 17
+#define CANCEL_PLACE_BITS 22
+#define CANCEL_PEERED_PLACE_BITS 17
 #define CANCEL_GENERATION_MASK 0x1ffu /* 9 bits: pid stays below 2^31 */
 #define CANCEL_FORWARDED_BIT 0x80000000u
 
-static uint32_t cancel_slot_mask(const struct cancel_registry *reg)
+static uint32_t cancel_place_mask(const struct cancel_registry *reg)
 {
-    return (1u << (reg->peer_id ? CANCEL_PEERED_SLOT_BITS : CANCEL_SLOT_BITS)) - 1;
+    return (1u << (reg->peer_id ? CANCEL_PEERED_PLACE_BITS : CANCEL_PLACE_BITS)) - 1;
 }
 
-void cancel_registry_init(struct cancel_registry *reg, int peer_id)
+void cancel_registry_init(struct cancel_registry *reg, int peer_id, unsigned worker,
+                          unsigned n_workers)
 {
     reg->peer_id = peer_id;
+    reg->n_workers = n_workers > 0 ? n_workers : 1;
+    reg->worker = worker < reg->n_workers ? worker : 0;
     reg->slots = NULL;
     reg->n_slots = 0;
     reg->free_slots = NULL;
@@ -35,12 +44,19 @@ void cancel_registry_free(struct cancel_registry *reg)
 {
     free(reg->slots);
     free(reg->free_slots);
-    cancel_registry_init(reg, reg->peer_id);
+    cancel_registry_init(reg, reg->peer_id, reg->worker, reg->n_workers);
+}
+
+/* As many slots as fit below the mask, less one: with one worker the all-ones place is never
+ * handed out, as before there were workers. */
+size_t cancel_registry_max_clients(const struct cancel_registry *reg)
+{
+    return cancel_place_mask(reg) / reg->n_workers - 1;
 }
 
 static int cancel_registry_grow(struct cancel_registry *reg)
 {
-    size_t max_slots = cancel_slot_mask(reg) - 1;
+    size_t max_slots = cancel_registry_max_clients(reg);
     size_t new_count = reg->n_slots ? reg->n_slots * 2 : 256;
     if (new_count > max_slots)
         new_count = max_slots;
@@ -76,14 +92,15 @@ int cancel_registry_add(struct cancel_registry *reg, struct client *client, uint
     size_t slot = reg->free_slots[--reg->n_free];
     uint32_t random_key = reg->random_keys[--reg->n_random_keys];
     reg->random_keys[reg->n_random_keys] = 0;
+    uint32_t place = (uint32_t)(slot + 1) * reg->n_workers + reg->worker;
     uint32_t new_pid;
     if (reg->peer_id) {
-        new_pid = ((uint32_t)reg->peer_id << CANCEL_PEERED_SLOT_BITS) | (uint32_t)(slot + 1);
+        new_pid = ((uint32_t)reg->peer_id << CANCEL_PEERED_PLACE_BITS) | place;
     } else {
         reg->generation = (reg->generation + 1) & CANCEL_GENERATION_MASK;
         if (reg->generation == 0)
             reg->generation = 1;
-        new_pid = (reg->generation << CANCEL_SLOT_BITS) | (uint32_t)(slot + 1);
+        new_pid = (reg->generation << CANCEL_PLACE_BITS) | place;
     }
     reg->slots[slot] = (struct cancel_slot){ .client = client, .pid = new_pid, .key = random_key };
     *pid = new_pid;
@@ -93,8 +110,9 @@ int cancel_registry_add(struct cancel_registry *reg, struct client *client, uint
 
 static struct cancel_slot *cancel_slot_for_pid(const struct cancel_registry *reg, uint32_t pid)
 {
-    uint32_t index_plus_one = pid & cancel_slot_mask(reg);
-    if (index_plus_one == 0 || index_plus_one > reg->n_slots)
+    uint32_t place = pid & cancel_place_mask(reg);
+    uint32_t index_plus_one = place / reg->n_workers;
+    if (place % reg->n_workers != reg->worker || index_plus_one == 0 || index_plus_one > reg->n_slots)
         return NULL;
     struct cancel_slot *slot = &reg->slots[index_plus_one - 1];
     if (!slot->client || slot->pid != pid)
@@ -112,18 +130,23 @@ void cancel_registry_remove(struct cancel_registry *reg, uint32_t pid)
 }
 
 enum cancel_route cancel_registry_route(const struct cancel_registry *reg, uint32_t pid,
-                                        int *peer_id, uint32_t *forward_pid)
+                                        struct cancel_destination *to)
 {
-    if (!reg->peer_id)
+    if (reg->peer_id) {
+        int owner = (int)((pid & ~CANCEL_FORWARDED_BIT) >> CANCEL_PEERED_PLACE_BITS);
+        if (owner != reg->peer_id) {
+            to->peer_id = owner;
+            if (pid & CANCEL_FORWARDED_BIT)
+                return CANCEL_ROUTE_LOOP;
+            to->forward_pid = pid | CANCEL_FORWARDED_BIT;
+            return CANCEL_ROUTE_PEER;
+        }
+    }
+    unsigned worker = (pid & cancel_place_mask(reg)) % reg->n_workers;
+    if (worker == reg->worker)
         return CANCEL_ROUTE_LOCAL;
-    int owner = (int)((pid & ~CANCEL_FORWARDED_BIT) >> CANCEL_PEERED_SLOT_BITS);
-    if (owner == reg->peer_id)
-        return CANCEL_ROUTE_LOCAL;
-    *peer_id = owner;
-    if (pid & CANCEL_FORWARDED_BIT)
-        return CANCEL_ROUTE_LOOP;
-    *forward_pid = pid | CANCEL_FORWARDED_BIT;
-    return CANCEL_ROUTE_PEER;
+    to->worker = worker;
+    return CANCEL_ROUTE_WORKER;
 }
 
 struct client *cancel_registry_find(const struct cancel_registry *reg, uint32_t pid, uint32_t key)

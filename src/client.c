@@ -346,27 +346,12 @@ void client_process_input(struct client *c)
 
 /* ---- startup ---- */
 
-static void client_handle_cancel(struct client *c, const struct startup_packet *sp)
+void client_cancel_query(struct worker *w, uint32_t pid, uint32_t key, uint64_t requester_id)
 {
-    int peer_id = 0;
-    uint32_t forward_pid = 0;
-    switch (cancel_registry_route(&c->worker->cancels, sp->cancel_pid, &peer_id, &forward_pid)) {
-    case CANCEL_ROUTE_LOCAL:
-        break;
-    case CANCEL_ROUTE_PEER:
-        peer_forward_cancel(c->worker, peer_id, forward_pid, sp->cancel_key);
-        client_close(c, "cancel request forwarded to its peer");
-        return;
-    case CANCEL_ROUTE_LOOP:
-        peer_log_dropped_cancel(c->worker, peer_id, "it was already forwarded once ([peers] of the "
-                                "instances disagree on who that peer is)");
-        client_close(c, "cancel request dropped");
-        return;
-    }
-    struct client *target = cancel_registry_find(&c->worker->cancels, sp->cancel_pid, sp->cancel_key);
+    struct client *target = cancel_registry_find(&w->cancels, pid, key);
 
-    /* As PostgreSQL does, the requester learns nothing: the connection just closes. Only a client
-     * with a query on its backend is cancelled: an idle one's old backend now runs someone else's. */
+    /* Only a client with a query on its backend is cancelled: an idle one's old backend now runs
+     * someone else's. */
     if (target && target->state == CLIENT_ACTIVE && target->server && target->server->client == target &&
         target->server->state == SERVER_ACTIVE)
         server_send_cancel(target->server);
@@ -378,8 +363,32 @@ static void client_handle_cancel(struct client *c, const struct startup_packet *
          * its connection. */
         target->cancel_pending = true;
     else
-        log_debug("C-%llu: cancel request matched no running query", (unsigned long long)c->id);
-    client_close(c, "cancel request handled");
+        log_debug("C-%llu: cancel request matched no running query", (unsigned long long)requester_id);
+}
+
+/* As PostgreSQL does, the requester learns nothing: the connection just closes. */
+static void client_handle_cancel(struct client *c, const struct startup_packet *sp)
+{
+    struct cancel_destination to;
+    switch (cancel_registry_route(&c->worker->cancels, sp->cancel_pid, &to)) {
+    case CANCEL_ROUTE_LOCAL:
+        client_cancel_query(c->worker, sp->cancel_pid, sp->cancel_key, c->id);
+        client_close(c, "cancel request handled");
+        return;
+    case CANCEL_ROUTE_WORKER:
+        peer_pass_cancel_to_worker(c->worker, to.worker, sp->cancel_pid, sp->cancel_key, c->id);
+        client_close(c, "cancel request passed to its worker");
+        return;
+    case CANCEL_ROUTE_PEER:
+        peer_forward_cancel(c->worker, to.peer_id, to.forward_pid, sp->cancel_key);
+        client_close(c, "cancel request forwarded to its peer");
+        return;
+    case CANCEL_ROUTE_LOOP:
+        peer_log_dropped_cancel(c->worker, to.peer_id, "it was already forwarded once ([peers] of the "
+                                "instances disagree on who that peer is)");
+        client_close(c, "cancel request dropped");
+        return;
+    }
 }
 
 static bool client_wants_replication(const struct startup_packet *sp)

@@ -123,6 +123,12 @@ void client_authenticated(struct client *c);
 void client_close(struct client *c, const char *reason);
 /* Frees the memory of a closed client (reaper only). */
 void client_free(struct client *c);
+/*
+ * A CancelRequest for (pid, key) of w's registry: that client's running query is cancelled, or
+ * the query it waits to send once it is sent; anything else is ignored. requester_id: the
+ * connection that asked, for the log (it may be another worker's).
+ */
+void client_cancel_query(struct worker *w, uint32_t pid, uint32_t key, uint64_t requester_id);
 
 /* The pool linked a backend to this waiting client. */
 void client_server_linked(struct client *c, struct server *s);

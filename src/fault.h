@@ -3,7 +3,7 @@
  *
  * A hook stands before the allocation of each site below; the caller treats a true answer as that
  * allocation failing. Only a build configured with --enable-fault-injection (the default of
- * --enable-sanitizers, the build `make check` and scripts/check test) has the hooks: in any other
+ * --enable-sanitizers and --enable-tsan, the builds scripts/check tests) has the hooks: in any other
  * build each one is the constant false, so the data path pays nothing and the environment cannot
  * change what a production sluice does.
  *

@@ -1,7 +1,9 @@
 /*
- * peer.c: forwards a CancelRequest that carries another instance's peer_id to that instance. Each
- * forward is its own short connection: connect, write the 16 bytes, wait for the peer to close.
- * The requester is not kept waiting (its connection closes at once, as for a local cancel).
+ * peer.c: forwards a CancelRequest to where its client lives. To another worker of this process:
+ * a mail with the pid and key, which that worker looks up in its own registry. To another instance
+ * (its peer_id in the pid): each forward is its own short connection: connect, write the 16 bytes,
+ * wait for the peer to close. The requester is not kept waiting either way (its connection closes
+ * at once, as for a cancel of this worker's).
  */
 #include "peer.h"
 
@@ -13,6 +15,7 @@
 #include <event2/bufferevent.h>
 #include <event2/dns.h>
 
+#include "client.h"
 #include "log.h"
 #include "worker.h"
 
@@ -26,6 +29,45 @@ struct peer_forward {
     bool connecting; /* inside peer_connect: the event callback only records the end */
     bool finished;
 };
+
+/* A cancel on its way to another worker: numbers only, nothing of the sender's state. */
+struct worker_cancel {
+    struct mail mail;
+    uint32_t pid;
+    uint32_t key;
+    uint64_t requester_id;
+};
+
+static void worker_cancel_deliver(struct worker *receiver, struct mail *mail)
+{
+    struct worker_cancel *cancel = (struct worker_cancel *)mail;
+    /* Mail left when the loop has ended is delivered while the worker is torn down: a cancel
+     * started then would outlive the loop. Its clients are being closed anyway. */
+    if (!event_base_got_exit(receiver->base) && !event_base_got_break(receiver->base))
+        client_cancel_query(receiver, cancel->pid, cancel->key, cancel->requester_id);
+    free(cancel);
+}
+
+void peer_pass_cancel_to_worker(struct worker *w, unsigned worker, uint32_t pid, uint32_t key,
+                                uint64_t requester_id)
+{
+    if (worker >= w->world->n_workers) {
+        log_debug("C-%llu: cancel request for worker %u dropped: there are %zu workers",
+                  (unsigned long long)requester_id, worker, w->world->n_workers);
+        return;
+    }
+    struct worker_cancel *cancel = malloc(sizeof(*cancel));
+    if (!cancel) {
+        log_warning("C-%llu: cancel request for worker %u dropped: out of memory",
+                    (unsigned long long)requester_id, worker);
+        return;
+    }
+    *cancel = (struct worker_cancel){ .mail.deliver = worker_cancel_deliver, .pid = pid, .key = key,
+                                      .requester_id = requester_id };
+    log_debug("C-%llu: cancel request passed from worker %u to worker %u",
+              (unsigned long long)requester_id, w->index, worker);
+    worker_post(w->world->workers[worker], &cancel->mail);
+}
 
 static void peer_forward_free(struct peer_forward *f)
 {

@@ -1,6 +1,7 @@
 /*
- * peer.h: forwarding a CancelRequest to the sluice instance that owns the client it names, when
- * several instances sit behind one load balancer (peer_id and [peers], as in PgBouncer).
+ * peer.h: forwarding a CancelRequest to where the client it names lives: another worker of this
+ * process, or the sluice instance that owns it when several sit behind one load balancer (peer_id
+ * and [peers], as in PgBouncer).
  */
 #ifndef SLUICE_PEER_H
 #define SLUICE_PEER_H
@@ -25,6 +26,12 @@ struct peer_forwards {
  * [peers] entry is dropped and logged.
  */
 void peer_forward_cancel(struct worker *w, int peer_id, uint32_t pid, uint32_t key);
+/*
+ * Hands the CancelRequest (pid, key) to worker number `worker` of this process, which acts on it
+ * as on a cancel it received itself (client_cancel_query). requester_id: the connection that asked.
+ */
+void peer_pass_cancel_to_worker(struct worker *w, unsigned worker, uint32_t pid, uint32_t key,
+                                uint64_t requester_id);
 /* A cancel not forwarded (unknown peer, or already forwarded once): logged, at most once a second. */
 void peer_log_dropped_cancel(struct worker *w, int peer_id, const char *why);
 void peer_forwards_init(struct peer_forwards *forwards);

@@ -383,14 +383,71 @@ static bool pool_evict_for(struct pool *pool, bool same_user)
     return true;
 }
 
+struct pool_eviction {
+    struct mail mail;
+    struct shared_pool *shared;   /* whose idle backend goes */
+    bool same_user;
+};
+
+static void pool_eviction_deliver(struct worker *w, struct mail *mail)
+{
+    struct pool_eviction *eviction = (struct pool_eviction *)mail;
+    struct pool *pool = eviction->shared->local[w->index];
+    bool same_user = eviction->same_user;
+    free(eviction);
+    struct server *victim = pool ? TAILQ_LAST(&pool->idle_servers, server_list) : NULL;
+    if (victim)
+        server_close(victim, same_user ? "evicted for another pool (max_user_connections)"
+                                       : "evicted for another pool (max_db_connections)");
+}
+
+/*
+ * No idle backend of another pool sharing the limit on this worker: ask a worker that holds one
+ * to close it (the janitor, or the waiters' nudge when it closes, then tries again here).
+ */
+static void pool_evict_elsewhere(struct pool *pool, bool same_user)
+{
+    struct pool_registry *reg = pool_registry_of(pool);
+    struct world *world = pool->worker->world;
+    struct shared_pool *victim_pool = NULL;
+    size_t victim_worker = 0;
+
+    pool_registry_lock(reg);
+    for (struct shared_pool *sp = reg->pools; sp && !victim_pool; sp = sp->next) {
+        bool shares = same_user ? strcmp(sp->user_name, pool->user_name) == 0
+                                : strcmp(sp->db_name, pool->db_name) == 0;
+        if (sp == pool->shared || !shares)
+            continue;
+        for (size_t i = 0; i < world->n_workers && !victim_pool; i++) {
+            if (i != pool->worker->index && atomic_load(&sp->idle_on[i]) > 0) {
+                victim_pool = sp;
+                victim_worker = i;
+            }
+        }
+    }
+    pool_registry_unlock(reg);
+    if (!victim_pool)
+        return;
+    struct pool_eviction *eviction = calloc(1, sizeof(*eviction));
+    if (!eviction)
+        return;
+    eviction->mail.deliver = pool_eviction_deliver;
+    eviction->shared = victim_pool;
+    eviction->same_user = same_user;
+    worker_post(world->workers[victim_worker], &eviction->mail);
+}
+
 static enum reservation pool_reserve_server(struct pool *pool, bool for_waiter, bool may_evict)
 {
     struct pool_registry *reg = pool_registry_of(pool);
     pool_registry_lock(reg);
     enum reservation r = pool_reserve_locked(pool, for_waiter);
     pool_registry_unlock(reg);
-    if ((r == AT_DATABASE_LIMIT || r == AT_USER_LIMIT) && may_evict &&
-        pool_evict_for(pool, r == AT_USER_LIMIT)) {
+    if ((r == AT_DATABASE_LIMIT || r == AT_USER_LIMIT) && may_evict) {
+        if (!pool_evict_for(pool, r == AT_USER_LIMIT)) {
+            pool_evict_elsewhere(pool, r == AT_USER_LIMIT);
+            return r;
+        }
         pool_registry_lock(reg);
         r = pool_reserve_locked(pool, for_waiter);
         pool_registry_unlock(reg);
@@ -582,6 +639,14 @@ enum release {
     RELEASE_TO_IDLE,         /* nobody waits */
 };
 
+/*
+ * A backend released on a worker goes to that worker's longest waiter unless a client of another
+ * worker has waited this much longer: FIFO across workers to within a few milliseconds, while
+ * under steady load most backends stay on their worker (a hand-over costs both workers a wake-up
+ * and the backend a trip between loops).
+ */
+#define POOL_FIFO_SLACK_SECONDS 0.005
+
 /* Under the registry lock: who gets a backend released on this worker. */
 static enum release pool_decide_release_locked(struct pool *pool, bool movable, unsigned *to)
 {
@@ -590,7 +655,7 @@ static enum release pool_decide_release_locked(struct pool *pool, bool movable, 
     struct client *local = TAILQ_FIRST(&pool->waiting_clients);
 
     if (local && (!movable || !head || !local->ticket.queued || head == &local->ticket ||
-                  local->ticket.since <= head->since)) {
+                  local->ticket.since <= head->since + POOL_FIFO_SLACK_SECONDS)) {
         shared_pool_dequeue(sp, &local->ticket);
         return RELEASE_TO_LOCAL_WAITER;
     }

@@ -183,7 +183,7 @@ int worker_init(struct worker *w, struct config *cfg, struct world *world, unsig
     TAILQ_INIT(&w->dead_servers);
     TAILQ_INIT(&w->departing_servers);
     peer_forwards_init(&w->peer_forwards);
-    cancel_registry_init(&w->cancels, cfg->peer_id);
+    cancel_registry_init(&w->cancels, cfg->peer_id, index, (unsigned)world->n_workers);
     msgbuf_init(&w->scratch);
 
     w->base = worker_new_base();

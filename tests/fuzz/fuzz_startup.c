@@ -1,8 +1,9 @@
 /*
  * fuzz_startup.c: the bytes a client sends before it logs in, walked as client.c walks them: a
  * startup-phase packet after another (SSLRequest and GSSENCRequest may come first), each length
- * peeked, then parsed; a CancelRequest is routed as the cancel registry routes it (peering on),
- * a StartupMessage's parameters are read and its "options" parsed as libpq's -c list.
+ * peeked, then parsed; a CancelRequest is routed as the cancel registry routes it (peering on,
+ * one worker of several), a StartupMessage's parameters are read and its "options" parsed as
+ * libpq's -c list.
  * Built with libFuzzer (see README) or with replay_main.c to replay the corpus in `make check`.
  */
 #include <stdint.h>
@@ -18,6 +19,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define ERR_LEN 256
 #define PEER_ID 3
+#define WORKER 2  /* of WORKERS: a cancel may be another worker's */
+#define WORKERS 5
 
 #define CHECK(cond)                                                                            \
     do {                                                                                       \
@@ -31,23 +34,26 @@ static void route_cancel(const struct startup_packet *sp)
 {
     static struct cancel_registry registry;
     static int ready;
-    int peer_id = -1;
-    uint32_t forward_pid = 0;
+    struct cancel_destination to = { .worker = WORKERS, .peer_id = -1 };
 
     if (!ready) {
-        cancel_registry_init(&registry, PEER_ID);
+        cancel_registry_init(&registry, PEER_ID, WORKER, WORKERS);
         ready = 1;
     }
-    switch (cancel_registry_route(&registry, sp->cancel_pid, &peer_id, &forward_pid)) {
+    switch (cancel_registry_route(&registry, sp->cancel_pid, &to)) {
     case CANCEL_ROUTE_LOCAL:
         CHECK(cancel_registry_find(&registry, sp->cancel_pid, sp->cancel_key) == NULL);
         break;
+    case CANCEL_ROUTE_WORKER:
+        CHECK(to.worker < WORKERS && to.worker != WORKER);
+        break;
     case CANCEL_ROUTE_PEER:
-        CHECK(peer_id != PEER_ID && peer_id >= 0 && peer_id <= CANCEL_PEER_ID_MAX);
-        CHECK((forward_pid & 0x7fffffffu) == (sp->cancel_pid & 0x7fffffffu) && forward_pid != sp->cancel_pid);
+        CHECK(to.peer_id != PEER_ID && to.peer_id >= 0 && to.peer_id <= CANCEL_PEER_ID_MAX);
+        CHECK((to.forward_pid & 0x7fffffffu) == (sp->cancel_pid & 0x7fffffffu) &&
+              to.forward_pid != sp->cancel_pid);
         break;
     case CANCEL_ROUTE_LOOP:
-        CHECK(peer_id != PEER_ID && (sp->cancel_pid & 0x80000000u));
+        CHECK(to.peer_id != PEER_ID && (sp->cancel_pid & 0x80000000u));
         break;
     }
 }

@@ -11,6 +11,8 @@ Environment:
   SLUICE_IT_ONLY=TEXT      run only tests whose name contains TEXT
   SLUICE_IT_TIMEOUT_SCALE  multiply every per-test time limit (slow machines, sanitizers)
   SLUICE_IT_KEEP=1         keep the scratch directory for inspection
+  SLUICE_IT_WORKERS=N      every sluice config the harness writes says workers = N, unless the test
+                           sets workers itself (unset: no line, sluice's default applies)
 """
 
 import os
@@ -79,8 +81,12 @@ UNPRIVILEGED_USER = "sluicetest"
 
 DIRECT_MODE = os.environ.get("SLUICE_IT_DIRECT") == "1"
 TIMEOUT_SCALE = float(os.environ.get("SLUICE_IT_TIMEOUT_SCALE", "1"))
+WORKERS = os.environ.get("SLUICE_IT_WORKERS") or None
+# A report from any sanitizer sluice was built with fails the test that was running. ThreadSanitizer
+# goes on after a report (halt_on_error=0), so its reports are found here, not by sluice's exit.
 SANITIZER_PATTERNS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
-                      "WARNING: AddressSanitizer", "SUMMARY: UndefinedBehaviorSanitizer")
+                      "WARNING: AddressSanitizer", "SUMMARY: UndefinedBehaviorSanitizer",
+                      "WARNING: ThreadSanitizer", "ERROR: ThreadSanitizer", "FATAL: ThreadSanitizer")
 
 
 # ---- small utilities -----------------------------------------------------------------------------
@@ -659,6 +665,8 @@ class Sluice(Endpoint):
             "shutdown_timeout": 5,
             "log_connections": 1,
         }
+        if WORKERS is not None:
+            self.settings["workers"] = WORKERS
         self.settings.update(settings or {})
         self.databases = {APP_DB: cluster.database_line()} if cluster else {}
         self.databases.update(databases or {})
@@ -789,13 +797,23 @@ class Sluice(Endpoint):
         return "\n".join(self.log_text().splitlines()[-lines:])
 
     def sanitizer_report(self):
+        """The first sanitizer report in the log, up to its SUMMARY line (a ThreadSanitizer report
+        holds two stacks and where each thread began), and how many more there are."""
         text = self.log_text()
-        for pattern in SANITIZER_PATTERNS:
-            index = text.find(pattern)
-            if index >= 0:
-                start = text.rfind("\n", 0, max(index - 200, 0)) + 1
-                return text[start:start + 3000]
-        return None
+        found = [(text.find(p), p) for p in SANITIZER_PATTERNS if p in text]
+        if not found:
+            return None
+        index, pattern = min(found)
+        start = text.rfind("\n", 0, max(index - 200, 0)) + 1
+        summary = text.find("SUMMARY:", index)
+        end = text.find("\n", summary) if summary >= 0 else -1
+        if end < 0 or end - start > 12000:
+            end = start + 12000
+        excerpt = text[start:end]
+        more = text.count(pattern) - 1
+        if more > 0:
+            excerpt += f"\n({more} more like it in {self.log_path}; SLUICE_IT_KEEP=1 keeps the file)"
+        return excerpt
 
 
 # ---- a raw protocol client -----------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """CancelRequest: each client's own BackendKeyData, reaching exactly that client's backend."""
 
 import os
+import re
 import time
 
 import harness
@@ -69,12 +70,10 @@ def query_running(t, sql):
                          (sql,))[0][0] > 0
 
 
-@test("transaction mode: a burst of cancels for one client never cancels the next client's query",
-      timeout=120, sluice_only=True)
-def cancel_burst_spares_next_client(t):
+def cancel_burst(t, settings):
     # One backend: the moment A's query is cancelled the backend goes to B, while cancel requests
     # for A may still be on their way to PostgreSQL.
-    s = t.sluice(settings={"pool_mode": "transaction"},
+    s = t.sluice(settings=dict({"pool_mode": "transaction"}, **settings),
                  databases={"appdb": t.cluster.database_line(pool_size=1)})
     long_query = "SELECT pg_sleep(5)"
     for round_number in range(1, 6):
@@ -104,6 +103,65 @@ def cancel_burst_spares_next_client(t):
                     f"round {round_number}: A's next query")
         a.close()
         b.close()
+
+
+@test("transaction mode: a burst of cancels for one client never cancels the next client's query",
+      timeout=120, sluice_only=True)
+def cancel_burst_spares_next_client(t):
+    cancel_burst(t, {})
+
+
+@test("4 workers: a burst of cancels, accepted by any worker, never cancels the next client's query",
+      timeout=120, sluice_only=True)
+def cancel_burst_spares_next_client_workers(t):
+    cancel_burst(t, {"workers": 4})
+
+
+WORKERS = 4
+PLACE_MASK = (1 << 22) - 1  # peering off: the pid's bits 21..0 are (slot + 1) * workers + worker
+PASSED_ON = re.compile(r"cancel request passed from worker (\d+) to worker (\d+)")
+
+
+def key_worker(pid):
+    """The worker whose client a cancel key names (the encoding of src/cancel.c)."""
+    return (pid & PLACE_MASK) % WORKERS
+
+
+@test("4 workers: a cancel on a fresh TCP connection stops its client's query, whichever worker "
+      "the kernel gives it to", timeout=240, sluice_only=True)
+def cancel_across_workers(t):
+    s = t.sluice(settings={"workers": WORKERS, "verbose": 1, "default_pool_size": 10})
+    rounds, passed_on, client_workers = 0, [], set()
+    # Each libpq cancel comes from a new ephemeral port, so SO_REUSEPORT spreads them over the
+    # workers: go on until at least 8 queries were cancelled and one cancel crossed workers.
+    while rounds < 8 or (not passed_on and rounds < 24):
+        rounds += 1
+        victim, bystander = s.connect(), s.connect()
+        owner = key_worker(victim.get_backend_pid())
+        client_workers.add(owner)
+        sql = f"SELECT pg_sleep(30) /* round {rounds} */"
+        long_query = Background(one_value, victim, sql)
+        other_query = Background(one_value, bystander, "SELECT pg_sleep(1)::text || 'done'")
+        wait_for(lambda: query_running(t, sql) or long_query.done(), 10, what=f"round {rounds}: query running")
+        check(not long_query.done(), f"round {rounds}: pg_sleep(30) ended before it was cancelled")
+        log_before = len(PASSED_ON.findall(s.log_text()))
+        victim.cancel()
+        check(long_query.wait(10), f"round {rounds}: pg_sleep(30) still running 10 s after its cancel")
+        error = long_query.error(0)
+        check(error is not None, f"round {rounds}: pg_sleep(30) was not cancelled")
+        check_equal(getattr(error, "pgcode", None), "57014", f"round {rounds}: SQLSTATE ({error})")
+        check_equal(other_query.result(10), "done", f"round {rounds}: the other client's query")
+        check_equal(one_value(victim, "SELECT 'after cancel'"), "after cancel",
+                    f"round {rounds}: the cancelled client's next query")
+        crossings = PASSED_ON.findall(s.log_text())[log_before:]
+        for source, target in crossings:
+            check_equal(int(target), owner, f"round {rounds}: worker the cancel was passed to")
+            passed_on.append((rounds, int(source), int(target)))
+        victim.close()
+        bystander.close()
+    t.note(f"clients on workers {sorted(client_workers)}; cancels passed between workers: {passed_on}")
+    check(passed_on, f"no cancel of {rounds} landed on another worker than its client's: the test "
+          "proved nothing")
 
 
 @test("each client gets its own BackendKeyData, even when sharing one backend", sluice_only=True)

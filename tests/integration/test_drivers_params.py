@@ -42,10 +42,23 @@ def app_and_zone(conn):
 
 
 def transaction_pool(t, pool_size=1, settings=None, users=None):
-    all_settings = {"pool_mode": "transaction"}
+    all_settings = {"pool_mode": "transaction", "admin_users": ADMIN[0]}
     all_settings.update(settings or {})
-    return t.sluice(settings=all_settings, users=users,
+    all_users = dict(users or harness.default_users(t.cluster))
+    all_users.setdefault(ADMIN[0], ADMIN[1])
+    return t.sluice(settings=all_settings, users=all_users,
                     databases={"appdb": t.cluster.database_line(pool_size=pool_size)})
+
+
+def move_to_new_backends(t, s):
+    """RECONNECT through the console: the pool's next transactions run on new backends. With
+    several workers each prefers the idle backends it holds, so another client holding one is not
+    enough to move a client to another backend."""
+    if t.direct:
+        return
+    admin = s.connect(dbname="sluice", user=ADMIN[0], password=ADMIN[1])
+    run_statements(admin, ["RECONNECT appdb"])
+    admin.close()
 
 
 def still_waiting(call, seconds=1.0):
@@ -206,9 +219,7 @@ def jdbc_connections_do_not_starve_the_pool(t):
 
 @test("a client's SET TimeZone follows it across backends; others never see it; ROLLBACK drops it")
 def set_follows_client_across_backends(t):
-    users = dict(harness.default_users(t.cluster))
-    users[ADMIN[0]] = ADMIN[1]
-    s = transaction_pool(t, pool_size=2, settings={"admin_users": ADMIN[0]}, users=users)
+    s = transaction_pool(t, pool_size=2)
     a, holder, other = s.connect(autocommit=False), s.connect(), s.connect()
     default_zone = one_value(other, "SHOW TimeZone")
     run_statements(a, ["SET TimeZone = 'Asia/Tokyo'", "SET work_mem = '5MB'",
@@ -226,12 +237,8 @@ def set_follows_client_across_backends(t):
     a.rollback()
     pids = set()
     for round_number in range(4):
-        if round_number == 2 and not t.direct:
-            # With several workers each prefers its own idle backend, so the holder alone does
-            # not move A: RECONNECT gives A's next transactions new backends.
-            admin = s.connect(dbname="sluice", user=ADMIN[0], password=ADMIN[1])
-            run_statements(admin, ["RECONNECT appdb"])
-            admin.close()
+        if round_number == 2:
+            move_to_new_backends(t, s)
         # Another client holds a backend in a transaction: A's next one runs on the other.
         run_statements(holder, ["BEGIN", "SELECT 1"])
         with a.cursor() as cur:
@@ -254,11 +261,14 @@ def set_follows_client_across_backends(t):
         check(PIN_LOG_LINE not in s.log_text(), "a SET pinned its client")
 
 
-def settings_on_each_backend(a, holder, sql, rounds=4):
+def settings_on_each_backend(t, s, a, holder, sql, rounds=4):
     """(row, backend pid) of sql run by A (autocommit), with another client holding the other
-    backend of a pool of two in turn, so A's transactions alternate between the two backends."""
+    backend of a pool of two in turn, and the backends replaced halfway, so A's transactions
+    run on more than one backend."""
     results = []
-    for _ in range(rounds):
+    for round_number in range(rounds):
+        if round_number == rounds // 2:
+            move_to_new_backends(t, s)
         run_statements(holder, ["BEGIN", "SELECT 1"])
         with a.cursor() as cur:
             cur.execute("BEGIN")
@@ -286,14 +296,14 @@ def replay_is_exact(t):
                        "SET work_mem TO DEFAULT",
                        "SELECT set_config('myapp.other', 'x''y', false)"])
     results = settings_on_each_backend(
-        a, holder, "SELECT current_setting('myapp.note'), current_setting('application_name'), "
+        t, s, a, holder, "SELECT current_setting('myapp.note'), current_setting('application_name'), "
                    "current_setting('DateStyle'), current_setting('search_path'), "
                    "current_setting('work_mem'), current_setting('myapp.other')")
     for row, _ in results:
         check_equal(row, ("it's; -- not a comment", "o'brien", "SQL, DMY", '"$user", public',
                           "4MB", "x'y"), "A's settings")
     if not t.direct:
-        check_equal(len({pid for _, pid in results}), 2, "backends A's transactions ran on")
+        check(len({pid for _, pid in results}) >= 2, "A's transactions ran on one backend only")
         check(PIN_LOG_LINE not in s.log_text(), "a SET pinned its client")
     check_equal(one_value(other, "SELECT current_setting('DateStyle') || ' ' || "
                                  "current_setting('application_name')"), defaults + " ",
@@ -353,6 +363,8 @@ def pipelined_groups_settle_separately(t):
     check_equal([e.get("C") for e in second.errors], ["22012"], "SQLSTATEs of the second group")
     pids = set()
     for round_number in range(4):
+        if round_number == 2:
+            move_to_new_backends(t, s)
         # Another client holds a backend meanwhile: A's transactions alternate between the two.
         run_statements(holder, ["BEGIN", "SELECT 1"])
         a.query_ok("BEGIN")

@@ -162,10 +162,8 @@ def forwarded_count(instances):
     return sum(s.log_text().count("cancel request forwarded to peer") for s in instances)
 
 
-@test(f"behind a load balancer, a cancel reaches the instance that owns the client in {TRIES} of "
-      f"{TRIES} tries", timeout=300, sluice_only=True)
-def cancel_through_balancer(t):
-    instances = start_peers(t)
+def cancel_through_balancer(t, settings=None):
+    instances = start_peers(t, settings=settings)
     balancer = Balancer(os.path.dirname(instances[0].dir), instances)
     t.endpoints.append(balancer)
     t.note(f"load balancer: {balancer.kind}")
@@ -197,6 +195,24 @@ def cancel_through_balancer(t):
     check_equal(owners, {1, 2}, "instances that owned clients")
     check(forwarded_count(instances) > 0, "no cancel went through a peer: the test proved nothing")
     t.note(f"cancels forwarded between instances: {forwarded_count(instances)} of {TRIES}")
+    return instances
+
+
+@test(f"behind a load balancer, a cancel reaches the instance that owns the client in {TRIES} of "
+      f"{TRIES} tries", timeout=300, sluice_only=True)
+def cancel_through_balancer_one_worker(t):
+    cancel_through_balancer(t, {"workers": 1})
+
+
+@test(f"behind a load balancer, 4 workers each: a cancel reaches the owner's worker in {TRIES} of "
+      f"{TRIES} tries", timeout=300, sluice_only=True)
+def cancel_through_balancer_workers(t):
+    # Whichever worker of whichever instance gets the cancel, it is forwarded once to the owner,
+    # whose receiving worker passes it on to the client's.
+    instances = cancel_through_balancer(t, {"workers": 4})
+    passed_on = sum(s.log_text().count("cancel request passed from worker") for s in instances)
+    t.note(f"cancels passed between workers: {passed_on}")
+    check(passed_on > 0, "no cancel was passed from one worker to another: the test proved nothing")
 
 
 def cancel_and_wait_close(s, pid, key):
