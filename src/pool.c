@@ -974,37 +974,116 @@ static bool pool_same_passthrough(const struct scram_passthrough *a, const struc
            CRYPTO_memcmp(a->client_key, b->client_key, SCRAM_KEY_LEN) == 0;
 }
 
-void pool_set_passthrough(struct pool *pool, const struct scram_passthrough *keys)
+/* Keeps keys for the pool's backend logins; false if they are the ones it had (or no memory). */
+static bool pool_take_passthrough(struct pool *pool, const struct scram_passthrough *keys,
+                                  bool *first)
 {
     if (pool->passthrough && pool_same_passthrough(pool->passthrough, keys))
-        return;
-    bool first = !pool->passthrough;
-    if (first && !(pool->passthrough = OPENSSL_malloc(sizeof(*keys))))
-        return;
+        return false;
+    *first = !pool->passthrough;
+    if (*first && !(pool->passthrough = OPENSSL_malloc(sizeof(*keys))))
+        return false;
     *pool->passthrough = *keys;
     pool->needs_client_key = true;
     pool->prewarm_wait_logged = false;
     /* New keys (first login, or a password changed in PostgreSQL) may succeed where the last
      * backend login failed: no waiting out server_login_retry for them. */
     pool->last_login_failure = 0;
-    log_info("pool %s/%s: SCRAM pass-through: backends now log in with the key of a client's login%s",
-             pool->db_name, pool->user_name, first ? "" : " (the user's verifier changed)");
+    return true;
 }
 
-void pool_set_md5_secret(struct pool *pool, const char *secret)
+static bool pool_take_md5_secret(struct pool *pool, const char *secret)
 {
     if (pool->md5_secret && strcmp(pool->md5_secret, secret) == 0)
-        return;
+        return false;
     char *copy = strdup(secret);
     if (!copy)
-        return;
+        return false;
     if (pool->md5_secret)
         OPENSSL_clear_free(pool->md5_secret, strlen(pool->md5_secret) + 1);
     pool->md5_secret = copy;
     pool->prewarm_wait_logged = false;
     pool->last_login_failure = 0;
+    return true;
+}
+
+/* A client's login secret, learned on one worker, for this (database, user)'s pool on another. */
+struct pool_secret_mail {
+    struct mail mail;
+    struct shared_pool *shared;
+    bool has_passthrough;
+    struct scram_passthrough passthrough;
+    char *md5_secret;
+};
+
+static void pool_secret_mail_free(struct pool_secret_mail *m)
+{
+    OPENSSL_cleanse(&m->passthrough, sizeof(m->passthrough));
+    if (m->md5_secret)
+        OPENSSL_clear_free(m->md5_secret, strlen(m->md5_secret) + 1);
+    free(m);
+}
+
+static void pool_secret_deliver(struct worker *w, struct mail *mail)
+{
+    struct pool_secret_mail *m = (struct pool_secret_mail *)mail;
+    struct pool *pool = m->shared->local[w->index];
+    bool first;
+
+    if (pool && m->has_passthrough)
+        pool_take_passthrough(pool, &m->passthrough, &first);
+    if (pool && m->md5_secret)
+        pool_take_md5_secret(pool, m->md5_secret);
+    pool_secret_mail_free(m);
+}
+
+/*
+ * The pool is one per (database, user) for the process: its copies on the other workers get the
+ * secret too, so that any of them opens backends (min_pool_size) without a login of its own.
+ * A copy created later gets it from the first login on its worker.
+ */
+static void pool_share_secret(struct pool *pool, const struct scram_passthrough *keys,
+                              const char *md5_secret)
+{
+    struct world *world = pool->worker->world;
+    struct worker *wk;
+
+    if (!world || !pool->shared)
+        return;
+    WORLD_FOR_EACH_WORKER(world, i, wk) {
+        struct pool_secret_mail *m;
+        if (wk == pool->worker || !(m = calloc(1, sizeof(*m))))
+            continue;
+        m->mail.deliver = pool_secret_deliver;
+        m->shared = pool->shared;
+        m->has_passthrough = keys != NULL;
+        if (keys)
+            m->passthrough = *keys;
+        if (md5_secret && !(m->md5_secret = strdup(md5_secret))) {
+            pool_secret_mail_free(m);
+            continue;
+        }
+        worker_post(wk, &m->mail);
+    }
+}
+
+void pool_set_passthrough(struct pool *pool, const struct scram_passthrough *keys)
+{
+    bool first = false;
+    if (!pool_take_passthrough(pool, keys, &first))
+        return;
+    log_info("pool %s/%s: SCRAM pass-through: backends now log in with the key of a client's login%s",
+             pool->db_name, pool->user_name, first ? "" : " (the user's verifier changed)");
+    pool_share_secret(pool, keys, NULL);
+}
+
+void pool_set_md5_secret(struct pool *pool, const char *secret)
+{
+    if (!pool_take_md5_secret(pool, secret))
+        return;
     log_info("pool %s/%s: backends now log in with the md5 hash auth_query found for the user",
              pool->db_name, pool->user_name);
+    pool_share_secret(pool, NULL, secret);
 }
 
 const char *pool_prewarm_blocker(const struct pool *pool)

@@ -161,7 +161,7 @@ static int worker_load_shared(struct worker *w, struct config *cfg)
     if (worker_load_server_token_signer(cfg, &w->server_token_signer) != 0)
         return -1;
     uint8_t seed[PREPARED_SEED_LEN];
-    if (RAND_bytes(seed, sizeof(seed)) != 1 || !(w->prepared = prepared_registry_new(0, seed)))
+    if (RAND_bytes(seed, sizeof(seed)) != 1 || !(w->prepared = prepared_registry_new(seed)))
         return -1;
     return 0;
 }
