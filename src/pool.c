@@ -666,11 +666,14 @@ static enum release pool_decide_release_locked(struct pool *pool, bool movable, 
     return RELEASE_TO_OTHER_WORKER;
 }
 
-static void pool_link_first_waiter(struct pool *pool, struct server *s)
+static void pool_leave_queue(struct pool *pool, struct client *client, bool ticket_settled);
+
+/* ticket_settled: the caller took the client's ticket out of the queue under the lock already. */
+static void pool_link_first_waiter(struct pool *pool, struct server *s, bool ticket_settled)
 {
     struct client *c = TAILQ_FIRST(&pool->waiting_clients);
     histogram_observe(&pool->stats.borrow_latency, worker_now(pool->worker) - c->wait_start);
-    pool_cancel_wait(pool, c);
+    pool_leave_queue(pool, c, ticket_settled);
     c->in_pool_list = false;
     server_link_client(s, c);
     client_process_input(c);
@@ -730,7 +733,7 @@ void pool_adopt_server(struct worker *w, struct shared_pool *shared, struct serv
     }
     server_join_worker(s, w, pool);
     if (!pool->paused && !TAILQ_EMPTY(&pool->waiting_clients))
-        pool_link_first_waiter(pool, s);
+        pool_link_first_waiter(pool, s, false);
     else
         pool_server_ready(pool, s);
 }
@@ -793,15 +796,22 @@ void pool_request_server(struct pool *pool, struct client *client)
         pool_fail_for_login_error(pool);
 }
 
-void pool_cancel_wait(struct pool *pool, struct client *client)
+static void pool_leave_queue(struct pool *pool, struct client *client, bool ticket_settled)
 {
-    struct pool_registry *reg = pool_registry_of(pool);
-    pool_registry_lock(reg);
-    shared_pool_dequeue(pool->shared, &client->ticket);
-    pool_registry_unlock(reg);
+    if (!ticket_settled) {
+        struct pool_registry *reg = pool_registry_of(pool);
+        pool_registry_lock(reg);
+        shared_pool_dequeue(pool->shared, &client->ticket);
+        pool_registry_unlock(reg);
+    }
     TAILQ_REMOVE(&pool->waiting_clients, client, pool_link);
     pool->n_waiting--;
     pool->stats.wait_time += worker_now(pool->worker) - client->wait_start;
+}
+
+void pool_cancel_wait(struct pool *pool, struct client *client)
+{
+    pool_leave_queue(pool, client, false);
 }
 
 void pool_server_ready(struct pool *pool, struct server *s)
@@ -814,13 +824,17 @@ void pool_server_ready(struct pool *pool, struct server *s)
     bool movable = pool->worker->world->n_workers > 1 && server_can_leave_worker(s);
     struct pool_registry *reg = pool_registry_of(pool);
     unsigned to = 0;
-    pool_registry_lock(reg);
-    enum release release = pool_decide_release_locked(pool, movable, &to);
-    pool_registry_unlock(reg);
+    enum release release = RELEASE_TO_IDLE;
+    /* Nobody waits anywhere: no lock (a ticket queued meanwhile is caught below). */
+    if (!TAILQ_EMPTY(&pool->waiting_clients) || atomic_load(&pool->shared->n_tickets) > 0) {
+        pool_registry_lock(reg);
+        release = pool_decide_release_locked(pool, movable, &to);
+        pool_registry_unlock(reg);
+    }
 
     switch (release) {
     case RELEASE_TO_LOCAL_WAITER:
-        pool_link_first_waiter(pool, s);
+        pool_link_first_waiter(pool, s, true);
         return;
     case RELEASE_TO_OTHER_WORKER:
         pool_send_server(pool, s, to);

@@ -171,6 +171,8 @@ int worker_init(struct worker *w, struct config *cfg, struct world *world, unsig
     memset(w, 0, sizeof(*w));
     w->world = world;
     w->index = index;
+    if (index == 0)
+        w->thread = pthread_self(); /* worker 0 runs on the main thread: SHOW WORKERS' CPU time */
     w->mailbox.wake_fd = -1;
     w->cfg = cfg;
     TAILQ_INIT(&w->clients);
