@@ -418,8 +418,10 @@ def kill_under_load(t):
     s = start(t, 4, {"default_pool_size": 5, "max_client_conn": 100})
     admin = console(s)
     bench = pgbench_load(s, 30)
-    clients = wait_for(lambda: len(appdb_clients(admin)) == 20 and appdb_clients(admin), 20,
-                       what="20 pgbench clients in SHOW CLIENTS")
+    def logged_in():  # a client still logging in at KILL may log in after it, as in PgBouncer
+        clients = [r for r in appdb_clients(admin) if r["state"] != "login"]
+        return len(clients) == 20 and clients
+    clients = wait_for(logged_in, 20, what="20 pgbench clients logged in (SHOW CLIENTS)")
     workers = {worker_column(r, "SHOW CLIENTS") for r in clients}
     with admin.cursor() as cur:
         cur.execute("KILL appdb")
