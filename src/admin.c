@@ -1,8 +1,10 @@
 /*
- * admin.c: the admin console. Reads PgBouncer's console commands, answers SHOW from the worker's
- * live state with PgBouncer's column names and types, and steers pools (PAUSE, RESUME, RECONNECT,
- * KILL, WAIT_CLOSE) and the process (RELOAD, SHUTDOWN, SET). PAUSE and WAIT_CLOSE answer once
- * their condition holds: admin_janitor checks it on every tick.
+ * admin.c: the admin console. Reads PgBouncer's console commands, answers SHOW from the live
+ * state of every worker (a console client may land on any of them) with PgBouncer's column names
+ * and types, and steers pools (PAUSE, RESUME, RECONNECT, KILL, WAIT_CLOSE) and the process (RELOAD,
+ * SHUTDOWN, SET). Each command runs with the world stopped, so it sees and changes the whole
+ * process at once. PAUSE and WAIT_CLOSE answer once their condition holds: the janitor of the
+ * worker that owns the console client checks it on every tick.
  */
 #include "admin.h"
 
@@ -10,6 +12,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -31,6 +34,7 @@
 #include "pinning.h"
 #include "pool.h"
 #include "server.h"
+#include "world_view.h"
 #include "build-config.h"
 
 #define CONSOLE_NAME "sluice"
@@ -54,6 +58,7 @@ enum deferred_kind {
 struct deferred_reply {
     struct deferred_reply *next;
     struct client *client;
+    struct worker *worker;  /* the client's: only its janitor answers it */
     enum deferred_kind kind;
     char *db_name;       /* NULL: every pool */
     uint64_t id_limit;   /* WAIT_CLOSE: backends with an id up to this predate the command */
@@ -94,12 +99,20 @@ struct db_names {
     size_t n;
 };
 
+/*
+ * The console's state is the process's: worker 0 owns it (admin_state_of). Commands change it with
+ * the world stopped; what the data path of every worker reads at any time (logins, new pools) and
+ * what a console client leaving on any worker changes is under lock, a leaf lock (nothing is
+ * called while it is held).
+ */
 struct admin_state {
-    struct deferred_reply *deferred;
-    bool pause_all;              /* PAUSE without a name: every pool, new ones included */
-    struct db_names paused;      /* PAUSE db and KILL db */
-    struct db_names disabled;    /* DISABLE db: no new logins until ENABLE */
-    bool shutdown_requested;     /* SHUTDOWN: begun on the next tick, after the reply is out */
+    pthread_mutex_t lock;
+    struct deferred_reply *deferred; /* under lock */
+    bool pause_all;              /* under lock. PAUSE without a name: every pool, new ones included */
+    struct db_names paused;      /* under lock. PAUSE db and KILL db */
+    struct db_names disabled;    /* under lock. DISABLE db: no new logins until ENABLE */
+    atomic_bool shutdown_requested; /* SHUTDOWN: worker 0 begins it on its next tick, after the reply */
+    /* Worker 0's janitor and the console, with the world stopped. */
     double period_start;         /* of the current averaging period; 0: not started */
     struct database_averages *averages;
     size_t n_averages;
@@ -219,9 +232,10 @@ static void result_row_end(struct result *r)
 
 /* ---- small helpers ---- */
 
-static struct admin_state *admin_of(struct worker *w)
+/* The process's console state, whichever worker asks (worker 0 owns it). */
+static struct admin_state *admin_state_of(const struct worker *w)
 {
-    return w->admin;
+    return w->world->workers[0]->admin;
 }
 
 static uint64_t seconds_to_usec(double seconds)
@@ -315,14 +329,33 @@ static bool db_names_contain(const struct db_names *set, const char *db_name)
 
 bool admin_database_paused(const struct worker *w, const char *db_name)
 {
-    const struct admin_state *a = w->admin;
-    return a && (a->pause_all || db_names_contain(&a->paused, db_name));
+    struct admin_state *a = admin_state_of(w);
+    if (!a)
+        return false;
+    pthread_mutex_lock(&a->lock);
+    bool paused = a->pause_all || db_names_contain(&a->paused, db_name);
+    pthread_mutex_unlock(&a->lock);
+    return paused;
 }
 
 bool admin_database_disabled(const struct worker *w, const char *db_name)
 {
-    const struct admin_state *a = w->admin;
-    return a && db_names_contain(&a->disabled, db_name);
+    struct admin_state *a = admin_state_of(w);
+    if (!a)
+        return false;
+    pthread_mutex_lock(&a->lock);
+    bool disabled = db_names_contain(&a->disabled, db_name);
+    pthread_mutex_unlock(&a->lock);
+    return disabled;
+}
+
+/* Whether PAUSE without a name holds every pool. */
+static bool admin_pause_all(struct admin_state *a)
+{
+    pthread_mutex_lock(&a->lock);
+    bool all = a->pause_all;
+    pthread_mutex_unlock(&a->lock);
+    return all;
 }
 
 static int db_names_add(struct db_names *set, const char *db_name)
@@ -358,6 +391,22 @@ static void db_names_clear(struct db_names *set)
     set->n = 0;
 }
 
+/* The sets above as the console changes them: under the state's lock. */
+static int admin_names_add(struct admin_state *a, struct db_names *set, const char *db_name)
+{
+    pthread_mutex_lock(&a->lock);
+    int rc = db_names_add(set, db_name);
+    pthread_mutex_unlock(&a->lock);
+    return rc;
+}
+
+static void admin_names_remove(struct admin_state *a, struct db_names *set, const char *db_name)
+{
+    pthread_mutex_lock(&a->lock);
+    db_names_remove(set, db_name);
+    pthread_mutex_unlock(&a->lock);
+}
+
 /* A pool created after PAUSE (a new user of a paused database) is held as well. */
 static void admin_hold_new_pools(struct worker *w)
 {
@@ -380,26 +429,12 @@ static void add_pool_totals(const struct pool *pool, struct stat_totals *t)
     t->wait_time += pool->stats.wait_time;
 }
 
-static void database_totals(const struct worker *w, const char *db_name, struct stat_totals *t)
+/* A database's counters: its pools on every worker, summed. */
+static void group_totals(const struct pool_group *group, struct stat_totals *t)
 {
-    const struct pool *pool;
     memset(t, 0, sizeof(*t));
-    TAILQ_FOREACH(pool, &w->pools, link)
-        if (strcmp(pool->db_name, db_name) == 0)
-            add_pool_totals(pool, t);
-}
-
-/* Is this the first pool of its database in the worker's list? (one row per database) */
-static bool first_pool_of_database(const struct worker *w, const struct pool *pool)
-{
-    const struct pool *other;
-    TAILQ_FOREACH(other, &w->pools, link) {
-        if (other == pool)
-            return true;
-        if (strcmp(other->db_name, pool->db_name) == 0)
-            return false;
-    }
-    return true;
+    for (size_t i = 0; i < group->n_pools; i++)
+        add_pool_totals(group->pools[i], t);
 }
 
 static struct database_averages *admin_find_averages(struct admin_state *a, const char *db_name)
@@ -460,11 +495,12 @@ static double averaging_period(const struct worker *w)
     return w->cfg->stats_period > 0 ? w->cfg->stats_period : DEFAULT_AVERAGE_PERIOD;
 }
 
-/* At each period boundary: the averages of the period that ended, for every database. */
+/* At each period boundary (worker 0's janitor): the averages of the period that ended, for every
+ * database, over every worker's pools. */
 static void admin_refresh_averages(struct worker *w, double now)
 {
-    struct admin_state *a = admin_of(w);
-    const struct pool *pool;
+    struct admin_state *a = admin_state_of(w);
+    struct pool_groups databases;
 
     if (a->period_start <= 0) {
         a->period_start = now;
@@ -473,23 +509,29 @@ static void admin_refresh_averages(struct worker *w, double now)
     double period = now - a->period_start;
     if (period < averaging_period(w))
         return;
-    TAILQ_FOREACH(pool, &w->pools, link) {
-        if (!first_pool_of_database(w, pool))
-            continue;
-        struct database_averages *entry = admin_averages_entry(a, pool->db_name);
+    world_stop(w);
+    if (pool_groups_collect(w->world, POOL_GROUP_BY_DATABASE, &databases) != 0) {
+        world_resume(w);
+        return; /* out of memory: the next tick tries again, over a longer period */
+    }
+    for (size_t i = 0; i < databases.n_groups; i++) {
+        const struct pool_group *group = &databases.groups[i];
+        struct database_averages *entry = admin_averages_entry(a, group->db_name);
         if (!entry)
             continue;
         struct stat_totals totals;
-        database_totals(w, pool->db_name, &totals);
+        group_totals(group, &totals);
         compute_averages(&totals, &entry->previous, period, &entry->current);
         entry->previous = totals;
     }
     a->period_start = now;
+    pool_groups_free(&databases);
+    world_resume(w);
 }
 
 static void database_averages_of(struct worker *w, const char *db_name, struct stat_averages *avg)
 {
-    const struct database_averages *entry = admin_find_averages(admin_of(w), db_name);
+    const struct database_averages *entry = admin_find_averages(admin_state_of(w), db_name);
     if (entry)
         *avg = entry->current;
     else
@@ -541,6 +583,15 @@ static void shown_command(const char *sql, char *buf, size_t len)
     buf[n] = '\0';
 }
 
+/* The process's pools, grouped; false (53200 written) when out of memory. */
+static bool collect_groups(struct request *req, enum pool_group_key key, struct pool_groups *out)
+{
+    if (pool_groups_collect(req->w->world, key, out) == 0)
+        return true;
+    reply_error(req, "53200", NULL, "out of memory");
+    return false;
+}
+
 static void reply_unknown_command(struct request *req)
 {
     char shown[SHOWN_COMMAND_MAX + 4];
@@ -558,7 +609,7 @@ static void show_help(struct request *req)
         "\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n"
         "\tSHOW LISTS|MEM|STATE|DNS_HOSTS|DNS_ZONES\n"
         "\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n"
-        "\tSHOW PINNED|AUTH\n"
+        "\tSHOW PINNED|AUTH|WORKERS\n"
         "\tSET key = arg\n"
         "\tRELOAD\n"
         "\tPAUSE [<db>]\n"
@@ -696,7 +747,8 @@ static const char *client_detail_name(const struct client *c)
 struct pool_counts {
     int sv_active, sv_idle, sv_used, sv_tested, sv_login;
     int sv_active_cancel, sv_being_canceled; /* cancel requests in flight; backends held for them */
-    int cl_waiting;
+    int cl_active, cl_waiting;
+    int pinned, waiting_all_pinned;
     double max_wait;
 };
 
@@ -721,15 +773,18 @@ static void count_servers(const struct server_list *list, struct pool_counts *co
     }
 }
 
-static void pool_counts_of(const struct pool *pool, double now, struct pool_counts *counts)
+/* Adds one pool's counts to counts; max_wait is the longest of them. */
+static void pool_counts_add(const struct pool *pool, double now, struct pool_counts *counts)
 {
     const struct client *c;
 
-    memset(counts, 0, sizeof(*counts));
     count_servers(&pool->idle_servers, counts);
     count_servers(&pool->used_servers, counts);
     count_servers(&pool->new_servers, counts);
-    counts->cl_waiting = pool->n_waiting;
+    counts->cl_active += pool->n_active_clients + pool->n_idle_clients;
+    counts->cl_waiting += pool->n_waiting;
+    counts->pinned += pool->n_pinned;
+    counts->waiting_all_pinned += pool_waiting_all_pinned(pool); /* pinned: counted process-wide */
     TAILQ_FOREACH(c, &pool->login_clients, pool_link) {
         counts->cl_waiting++;
         if (now - c->connect_time > counts->max_wait)
@@ -738,6 +793,28 @@ static void pool_counts_of(const struct pool *pool, double now, struct pool_coun
     c = TAILQ_FIRST(&pool->waiting_clients); /* FIFO: the first has waited longest */
     if (c && now - c->wait_start > counts->max_wait)
         counts->max_wait = now - c->wait_start;
+}
+
+/* One pool as the operator sees it: its pools on every worker, counted together. */
+static void group_counts_of(const struct pool_group *group, double now, struct pool_counts *counts)
+{
+    memset(counts, 0, sizeof(*counts));
+    for (size_t i = 0; i < group->n_pools; i++)
+        pool_counts_add(group->pools[i], now, counts);
+}
+
+/* Why min_pool_size waits: NULL once the pool of one worker can open backends (the pools of a
+ * (database, user) share their backends, so that worker opens them for the process). */
+static const char *group_prewarm_blocker(const struct pool_group *group)
+{
+    const char *why = NULL;
+    for (size_t i = 0; i < group->n_pools; i++) {
+        const char *blocker = pool_prewarm_blocker(group->pools[i]);
+        if (!blocker)
+            return NULL;
+        why = why ? why : blocker;
+    }
+    return why;
 }
 
 static void show_pools(struct request *req)
@@ -757,18 +834,21 @@ static void show_pools(struct request *req)
         {"sluice_prewarm", PROTO_TYPE_TEXT}, /* sluice's own: why min_pool_size waits, if it does */
     };
     double now = worker_now(req->w);
-    const struct pool *pool;
+    struct pool_groups pools;
     struct result r;
 
+    if (!collect_groups(req, POOL_GROUP_BY_POOL, &pools))
+        return;
     result_begin(&r, req->out, columns, sizeof(columns) / sizeof(columns[0]));
-    TAILQ_FOREACH(pool, &req->w->pools, link) {
+    for (size_t i = 0; i < pools.n_groups; i++) {
+        const struct pool_group *group = &pools.groups[i];
         struct pool_counts counts;
-        pool_counts_of(pool, now, &counts);
+        group_counts_of(group, now, &counts);
         uint64_t wait_us = seconds_to_usec(counts.max_wait);
         result_row_begin(&r);
-        result_text(&r, pool->db_name);
-        result_text(&r, pool->user_name);
-        result_int4(&r, pool->n_active_clients + pool->n_idle_clients);
+        result_text(&r, group->db_name);
+        result_text(&r, group->user_name);
+        result_int4(&r, counts.cl_active);
         result_int4(&r, counts.cl_waiting);
         result_int4(&r, 0); /* cancel requests are answered at once, never queued */
         result_int4(&r, 0);
@@ -781,12 +861,13 @@ static void show_pools(struct request *req)
         result_int4(&r, counts.sv_login);
         result_int4(&r, (long long)(wait_us / 1000000));
         result_int4(&r, (long long)(wait_us % 1000000));
-        result_text(&r, config_pool_mode_name(pool->mode));
-        result_int4(&r, pool->n_pinned);
-        result_int4(&r, pool_waiting_all_pinned(pool));
-        result_text(&r, pool_prewarm_blocker(pool));
+        result_text(&r, config_pool_mode_name(group->pools[0]->mode));
+        result_int4(&r, counts.pinned);
+        result_int4(&r, counts.waiting_all_pinned);
+        result_text(&r, group_prewarm_blocker(group));
         result_row_end(&r);
     }
+    pool_groups_free(&pools);
     proto_build_command_complete(req->out, "SHOW");
 }
 
@@ -833,28 +914,30 @@ static void show_stats_view(struct request *req, enum stats_view view)
         {"bytes_sent", PROTO_TYPE_NUMERIC}, {"xact_time", PROTO_TYPE_NUMERIC},
         {"query_time", PROTO_TYPE_NUMERIC}, {"wait_time", PROTO_TYPE_NUMERIC},
     };
-    const struct pool *pool;
+    struct pool_groups databases;
     struct result r;
 
+    if (!collect_groups(req, POOL_GROUP_BY_DATABASE, &databases))
+        return;
     if (view == STATS_BOTH)
         result_begin(&r, req->out, both, sizeof(both) / sizeof(both[0]));
     else
         result_begin(&r, req->out, one, sizeof(one) / sizeof(one[0]));
-    TAILQ_FOREACH(pool, &req->w->pools, link) {
-        if (!first_pool_of_database(req->w, pool))
-            continue;
+    for (size_t i = 0; i < databases.n_groups; i++) {
+        const struct pool_group *group = &databases.groups[i];
         struct stat_totals totals;
         struct stat_averages averages;
-        database_totals(req->w, pool->db_name, &totals);
-        database_averages_of(req->w, pool->db_name, &averages);
+        group_totals(group, &totals);
+        database_averages_of(req->w, group->db_name, &averages);
         result_row_begin(&r);
-        result_text(&r, pool->db_name);
+        result_text(&r, group->db_name);
         if (view != STATS_AVERAGES_ONLY)
             put_totals(&r, &totals);
         if (view != STATS_TOTALS_ONLY)
             put_averages(&r, &averages);
         result_row_end(&r);
     }
+    pool_groups_free(&databases);
     proto_build_command_complete(req->out, "SHOW");
 }
 
@@ -878,15 +961,16 @@ static void show_totals(struct request *req)
     };
     struct stat_totals t;
     struct stat_averages avg;
+    struct worker *wk;
     const struct pool *pool;
     struct result r;
 
     memset(&t, 0, sizeof(t));
     memset(&avg, 0, sizeof(avg));
-    TAILQ_FOREACH(pool, &req->w->pools, link)
+    WORLD_FOR_EACH_POOL(req->w->world, i, wk, pool)
         add_pool_totals(pool, &t);
-    for (size_t i = 0; i < admin_of(req->w)->n_averages; i++) {
-        const struct stat_averages *one = &admin_of(req->w)->averages[i].current;
+    for (size_t i = 0; i < admin_state_of(req->w)->n_averages; i++) {
+        const struct stat_averages *one = &admin_state_of(req->w)->averages[i].current;
         avg.xact_count += one->xact_count;
         avg.query_count += one->query_count;
         avg.bytes_received += one->bytes_received;
@@ -913,30 +997,17 @@ static void show_totals(struct request *req)
     proto_build_command_complete(req->out, "SHOW");
 }
 
-static int database_server_count(const struct worker *w, const char *db_name)
-{
-    const struct pool *pool;
-    int n = 0;
-    TAILQ_FOREACH(pool, &w->pools, link)
-        if (strcmp(pool->db_name, db_name) == 0)
-            n += pool_server_count(pool);
-    return n;
-}
-
-static bool database_has_paused_pool(const struct worker *w, const char *db_name)
-{
-    const struct pool *pool;
-    TAILQ_FOREACH(pool, &w->pools, link)
-        if (strcmp(pool->db_name, db_name) == 0 && pool->paused)
-            return true;
-    return false;
-}
-
-static void database_row(struct request *req, struct result *r, const struct config_database *db)
+/* A database's row; pools: its pools on every worker (NULL: it has none). */
+static void database_row(struct request *req, struct result *r, const struct config_database *db,
+                         const struct pool_group *pools)
 {
     const struct config *cfg = req->w->cfg;
-    bool paused = admin_database_paused(req->w, db->name) ||
-                  database_has_paused_pool(req->w, db->name);
+    int servers = 0;
+    bool paused = admin_database_paused(req->w, db->name);
+    for (size_t i = 0; pools && i < pools->n_pools; i++) {
+        servers += pool_server_count(pools->pools[i]);
+        paused = paused || pools->pools[i]->paused;
+    }
     result_row_begin(r);
     result_text(r, db->name);
     result_text(r, db->host ? db->host : "127.0.0.1");
@@ -948,7 +1019,7 @@ static void database_row(struct request *req, struct result *r, const struct con
     result_int4(r, config_effective_reserve_pool(cfg, db));
     result_text(r, db->pool_mode != POOL_MODE_UNSET ? config_pool_mode_name(db->pool_mode) : NULL);
     result_int4(r, db->max_db_connections);
-    result_int4(r, database_server_count(req->w, db->name));
+    result_int4(r, servers);
     result_int4(r, paused ? 1 : 0);
     result_int4(r, admin_database_disabled(req->w, db->name) ? 1 : 0);
     result_row_end(r);
@@ -966,17 +1037,25 @@ static void show_databases(struct request *req)
         {"disabled", PROTO_TYPE_INT4},
     };
     const struct config *cfg = req->w->cfg;
-    const struct pool *pool;
+    struct pool_groups databases;
     struct result r;
 
+    if (!collect_groups(req, POOL_GROUP_BY_DATABASE, &databases))
+        return;
     result_begin(&r, req->out, columns, sizeof(columns) / sizeof(columns[0]));
     for (size_t i = 0; i < cfg->n_databases; i++)
         if (&cfg->databases[i] != config_fallback_database(cfg)) /* "*" is no database */
-            database_row(req, &r, &cfg->databases[i]);
-    /* Databases made from "*", listed as PgBouncer lists them, while they have pools. */
-    TAILQ_FOREACH(pool, &req->w->pools, link)
-        if (first_pool_of_database(req->w, pool) && autodb_is_auto(req->w, pool->db_name))
-            database_row(req, &r, autodb_find(req->w, pool->db_name));
+            database_row(req, &r, &cfg->databases[i],
+                         pool_groups_find(&databases, cfg->databases[i].name, NULL));
+    /* Databases made from "*", listed as PgBouncer lists them, while they have pools; each worker
+     * makes its own from "*", all alike. */
+    for (size_t i = 0; i < databases.n_groups; i++) {
+        const struct pool_group *group = &databases.groups[i];
+        const struct worker *owner = group->pools[0]->worker;
+        if (autodb_is_auto(owner, group->db_name))
+            database_row(req, &r, autodb_find(owner, group->db_name), group);
+    }
+    pool_groups_free(&databases);
     /* The console itself, as PgBouncer lists its own "pgbouncer" database. */
     result_row_begin(&r);
     result_text(&r, CONSOLE_NAME);
@@ -1001,24 +1080,28 @@ static int compare_names(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* Every user sluice knows of: auth_file, [users], and the backend users of its pools; sorted. */
-static const char **collect_user_names(const struct worker *w, size_t *n_out)
+/* Every user sluice knows of: auth_file, [users], what auth_query looked up and the backend users
+ * of the pools, on every worker; sorted. */
+static const char **collect_user_names(struct worker *w, size_t *n_out)
 {
-    size_t looked_up = auth_query_user_names(w->auth_query, NULL, 0);
-    size_t cap = w->cfg->n_users + (w->users ? w->users->n_entries : 0) + looked_up;
+    size_t cap = w->cfg->n_users + (w->users ? w->users->n_entries : 0);
+    struct worker *wk;
     const struct pool *pool;
-    TAILQ_FOREACH(pool, &w->pools, link)
+    WORLD_FOR_EACH_WORKER(w->world, i, wk)
+        cap += auth_query_user_names(wk->auth_query, NULL, 0);
+    WORLD_FOR_EACH_POOL(w->world, i, wk, pool)
         cap++;
     const char **names = calloc(cap ? cap : 1, sizeof(*names));
     size_t n = 0;
     if (!names)
         return NULL;
-    n += auth_query_user_names(w->auth_query, names, looked_up);
+    WORLD_FOR_EACH_WORKER(w->world, i, wk)
+        n += auth_query_user_names(wk->auth_query, names + n, cap - n);
     for (size_t i = 0; w->users && i < w->users->n_entries; i++)
         names[n++] = w->users->entries[i].name;
     for (size_t i = 0; i < w->cfg->n_users; i++)
         names[n++] = w->cfg->users[i].name;
-    TAILQ_FOREACH(pool, &w->pools, link)
+    WORLD_FOR_EACH_POOL(w->world, i, wk, pool)
         names[n++] = pool->user_name;
     qsort(names, n, sizeof(*names), compare_names);
     size_t unique = 0;
@@ -1029,12 +1112,35 @@ static const char **collect_user_names(const struct worker *w, size_t *n_out)
     return names;
 }
 
+/* What every worker's auth_query knows of a user: look-ups and hits summed, the latest answer.
+ * false if none looked it up. */
+static bool world_user_info(struct worker *w, const char *name, struct auth_query_user_info *info)
+{
+    struct auth_query_user_info one;
+    struct worker *wk;
+    bool looked_up = false;
+
+    memset(info, 0, sizeof(*info));
+    WORLD_FOR_EACH_WORKER(w->world, i, wk) {
+        if (!auth_query_user_info(wk->auth_query, name, &one))
+            continue;
+        looked_up = true;
+        info->lookups += one.lookups;
+        info->cache_hits += one.cache_hits;
+        if (one.cached_since > info->cached_since) {
+            info->cached_since = one.cached_since;
+            info->found = one.found;
+        }
+    }
+    return looked_up;
+}
+
 /* SHOW USERS' sluice columns: auth_file, or what auth_query found (or not) and when. */
 static void put_user_secret_source(struct result *r, struct worker *w, const char *name)
 {
     struct auth_query_user_info info;
     char since[64];
-    bool looked_up = auth_query_user_info(w->auth_query, name, &info);
+    bool looked_up = world_user_info(w, name, &info);
 
     if (w->users && userlist_find(w->users, name))
         result_text(r, "auth_file");
@@ -1089,6 +1195,7 @@ static const struct proto_column connection_columns[] = {
     {"remote_pid", PROTO_TYPE_INT4}, {"tls", PROTO_TYPE_TEXT},
     {"application_name", PROTO_TYPE_TEXT},
     {"sluice_state", PROTO_TYPE_TEXT}, /* sluice's own finer state */
+    {"worker", PROTO_TYPE_INT4},       /* sluice's own: the worker thread that serves it */
 };
 #define N_CONNECTION_COLUMNS (sizeof(connection_columns) / sizeof(connection_columns[0]))
 
@@ -1140,22 +1247,25 @@ static void client_row(struct request *req, struct result *r, struct client *c, 
     result_text(r, text);
     result_text(r, app ? app : "");
     result_text(r, client_detail_name(c));
+    result_int4(r, c->worker->index);
     result_row_end(r);
 }
 
 static void show_clients(struct request *req)
 {
     double now = worker_now(req->w);
+    struct worker *wk;
     struct client *c;
     struct result r;
 
     result_begin(&r, req->out, connection_columns, N_CONNECTION_COLUMNS);
-    TAILQ_FOREACH(c, &req->w->clients, link)
-        client_row(req, &r, c, now);
+    WORLD_FOR_EACH_WORKER(req->w->world, i, wk)
+        TAILQ_FOREACH(c, &wk->clients, link)
+            client_row(req, &r, c, now);
     proto_build_command_complete(req->out, "SHOW");
 }
 
-static void server_row(struct result *r, struct server *s)
+static void server_row(struct result *r, struct server *s, const struct worker *owner)
 {
     char text[128], ptr[32], link[32];
     const struct pool *pool = s->pool;
@@ -1192,21 +1302,23 @@ static void server_row(struct result *r, struct server *s)
     result_text(r, text);
     result_text(r, app ? app : "");
     result_text(r, server_detail_name(s));
+    result_int4(r, owner->index);
     result_row_end(r);
 }
 
 static void show_servers(struct request *req)
 {
+    struct worker *wk;
     struct pool *pool;
     struct server *s;
     struct result r;
 
     result_begin(&r, req->out, connection_columns, N_CONNECTION_COLUMNS);
-    TAILQ_FOREACH(pool, &req->w->pools, link) {
+    WORLD_FOR_EACH_POOL(req->w->world, w_index, wk, pool) {
         struct server_list *lists[] = { &pool->used_servers, &pool->idle_servers, &pool->new_servers };
         for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
             TAILQ_FOREACH(s, lists[i], link)
-                server_row(&r, s);
+                server_row(&r, s, wk);
     }
     proto_build_command_complete(req->out, "SHOW");
 }
@@ -1225,13 +1337,12 @@ static size_t count_clients(const struct client_list *list, bool login_link)
     return n;
 }
 
-/* Listed databases ("*" is none) and the ones made from "*". */
-static size_t count_databases(const struct worker *w)
+/* Listed databases ("*" is none) and the ones made from "*" (SHOW DATABASES' rows). */
+static size_t count_databases(const struct worker *w, const struct pool_groups *databases)
 {
-    const struct pool *pool;
     size_t n = w->cfg->n_databases - (config_fallback_database(w->cfg) ? 1 : 0);
-    TAILQ_FOREACH(pool, &w->pools, link)
-        if (first_pool_of_database(w, pool) && autodb_is_auto(w, pool->db_name))
+    for (size_t i = 0; i < databases->n_groups; i++)
+        if (autodb_is_auto(databases->groups[i].pools[0]->worker, databases->groups[i].db_name))
             n++;
     return n;
 }
@@ -1241,13 +1352,22 @@ static void show_lists(struct request *req)
     static const struct proto_column columns[] = {
         {"list", PROTO_TYPE_TEXT}, {"items", PROTO_TYPE_INT4},
     };
-    const struct worker *w = req->w;
-    const struct pool *pool;
-    size_t n_pools = 0, n_users = 0;
+    struct worker *w = req->w, *wk;
+    struct pool_groups pools, databases;
+    size_t n_users = 0, n_clients = 0, n_login_clients = 0, n_servers = 0;
     struct result r;
 
-    TAILQ_FOREACH(pool, &w->pools, link)
-        n_pools++;
+    if (!collect_groups(req, POOL_GROUP_BY_POOL, &pools))
+        return;
+    if (!collect_groups(req, POOL_GROUP_BY_DATABASE, &databases)) {
+        pool_groups_free(&pools);
+        return;
+    }
+    WORLD_FOR_EACH_WORKER(w->world, i, wk) {
+        n_clients += count_clients(&wk->clients, false);
+        n_login_clients += count_clients(&wk->login_clients, true);
+        n_servers += wk->n_servers;
+    }
     const char **names = collect_user_names(w, &n_users);
     free(names);
     result_begin(&r, req->out, columns, 2);
@@ -1256,14 +1376,14 @@ static void show_lists(struct request *req)
         const char *name;
         size_t items;
     } rows[] = {
-        {"databases", count_databases(w)},
+        {"databases", count_databases(w, &databases)},
         {"users", n_users},
-        {"pools", n_pools},
+        {"pools", pools.n_groups},
         {"free_clients", 0},
-        {"used_clients", count_clients(&w->clients, false)},
-        {"login_clients", count_clients(&w->login_clients, true)},
+        {"used_clients", n_clients},
+        {"login_clients", n_login_clients},
         {"free_servers", 0},
-        {"used_servers", w->n_servers},
+        {"used_servers", n_servers},
         {"dns_names", 0},
         {"dns_zones", 0},
         {"dns_queries", 0},
@@ -1275,6 +1395,8 @@ static void show_lists(struct request *req)
         result_int4(&r, (long long)rows[i].items);
         result_row_end(&r);
     }
+    pool_groups_free(&pools);
+    pool_groups_free(&databases);
     proto_build_command_complete(req->out, "SHOW");
 }
 
@@ -1306,18 +1428,20 @@ static void show_mem(struct request *req)
         {"name", PROTO_TYPE_TEXT}, {"size", PROTO_TYPE_INT4}, {"used", PROTO_TYPE_INT4},
         {"free", PROTO_TYPE_INT4}, {"memtotal", PROTO_TYPE_INT4},
     };
-    struct worker *w = req->w;
+    struct worker *wk;
     struct client *c;
     struct pool *pool;
     struct server *s;
     size_t n_clients = 0, n_servers = 0, n_pools = 0, buffered = 0;
     struct result r;
 
-    TAILQ_FOREACH(c, &w->clients, link) {
-        n_clients++;
-        buffered += buffered_bytes(&c->conn);
+    WORLD_FOR_EACH_WORKER(req->w->world, i, wk) {
+        TAILQ_FOREACH(c, &wk->clients, link) {
+            n_clients++;
+            buffered += buffered_bytes(&c->conn);
+        }
     }
-    TAILQ_FOREACH(pool, &w->pools, link) {
+    WORLD_FOR_EACH_POOL(req->w->world, w_index, wk, pool) {
         struct server_list *lists[] = { &pool->used_servers, &pool->idle_servers, &pool->new_servers };
         n_pools++;
         for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
@@ -1365,12 +1489,13 @@ static void show_pinned(struct request *req)
         {"client", PROTO_TYPE_TEXT}, {"database", PROTO_TYPE_TEXT}, {"user", PROTO_TYPE_TEXT},
         {"since", PROTO_TYPE_TEXT}, {"reason", PROTO_TYPE_TEXT}, {"statement", PROTO_TYPE_TEXT},
     };
+    struct worker *wk;
     const struct client *c;
     char client_name[32], since[64];
     struct result r;
 
     result_begin(&r, req->out, columns, sizeof(columns) / sizeof(columns[0]));
-    TAILQ_FOREACH(c, &req->w->clients, link) {
+    WORLD_FOR_EACH_WORKER(req->w->world, i, wk) TAILQ_FOREACH(c, &wk->clients, link) {
         if (!c->pinned)
             continue;
         snprintf(client_name, sizeof(client_name), "C-%llu", (unsigned long long)c->id);
@@ -1405,11 +1530,13 @@ static void show_auth(struct request *req)
         {"event", PROTO_TYPE_TEXT}, {"method", PROTO_TYPE_TEXT}, {"reason", PROTO_TYPE_TEXT},
         {"count", PROTO_TYPE_INT8},
     };
-    const struct worker_stats *st = &req->w->stats;
+    struct worker_stats sum;
+    const struct worker_stats *st = &sum;
     size_t n_reasons = sizeof(st->token_failures) / sizeof(st->token_failures[0]);
     uint64_t token_failed = 0;
     struct result r;
 
+    world_stats_sum(req->w->world, &sum);
     for (size_t i = 0; i < n_reasons; i++)
         token_failed += st->token_failures[i];
     result_begin(&r, req->out, columns, sizeof(columns) / sizeof(columns[0]));
@@ -1438,13 +1565,13 @@ static void show_state(struct request *req)
     static const struct proto_column columns[] = {
         {"key", PROTO_TYPE_TEXT}, {"value", PROTO_TYPE_TEXT},
     };
-    const struct admin_state *a = admin_of(req->w);
+    bool pause_all = admin_pause_all(admin_state_of(req->w));
     const struct {
         const char *key;
         bool holds;
     } rows[] = {
-        {"active", !a->pause_all && !req->w->suspended},
-        {"paused", a->pause_all && !req->w->suspended},
+        {"active", !pause_all && !req->w->suspended},
+        {"paused", pause_all && !req->w->suspended},
         {"suspended", req->w->suspended},
     };
     struct result r;
@@ -1466,11 +1593,12 @@ static bool host_is_name(const char *host)
     return host[0] != '/' && inet_pton(AF_INET, host, addr) != 1 && inet_pton(AF_INET6, host, addr) != 1;
 }
 
-/* Is this pool the first in the list with its host? (one row per host name) */
-static bool first_pool_of_host(const struct worker *w, const struct pool *pool)
+/* Is this pool the first of the process with its host? (one row per host name) */
+static bool first_pool_of_host(struct world *world, const struct pool *pool)
 {
+    struct worker *wk;
     const struct pool *other;
-    TAILQ_FOREACH(other, &w->pools, link) {
+    WORLD_FOR_EACH_POOL(world, i, wk, other) {
         if (other == pool)
             return true;
         if (strcmp(other->host, pool->host) == 0)
@@ -1480,14 +1608,15 @@ static bool first_pool_of_host(const struct worker *w, const struct pool *pool)
 }
 
 /* The addresses its connected backends reached for one host name, comma-separated, no repeats. */
-static void host_addresses(const struct worker *w, const char *host, char *buf, size_t len)
+static void host_addresses(struct world *world, const char *host, char *buf, size_t len)
 {
+    struct worker *wk;
     const struct pool *pool;
     const struct server *s;
     size_t used = 0;
 
     buf[0] = '\0';
-    TAILQ_FOREACH(pool, &w->pools, link) {
+    WORLD_FOR_EACH_POOL(world, w_index, wk, pool) {
         if (strcmp(pool->host, host) != 0)
             continue;
         const struct server_list *lists[] = { &pool->idle_servers, &pool->used_servers };
@@ -1516,15 +1645,16 @@ static void show_dns_hosts(struct request *req)
     static const struct proto_column columns[] = {
         {"hostname", PROTO_TYPE_TEXT}, {"ttl", PROTO_TYPE_INT8}, {"addrs", PROTO_TYPE_TEXT},
     };
+    struct worker *wk;
     const struct pool *pool;
     char addrs[1024];
     struct result r;
 
     result_begin(&r, req->out, columns, 3);
-    TAILQ_FOREACH(pool, &req->w->pools, link) {
-        if (!host_is_name(pool->host) || !first_pool_of_host(req->w, pool))
+    WORLD_FOR_EACH_POOL(req->w->world, i, wk, pool) {
+        if (!host_is_name(pool->host) || !first_pool_of_host(req->w->world, pool))
             continue;
-        host_addresses(req->w, pool->host, addrs, sizeof(addrs));
+        host_addresses(req->w->world, pool->host, addrs, sizeof(addrs));
         result_row_begin(&r);
         result_text(&r, pool->host);
         result_int(&r, 0);
@@ -1543,6 +1673,36 @@ static void show_dns_zones(struct request *req)
     struct result r;
 
     result_begin(&r, req->out, columns, 3);
+    proto_build_command_complete(req->out, "SHOW");
+}
+
+/* SHOW WORKERS (sluice's own): one row per worker thread: what it serves and how busy it is. */
+static void show_workers(struct request *req)
+{
+    static const struct proto_column columns[] = {
+        {"worker", PROTO_TYPE_INT4}, {"clients", PROTO_TYPE_INT4}, {"servers", PROTO_TYPE_INT4},
+        {"loop_iterations", PROTO_TYPE_INT8}, {"cpu_seconds", PROTO_TYPE_NUMERIC},
+        {"handoffs_in", PROTO_TYPE_INT8}, {"handoffs_out", PROTO_TYPE_INT8},
+    };
+    struct worker *wk;
+    struct result r;
+    char cpu[32];
+
+    result_begin(&r, req->out, columns, sizeof(columns) / sizeof(columns[0]));
+    WORLD_FOR_EACH_WORKER(req->w->world, i, wk) {
+        struct worker_figures f;
+        worker_figures_of(wk, &f);
+        snprintf(cpu, sizeof(cpu), "%.6f", f.cpu_seconds);
+        result_row_begin(&r);
+        result_int4(&r, wk->index);
+        result_int4(&r, (long long)f.clients);
+        result_int4(&r, (long long)f.servers);
+        result_uint(&r, f.loop_iterations);
+        result_text(&r, f.cpu_seconds >= 0 ? cpu : NULL);
+        result_uint(&r, f.handoffs_in);
+        result_uint(&r, f.handoffs_out);
+        result_row_end(&r);
+    }
     proto_build_command_complete(req->out, "SHOW");
 }
 
@@ -1571,6 +1731,7 @@ static const struct show_command show_commands[] = {
     {"STATE", show_state},
     {"DNS_HOSTS", show_dns_hosts},
     {"DNS_ZONES", show_dns_zones},
+    {"WORKERS", show_workers},
 };
 
 static bool run_show(struct request *req)
@@ -1602,14 +1763,26 @@ static bool run_help(struct request *req)
 
 /* ---- control commands ---- */
 
+/* A listed database, or one made from "*" on any worker; NULL if neither. */
+static const struct config_database *find_database(struct worker *w, const char *db_name)
+{
+    struct worker *wk;
+    WORLD_FOR_EACH_WORKER(w->world, i, wk) {
+        const struct config_database *db = autodb_find(wk, db_name);
+        if (db)
+            return db;
+    }
+    return NULL;
+}
+
 /* The database argument of PAUSE, RESUME, RECONNECT, KILL, WAIT_CLOSE: exists and is no console. */
 static bool check_database_arg(struct request *req, const char *command, const char *db_name)
 {
-    if (is_console_name(db_name) && !autodb_find(req->w, db_name)) {
+    if (is_console_name(db_name) && !find_database(req->w, db_name)) {
         reply_error(req, "55000", NULL, "%s cannot be applied to the admin console", command);
         return false;
     }
-    if (!autodb_find(req->w, db_name)) {
+    if (!find_database(req->w, db_name)) {
         reply_error(req, "3D000", "SHOW DATABASES lists the databases.",
                     "database \"%s\" does not exist", db_name);
         return false;
@@ -1636,10 +1809,12 @@ static bool pool_matches(const struct pool *pool, const char *db_name)
     return !db_name || strcmp(pool->db_name, db_name) == 0;
 }
 
-static bool pools_quiet(const struct worker *w, const char *db_name)
+/* No pool of the database (NULL: any) on any worker has a backend linked to a client. */
+static bool pools_quiet(struct world *world, const char *db_name)
 {
+    struct worker *wk;
     const struct pool *pool;
-    TAILQ_FOREACH(pool, &w->pools, link)
+    WORLD_FOR_EACH_POOL(world, i, wk, pool)
         if (pool_matches(pool, db_name) && !pool_is_quiet(pool))
             return false;
     return true;
@@ -1654,10 +1829,11 @@ static bool list_has_backend_up_to(const struct server_list *list, uint64_t id_l
     return false;
 }
 
-static bool pools_have_backend_up_to(const struct worker *w, const char *db_name, uint64_t id_limit)
+static bool pools_have_backend_up_to(struct world *world, const char *db_name, uint64_t id_limit)
 {
+    struct worker *wk;
     const struct pool *pool;
-    TAILQ_FOREACH(pool, &w->pools, link) {
+    WORLD_FOR_EACH_POOL(world, i, wk, pool) {
         if (!pool_matches(pool, db_name))
             continue;
         if (list_has_backend_up_to(&pool->idle_servers, id_limit) ||
@@ -1671,7 +1847,7 @@ static bool pools_have_backend_up_to(const struct worker *w, const char *db_name
 static bool defer_reply(struct request *req, enum deferred_kind kind, const char *db_name,
                         uint64_t id_limit)
 {
-    struct admin_state *a = admin_of(req->w);
+    struct admin_state *a = admin_state_of(req->w);
     struct deferred_reply *d = calloc(1, sizeof(*d));
     if (!d || (db_name && !(d->db_name = strdup(db_name)))) {
         free(d);
@@ -1679,36 +1855,68 @@ static bool defer_reply(struct request *req, enum deferred_kind kind, const char
         return true;
     }
     d->client = req->c;
+    d->worker = req->w;
     d->kind = kind;
     d->id_limit = id_limit;
     d->since = worker_now(req->w);
+    pthread_mutex_lock(&a->lock);
     d->next = a->deferred;
     a->deferred = d;
+    pthread_mutex_unlock(&a->lock);
     return false;
+}
+
+/* What PAUSE, RESUME, RECONNECT, WAIT_CLOSE and KILL do to each pool of the database (NULL: every
+ * pool), on every worker. */
+enum pool_action { ACTION_PAUSE, ACTION_RESUME, ACTION_RECONNECT, ACTION_KILL };
+
+static void act_on_pools(struct world *world, const char *db_name, enum pool_action action,
+                         const char *reason)
+{
+    struct worker *wk;
+    struct pool *pool;
+    WORLD_FOR_EACH_POOL(world, i, wk, pool) {
+        if (!pool_matches(pool, db_name))
+            continue;
+        switch (action) {
+        case ACTION_PAUSE:
+            pool_pause(pool);
+            break;
+        case ACTION_RESUME:
+            pool_resume(pool);
+            break;
+        case ACTION_RECONNECT:
+            pool_reconnect(pool, reason);
+            break;
+        case ACTION_KILL:
+            pool_pause(pool);
+            pool_kill(pool, reason);
+            break;
+        }
+    }
 }
 
 static bool run_pause(struct request *req)
 {
-    struct admin_state *a = admin_of(req->w);
+    struct admin_state *a = admin_state_of(req->w);
     const char *db_name;
-    struct pool *pool;
 
     if (!optional_database(req, "PAUSE", &db_name))
         return true;
     if (db_name) {
-        if (db_names_add(&a->paused, db_name) != 0) {
+        if (admin_names_add(a, &a->paused, db_name) != 0) {
             reply_error(req, "53200", NULL, "out of memory");
             return true;
         }
     } else {
+        pthread_mutex_lock(&a->lock);
         a->pause_all = true;
+        pthread_mutex_unlock(&a->lock);
     }
-    TAILQ_FOREACH(pool, &req->w->pools, link)
-        if (pool_matches(pool, db_name))
-            pool_pause(pool);
+    act_on_pools(req->w->world, db_name, ACTION_PAUSE, NULL);
     log_info("C-%llu: PAUSE %s by %s", (unsigned long long)req->c->id, db_name ? db_name : "(all)",
              req->c->user);
-    if (pools_quiet(req->w, db_name)) {
+    if (pools_quiet(req->w->world, db_name)) {
         proto_build_command_complete(req->out, "PAUSE");
         return true;
     }
@@ -1717,7 +1925,7 @@ static bool run_pause(struct request *req)
 
 /* ---- SUSPEND: every socket but the consoles' stands still until RESUME ---- */
 
-static void suspend_connections(struct worker *w, bool suspended)
+static void suspend_worker_connections(struct worker *w, bool suspended)
 {
     struct client *c;
     struct pool *pool;
@@ -1736,9 +1944,17 @@ static void suspend_connections(struct worker *w, bool suspended)
     }
 }
 
-/* Has every suspended connection written all its output? With close_laggards, closes the ones
- * that have not instead (the SUSPEND_FLUSH_SECONDS bound). */
-static bool suspended_output_flushed(struct worker *w, bool close_laggards)
+/* Every worker's listeners and connections (the consoles' excepted) stop, or go on. */
+static void suspend_connections(struct world *world, bool suspended)
+{
+    struct worker *wk;
+    WORLD_FOR_EACH_WORKER(world, i, wk)
+        suspend_worker_connections(wk, suspended);
+}
+
+/* Has every suspended connection of the worker written all its output? With close_laggards,
+ * closes the ones that have not instead (the SUSPEND_FLUSH_SECONDS bound). */
+static bool worker_output_flushed(struct worker *w, bool close_laggards)
 {
     struct client *c, *next_client;
     struct pool *pool;
@@ -1769,26 +1985,38 @@ static bool suspended_output_flushed(struct worker *w, bool close_laggards)
     return flushed;
 }
 
+static bool suspended_output_flushed(struct world *world, bool close_laggards)
+{
+    struct worker *wk;
+    bool flushed = true;
+    WORLD_FOR_EACH_WORKER(world, i, wk)
+        flushed = worker_output_flushed(wk, close_laggards) && flushed;
+    return flushed;
+}
+
 static bool run_suspend(struct request *req)
 {
-    struct admin_state *a = admin_of(req->w);
+    struct admin_state *a = admin_state_of(req->w);
 
     if (req->cmd.n_tokens != 1) {
         reply_error(req, "42601", NULL, "SUSPEND takes no argument");
         return true;
     }
-    if (req->w->suspended || a->pause_all) {
+    pthread_mutex_lock(&a->lock);
+    bool pause_all = a->pause_all, some_paused = a->paused.n > 0;
+    pthread_mutex_unlock(&a->lock);
+    if (req->w->suspended || pause_all) {
         reply_error(req, "55000", "RESUME first.", "already suspended/paused");
         return true;
     }
-    if (a->paused.n > 0) {
+    if (some_paused) {
         reply_error(req, "55000", "RESUME the paused databases first.",
                     "cannot suspend with paused databases");
         return true;
     }
     log_info("C-%llu: SUSPEND by %s", (unsigned long long)req->c->id, req->c->user);
-    suspend_connections(req->w, true);
-    if (suspended_output_flushed(req->w, false)) {
+    suspend_connections(req->w->world, true);
+    if (suspended_output_flushed(req->w->world, false)) {
         proto_build_command_complete(req->out, "SUSPEND");
         return true;
     }
@@ -1797,9 +2025,8 @@ static bool run_suspend(struct request *req)
 
 static bool run_resume(struct request *req)
 {
-    struct admin_state *a = admin_of(req->w);
+    struct admin_state *a = admin_state_of(req->w);
     const char *db_name;
-    struct pool *pool;
 
     if (!optional_database(req, "RESUME", &db_name))
         return true;
@@ -1809,26 +2036,26 @@ static bool run_resume(struct request *req)
                         "the pooler is suspended: \"%s\" cannot be resumed alone", db_name);
             return true;
         }
-        suspend_connections(req->w, false);
+        suspend_connections(req->w->world, false);
         log_info("C-%llu: RESUME (after SUSPEND) by %s", (unsigned long long)req->c->id, req->c->user);
         proto_build_command_complete(req->out, "RESUME");
         return true;
     }
-    if (db_name && a->pause_all) {
+    if (db_name && admin_pause_all(a)) {
         reply_error(req, "55000", "RESUME without a database name resumes them all.",
                     "every database is paused (PAUSE without a name): \"%s\" cannot be resumed alone",
                     db_name);
         return true;
     }
+    pthread_mutex_lock(&a->lock);
     if (db_name) {
         db_names_remove(&a->paused, db_name);
     } else {
         a->pause_all = false;
         db_names_clear(&a->paused);
     }
-    TAILQ_FOREACH(pool, &req->w->pools, link)
-        if (pool_matches(pool, db_name))
-            pool_resume(pool);
+    pthread_mutex_unlock(&a->lock);
+    act_on_pools(req->w->world, db_name, ACTION_RESUME, NULL);
     log_info("C-%llu: RESUME %s by %s", (unsigned long long)req->c->id, db_name ? db_name : "(all)",
              req->c->user);
     proto_build_command_complete(req->out, "RESUME");
@@ -1838,13 +2065,10 @@ static bool run_resume(struct request *req)
 static bool run_reconnect(struct request *req)
 {
     const char *db_name;
-    struct pool *pool;
 
     if (!optional_database(req, "RECONNECT", &db_name))
         return true;
-    TAILQ_FOREACH(pool, &req->w->pools, link)
-        if (pool_matches(pool, db_name))
-            pool_reconnect(pool, "RECONNECT");
+    act_on_pools(req->w->world, db_name, ACTION_RECONNECT, "RECONNECT");
     log_info("C-%llu: RECONNECT %s by %s", (unsigned long long)req->c->id,
              db_name ? db_name : "(all)", req->c->user);
     proto_build_command_complete(req->out, "RECONNECT");
@@ -1854,15 +2078,12 @@ static bool run_reconnect(struct request *req)
 static bool run_wait_close(struct request *req)
 {
     const char *db_name;
-    struct pool *pool;
     uint64_t id_limit = atomic_load(&req->w->world->next_id);
 
     if (!optional_database(req, "WAIT_CLOSE", &db_name))
         return true;
-    TAILQ_FOREACH(pool, &req->w->pools, link)
-        if (pool_matches(pool, db_name))
-            pool_reconnect(pool, "RECONNECT");
-    if (!pools_have_backend_up_to(req->w, db_name, id_limit)) {
+    act_on_pools(req->w->world, db_name, ACTION_RECONNECT, "RECONNECT");
+    if (!pools_have_backend_up_to(req->w->world, db_name, id_limit)) {
         proto_build_command_complete(req->out, "WAIT_CLOSE");
         return true;
     }
@@ -1872,9 +2093,8 @@ static bool run_wait_close(struct request *req)
 /* KILL db: drops the database's clients and backends, and holds it as PgBouncer does. */
 static bool run_kill(struct request *req)
 {
-    struct admin_state *a = admin_of(req->w);
+    struct admin_state *a = admin_state_of(req->w);
     const char *db_name = arg(req, 1);
-    struct pool *pool;
     char reason[ADMIN_MAX_TOKEN_LEN + 64];
 
     if (req->cmd.n_tokens != 2) {
@@ -1883,19 +2103,14 @@ static bool run_kill(struct request *req)
     }
     if (!check_database_arg(req, "KILL", db_name))
         return true;
-    if (db_names_add(&a->paused, db_name) != 0) {
+    if (admin_names_add(a, &a->paused, db_name) != 0) {
         reply_error(req, "53200", NULL, "out of memory");
         return true;
     }
     snprintf(reason, sizeof(reason),
              "terminating connection due to administrator command (KILL %s)", db_name);
     log_info("C-%llu: KILL %s by %s", (unsigned long long)req->c->id, db_name, req->c->user);
-    TAILQ_FOREACH(pool, &req->w->pools, link) {
-        if (!pool_matches(pool, db_name))
-            continue;
-        pool_pause(pool);
-        pool_kill(pool, reason);
-    }
+    act_on_pools(req->w->world, db_name, ACTION_KILL, reason);
     proto_build_command_complete(req->out, "KILL");
     return true;
 }
@@ -1903,7 +2118,7 @@ static bool run_kill(struct request *req)
 /* DISABLE db / ENABLE db: refuse or allow new logins to it; clients already in stay. */
 static bool run_disable_enable(struct request *req, bool disable)
 {
-    struct admin_state *a = admin_of(req->w);
+    struct admin_state *a = admin_state_of(req->w);
     const char *command = disable ? "DISABLE" : "ENABLE";
     const char *db_name = arg(req, 1);
 
@@ -1914,8 +2129,8 @@ static bool run_disable_enable(struct request *req, bool disable)
     if (!check_database_arg(req, command, db_name))
         return true;
     if (!disable) {
-        db_names_remove(&a->disabled, db_name);
-    } else if (db_names_add(&a->disabled, db_name) != 0) {
+        admin_names_remove(a, &a->disabled, db_name);
+    } else if (admin_names_add(a, &a->disabled, db_name) != 0) {
         reply_error(req, "53200", NULL, "out of memory");
         return true;
     }
@@ -1943,12 +2158,15 @@ static bool parse_client_id(const char *text, uint64_t *id)
     return true;
 }
 
-static struct client *find_client(struct worker *w, uint64_t id)
+/* A live client of any worker (ids are unique in the process). */
+static struct client *find_client(struct world *world, uint64_t id)
 {
+    struct worker *wk;
     struct client *c;
-    TAILQ_FOREACH(c, &w->clients, link)
-        if (c->id == id && c->state != CLIENT_CLOSING && c->state != CLIENT_CLOSED)
-            return c;
+    WORLD_FOR_EACH_WORKER(world, i, wk)
+        TAILQ_FOREACH(c, &wk->clients, link)
+            if (c->id == id && c->state != CLIENT_CLOSING && c->state != CLIENT_CLOSED)
+                return c;
     return NULL;
 }
 
@@ -1967,7 +2185,7 @@ static bool run_kill_client(struct request *req)
                     "invalid client id \"%s\"", arg(req, 1));
         return true;
     }
-    target = find_client(req->w, id);
+    target = find_client(req->w->world, id);
     if (!target) {
         reply_error(req, "42704", "SHOW CLIENTS lists the clients connected now.",
                     "client C-%llu not found", (unsigned long long)id);
@@ -2002,7 +2220,9 @@ static bool run_reload(struct request *req)
                     "the configuration file could not be loaded; the running configuration is kept");
         return true;
     }
-    admin_hold_new_pools(req->w);
+    struct worker *wk;
+    WORLD_FOR_EACH_WORKER(req->w->world, i, wk)
+        admin_hold_new_pools(wk);
     proto_build_command_complete(req->out, "RELOAD");
     return true;
 }
@@ -2014,7 +2234,7 @@ static bool run_shutdown(struct request *req)
         return true;
     }
     /* Begun on the next tick, so this reply reaches the client before the console closes. */
-    admin_of(req->w)->shutdown_requested = true;
+    atomic_store(&admin_state_of(req->w)->shutdown_requested, true);
     log_info("C-%llu: SHUTDOWN by %s", (unsigned long long)req->c->id, req->c->user);
     proto_build_command_complete(req->out, "SHUTDOWN");
     return true;
@@ -2022,12 +2242,13 @@ static bool run_shutdown(struct request *req)
 
 /* ---- SET ---- */
 
-/* Pools take their sizes from the configuration again (what a reload does for them). */
+/* Every worker's pools take their sizes from the configuration again (what a reload does). */
 static void admin_apply_pool_settings(struct worker *w)
 {
+    struct worker *wk;
     struct pool *pool;
-    TAILQ_FOREACH(pool, &w->pools, link) {
-        const struct config_database *db = autodb_find(w, pool->db_name);
+    WORLD_FOR_EACH_POOL(w->world, i, wk, pool) {
+        const struct config_database *db = autodb_find(wk, pool->db_name);
         if (db && !pool->disabled)
             pool_apply_config(pool, db, w->cfg);
     }
@@ -2155,6 +2376,8 @@ int admin_init(struct worker *w)
         log_error("admin console: out of memory");
         return -1;
     }
+    pthread_mutex_init(&a->lock, NULL);
+    atomic_init(&a->shutdown_requested, false);
     w->admin = a;
     return 0;
 }
@@ -2177,6 +2400,7 @@ void admin_free(struct worker *w)
     for (size_t i = 0; i < a->n_averages; i++)
         free(a->averages[i].db_name);
     free(a->averages);
+    pthread_mutex_destroy(&a->lock);
     free(a);
     w->admin = NULL;
 }
@@ -2223,7 +2447,10 @@ bool admin_execute(struct worker *w, struct client *c, const char *sql, struct m
     req->c = c;
     req->out = out;
     req->sql = sql;
+    /* A command sees and steers the whole process: every other worker waits meanwhile. */
+    world_stop(w);
     bool answered = admin_dispatch(req);
+    world_resume(w);
     free(req);
     if (answered)
         proto_build_ready_for_query(out, 'I');
@@ -2232,9 +2459,12 @@ bool admin_execute(struct worker *w, struct client *c, const char *sql, struct m
 
 void admin_client_closed(struct worker *w, struct client *c)
 {
-    struct admin_state *a = w->admin;
-    struct deferred_reply **link = a ? &a->deferred : NULL;
-    while (link && *link) {
+    struct admin_state *a = admin_state_of(w);
+    if (!a)
+        return;
+    pthread_mutex_lock(&a->lock);
+    struct deferred_reply **link = &a->deferred;
+    while (*link) {
         struct deferred_reply *d = *link;
         if (d->client != c) {
             link = &d->next;
@@ -2244,29 +2474,71 @@ void admin_client_closed(struct worker *w, struct client *c)
         free(d->db_name);
         free(d);
     }
+    pthread_mutex_unlock(&a->lock);
 }
 
+/* With the world stopped: the conditions read every worker's pools and connections. */
 static bool deferred_condition_holds(struct worker *w, const struct deferred_reply *d)
 {
     if (d->kind == DEFERRED_PAUSE)
-        return pools_quiet(w, d->db_name);
+        return pools_quiet(w->world, d->db_name);
     if (d->kind == DEFERRED_SUSPEND)
-        return suspended_output_flushed(w, worker_now(w) - d->since >= SUSPEND_FLUSH_SECONDS);
-    return !pools_have_backend_up_to(w, d->db_name, d->id_limit);
+        return suspended_output_flushed(w->world, worker_now(w) - d->since >= SUSPEND_FLUSH_SECONDS);
+    return !pools_have_backend_up_to(w->world, d->db_name, d->id_limit);
 }
 
-/* The first deferred reply whose condition holds, unlinked from the list; NULL if none. */
-static struct deferred_reply *admin_take_ready_reply(struct worker *w)
+/* This worker's deferred replies, oldest last; NULL (and *n 0) if none or out of memory. */
+static struct deferred_reply **admin_deferred_of(struct admin_state *a, const struct worker *w,
+                                                 size_t *n)
 {
-    struct deferred_reply **link = &w->admin->deferred;
-    for (; *link; link = &(*link)->next) {
-        struct deferred_reply *d = *link;
-        if (deferred_condition_holds(w, d)) {
+    struct deferred_reply **mine = NULL;
+    size_t count = 0;
+
+    pthread_mutex_lock(&a->lock);
+    for (struct deferred_reply *d = a->deferred; d; d = d->next)
+        count += d->worker == w;
+    if (count > 0 && (mine = calloc(count, sizeof(*mine))) != NULL) {
+        count = 0;
+        for (struct deferred_reply *d = a->deferred; d; d = d->next)
+            if (d->worker == w)
+                mine[count++] = d;
+    }
+    pthread_mutex_unlock(&a->lock);
+    *n = mine ? count : 0;
+    return mine;
+}
+
+static void admin_unlink_deferred(struct admin_state *a, struct deferred_reply *d)
+{
+    pthread_mutex_lock(&a->lock);
+    for (struct deferred_reply **link = &a->deferred; *link; link = &(*link)->next) {
+        if (*link == d) {
             *link = d->next;
-            return d;
+            break;
         }
     }
-    return NULL;
+    pthread_mutex_unlock(&a->lock);
+}
+
+/*
+ * With the world stopped: the first of this worker's deferred replies whose condition holds,
+ * unlinked; NULL if none. The conditions are checked without the lock (closing a laggard calls
+ * into client code); only this worker's own thread removes its entries meanwhile.
+ */
+static struct deferred_reply *admin_take_ready_reply(struct worker *w)
+{
+    struct admin_state *a = admin_state_of(w);
+    struct deferred_reply *ready = NULL;
+    size_t n;
+    struct deferred_reply **mine = admin_deferred_of(a, w, &n);
+
+    for (size_t i = 0; i < n && !ready; i++)
+        if (deferred_condition_holds(w, mine[i]))
+            ready = mine[i];
+    free(mine);
+    if (ready)
+        admin_unlink_deferred(a, ready);
+    return ready;
 }
 
 static const char *deferred_command_name(enum deferred_kind kind)
@@ -2282,17 +2554,27 @@ static const char *deferred_command_name(enum deferred_kind kind)
     return "SUSPEND";
 }
 
+/* Answers the deferred replies of this worker's console clients whose condition holds. */
 static void admin_complete_deferred(struct worker *w)
 {
     struct deferred_reply *d;
     struct msgbuf reply;
+    size_t n;
 
+    free(admin_deferred_of(admin_state_of(w), w, &n));
+    if (n == 0)
+        return; /* the usual case: no world_stop */
     msgbuf_init(&reply);
     /*
-     * One at a time from the head: resuming a client runs its next command, which may change the
-     * list (a new deferred reply, or a client that left).
+     * One at a time: resuming a client runs its next command, which may change the list (a new
+     * deferred reply, or a client that left).
      */
-    while ((d = admin_take_ready_reply(w)) != NULL) {
+    for (;;) {
+        world_stop(w);
+        d = admin_take_ready_reply(w);
+        world_resume(w);
+        if (!d)
+            break;
         struct client *c = d->client;
         msgbuf_reset(&reply);
         proto_build_command_complete(&reply, deferred_command_name(d->kind));
@@ -2306,14 +2588,14 @@ static void admin_complete_deferred(struct worker *w)
 
 void admin_janitor(struct worker *w)
 {
-    struct admin_state *a = w->admin;
+    struct admin_state *a = admin_state_of(w);
     if (!a)
         return;
-    if (a->shutdown_requested) {
-        a->shutdown_requested = false;
+    /* The process-wide work is worker 0's, which owns the state. */
+    if (w->admin && atomic_exchange(&a->shutdown_requested, false))
         worker_drain_all(w, "SHUTDOWN command");
-    }
     admin_hold_new_pools(w);
-    admin_refresh_averages(w, worker_now(w));
+    if (w->admin)
+        admin_refresh_averages(w, worker_now(w));
     admin_complete_deferred(w);
 }

@@ -1,8 +1,11 @@
 /*
  * auth_query.c: looks up users missing from auth_file in PostgreSQL and caches the answers.
  * One libpq connection per look-up source (server, database, auth_user, query), opened and driven
- * without blocking (PQconnectStartParams, PQsendQueryParams, the worker's event loop), runs the
+ * without blocking (PQconnectStartParams, PQsendQueryParams, worker 0's event loop), runs the
  * queued look-ups one after another. libpq is used here only, never in the data path.
+ * Worker 0 is the service for every worker: a login elsewhere holds a ticket on its own worker,
+ * asks worker 0 by mail, and the answer (a copy of the secret, or a failure) comes back by mail
+ * to that ticket. On worker 0 itself the same steps are plain calls, as with one worker.
  */
 #include "auth_query.h"
 
@@ -36,6 +39,7 @@ enum auth_conn_state {
 };
 
 TAILQ_HEAD(auth_user_list, auth_cached_user);
+TAILQ_HEAD(auth_ticket_list, auth_ticket);
 
 /* Where look-ups go: one connection as auth_user, and the users waiting for it in order. */
 struct auth_source {
@@ -61,6 +65,12 @@ struct auth_source {
     char hostaddr[INET6_ADDRSTRLEN]; /* the resolved address of host, or "" for libpq to use host */
 };
 
+/* A login waiting for a look-up: its worker and its ticket there, never a pointer to the client. */
+struct auth_waiter {
+    struct worker *worker;
+    uint64_t ticket;
+};
+
 struct auth_cached_user {
     TAILQ_ENTRY(auth_cached_user) link;       /* owner->users */
     TAILQ_ENTRY(auth_cached_user) queue_link; /* source->queue while queued */
@@ -70,17 +80,51 @@ struct auth_cached_user {
     bool answered;                  /* an answer came at least once */
     double fetched_at;
     bool pending;                   /* queued or being looked up */
-    struct client **waiters;
+    struct auth_waiter *waiters;
     size_t n_waiters, cap_waiters;
     char *name;
     uint64_t lookups, hits;
 };
 
+/*
+ * One login's look-up, on the client's worker: waiting (in q->waiting) until its answer comes,
+ * then holding the client's own copy of the secret until the client closes.
+ */
+struct auth_ticket {
+    TAILQ_ENTRY(auth_ticket) link;  /* q->waiting while waiting */
+    uint64_t id;
+    struct client *client;
+    bool waiting;
+    bool found;
+    struct userlist_entry entry;    /* valid when found */
+};
+
 struct auth_query {
     struct worker *worker;
+    /* The service: only worker 0's has sources and users. */
     struct auth_source *sources;
     struct auth_user_list users;
     struct auth_query_stats stats;
+    /* Its own clients' look-ups. */
+    struct auth_ticket_list waiting;
+    uint64_t next_ticket;
+};
+
+/* Mail from a login's worker to worker 0: look user up for a login to database. */
+struct auth_request {
+    struct mail mail;               /* first: deliver casts it back */
+    struct auth_waiter waiter;
+    char *user;
+    char *database;
+};
+
+/* Mail from worker 0 back to the login's worker: the answer for one ticket. */
+struct auth_answer {
+    struct mail mail;               /* first: deliver casts it back */
+    uint64_t ticket;
+    bool failed;                    /* the look-up failed: the login is refused */
+    bool found;
+    struct userlist_entry entry;    /* a copy of the secret, when found */
 };
 
 static void auth_source_drive(struct auth_source *src);
@@ -92,6 +136,7 @@ struct auth_query *auth_query_new(struct worker *w)
         return NULL;
     q->worker = w;
     TAILQ_INIT(&q->users);
+    TAILQ_INIT(&q->waiting);
     return q;
 }
 
@@ -208,36 +253,114 @@ static struct auth_cached_user *auth_user_find(struct auth_query *q, struct auth
     return NULL;
 }
 
-static bool auth_user_add_waiter(struct auth_cached_user *u, struct client *c)
+static bool auth_user_add_waiter(struct auth_cached_user *u, const struct auth_waiter *waiter)
 {
     if (u->n_waiters == u->cap_waiters) {
         size_t cap = u->cap_waiters ? 2 * u->cap_waiters : 4;
-        struct client **grown = realloc(u->waiters, cap * sizeof(*grown));
+        struct auth_waiter *grown = realloc(u->waiters, cap * sizeof(*grown));
         if (!grown)
             return false;
         u->waiters = grown;
         u->cap_waiters = cap;
     }
-    u->waiters[u->n_waiters++] = c;
-    c->auth_wait = u;
+    u->waiters[u->n_waiters++] = *waiter;
     return true;
 }
 
 /* ---- answering the clients ---- */
 
-/* The look-up of u ended: every login waiting for it goes on (or fails, if it failed). */
-static void auth_user_wake(struct auth_cached_user *u, bool failed)
+/* The worker whose auth_query is the service: worker 0 (a worker outside a world is its own). */
+static struct worker *auth_service_worker(struct worker *w)
 {
-    struct client **waiters = u->waiters;
+    return w->world && w->world->n_workers > 0 ? w->world->workers[0] : w;
+}
+
+/* The ticket's answer is in: it keeps its own copy of the secret (entry NULL: none). */
+static void auth_ticket_settle(struct auth_query *q, struct auth_ticket *t, bool *failed,
+                               const struct userlist_entry *entry)
+{
+    if (t->waiting)
+        TAILQ_REMOVE(&q->waiting, t, link);
+    t->waiting = false;
+    if (*failed || !entry)
+        return;
+    t->found = userlist_entry_copy(&t->entry, entry);
+    if (!t->found) {
+        log_error("auth_query: out of memory keeping the secret of user \"%s\"", entry->name);
+        *failed = true;
+    }
+}
+
+/* On the login's worker: its ticket was answered; the client, if still there, goes on. */
+static void auth_ticket_answer(struct auth_query *q, uint64_t id, bool failed,
+                               const struct userlist_entry *entry)
+{
+    struct auth_ticket *t;
+
+    TAILQ_FOREACH(t, &q->waiting, link)
+        if (t->id == id)
+            break;
+    if (!t)
+        return; /* its client closed meanwhile */
+    auth_ticket_settle(q, t, &failed, entry);
+    client_auth_lookup_done(t->client, failed);
+}
+
+static void auth_answer_deliver(struct worker *receiver, struct mail *mail)
+{
+    struct auth_answer *answer = (struct auth_answer *)mail;
+
+    /* Delivered by worker_destroy once the loop ended: its clients are about to be closed. */
+    if (receiver->auth_query && !event_base_got_exit(receiver->base))
+        auth_ticket_answer(receiver->auth_query, answer->ticket, answer->failed,
+                           answer->found ? &answer->entry : NULL);
+    userlist_entry_clear(&answer->entry);
+    free(answer);
+}
+
+/*
+ * On the service: tells one waiting login the outcome (entry NULL: no such user). A login on
+ * this worker is answered by a call, one on another worker by mail with a copy of the secret.
+ */
+static void auth_answer_waiter(struct worker *self, const struct auth_waiter *waiter, bool failed,
+                               const struct userlist_entry *entry)
+{
+    struct auth_answer *answer;
+
+    if (waiter->worker == self) {
+        if (self->auth_query)
+            auth_ticket_answer(self->auth_query, waiter->ticket, failed, entry);
+        return;
+    }
+    answer = calloc(1, sizeof(*answer));
+    if (!answer) {
+        /* Its login times out (client_login_timeout) rather than hang: nothing else to do. */
+        log_error("auth_query: out of memory answering a login on worker %u", waiter->worker->index);
+        return;
+    }
+    answer->mail.deliver = auth_answer_deliver;
+    answer->ticket = waiter->ticket;
+    answer->failed = failed;
+    if (!failed && entry) {
+        answer->found = userlist_entry_copy(&answer->entry, entry);
+        answer->failed = !answer->found;
+        if (answer->failed)
+            log_error("auth_query: out of memory answering for user \"%s\"", entry->name);
+    }
+    worker_post(waiter->worker, &answer->mail);
+}
+
+/* The look-up of u ended: every login waiting for it goes on (or fails, if it failed). */
+static void auth_user_wake(struct auth_query *q, struct auth_cached_user *u, bool failed)
+{
+    struct auth_waiter *waiters = u->waiters;
     size_t n = u->n_waiters;
 
     u->waiters = NULL;
     u->n_waiters = u->cap_waiters = 0;
     u->pending = false;
     for (size_t i = 0; i < n; i++)
-        waiters[i]->auth_wait = NULL;
-    for (size_t i = 0; i < n; i++)
-        client_auth_lookup_done(waiters[i], failed);
+        auth_answer_waiter(q->worker, &waiters[i], failed, !failed && u->found ? &u->entry : NULL);
     free(waiters);
 }
 
@@ -257,14 +380,17 @@ static void auth_user_answered(struct auth_query *q, struct auth_cached_user *u,
     if (secret && *secret && !u->found)
         log_warning("auth_query: the secret returned for user \"%s\" is malformed; the user is refused",
                     u->name);
+    /* Each login gets a copy: SCRAM keys for a plain password are derived here, once per answer. */
+    if (u->found && u->entry.kind == SECRET_PLAIN)
+        userlist_scram_verifier(&u->entry);
     log_debug("auth_query: user \"%s\" %s", u->name, u->found ? "found" : "not found");
-    auth_user_wake(u, false);
+    auth_user_wake(q, u, false);
 }
 
 static void auth_user_failed(struct auth_query *q, struct auth_cached_user *u)
 {
     q->stats.lookups_failed++;
-    auth_user_wake(u, true);
+    auth_user_wake(q, u, true);
 }
 
 /* The connection is unusable: whatever waits for it fails; a later login opens a new one. */
@@ -636,32 +762,38 @@ static bool auth_user_is_fresh(const struct auth_query *q, const struct auth_cac
     return u->answered && ttl > 0 && worker_now(q->worker) - u->fetched_at < ttl;
 }
 
-enum auth_query_outcome auth_query_begin(struct auth_query *q, struct client *c,
-                                         struct userlist_entry **entry)
+/*
+ * On the service: one login's look-up. ANSWERED with *answer, a fresh cached user; WAIT: the
+ * waiter is answered when the look-up ends (maybe before this returns); NOT_USED; FAILED.
+ */
+static enum auth_query_outcome auth_service_lookup(struct auth_query *q, const char *user,
+                                                   const char *database,
+                                                   const struct auth_waiter *waiter,
+                                                   const struct auth_cached_user **answer)
 {
     struct auth_target target;
     struct auth_source *src;
     struct auth_cached_user *u;
 
-    *entry = NULL;
-    if (!auth_target_for(q->worker->cfg, c->database, &target))
+    *answer = NULL;
+    if (!auth_target_for(q->worker->cfg, database, &target))
         return AUTH_QUERY_NOT_USED;
     src = auth_source_find(q, &target, true);
-    u = src ? auth_user_find(q, src, c->user) : NULL;
+    u = src ? auth_user_find(q, src, user) : NULL;
     if (src && !u)
-        u = auth_user_new(q, src, c->user);
+        u = auth_user_new(q, src, user);
     if (!u) {
-        log_error("auth_query: out of memory looking up user \"%s\"", c->user);
+        log_error("auth_query: out of memory looking up user \"%s\"", user);
         return AUTH_QUERY_FAILED;
     }
     if (!u->pending && auth_user_is_fresh(q, u)) {
         u->hits++;
         q->stats.cache_hits++;
-        *entry = u->found ? &u->entry : NULL;
+        *answer = u;
         return AUTH_QUERY_ANSWERED;
     }
-    if (!auth_user_add_waiter(u, c)) {
-        log_error("auth_query: out of memory looking up user \"%s\"", c->user);
+    if (!auth_user_add_waiter(u, waiter)) {
+        log_error("auth_query: out of memory looking up user \"%s\"", user);
         return AUTH_QUERY_FAILED;
     }
     if (u->pending) {
@@ -676,33 +808,128 @@ enum auth_query_outcome auth_query_begin(struct auth_query *q, struct client *c,
     return AUTH_QUERY_WAIT;
 }
 
-struct userlist_entry *auth_query_cached(struct auth_query *q, const struct client *c)
+static void auth_request_free(struct auth_request *req)
+{
+    if (!req)
+        return;
+    free(req->user);
+    free(req->database);
+    free(req);
+}
+
+/* On worker 0: a login on another worker asks; it is answered now (cache) or when its look-up ends. */
+static void auth_request_deliver(struct worker *receiver, struct mail *mail)
+{
+    struct auth_request *req = (struct auth_request *)mail;
+    struct auth_query *q = receiver->auth_query;
+    const struct auth_cached_user *u = NULL;
+    enum auth_query_outcome outcome;
+
+    /* worker_destroy delivers the last mail after every loop ended, worker 0 last: the asking
+     * worker may be freed already, so nothing is looked up or answered then. */
+    if (!q || event_base_got_exit(receiver->base)) {
+        auth_request_free(req);
+        return;
+    }
+    outcome = auth_service_lookup(q, req->user, req->database, &req->waiter, &u);
+    switch (outcome) {
+    case AUTH_QUERY_WAIT:
+        break;
+    case AUTH_QUERY_ANSWERED:
+    case AUTH_QUERY_NOT_USED:
+        auth_answer_waiter(receiver, &req->waiter, false, u && u->found ? &u->entry : NULL);
+        break;
+    case AUTH_QUERY_FAILED:
+        auth_answer_waiter(receiver, &req->waiter, true, NULL);
+        break;
+    }
+    auth_request_free(req);
+}
+
+/* From a worker other than 0: the look-up goes to worker 0 by mail. */
+static enum auth_query_outcome auth_query_ask_service(struct auth_query *q,
+                                                      const struct auth_ticket *t,
+                                                      const struct client *c)
+{
+    struct auth_request *req = calloc(1, sizeof(*req));
+
+    if (!req || !(req->user = strdup(c->user)) || !(req->database = strdup(c->database))) {
+        auth_request_free(req);
+        log_error("auth_query: out of memory looking up user \"%s\"", c->user);
+        return AUTH_QUERY_FAILED;
+    }
+    req->mail.deliver = auth_request_deliver;
+    req->waiter.worker = q->worker;
+    req->waiter.ticket = t->id;
+    worker_post(auth_service_worker(q->worker), &req->mail);
+    return AUTH_QUERY_WAIT;
+}
+
+static struct auth_ticket *auth_ticket_new(struct auth_query *q, struct client *c)
+{
+    struct auth_ticket *t = calloc(1, sizeof(*t));
+
+    if (!t)
+        return NULL;
+    auth_query_forget_client(q, c); /* one look-up per login; a leftover would leak */
+    t->id = ++q->next_ticket;
+    t->client = c;
+    t->waiting = true;
+    TAILQ_INSERT_TAIL(&q->waiting, t, link);
+    c->auth_ticket = t;
+    return t;
+}
+
+enum auth_query_outcome auth_query_begin(struct auth_query *q, struct client *c,
+                                         struct userlist_entry **entry)
 {
     struct auth_target target;
-    struct auth_source *src;
-    struct auth_cached_user *u;
+    struct auth_ticket *t;
+    const struct auth_cached_user *u;
+    enum auth_query_outcome outcome;
+    bool failed = false;
 
-    if (!q || !auth_target_for(q->worker->cfg, c->database, &target))
-        return NULL;
-    src = auth_source_find(q, &target, false);
-    u = src ? auth_user_find(q, src, c->user) : NULL;
-    return u && u->found ? &u->entry : NULL;
+    *entry = NULL;
+    /* The config is the same object on every worker: whether auth_query applies is known here. */
+    if (!auth_target_for(q->worker->cfg, c->database, &target))
+        return AUTH_QUERY_NOT_USED;
+    if (!(t = auth_ticket_new(q, c))) {
+        log_error("auth_query: out of memory looking up user \"%s\"", c->user);
+        return AUTH_QUERY_FAILED;
+    }
+    if (auth_service_worker(q->worker) != q->worker)
+        return auth_query_ask_service(q, t, c);
+    outcome = auth_service_lookup(q, c->user, c->database,
+                                  &(struct auth_waiter){ .worker = q->worker, .ticket = t->id }, &u);
+    /* WAIT: t may be answered, and its client closed, already: t is not touched again. */
+    if (outcome != AUTH_QUERY_ANSWERED)
+        return outcome;
+    auth_ticket_settle(q, t, &failed, u->found ? &u->entry : NULL);
+    if (failed)
+        return AUTH_QUERY_FAILED;
+    *entry = t->found ? &t->entry : NULL;
+    return AUTH_QUERY_ANSWERED;
+}
+
+struct userlist_entry *auth_query_cached(struct auth_query *q, const struct client *c)
+{
+    struct auth_ticket *t = c->auth_ticket;
+
+    (void)q;
+    return t && !t->waiting && t->found ? &t->entry : NULL;
 }
 
 void auth_query_forget_client(struct auth_query *q, struct client *c)
 {
-    struct auth_cached_user *u = c->auth_wait;
+    struct auth_ticket *t = c->auth_ticket;
 
-    (void)q;
-    if (!u)
+    if (!t)
         return;
-    for (size_t i = 0; i < u->n_waiters; i++) {
-        if (u->waiters[i] == c) {
-            u->waiters[i] = u->waiters[--u->n_waiters];
-            break;
-        }
-    }
-    c->auth_wait = NULL;
+    if (t->waiting)
+        TAILQ_REMOVE(&q->waiting, t, link);
+    c->auth_ticket = NULL;
+    userlist_entry_clear(&t->entry);
+    free(t);
 }
 
 void auth_query_janitor(struct auth_query *q, double now)

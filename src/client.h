@@ -74,7 +74,7 @@ struct client {
     uint8_t auth_method;            /* enum auth_type used for this login */
     uint8_t md5_salt[4];
     struct scram_server *scram;     /* only during SCRAM */
-    struct auth_cached_user *auth_wait; /* the auth_query look-up it waits for (AUTH_STEP_LOOKUP) */
+    struct auth_ticket *auth_ticket; /* its auth_query look-up, then its copy of the secret found */
 
     /* transaction tracking on the client -> backend path */
     uint32_t forward_remaining;     /* bytes of the current message still to pass to the backend */

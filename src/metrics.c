@@ -28,6 +28,7 @@
 #include "pool.h"
 #include "server.h"
 #include "stats.h"
+#include "world_view.h"
 #ifdef HAVE_LIBSYSTEMD
 #include <systemd/sd-daemon.h>
 #endif
@@ -81,9 +82,13 @@ struct metrics_state {
     size_t n_snapshots;
 
     /* systemd */
+    bool notify_on;               /* NOTIFY_SOCKET set and libsystemd in: STATUS= is worth making */
     char last_status[STATUS_MAX_LEN];
-    double last_status_time;
+    double last_status_time;      /* last sent */
+    double last_status_check;     /* last compared with the process's state */
     struct event *watchdog;       /* WATCHDOG=1 at half the interval systemd asked for */
+    int64_t watchdog_stale_usec;  /* a worker whose loop has not turned for this long is stuck */
+    struct log_rate stuck_log;    /* one line per interval about a stuck worker */
 };
 
 /* ---- text helpers ---- */
@@ -265,9 +270,11 @@ static enum client_bucket client_bucket_of(const struct client *c)
 static void render_client_connections(struct worker *w, struct msgbuf *out)
 {
     uint64_t counts[N_BUCKETS][2] = { { 0 } };
+    struct worker *wk;
     const struct client *c;
-    TAILQ_FOREACH(c, &w->clients, link)
-        counts[client_bucket_of(c)][c->tls ? 1 : 0]++;
+    WORLD_FOR_EACH_WORKER(w->world, i, wk)
+        TAILQ_FOREACH(c, &wk->clients, link)
+            counts[client_bucket_of(c)][c->tls ? 1 : 0]++;
 
     family(out, "sluice_client_connections", "gauge",
            "Client connections now open, by state (login covers startup, TLS and authentication) "
@@ -284,15 +291,17 @@ static void render_client_connections(struct worker *w, struct msgbuf *out)
                  (uint64_t)(w->cfg->max_client_conn > 0 ? w->cfg->max_client_conn : 0));
 }
 
-static void render_client_totals(struct worker *w, struct msgbuf *out)
+static void render_client_totals(struct worker *w, const struct worker_stats *st, struct msgbuf *out)
 {
-    const struct worker_stats *st = &w->stats;
+    struct worker *wk;
     family(out, "sluice_client_connections_accepted_total", "counter",
            "Client connections accepted (including those then refused past max_client_conn).");
     sample_count(out, "sluice_client_connections_accepted_total", "", NULL, st->clients_accepted);
     /* Every accepted client is either still open (n_clients, or n_refusing while it is told it is
      * over max_client_conn) or has closed, whatever the cause. */
-    uint64_t open_clients = (uint64_t)w->n_clients + (uint64_t)w->n_refusing;
+    uint64_t open_clients = 0;
+    WORLD_FOR_EACH_WORKER(w->world, i, wk)
+        open_clients += (uint64_t)wk->n_clients + (uint64_t)wk->n_refusing;
     family(out, "sluice_client_connections_closed_total", "counter",
            "Client connections closed, by either side, for any reason (accepted minus those still open).");
     sample_count(out, "sluice_client_connections_closed_total", "", NULL,
@@ -357,35 +366,45 @@ static const char *const token_failure_slugs[] = {
 _Static_assert(ARRAY_LEN(token_failure_slugs) <= ARRAY_LEN(((struct worker_stats *)0)->token_failures),
                "every token failure reason has a counter");
 
-static void render_token_logins(struct worker *w, struct msgbuf *out)
+static void render_token_logins(const struct worker_stats *st, struct msgbuf *out)
 {
     family(out, "sluice_token_logins_total", "counter", "Logins with a valid IAM auth token.");
-    sample_count(out, "sluice_token_logins_total", "", NULL, w->stats.token_logins_ok);
+    sample_count(out, "sluice_token_logins_total", "", NULL, st->token_logins_ok);
     family(out, "sluice_token_login_failures_total", "counter",
            "IAM auth tokens refused, by the check that refused them.");
     for (size_t why = 0; why < ARRAY_LEN(token_failure_slugs); why++) {
         if (!token_failure_slugs[why])
             continue;
         struct labels labels = { .names = { "reason" }, .values = { token_failure_slugs[why] } };
-        sample_count(out, "sluice_token_login_failures_total", "", &labels, w->stats.token_failures[why]);
+        sample_count(out, "sluice_token_login_failures_total", "", &labels, st->token_failures[why]);
     }
 }
 
 /* Backend logins with an IAM token sluice signed (server_auth_token). */
-static void render_server_tokens(struct worker *w, struct msgbuf *out)
+static void render_server_tokens(const struct worker_stats *st, struct msgbuf *out)
 {
     family(out, "sluice_server_tokens_signed_total", "counter",
            "IAM auth tokens signed for backend logins (server_auth_token).");
-    sample_count(out, "sluice_server_tokens_signed_total", "", NULL, w->stats.server_tokens_signed);
+    sample_count(out, "sluice_server_tokens_signed_total", "", NULL, st->server_tokens_signed);
     family(out, "sluice_server_token_login_failures_total", "counter",
            "Backend logins with a signed IAM auth token that the database server refused.");
     sample_count(out, "sluice_server_token_login_failures_total", "", NULL,
-                 w->stats.server_token_login_failures);
+                 st->server_token_login_failures);
 }
 
 static void render_auth_query(struct worker *w, struct msgbuf *out)
 {
-    const struct auth_query_stats *st = auth_query_stats(w->auth_query);
+    struct auth_query_stats sum = { 0 };
+    const struct auth_query_stats *st = &sum;
+    struct worker *wk;
+    WORLD_FOR_EACH_WORKER(w->world, i, wk) {
+        const struct auth_query_stats *one = auth_query_stats(wk->auth_query);
+        sum.lookups_found += one->lookups_found;
+        sum.lookups_not_found += one->lookups_not_found;
+        sum.lookups_failed += one->lookups_failed;
+        sum.cache_hits += one->cache_hits;
+        sum.coalesced += one->coalesced;
+    }
     struct labels found = { .names = { "result" }, .values = { "found" } };
     struct labels not_found = { .names = { "result" }, .values = { "not_found" } };
     struct labels failed = { .names = { "result" }, .values = { "failed" } };
@@ -444,97 +463,151 @@ static int pool_servers_in_transaction(const struct pool *pool)
     return n;
 }
 
-static void render_pool_clients(struct worker *w, struct msgbuf *out)
+/* One pool as the operator sees it: its pools on every worker, summed (the longest wait: the
+ * longest of them). */
+struct pool_view {
+    const struct pool *first;  /* its names and pool_size */
+    int active_clients, waiting_clients, idle_clients;
+    int pinned, waiting_all_pinned;
+    int idle_servers, used_servers, new_servers, in_transaction;
+    bool paused;
+    double longest_wait;
+    struct pool_stats stats;
+};
+
+static void pool_view_of(const struct pool_group *group, double now, struct pool_view *v)
 {
-    const struct pool *pool;
-    family(out, "sluice_pool_client_connections", "gauge",
-           "Logged-in clients of the pool: active (linked to a backend), waiting for one, idle.");
-    TAILQ_FOREACH(pool, &w->pools, link) {
-        const struct state_count counts[] = {
-            { "active", pool->n_active_clients },
-            { "waiting", pool->n_waiting },
-            { "idle", pool->n_idle_clients },
-        };
-        sample_states(out, "sluice_pool_client_connections", pool, counts, ARRAY_LEN(counts));
-    }
-    family(out, "sluice_pool_longest_wait_seconds", "gauge",
-           "How long the client first in the pool's wait queue has waited for a backend (0: none waits).");
-    double now = worker_now(w);
-    TAILQ_FOREACH(pool, &w->pools, link) {
-        struct labels labels = pool_labels(pool, NULL, NULL);
-        sample_value(out, "sluice_pool_longest_wait_seconds", &labels, pool_longest_wait(pool, now));
-    }
-    family(out, "sluice_pool_paused", "gauge", "1 while the pool is paused (PAUSE), else 0.");
-    TAILQ_FOREACH(pool, &w->pools, link) {
-        struct labels labels = pool_labels(pool, NULL, NULL);
-        sample_count(out, "sluice_pool_paused", "", &labels, pool->paused ? 1 : 0);
+    memset(v, 0, sizeof(*v));
+    v->first = group->pools[0];
+    for (size_t i = 0; i < group->n_pools; i++) {
+        const struct pool *pool = group->pools[i];
+        v->active_clients += pool->n_active_clients;
+        v->waiting_clients += pool->n_waiting;
+        v->idle_clients += pool->n_idle_clients;
+        v->pinned += pool->n_pinned > 0 ? pool->n_pinned : 0;
+        v->waiting_all_pinned += pool_waiting_all_pinned(pool); /* pinned: counted process-wide */
+        v->idle_servers += pool->n_idle;
+        v->used_servers += pool->n_used;
+        v->new_servers += pool->n_new;
+        v->in_transaction += pool_servers_in_transaction(pool);
+        v->paused = v->paused || pool->paused;
+        double wait = pool_longest_wait(pool, now);
+        if (wait > v->longest_wait)
+            v->longest_wait = wait;
+        pool_stats_add(&v->stats, &pool->stats);
     }
 }
 
-static void render_pool_pinning(struct worker *w, struct msgbuf *out)
+/* Every pool of the process as the operator sees it; NULL (and *n 0) when out of memory. */
+static struct pool_view *pool_views_of(struct worker *w, size_t *n)
 {
-    const struct pool *pool;
+    struct pool_groups groups;
+    *n = 0;
+    if (pool_groups_collect(w->world, POOL_GROUP_BY_POOL, &groups) != 0)
+        return NULL;
+    struct pool_view *views = calloc(groups.n_groups ? groups.n_groups : 1, sizeof(*views));
+    if (views) {
+        double now = worker_now(w);
+        for (size_t i = 0; i < groups.n_groups; i++)
+            pool_view_of(&groups.groups[i], now, &views[i]);
+        *n = groups.n_groups;
+    }
+    pool_groups_free(&groups);
+    return views;
+}
+
+static struct labels view_labels(const struct pool_view *v, const char *name, const char *value)
+{
+    return pool_labels(v->first, name, value);
+}
+
+static void render_pool_clients(const struct pool_view *views, size_t n, struct msgbuf *out)
+{
+    family(out, "sluice_pool_client_connections", "gauge",
+           "Logged-in clients of the pool: active (linked to a backend), waiting for one, idle.");
+    for (size_t i = 0; i < n; i++) {
+        const struct state_count counts[] = {
+            { "active", views[i].active_clients },
+            { "waiting", views[i].waiting_clients },
+            { "idle", views[i].idle_clients },
+        };
+        sample_states(out, "sluice_pool_client_connections", views[i].first, counts, ARRAY_LEN(counts));
+    }
+    family(out, "sluice_pool_longest_wait_seconds", "gauge",
+           "How long the client first in the pool's wait queue has waited for a backend (0: none waits).");
+    for (size_t i = 0; i < n; i++) {
+        struct labels labels = view_labels(&views[i], NULL, NULL);
+        sample_value(out, "sluice_pool_longest_wait_seconds", &labels, views[i].longest_wait);
+    }
+    family(out, "sluice_pool_paused", "gauge", "1 while the pool is paused (PAUSE), else 0.");
+    for (size_t i = 0; i < n; i++) {
+        struct labels labels = view_labels(&views[i], NULL, NULL);
+        sample_count(out, "sluice_pool_paused", "", &labels, views[i].paused ? 1 : 0);
+    }
+}
+
+static void render_pool_pinning(const struct pool_view *views, size_t n, struct msgbuf *out)
+{
     family(out, "sluice_pool_pinned_clients", "gauge",
            "Clients pinned to their backend until they leave, because a statement left session state.");
-    TAILQ_FOREACH(pool, &w->pools, link) {
-        struct labels labels = pool_labels(pool, NULL, NULL);
-        sample_count(out, "sluice_pool_pinned_clients", "", &labels,
-                     (uint64_t)(pool->n_pinned > 0 ? pool->n_pinned : 0));
+    for (size_t i = 0; i < n; i++) {
+        struct labels labels = view_labels(&views[i], NULL, NULL);
+        sample_count(out, "sluice_pool_pinned_clients", "", &labels, (uint64_t)views[i].pinned);
     }
     family(out, "sluice_pool_waiting_all_pinned_clients", "gauge",
            "Clients waiting for a backend while every backend the pool may open is held by a pinned "
            "client (0 otherwise): they wait until a pinned client clears its session state or leaves.");
-    TAILQ_FOREACH(pool, &w->pools, link) {
-        struct labels labels = pool_labels(pool, NULL, NULL);
+    for (size_t i = 0; i < n; i++) {
+        struct labels labels = view_labels(&views[i], NULL, NULL);
         sample_count(out, "sluice_pool_waiting_all_pinned_clients", "", &labels,
-                     (uint64_t)pool_waiting_all_pinned(pool));
+                     (uint64_t)views[i].waiting_all_pinned);
     }
     family(out, "sluice_pool_pin_events_total", "counter",
            "Clients pinned to their backend, by the kind of statement that pinned them.");
-    TAILQ_FOREACH(pool, &w->pools, link) {
+    for (size_t i = 0; i < n; i++) {
         for (size_t why = 0; why < ARRAY_LEN(pin_reason_slugs); why++) {
             if (!pin_reason_slugs[why])
                 continue;
-            struct labels labels = pool_labels(pool, "reason", pin_reason_slugs[why]);
-            sample_count(out, "sluice_pool_pin_events_total", "", &labels, pool->stats.pin_events[why]);
+            struct labels labels = view_labels(&views[i], "reason", pin_reason_slugs[why]);
+            sample_count(out, "sluice_pool_pin_events_total", "", &labels, views[i].stats.pin_events[why]);
         }
     }
 }
 
-static void render_pool_servers(struct worker *w, struct msgbuf *out)
+static void render_pool_servers(const struct pool_view *views, size_t n, struct msgbuf *out)
 {
-    const struct pool *pool;
     family(out, "sluice_pool_server_connections", "gauge",
            "Backend connections of the pool: idle, used (borrowed by a client or running sluice's "
            "own query), connecting (connecting or logging in).");
-    TAILQ_FOREACH(pool, &w->pools, link) {
+    for (size_t i = 0; i < n; i++) {
         const struct state_count counts[] = {
-            { "idle", pool->n_idle }, { "used", pool->n_used }, { "connecting", pool->n_new },
+            { "idle", views[i].idle_servers }, { "used", views[i].used_servers },
+            { "connecting", views[i].new_servers },
         };
-        sample_states(out, "sluice_pool_server_connections", pool, counts, ARRAY_LEN(counts));
+        sample_states(out, "sluice_pool_server_connections", views[i].first, counts, ARRAY_LEN(counts));
     }
     family(out, "sluice_pool_server_connections_in_transaction", "gauge",
            "Used backends whose last ReadyForQuery said they are inside a transaction block.");
-    TAILQ_FOREACH(pool, &w->pools, link) {
-        struct labels labels = pool_labels(pool, NULL, NULL);
+    for (size_t i = 0; i < n; i++) {
+        struct labels labels = view_labels(&views[i], NULL, NULL);
         sample_count(out, "sluice_pool_server_connections_in_transaction", "", &labels,
-                     (uint64_t)pool_servers_in_transaction(pool));
+                     (uint64_t)views[i].in_transaction);
     }
     family(out, "sluice_pool_server_connections_max", "gauge", "pool_size: backend connections allowed.");
-    TAILQ_FOREACH(pool, &w->pools, link) {
-        struct labels labels = pool_labels(pool, NULL, NULL);
-        sample_count(out, "sluice_pool_server_connections_max", "", &labels,
-                     (uint64_t)(pool->pool_size > 0 ? pool->pool_size : 0));
+    for (size_t i = 0; i < n; i++) {
+        struct labels labels = view_labels(&views[i], NULL, NULL);
+        int size = views[i].first->pool_size;
+        sample_count(out, "sluice_pool_server_connections_max", "", &labels, (uint64_t)(size > 0 ? size : 0));
     }
     family(out, "sluice_pool_server_connection_setups_total", "counter",
            "Backend connections opened, by result (failed: could not connect or log in).");
-    TAILQ_FOREACH(pool, &w->pools, link) {
-        struct labels ok = pool_labels(pool, "result", "succeeded");
-        struct labels failed = pool_labels(pool, "result", "failed");
+    for (size_t i = 0; i < n; i++) {
+        struct labels ok = view_labels(&views[i], "result", "succeeded");
+        struct labels failed = view_labels(&views[i], "result", "failed");
         sample_count(out, "sluice_pool_server_connection_setups_total", "", &ok,
-                     pool->stats.servers_connected);
+                     views[i].stats.servers_connected);
         sample_count(out, "sluice_pool_server_connection_setups_total", "", &failed,
-                     pool->stats.servers_failed);
+                     views[i].stats.servers_failed);
     }
 }
 
@@ -567,15 +640,14 @@ static const struct pool_counter pool_counters[] = {
       offsetof(struct pool_stats, xact_time), true },
 };
 
-static void render_pool_counters(struct worker *w, struct msgbuf *out)
+static void render_pool_counters(const struct pool_view *views, size_t n, struct msgbuf *out)
 {
-    for (size_t i = 0; i < ARRAY_LEN(pool_counters); i++) {
-        const struct pool_counter *counter = &pool_counters[i];
+    for (size_t c = 0; c < ARRAY_LEN(pool_counters); c++) {
+        const struct pool_counter *counter = &pool_counters[c];
         family(out, counter->name, "counter", counter->help);
-        const struct pool *pool;
-        TAILQ_FOREACH(pool, &w->pools, link) {
-            const char *field = (const char *)&pool->stats + counter->offset;
-            struct labels labels = pool_labels(pool, NULL, NULL);
+        for (size_t i = 0; i < n; i++) {
+            const char *field = (const char *)&views[i].stats + counter->offset;
+            struct labels labels = view_labels(&views[i], NULL, NULL);
             if (counter->is_seconds)
                 sample_value(out, counter->name, &labels, *(const double *)field);
             else
@@ -584,34 +656,98 @@ static void render_pool_counters(struct worker *w, struct msgbuf *out)
     }
 }
 
-static void render_pool_histograms(struct worker *w, struct msgbuf *out)
+static void render_pool_histograms(const struct pool_view *views, size_t n, struct msgbuf *out)
 {
-    const struct pool *pool;
     family(out, "sluice_pool_borrow_latency_seconds", "histogram",
            "Time from a client's request for a backend to the backend being linked to it.");
-    TAILQ_FOREACH(pool, &w->pools, link)
-        sample_histogram(out, "sluice_pool_borrow_latency_seconds", pool, &pool->stats.borrow_latency);
+    for (size_t i = 0; i < n; i++)
+        sample_histogram(out, "sluice_pool_borrow_latency_seconds", views[i].first,
+                         &views[i].stats.borrow_latency);
     family(out, "sluice_pool_query_latency_seconds", "histogram",
            "Time from a query's first message to the backend's ReadyForQuery.");
-    TAILQ_FOREACH(pool, &w->pools, link)
-        sample_histogram(out, "sluice_pool_query_latency_seconds", pool, &pool->stats.query_latency);
+    for (size_t i = 0; i < n; i++)
+        sample_histogram(out, "sluice_pool_query_latency_seconds", views[i].first,
+                         &views[i].stats.query_latency);
+}
+
+/* ---- exposition: per worker ---- */
+
+/* A gauge or counter with one sample per worker, labelled worker="i". */
+struct worker_family {
+    const char *name;
+    const char *type;
+    const char *help;
+};
+
+static void sample_worker(struct msgbuf *out, const char *name, unsigned index, double value)
+{
+    char worker[16];
+    snprintf(worker, sizeof(worker), "%u", index);
+    struct labels labels = { .names = { "worker" }, .values = { worker } };
+    sample_value(out, name, &labels, value);
+}
+
+static void render_workers(struct worker *w, struct msgbuf *out)
+{
+    static const struct worker_family families[] = {
+        { "sluice_worker_clients", "gauge", "Client connections the worker thread serves, consoles included." },
+        { "sluice_worker_servers", "gauge", "Backend connections the worker thread holds now." },
+        { "sluice_worker_loop_iterations_total", "counter", "Turns of the worker's event loop." },
+        { "sluice_worker_cpu_seconds_total", "counter", "CPU time the worker's thread has used." },
+        { "sluice_worker_handoffs_in_total", "counter", "Backends handed to this worker by others." },
+        { "sluice_worker_handoffs_out_total", "counter", "Backends this worker handed to others." },
+    };
+    size_t n_workers = w->world->n_workers;
+    struct worker_figures *figures = calloc(n_workers, sizeof(*figures));
+    struct worker *wk;
+
+    if (!figures) {
+        out->failed = true;
+        return;
+    }
+    WORLD_FOR_EACH_WORKER(w->world, i, wk)
+        worker_figures_of(wk, &figures[i]);
+    for (size_t f = 0; f < ARRAY_LEN(families); f++) {
+        family(out, families[f].name, families[f].type, families[f].help);
+        for (size_t i = 0; i < n_workers; i++) {
+            const struct worker_figures *one = &figures[i];
+            const double values[] = { (double)one->clients, (double)one->servers,
+                                      (double)one->loop_iterations,
+                                      one->cpu_seconds > 0 ? one->cpu_seconds : 0,
+                                      (double)one->handoffs_in, (double)one->handoffs_out };
+            _Static_assert(ARRAY_LEN(values) == ARRAY_LEN(families), "one value per family");
+            sample_worker(out, families[f].name, (unsigned)i, values[f]);
+        }
+    }
+    free(figures);
 }
 
 void metrics_render(struct worker *w, struct msgbuf *out)
 {
+    struct worker_stats stats;
+    size_t n_views;
+    struct pool_view *views = pool_views_of(w, &n_views);
+
+    if (!views) {
+        out->failed = true;
+        return;
+    }
+    world_stats_sum(w->world, &stats);
     family(out, "sluice_info", "gauge", "Always 1; the version label says which sluice runs.");
     struct labels version = { .names = { "version" }, .values = { PACKAGE_VERSION } };
     sample_count(out, "sluice_info", "", &version, 1);
     render_client_connections(w, out);
-    render_client_totals(w, out);
-    render_token_logins(w, out);
-    render_server_tokens(w, out);
+    render_client_totals(w, &stats, out);
+    render_token_logins(&stats, out);
+    render_server_tokens(&stats, out);
     render_auth_query(w, out);
-    render_pool_clients(w, out);
-    render_pool_pinning(w, out);
-    render_pool_servers(w, out);
-    render_pool_counters(w, out);
-    render_pool_histograms(w, out);
+    render_pool_clients(views, n_views, out);
+    render_pool_pinning(views, n_views, out);
+    render_pool_servers(views, n_views, out);
+    render_pool_counters(views, n_views, out);
+    render_pool_histograms(views, n_views, out);
+    render_workers(w, out);
+    free(views);
 }
 
 /* ---- the HTTP endpoint ---- */
@@ -641,7 +777,9 @@ static void metrics_http_cb(struct evhttp_request *req, void *arg)
         return;
     }
     msgbuf_reset(&m->page);
+    world_stop(w); /* one consistent page of every worker's state */
     metrics_render(w, &m->page);
+    world_resume(w);
     if (m->page.failed) {
         log_error("metrics: out of memory rendering %s", METRICS_PATH);
         metrics_reply_text(req, HTTP_INTERNAL, "Internal Server Error", "out of memory\n");
@@ -785,25 +923,33 @@ static void notify_send(const char *message)
 #endif
 }
 
-static int total_waiting(struct worker *w)
+/* Worker 0's metrics state, which the whole process shares (NULL before metrics_init). */
+static struct metrics_state *metrics_state_of(const struct worker *w)
 {
-    int waiting = 0;
-    const struct pool *pool;
-    TAILQ_FOREACH(pool, &w->pools, link)
-        waiting += pool->n_waiting;
-    return waiting;
+    return w->world->workers[0]->metrics;
 }
 
+/* The STATUS= line: clients, backends and waiting clients of every worker (the world stopped). */
 static void format_status(struct worker *w, char *status, size_t len)
 {
+    size_t clients = 0, servers = 0;
+    int waiting = 0;
+    struct worker *wk;
+    const struct pool *pool;
+    WORLD_FOR_EACH_WORKER(w->world, i, wk) {
+        clients += wk->n_clients;
+        servers += wk->n_servers;
+    }
+    WORLD_FOR_EACH_POOL(w->world, i, wk, pool)
+        waiting += pool->n_waiting;
     snprintf(status, len, "%sclients: %zu, servers: %zu, waiting: %d",
-             w->shutting_down ? "stopping: " : "", w->n_clients, w->n_servers, total_waiting(w));
+             w->shutting_down ? "stopping: " : "", clients, servers, waiting);
 }
 
-/* Sends prefix (READY=1, ...) with the current STATUS= line in one message. */
+/* Sends prefix (READY=1, ...) with the current STATUS= line in one message; the world stopped. */
 static void notify_with_status(struct worker *w, const char *prefix)
 {
-    struct metrics_state *m = w->metrics;
+    struct metrics_state *m = metrics_state_of(w);
     char message[STATUS_MAX_LEN + 64];
     char status[STATUS_MAX_LEN];
     format_status(w, status, sizeof(status));
@@ -815,9 +961,12 @@ static void notify_with_status(struct worker *w, const char *prefix)
     }
 }
 
+/* On w's own thread (start-up, after a reload): it stops the world to count every worker. */
 void notify_ready(struct worker *w)
 {
+    world_stop(w);
     notify_with_status(w, "READY=1");
+    world_resume(w);
 }
 
 void notify_reloading(struct worker *w)
@@ -831,23 +980,75 @@ void notify_reloading(struct worker *w)
     notify_send(message);
 }
 
+/* From worker_begin_shutdown and worker_begin_drain, which run with the world stopped. */
 void notify_stopping(struct worker *w)
 {
     notify_with_status(w, "STOPPING=1");
 }
 
+/* At most once a STATUS_MIN_INTERVAL_SECONDS, and only for a service manager that listens: counting
+ * every worker's clients stops the world. */
 static void metrics_update_status(struct worker *w, double now)
 {
     struct metrics_state *m = w->metrics;
     char status[STATUS_MAX_LEN];
-    format_status(w, status, sizeof(status));
-    if (strcmp(status, m->last_status) == 0 || now - m->last_status_time < STATUS_MIN_INTERVAL_SECONDS)
+    if (!m->notify_on || now - m->last_status_time < STATUS_MIN_INTERVAL_SECONDS ||
+        now - m->last_status_check < STATUS_MIN_INTERVAL_SECONDS)
         return;
-    notify_with_status(w, "");
+    m->last_status_check = now;
+    world_stop(w);
+    format_status(w, status, sizeof(status));
+    if (strcmp(status, m->last_status) != 0)
+        notify_with_status(w, "");
+    world_resume(w);
 }
 
+static int64_t monotonic_usec(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/*
+ * The worker whose event loop has not turned for longest, if that is longer than stale_usec; NULL
+ * if every loop turns. A worker that has not started its loop yet (last turn 0) is not counted.
+ */
+static const struct worker *stuck_worker(struct world *world, int64_t stale_usec, int64_t *idle_usec)
+{
+    const struct worker *stuck = NULL;
+    struct worker *wk;
+    int64_t now = monotonic_usec();
+    *idle_usec = 0;
+    WORLD_FOR_EACH_WORKER(world, i, wk) {
+        int64_t last = atomic_load_explicit(&wk->last_turn_usec, memory_order_relaxed);
+        if (last > 0 && now - last > stale_usec && now - last > *idle_usec) {
+            stuck = wk;
+            *idle_usec = now - last;
+        }
+    }
+    return stuck;
+}
+
+/*
+ * WATCHDOG=1 only while every worker's loop turns (each turns at least every janitor tick): a
+ * worker stuck in a callback is a hung pooler for its clients, even if worker 0 still runs.
+ * While the process stops, workers whose clients have left end their loops early: not stuck.
+ */
 static void metrics_watchdog_cb(evutil_socket_t fd, short what, void *arg)
 {
+    struct worker *w = arg;
+    struct metrics_state *m = w->metrics;
+    int64_t idle_usec;
+    const struct worker *stuck = stuck_worker(w->world, m->watchdog_stale_usec, &idle_usec);
+    unsigned long held_back;
+
+    if (stuck && !w->shutting_down && !w->draining) {
+        if (log_rate_allow(&m->stuck_log, worker_now(w), (double)m->watchdog_stale_usec / 1e6, &held_back))
+            log_warning("worker %u: its event loop has not turned for %.1f s: not pinging the systemd "
+                        "watchdog", stuck->index, (double)idle_usec / 1e6);
+        return;
+    }
     notify_send("WATCHDOG=1");
 }
 
@@ -861,13 +1062,14 @@ static int metrics_start_watchdog(struct worker *w)
         return 0;
     uint64_t half = interval_usec / 2;
     struct timeval period = { .tv_sec = (time_t)(half / 1000000), .tv_usec = (suseconds_t)(half % 1000000) };
+    m->watchdog_stale_usec = (int64_t)half;
     m->watchdog = event_new(w->base, -1, EV_PERSIST, metrics_watchdog_cb, w);
     if (!m->watchdog || event_add(m->watchdog, &period) != 0) {
         log_error("could not start the systemd watchdog timer");
         return -1;
     }
     notify_send("WATCHDOG=1");
-    log_info("systemd watchdog: pinging every %.3f s", (double)half / 1e6);
+    log_info("systemd watchdog: pinging every %.3f s while every worker's loop turns", (double)half / 1e6);
 #else
     (void)w;
 #endif
@@ -876,9 +1078,8 @@ static int metrics_start_watchdog(struct worker *w)
 
 /* ---- the stats line ---- */
 
-static void pool_snapshot_take(struct pool_snapshot *snap, const struct pool *pool)
+static void pool_snapshot_take(struct pool_snapshot *snap, const struct pool_stats *st)
 {
-    const struct pool_stats *st = &pool->stats;
     snap->xact_count = st->xact_count;
     snap->query_count = st->query_count;
     snap->bytes_received = st->bytes_received;
@@ -899,7 +1100,7 @@ static void snapshots_free(struct pool_snapshot *snaps, size_t n)
     free(snaps);
 }
 
-static const struct pool_snapshot *snapshot_find(const struct metrics_state *m, const struct pool *pool)
+static const struct pool_snapshot *snapshot_find(const struct metrics_state *m, const struct pool_group *pool)
 {
     for (size_t i = 0; i < m->n_snapshots; i++)
         if (strcmp(m->snapshots[i].db_name, pool->db_name) == 0 &&
@@ -908,25 +1109,22 @@ static const struct pool_snapshot *snapshot_find(const struct metrics_state *m, 
     return NULL;
 }
 
-/* Remembers every pool's counters now; the next stats line reports the difference. */
-static void stats_take_snapshots(struct worker *w, double now)
+/* Remembers every pool's counters (summed over the workers) now; the next line reports the growth. */
+static void stats_take_snapshots(struct metrics_state *m, const struct pool_groups *pools, double now)
 {
-    struct metrics_state *m = w->metrics;
-    size_t n = 0;
-    const struct pool *pool;
-    TAILQ_FOREACH(pool, &w->pools, link)
-        n++;
+    size_t n = pools->n_groups;
     struct pool_snapshot *snaps = calloc(n ? n : 1, sizeof(*snaps));
     if (!snaps)
         return; /* keep the old ones: the next line covers a longer span */
-    size_t i = 0;
-    TAILQ_FOREACH(pool, &w->pools, link) {
+    for (size_t i = 0; i < n; i++) {
+        const struct pool_group *pool = &pools->groups[i];
+        struct pool_stats sum;
         snaps[i].db_name = strdup(pool->db_name);
         snaps[i].user_name = strdup(pool->user_name);
-        pool_snapshot_take(&snaps[i], pool);
-        i++;
-        if (!snaps[i - 1].db_name || !snaps[i - 1].user_name) {
-            snapshots_free(snaps, i);
+        pool_group_stats(pool, &sum);
+        pool_snapshot_take(&snaps[i], &sum);
+        if (!snaps[i].db_name || !snaps[i].user_name) {
+            snapshots_free(snaps, i + 1);
             return;
         }
     }
@@ -946,13 +1144,15 @@ static uint64_t average_usec(double total_seconds, uint64_t count)
     return count ? (uint64_t)(total_seconds / (double)count * 1e6 + 0.5) : 0;
 }
 
-static void stats_log_pool(const struct pool *pool, const struct pool_snapshot *before, double seconds)
+static void stats_log_pool(const struct pool_group *pool, const struct pool_snapshot *before, double seconds)
 {
     static const struct pool_snapshot zero;
     struct pool_snapshot now;
+    struct pool_stats sum;
     if (!before)
         before = &zero; /* a pool created since the last line: all of its activity is new */
-    pool_snapshot_take(&now, pool);
+    pool_group_stats(pool, &sum);
+    pool_snapshot_take(&now, &sum);
     log_info("stats: pool %s/%s: %" PRIu64 " xacts/s, %" PRIu64 " queries/s, in %" PRIu64
              " B/s, out %" PRIu64 " B/s, xact %" PRIu64 " us, query %" PRIu64 " us, wait %" PRIu64 " us",
              pool->db_name, pool->user_name,
@@ -965,25 +1165,26 @@ static void stats_log_pool(const struct pool *pool, const struct pool_snapshot *
              average_usec(now.borrow_time - before->borrow_time, now.borrows - before->borrows));
 }
 
+/* At each stats_period: one line per pool of the process, its workers' pools summed. */
 static void stats_period_tick(struct worker *w, double now)
 {
     struct metrics_state *m = w->metrics;
     double period = w->cfg->stats_period;
+    struct pool_groups pools;
     if (period <= 0) {
         m->stats_since = 0; /* switched back on by a reload: start afresh then */
         return;
     }
-    if (m->stats_since <= 0) {
-        stats_take_snapshots(w, now);
+    if (m->stats_since > 0 && now - m->stats_since < period)
         return;
+    world_stop(w);
+    if (pool_groups_collect(w->world, POOL_GROUP_BY_POOL, &pools) == 0) {
+        for (size_t i = 0; m->stats_since > 0 && i < pools.n_groups; i++)
+            stats_log_pool(&pools.groups[i], snapshot_find(m, &pools.groups[i]), now - m->stats_since);
+        stats_take_snapshots(m, &pools, now);
+        pool_groups_free(&pools);
     }
-    double seconds = now - m->stats_since;
-    if (seconds < period)
-        return;
-    const struct pool *pool;
-    TAILQ_FOREACH(pool, &w->pools, link)
-        stats_log_pool(pool, snapshot_find(m, pool), seconds);
-    stats_take_snapshots(w, now);
+    world_resume(w);
 }
 
 /* ---- life cycle ---- */
@@ -1006,7 +1207,10 @@ int metrics_init(struct worker *w)
         return -1;
     if (metrics_start_watchdog(w) != 0)
         return -1;
-    stats_take_snapshots(w, worker_now(w));
+#ifdef HAVE_LIBSYSTEMD
+    m->notify_on = getenv("NOTIFY_SOCKET") != NULL;
+#endif
+    /* The first stats_period starts at the janitor's first tick, once every worker runs. */
     return 0;
 }
 
@@ -1036,11 +1240,13 @@ static bool metrics_endpoint_changed(const struct metrics_state *m, const struct
     return strcmp(metrics_effective_addr(cfg), m->http_addr) != 0 || cfg->so_reuseport != m->http_reuseport;
 }
 
+/* From a reload on any worker, with the world stopped: the endpoint is worker 0's. */
 void metrics_reconfigure(struct worker *w)
 {
-    struct metrics_state *m = w->metrics;
+    struct metrics_state *m = metrics_state_of(w);
     if (!m || !metrics_endpoint_changed(m, w->cfg))
         return;
+    w = w->world->workers[0];
     /* The old sockets go first: the new address may share the old port. */
     metrics_close_http(m);
     if (w->cfg->metrics_port <= 0) {

@@ -17,13 +17,15 @@ void metrics_free(struct worker *w);
 /* After a reload: restart the endpoint if its address changed. */
 void metrics_reconfigure(struct worker *w);
 
-/* Appends the whole text exposition (format 0.0.4) to out. Pure over the worker's state. */
+/* Appends the whole text exposition (format 0.0.4) to out: every worker's state, pools of the
+ * same (database, user) summed, and one sample per worker of sluice_worker_*. The world stopped. */
 void metrics_render(struct worker *w, struct msgbuf *out);
 
-/* Periodic: stats_period log line, systemd STATUS= and WATCHDOG=1. */
+/* Periodic, worker 0 only: stats_period log line, systemd STATUS= (both stop the world when due). */
 void metrics_janitor(struct worker *w, double now);
 
-/* systemd notifications; no-ops without NOTIFY_SOCKET or without libsystemd. */
+/* systemd notifications; no-ops without NOTIFY_SOCKET or without libsystemd. notify_ready runs on
+ * w's own thread (it stops the world to count); notify_stopping with the world stopped. */
 void notify_ready(struct worker *w);
 void notify_reloading(struct worker *w);
 void notify_stopping(struct worker *w);

@@ -666,11 +666,14 @@ static enum release pool_decide_release_locked(struct pool *pool, bool movable, 
     return RELEASE_TO_OTHER_WORKER;
 }
 
-static void pool_link_first_waiter(struct pool *pool, struct server *s)
+static void pool_leave_queue(struct pool *pool, struct client *client, bool ticket_settled);
+
+/* ticket_settled: the caller took the client's ticket out of the queue under the lock already. */
+static void pool_link_first_waiter(struct pool *pool, struct server *s, bool ticket_settled)
 {
     struct client *c = TAILQ_FIRST(&pool->waiting_clients);
     histogram_observe(&pool->stats.borrow_latency, worker_now(pool->worker) - c->wait_start);
-    pool_cancel_wait(pool, c);
+    pool_leave_queue(pool, c, ticket_settled);
     c->in_pool_list = false;
     server_link_client(s, c);
     client_process_input(c);
@@ -730,7 +733,7 @@ void pool_adopt_server(struct worker *w, struct shared_pool *shared, struct serv
     }
     server_join_worker(s, w, pool);
     if (!pool->paused && !TAILQ_EMPTY(&pool->waiting_clients))
-        pool_link_first_waiter(pool, s);
+        pool_link_first_waiter(pool, s, false);
     else
         pool_server_ready(pool, s);
 }
@@ -793,15 +796,22 @@ void pool_request_server(struct pool *pool, struct client *client)
         pool_fail_for_login_error(pool);
 }
 
-void pool_cancel_wait(struct pool *pool, struct client *client)
+static void pool_leave_queue(struct pool *pool, struct client *client, bool ticket_settled)
 {
-    struct pool_registry *reg = pool_registry_of(pool);
-    pool_registry_lock(reg);
-    shared_pool_dequeue(pool->shared, &client->ticket);
-    pool_registry_unlock(reg);
+    if (!ticket_settled) {
+        struct pool_registry *reg = pool_registry_of(pool);
+        pool_registry_lock(reg);
+        shared_pool_dequeue(pool->shared, &client->ticket);
+        pool_registry_unlock(reg);
+    }
     TAILQ_REMOVE(&pool->waiting_clients, client, pool_link);
     pool->n_waiting--;
     pool->stats.wait_time += worker_now(pool->worker) - client->wait_start;
+}
+
+void pool_cancel_wait(struct pool *pool, struct client *client)
+{
+    pool_leave_queue(pool, client, false);
 }
 
 void pool_server_ready(struct pool *pool, struct server *s)
@@ -814,13 +824,17 @@ void pool_server_ready(struct pool *pool, struct server *s)
     bool movable = pool->worker->world->n_workers > 1 && server_can_leave_worker(s);
     struct pool_registry *reg = pool_registry_of(pool);
     unsigned to = 0;
-    pool_registry_lock(reg);
-    enum release release = pool_decide_release_locked(pool, movable, &to);
-    pool_registry_unlock(reg);
+    enum release release = RELEASE_TO_IDLE;
+    /* Nobody waits anywhere: no lock (a ticket queued meanwhile is caught below). */
+    if (!TAILQ_EMPTY(&pool->waiting_clients) || atomic_load(&pool->shared->n_tickets) > 0) {
+        pool_registry_lock(reg);
+        release = pool_decide_release_locked(pool, movable, &to);
+        pool_registry_unlock(reg);
+    }
 
     switch (release) {
     case RELEASE_TO_LOCAL_WAITER:
-        pool_link_first_waiter(pool, s);
+        pool_link_first_waiter(pool, s, true);
         return;
     case RELEASE_TO_OTHER_WORKER:
         pool_send_server(pool, s, to);
@@ -974,37 +988,116 @@ static bool pool_same_passthrough(const struct scram_passthrough *a, const struc
            CRYPTO_memcmp(a->client_key, b->client_key, SCRAM_KEY_LEN) == 0;
 }
 
-void pool_set_passthrough(struct pool *pool, const struct scram_passthrough *keys)
+/* Keeps keys for the pool's backend logins; false if they are the ones it had (or no memory). */
+static bool pool_take_passthrough(struct pool *pool, const struct scram_passthrough *keys,
+                                  bool *first)
 {
     if (pool->passthrough && pool_same_passthrough(pool->passthrough, keys))
-        return;
-    bool first = !pool->passthrough;
-    if (first && !(pool->passthrough = OPENSSL_malloc(sizeof(*keys))))
-        return;
+        return false;
+    *first = !pool->passthrough;
+    if (*first && !(pool->passthrough = OPENSSL_malloc(sizeof(*keys))))
+        return false;
     *pool->passthrough = *keys;
     pool->needs_client_key = true;
     pool->prewarm_wait_logged = false;
     /* New keys (first login, or a password changed in PostgreSQL) may succeed where the last
      * backend login failed: no waiting out server_login_retry for them. */
     pool->last_login_failure = 0;
-    log_info("pool %s/%s: SCRAM pass-through: backends now log in with the key of a client's login%s",
-             pool->db_name, pool->user_name, first ? "" : " (the user's verifier changed)");
+    return true;
 }
 
-void pool_set_md5_secret(struct pool *pool, const char *secret)
+static bool pool_take_md5_secret(struct pool *pool, const char *secret)
 {
     if (pool->md5_secret && strcmp(pool->md5_secret, secret) == 0)
-        return;
+        return false;
     char *copy = strdup(secret);
     if (!copy)
-        return;
+        return false;
     if (pool->md5_secret)
         OPENSSL_clear_free(pool->md5_secret, strlen(pool->md5_secret) + 1);
     pool->md5_secret = copy;
     pool->prewarm_wait_logged = false;
     pool->last_login_failure = 0;
+    return true;
+}
+
+/* A client's login secret, learned on one worker, for this (database, user)'s pool on another. */
+struct pool_secret_mail {
+    struct mail mail;
+    struct shared_pool *shared;
+    bool has_passthrough;
+    struct scram_passthrough passthrough;
+    char *md5_secret;
+};
+
+static void pool_secret_mail_free(struct pool_secret_mail *m)
+{
+    OPENSSL_cleanse(&m->passthrough, sizeof(m->passthrough));
+    if (m->md5_secret)
+        OPENSSL_clear_free(m->md5_secret, strlen(m->md5_secret) + 1);
+    free(m);
+}
+
+static void pool_secret_deliver(struct worker *w, struct mail *mail)
+{
+    struct pool_secret_mail *m = (struct pool_secret_mail *)mail;
+    struct pool *pool = m->shared->local[w->index];
+    bool first;
+
+    if (pool && m->has_passthrough)
+        pool_take_passthrough(pool, &m->passthrough, &first);
+    if (pool && m->md5_secret)
+        pool_take_md5_secret(pool, m->md5_secret);
+    pool_secret_mail_free(m);
+}
+
+/*
+ * The pool is one per (database, user) for the process: its copies on the other workers get the
+ * secret too, so that any of them opens backends (min_pool_size) without a login of its own.
+ * A copy created later gets it from the first login on its worker.
+ */
+static void pool_share_secret(struct pool *pool, const struct scram_passthrough *keys,
+                              const char *md5_secret)
+{
+    struct world *world = pool->worker->world;
+    struct worker *wk;
+
+    if (!world || !pool->shared)
+        return;
+    WORLD_FOR_EACH_WORKER(world, i, wk) {
+        struct pool_secret_mail *m;
+        if (wk == pool->worker || !(m = calloc(1, sizeof(*m))))
+            continue;
+        m->mail.deliver = pool_secret_deliver;
+        m->shared = pool->shared;
+        m->has_passthrough = keys != NULL;
+        if (keys)
+            m->passthrough = *keys;
+        if (md5_secret && !(m->md5_secret = strdup(md5_secret))) {
+            pool_secret_mail_free(m);
+            continue;
+        }
+        worker_post(wk, &m->mail);
+    }
+}
+
+void pool_set_passthrough(struct pool *pool, const struct scram_passthrough *keys)
+{
+    bool first = false;
+    if (!pool_take_passthrough(pool, keys, &first))
+        return;
+    log_info("pool %s/%s: SCRAM pass-through: backends now log in with the key of a client's login%s",
+             pool->db_name, pool->user_name, first ? "" : " (the user's verifier changed)");
+    pool_share_secret(pool, keys, NULL);
+}
+
+void pool_set_md5_secret(struct pool *pool, const char *secret)
+{
+    if (!pool_take_md5_secret(pool, secret))
+        return;
     log_info("pool %s/%s: backends now log in with the md5 hash auth_query found for the user",
              pool->db_name, pool->user_name);
+    pool_share_secret(pool, NULL, secret);
 }
 
 const char *pool_prewarm_blocker(const struct pool *pool)

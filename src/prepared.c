@@ -1,15 +1,18 @@
 /*
  * prepared.c: prepared-statement bookkeeping for transaction pooling: the extended-protocol
- * messages that name a statement (parsed and rewritten over byte buffers), the worker's registry
+ * messages that name a statement (parsed and rewritten over byte buffers), the process's registry
  * of distinct statements, each client's names and each backend's LRU cache of what it has
  * prepared. Every map is a keyed hash table, so a message costs one probe however many
  * statements a client keeps, and a client with none costs no memory beyond its struct.
+ * The registry is shared by every worker: its table under its lock; a statement's references
+ * are atomic, and only its last one, which frees it, takes the lock (see statement_put).
  */
 #include "prepared.h"
 #include "reader.h"
 
 #include <arpa/inet.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,10 +23,11 @@
 #define BACKEND_NAME_PREFIX "sluice_"
 
 struct prepared_registry {
-    struct prepared_table statements;   /* by hash of the definition */
-    uint64_t next_id;
-    unsigned worker_id;
-    uint8_t seed[PREPARED_SEED_LEN];
+    pthread_mutex_t lock;
+    struct prepared_table statements;   /* under lock: by hash of the definition */
+    uint64_t next_id;                   /* under lock */
+    size_t live;                        /* under lock: statements allocated */
+    uint8_t seed[PREPARED_SEED_LEN];    /* never changes: hashed without the lock */
 };
 
 struct prepared_server_entry {
@@ -380,14 +384,16 @@ static bool same_item(const void *item, const void *key, size_t key_len)
 
 /* ---- registry ---- */
 
-struct prepared_registry *prepared_registry_new(unsigned worker_id,
-                                                const uint8_t seed[PREPARED_SEED_LEN])
+struct prepared_registry *prepared_registry_new(const uint8_t seed[PREPARED_SEED_LEN])
 {
     struct prepared_registry *registry = calloc(1, sizeof(*registry));
 
     if (registry == NULL)
         return NULL;
-    registry->worker_id = worker_id;
+    if (pthread_mutex_init(&registry->lock, NULL) != 0) {
+        free(registry);
+        return NULL;
+    }
     memcpy(registry->seed, seed, PREPARED_SEED_LEN);
     return registry;
 }
@@ -399,12 +405,28 @@ void prepared_registry_free(struct prepared_registry *registry)
     for (size_t i = 0; i < registry->statements.cap; i++)
         free(registry->statements.slots[i].item);
     table_free(&registry->statements);
+    pthread_mutex_destroy(&registry->lock);
     free(registry);
 }
 
-size_t prepared_registry_count(const struct prepared_registry *registry)
+size_t prepared_registry_count(struct prepared_registry *registry)
 {
-    return registry->statements.n;
+    size_t n;
+
+    pthread_mutex_lock(&registry->lock);
+    n = registry->statements.n;
+    pthread_mutex_unlock(&registry->lock);
+    return n;
+}
+
+size_t prepared_registry_live(struct prepared_registry *registry)
+{
+    size_t n;
+
+    pthread_mutex_lock(&registry->lock);
+    n = registry->live;
+    pthread_mutex_unlock(&registry->lock);
+    return n;
 }
 
 static bool definition_matches(const void *item, const void *key, size_t key_len)
@@ -414,45 +436,19 @@ static bool definition_matches(const void *item, const void *key, size_t key_len
     return stmt->definition_len == key_len && memcmp(stmt->definition, key, key_len) == 0;
 }
 
-/* The statement with this definition, created if new (with no references yet). */
-static struct prepared_statement *registry_get(struct prepared_registry *registry,
-                                               const uint8_t *definition, size_t len)
+/*
+ * One more reference of this kind on a statement the caller already holds: no lock, since its
+ * count cannot reach zero meanwhile. Relaxed, as for any reference count: the statement's
+ * identity was published with its pointer.
+ */
+static void statement_hold(struct prepared_statement *stmt, atomic_uint *kind)
 {
-    uint64_t hash = keyed_hash(registry->seed, definition, len);
-    size_t i = table_find(&registry->statements, hash, definition_matches, definition, len);
-    struct prepared_statement *stmt;
-
-    if (i != NOT_FOUND)
-        return registry->statements.slots[i].item;
-    if (len > SIZE_MAX - sizeof(*stmt))
-        return NULL;
-    stmt = calloc(1, sizeof(*stmt) + len);
-    if (stmt == NULL)
-        return NULL;
-    stmt->id = ++registry->next_id;
-    snprintf(stmt->backend_name, sizeof(stmt->backend_name), BACKEND_NAME_PREFIX "%u_%" PRIu64,
-             registry->worker_id, stmt->id);
-    stmt->registry = registry;
-    stmt->hash = hash;
-    stmt->definition_len = len;
-    memcpy(stmt->definition, definition, len);
-    if (table_insert(&registry->statements, hash, stmt) != 0) {
-        free(stmt);
-        return NULL;
-    }
-    return stmt;
+    atomic_fetch_add_explicit(&stmt->refs, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(kind, 1, memory_order_relaxed);
 }
 
-/* Frees a statement nobody holds any more. */
-static void statement_release(struct prepared_statement *stmt)
-{
-    if (stmt->client_refs > 0 || stmt->server_refs > 0 || stmt->reply_refs > 0)
-        return;
-    prepared_statement_retire(stmt);   /* out of the registry's table */
-    free(stmt);
-}
-
-void prepared_statement_retire(struct prepared_statement *stmt)
+/* Out of the registry's table, so no Parse finds it again. Under the registry's lock. */
+static void statement_unpublish(struct prepared_statement *stmt)
 {
     struct prepared_table *statements = &stmt->registry->statements;
     size_t i;
@@ -465,8 +461,99 @@ void prepared_statement_retire(struct prepared_statement *stmt)
     stmt->retired = true;
 }
 
+/*
+ * Drops a reference of this kind. Any but the last is one atomic decrement. The last frees the
+ * statement, and is dropped under the lock: another worker may be finding the statement in the
+ * table right now (registry_acquire), and would then hold it again.
+ */
+static void statement_put(struct prepared_statement *stmt, atomic_uint *kind)
+{
+    struct prepared_registry *registry = stmt->registry;
+    size_t refs = atomic_load_explicit(&stmt->refs, memory_order_relaxed);
+    bool last;
+
+    atomic_fetch_sub_explicit(kind, 1, memory_order_relaxed);
+    while (refs > 1) {
+        if (atomic_compare_exchange_weak_explicit(&stmt->refs, &refs, refs - 1,
+                                                  memory_order_release, memory_order_relaxed))
+            return;
+    }
+    pthread_mutex_lock(&registry->lock);
+    last = atomic_fetch_sub_explicit(&stmt->refs, 1, memory_order_acq_rel) == 1;
+    if (last) {
+        statement_unpublish(stmt);
+        registry->live--;
+    }
+    pthread_mutex_unlock(&registry->lock);
+    if (last)
+        free(stmt);
+}
+
+/* A new statement with one client reference, in the table. Under the registry's lock. */
+static struct prepared_statement *statement_new(struct prepared_registry *registry, uint64_t hash,
+                                                const uint8_t *definition, size_t len,
+                                                uint8_t command)
+{
+    struct prepared_statement *stmt;
+
+    if (len > SIZE_MAX - sizeof(*stmt))
+        return NULL;
+    stmt = calloc(1, sizeof(*stmt) + len);
+    if (stmt == NULL)
+        return NULL;
+    /* Ids are never reused, so neither is a name some backend may still have prepared. */
+    stmt->id = ++registry->next_id;
+    snprintf(stmt->backend_name, sizeof(stmt->backend_name), BACKEND_NAME_PREFIX "%" PRIu64,
+             stmt->id);
+    stmt->registry = registry;
+    stmt->hash = hash;
+    stmt->command = command;
+    stmt->definition_len = len;
+    memcpy(stmt->definition, definition, len);
+    atomic_init(&stmt->refs, 1);
+    atomic_init(&stmt->client_refs, 1);
+    if (table_insert(&registry->statements, hash, stmt) != 0) {
+        free(stmt);
+        return NULL;
+    }
+    registry->live++;
+    return stmt;
+}
+
+/* The statement with this definition, created if new, with one more client reference. */
+static struct prepared_statement *registry_acquire(struct prepared_registry *registry,
+                                                   const uint8_t *definition, size_t len,
+                                                   uint8_t command)
+{
+    uint64_t hash = keyed_hash(registry->seed, definition, len);
+    struct prepared_statement *stmt;
+    size_t i;
+
+    pthread_mutex_lock(&registry->lock);
+    i = table_find(&registry->statements, hash, definition_matches, definition, len);
+    if (i != NOT_FOUND) {
+        /* In the table, so its last reference is not being dropped: that takes the lock. */
+        stmt = registry->statements.slots[i].item;
+        statement_hold(stmt, &stmt->client_refs);
+    } else {
+        stmt = statement_new(registry, hash, definition, len, command);
+    }
+    pthread_mutex_unlock(&registry->lock);
+    return stmt;
+}
+
+void prepared_statement_retire(struct prepared_statement *stmt)
+{
+    struct prepared_registry *registry = stmt->registry;
+
+    pthread_mutex_lock(&registry->lock);
+    statement_unpublish(stmt);
+    pthread_mutex_unlock(&registry->lock);
+}
+
 void prepared_registry_retire_all(struct prepared_registry *registry)
 {
+    pthread_mutex_lock(&registry->lock);
     /* Every statement in the table is held by someone (released ones left it): none is freed. */
     for (size_t i = 0; i < registry->statements.cap; i++) {
         struct prepared_statement *stmt = registry->statements.slots[i].item;
@@ -474,6 +561,7 @@ void prepared_registry_retire_all(struct prepared_registry *registry)
             stmt->retired = true;
     }
     table_free(&registry->statements);
+    pthread_mutex_unlock(&registry->lock);
 }
 
 /* ---- clients ---- */
@@ -504,7 +592,7 @@ void prepared_client_init(struct prepared_client *client, struct prepared_regist
 }
 
 enum prepared_add_result prepared_client_add(struct prepared_client *client,
-                                             const struct prepared_parse *parse,
+                                             const struct prepared_parse *parse, uint8_t command,
                                              struct prepared_statement **out)
 {
     size_t name_len = strlen(parse->name);
@@ -516,7 +604,7 @@ enum prepared_add_result prepared_client_add(struct prepared_client *client,
         return PREPARED_UNNAMED;
     if (client_find(client, parse->name, &hash) != NOT_FOUND)
         return PREPARED_NAME_IN_USE;
-    stmt = registry_get(client->registry, parse->definition, parse->definition_len);
+    stmt = registry_acquire(client->registry, parse->definition, parse->definition_len, command);
     if (stmt == NULL)
         return PREPARED_NO_MEMORY;
     entry = malloc(sizeof(*entry) + name_len + 1);
@@ -528,10 +616,9 @@ enum prepared_add_result prepared_client_add(struct prepared_client *client,
     }
     if (entry == NULL || table_insert(&client->names, hash, entry) != 0) {
         free(entry);
-        statement_release(stmt);   /* frees it if it was new */
+        statement_put(stmt, &stmt->client_refs);   /* frees it if it was new */
         return PREPARED_NO_MEMORY;
     }
-    stmt->client_refs++;
     *out = stmt;
     return PREPARED_ADDED;
 }
@@ -552,8 +639,7 @@ static void client_name_free(struct client_name *entry)
     struct prepared_statement *stmt = entry->stmt;
 
     free(entry);
-    stmt->client_refs--;
-    statement_release(stmt);
+    statement_put(stmt, &stmt->client_refs);
 }
 
 uint64_t prepared_client_serial(const struct prepared_client *client, const char *name)
@@ -703,8 +789,7 @@ static void server_drop_at(struct prepared_server *server, size_t i)
     table_remove_at(&server->entries, i);
     lru_unlink(server, entry);
     free(entry);
-    stmt->server_refs--;
-    statement_release(stmt);
+    statement_put(stmt, &stmt->server_refs);
 }
 
 void prepared_server_init(struct prepared_server *server, size_t capacity)
@@ -748,7 +833,7 @@ enum prepared_ensure_result prepared_server_ensure(struct prepared_server *serve
         free(entry);
         return PREPARED_ENSURE_NO_MEMORY;   /* nothing changed */
     }
-    stmt->server_refs++;
+    statement_hold(stmt, &stmt->server_refs);
     /* Evict only now that nothing can fail; the new entry is not in the LRU list yet. */
     if (server->entries.n > server->capacity)
         server_evict_oldest(server, victim);
@@ -781,8 +866,7 @@ void prepared_server_forget_all(struct prepared_server *server)
 
         older = entry->older;
         free(entry);
-        stmt->server_refs--;
-        statement_release(stmt);
+        statement_put(stmt, &stmt->server_refs);
         entry = older;
     }
     table_free(&server->entries);
@@ -797,11 +881,10 @@ size_t prepared_server_count(const struct prepared_server *server)
 
 void prepared_reply_owed(struct prepared_statement *stmt)
 {
-    stmt->reply_refs++;
+    statement_hold(stmt, &stmt->reply_refs);
 }
 
 void prepared_reply_settled(struct prepared_statement *stmt)
 {
-    stmt->reply_refs--;
-    statement_release(stmt);
+    statement_put(stmt, &stmt->reply_refs);
 }

@@ -2,27 +2,32 @@
  * prepared.h: named prepared statements of the extended protocol in transaction pooling.
  * A client's statement names are its own, but its next transaction may run on another backend.
  * So sluice remembers each client's statements (name -> query and parameter types), gives each
- * distinct statement one backend-side name ("sluice_<worker>_<n>") shared by every client that
- * prepares the same text and types, prepares it on whichever backend needs it (once per backend,
- * at most max_prepared_statements each, least recently used closed first), and rewrites the name
- * in the client's Parse, Bind, Describe and Close. A statement whose plan went stale (a schema
- * change) is retired: the next Parse of its text gets a new one. The unnamed statement stays the
+ * distinct statement one backend-side name ("sluice_<n>") shared by every client that prepares
+ * the same text and types, prepares it on whichever backend needs it (once per backend, at most
+ * max_prepared_statements each, least recently used closed first), and rewrites the name in the
+ * client's Parse, Bind, Describe and Close. A statement whose plan went stale (a schema change)
+ * is retired: the next Parse of its text gets a new one. The unnamed statement stays the
  * backend's own; each client keeps a copy, to parse it again where its Bind lands.
  *
- * Three owners: the worker owns one registry (every distinct statement, refcounted); each client
- * owns its name map; each backend owns the set of statements prepared on it, in LRU order.
+ * Three owners: the process owns one registry (every distinct statement, refcounted), shared by
+ * every worker, because a backend moves between workers and keeps what was prepared on it; each
+ * client owns its name map; each backend owns the set of statements prepared on it, in LRU order.
+ * Threads: the registry's table and the last reference of a statement are under its lock; other
+ * references are atomic counts; a statement's identity (definition, backend name, command) never
+ * changes once made. A client's or backend's map is used by its owning worker only, unlocked.
  * Everything here is pure bookkeeping: it builds messages into a msgbuf and never does I/O.
  * One lookup per message costs a hash probe, never a scan.
  */
 #ifndef SLUICE_PREPARED_H
 #define SLUICE_PREPARED_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "proto.h"
 
-#define PREPARED_NAME_LEN 48       /* "sluice_<worker>_<n>" with its NUL, at most */
+#define PREPARED_NAME_LEN 48       /* "sluice_<n>" with its NUL, at most */
 #define PREPARED_SEED_LEN 16       /* hash key: names come from the network, so keep them keyed */
 
 /* ---- client messages (bodies as in proto.h; pointers point into the body) ---- */
@@ -59,20 +64,26 @@ enum proto_result prepared_parse_target(const uint8_t *body, size_t len, char *k
 enum proto_result prepared_rewrite(struct msgbuf *out, char type, const uint8_t *body, size_t len,
                                    const char *backend_name);
 
-/* ---- the registry: every distinct statement of one worker ---- */
+/* ---- the registry: every distinct statement of the process ---- */
 
 struct prepared_registry;
 
+/*
+ * Every field but the counts and retired is written once, before the statement is published
+ * (under the registry's lock), and only read after: any worker may read them without a lock.
+ */
 struct prepared_statement {
     uint64_t id;                            /* unique within the registry, never reused */
     char backend_name[PREPARED_NAME_LEN];   /* its name on every backend */
-    unsigned client_refs;                   /* client names bound to it */
-    unsigned server_refs;                   /* backends that have it prepared */
-    unsigned reply_refs;                    /* Parse replies still owed for it */
-    bool retired;                           /* no longer found by its definition */
+    atomic_size_t refs;                     /* every reference below: the last one frees it */
+    atomic_uint client_refs;                /* client names bound to it */
+    atomic_uint server_refs;                /* backends that have it prepared */
+    atomic_uint reply_refs;                 /* Parse and Bind replies still owed for it */
+    bool retired;                           /* no longer found by its definition (under the
+                                               registry's lock) */
     uint8_t command;                        /* what session.c answers for it instead of the
                                                backend (enum session_command), 0: nothing */
-    struct prepared_registry *registry;     /* read-only from here on */
+    struct prepared_registry *registry;
     uint64_t hash;
     size_t definition_len;
     uint8_t definition[];                   /* a Parse body without the name; starts with the
@@ -80,14 +91,16 @@ struct prepared_statement {
 };
 
 /*
- * worker_id goes into every backend name, so workers never collide on one backend; seed keys the
- * hash of names and query texts (random bytes from the worker). NULL if out of memory.
+ * One per process, used by every worker at once. seed keys the hash of names and query texts
+ * (random bytes). NULL if out of memory.
  */
-struct prepared_registry *prepared_registry_new(unsigned worker_id,
-                                                const uint8_t seed[PREPARED_SEED_LEN]);
-/* Frees every statement: free clients' and backends' maps first. */
+struct prepared_registry *prepared_registry_new(const uint8_t seed[PREPARED_SEED_LEN]);
+/* Frees every statement: free every client's and backend's map first, on every worker. */
 void prepared_registry_free(struct prepared_registry *registry);
-size_t prepared_registry_count(const struct prepared_registry *registry);
+/* Statements found by their definition (not retired). */
+size_t prepared_registry_count(struct prepared_registry *registry);
+/* Statements allocated, retired ones included: 0 once nothing holds any. */
+size_t prepared_registry_live(struct prepared_registry *registry);
 
 /*
  * The backend statement no longer fits its definition (the schema changed under it): later
@@ -148,11 +161,12 @@ enum prepared_add_result {
 void prepared_client_init(struct prepared_client *client, struct prepared_registry *registry);
 /*
  * Binds parse->name to the statement with parse's definition, creating it or sharing the one
- * other clients have. *out gets the statement when ADDED. A Parse that then fails on the backend
+ * other clients have (command is recorded when it is created: the same text is the same
+ * command). *out gets the statement when ADDED. A Parse that then fails on the backend
  * must be undone with prepared_client_remove, as Postgres forgets it too.
  */
 enum prepared_add_result prepared_client_add(struct prepared_client *client,
-                                             const struct prepared_parse *parse,
+                                             const struct prepared_parse *parse, uint8_t command,
                                              struct prepared_statement **out);
 /*
  * The serial of the binding prepared_client_add just made for name (0 if none): what
@@ -202,7 +216,8 @@ enum prepared_ensure_result {
 void prepared_server_init(struct prepared_server *server, size_t capacity);
 /*
  * Makes stmt the most recently used statement of this backend, recording it as prepared there if
- * it was not. victim gets the backend name of the statement evicted to make room (send its Close
+ * it was not. The caller holds stmt (a client's name for it); a statement already there costs
+ * no lock. victim gets the backend name of the statement evicted to make room (send its Close
  * before the Parse), or "" if none was. PREPARED_ENSURE_NO_MEMORY changes nothing.
  */
 enum prepared_ensure_result prepared_server_ensure(struct prepared_server *server,
@@ -219,7 +234,10 @@ bool prepared_server_forget(struct prepared_server *server, struct prepared_stat
 void prepared_server_forget_all(struct prepared_server *server);
 size_t prepared_server_count(const struct prepared_server *server);
 
-/* A reply to a Parse of stmt is owed: stmt stays allocated until prepared_reply_settled. */
+/*
+ * A reply to a Parse or Bind of stmt is owed: stmt stays allocated until prepared_reply_settled.
+ * The caller holds stmt already; only the settling of its last reference takes the lock.
+ */
 void prepared_reply_owed(struct prepared_statement *stmt);
 void prepared_reply_settled(struct prepared_statement *stmt);
 

@@ -606,13 +606,14 @@ static void server_scram_final(struct server *s, const uint8_t *data, size_t dat
 /* Reads a replaced credentials file before signing, so rotated keys need no reload. */
 static void server_refresh_token_keys(struct server_token_signer *signer)
 {
-    char err[512];
+    char err[512], key_id[128];
     int rc = server_token_signer_refresh(signer, err, sizeof(err));
     if (rc < 0)
         log_warning("server_auth_token: %s; signing with the keys read before", err);
-    else if (rc > 0)
-        log_info("server_auth_token: read new keys from %s (access key %s)", signer->path,
-                 signer->creds.access_key_id);
+    else if (rc > 0) {
+        server_token_signer_key_id(signer, key_id, sizeof(key_id));
+        log_info("server_auth_token: read new keys from %s (access key %s)", signer->path, key_id);
+    }
 }
 
 /* server_auth_token: a fresh RDS IAM token is the password, and only a cleartext request takes it. */
@@ -638,9 +639,9 @@ static void server_send_token(struct server *s, uint32_t code)
     if (w->server_token_signer)
         server_refresh_token_keys(w->server_token_signer);
     if (!w->server_token_signer ||
-        server_token_sign(&w->server_token_signer->creds, pool->host, pool->port, pool->user_name,
-                          w->cfg->server_auth_token_region, time(NULL), &token, err,
-                          sizeof(err)) != 0) {
+        server_token_signer_sign(w->server_token_signer, pool->host, pool->port, pool->user_name,
+                                 w->cfg->server_auth_token_region, time(NULL), &token, err,
+                                 sizeof(err)) != 0) {
         snprintf(message, sizeof(message), "could not sign an IAM token: %s",
                  w->server_token_signer ? err : "no AWS credentials are loaded");
         server_login_failed(s, "28000", message);
@@ -657,12 +658,15 @@ static void server_log_token_refused(struct server *s)
 {
     struct pool *pool = s->pool;
     struct worker *w = s->worker;
+    char key_id[128] = "(none)";
     w->stats.server_token_login_failures++;
+    if (w->server_token_signer)
+        server_token_signer_key_id(w->server_token_signer, key_id, sizeof(key_id));
     log_warning("S-%llu: %s/%s: the IAM token login was refused; it was signed with access key "
                 "%s for region %s, endpoint %s:%d, user %s (check the key is valid and allowed "
                 "to connect, and server_auth_token_region)",
                 (unsigned long long)s->id, pool->db_name, pool->user_name,
-                w->server_token_signer ? w->server_token_signer->creds.access_key_id : "(none)",
+                key_id,
                 w->cfg->server_auth_token_region ? w->cfg->server_auth_token_region : "(none)",
                 pool->host, pool->port, pool->user_name);
 }

@@ -249,6 +249,7 @@ int server_token_signer_load(const char *path, const char *profile,
         errbuf_set(err, err_len, "out of memory");
         return -1;
     }
+    pthread_mutex_init(&signer->lock, NULL);
     signer->profile = strdup(profile != NULL ? profile : AWS_DEFAULT_PROFILE);
     signer->path = path != NULL ? strdup(path) : NULL;
     if (signer->profile == NULL || (path != NULL && signer->path == NULL)) {
@@ -276,23 +277,28 @@ void server_token_signer_free(struct server_token_signer *signer)
     aws_credentials_clear(&signer->creds);
     free(signer->path);
     free(signer->profile);
+    pthread_mutex_destroy(&signer->lock);
     free(signer);
 }
 
-int server_token_signer_refresh(struct server_token_signer *signer, char *err, size_t err_len)
+/* The file was replaced or changed since it was read: what signer_refresh_locked decides on. */
+static bool signer_file_changed(const struct server_token_signer *signer, const struct stat *st)
+{
+    return st->st_dev != signer->dev || st->st_ino != signer->ino ||
+           st->st_mtim.tv_sec != signer->mtime.tv_sec ||
+           st->st_mtim.tv_nsec != signer->mtime.tv_nsec || st->st_size != signer->size;
+}
+
+static int signer_refresh_locked(struct server_token_signer *signer, char *err, size_t err_len)
 {
     struct stat st;
     struct aws_credentials fresh;
 
-    if (signer->path == NULL)
-        return 0;
     if (stat(signer->path, &st) != 0) {
         errbuf_set(err, err_len, "%s: cannot open: %s", signer->path, strerror(errno));
         return -1;
     }
-    if (st.st_dev == signer->dev && st.st_ino == signer->ino &&
-        st.st_mtim.tv_sec == signer->mtime.tv_sec && st.st_mtim.tv_nsec == signer->mtime.tv_nsec &&
-        st.st_size == signer->size)
+    if (!signer_file_changed(signer, &st))
         return 0;
     int rc = signer_read_file(signer, &st, &fresh, err, err_len);
     /* A broken file is reported once, and read again only when it changes again. */
@@ -302,4 +308,33 @@ int server_token_signer_refresh(struct server_token_signer *signer, char *err, s
     aws_credentials_clear(&signer->creds);
     signer->creds = fresh;
     return 1;
+}
+
+int server_token_signer_refresh(struct server_token_signer *signer, char *err, size_t err_len)
+{
+    if (signer->path == NULL)
+        return 0;
+    /* One worker reads the file at a time; the others wait, then see it unchanged. */
+    pthread_mutex_lock(&signer->lock);
+    int rc = signer_refresh_locked(signer, err, err_len);
+    pthread_mutex_unlock(&signer->lock);
+    return rc;
+}
+
+int server_token_signer_sign(struct server_token_signer *signer, const char *host, int port,
+                             const char *user, const char *region, time_t now, char **token,
+                             char *err, size_t err_len)
+{
+    /* Signing is a few HMACs: holding the lock is cheaper than copying the keys out. */
+    pthread_mutex_lock(&signer->lock);
+    int rc = server_token_sign(&signer->creds, host, port, user, region, now, token, err, err_len);
+    pthread_mutex_unlock(&signer->lock);
+    return rc;
+}
+
+void server_token_signer_key_id(struct server_token_signer *signer, char *buf, size_t len)
+{
+    pthread_mutex_lock(&signer->lock);
+    snprintf(buf, len, "%s", signer->creds.access_key_id ? signer->creds.access_key_id : "(none)");
+    pthread_mutex_unlock(&signer->lock);
 }

@@ -7,6 +7,7 @@
 #ifndef SLUICE_SERVER_TOKEN_H
 #define SLUICE_SERVER_TOKEN_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -52,12 +53,17 @@ int server_token_sign(const struct aws_credentials *creds, const char *host, int
 /* Wipes and frees a token from server_token_sign. NULL is fine. */
 void server_token_free(char *token);
 
-/* Where a worker's credentials came from, so a changed file is read again before signing. */
+/*
+ * Where the credentials came from, so a changed file is read again before signing. Workers may
+ * share one signer: the keys and the file's identity change (a refresh) and are read (a signing)
+ * under lock only, through the functions below; path and profile never change after loading.
+ */
 struct server_token_signer {
     char *path;              /* server_auth_token_credentials; NULL: the environment */
     char *profile;
-    struct aws_credentials creds;
-    dev_t dev;               /* identity of the file last read, to notice a replaced file */
+    pthread_mutex_t lock;
+    struct aws_credentials creds; /* under lock */
+    dev_t dev;               /* under lock: identity of the file last read, to notice a replaced file */
     ino_t ino;
     struct timespec mtime;
     off_t size;
@@ -78,5 +84,16 @@ void server_token_signer_free(struct server_token_signer *signer);
  * loaded, 0 when nothing changed, -1 (err set, the old keys kept) when the new file is unusable.
  */
 int server_token_signer_refresh(struct server_token_signer *signer, char *err, size_t err_len);
+
+/*
+ * server_token_sign with the keys the signer holds now: one consistent set, even while another
+ * worker refreshes them. 0 and *token set, or -1 with err set.
+ */
+int server_token_signer_sign(struct server_token_signer *signer, const char *host, int port,
+                             const char *user, const char *region, time_t now, char **token,
+                             char *err, size_t err_len);
+
+/* The access key id the signer holds now (no secret: for log lines), copied into buf. */
+void server_token_signer_key_id(struct server_token_signer *signer, char *buf, size_t len);
 
 #endif

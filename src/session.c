@@ -1084,9 +1084,8 @@ static enum session_step session_parse_statement(struct client *c,
     if (prepared_client_lookup(&c->prepared, parse->name))
         return session_raise(c, "42P05", "prepared statement \"%s\" already exists", parse->name,
                              msg_len);
-    if (prepared_client_add(&c->prepared, parse, &stmt) != PREPARED_ADDED)
+    if (prepared_client_add(&c->prepared, parse, (uint8_t)command, &stmt) != PREPARED_ADDED)
         return session_out_of_memory(c);
-    stmt->command = (uint8_t)command;
     uint64_t binding = prepared_client_serial(&c->prepared, parse->name);
     enum prepared_ensure_result ensured = prepared_server_ensure(&s->prepared, stmt, victim);
     if (ensured == PREPARED_ENSURE_NO_MEMORY)

@@ -7,6 +7,7 @@
 
 #include <ctype.h>
 #include <openssl/rand.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -314,25 +315,33 @@ int userlist_mock_iterations(const struct userlist *list)
     return list != NULL ? list->mock_iterations : SCRAM_DEFAULT_ITERATIONS;
 }
 
+/* Publishes keys derived from a plain password; the first worker's win, later ones are dropped. */
+static pthread_mutex_t derived_keys_lock = PTHREAD_MUTEX_INITIALIZER;
+
 const struct scram_verifier *userlist_scram_verifier(struct userlist_entry *entry)
 {
     uint8_t salt[DERIVED_SALT_LEN];
-    bool derived;
+    struct scram_verifier derived;
 
     if (entry == NULL || entry->kind == SECRET_MD5)
         return NULL;
-    if (entry->scram_ready)
+    if (atomic_load_explicit(&entry->scram_ready, memory_order_acquire))
         return &entry->scram;
     /* An empty password (kept for trust users, as PgBouncer does) must never log anyone in. */
     if (entry->kind != SECRET_PLAIN || entry->secret[0] == '\0')
         return NULL;
-    if (RAND_bytes(salt, sizeof salt) != 1)
+    /* PBKDF2 outside the lock: two workers may both derive the first time; one set of keys stays. */
+    if (RAND_bytes(salt, sizeof salt) != 1 ||
+        !scram_verifier_from_password(entry->secret, salt, sizeof salt, SCRAM_DEFAULT_ITERATIONS,
+                                      &derived))
         return NULL;
-    derived = scram_verifier_from_password(entry->secret, salt, sizeof salt,
-                                           SCRAM_DEFAULT_ITERATIONS, &entry->scram);
-    if (!derived)
-        return NULL;
-    entry->scram_ready = true;
+    pthread_mutex_lock(&derived_keys_lock);
+    if (!atomic_load_explicit(&entry->scram_ready, memory_order_relaxed)) {
+        entry->scram = derived;
+        atomic_store_explicit(&entry->scram_ready, true, memory_order_release);
+    }
+    pthread_mutex_unlock(&derived_keys_lock);
+    explicit_bzero(&derived, sizeof derived);
     return &entry->scram;
 }
 
@@ -348,6 +357,23 @@ bool userlist_entry_set(struct userlist_entry *entry, const char *name, const ch
     if (!classify_entry(entry)) {
         clear_entry(entry);
         return false;
+    }
+    return true;
+}
+
+bool userlist_entry_copy(struct userlist_entry *dst, const struct userlist_entry *src)
+{
+    clear_entry(dst);
+    dst->name = strdup(src->name);
+    dst->secret = strdup(src->secret);
+    if (dst->name == NULL || dst->secret == NULL) {
+        clear_entry(dst);
+        return false;
+    }
+    dst->kind = src->kind;
+    if (atomic_load_explicit(&src->scram_ready, memory_order_acquire)) {
+        dst->scram = src->scram;
+        atomic_store_explicit(&dst->scram_ready, true, memory_order_relaxed);
     }
     return true;
 }

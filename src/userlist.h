@@ -7,6 +7,7 @@
 #ifndef SLUICE_USERLIST_H
 #define SLUICE_USERLIST_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include "auth_scram.h"
@@ -21,7 +22,9 @@ struct userlist_entry {
     char *name;
     char *secret;
     enum secret_kind kind;
-    bool scram_ready;                 /* scram holds keys (parsed, or derived once from plain) */
+    /* scram holds keys (parsed, or derived once from plain): set last, after the keys, since
+     * workers share the auth_file's list and the first SCRAM login of a user derives them. */
+    atomic_bool scram_ready;
     struct scram_verifier scram;
 };
 
@@ -43,6 +46,7 @@ struct userlist_entry *userlist_find(struct userlist *list, const char *name);
 /*
  * The SCRAM verifier for a user: parsed from a SCRAM secret, or derived once from a plain
  * password (random salt, 4096 iterations) and cached. NULL for md5 secrets (SCRAM impossible).
+ * The only change a loaded list sees: safe when several workers ask for one entry at once.
  */
 const struct scram_verifier *userlist_scram_verifier(struct userlist_entry *entry);
 
@@ -52,6 +56,8 @@ const struct scram_verifier *userlist_scram_verifier(struct userlist_entry *entr
  * out of memory (entry is then empty).
  */
 bool userlist_entry_set(struct userlist_entry *entry, const char *name, const char *secret);
+/* Fills dst with a deep copy of src (keys derived so far included); false when out of memory. */
+bool userlist_entry_copy(struct userlist_entry *dst, const struct userlist_entry *src);
 /* Releases what entry owns, wiping the secret. */
 void userlist_entry_clear(struct userlist_entry *entry);
 

@@ -161,7 +161,7 @@ static int worker_load_shared(struct worker *w, struct config *cfg)
     if (worker_load_server_token_signer(cfg, &w->server_token_signer) != 0)
         return -1;
     uint8_t seed[PREPARED_SEED_LEN];
-    if (RAND_bytes(seed, sizeof(seed)) != 1 || !(w->prepared = prepared_registry_new(0, seed)))
+    if (RAND_bytes(seed, sizeof(seed)) != 1 || !(w->prepared = prepared_registry_new(seed)))
         return -1;
     return 0;
 }
@@ -171,6 +171,8 @@ int worker_init(struct worker *w, struct config *cfg, struct world *world, unsig
     memset(w, 0, sizeof(*w));
     w->world = world;
     w->index = index;
+    if (index == 0)
+        w->thread = pthread_self(); /* worker 0 runs on the main thread: SHOW WORKERS' CPU time */
     w->mailbox.wake_fd = -1;
     w->cfg = cfg;
     TAILQ_INIT(&w->clients);

@@ -98,7 +98,7 @@ struct worker {
     struct event *janitor;         /* periodic: timeouts, lifetimes, min_pool_size */
     struct event *signal_events[4];
 
-    struct prepared_registry *prepared; /* statements shared by this worker's clients */
+    struct prepared_registry *prepared; /* the process's statements (worker 0 owns it) */
     struct admin_state *admin;     /* owned by admin.c */
     struct metrics_state *metrics; /* owned by metrics.c */
 

@@ -184,7 +184,7 @@ static void script_add(struct model *m, int client, int name, int query)
     msgbuf_init(&mb);
     build_parse_body(&mb, name, query);
     CHECK(prepared_parse_parse(mb.data, mb.len, &p) == PROTO_OK);
-    r = prepared_client_add(&m->clients[client], &p, &stmt);
+    r = prepared_client_add(&m->clients[client], &p, 0, &stmt);
     if (m->query_of[client][name] >= 0) {
         CHECK(r == PREPARED_NAME_IN_USE);
     } else {
@@ -247,7 +247,7 @@ static void fuzz_script(const uint8_t *data, size_t size)
 {
     struct model m;
 
-    m.registry = prepared_registry_new(0, fuzz_seed);
+    m.registry = prepared_registry_new(fuzz_seed);
     CHECK(m.registry != NULL);
     for (int c = 0; c < SCRIPT_CLIENTS; c++) {
         prepared_client_init(&m.clients[c], m.registry);

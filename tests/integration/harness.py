@@ -1488,3 +1488,55 @@ def expect_pg_error(fn, sqlstates, what):
 
 def error_messages(messages):
     return [parse_fields(payload) for kind, payload in messages if kind == "E"]
+
+
+# ---- watching a run from outside -----------------------------------------------------------------
+
+def local_port(conn):
+    """The client side's TCP port of a connection (a Wire, or a psycopg2/psycopg connection): the
+    port column of its row in SHOW CLIENTS."""
+    sock = getattr(conn, "sock", None)
+    if sock is not None:
+        return sock.getsockname()[1]
+    with socket.fromfd(conn.fileno(), socket.AF_INET, socket.SOCK_STREAM) as dup:
+        return dup.getsockname()[1]
+
+
+class BackendSampler:
+    """Counts backends in pg_stat_activity (cluster.backends' filter) every interval seconds from
+    one direct connection, in a thread, until stop(). max_since(t) is the most seen at once from
+    monotonic time t on."""
+
+    def __init__(self, cluster, usename=None, datname=None, interval=0.05):
+        self.samples = []  # (monotonic time, count)
+        self._stop = threading.Event()
+        self._conn = cluster.connect()
+        query = ("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                 "AND pid <> pg_backend_pid()")
+        self._params = []
+        for column, value in (("usename", usename), ("datname", datname)):
+            if value:
+                query += f" AND {column} = %s"
+                self._params.append(value)
+        self._query = query
+        self._interval = interval
+        self._thread = Background(self._run)
+
+    def _run(self):
+        with self._conn.cursor() as cur:
+            while not self._stop.is_set():
+                cur.execute(self._query, self._params)
+                self.samples.append((time.monotonic(), cur.fetchone()[0]))
+                self._stop.wait(self._interval)
+
+    def max_since(self, since=0.0):
+        return max((count for at, count in list(self.samples) if at >= since), default=0)
+
+    def stop(self):
+        """Stops sampling; returns the most backends seen at once."""
+        self._stop.set()
+        try:
+            self._thread.result(10)
+        finally:
+            self._conn.close()
+        return self.max_since()

@@ -51,12 +51,14 @@ PGBOUNCER_COLUMNS = {
 SLUICE_EXTRA_COLUMNS = {
     "POOLS": "pinned:23, waiting_all_pinned:23, sluice_prewarm:25",
     "USERS": "sluice_secret_source:25, sluice_cached_since:25, sluice_lookups:20, sluice_cache_hits:20",
-    "CLIENTS": "sluice_state:25",
-    "SERVERS": "sluice_state:25",
+    "CLIENTS": "sluice_state:25, worker:23",
+    "SERVERS": "sluice_state:25, worker:23",
 }
 SLUICE_COMMANDS = {
     "PINNED": "client:25, database:25, user:25, since:25, reason:25, statement:25",
     "AUTH": "event:25, method:25, reason:25, count:20",
+    "WORKERS": "worker:23, clients:23, servers:23, loop_iterations:20, cpu_seconds:1700, "
+               "handoffs_in:20, handoffs_out:20",
 }
 LISTS_ROWS = ["databases", "users", "pools", "free_clients", "used_clients", "login_clients",
               "free_servers", "used_servers", "dns_names", "dns_zones", "dns_queries", "dns_pending"]

@@ -2,9 +2,10 @@
 
 import base64
 import struct
+import threading
 
 import harness
-from harness import APP_DB, check, check_equal, expect_pg_error, md5_secret
+from harness import APP_DB, Background, check, check_equal, expect_pg_error, md5_secret
 
 suite = harness.Suite()
 test = suite.test
@@ -280,6 +281,32 @@ def no_secrets_in_log(t):
     log = plain.log_text() + scram.log_text()
     leaked = [f"{what} ({secret!r})" for secret, what in secrets.items() if secret in log]
     check_equal(leaked, [], "secrets found in the log")
+
+
+@test("workers = 4: the first SCRAM logins of a user whose auth file secret is its password, at "
+      "once on every worker (each may derive the user's keys), all log in", sluice_only=True,
+      timeout=120)
+def scram_first_logins_across_workers(t):
+    s = t.sluice(settings={"auth_type": "scram-sha-256", "workers": 4})
+    logins = 40
+    barrier = threading.Barrier(logins)
+    errors = []
+
+    def login():
+        try:
+            barrier.wait(30)
+            conn = s.connect(user="app", password="app_pw")
+            with conn.cursor() as cur:
+                cur.execute("SELECT current_user")
+                if cur.fetchone()[0] != "app":
+                    errors.append("logged in as someone else")
+            conn.close()
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+    threads = [Background(login) for _ in range(logins)]
+    for thread in threads:
+        thread.wait(60)
+    check_equal(errors, [], "failed logins")
 
 
 if __name__ == "__main__":

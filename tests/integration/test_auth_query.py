@@ -372,6 +372,50 @@ def burst_one_lookup(t):
     check(int(joined.group(1)) > 0, "no login joined the look-up in flight")
 
 
+@test(f"workers = 4: a burst of {BURST} concurrent logins of one new user, spread over the workers, "
+      "costs one look-up on one auth_user connection", sluice_only=True, timeout=120)
+def burst_one_lookup_across_workers(t):
+    cluster = t.cluster
+    lookup_role = "aq_lookup_workers"
+    create_role(cluster, "aq_wendy", "wendy_pw")
+    # Its own auth_user, so that the look-up connections counted below are this sluice's only.
+    with _roles_lock:
+        cluster.sql(f"DROP ROLE IF EXISTS {lookup_role}; "
+                    f"CREATE ROLE {lookup_role} LOGIN SUPERUSER PASSWORD 'lookup_w_pw'", dbname="postgres")
+    metrics_port = harness.free_port()
+    slow_query = ("SELECT rolname, rolpassword FROM pg_catalog.pg_authid, pg_catalog.pg_sleep(1) "
+                  "WHERE rolname = $1 AND rolcanlogin")
+    s = t.sluice(settings={"workers": 4, "auth_user": lookup_role, "auth_query": slow_query,
+                           "auth_type": "scram-sha-256", "auth_query_cache_ttl": 60,
+                           "max_client_conn": 300, "metrics_listen_addr": "127.0.0.1",
+                           "metrics_port": metrics_port},
+                 databases={APP_DB: f"host={cluster.host} port={cluster.port} dbname={APP_DB}"},
+                 users={lookup_role: "lookup_w_pw"})
+    barrier = threading.Barrier(BURST)
+    errors = []
+
+    def login():
+        try:
+            barrier.wait(30)
+            s.connect(user="aq_wendy", password="wendy_pw").close()
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+    threads = [Background(login) for _ in range(BURST)]
+    for thread in threads:
+        thread.wait(60)
+    check_equal(errors, [], "failed logins in the burst")
+    check_equal(cluster.count_backends(usename=lookup_role), 1, "look-up connections as auth_user")
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+        metrics = response.read().decode()
+    found = re.search(r'^sluice_auth_query_lookups_total\{result="found"\} (\d+)', metrics, re.M)
+    joined = re.search(r"^sluice_auth_query_coalesced_total (\d+)", metrics, re.M)
+    hits = re.search(r"^sluice_auth_query_cache_hits_total (\d+)", metrics, re.M)
+    check(found and joined and hits, "auth_query metrics missing")
+    check_equal(int(found.group(1)), 1, "sluice_auth_query_lookups_total{result=found}")
+    check_equal(int(joined.group(1)) + int(hits.group(1)), BURST - 1,
+                "logins that joined the look-up or used its cached answer")
+
+
 @test("min_pool_size: a pass-through pool says why it cannot pre-warm until a client logged in",
       sluice_only=True)
 def prewarm_waits_for_client(t):

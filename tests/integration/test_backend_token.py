@@ -4,11 +4,12 @@ tokens offline (auth_type = token), in front of PostgreSQL, as RDS with IAM auth
 would. No database password is in the front sluice's configuration."""
 
 import os
+import threading
 import time
 import urllib.request
 
 import harness
-from harness import check, check_equal, expect_pg_error, wait_for
+from harness import Background, check, check_equal, expect_pg_error, wait_for
 from test_token import (KEY_ID, OTHER_KEY_ID, OTHER_SECRET, REGION, SECRET, SESSION_TOKEN, ca_file,
                         token_sluice)
 
@@ -178,6 +179,50 @@ def rotated_credentials_file(t):
     check_equal(status, 0, f"psql after the file was replaced ({output.strip()})")
     check(f"read new keys from {path} (access key {KEY_ID})" in front.log_text(),
           "the front logs that it read new keys")
+
+
+@test("workers = 4: backend logins on every worker sign tokens while a helper keeps replacing the "
+      "credentials file: every token is signed with one whole pair of keys", timeout=180,
+      sluice_only=True)
+def rotating_credentials_file_across_workers(t):
+    t.cluster.pgbench_database("pgbench_token", 1)
+    back = back_sluice(t, keys={KEY_ID: (SECRET, ["app"]), OTHER_KEY_ID: (OTHER_SECRET, ["app"])})
+    back.databases["pgbench_token"] = t.cluster.database_line(dbname="pgbench_token")
+    back.write_config()
+    back.reload()
+    # Short-lived backends: every worker keeps opening backends, each signing a token.
+    front = front_sluice(t, back, dbname="pgbench_token", start=False,
+                         settings={"workers": 4, "server_lifetime": 0.2})
+    path = os.path.join(front.dir, "aws-credentials")
+    write_credentials(path, KEY_ID, SECRET)
+    front.settings.update(server_auth_token_credentials=path)
+    front.write_config()
+    front.start(env=NO_AWS_ENVIRONMENT)
+    stop = threading.Event()
+
+    def rotate():
+        replaced = 0
+        while not stop.is_set():
+            key_id, secret = (OTHER_KEY_ID, OTHER_SECRET) if replaced % 2 == 0 else (KEY_ID, SECRET)
+            write_credentials(path, key_id, secret)
+            replaced += 1
+            stop.wait(0.01)
+        return replaced
+    rotator = Background(rotate)
+    try:
+        status, output, summary = harness.run_pgbench(
+            ["-n", "-S", "-C", "-c", "8", "-j", "4", "-T", "4"],
+            front.env(dbname="pgbench_token"), timeout=120)
+    finally:
+        stop.set()
+    t.note(f"credentials file replaced {rotator.result(30)} times; tps = {summary.get('tps')}")
+    check_equal(status, 0, f"pgbench exit status:\n{output[-1500:]}")
+    check(summary.get("failed", 0) == 0, f"pgbench reports failed transactions: {summary}")
+    check("the IAM token login was refused" not in front.log_text(),
+          f"a backend refused a token:\n{front.log_tail(10)}")
+    check(f"read new keys from {path} (access key {OTHER_KEY_ID})" in front.log_text(),
+          "the front read the replaced file")
+    check_no_secrets(front, back)
 
 
 @test("SIGHUP turning server_auth_token on for a database with a password: new backend logins "

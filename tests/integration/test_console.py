@@ -3,6 +3,7 @@ admin_users, stats_users and max_prepared_statements at run time; per-user pool_
 pool_size in [users]; the "*" fallback database and autodb_idle_timeout; KILL_CLIENT, DISABLE,
 ENABLE, SUSPEND, SHOW STATE, SHOW DNS_HOSTS and SHOW DNS_ZONES. Real PostgreSQL, real clients."""
 
+import collections
 import os
 import socket
 
@@ -119,7 +120,13 @@ def set_pool_mode(t):
     check_equal(one_value(earlier, "SELECT 2"), 2, "the client from before SET still works")
     run(admin, "SET pool_mode = transaction")
     c, d = s.connect(), s.connect()
-    check_equal(backend_pid(c), backend_pid(d), "transaction mode: d gets the backend c released")
+    backend_pid(c), backend_pid(d)
+    # Between transactions a transaction-mode client holds no backend (a session one keeps its own),
+    # whichever worker serves it.
+    idle_links = {r["port"]: r["link"] for r in show(admin, "CLIENTS")}
+    check_equal([idle_links[local_port(c)], idle_links[local_port(d)]], [None, None],
+                "transaction mode: c and d hold no backend between transactions")
+    check(idle_links[local_port(a)] is not None, "the session client a keeps its backend")
     check_equal(pool_rows(admin, "appdb")[0]["pool_mode"], "transaction", "SHOW POOLS after SET back")
     expect_pg_error(lambda: run(admin, "SET pool_mode = statement"), "22023", "statement pooling")
 
@@ -423,6 +430,138 @@ def show_dns(t):
     check("127.0.0.1" in rows[0]["addrs"] or "::1" in rows[0]["addrs"],
           f"the address reached: {rows[0]}")
     check_equal(show(admin, "DNS_ZONES"), [], "no zones")
+
+
+# ---- several workers: one console for the whole process ----------------------------------------
+
+FOUR_WORKERS = {"workers": 4, "default_pool_size": 20}
+SPREAD = 12
+
+
+def spread_clients(s, n=SPREAD):
+    """TCP clients: each worker has its own SO_REUSEPORT socket and the kernel hashes every
+    connection to one of them, so a dozen land on several workers."""
+    return [s.connect(application_name=f"spread{i}") for i in range(n)]
+
+
+def begin_transaction(conn):
+    with conn.cursor() as cur:
+        cur.execute("BEGIN")
+        cur.execute("SELECT pg_backend_pid()")
+        return cur.fetchone()[0]
+
+
+def app_clients(admin):
+    return [r for r in show(admin, "CLIENTS") if r["database"] == "appdb"]
+
+
+def app_backends(t):
+    """pids of PostgreSQL's backends for appdb/app: what the pool holds."""
+    rows = t.cluster.sql("SELECT pid FROM pg_stat_activity WHERE usename = 'app' AND datname = 'appdb'")
+    return {row[0] for row in rows}
+
+
+def workers_of(admin):
+    return {r["application_name"]: r["worker"] for r in app_clients(admin)}
+
+
+@test("workers = 4: SHOW POOLS is one row for the pool all workers serve, counting every worker's "
+      "clients and backends as the clients and PostgreSQL see them; SHOW CLIENTS and SERVERS list "
+      "them all with their worker; SHOW WORKERS adds up to the same", sluice_only=True)
+def four_workers_one_pool(t):
+    s = start(t, settings=FOUR_WORKERS)
+    clients = spread_clients(s)
+    in_transaction = {begin_transaction(conn) for conn in clients[:5]}
+    admin = console(s)
+    rows = app_clients(admin)
+    check_equal(sorted(r["application_name"] for r in rows), sorted(f"spread{i}" for i in range(SPREAD)),
+                "SHOW CLIENTS lists the clients of every worker")
+    served_by = {r["worker"] for r in rows}
+    check(len(served_by) > 1 and served_by <= {0, 1, 2, 3}, f"workers serving the clients: {served_by}")
+    pools = pool_rows(admin, "appdb")
+    check_equal(len(pools), 1, "SHOW POOLS rows for appdb/app")
+    check_equal((pools[0]["cl_active"], pools[0]["cl_waiting"], pools[0]["sv_active"]), (SPREAD, 0, 5),
+                "(cl_active, cl_waiting, sv_active) with 5 transactions open")
+
+    def pool_matches_postgres():
+        backends = app_backends(t)
+        row = pool_rows(admin, "appdb")[0]
+        held = sum(row[k] for k in ("sv_active", "sv_idle", "sv_used", "sv_tested", "sv_login"))
+        servers = {r["remote_pid"] for r in show(admin, "SERVERS") if r["database"] == "appdb"}
+        return held == len(backends) and servers == backends and in_transaction <= backends
+    wait_for(pool_matches_postgres, 10, what="SHOW POOLS and SHOW SERVERS agree with pg_stat_activity")
+    servers = [r for r in show(admin, "SERVERS") if r["database"] == "appdb"]
+    check_equal({r["remote_pid"] for r in servers if r["link"]}, in_transaction,
+                "the backends linked to a client are those of the open transactions")
+    check(all(r["worker"] in (0, 1, 2, 3) for r in servers), f"SHOW SERVERS' workers: {servers}")
+
+    workers = show(admin, "WORKERS")
+    check_equal([r["worker"] for r in workers], [0, 1, 2, 3], "SHOW WORKERS rows")
+    every_client = show(admin, "CLIENTS")
+    check_equal({r["worker"]: r["clients"] for r in workers if r["clients"]},
+                dict(collections.Counter(r["worker"] for r in every_client)),
+                "SHOW WORKERS' clients per worker vs SHOW CLIENTS")
+    check_equal(sum(r["servers"] for r in workers), len(servers), "SHOW WORKERS' servers vs SHOW SERVERS")
+    check(all(r["loop_iterations"] > 0 and r["cpu_seconds"] is not None and r["cpu_seconds"] >= 0
+              for r in workers), f"loop turns and CPU time of every worker: {workers}")
+    lists = {r["list"]: r["items"] for r in show(admin, "LISTS")}
+    check_equal((lists["pools"], lists["used_clients"]), (1, len(every_client)),
+                "SHOW LISTS pools and used_clients")
+    for conn in clients[:5]:
+        run(conn, "COMMIT")
+
+
+@test("workers = 4: KILL closes the database's clients and backends on every worker", sluice_only=True)
+def four_workers_kill(t):
+    s = start(t, settings=FOUR_WORKERS)
+    clients = spread_clients(s)
+    for conn in clients:
+        check_equal(one_value(conn, "SELECT 1"), 1, "a query before KILL")
+    admin = console(s)
+    check(len(set(workers_of(admin).values())) > 1, f"clients on several workers: {workers_of(admin)}")
+    stats = [r for r in show(admin, "STATS_TOTALS") if r["database"] == "appdb"]
+    check(len(stats) == 1 and stats[0]["query_count"] >= SPREAD,
+          f"SHOW STATS_TOTALS: one row for appdb counting the queries of every worker: {stats}")
+    totals = {r["name"]: r["value"] for r in show(admin, "TOTALS")}
+    check_equal(totals["total_query_count"], stats[0]["query_count"], "SHOW TOTALS total_query_count")
+    check_equal(run(admin, "KILL appdb"), "KILL", "KILL reply")
+    for conn in clients:
+        expect_pg_error(lambda: one_value(conn, "SELECT 1"), None, "a killed client's query")
+    wait_for(lambda: not app_clients(admin), 10, what="no appdb client left in SHOW CLIENTS")
+    wait_for(lambda: not app_backends(t), 10, what="no appdb backend left in PostgreSQL")
+    check_equal(pool_rows(admin, "appdb")[0]["cl_active"], 0, "SHOW POOLS cl_active after KILL")
+    run(admin, "RESUME appdb")
+    check_equal(one_value(s.connect(), "SELECT 'back'"), "back", "a login after RESUME")
+
+
+@test("workers = 4: PAUSE answers once the transactions on every worker are done and holds the "
+      "clients of every worker until RESUME", sluice_only=True)
+def four_workers_pause_resume(t):
+    s = start(t, settings=FOUR_WORKERS)
+    clients = spread_clients(s)
+    admin = console(s)
+    worker_of = workers_of(admin)
+    # One open transaction on each of two workers: PAUSE waits for both.
+    first = clients[0]
+    second = next(c for i, c in enumerate(clients) if worker_of[f"spread{i}"] != worker_of["spread0"])
+    begin_transaction(first)
+    begin_transaction(second)
+    pausing = Background(run, admin, "PAUSE appdb")
+    run(first, "COMMIT")
+    watcher = console(s)
+    wait_for(lambda: pool_rows(watcher, "appdb")[0]["sv_active"] == 1, 10,
+             what="one transaction still open")
+    check(not pausing.done(), "PAUSE answered while a transaction was open on another worker")
+    run(second, "COMMIT")
+    check_equal(pausing.result(10), "PAUSE", "PAUSE reply once both transactions ended")
+    held = [Background(one_value, conn, "SELECT 'resumed'") for conn in clients]
+    wait_for(lambda: pool_rows(watcher, "appdb")[0]["cl_waiting"] == SPREAD, 10,
+             what=f"all {SPREAD} clients waiting while paused")
+    check(not any(h.done() for h in held), "a paused client's query ran")
+    check_equal([r["paused"] for r in show(watcher, "DATABASES") if r["name"] == "appdb"], [1],
+                "SHOW DATABASES paused")
+    check_equal(run(admin, "RESUME appdb"), "RESUME", "RESUME reply")
+    check_equal([h.result(10) for h in held], ["resumed"] * SPREAD, "every held query after RESUME")
 
 
 if __name__ == "__main__":

@@ -62,9 +62,9 @@ def close_message(kind, name):
 
 
 def sluice_statements_on_backend(wire):
-    """Shared statements sluice prepared on the backend (sluice_<worker>_<n>)."""
+    """Shared statements sluice prepared on the backend (sluice_<n>)."""
     return int(wire.query_ok("SELECT count(*) FROM pg_prepared_statements "
-                             "WHERE name ~ '^sluice_[0-9]+_[0-9]+$'").rows[0][0])
+                             "WHERE name ~ '^sluice_[0-9]+$'").rows[0][0])
 
 
 # ---- psycopg 3 ------------------------------------------------------------------------------------

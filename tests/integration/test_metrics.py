@@ -479,5 +479,54 @@ def stats_line(t):
     conn.close()
 
 
+# ---- several workers ----------------------------------------------------------------------------
+
+@test("workers = 4: one sample per pool summing every worker's clients, backends and counters; "
+      "sluice_worker_* per worker, adding up to the process's clients", sluice_only=True)
+def four_workers_summed(t):
+    s = metrics_sluice(t, settings={"workers": 4, "default_pool_size": 20})
+    n = 12
+    conns = [s.connect() for _ in range(n)]  # TCP: spread over the workers' SO_REUSEPORT sockets
+    for conn in conns:
+        for _ in range(2):
+            one_value(conn, "SELECT 1")
+    page = scrape(s)
+    check_equal(len(page.find("sluice_pool_client_connections", **pool(state="idle"))), 1,
+                "samples of the pool's idle clients (one pool, whatever the workers)")
+    check_equal(page.value("sluice_pool_client_connections", **pool(state="idle")), n,
+                "idle clients of the pool, all workers")
+    check_equal(page.total("sluice_client_connections", state="idle"), n, "idle clients of the process")
+    check(page.value("sluice_pool_queries_total", **pool()) >= 2 * n, "queries of every worker counted")
+    check(page.value("sluice_pool_query_latency_seconds_count", **pool()) >= 2 * n,
+          "queries of every worker in the latency histogram")
+    check_equal(page.value("sluice_client_logins_total", result="succeeded"), n, "logins, all workers")
+
+    def backends_agree():
+        """Backends still logging in settle: then sluice and PostgreSQL count the same."""
+        backends = t.cluster.sql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' "
+                                 "AND datname = %s", (harness.APP_DB,))[0][0]
+        now = scrape(s)
+        per_worker = sum(now.value("sluice_worker_servers", worker=i) for i in range(4))
+        return now.total("sluice_pool_server_connections", **pool()) == backends == per_worker
+    wait_for(backends_agree, 10, what="the pool's backends and sluice_worker_servers summed equal "
+                                      "PostgreSQL's backends")
+
+    for name in ("sluice_worker_clients", "sluice_worker_servers", "sluice_worker_loop_iterations_total",
+                 "sluice_worker_cpu_seconds_total", "sluice_worker_handoffs_in_total",
+                 "sluice_worker_handoffs_out_total"):
+        check_equal(sorted(x.labels["worker"] for x in page.find(name)), ["0", "1", "2", "3"],
+                    f"{name}: one sample per worker")
+    per_worker = [page.value("sluice_worker_clients", worker=i) for i in range(4)]
+    check_equal(sum(per_worker), n, f"sluice_worker_clients summed ({per_worker})")
+    check(sum(1 for v in per_worker if v > 0) > 1, f"clients on several workers: {per_worker}")
+    check(all(page.value("sluice_worker_loop_iterations_total", worker=i) > 0 for i in range(4)),
+          "every worker's loop turns")
+    check(page.value("sluice_worker_cpu_seconds_total", worker=0) > 0, "worker 0's CPU time")
+    for conn in conns:
+        conn.close()
+    wait_for(lambda: scrape(s).total("sluice_worker_clients") == 0, 10,
+             what="sluice_worker_clients back to 0 after the clients left")
+
+
 if __name__ == "__main__":
     raise SystemExit(suite.run())

@@ -212,5 +212,23 @@ def no_notify_socket(t):
     check_equal(one_value(s.connect(), "SELECT 1"), 1, "query")
 
 
+@test("workers = 4: WATCHDOG=1 at half the interval while every worker's loop turns, and STATUS= "
+      "counts the clients of every worker", sluice_only=True)
+def watchdog_pings_four_workers(t):
+    s, notify = notified_sluice(t, settings={"workers": 4}, env={"WATCHDOG_USEC": "1000000"})
+    notify.wait_for("READY", "1", timeout=15)
+    s.wait_ready()
+    start = notify.mark()
+    conns = [s.connect() for _ in range(8)]  # TCP: spread over the workers
+    for conn in conns:
+        one_value(conn, "SELECT 1")
+    time.sleep(2.6)
+    pings = [at for at, fields in notify.snapshot()[start:] if fields.get("WATCHDOG") == "1"]
+    check(4 <= len(pings) <= 7, f"{len(pings)} WATCHDOG=1 in 2.6 s with 4 workers, want ~5")
+    check("not pinging" not in s.log_text(), "a worker was reported stuck")
+    notify.wait_for("STATUS", lambda text: re.fullmatch(r"clients: 8, servers: \d+, waiting: 0", text),
+                    after=start, what="STATUS=clients: 8 (all workers)")
+
+
 if __name__ == "__main__":
     raise SystemExit(suite.run())

@@ -4,6 +4,7 @@
  * equal statements share one backend name, references free what nobody holds, and each backend
  * keeps at most its capacity, closing the least recently used.
  */
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -13,6 +14,13 @@
 #define OID_INT4 23
 #define OID_TEXT 25
 #define MANY_NAMES 1000
+#define THREADS 4              /* workers */
+#define THREAD_STEPS 50000     /* what each does */
+#define THREAD_NAMES 32        /* names each worker's client may hold at once */
+#define SHARED_QUERIES 12      /* texts every worker prepares (one statement each) */
+#define BACKENDS 3             /* backends the workers pass between them */
+#define BACKEND_CAPACITY 6     /* small: evictions free statements no client holds */
+#define OWED_MAX 16            /* replies a worker may owe before it settles them */
 
 static const uint8_t test_seed[PREPARED_SEED_LEN] = "0123456789abcdef";
 
@@ -225,10 +233,10 @@ static void test_rewrite_parse_is_byte_exact(void)
     struct msgbuf mb;
 
     parse_body(&body, "S_1", "SELECT $1", 1, types);
-    parse_body(&want_body, "sluice_0_7", "SELECT $1", 1, types);
+    parse_body(&want_body, "sluice_7", "SELECT $1", 1, types);
     message(&want, 'P', &want_body);
     msgbuf_init(&mb);
-    is_int(prepared_rewrite(&mb, 'P', body.data, body.len, "sluice_0_7"), PROTO_OK,
+    is_int(prepared_rewrite(&mb, 'P', body.data, body.len, "sluice_7"), PROTO_OK,
            "rewrite Parse: succeeds");
     ok(built_equals(&mb, &want), "rewrite Parse: header and body byte for byte");
 
@@ -245,18 +253,18 @@ static void test_rewrite_bind_keeps_parameters(void)
     struct msgbuf mb;
 
     bind_body(&body, "C_1", "S_1");
-    bind_body(&want_body, "C_1", "sluice_3_12");
+    bind_body(&want_body, "C_1", "sluice_12");
     message(&want, 'B', &want_body);
     msgbuf_init(&mb);
-    is_int(prepared_rewrite(&mb, 'B', body.data, body.len, "sluice_3_12"), PROTO_OK,
+    is_int(prepared_rewrite(&mb, 'B', body.data, body.len, "sluice_12"), PROTO_OK,
            "rewrite Bind: succeeds");
     ok(built_equals(&mb, &want), "rewrite Bind: portal, formats and values copied exactly");
 
     msgbuf_reset(&mb);
     bind_body(&body, "", "");
-    bind_body(&want_body, "", "sluice_0_1");
+    bind_body(&want_body, "", "sluice_1");
     message(&want, 'B', &want_body);
-    prepared_rewrite(&mb, 'B', body.data, body.len, "sluice_0_1");
+    prepared_rewrite(&mb, 'B', body.data, body.len, "sluice_1");
     ok(built_equals(&mb, &want), "rewrite Bind: an empty statement name can be replaced too");
     msgbuf_free(&mb);
 }
@@ -268,26 +276,26 @@ static void test_rewrite_describe_and_close(void)
 
     msgbuf_init(&mb);
     target_body(&body, 'S', "S_1");
-    target_body(&want_body, 'S', "sluice_0_2");
+    target_body(&want_body, 'S', "sluice_2");
     message(&want, 'D', &want_body);
-    is_int(prepared_rewrite(&mb, 'D', body.data, body.len, "sluice_0_2"), PROTO_OK,
+    is_int(prepared_rewrite(&mb, 'D', body.data, body.len, "sluice_2"), PROTO_OK,
            "rewrite Describe S: succeeds");
     ok(built_equals(&mb, &want), "rewrite Describe S: byte for byte");
 
     msgbuf_reset(&mb);
     message(&want, 'C', &want_body);
-    prepared_rewrite(&mb, 'C', body.data, body.len, "sluice_0_2");
+    prepared_rewrite(&mb, 'C', body.data, body.len, "sluice_2");
     ok(built_equals(&mb, &want), "rewrite Close S: byte for byte");
 
     msgbuf_reset(&mb);
     target_body(&body, 'P', "C_1");
-    is_int(prepared_rewrite(&mb, 'D', body.data, body.len, "sluice_0_2"), PROTO_ERROR,
+    is_int(prepared_rewrite(&mb, 'D', body.data, body.len, "sluice_2"), PROTO_ERROR,
            "rewrite Describe P: portals are never renamed");
     is_int(mb.len, 0, "rewrite refused: nothing appended");
-    is_int(prepared_rewrite(&mb, 'E', body.data, body.len, "sluice_0_2"), PROTO_ERROR,
+    is_int(prepared_rewrite(&mb, 'E', body.data, body.len, "sluice_2"), PROTO_ERROR,
            "rewrite: Execute names no statement");
     target_body(&body, 'S', "S_1");
-    is_int(prepared_rewrite(&mb, 'C', body.data, body.len - 1, "sluice_0_2"), PROTO_ERROR,
+    is_int(prepared_rewrite(&mb, 'C', body.data, body.len - 1, "sluice_2"), PROTO_ERROR,
            "rewrite: a malformed body is refused");
     is_int(mb.len, 0, "rewrite refused: still nothing appended");
     msgbuf_free(&mb);
@@ -305,12 +313,12 @@ static enum prepared_add_result add(struct prepared_client *client, const char *
     parse_body(&b, name, query, n_types, types);
     if (prepared_parse_parse(b.data, b.len, &p) != PROTO_OK)
         abort();
-    return prepared_client_add(client, &p, stmt);
+    return prepared_client_add(client, &p, 0, stmt);
 }
 
 static void test_build_parse_and_close(void)
 {
-    struct prepared_registry *reg = prepared_registry_new(0, test_seed);
+    struct prepared_registry *reg = prepared_registry_new(test_seed);
     const uint32_t types[] = { OID_TEXT };
     struct prepared_statement *stmt = NULL;
     struct prepared_client client;
@@ -328,8 +336,8 @@ static void test_build_parse_and_close(void)
            "statement: the definition starts with the query text");
 
     msgbuf_reset(&mb);
-    prepared_build_close(&mb, "sluice_0_9");
-    target_body(&want_body, 'S', "sluice_0_9");
+    prepared_build_close(&mb, "sluice_9");
+    target_body(&want_body, 'S', "sluice_9");
     message(&want, 'C', &want_body);
     ok(built_equals(&mb, &want), "build Close: statement kind and backend name");
     msgbuf_free(&mb);
@@ -339,7 +347,7 @@ static void test_build_parse_and_close(void)
 
 static void test_clients_keep_their_own_names(void)
 {
-    struct prepared_registry *reg = prepared_registry_new(0, test_seed);
+    struct prepared_registry *reg = prepared_registry_new(test_seed);
     struct prepared_statement *a = NULL, *b = NULL;
     struct prepared_client alice, bob;
 
@@ -367,7 +375,7 @@ static void test_clients_keep_their_own_names(void)
 
 static void test_equal_statements_are_shared(void)
 {
-    struct prepared_registry *reg = prepared_registry_new(0, test_seed);
+    struct prepared_registry *reg = prepared_registry_new(test_seed);
     const uint32_t int4[] = { OID_INT4 }, text[] = { OID_TEXT };
     struct prepared_statement *a = NULL, *b = NULL, *c = NULL, *d = NULL;
     struct prepared_client alice, bob;
@@ -390,7 +398,7 @@ static void test_equal_statements_are_shared(void)
 
 static void test_references_free_what_nobody_holds(void)
 {
-    struct prepared_registry *reg = prepared_registry_new(0, test_seed);
+    struct prepared_registry *reg = prepared_registry_new(test_seed);
     struct prepared_statement *a = NULL, *b = NULL;
     struct prepared_client alice, bob;
 
@@ -412,7 +420,7 @@ static void test_references_free_what_nobody_holds(void)
 
 static void test_forget_all_leaves_an_idle_client_empty(void)
 {
-    struct prepared_registry *reg = prepared_registry_new(0, test_seed);
+    struct prepared_registry *reg = prepared_registry_new(test_seed);
     struct prepared_statement *stmt = NULL;
     struct prepared_client client;
     char name[32], query[64];
@@ -437,7 +445,7 @@ static void test_forget_all_leaves_an_idle_client_empty(void)
 
 static void test_many_names_stay_findable(void)
 {
-    struct prepared_registry *reg = prepared_registry_new(0, test_seed);
+    struct prepared_registry *reg = prepared_registry_new(test_seed);
     struct prepared_statement *stmts[MANY_NAMES];
     struct prepared_client client;
     char name[32], query[64];
@@ -467,30 +475,35 @@ static void test_many_names_stay_findable(void)
     prepared_registry_free(reg);
 }
 
-static void test_backend_names_differ_between_workers(void)
+static void test_backend_names_are_never_reused(void)
 {
-    struct prepared_registry *one = prepared_registry_new(1, test_seed);
-    struct prepared_registry *two = prepared_registry_new(2, test_seed);
-    struct prepared_statement *a = NULL, *b = NULL;
+    struct prepared_registry *reg = prepared_registry_new(test_seed);
+    struct prepared_statement *a = NULL, *b = NULL, *c = NULL;
     struct prepared_client x, y;
 
-    prepared_client_init(&x, one);
-    prepared_client_init(&y, two);
+    prepared_client_init(&x, reg);
+    prepared_client_init(&y, reg);
     add(&x, "S_1", "SELECT 1", 0, NULL, &a);
     add(&y, "S_1", "SELECT 1", 0, NULL, &b);
-    is_str(a->backend_name, "sluice_1_1", "backend name: prefix, worker, statement number");
-    is_str(b->backend_name, "sluice_2_1", "backend name: another worker, another name");
+    is_str(a->backend_name, "sluice_1", "backend name: prefix and statement number");
+    ok(a == b, "clients of any worker share one statement and one name");
+    prepared_statement_retire(a);
+    add(&y, "S_2", "SELECT 1", 0, NULL, &c);
+    is_str(c->backend_name, "sluice_2", "a retired statement's text gets the next number");
     prepared_client_forget_all(&x);
     prepared_client_forget_all(&y);
-    prepared_registry_free(one);
-    prepared_registry_free(two);
+    is_int(prepared_registry_live(reg), 0, "nothing holds them: both are freed");
+    add(&x, "S_1", "SELECT 1", 0, NULL, &a);
+    is_str(a->backend_name, "sluice_3", "numbers of freed statements are not reused");
+    prepared_client_forget_all(&x);
+    prepared_registry_free(reg);
 }
 
 /* ---- backends ---- */
 
 static void test_backend_prepares_once(void)
 {
-    struct prepared_registry *reg = prepared_registry_new(0, test_seed);
+    struct prepared_registry *reg = prepared_registry_new(test_seed);
     struct prepared_statement *stmt = NULL;
     struct prepared_client client;
     struct prepared_server one, two;
@@ -522,7 +535,7 @@ static void test_backend_prepares_once(void)
 
 static void test_backend_evicts_least_recently_used(void)
 {
-    struct prepared_registry *reg = prepared_registry_new(0, test_seed);
+    struct prepared_registry *reg = prepared_registry_new(test_seed);
     struct prepared_statement *a = NULL, *b = NULL, *c = NULL;
     struct prepared_client client;
     struct prepared_server server;
@@ -555,7 +568,7 @@ static void test_backend_evicts_least_recently_used(void)
 
 static void test_backend_keeps_statements_clients_forgot(void)
 {
-    struct prepared_registry *reg = prepared_registry_new(0, test_seed);
+    struct prepared_registry *reg = prepared_registry_new(test_seed);
     struct prepared_statement *a = NULL, *again = NULL;
     struct prepared_client client;
     struct prepared_server server;
@@ -588,7 +601,7 @@ static void test_backend_keeps_statements_clients_forgot(void)
 
 static void test_retired_statement_is_prepared_afresh(void)
 {
-    struct prepared_registry *reg = prepared_registry_new(0, test_seed);
+    struct prepared_registry *reg = prepared_registry_new(test_seed);
     struct prepared_statement *old = NULL, *fresh = NULL, *other = NULL;
     struct prepared_client alice, bob;
     struct prepared_server server;
@@ -622,7 +635,7 @@ static void test_retired_statement_is_prepared_afresh(void)
 
 static void test_unnamed_statement_is_kept_for_another_backend(void)
 {
-    struct prepared_registry *reg = prepared_registry_new(0, test_seed);
+    struct prepared_registry *reg = prepared_registry_new(test_seed);
     const uint32_t int4[] = { OID_INT4 };
     struct prepared_client client;
     struct prepared_parse p;
@@ -658,6 +671,218 @@ static void test_unnamed_statement_is_kept_for_another_backend(void)
     prepared_registry_free(reg);
 }
 
+/* ---- several workers at once ---- */
+
+/* Backends no worker is using; taking one moves it to the taker, as a hand-over mail would. */
+struct idle_backends {
+    pthread_mutex_t lock;
+    struct prepared_server *idle[BACKENDS];
+    size_t n;
+    pthread_barrier_t start;   /* every worker Parses the same text at the same moment */
+};
+
+struct worker_model {
+    pthread_t thread;
+    unsigned index;
+    uint64_t random;
+    struct prepared_registry *reg;
+    struct idle_backends *backends;
+    struct prepared_client client;
+    struct prepared_statement *named[THREAD_NAMES];   /* what each name "s<i>" is bound to */
+    char query_of[THREAD_NAMES][64];
+    struct prepared_statement *owed[OWED_MAX];        /* replies not settled yet */
+    size_t n_owed;
+    struct prepared_statement *together;   /* its statement for the text all Parse at once */
+    int wrong;
+};
+
+static unsigned next_random(struct worker_model *m, unsigned bound)
+{
+    m->random ^= m->random << 13;
+    m->random ^= m->random >> 7;
+    m->random ^= m->random << 17;
+    return (unsigned)(m->random % bound);
+}
+
+static struct prepared_server *backend_take(struct idle_backends *b)
+{
+    struct prepared_server *server = NULL;
+
+    pthread_mutex_lock(&b->lock);
+    if (b->n > 0)
+        server = b->idle[--b->n];
+    pthread_mutex_unlock(&b->lock);
+    return server;
+}
+
+static void backend_give_back(struct idle_backends *b, struct prepared_server *server)
+{
+    pthread_mutex_lock(&b->lock);
+    b->idle[b->n++] = server;
+    pthread_mutex_unlock(&b->lock);
+}
+
+static void settle_owed(struct worker_model *m)
+{
+    while (m->n_owed > 0)
+        prepared_reply_settled(m->owed[--m->n_owed]);
+}
+
+/* A Parse: half the texts are the same on every worker, half are this worker's own. */
+static void model_parse_or_close(struct worker_model *m)
+{
+    unsigned slot = next_random(m, THREAD_NAMES);
+    char name[16];
+
+    snprintf(name, sizeof(name), "s%u", slot);
+    if (m->named[slot] != NULL) {
+        if (!prepared_client_remove(&m->client, name))
+            m->wrong++;
+        m->named[slot] = NULL;
+        return;
+    }
+    if (next_random(m, 2))
+        snprintf(m->query_of[slot], sizeof(m->query_of[slot]), "SELECT %u",
+                 next_random(m, SHARED_QUERIES));
+    else
+        snprintf(m->query_of[slot], sizeof(m->query_of[slot]), "SELECT %u /* worker %u */",
+                 next_random(m, SHARED_QUERIES), m->index);
+    if (add(&m->client, name, m->query_of[slot], 0, NULL, &m->named[slot]) != PREPARED_ADDED ||
+        strcmp((const char *)m->named[slot]->definition, m->query_of[slot]) != 0)
+        m->wrong++;
+}
+
+/* A transaction on a borrowed backend: its statements prepared there, replies owed for them. */
+static void model_transaction(struct worker_model *m, bool discard_all)
+{
+    struct prepared_server *server = backend_take(m->backends);
+    char victim[PREPARED_NAME_LEN];
+
+    if (server == NULL)
+        return;
+    if (discard_all)
+        prepared_server_forget_all(server);
+    for (unsigned i = 0; i < 4; i++) {
+        struct prepared_statement *stmt = m->named[next_random(m, THREAD_NAMES)];
+
+        if (stmt == NULL)
+            continue;
+        if (prepared_server_ensure(server, stmt, victim) == PREPARED_ENSURE_NO_MEMORY ||
+            (victim[0] != '\0' && strncmp(victim, "sluice_", 7) != 0))
+            m->wrong++;
+        if (m->n_owed == OWED_MAX)
+            settle_owed(m);
+        prepared_reply_owed(stmt);
+        m->owed[m->n_owed++] = stmt;
+        if (next_random(m, 8) == 0)
+            prepared_server_forget(server, stmt);   /* its Parse failed */
+    }
+    backend_give_back(m->backends, server);
+}
+
+static void *model_worker(void *arg)
+{
+    struct worker_model *m = arg;
+
+    pthread_barrier_wait(&m->backends->start);
+    if (add(&m->client, "together", "SELECT 'together'", 0, NULL, &m->together) != PREPARED_ADDED)
+        m->wrong++;
+    pthread_barrier_wait(&m->backends->start);   /* all hold it now: equal means shared */
+    for (unsigned step = 0; step < THREAD_STEPS; step++) {
+        unsigned what = next_random(m, 100);
+        struct prepared_statement *stmt = m->named[next_random(m, THREAD_NAMES)];
+
+        if (what < 40)
+            model_parse_or_close(m);
+        else if (what < 80)
+            model_transaction(m, false);
+        else if (what < 82)
+            model_transaction(m, true);
+        else if (what < 88 && stmt != NULL)
+            prepared_statement_retire(stmt);   /* 0A000 on a Bind */
+        else if (what < 89)
+            prepared_registry_retire_all(m->reg);   /* DDL */
+        else if (what < 91) {
+            prepared_client_forget_all(&m->client);   /* DISCARD ALL */
+            memset(m->named, 0, sizeof(m->named));
+        } else if (what < 95)
+            settle_owed(m);
+        else
+            (void)prepared_registry_count(m->reg);
+    }
+    settle_owed(m);
+    return NULL;
+}
+
+/* Once every worker stopped: each count says who holds the statement. */
+static int model_wrong_counts(struct worker_model *models, struct prepared_server *servers)
+{
+    int wrong = 0;
+
+    for (unsigned t = 0; t < THREADS; t++) {
+        for (unsigned i = 0; i < THREAD_NAMES; i++) {
+            struct prepared_statement *stmt = models[t].named[i];
+            unsigned names = 0, backends = 0;
+
+            if (stmt == NULL)
+                continue;
+            for (unsigned u = 0; u < THREADS; u++)
+                for (unsigned j = 0; j < THREAD_NAMES; j++)
+                    names += models[u].named[j] == stmt;
+            for (unsigned b = 0; b < BACKENDS; b++)
+                backends += prepared_server_has(&servers[b], stmt);
+            if (stmt->client_refs != names || stmt->server_refs != backends ||
+                stmt->reply_refs != 0 || stmt->refs != names + backends)
+                wrong++;
+        }
+    }
+    return wrong;
+}
+
+static void test_workers_share_one_registry(void)
+{
+    struct prepared_registry *reg = prepared_registry_new(test_seed);
+    struct idle_backends backends = { .n = 0 };
+    struct prepared_server servers[BACKENDS];
+    static struct worker_model models[THREADS];
+    int wrong = 0, started = 0;
+
+    pthread_mutex_init(&backends.lock, NULL);
+    pthread_barrier_init(&backends.start, NULL, THREADS);
+    for (unsigned b = 0; b < BACKENDS; b++) {
+        prepared_server_init(&servers[b], BACKEND_CAPACITY);
+        backends.idle[backends.n++] = &servers[b];
+    }
+    for (unsigned t = 0; t < THREADS; t++) {
+        memset(&models[t], 0, sizeof(models[t]));
+        models[t].index = t;
+        models[t].random = 0x9e3779b97f4a7c15ULL * (t + 1);
+        models[t].reg = reg;
+        models[t].backends = &backends;
+        prepared_client_init(&models[t].client, reg);
+        started += pthread_create(&models[t].thread, NULL, model_worker, &models[t]) == 0;
+    }
+    for (unsigned t = 0; t < THREADS; t++) {
+        pthread_join(models[t].thread, NULL);
+        wrong += models[t].wrong;
+    }
+    is_int(started, THREADS, "%d workers ran at once", THREADS);
+    is_int(wrong, 0, "every Parse found or made the statement of its text, on every worker");
+    is_int(model_wrong_counts(models, servers), 0,
+           "afterwards each statement counts exactly the names and backends that hold it");
+    for (unsigned t = 1; t < THREADS; t++)
+        wrong += models[t].together != models[0].together;
+    is_int(wrong, 0, "the same text parsed by every worker at once: one statement for all");
+    for (unsigned t = 0; t < THREADS; t++)
+        prepared_client_free(&models[t].client);
+    for (unsigned b = 0; b < BACKENDS; b++)
+        prepared_server_forget_all(&servers[b]);
+    is_int(prepared_registry_live(reg), 0, "every worker's clients and backends gone: all freed");
+    pthread_mutex_destroy(&backends.lock);
+    pthread_barrier_destroy(&backends.start);
+    prepared_registry_free(reg);
+}
+
 int main(void)
 {
     test_parse_reads_name_query_and_types();
@@ -673,11 +898,12 @@ int main(void)
     test_references_free_what_nobody_holds();
     test_forget_all_leaves_an_idle_client_empty();
     test_many_names_stay_findable();
-    test_backend_names_differ_between_workers();
+    test_backend_names_are_never_reused();
     test_backend_prepares_once();
     test_backend_evicts_least_recently_used();
     test_backend_keeps_statements_clients_forgot();
     test_retired_statement_is_prepared_afresh();
     test_unnamed_statement_is_kept_for_another_backend();
+    test_workers_share_one_registry();
     return tap_done();
 }
