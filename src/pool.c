@@ -391,27 +391,58 @@ static bool pool_evict_for(struct pool *pool, bool same_user)
     return true;
 }
 
+/* A worker asks another to close an idle backend of a pool sharing its limit, for its place. */
 struct pool_eviction {
     struct mail mail;
-    struct shared_pool *shared;   /* whose idle backend goes */
+    struct shared_pool *shared;      /* whose idle backend goes */
+    struct shared_pool *for_shared;  /* whose backend takes its place */
+    unsigned for_worker;
     bool same_user;
 };
+
+/* The place an evicted backend left, for the pool that asked: counted for it already. */
+struct pool_place {
+    struct mail mail;
+    struct shared_pool *shared;
+};
+
+static void pool_place_deliver(struct worker *w, struct mail *mail)
+{
+    struct pool_place *place = (struct pool_place *)mail;
+    struct shared_pool *shared = place->shared;
+    free(place);
+    struct pool *pool = shared->local[w->index];
+    if (!pool || pool->disabled || (pool->n_waiting == 0 && TAILQ_EMPTY(&pool->login_clients))) {
+        pool_registry_forget_server(&w->world->pools, shared); /* nobody needs it any more */
+        return;
+    }
+    server_connect(pool); /* gives the place back if it fails */
+}
 
 static void pool_eviction_deliver(struct worker *w, struct mail *mail)
 {
     struct pool_eviction *eviction = (struct pool_eviction *)mail;
     struct pool *pool = eviction->shared->local[w->index];
-    bool same_user = eviction->same_user;
-    free(eviction);
     struct server *victim = pool ? TAILQ_LAST(&pool->idle_servers, server_list) : NULL;
-    if (victim)
-        server_close(victim, same_user ? "evicted for another pool (max_user_connections)"
-                                       : "evicted for another pool (max_db_connections)");
+    struct pool_place *place = victim ? calloc(1, sizeof(*place)) : NULL;
+    if (!place) {
+        free(eviction);
+        return;
+    }
+    /* The place changes hands in the counts before the victim leaves them: nobody else can take
+     * it in between, and for a moment the counts say one more than there are, never one less. */
+    pool_registry_count_server(&w->world->pools, eviction->for_shared);
+    server_close(victim, eviction->same_user ? "evicted for another pool (max_user_connections)"
+                                             : "evicted for another pool (max_db_connections)");
+    place->mail.deliver = pool_place_deliver;
+    place->shared = eviction->for_shared;
+    worker_post(w->world->workers[eviction->for_worker], &place->mail);
+    free(eviction);
 }
 
 /*
  * No idle backend of another pool sharing the limit on this worker: ask a worker that holds one
- * to close it (the janitor, or the waiters' nudge when it closes, then tries again here).
+ * to close it and hand its place to this pool (pool_place_deliver opens the backend).
  */
 static void pool_evict_elsewhere(struct pool *pool, bool same_user)
 {
@@ -441,6 +472,8 @@ static void pool_evict_elsewhere(struct pool *pool, bool same_user)
         return;
     eviction->mail.deliver = pool_eviction_deliver;
     eviction->shared = victim_pool;
+    eviction->for_shared = pool->shared;
+    eviction->for_worker = pool->worker->index;
     eviction->same_user = same_user;
     worker_post(world->workers[victim_worker], &eviction->mail);
 }
