@@ -216,11 +216,19 @@ int pool_server_count(const struct pool *pool)
 
 int pool_total_server_count(struct pool *pool)
 {
-    struct pool_registry *reg = pool_registry_of(pool);
-    pool_registry_lock(reg);
-    int n = pool->shared->n_servers;
-    pool_registry_unlock(reg);
-    return n;
+    return atomic_load(&pool->shared->n_servers);
+}
+
+/* The most backends the pool may have: pool_size and the reserve (PgBouncer's check_pool_size). */
+static int pool_most_servers(const struct pool *pool)
+{
+    const struct config *cfg = pool->worker->cfg;
+    return pool->pool_size + config_effective_reserve_pool(cfg, config_find_database(cfg, pool->db_name));
+}
+
+bool pool_above_size(struct pool *pool)
+{
+    return pool_total_server_count(pool) > pool_most_servers(pool);
 }
 
 static bool pool_in_login_backoff(const struct pool *pool)
@@ -306,7 +314,7 @@ void pool_count_server(struct pool *pool, int delta)
     pool_registry_lock(reg);
     pool->db_count->servers += delta;
     pool->user_count->servers += delta;
-    pool->shared->n_servers += delta;
+    atomic_fetch_add(&pool->shared->n_servers, delta);
     pool_registry_unlock(reg);
     if (delta < 0)
         pool->worker->server_closed = true;
@@ -331,7 +339,7 @@ enum reservation { RESERVED, RESERVED_FROM_RESERVE, NO_ROOM, AT_DATABASE_LIMIT, 
 static enum reservation pool_reserve_locked(struct pool *pool, bool for_waiter)
 {
     const struct config *cfg = pool->worker->cfg;
-    int count = pool->shared->n_servers;
+    int count = atomic_load(&pool->shared->n_servers);
     bool from_reserve = false;
     if (count >= pool->pool_size) {
         int reserve = config_effective_reserve_pool(cfg, config_find_database(cfg, pool->db_name));
@@ -345,7 +353,7 @@ static enum reservation pool_reserve_locked(struct pool *pool, bool for_waiter)
         return AT_DATABASE_LIMIT;
     if (!limit_has_room(pool->user_count->servers, user_limit))
         return AT_USER_LIMIT;
-    pool->shared->n_servers++;
+    atomic_fetch_add(&pool->shared->n_servers, 1);
     pool->db_count->servers++;
     pool->user_count->servers++;
     return from_reserve ? RESERVED_FROM_RESERVE : RESERVED;
@@ -1236,16 +1244,18 @@ static void pool_expire_servers(struct pool *pool, double now)
     }
     /* Idle list is most-recently-used first: the oldest idle ones are at the tail. */
     int total = TAILQ_EMPTY(&pool->idle_servers) ? 0 : pool_total_server_count(pool);
+    int most = pool_most_servers(pool);
     for (s = TAILQ_LAST(&pool->idle_servers, server_list); s; s = next) {
         next = TAILQ_PREV(s, server_list, link);
         bool too_old = cfg->server_lifetime > 0 && now - s->connect_time > cfg->server_lifetime;
         bool idle_too_long = cfg->server_idle_timeout > 0 && now - s->last_used > cfg->server_idle_timeout &&
                              total > pool->min_pool_size;
-        if (idle_too_long)
+        bool too_many = total > most; /* pool_size lowered by a reload */
+        if (too_old || idle_too_long || too_many || s->close_needed) {
             total--;
-        if (too_old || idle_too_long || s->close_needed)
             server_close(s, too_old ? "server_lifetime reached" : idle_too_long ? "server_idle_timeout reached"
-                                                                                : "configuration changed");
+                            : too_many ? "more backends than pool_size" : "configuration changed");
+        }
     }
 }
 

@@ -105,6 +105,8 @@ void pool_destroy(struct pool *pool);
 int pool_server_count(const struct pool *pool);
 /* The pool's backends on every worker: what pool_size is held to. */
 int pool_total_server_count(struct pool *pool);
+/* More backends than pool_size and the reserve allow (pool_size was lowered by a reload). */
+bool pool_above_size(struct pool *pool);
 
 /*
  * A logged-in client needs a backend for the message waiting in its buffer. Links an idle backend

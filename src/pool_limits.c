@@ -132,7 +132,7 @@ void shared_pool_dequeue(struct shared_pool *sp, struct pool_ticket *ticket)
 void pool_registry_forget_server(struct pool_registry *reg, struct shared_pool *sp)
 {
     pool_registry_lock(reg);
-    sp->n_servers--;
+    atomic_fetch_sub(&sp->n_servers, 1);
     struct limit_count *db = limit_registry_database(&reg->limits, sp->db_name);
     struct limit_count *user = limit_registry_user(&reg->limits, sp->user_name);
     if (db)

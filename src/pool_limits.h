@@ -47,7 +47,7 @@ struct shared_pool {
     struct shared_pool *next;
     char *db_name;
     char *user_name;
-    int n_servers;                     /* backends on every worker, connecting ones and those
+    atomic_int n_servers;              /* changed under the lock, read without it: backends on every worker, connecting ones and those
                                           on their way between workers included */
     struct pool_ticket_list tickets;   /* waiting clients of every worker, oldest first */
     atomic_int n_tickets;              /* changed under the lock, read without it */

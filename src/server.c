@@ -1315,6 +1315,10 @@ static void server_back_to_pool(struct server *s)
         server_close(s, s->close_needed ? "configuration changed" : "server_lifetime reached");
         return;
     }
+    if (pool_above_size(pool)) {
+        server_close(s, "more backends than pool_size (lowered by a reload)");
+        return;
+    }
     if (s->cancel_in_flight) {
         /* The cancel could still reach PostgreSQL and stop the next client's query. */
         server_set_state(s, SERVER_BEING_CANCELED);

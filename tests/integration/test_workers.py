@@ -389,9 +389,7 @@ def pgbench_load(s, seconds):
 
 
 @test("workers = 4 under pgbench: a reload lowering default_pool_size from 5 to 2 holds on every "
-      "worker", timeout=90, sluice_only=True,
-      todo="backends above a lowered pool_size are never closed (PgBouncer's janitor closes them: "
-           "check_pool_size, 'too many servers in the pool'); so even idle and with workers = 1")
+      "worker", timeout=90, sluice_only=True)
 def reload_under_load(t):
     s = start(t, 4, {"default_pool_size": 5, "max_client_conn": 100})
     sampler = harness.BackendSampler(t.cluster, usename="app", datname="appdb")
