@@ -65,6 +65,7 @@ static bool pool_needs_client_key(struct worker *w, const struct config_database
 #define POOL_FIRST_RETRY_DELAY 0.05
 
 static void pool_retry_cb(evutil_socket_t fd, short what, void *arg);
+static void pool_lend_cb(evutil_socket_t fd, short what, void *arg);
 
 /* host= and port= as places to try; the config was checked at load, so only memory can fail. */
 static int pool_take_hosts(struct pool *pool, const struct config_database *db)
@@ -128,8 +129,9 @@ struct pool *pool_create(struct worker *w, const struct config_database *db, con
         pool->has_defaults = true;
     pool_registry_unlock(reg);
     pool->retry_timer = evtimer_new(w->base, pool_retry_cb, pool);
+    pool->lend_timer = evtimer_new(w->base, pool_lend_cb, pool);
     if (!pool->db_name || !pool->user_name || !pool->host || !pool->dbname || !pool->db_count ||
-        !pool->user_count || !pool->shared || !pool->retry_timer ||
+        !pool->user_count || !pool->shared || !pool->retry_timer || !pool->lend_timer ||
         (db->port_list && !pool->port_list) || pool_take_hosts(pool, db) != 0) {
         pool_destroy(pool);
         return NULL;
@@ -205,6 +207,8 @@ void pool_destroy(struct pool *pool)
     hostlist_free(&pool->hosts);
     if (pool->retry_timer)
         event_free(pool->retry_timer);
+    if (pool->lend_timer)
+        event_free(pool->lend_timer);
     param_set_free(&pool->defaults);
     free(pool);
 }
@@ -391,27 +395,58 @@ static bool pool_evict_for(struct pool *pool, bool same_user)
     return true;
 }
 
+/* A worker asks another to close an idle backend of a pool sharing its limit, for its place. */
 struct pool_eviction {
     struct mail mail;
-    struct shared_pool *shared;   /* whose idle backend goes */
+    struct shared_pool *shared;      /* whose idle backend goes */
+    struct shared_pool *for_shared;  /* whose backend takes its place */
+    unsigned for_worker;
     bool same_user;
 };
+
+/* The place an evicted backend left, for the pool that asked: counted for it already. */
+struct pool_place {
+    struct mail mail;
+    struct shared_pool *shared;
+};
+
+static void pool_place_deliver(struct worker *w, struct mail *mail)
+{
+    struct pool_place *place = (struct pool_place *)mail;
+    struct shared_pool *shared = place->shared;
+    free(place);
+    struct pool *pool = shared->local[w->index];
+    if (!pool || pool->disabled || (pool->n_waiting == 0 && TAILQ_EMPTY(&pool->login_clients))) {
+        pool_registry_forget_server(&w->world->pools, shared); /* nobody needs it any more */
+        return;
+    }
+    server_connect(pool); /* gives the place back if it fails */
+}
 
 static void pool_eviction_deliver(struct worker *w, struct mail *mail)
 {
     struct pool_eviction *eviction = (struct pool_eviction *)mail;
     struct pool *pool = eviction->shared->local[w->index];
-    bool same_user = eviction->same_user;
-    free(eviction);
     struct server *victim = pool ? TAILQ_LAST(&pool->idle_servers, server_list) : NULL;
-    if (victim)
-        server_close(victim, same_user ? "evicted for another pool (max_user_connections)"
-                                       : "evicted for another pool (max_db_connections)");
+    struct pool_place *place = victim ? calloc(1, sizeof(*place)) : NULL;
+    if (!place) {
+        free(eviction);
+        return;
+    }
+    /* The place changes hands in the counts before the victim leaves them: nobody else can take
+     * it in between, and for a moment the counts say one more than there are, never one less. */
+    pool_registry_count_server(&w->world->pools, eviction->for_shared);
+    server_close(victim, eviction->same_user ? "evicted for another pool (max_user_connections)"
+                                             : "evicted for another pool (max_db_connections)");
+    place->mail.deliver = pool_place_deliver;
+    place->shared = eviction->for_shared;
+    worker_post(w->world->workers[eviction->for_worker], &place->mail);
+    free(eviction);
 }
 
 /*
  * No idle backend of another pool sharing the limit on this worker: ask a worker that holds one
- * to close it (the janitor, or the waiters' nudge when it closes, then tries again here).
+ * to close it and hand its place to this pool (pool_place_deliver opens the backend).
  */
 static void pool_evict_elsewhere(struct pool *pool, bool same_user)
 {
@@ -441,6 +476,8 @@ static void pool_evict_elsewhere(struct pool *pool, bool same_user)
         return;
     eviction->mail.deliver = pool_eviction_deliver;
     eviction->shared = victim_pool;
+    eviction->for_shared = pool->shared;
+    eviction->for_worker = pool->worker->index;
     eviction->same_user = same_user;
     worker_post(world->workers[victim_worker], &eviction->mail);
 }
@@ -645,6 +682,7 @@ enum release {
     RELEASE_TO_LOCAL_WAITER, /* this worker's first waiter is the longest waiter (or has no ticket) */
     RELEASE_TO_OTHER_WORKER, /* a client of another worker has waited longest */
     RELEASE_TO_IDLE,         /* nobody waits */
+    RELEASE_TO_IDLE_FOR_NOW, /* a client of another worker has only just begun to wait */
 };
 
 /*
@@ -654,9 +692,18 @@ enum release {
  * and the backend a trip between loops).
  */
 #define POOL_FIFO_SLACK_SECONDS 0.005
+/*
+ * With nobody waiting here, a backend stays this long for this worker's own clients (their next
+ * query is usually a round trip away) before it goes to a client of another worker that has just
+ * begun to wait: without it, a worker with few clients and one with many pass the backends back
+ * and forth on almost every transaction.
+ */
+#define POOL_KEEP_SECONDS 0.001
 
-/* Under the registry lock: who gets a backend released on this worker. */
-static enum release pool_decide_release_locked(struct pool *pool, bool movable, unsigned *to)
+/* Under the registry lock: who gets a backend released on this worker (*recheck: when to ask
+ * again if it stays for now). */
+static enum release pool_decide_release_locked(struct pool *pool, bool movable, double now,
+                                               unsigned *to, double *recheck)
 {
     struct shared_pool *sp = pool->shared;
     struct pool_ticket *head = TAILQ_FIRST(&sp->tickets);
@@ -669,9 +716,29 @@ static enum release pool_decide_release_locked(struct pool *pool, bool movable, 
     }
     if (!head || !movable)
         return RELEASE_TO_IDLE;
+    if (now - head->since < POOL_KEEP_SECONDS) {
+        *recheck = POOL_KEEP_SECONDS - (now - head->since);
+        return RELEASE_TO_IDLE_FOR_NOW;
+    }
     shared_pool_dequeue(sp, head);
     *to = head->worker;
     return RELEASE_TO_OTHER_WORKER;
+}
+
+static void pool_lend_idle(struct pool *pool);
+
+static void pool_lend_cb(evutil_socket_t fd, short what, void *arg)
+{
+    pool_lend_idle(arg);
+}
+
+/* Looks again, after delay, whether the idle backends here should go to other workers. */
+static void pool_arm_lend(struct pool *pool, double delay)
+{
+    if (evtimer_pending(pool->lend_timer, NULL))
+        return;
+    struct timeval tv = { 0, (suseconds_t)(delay * 1e6) + 1 };
+    evtimer_add(pool->lend_timer, &tv);
 }
 
 static void pool_leave_queue(struct pool *pool, struct client *client, bool ticket_settled);
@@ -832,11 +899,13 @@ void pool_server_ready(struct pool *pool, struct server *s)
     bool movable = pool->worker->world->n_workers > 1 && server_can_leave_worker(s);
     struct pool_registry *reg = pool_registry_of(pool);
     unsigned to = 0;
+    double recheck = 0;
     enum release release = RELEASE_TO_IDLE;
     /* Nobody waits anywhere: no lock (a ticket queued meanwhile is caught below). */
     if (!TAILQ_EMPTY(&pool->waiting_clients) || atomic_load(&pool->shared->n_tickets) > 0) {
+        double now = worker_now(pool->worker);
         pool_registry_lock(reg);
-        release = pool_decide_release_locked(pool, movable, &to);
+        release = pool_decide_release_locked(pool, movable, now, &to, &recheck);
         pool_registry_unlock(reg);
     }
 
@@ -846,6 +915,10 @@ void pool_server_ready(struct pool *pool, struct server *s)
         return;
     case RELEASE_TO_OTHER_WORKER:
         pool_send_server(pool, s, to);
+        return;
+    case RELEASE_TO_IDLE_FOR_NOW:
+        server_set_idle(s);
+        pool_arm_lend(pool, recheck);
         return;
     case RELEASE_TO_IDLE:
         server_set_idle(s);

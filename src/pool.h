@@ -91,6 +91,7 @@ struct pool {
     double next_login_attempt;          /* no backend is opened before this */
     double login_retry_delay;           /* grows while logins keep failing, up to server_login_retry */
     struct event *retry_timer;          /* opens the next backend once the delay is over */
+    struct event *lend_timer;           /* idle backends kept here briefly: lend them now? */
 
     struct pool_stats stats;
 };

@@ -129,15 +129,25 @@ void shared_pool_dequeue(struct shared_pool *sp, struct pool_ticket *ticket)
     atomic_fetch_sub(&sp->n_tickets, 1);
 }
 
-void pool_registry_forget_server(struct pool_registry *reg, struct shared_pool *sp)
+static void pool_registry_add_server(struct pool_registry *reg, struct shared_pool *sp, int delta)
 {
     pool_registry_lock(reg);
-    atomic_fetch_sub(&sp->n_servers, 1);
+    atomic_fetch_add(&sp->n_servers, delta);
     struct limit_count *db = limit_registry_database(&reg->limits, sp->db_name);
     struct limit_count *user = limit_registry_user(&reg->limits, sp->user_name);
     if (db)
-        db->servers--;
+        db->servers += delta;
     if (user)
-        user->servers--;
+        user->servers += delta;
     pool_registry_unlock(reg);
+}
+
+void pool_registry_forget_server(struct pool_registry *reg, struct shared_pool *sp)
+{
+    pool_registry_add_server(reg, sp, -1);
+}
+
+void pool_registry_count_server(struct pool_registry *reg, struct shared_pool *sp)
+{
+    pool_registry_add_server(reg, sp, +1);
 }

@@ -79,6 +79,8 @@ struct shared_pool *pool_registry_shared(struct pool_registry *reg, const char *
                                          const char *user_name);
 /* A backend closed without its pool (on its way between workers): takes it out of the counts. */
 void pool_registry_forget_server(struct pool_registry *reg, struct shared_pool *sp);
+/* One more backend for sp in the counts, limits unchecked (a place handed over by an eviction). */
+void pool_registry_count_server(struct pool_registry *reg, struct shared_pool *sp);
 /* Under the lock: ticket joins the end of the queue, or leaves it (if still queued). */
 void shared_pool_enqueue(struct shared_pool *sp, struct pool_ticket *ticket);
 void shared_pool_dequeue(struct shared_pool *sp, struct pool_ticket *ticket);
