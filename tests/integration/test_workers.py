@@ -187,6 +187,9 @@ def waiter_served_across_workers(t):
     check(after[a]["handoffs_in"] > before[a]["handoffs_in"],
           f"SHOW WORKERS handoffs_in of worker {a} (had the waiter): "
           f"{before[a]['handoffs_in']} -> {after[a]['handoffs_in']}")
+    owners = [worker_column(r, "SHOW SERVERS") for r in show(admin, "SERVERS")
+              if r["remote_pid"] == holder_pid]
+    check_equal(owners, [a], "SHOW SERVERS' worker for the backend, idle after the waiter's query")
     check_equal(one_value(holder, "SELECT pg_backend_pid()"), holder_pid,
                 "backend pid the first client gets back")
 
