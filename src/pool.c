@@ -66,6 +66,10 @@ static bool pool_needs_client_key(struct worker *w, const struct config_database
 
 static void pool_retry_cb(evutil_socket_t fd, short what, void *arg);
 static void pool_lend_cb(evutil_socket_t fd, short what, void *arg);
+static void pool_lend_idle(struct pool *pool, bool asked);
+static void pool_release(struct pool *pool, struct server *s, bool keep_for_own);
+static bool pool_needs_more_servers(const struct pool *pool);
+static bool pool_launch_server(struct pool *pool);
 
 /* host= and port= as places to try; the config was checked at load, so only memory can fail. */
 static int pool_take_hosts(struct pool *pool, const struct config_database *db)
@@ -623,8 +627,10 @@ static void pool_nudge_deliver(struct worker *w, struct mail *mail)
     struct pool_nudge *nudge = (struct pool_nudge *)mail;
     struct pool *pool = nudge->shared->local[w->index];
     free(nudge);
-    if (pool)
-        pool_serve_waiters(pool);
+    if (!pool)
+        return;
+    pool_lend_idle(pool, true); /* asked: another worker's client waits for it now */
+    pool_serve_waiters(pool);
 }
 
 /* Asks worker to look at the pool again: lend its idle backends, or open one for its waiters. */
@@ -702,8 +708,8 @@ enum release {
 
 /* Under the registry lock: who gets a backend released on this worker (*recheck: when to ask
  * again if it stays for now). */
-static enum release pool_decide_release_locked(struct pool *pool, bool movable, double now,
-                                               unsigned *to, double *recheck)
+static enum release pool_decide_release_locked(struct pool *pool, bool movable, bool keep_for_own,
+                                               double now, unsigned *to, double *recheck)
 {
     struct shared_pool *sp = pool->shared;
     struct pool_ticket *head = TAILQ_FIRST(&sp->tickets);
@@ -716,7 +722,7 @@ static enum release pool_decide_release_locked(struct pool *pool, bool movable, 
     }
     if (!head || !movable)
         return RELEASE_TO_IDLE;
-    if (now - head->since < POOL_KEEP_SECONDS) {
+    if (keep_for_own && now - head->since < POOL_KEEP_SECONDS) {
         *recheck = POOL_KEEP_SECONDS - (now - head->since);
         return RELEASE_TO_IDLE_FOR_NOW;
     }
@@ -725,11 +731,15 @@ static enum release pool_decide_release_locked(struct pool *pool, bool movable, 
     return RELEASE_TO_OTHER_WORKER;
 }
 
-static void pool_lend_idle(struct pool *pool);
+/* After asking another worker for an idle backend: open one if none came by then. */
+#define POOL_BORROW_WAIT_SECONDS 0.005
 
 static void pool_lend_cb(evutil_socket_t fd, short what, void *arg)
 {
-    pool_lend_idle(arg);
+    struct pool *pool = arg;
+    pool_lend_idle(pool, false);
+    while (!pool->paused && pool_needs_more_servers(pool) && pool_launch_server(pool))
+        ;
 }
 
 /* Looks again, after delay, whether the idle backends here should go to other workers. */
@@ -814,7 +824,7 @@ void pool_adopt_server(struct worker *w, struct shared_pool *shared, struct serv
 }
 
 /* Idle backends here, clients waiting on other workers: the longest waiters get them. */
-static void pool_lend_idle(struct pool *pool)
+static void pool_lend_idle(struct pool *pool, bool asked)
 {
     int budget = pool->n_idle;
     struct server *s;
@@ -823,7 +833,7 @@ static void pool_lend_idle(struct pool *pool)
         if (pool_server_needs_check(pool, s))
             pool_start_check(pool, s); /* then released like any other */
         else
-            pool_server_ready(pool, s);
+            pool_release(pool, s, !asked);
     }
 }
 
@@ -838,9 +848,13 @@ void pool_serve_waiters(struct pool *pool)
             pool_server_ready(pool, s);
     }
     if (!pool->paused && pool->n_idle > 0 && atomic_load(&pool->shared->n_tickets) > 0)
-        pool_lend_idle(pool);
-    if (pool_needs_more_servers(pool) && !pool->paused)
-        pool_ask_other_workers(pool);
+        pool_lend_idle(pool, false);
+    /* An idle backend on another worker is borrowed rather than a new one opened; one is opened
+     * if it has not come within POOL_BORROW_WAIT_SECONDS (that worker may use it first). */
+    if (pool_needs_more_servers(pool) && !pool->paused && pool_ask_other_workers(pool)) {
+        pool_arm_lend(pool, POOL_BORROW_WAIT_SECONDS);
+        return;
+    }
     while (pool_needs_more_servers(pool) && pool_launch_server(pool))
         ;
 }
@@ -864,9 +878,10 @@ void pool_request_server(struct pool *pool, struct client *client)
         pool_start_check(pool, s); /* the client gets it, or another, once the check is done */
         return;
     }
-    /* An idle backend on another worker is lent; a new one is opened too if there is room, in
-     * case that one is taken before the mail arrives (whichever comes first serves). */
-    pool_ask_other_workers(pool);
+    if (pool_ask_other_workers(pool)) {
+        pool_arm_lend(pool, POOL_BORROW_WAIT_SECONDS); /* then one is opened if none came */
+        return;
+    }
     if (pool_needs_more_servers(pool) && !pool_launch_server(pool) && pool_refuses_for_login_error(pool))
         pool_fail_for_login_error(pool);
 }
@@ -891,6 +906,12 @@ void pool_cancel_wait(struct pool *pool, struct client *client)
 
 void pool_server_ready(struct pool *pool, struct server *s)
 {
+    pool_release(pool, s, true);
+}
+
+/* keep_for_own: a backend nobody here waits for may stay a moment for this worker's clients. */
+static void pool_release(struct pool *pool, struct server *s, bool keep_for_own)
+{
     s->ready_status = 'I';
     if (pool->paused) {
         server_set_idle(s);
@@ -905,7 +926,7 @@ void pool_server_ready(struct pool *pool, struct server *s)
     if (!TAILQ_EMPTY(&pool->waiting_clients) || atomic_load(&pool->shared->n_tickets) > 0) {
         double now = worker_now(pool->worker);
         pool_registry_lock(reg);
-        release = pool_decide_release_locked(pool, movable, now, &to, &recheck);
+        release = pool_decide_release_locked(pool, movable, keep_for_own, now, &to, &recheck);
         pool_registry_unlock(reg);
     }
 
