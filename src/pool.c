@@ -732,7 +732,7 @@ static enum release pool_decide_release_locked(struct pool *pool, bool movable, 
 }
 
 /* After asking another worker for an idle backend: open one if none came by then. */
-#define POOL_BORROW_WAIT_SECONDS 0.005
+#define POOL_BORROW_WAIT_SECONDS 0.010
 
 static void pool_lend_cb(evutil_socket_t fd, short what, void *arg)
 {
