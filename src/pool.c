@@ -344,11 +344,14 @@ enum reservation { RESERVED, RESERVED_FROM_RESERVE, NO_ROOM, AT_DATABASE_LIMIT, 
  * reserve_pool_timeout, the reserve pool), max_db_connections and max_user_connections all have
  * room, counting the backends of every worker.
  */
-static enum reservation pool_reserve_locked(struct pool *pool, bool for_waiter)
+static enum reservation pool_reserve_locked(struct pool *pool, bool for_waiter, bool for_min_pool)
 {
     const struct config *cfg = pool->worker->cfg;
     int count = atomic_load(&pool->shared->n_servers);
     bool from_reserve = false;
+    /* Every worker tops the pool up to min_pool_size: the check and the count in one step. */
+    if (for_min_pool && count >= pool->min_pool_size)
+        return NO_ROOM;
     if (count >= pool->pool_size) {
         int reserve = config_effective_reserve_pool(cfg, config_find_database(cfg, pool->db_name));
         if (!for_waiter || count >= pool->pool_size + reserve || !pool_reserve_open(pool))
@@ -486,11 +489,12 @@ static void pool_evict_elsewhere(struct pool *pool, bool same_user)
     worker_post(world->workers[victim_worker], &eviction->mail);
 }
 
-static enum reservation pool_reserve_server(struct pool *pool, bool for_waiter, bool may_evict)
+static enum reservation pool_reserve_server(struct pool *pool, bool for_waiter, bool may_evict,
+                                           bool for_min_pool)
 {
     struct pool_registry *reg = pool_registry_of(pool);
     pool_registry_lock(reg);
-    enum reservation r = pool_reserve_locked(pool, for_waiter);
+    enum reservation r = pool_reserve_locked(pool, for_waiter, for_min_pool);
     pool_registry_unlock(reg);
     if ((r == AT_DATABASE_LIMIT || r == AT_USER_LIMIT) && may_evict) {
         if (!pool_evict_for(pool, r == AT_USER_LIMIT)) {
@@ -498,7 +502,7 @@ static enum reservation pool_reserve_server(struct pool *pool, bool for_waiter, 
             return r;
         }
         pool_registry_lock(reg);
-        r = pool_reserve_locked(pool, for_waiter);
+        r = pool_reserve_locked(pool, for_waiter, for_min_pool);
         pool_registry_unlock(reg);
     }
     return r;
@@ -521,7 +525,8 @@ static bool pool_launch_server_for(struct pool *pool, enum launch_reason reason)
     if (pool_in_login_backoff(pool) || probing || worker_now(pool->worker) < pool->descriptor_retry_at ||
         (pool->paused && !for_login))
         return false;
-    enum reservation r = pool_reserve_server(pool, reason == LAUNCH_FOR_WAITER, reason != LAUNCH_FOR_MIN_POOL);
+    enum reservation r = pool_reserve_server(pool, reason == LAUNCH_FOR_WAITER, reason != LAUNCH_FOR_MIN_POOL,
+                                             reason == LAUNCH_FOR_MIN_POOL);
     if (r != RESERVED && r != RESERVED_FROM_RESERVE)
         return false;
     if (r == RESERVED_FROM_RESERVE)
