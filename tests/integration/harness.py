@@ -139,12 +139,19 @@ def make_certificates(directory):
     return directory
 
 
+_ports_handed_out = set()
+
+
 def free_port():
     """A port nothing listens on, below the kernel's range for outgoing connections: a port from
-    that range can be taken by some client socket before a test (re)starts a server on it."""
+    that range can be taken by some client socket before a test (re)starts a server on it. Never
+    the same one twice in a run: two asked for before either is listened on would collide."""
     import random
     for _ in range(200):
         port = random.randint(26000, 32000)  # bench/run uses 24432 and up
+        if port in _ports_handed_out:
+            continue
+        _ports_handed_out.add(port)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind(("127.0.0.1", port))
