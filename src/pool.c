@@ -1438,9 +1438,38 @@ static void pool_warn_all_pinned(struct pool *pool, double now)
                 pool->db_name, pool->user_name, pool->pool_size, waiting, waiting == 1 ? "" : "s");
 }
 
+/*
+ * A waiter whose ticket was taken for a backend that has not reached it within this long gets a
+ * ticket again: whatever became of that backend, the client is back in line on every worker.
+ */
+#define POOL_GRANT_LOST_SECONDS 1.0
+
+static void pool_requeue_lost_grants(struct pool *pool, double now)
+{
+    struct pool_registry *reg = pool_registry_of(pool);
+    struct client *c;
+    int requeued = 0;
+    if (pool->n_waiting == 0)
+        return;
+    pool_registry_lock(reg);
+    TAILQ_FOREACH(c, &pool->waiting_clients, pool_link) {
+        if (!c->ticket.queued && now - c->wait_start > POOL_GRANT_LOST_SECONDS) {
+            c->ticket.since = now;
+            shared_pool_enqueue(pool->shared, &c->ticket);
+            requeued++;
+        }
+    }
+    pool_registry_unlock(reg);
+    if (requeued > 0)
+        log_warning("pool %s/%s: %d waiting client%s had not received the backend handed to %s "
+                    "after %g s: queued again", pool->db_name, pool->user_name, requeued,
+                    requeued == 1 ? "" : "s", requeued == 1 ? "it" : "them", POOL_GRANT_LOST_SECONDS);
+}
+
 void pool_janitor(struct pool *pool, double now)
 {
     pool_warn_all_pinned(pool, now);
+    pool_requeue_lost_grants(pool, now);
     pool_expire_waiters(pool, now);
     pool_expire_transactions(pool, now);
     pool_expire_servers(pool, now);
