@@ -236,7 +236,9 @@ static int pool_most_servers(const struct pool *pool)
 
 bool pool_above_size(struct pool *pool)
 {
-    return pool_total_server_count(pool) > pool_most_servers(pool);
+    /* Checked at every release: the reserve's look-up only when pool_size alone is exceeded. */
+    int total = pool_total_server_count(pool);
+    return total > pool->pool_size && total > pool_most_servers(pool);
 }
 
 static bool pool_in_login_backoff(const struct pool *pool)
@@ -739,12 +741,18 @@ static enum release pool_decide_release_locked(struct pool *pool, bool movable, 
 /* After asking another worker for an idle backend: open one if none came by then. */
 #define POOL_BORROW_WAIT_SECONDS 0.010
 
+/* Opens backends while this worker's waiters outnumber those on their way (a paused pool opens none). */
+static void pool_launch_for_waiters(struct pool *pool)
+{
+    while (pool_needs_more_servers(pool) && pool_launch_server(pool))
+        ;
+}
+
 static void pool_lend_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct pool *pool = arg;
     pool_lend_idle(pool, false);
-    while (!pool->paused && pool_needs_more_servers(pool) && pool_launch_server(pool))
-        ;
+    pool_launch_for_waiters(pool);
 }
 
 /* Looks again, after delay, whether the idle backends here should go to other workers. */
@@ -860,8 +868,7 @@ void pool_serve_waiters(struct pool *pool)
         pool_arm_lend(pool, POOL_BORROW_WAIT_SECONDS);
         return;
     }
-    while (pool_needs_more_servers(pool) && pool_launch_server(pool))
-        ;
+    pool_launch_for_waiters(pool);
 }
 
 void pool_request_server(struct pool *pool, struct client *client)
@@ -914,6 +921,12 @@ void pool_server_ready(struct pool *pool, struct server *s)
     pool_release(pool, s, true);
 }
 
+/* Whether the backend could be handed to another worker now (there is another). */
+static bool pool_server_movable(const struct pool *pool, struct server *s)
+{
+    return pool->worker->world->n_workers > 1 && server_can_leave_worker(s);
+}
+
 /* keep_for_own: a backend nobody here waits for may stay a moment for this worker's clients. */
 static void pool_release(struct pool *pool, struct server *s, bool keep_for_own)
 {
@@ -922,13 +935,14 @@ static void pool_release(struct pool *pool, struct server *s, bool keep_for_own)
         server_set_idle(s);
         return;
     }
-    bool movable = pool->worker->world->n_workers > 1 && server_can_leave_worker(s);
     struct pool_registry *reg = pool_registry_of(pool);
     unsigned to = 0;
     double recheck = 0;
     enum release release = RELEASE_TO_IDLE;
-    /* Nobody waits anywhere: no lock (a ticket queued meanwhile is caught below). */
+    /* Nobody waits anywhere: no lock, no look at whether it could travel (a ticket queued
+     * meanwhile is caught below). */
     if (!TAILQ_EMPTY(&pool->waiting_clients) || atomic_load(&pool->shared->n_tickets) > 0) {
+        bool movable = pool_server_movable(pool, s);
         double now = worker_now(pool->worker);
         pool_registry_lock(reg);
         release = pool_decide_release_locked(pool, movable, keep_for_own, now, &to, &recheck);
@@ -949,7 +963,7 @@ static void pool_release(struct pool *pool, struct server *s, bool keep_for_own)
     case RELEASE_TO_IDLE:
         server_set_idle(s);
         /* A ticket queued while it went idle did not see it: look again (after the mail). */
-        if (movable && atomic_load(&pool->shared->n_tickets) > 0)
+        if (atomic_load(&pool->shared->n_tickets) > 0 && pool_server_movable(pool, s))
             pool_post_nudge(pool->worker, pool->shared);
         return;
     }
