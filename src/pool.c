@@ -796,6 +796,7 @@ static void pool_send_server(struct pool *pool, struct server *s, unsigned to)
     struct worker *w = pool->worker;
     server_leave_worker(s);
     s->handoff_to = to;
+    s->handoff_retired = atomic_load(&pool->shared->retired);
     TAILQ_INSERT_TAIL(&w->departing_servers, s, link);
     worker_schedule_reap(w);
 }
@@ -827,6 +828,12 @@ void pool_adopt_server(struct worker *w, struct shared_pool *shared, struct serv
     w->handoffs_in++;
     if (!pool) {
         server_close_in_transit(s, w, shared, "its pool is gone");
+        return;
+    }
+    /* RECONNECT and KILL close the pool's backends on every worker; this one was between two. */
+    if (s->handoff_retired != atomic_load(&shared->retired)) {
+        server_close_in_transit(s, w, shared, "RECONNECT or KILL while it was handed over");
+        pool_serve_waiters(pool);
         return;
     }
     server_join_worker(s, w, pool);
@@ -1261,6 +1268,7 @@ bool pool_is_quiet(const struct pool *pool)
 
 void pool_reconnect(struct pool *pool, const char *reason)
 {
+    atomic_fetch_add(&pool->shared->retired, 1);
     /* Busy backends finish what they do, then close; idle ones close at once. */
     pool_retire_servers(&pool->used_servers);
     pool_retire_servers(&pool->new_servers);
@@ -1270,6 +1278,7 @@ void pool_reconnect(struct pool *pool, const char *reason)
 
 void pool_kill(struct pool *pool, const char *reason)
 {
+    atomic_fetch_add(&pool->shared->retired, 1);
     struct worker *w = pool->worker;
     struct client *c, *next;
     for (c = TAILQ_FIRST(&w->clients); c; c = next) {

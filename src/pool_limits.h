@@ -52,6 +52,8 @@ struct shared_pool {
     struct pool_ticket_list tickets;   /* waiting clients of every worker, oldest first */
     atomic_int n_tickets;              /* changed under the lock, read without it */
     atomic_int n_pinned;               /* clients of every worker pinned to their backend */
+    atomic_uint retired;               /* bumped by RECONNECT and KILL: a backend that left its
+                                          worker before the last bump is closed where it arrives */
     /* Idle backends each worker holds: entry i changed by worker i only, read by any, to know
      * whom to ask for one. A worker that parks a backend checks n_tickets after counting it, and
      * one that queues a ticket checks these after counting it: one of the two sees the other. */

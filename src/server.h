@@ -49,6 +49,7 @@ struct server {
     int port;
     size_t host_index;
     unsigned handoff_to;            /* the worker it is being handed to (departing_servers) */
+    unsigned handoff_retired;       /* shared_pool->retired when it left its worker */
 
     struct client *client;          /* linked client while ACTIVE or syncing for it */
     struct param_set params;        /* what this backend's session has now */
