@@ -40,6 +40,8 @@ struct pool_ticket {
     double since;                  /* when it started waiting */
     unsigned worker;               /* the client's */
     bool queued;                   /* under the lock: false once served, granted or gone */
+    bool urgent;                   /* no backend of its worker's own is on its way back to it:
+                                      a backend released on any worker goes to it at once */
 };
 TAILQ_HEAD(pool_ticket_list, pool_ticket);
 
