@@ -320,12 +320,7 @@ void pool_forget_client(struct client *c)
 
 void pool_count_server(struct pool *pool, int delta)
 {
-    struct pool_registry *reg = pool_registry_of(pool);
-    pool_registry_lock(reg);
-    pool->db_count->servers += delta;
-    pool->user_count->servers += delta;
-    atomic_fetch_add(&pool->shared->n_servers, delta);
-    pool_registry_unlock(reg);
+    pool_registry_add_servers(pool_registry_of(pool), pool->shared, delta);
     if (delta < 0)
         pool->worker->server_closed = true;
 }
@@ -378,9 +373,7 @@ static struct server *pool_eviction_candidate(struct pool *pool, bool same_user)
     struct server *oldest = NULL;
     struct pool *other;
     TAILQ_FOREACH(other, &pool->worker->pools, link) {
-        bool shares = same_user ? other->user_count == pool->user_count
-                                : other->db_count == pool->db_count;
-        if (other == pool || !shares)
+        if (other == pool || POOL_LIMIT_COUNT(other, same_user) != POOL_LIMIT_COUNT(pool, same_user))
             continue;
         struct server *s = TAILQ_LAST(&other->idle_servers, server_list);
         if (s && (!oldest || s->last_used < oldest->last_used))
@@ -426,7 +419,7 @@ static void pool_place_deliver(struct worker *w, struct mail *mail)
     free(place);
     struct pool *pool = shared->local[w->index];
     if (!pool || pool->disabled || (pool->n_waiting == 0 && TAILQ_EMPTY(&pool->login_clients))) {
-        pool_registry_forget_server(&w->world->pools, shared); /* nobody needs it any more */
+        pool_registry_add_servers(&w->world->pools, shared, -1); /* nobody needs it any more */
         return;
     }
     server_connect(pool); /* gives the place back if it fails */
@@ -444,7 +437,7 @@ static void pool_eviction_deliver(struct worker *w, struct mail *mail)
     }
     /* The place changes hands in the counts before the victim leaves them: nobody else can take
      * it in between, and for a moment the counts say one more than there are, never one less. */
-    pool_registry_count_server(&w->world->pools, eviction->for_shared);
+    pool_registry_add_servers(&w->world->pools, eviction->for_shared, +1);
     server_close(victim, eviction->same_user ? "evicted for another pool (max_user_connections)"
                                              : "evicted for another pool (max_db_connections)");
     place->mail.deliver = pool_place_deliver;
@@ -466,9 +459,7 @@ static void pool_evict_elsewhere(struct pool *pool, bool same_user)
 
     pool_registry_lock(reg);
     for (struct shared_pool *sp = reg->pools; sp && !victim_pool; sp = sp->next) {
-        bool shares = same_user ? strcmp(sp->user_name, pool->user_name) == 0
-                                : strcmp(sp->db_name, pool->db_name) == 0;
-        if (sp == pool->shared || !shares)
+        if (sp == pool->shared || POOL_LIMIT_COUNT(sp, same_user) != POOL_LIMIT_COUNT(pool, same_user))
             continue;
         for (size_t i = 0; i < world->n_workers && !victim_pool; i++) {
             if (i != pool->worker->index && atomic_load(&sp->idle_on[i]) > 0) {

@@ -134,7 +134,7 @@ void server_close_in_transit(struct server *s, struct worker *w, struct shared_p
               shared->db_name, shared->user_name, reason);
     s->state = SERVER_CLOSED;
     conn_close(&s->conn);
-    pool_registry_forget_server(&w->world->pools, shared);
+    pool_registry_add_servers(&w->world->pools, shared, -1);
     w->server_closed = true;
     TAILQ_INSERT_TAIL(&w->dead_servers, s, link);
     worker_schedule_reap(w);
