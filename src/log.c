@@ -4,6 +4,7 @@
  */
 #include "log.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -17,9 +18,17 @@ struct log_settings {
     int verbose;
     bool use_syslog;
     char ident[64];
+    int pid; /* the process's, for each line: getpid() is a system call, and a login logs twice */
 };
 
 static struct log_settings log_settings = { .verbose = 0, .use_syslog = false, .ident = "sluice" };
+
+/* Each thread's last time stamp, formatted once a second rather than once a line. */
+struct log_stamp {
+    time_t second;
+    char text[32];
+};
+static _Thread_local struct log_stamp log_stamp = { .second = -1 };
 
 static int syslog_facility_from_name(const char *name)
 {
@@ -39,6 +48,7 @@ static int syslog_facility_from_name(const char *name)
 void log_configure(int verbose, bool use_syslog, const char *ident, const char *facility)
 {
     log_settings.verbose = verbose;
+    log_settings.pid = (int)getpid();
     if (log_settings.use_syslog)
         closelog();
     log_settings.use_syslog = use_syslog;
@@ -90,13 +100,32 @@ void log_write(enum log_level level, const char *fmt, ...)
         return;
     }
     struct timeval now;
-    struct tm tm;
-    char stamp[32];
     gettimeofday(&now, NULL);
-    gmtime_r(&now.tv_sec, &tm);
-    strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%S", &tm);
-    fprintf(stderr, "%s.%03d UTC [%d] %s %s\n", stamp, (int)(now.tv_usec / 1000), (int)getpid(),
-            level_name(level), line);
+    if (now.tv_sec != log_stamp.second) {
+        struct tm tm;
+        gmtime_r(&now.tv_sec, &tm);
+        strftime(log_stamp.text, sizeof(log_stamp.text), "%Y-%m-%d %H:%M:%S", &tm);
+        log_stamp.second = now.tv_sec;
+    }
+    /* One write per line, without stdio's lock on stderr: workers log at once, and a line never
+     * mixes with another (a write to a pipe of under PIPE_BUF bytes is atomic). */
+    char out[sizeof(line) + 128];
+    int n = snprintf(out, sizeof(out), "%s.%03d UTC [%d] %s %s\n", log_stamp.text, (int)(now.tv_usec / 1000),
+                     log_settings.pid ? log_settings.pid : (int)getpid(), level_name(level), line);
+    if (n < 0)
+        return;
+    size_t len = (size_t)n < sizeof(out) ? (size_t)n : sizeof(out) - 1;
+    if (len == sizeof(out) - 1)
+        out[len - 1] = '\n'; /* cut: still one line */
+    while (len > 0) {
+        ssize_t w = write(STDERR_FILENO, out, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return; /* nowhere to say it */
+        memmove(out, out + w, len - (size_t)w);
+        len -= (size_t)w;
+    }
 }
 
 bool log_rate_allow(struct log_rate *rate, double now, double interval, unsigned long *held_back)
