@@ -47,11 +47,15 @@ VARIANTS = {
     "sluice-w1": dict(kind="sluice", settings=["workers = 1"]),
     "sluice-auto": dict(kind="sluice", settings=["workers = auto"]),
     "sluice-w2": dict(kind="sluice", settings=["workers = 2"]),
+    # Two processes of one worker each on one port, each with half the pool: what a second event
+    # loop costs with nothing shared, against which workers=2's cost of sharing one pool is read.
+    "sluice-2p": dict(kind="sluice", settings=["workers = 1", "so_reuseport = 1"], procs=2),
 }
 TARGET_LABEL.update({"pgbouncer-xP": "PgBouncer xP (so_reuseport)", "sluice-w1": "sluice workers=1",
-                     "sluice-auto": "sluice workers=auto", "sluice-w2": "sluice workers=2"})
+                     "sluice-auto": "sluice workers=auto", "sluice-w2": "sluice workers=2",
+                     "sluice-2p": "sluice x2 processes, workers=1 (so_reuseport)"})
 SCALING_TARGETS = ["direct", "pgbouncer", "pgbouncer-xP", "sluice-w1", "sluice-auto"]
-WORKERS_COST_TARGETS = ["sluice-w1", "sluice-w2"]
+WORKERS_COST_TARGETS = ["sluice-w1", "sluice-w2", "sluice-2p"]
 POOL_SIZE = 20
 MAX_CLIENT_CONN = 12000
 PASSWORD = "bench-secret-pw"
@@ -358,6 +362,13 @@ def median(xs):
 def kind_of(target):
     """direct, pgbouncer or sluice: the program behind a target or variant."""
     return VARIANTS.get(target, {}).get("kind", target)
+
+
+def procs_of(variant, pgbouncer_procs):
+    """How many processes a variant runs on its port: P (cores/4) for PgBouncer xP, else its own
+    count (1 by default)."""
+    n = variant.get("procs", 1)
+    return pgbouncer_procs if n == "P" else n
 
 
 def members(proxy):
@@ -710,24 +721,25 @@ class Bench:
         self.chown(path)
         return path
 
-    def proxy_config(self, kind, scn, extra=()):
-        """The configuration of a `kind` proxy for scenario scn; `extra`: the variant's own lines."""
+    def proxy_config(self, kind, scn, extra=(), pool_size=POOL_SIZE):
+        """The configuration of a `kind` proxy for scenario scn; `extra`: the variant's own lines;
+        pool_size: each process's."""
         s = SCENARIOS[scn]
         auth = s["auth"]
         port = self.pbport if kind == "pgbouncer" else self.slport
         auth_type = {"trust": "trust", "scram-plain": "scram-sha-256", "scram-verifier": "scram-sha-256",
                      "token": "token"}[auth]
         if auth == "trust":
-            db = f"bench = host=127.0.0.1 port={self.pgport} dbname=bench user=bench_trust pool_size={POOL_SIZE}"
+            db = f"bench = host=127.0.0.1 port={self.pgport} dbname=bench user=bench_trust pool_size={pool_size}"
         else:
             db = (f"bench = host=127.0.0.1 port={self.pgport} dbname=bench user=bench password={PASSWORD} "
-                  f"pool_size={POOL_SIZE}")
+                  f"pool_size={pool_size}")
         lines = [f"[{kind if kind == 'pgbouncer' else 'sluice'}]",
                  "listen_addr = 127.0.0.1",
                  f"listen_port = {port}",
                  "unix_socket_dir =",
                  "pool_mode = transaction",
-                 f"default_pool_size = {POOL_SIZE}",
+                 f"default_pool_size = {pool_size}",
                  f"max_client_conn = {MAX_CLIENT_CONN}",
                  f"auth_type = {auth_type}",
                  f"auth_file = {self.write_userlist(auth)}",
@@ -786,7 +798,7 @@ class Bench:
         reason). A variant of several processes returns the first, with all of them in .group."""
         kind = kind_of(target)
         variant = VARIANTS.get(target, {})
-        nprocs = self.pgbouncer_procs if variant.get("procs") == "P" else 1
+        nprocs = procs_of(variant, self.pgbouncer_procs)
         if kind == "sluice" and not self.sluice_bin:
             return None, self.sluice_reason
         if scn == "b-token":
@@ -800,7 +812,7 @@ class Bench:
                 return None, f"not available: sluice-token failed: {one_line(r.stdout)}"
             self.token = r.stdout.strip().splitlines()[-1]
         conf = os.path.join(self.tmp, f"{target}-{scn}.ini")
-        text = self.proxy_config(kind, scn, variant.get("settings", ()))
+        text = self.proxy_config(kind, scn, variant.get("settings", ()), pool_size=POOL_SIZE // nprocs)
         with open(conf, "w") as f:
             f.write(text)
         self.chown(conf)

@@ -412,6 +412,9 @@ def pool_text(b, target, scn):
     if target == "pgbouncer-xP":
         return f"{H.POOL_SIZE} × {procs(b)} = {H.POOL_SIZE * b.pgbouncer_procs}"
     if H.kind_of(target) == "sluice":
+        n = H.procs_of(H.VARIANTS.get(target, {}), b.pgbouncer_procs)
+        if n > 1:
+            return f"{H.POOL_SIZE // n} × {n} processes = {H.POOL_SIZE // n * n}"
         return f"{H.POOL_SIZE} (one pool for all workers)"
     return str(H.POOL_SIZE)
 
@@ -502,7 +505,8 @@ def write_suites(b):
             L.append("### Scaling: direct Postgres, PgBouncer x1 and xP, sluice workers=1 and auto\n")
             L += suite_table(b, rows, scns)
         else:
-            L.append("### The cost of a second worker: sluice workers=1 against workers=2\n")
+            L.append("### The cost of a second worker: sluice workers=1 against workers=2 (and two processes of "
+                     "one worker)\n")
             L += suite_table(b, rows, scns)
 
             def g(scn, t, k):
@@ -518,6 +522,11 @@ def write_suites(b):
                 if "-C" in H.SCENARIOS[scn]["args"]:
                     tp = ratio(g(scn, "sluice-w2", "tps"), g(scn, "sluice-w1", "tps"))
                     L.append(f"| {scn} | TPS (connections/s) | {rfmt(tp)} | no slower (1× or more) |")
+                # Two unshared loops against one: the part of the cost that is not the sharing.
+                cp2 = ratio(g(scn, "sluice-2p", "cpu_proxy"), g(scn, "sluice-w1", "cpu_proxy"))
+                if cp2 is not None:
+                    L.append(f"| {scn} | proxy CPU per transaction, 2 processes of 1 worker / workers=1 | "
+                             f"{rfmt(cp2)} | (for reading: two loops that share nothing) |")
             L.append("")
             L.append("Timings are never a pass/fail here: the ratios are for reading, with the spread (±) of the "
                      "rounds above.\n")
