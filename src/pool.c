@@ -609,9 +609,58 @@ void pool_server_checked(struct pool *pool, struct server *s, bool ok)
 
 /* ---- across workers: tickets, lending, hand-overs ---- */
 
+/*
+ * A waiter whose ticket was taken for a backend that has not reached it within this long gets a
+ * ticket again: whatever became of that backend, the client is back in line on every worker.
+ */
+#define POOL_GRANT_LOST_SECONDS 1.0
+
+/*
+ * Puts back in line, in their old places, this worker's waiters whose ticket was taken for a
+ * backend that has not reached them, if they have waited min_wait. Returns how many. One whose
+ * backend is still on its way may get a second: the one that comes second finds nobody waiting
+ * for it and is released like any other.
+ */
+static int pool_requeue_granted(struct pool *pool, double now, double min_wait)
+{
+    struct pool_registry *reg = pool_registry_of(pool);
+    struct client *c;
+    int requeued = 0;
+    if (pool->n_waiting == 0)
+        return 0;
+    pool_registry_lock(reg);
+    TAILQ_FOREACH(c, &pool->waiting_clients, pool_link) {
+        if (!c->ticket.queued && now - c->wait_start >= min_wait) {
+            c->ticket.since = c->wait_start;
+            c->ticket.urgent = true;
+            shared_pool_enqueue(pool->shared, &c->ticket);
+            requeued++;
+        }
+    }
+    pool_registry_unlock(reg);
+    return requeued;
+}
+
+static void pool_requeue_lost_grants(struct pool *pool, double now)
+{
+    int requeued = pool_requeue_granted(pool, now, POOL_GRANT_LOST_SECONDS);
+    if (requeued > 0)
+        log_warning("pool %s/%s: %d waiting client%s had not received the backend handed to %s "
+                    "after %g s: queued again", pool->db_name, pool->user_name, requeued,
+                    requeued == 1 ? "" : "s", requeued == 1 ? "it" : "them", POOL_GRANT_LOST_SECONDS);
+}
+
+/* A backend on its way to this worker was closed: the waiter it was for goes back in line. */
+static void pool_grant_lost(struct pool *pool)
+{
+    pool_requeue_granted(pool, worker_now(pool->worker), 0);
+    pool_serve_waiters(pool);
+}
+
 struct pool_nudge {
     struct mail mail;
     struct shared_pool *shared;
+    bool grant_lost; /* a backend sent to the receiver's waiter was closed on its way */
 };
 
 struct pool_handoff {
@@ -624,22 +673,34 @@ static void pool_nudge_deliver(struct worker *w, struct mail *mail)
 {
     struct pool_nudge *nudge = (struct pool_nudge *)mail;
     struct pool *pool = nudge->shared->local[w->index];
+    bool grant_lost = nudge->grant_lost;
     free(nudge);
     if (!pool)
         return;
+    if (grant_lost) {
+        pool_grant_lost(pool);
+        return;
+    }
     pool_lend_idle(pool, true); /* asked: another worker's client waits for it now */
     pool_serve_waiters(pool);
 }
 
-/* Asks worker to look at the pool again: lend its idle backends, or open one for its waiters. */
-static void pool_post_nudge(struct worker *to, struct shared_pool *shared)
+/* Asks worker to look at the pool again: lend its idle backends, or open one for its waiters
+ * (grant_lost: first put back in line the waiter whose backend was closed on its way). */
+static void pool_post_nudge_for(struct worker *to, struct shared_pool *shared, bool grant_lost)
 {
     struct pool_nudge *nudge = calloc(1, sizeof(*nudge));
     if (!nudge)
-        return; /* its janitor looks again within a tick */
+        return; /* its janitor looks again within a tick (and requeues a lost grant in 1 s) */
     nudge->mail.deliver = pool_nudge_deliver;
     nudge->shared = shared;
+    nudge->grant_lost = grant_lost;
     worker_post(to, &nudge->mail);
+}
+
+static void pool_post_nudge(struct worker *to, struct shared_pool *shared)
+{
+    pool_post_nudge_for(to, shared, false);
 }
 
 /* A worker other than this one that holds an idle backend of the pool, or -1. */
@@ -831,7 +892,7 @@ void pool_dispatch_server(struct server *s)
         /* Out of memory, or it wrote since: it cannot travel. Its place goes to a new backend. */
         free(handoff);
         server_close_in_transit(s, w, shared, "could not be handed to another worker");
-        pool_post_nudge(w->world->workers[s->handoff_to], shared);
+        pool_post_nudge_for(w->world->workers[s->handoff_to], shared, true);
         return;
     }
     handoff->mail.deliver = pool_handoff_deliver;
@@ -854,7 +915,7 @@ void pool_adopt_server(struct worker *w, struct shared_pool *shared, struct serv
     /* RECONNECT and KILL close the pool's backends on every worker; this one was between two. */
     if (s->handoff_retired != atomic_load(&shared->retired)) {
         server_close_in_transit(s, w, shared, "RECONNECT or KILL while it was handed over");
-        pool_serve_waiters(pool);
+        pool_grant_lost(pool);
         return;
     }
     server_join_worker(s, w, pool);
@@ -1472,35 +1533,6 @@ static void pool_warn_all_pinned(struct pool *pool, double now)
                 "(temporary tables, advisory locks, LISTEN, cursors WITH HOLD...); %d client%s "
                 "wait until one clears it or leaves (SHOW PINNED lists them)",
                 pool->db_name, pool->user_name, pool->pool_size, waiting, waiting == 1 ? "" : "s");
-}
-
-/*
- * A waiter whose ticket was taken for a backend that has not reached it within this long gets a
- * ticket again: whatever became of that backend, the client is back in line on every worker.
- */
-#define POOL_GRANT_LOST_SECONDS 1.0
-
-static void pool_requeue_lost_grants(struct pool *pool, double now)
-{
-    struct pool_registry *reg = pool_registry_of(pool);
-    struct client *c;
-    int requeued = 0;
-    if (pool->n_waiting == 0)
-        return;
-    pool_registry_lock(reg);
-    TAILQ_FOREACH(c, &pool->waiting_clients, pool_link) {
-        if (!c->ticket.queued && now - c->wait_start > POOL_GRANT_LOST_SECONDS) {
-            c->ticket.since = now;
-            c->ticket.urgent = true;
-            shared_pool_enqueue(pool->shared, &c->ticket);
-            requeued++;
-        }
-    }
-    pool_registry_unlock(reg);
-    if (requeued > 0)
-        log_warning("pool %s/%s: %d waiting client%s had not received the backend handed to %s "
-                    "after %g s: queued again", pool->db_name, pool->user_name, requeued,
-                    requeued == 1 ? "" : "s", requeued == 1 ? "it" : "them", POOL_GRANT_LOST_SECONDS);
 }
 
 void pool_janitor(struct pool *pool, double now)

@@ -119,7 +119,15 @@ void shared_pool_enqueue(struct shared_pool *sp, struct pool_ticket *ticket)
 {
     if (ticket->queued)
         return;
-    TAILQ_INSERT_TAIL(&sp->tickets, ticket, link);
+    /* In order of since: a ticket put back in line (its backend was lost on the way) keeps its
+     * place; a new one, the usual case, goes at the end at once. */
+    struct pool_ticket *before = TAILQ_LAST(&sp->tickets, pool_ticket_list);
+    while (before && before->since > ticket->since)
+        before = TAILQ_PREV(before, pool_ticket_list, link);
+    if (before)
+        TAILQ_INSERT_AFTER(&sp->tickets, before, ticket, link);
+    else
+        TAILQ_INSERT_HEAD(&sp->tickets, ticket, link);
     ticket->queued = true;
     atomic_fetch_add(&sp->n_tickets, 1);
 }

@@ -90,7 +90,8 @@ void pool_registry_add_servers(struct pool_registry *reg, struct shared_pool *sp
 /* The count of the limit pool p shares with other pools (a struct pool or a struct shared_pool):
  * max_user_connections' if same_user, else max_db_connections'. */
 #define POOL_LIMIT_COUNT(p, same_user) ((same_user) ? (p)->user_count : (p)->db_count)
-/* Under the lock: ticket joins the end of the queue, or leaves it (if still queued). */
+/* Under the lock: ticket joins the queue in order of since (new ones at the end), or leaves it
+ * (if still queued). */
 void shared_pool_enqueue(struct shared_pool *sp, struct pool_ticket *ticket);
 void shared_pool_dequeue(struct shared_pool *sp, struct pool_ticket *ticket);
 
