@@ -320,12 +320,7 @@ void pool_forget_client(struct client *c)
 
 void pool_count_server(struct pool *pool, int delta)
 {
-    struct pool_registry *reg = pool_registry_of(pool);
-    pool_registry_lock(reg);
-    pool->db_count->servers += delta;
-    pool->user_count->servers += delta;
-    atomic_fetch_add(&pool->shared->n_servers, delta);
-    pool_registry_unlock(reg);
+    pool_registry_add_servers(pool_registry_of(pool), pool->shared, delta);
     if (delta < 0)
         pool->worker->server_closed = true;
 }
@@ -378,9 +373,7 @@ static struct server *pool_eviction_candidate(struct pool *pool, bool same_user)
     struct server *oldest = NULL;
     struct pool *other;
     TAILQ_FOREACH(other, &pool->worker->pools, link) {
-        bool shares = same_user ? other->user_count == pool->user_count
-                                : other->db_count == pool->db_count;
-        if (other == pool || !shares)
+        if (other == pool || POOL_LIMIT_COUNT(other, same_user) != POOL_LIMIT_COUNT(pool, same_user))
             continue;
         struct server *s = TAILQ_LAST(&other->idle_servers, server_list);
         if (s && (!oldest || s->last_used < oldest->last_used))
@@ -426,7 +419,7 @@ static void pool_place_deliver(struct worker *w, struct mail *mail)
     free(place);
     struct pool *pool = shared->local[w->index];
     if (!pool || pool->disabled || (pool->n_waiting == 0 && TAILQ_EMPTY(&pool->login_clients))) {
-        pool_registry_forget_server(&w->world->pools, shared); /* nobody needs it any more */
+        pool_registry_add_servers(&w->world->pools, shared, -1); /* nobody needs it any more */
         return;
     }
     server_connect(pool); /* gives the place back if it fails */
@@ -444,7 +437,7 @@ static void pool_eviction_deliver(struct worker *w, struct mail *mail)
     }
     /* The place changes hands in the counts before the victim leaves them: nobody else can take
      * it in between, and for a moment the counts say one more than there are, never one less. */
-    pool_registry_count_server(&w->world->pools, eviction->for_shared);
+    pool_registry_add_servers(&w->world->pools, eviction->for_shared, +1);
     server_close(victim, eviction->same_user ? "evicted for another pool (max_user_connections)"
                                              : "evicted for another pool (max_db_connections)");
     place->mail.deliver = pool_place_deliver;
@@ -466,9 +459,7 @@ static void pool_evict_elsewhere(struct pool *pool, bool same_user)
 
     pool_registry_lock(reg);
     for (struct shared_pool *sp = reg->pools; sp && !victim_pool; sp = sp->next) {
-        bool shares = same_user ? strcmp(sp->user_name, pool->user_name) == 0
-                                : strcmp(sp->db_name, pool->db_name) == 0;
-        if (sp == pool->shared || !shares)
+        if (sp == pool->shared || POOL_LIMIT_COUNT(sp, same_user) != POOL_LIMIT_COUNT(pool, same_user))
             continue;
         for (size_t i = 0; i < world->n_workers && !victim_pool; i++) {
             if (i != pool->worker->index && atomic_load(&sp->idle_on[i]) > 0) {
@@ -651,17 +642,14 @@ static void pool_post_nudge(struct worker *to, struct shared_pool *shared)
     worker_post(to, &nudge->mail);
 }
 
-/* Another worker holds an idle backend of the pool: ask it to lend it. True if one was asked. */
-static bool pool_ask_other_workers(struct pool *pool)
+/* A worker other than this one that holds an idle backend of the pool, or -1. */
+static int pool_worker_with_idle(const struct pool *pool)
 {
-    struct worker *w = pool->worker;
-    for (size_t i = 0; i < w->world->n_workers; i++) {
-        if (i != w->index && atomic_load(&pool->shared->idle_on[i]) > 0) {
-            pool_post_nudge(w->world->workers[i], pool->shared);
-            return true;
-        }
-    }
-    return false;
+    const struct worker *w = pool->worker;
+    for (size_t i = 0; i < w->world->n_workers; i++)
+        if (i != w->index && atomic_load(&pool->shared->idle_on[i]) > 0)
+            return (int)i;
+    return -1;
 }
 
 /* A backend closed here, so there is room: the worker of the longest waiter may open one. */
@@ -680,12 +668,20 @@ static void pool_nudge_first_waiter(struct pool *pool)
         pool_post_nudge(pool->worker->world->workers[to], pool->shared);
 }
 
+/* A backend of this worker's own (running a query, logging in or being checked) will come back
+ * to its waiters. */
+static bool pool_expects_own_backend(const struct pool *pool)
+{
+    return pool->n_used > 0 || pool->n_new > 0 || pool->n_checking > 0;
+}
+
 /* The client queues here; its ticket puts it in line with the waiters of every worker. */
 static void pool_take_ticket(struct pool *pool, struct client *c)
 {
     struct pool_registry *reg = pool_registry_of(pool);
     c->ticket.since = c->wait_start;
     c->ticket.worker = pool->worker->index;
+    c->ticket.urgent = !pool_expects_own_backend(pool);
     pool_registry_lock(reg);
     shared_pool_enqueue(pool->shared, &c->ticket);
     pool_registry_unlock(reg);
@@ -706,17 +702,17 @@ enum release {
  */
 #define POOL_FIFO_SLACK_SECONDS 0.005
 /*
- * With nobody waiting here, a backend stays this long for this worker's own clients (their next
- * query is usually a round trip away) before it goes to a client of another worker that has just
- * begun to wait: without it, a worker with few clients and one with many pass the backends back
- * and forth on almost every transaction.
+ * A client whose worker has backends of its own running queries is likely to get one of them
+ * back within this long: until then a backend of another worker is neither lent to it nor asked
+ * for. Without it, under steady load the workers pass backends back and forth on a tenth of the
+ * transactions, each pass costing both a wake-up, for a wait that was about to end anyway. The
+ * client's own worker asks for one once it has waited this long (pool_borrow_for_waiters).
  */
-#define POOL_KEEP_SECONDS 0.001
+#define POOL_BORROW_AFTER_SECONDS 0.002
 
-/* Under the registry lock: who gets a backend released on this worker (*recheck: when to ask
- * again if it stays for now). */
+/* Under the registry lock: who gets a backend released on this worker. */
 static enum release pool_decide_release_locked(struct pool *pool, bool movable, bool keep_for_own,
-                                               double now, unsigned *to, double *recheck)
+                                               double now, unsigned *to)
 {
     struct shared_pool *sp = pool->shared;
     struct pool_ticket *head = TAILQ_FIRST(&sp->tickets);
@@ -729,10 +725,8 @@ static enum release pool_decide_release_locked(struct pool *pool, bool movable, 
     }
     if (!head || !movable)
         return RELEASE_TO_IDLE;
-    if (keep_for_own && now - head->since < POOL_KEEP_SECONDS) {
-        *recheck = POOL_KEEP_SECONDS - (now - head->since);
-        return RELEASE_TO_IDLE_FOR_NOW;
-    }
+    if (keep_for_own && !head->urgent && now - head->since < POOL_BORROW_AFTER_SECONDS)
+        return RELEASE_TO_IDLE_FOR_NOW; /* its worker asks for it if it still waits by then */
     shared_pool_dequeue(sp, head);
     *to = head->worker;
     return RELEASE_TO_OTHER_WORKER;
@@ -740,6 +734,44 @@ static enum release pool_decide_release_locked(struct pool *pool, bool movable, 
 
 /* After asking another worker for an idle backend: open one if none came by then. */
 #define POOL_BORROW_WAIT_SECONDS 0.010
+
+/* Looks at this worker's waiters again after delay (or sooner, if it was to already). */
+static void pool_arm_lend(struct pool *pool, double delay)
+{
+    double at = worker_now(pool->worker) + delay;
+    if (evtimer_pending(pool->lend_timer, NULL) && pool->lend_at <= at)
+        return;
+    pool->lend_at = at;
+    struct timeval tv = { (time_t)delay, (suseconds_t)((delay - (double)(time_t)delay) * 1e6) + 1 };
+    evtimer_add(pool->lend_timer, &tv);
+}
+
+/*
+ * An idle backend on another worker is borrowed rather than a new one opened, once this
+ * worker's first waiter has waited POOL_BORROW_AFTER_SECONDS or at once if no backend of its own
+ * will come back to it. True if the waiters are seen to: one is asked for (and one opened if it
+ * has not come within POOL_BORROW_WAIT_SECONDS: that worker may use it first), or this worker's
+ * own may come back first. False: the caller opens one if the pool has room.
+ */
+static bool pool_borrow_for_waiters(struct pool *pool)
+{
+    struct client *first = TAILQ_FIRST(&pool->waiting_clients);
+    if (!first || pool->worker->world->n_workers < 2)
+        return false;
+    double waited = worker_now(pool->worker) - first->wait_start;
+    bool may_wait = !first->ticket.urgent && waited < POOL_BORROW_AFTER_SECONDS;
+    if (may_wait)
+        pool_arm_lend(pool, POOL_BORROW_AFTER_SECONDS - waited); /* a backend of another worker
+                                                                     kept for now comes then */
+    int from = pool_worker_with_idle(pool);
+    if (from < 0)
+        return false;
+    if (may_wait)
+        return true;
+    pool_post_nudge(pool->worker->world->workers[from], pool->shared);
+    pool_arm_lend(pool, POOL_BORROW_WAIT_SECONDS);
+    return true;
+}
 
 /* Opens backends while this worker's waiters outnumber those on their way (a paused pool opens none). */
 static void pool_launch_for_waiters(struct pool *pool)
@@ -750,18 +782,7 @@ static void pool_launch_for_waiters(struct pool *pool)
 
 static void pool_lend_cb(evutil_socket_t fd, short what, void *arg)
 {
-    struct pool *pool = arg;
-    pool_lend_idle(pool, false);
-    pool_launch_for_waiters(pool);
-}
-
-/* Looks again, after delay, whether the idle backends here should go to other workers. */
-static void pool_arm_lend(struct pool *pool, double delay)
-{
-    if (evtimer_pending(pool->lend_timer, NULL))
-        return;
-    struct timeval tv = { 0, (suseconds_t)(delay * 1e6) + 1 };
-    evtimer_add(pool->lend_timer, &tv);
+    pool_serve_waiters(arg);
 }
 
 static void pool_leave_queue(struct pool *pool, struct client *client, bool ticket_settled);
@@ -869,12 +890,8 @@ void pool_serve_waiters(struct pool *pool)
     }
     if (!pool->paused && pool->n_idle > 0 && atomic_load(&pool->shared->n_tickets) > 0)
         pool_lend_idle(pool, false);
-    /* An idle backend on another worker is borrowed rather than a new one opened; one is opened
-     * if it has not come within POOL_BORROW_WAIT_SECONDS (that worker may use it first). */
-    if (pool_needs_more_servers(pool) && !pool->paused && pool_ask_other_workers(pool)) {
-        pool_arm_lend(pool, POOL_BORROW_WAIT_SECONDS);
+    if (pool_needs_more_servers(pool) && !pool->paused && pool_borrow_for_waiters(pool))
         return;
-    }
     pool_launch_for_waiters(pool);
 }
 
@@ -897,10 +914,8 @@ void pool_request_server(struct pool *pool, struct client *client)
         pool_start_check(pool, s); /* the client gets it, or another, once the check is done */
         return;
     }
-    if (pool_ask_other_workers(pool)) {
-        pool_arm_lend(pool, POOL_BORROW_WAIT_SECONDS); /* then one is opened if none came */
+    if (pool_borrow_for_waiters(pool))
         return;
-    }
     if (pool_needs_more_servers(pool) && !pool_launch_server(pool) && pool_refuses_for_login_error(pool))
         pool_fail_for_login_error(pool);
 }
@@ -944,7 +959,6 @@ static void pool_release(struct pool *pool, struct server *s, bool keep_for_own)
     }
     struct pool_registry *reg = pool_registry_of(pool);
     unsigned to = 0;
-    double recheck = 0;
     enum release release = RELEASE_TO_IDLE;
     /* Nobody waits anywhere: no lock, no look at whether it could travel (a ticket queued
      * meanwhile is caught below). */
@@ -952,7 +966,7 @@ static void pool_release(struct pool *pool, struct server *s, bool keep_for_own)
         bool movable = pool_server_movable(pool, s);
         double now = worker_now(pool->worker);
         pool_registry_lock(reg);
-        release = pool_decide_release_locked(pool, movable, keep_for_own, now, &to, &recheck);
+        release = pool_decide_release_locked(pool, movable, keep_for_own, now, &to);
         pool_registry_unlock(reg);
     }
 
@@ -965,7 +979,6 @@ static void pool_release(struct pool *pool, struct server *s, bool keep_for_own)
         return;
     case RELEASE_TO_IDLE_FOR_NOW:
         server_set_idle(s);
-        pool_arm_lend(pool, recheck);
         return;
     case RELEASE_TO_IDLE:
         server_set_idle(s);
@@ -1478,6 +1491,7 @@ static void pool_requeue_lost_grants(struct pool *pool, double now)
     TAILQ_FOREACH(c, &pool->waiting_clients, pool_link) {
         if (!c->ticket.queued && now - c->wait_start > POOL_GRANT_LOST_SECONDS) {
             c->ticket.since = now;
+            c->ticket.urgent = true;
             shared_pool_enqueue(pool->shared, &c->ticket);
             requeued++;
         }

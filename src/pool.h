@@ -91,7 +91,8 @@ struct pool {
     double next_login_attempt;          /* no backend is opened before this */
     double login_retry_delay;           /* grows while logins keep failing, up to server_login_retry */
     struct event *retry_timer;          /* opens the next backend once the delay is over */
-    struct event *lend_timer;           /* idle backends kept here briefly: lend them now? */
+    struct event *lend_timer;           /* waiters here: borrow a backend of another worker now? */
+    double lend_at;                     /* when lend_timer fires, while it is pending */
 
     struct pool_stats stats;
 };

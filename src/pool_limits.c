@@ -98,9 +98,13 @@ struct shared_pool *pool_registry_shared(struct pool_registry *reg, const char *
         if (strcmp(sp->db_name, db_name) == 0 && strcmp(sp->user_name, user_name) == 0)
             return sp;
     struct shared_pool *sp = calloc(1, sizeof(*sp));
-    if (!sp || !(sp->db_name = strdup(db_name)) || !(sp->user_name = strdup(user_name))) {
-        if (sp)
+    if (!sp || !(sp->db_name = strdup(db_name)) || !(sp->user_name = strdup(user_name)) ||
+        !(sp->db_count = limit_registry_database(&reg->limits, db_name)) ||
+        !(sp->user_count = limit_registry_user(&reg->limits, user_name))) {
+        if (sp) {
+            free(sp->user_name);
             free(sp->db_name);
+        }
         free(sp);
         return NULL;
     }
@@ -129,25 +133,11 @@ void shared_pool_dequeue(struct shared_pool *sp, struct pool_ticket *ticket)
     atomic_fetch_sub(&sp->n_tickets, 1);
 }
 
-static void pool_registry_add_server(struct pool_registry *reg, struct shared_pool *sp, int delta)
+void pool_registry_add_servers(struct pool_registry *reg, struct shared_pool *sp, int delta)
 {
     pool_registry_lock(reg);
     atomic_fetch_add(&sp->n_servers, delta);
-    struct limit_count *db = limit_registry_database(&reg->limits, sp->db_name);
-    struct limit_count *user = limit_registry_user(&reg->limits, sp->user_name);
-    if (db)
-        db->servers += delta;
-    if (user)
-        user->servers += delta;
+    sp->db_count->servers += delta;
+    sp->user_count->servers += delta;
     pool_registry_unlock(reg);
-}
-
-void pool_registry_forget_server(struct pool_registry *reg, struct shared_pool *sp)
-{
-    pool_registry_add_server(reg, sp, -1);
-}
-
-void pool_registry_count_server(struct pool_registry *reg, struct shared_pool *sp)
-{
-    pool_registry_add_server(reg, sp, +1);
 }

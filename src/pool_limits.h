@@ -40,6 +40,8 @@ struct pool_ticket {
     double since;                  /* when it started waiting */
     unsigned worker;               /* the client's */
     bool queued;                   /* under the lock: false once served, granted or gone */
+    bool urgent;                   /* no backend of its worker's own is on its way back to it:
+                                      a backend released on any worker goes to it at once */
 };
 TAILQ_HEAD(pool_ticket_list, pool_ticket);
 
@@ -47,6 +49,8 @@ struct shared_pool {
     struct shared_pool *next;
     char *db_name;
     char *user_name;
+    struct limit_count *db_count;      /* max_db_connections' count for db_name (under the lock) */
+    struct limit_count *user_count;    /* max_user_connections' count for user_name (under the lock) */
     atomic_int n_servers;              /* changed under the lock, read without it: backends on every worker, connecting ones and those
                                           on their way between workers included */
     struct pool_ticket_list tickets;   /* waiting clients of every worker, oldest first */
@@ -79,10 +83,13 @@ void pool_registry_unlock(struct pool_registry *reg);
  * out of memory. */
 struct shared_pool *pool_registry_shared(struct pool_registry *reg, const char *db_name,
                                          const char *user_name);
-/* A backend closed without its pool (on its way between workers): takes it out of the counts. */
-void pool_registry_forget_server(struct pool_registry *reg, struct shared_pool *sp);
-/* One more backend for sp in the counts, limits unchecked (a place handed over by an eviction). */
-void pool_registry_count_server(struct pool_registry *reg, struct shared_pool *sp);
+/* Takes the lock: delta more backends for sp in its counts (pool_size's, max_db_connections' and
+ * max_user_connections'), limits unchecked: a backend closed, or a place handed over by an
+ * eviction. */
+void pool_registry_add_servers(struct pool_registry *reg, struct shared_pool *sp, int delta);
+/* The count of the limit pool p shares with other pools (a struct pool or a struct shared_pool):
+ * max_user_connections' if same_user, else max_db_connections'. */
+#define POOL_LIMIT_COUNT(p, same_user) ((same_user) ? (p)->user_count : (p)->db_count)
 /* Under the lock: ticket joins the end of the queue, or leaves it (if still queued). */
 void shared_pool_enqueue(struct shared_pool *sp, struct pool_ticket *ticket);
 void shared_pool_dequeue(struct shared_pool *sp, struct pool_ticket *ticket);

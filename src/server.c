@@ -134,7 +134,7 @@ void server_close_in_transit(struct server *s, struct worker *w, struct shared_p
               shared->db_name, shared->user_name, reason);
     s->state = SERVER_CLOSED;
     conn_close(&s->conn);
-    pool_registry_forget_server(&w->world->pools, shared);
+    pool_registry_add_servers(&w->world->pools, shared, -1);
     w->server_closed = true;
     TAILQ_INSERT_TAIL(&w->dead_servers, s, link);
     worker_schedule_reap(w);
@@ -1026,12 +1026,22 @@ static void server_idle_message(struct server *s, uint8_t type, const uint8_t *b
 typedef void (*server_message_handler)(struct server *s, uint8_t type, const uint8_t *body,
                                        size_t body_len);
 
-/* Reads whole messages while the server stays in the given state. */
+/* Most messages read outside SERVER_ACTIVE (ParameterStatus, ReadyForQuery) fit here. */
+#define SERVER_SMALL_MESSAGE 256
+
+/*
+ * Reads whole messages while the server stays in the given state. Each message leaves the input
+ * before its handler runs: a ReadyForQuery that ends the login or one of sluice's own queries
+ * hands the backend to a waiting client at once, and whatever that client does in the same call
+ * (leaving mid-query puts the backend in SERVER_CLEANUP, which reads this input) must start at
+ * the next message, not count this one as the answer to the client's query.
+ */
 static void server_consume_messages(struct server *s, enum server_state state,
                                     server_message_handler handler)
 {
-    struct evbuffer *in = s->conn.in;
+    uint8_t small[SERVER_SMALL_MESSAGE];
     while (s->state == state) {
+        struct evbuffer *in = s->conn.in;
         uint8_t type;
         uint32_t msg_len;
         enum proto_result r = conn_peek_header(in, CONN_MAX_INSPECTED_MESSAGE, &type, &msg_len);
@@ -1041,13 +1051,18 @@ static void server_consume_messages(struct server *s, enum server_state state,
             server_lost(s, "invalid message length from the database server");
             return;
         }
-        const uint8_t *msg = conn_pullup_message(in, msg_len);
-        if (!msg)
+        size_t whole = (size_t)msg_len + 1;
+        if (evbuffer_get_length(in) < whole)
             return;
+        uint8_t *msg = whole <= sizeof(small) ? small : malloc(whole);
+        if (!msg) {
+            server_out_of_memory(s);
+            return;
+        }
+        evbuffer_remove(in, msg, whole);
         handler(s, type, msg + PROTO_HEADER_LEN, msg_len - 4);
-        if (s->state == SERVER_CLOSED)
-            return;
-        evbuffer_drain(in, (size_t)msg_len + 1);
+        if (msg != small)
+            free(msg);
     }
     server_process_input(s);
 }

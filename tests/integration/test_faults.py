@@ -132,10 +132,7 @@ def run_garbage_client(s, name, payload, in_transaction):
 def protocol_violations_cost_only_the_client(t):
     t.cluster.sql("DROP TABLE IF EXISTS garbage_left; CREATE TABLE garbage_left (v int);"
                   "GRANT ALL ON garbage_left TO PUBLIC")
-    # One worker: with several, the pool's one backend is now and then closed after a faulty
-    # client leaves mid-query ("unexpected ReadyForQuery from a backend being cleaned"): a known
-    # defect, open (no client sees an error; the backend is replaced).
-    s = t.sluice(settings={"pool_mode": "transaction", "workers": 1},
+    s = t.sluice(settings={"pool_mode": "transaction"},
                  databases={"appdb": t.cluster.database_line(pool_size=1)})
     good = s.connect()
     pid = one_value(good, "SELECT pg_backend_pid()")
@@ -167,6 +164,105 @@ def protocol_violations_cost_only_the_client(t):
                 "rows of faulty clients' transactions (rolled back)")
     app_pids = {b["pid"] for b in t.cluster.backends("app")}
     check_equal(app_pids, {pid}, "backends of the pool in pg_stat_activity")
+
+
+ADMIN = ("admin", "admin_pw")
+
+
+def sluice_with_console(t, pool_size):
+    """A transaction-mode sluice over a pool of pool_size, with an admin user, and its console."""
+    users = dict(harness.default_users(t.cluster))
+    users[ADMIN[0]] = ADMIN[1]
+    s = t.sluice(settings={"pool_mode": "transaction", "admin_users": ADMIN[0]}, users=users,
+                 databases={"appdb": t.cluster.database_line(pool_size=pool_size)})
+    return s, s.connect(dbname="sluice", user=ADMIN[0], password=ADMIN[1])
+
+
+def show(admin, subject):
+    with admin.cursor() as cur:
+        cur.execute(f"SHOW {subject}")
+        names = [d.name for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
+def worker_of(admin, wire):
+    """The worker a logged-in raw connection of ours lives on (its row in SHOW CLIENTS)."""
+    port = harness.local_port(wire)
+    rows = [r for r in show(admin, "CLIENTS") if r["addr"] == "127.0.0.1" and r["port"] == port]
+    check_equal(len(rows), 1, f"SHOW CLIENTS rows for port {port}")
+    return int(rows[0]["worker"])
+
+
+def login_wire_on_worker(s, admin, worker, attempts=100):
+    """A logged-in raw connection accepted by the given worker (the others opened are closed)."""
+    for _ in range(attempts):
+        wire = s.wire(timeout=20)
+        wire.login()
+        if worker_of(admin, wire) == worker:
+            return wire
+        wire.close()
+    raise harness.TestFailure(f"{attempts} connections, none accepted by worker {worker}")
+
+
+def appdb_waiting(admin):
+    return sum(int(r["cl_waiting"]) for r in show(admin, "POOLS") if r["database"] == "appdb")
+
+
+def check_closed_with_08p01(wire, what):
+    error = first_error(wire.read_until_closed(20))
+    check(error is not None, f"{what}: no ErrorResponse")
+    check_equal(error.get("C"), PROTOCOL_VIOLATION, f"{what}: SQLSTATE of {error}")
+
+
+@test("a faulty client that waits for the backend gets it as sluice's ROLLBACK for the client before "
+      "ends, and breaks the protocol mid-query: the backend is cleaned and kept, round after round",
+      timeout=240, sluice_only=True)
+def faulty_waiter_after_rollback_keeps_backend(t):
+    t.cluster.sql("DROP TABLE IF EXISTS garbage_left; CREATE TABLE garbage_left (v int);"
+                  "GRANT ALL ON garbage_left TO PUBLIC")
+    s, admin = sluice_with_console(t, pool_size=1)
+    probe = s.connect()
+    pid = one_value(probe, "SELECT pg_backend_pid()")
+    payloads = list(garbage_payloads().items())
+    for round_number in range(20):
+        name, payload = payloads[round_number % len(payloads)]
+        holder = s.wire(timeout=20)
+        holder.login()
+        holder.query_ok("BEGIN")
+        holder.query_ok("INSERT INTO garbage_left VALUES (1)")
+        # On the holder's worker the backend goes from the ROLLBACK straight to its first waiter.
+        faulty = login_wire_on_worker(s, admin, worker_of(admin, holder))
+        faulty.send(payload)
+        wait_for(lambda: appdb_waiting(admin) == 1, 10, what="the faulty client to wait for the backend")
+        holder.close()  # left in its transaction: sluice rolls it back, then the waiter gets the backend
+        check_closed_with_08p01(faulty, f"round {round_number}, {name}")
+        check_equal(one_value(probe, "SELECT pg_backend_pid()"), pid,
+                    f"round {round_number} ({name}): the backend pid after the faulty client left")
+    check_equal(t.cluster.sql("SELECT count(*) FROM garbage_left")[0][0], 0,
+                "rows of the transactions left open (rolled back)")
+    check_equal({b["pid"] for b in t.cluster.backends("app")}, {pid}, "backends of the pool")
+
+
+@test("a faulty client that waits for a new backend gets it as its login ends, and breaks the "
+      "protocol mid-query: the new backend is cleaned and kept", timeout=120, sluice_only=True)
+def faulty_waiter_on_new_backend_keeps_it(t):
+    s, admin = sluice_with_console(t, pool_size=1)
+    probe = s.connect()
+    one_value(probe, "SELECT 1")  # the pool knows its session defaults: logins need no backend now
+    payloads = list(garbage_payloads().items())
+    for round_number in range(6):
+        name, payload = payloads[round_number % len(payloads)]
+        t.cluster.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'app'")
+        wait_for(lambda: not [r for r in show(admin, "SERVERS") if r["database"] == "appdb"], 10,
+                 what="sluice to drop the terminated backend")
+        faulty = s.wire(timeout=20)
+        faulty.login()
+        faulty.send(payload)  # its query waits for the backend opened for it
+        check_closed_with_08p01(faulty, f"round {round_number}, {name}")
+        opened = {b["pid"] for b in t.cluster.backends("app")}
+        pid = one_value(probe, "SELECT pg_backend_pid()")
+        check_equal(opened, {pid}, f"round {round_number} ({name}): the backend opened for the faulty "
+                                   "client, then the one the next query ran on")
 
 
 # ---- clients that vanish mid-query -----------------------------------------------------------------
