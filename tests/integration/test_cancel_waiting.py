@@ -109,8 +109,8 @@ def worker_of(admin, port):
     return int(wait_for(row, 5, what=f"SHOW CLIENTS row for port {port}")["worker"])
 
 
-def connection_on_other_worker(s, admin, victim, same=False, attempts=100):
-    """A TCP connection that landed on another worker than the victim's (same: on the victim's).
+def connection_for_cancel(s, admin, victim, same=False, attempts=100):
+    """A TCP connection that landed on another worker than the victim's (same: on the victim's own).
     SO_REUSEPORT spreads connections: open them until one does."""
     victim_worker = worker_of(admin, victim.sock.getsockname()[1])
     for _ in range(attempts):
@@ -130,7 +130,7 @@ def send_cancel(sock, victim):
 
 
 def cancel_from_other_worker(s, admin, victim):
-    send_cancel(connection_on_other_worker(s, admin, victim), victim)
+    send_cancel(connection_for_cancel(s, admin, victim), victim)
 
 
 def cancel_wire(s, victim):
@@ -376,7 +376,7 @@ def cancel_racing_handover(t):
         wait_queued(admin)
         # On the victim's worker, the cancel is handled as soon as it is read: the backend released
         # on the holder's worker may be on its way by mail then.
-        sock = connection_on_other_worker(s, admin, victim, same=True)
+        sock = connection_for_cancel(s, admin, victim, same=True)
         go = threading.Barrier(2)
         release = Background(lambda: (go.wait(5), holder.rollback()))
         go.wait(5)
