@@ -913,8 +913,9 @@ void client_admin_resume(struct client *c, const struct msgbuf *reply)
 /* Back to idle without its backend; what it sent meanwhile goes on (client_transaction_done). */
 static void client_unlink(struct client *c);
 
-/* A cancel that came while the client waited goes out once what it had sent is on its backend:
- * a cancel reaching an idle backend does nothing, so not before. */
+/* A cancel that came while sluice gave the backend the client's settings inside a transaction
+ * goes out once the statement is on its backend: a cancel reaching an idle backend does nothing,
+ * so not before. */
 static void client_send_pending_cancel(struct client *c)
 {
     if (!c->cancel_pending || c->state != CLIENT_ACTIVE || c->forward_remaining > 0 ||
