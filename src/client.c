@@ -344,6 +344,56 @@ void client_process_input(struct client *c)
     }
 }
 
+/* ---- a cancel for a statement that has not started ---- */
+
+/*
+ * The client's next statement was cancelled before any of it reached a backend: it never runs,
+ * and is answered as PostgreSQL answers a cancelled statement. ERROR 57014 now; its messages are
+ * dropped up to its end (its Query or FunctionCall, or the Sync of an extended batch, as
+ * PostgreSQL skips to Sync after an error), which is answered with ReadyForQuery. That skip is
+ * the one a lost transaction uses (client_skip_lost_message), with its error already sent. Only
+ * that statement: pipelined ones after it go on, as PostgreSQL cancels only the one running.
+ * False if the client was failed.
+ */
+static bool client_answer_cancelled(struct client *c)
+{
+    struct msgbuf *mb = &c->worker->scratch;
+
+    c->cancel_pending = false;
+    msgbuf_reset(mb);
+    proto_build_error(mb, "ERROR", "57014", "canceling statement due to user request", NULL, NULL);
+    if (!conn_send(&c->conn, mb)) {
+        client_fail(c, "53200", "out of memory");
+        return false;
+    }
+    log_debug("C-%llu: statement cancelled before it reached a backend: answered without running it",
+              (unsigned long long)c->id);
+    c->transaction_lost = true;
+    c->lost_error_sent = true;
+    return true;
+}
+
+/*
+ * A cancel for a client waiting for a backend (nothing of its statement sent anywhere: a waiting
+ * client has no transaction open, its last backend was given back at ReadyForQuery 'I'). It
+ * stays in the queue, its place kept, only if another statement follows whole in its input.
+ * Otherwise it leaves, as a waiter that query_wait_timeout or a close ends does (its ticket taken
+ * back). A backend already granted to it and on its way from another worker does not reach it
+ * then: pool_adopt_server gives it to the next client waiting here, or back to the pool. That is
+ * simpler than keeping the grant for a client that has nothing to send.
+ */
+static void client_cancel_waiting(struct client *c)
+{
+    if (!client_answer_cancelled(c))
+        return;
+    client_process_input(c); /* drops the statement (the end of its input not yet in: later) */
+    if (c->state != CLIENT_WAITING || (!c->transaction_lost && evbuffer_get_length(c->conn.in) > 0))
+        return;
+    client_leave_pool_list(c);
+    client_set_state(c, CLIENT_IDLE);
+    client_unpause(c); /* the rest of the statement must be read to find its end */
+}
+
 /* ---- startup ---- */
 
 void client_cancel_query(struct worker *w, uint32_t pid, uint32_t key, uint64_t requester_id)
@@ -355,12 +405,13 @@ void client_cancel_query(struct worker *w, uint32_t pid, uint32_t key, uint64_t 
     if (target && target->state == CLIENT_ACTIVE && target->server && target->server->client == target &&
         target->server->state == SERVER_ACTIVE)
         server_send_cancel(target->server);
-    else if (target && !target->is_admin &&
-             (target->state == CLIENT_WAITING ||
-              (target->state == CLIENT_ACTIVE && target->server && target->server->state == SERVER_INTERNAL)))
-        /* Its query is sent on, then cancelled, as PostgreSQL would. Not while sluice gives its
-         * backend its settings first: that cancel would hit sluice's SET and cost the client
-         * its connection. */
+    else if (target && !target->is_admin && target->state == CLIENT_WAITING)
+        client_cancel_waiting(target);
+    else if (target && !target->is_admin && target->state == CLIENT_ACTIVE && target->server &&
+             target->server->state == SERVER_INTERNAL)
+        /* Not now: that cancel would hit sluice's SET and cost the client its connection. Its
+         * statement is answered once the SET is done (client_forward_input), or cancelled on
+         * its backend if it is inside a transaction. */
         target->cancel_pending = true;
     else
         log_debug("C-%llu: cancel request matched no running query", (unsigned long long)requester_id);
@@ -862,8 +913,9 @@ void client_admin_resume(struct client *c, const struct msgbuf *reply)
 /* Back to idle without its backend; what it sent meanwhile goes on (client_transaction_done). */
 static void client_unlink(struct client *c);
 
-/* A cancel that came while the client waited goes out once what it had sent is on its backend:
- * a cancel reaching an idle backend does nothing, so not before. */
+/* A cancel that came while sluice gave the backend the client's settings inside a transaction
+ * goes out once the statement is on its backend: a cancel reaching an idle backend does nothing,
+ * so not before. */
 static void client_send_pending_cancel(struct client *c)
 {
     if (!c->cancel_pending || c->state != CLIENT_ACTIVE || c->forward_remaining > 0 ||
@@ -935,6 +987,17 @@ static bool client_skip_lost_message(struct client *c, uint8_t type, uint32_t ms
     return client_send_lost_reply(c, error, ends);
 }
 
+/*
+ * A statement answered here, with no ReadyForQuery to come from the backend for it: the backend
+ * may be free now. False if it was given back (client_transaction_done went on with the input).
+ */
+static bool client_keeps_backend(struct client *c)
+{
+    struct server *s = c->server;
+    server_transaction_maybe_over(s);
+    return c->server == s;
+}
+
 static void client_forward_input(struct client *c)
 {
     if (c->is_admin) {
@@ -985,8 +1048,16 @@ static void client_forward_input(struct client *c)
         r = client_check_message(c, type, msg_len);
         if (r != PROTO_OK)
             return; /* failed, or waiting for the rest of the message */
-        if (c->transaction_lost && c->state == CLIENT_IDLE) {
+        if (c->transaction_lost) {
             if (!client_skip_lost_message(c, type, msg_len))
+                return;
+            if (!c->transaction_lost && c->state == CLIENT_ACTIVE && !client_keeps_backend(c))
+                return;
+            continue;
+        }
+        if (c->cancel_pending && c->state == CLIENT_IDLE) {
+            /* Its backend was lost before the statement started: the cancel still applies. */
+            if (!client_answer_cancelled(c))
                 return;
             continue;
         }
@@ -1002,6 +1073,14 @@ static void client_forward_input(struct client *c)
             return;
         }
         bool in_flight = c->pending_ready > 0 || c->unsynced;
+        if (c->cancel_pending && !in_flight && c->server->ready_status == 'I') {
+            /* Cancelled while sluice gave the backend its settings: the statement has not
+             * started. (Inside a transaction it is sent and cancelled, so that the transaction
+             * fails as PostgreSQL's would.) */
+            if (!client_answer_cancelled(c))
+                return;
+            continue;
+        }
         if (c->session.params_resync && !in_flight && server_resync_params(c->server))
             return; /* client_resume goes on once the backend has the client's settings again */
         if (session_tracks(c)) {
@@ -1009,11 +1088,8 @@ static void client_forward_input(struct client *c)
             if (step == SESSION_WAIT || step == SESSION_CLOSED)
                 return;
             if (step == SESSION_ANSWERED) {
-                /* No ReadyForQuery will come from the backend for it: it may be free now. */
-                struct server *s = c->server;
-                server_transaction_maybe_over(s);
-                if (c->server != s)
-                    return; /* given back: client_transaction_done went on with the input */
+                if (!client_keeps_backend(c))
+                    return;
                 continue;
             }
             client_note_message(c, type);

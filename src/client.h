@@ -68,7 +68,8 @@ struct client {
     uint32_t cancel_pid;
     uint32_t cancel_key;
     bool registered_for_cancel;
-    bool cancel_pending;            /* a CancelRequest came while its query waited for a backend */
+    bool cancel_pending;            /* a CancelRequest came while sluice gave its backend its
+                                       settings, before its statement was sent */
 
     enum client_auth_step auth_step;
     uint8_t auth_method;            /* enum auth_type used for this login */
@@ -81,8 +82,9 @@ struct client {
     uint32_t pending_ready;         /* ReadyForQuery replies the backend still owes (Query, Sync) */
     bool unsynced;                  /* extended-protocol messages sent since the last Sync */
     bool reading_paused;            /* backend's output is full */
-    /* Its backend died inside a transaction (transaction mode): until the next Sync or query
-     * its messages are dropped, as PostgreSQL skips to Sync after an error, and then it is told. */
+    /* Its backend died inside a transaction (transaction mode), or its statement was cancelled
+     * before it reached a backend: until the next Sync or query its messages are dropped, as
+     * PostgreSQL skips to Sync after an error, and then it is told. */
     bool transaction_lost;
     bool lost_error_sent;           /* ErrorResponse sent: only ReadyForQuery is still owed */
     char lost_sqlstate[6];
@@ -124,9 +126,9 @@ void client_close(struct client *c, const char *reason);
 /* Frees the memory of a closed client (reaper only). */
 void client_free(struct client *c);
 /*
- * A CancelRequest for (pid, key) of w's registry: that client's running query is cancelled, or
- * the query it waits to send once it is sent; anything else is ignored. requester_id: the
- * connection that asked, for the log (it may be another worker's).
+ * A CancelRequest for (pid, key) of w's registry: that client's running query is cancelled; one
+ * that has not reached a backend yet is answered with 57014 and never runs; anything else is
+ * ignored. requester_id: the connection that asked, for the log (it may be another worker's).
  */
 void client_cancel_query(struct worker *w, uint32_t pid, uint32_t key, uint64_t requester_id);
 
