@@ -332,13 +332,12 @@ static void auth_answer_waiter(struct worker *self, const struct auth_waiter *wa
             auth_ticket_answer(self->auth_query, waiter->ticket, failed, entry);
         return;
     }
-    answer = calloc(1, sizeof(*answer));
+    answer = mail_new(sizeof(*answer), auth_answer_deliver);
     if (!answer) {
         /* Its login times out (client_login_timeout) rather than hang: nothing else to do. */
         log_error("auth_query: out of memory answering a login on worker %u", waiter->worker->index);
         return;
     }
-    answer->mail.deliver = auth_answer_deliver;
     answer->ticket = waiter->ticket;
     answer->failed = failed;
     if (!failed && entry) {
@@ -851,14 +850,13 @@ static enum auth_query_outcome auth_query_ask_service(struct auth_query *q,
                                                       const struct auth_ticket *t,
                                                       const struct client *c)
 {
-    struct auth_request *req = calloc(1, sizeof(*req));
+    struct auth_request *req = mail_new(sizeof(*req), auth_request_deliver);
 
     if (!req || !(req->user = strdup(c->user)) || !(req->database = strdup(c->database))) {
         auth_request_free(req);
         log_error("auth_query: out of memory looking up user \"%s\"", c->user);
         return AUTH_QUERY_FAILED;
     }
-    req->mail.deliver = auth_request_deliver;
     req->waiter.worker = q->worker;
     req->waiter.ticket = t->id;
     worker_post(auth_service_worker(q->worker), &req->mail);

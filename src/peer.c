@@ -56,14 +56,15 @@ void peer_pass_cancel_to_worker(struct worker *w, unsigned worker, uint32_t pid,
                   (unsigned long long)requester_id, worker, w->world->n_workers);
         return;
     }
-    struct worker_cancel *cancel = malloc(sizeof(*cancel));
+    struct worker_cancel *cancel = mail_new(sizeof(*cancel), worker_cancel_deliver);
     if (!cancel) {
         log_warning("C-%llu: cancel request for worker %u dropped: out of memory",
                     (unsigned long long)requester_id, worker);
         return;
     }
-    *cancel = (struct worker_cancel){ .mail.deliver = worker_cancel_deliver, .pid = pid, .key = key,
-                                      .requester_id = requester_id };
+    cancel->pid = pid;
+    cancel->key = key;
+    cancel->requester_id = requester_id;
     log_debug("C-%llu: cancel request passed from worker %u to worker %u",
               (unsigned long long)requester_id, w->index, worker);
     worker_post(w->world->workers[worker], &cancel->mail);

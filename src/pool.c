@@ -430,7 +430,7 @@ static void pool_eviction_deliver(struct worker *w, struct mail *mail)
     struct pool_eviction *eviction = (struct pool_eviction *)mail;
     struct pool *pool = eviction->shared->local[w->index];
     struct server *victim = pool ? TAILQ_LAST(&pool->idle_servers, server_list) : NULL;
-    struct pool_place *place = victim ? calloc(1, sizeof(*place)) : NULL;
+    struct pool_place *place = victim ? mail_new(sizeof(*place), pool_place_deliver) : NULL;
     if (!place) {
         free(eviction);
         return;
@@ -440,7 +440,6 @@ static void pool_eviction_deliver(struct worker *w, struct mail *mail)
     pool_registry_add_servers(&w->world->pools, eviction->for_shared, +1);
     server_close(victim, eviction->same_user ? "evicted for another pool (max_user_connections)"
                                              : "evicted for another pool (max_db_connections)");
-    place->mail.deliver = pool_place_deliver;
     place->shared = eviction->for_shared;
     worker_post(w->world->workers[eviction->for_worker], &place->mail);
     free(eviction);
@@ -471,10 +470,9 @@ static void pool_evict_elsewhere(struct pool *pool, bool same_user)
     pool_registry_unlock(reg);
     if (!victim_pool)
         return;
-    struct pool_eviction *eviction = calloc(1, sizeof(*eviction));
+    struct pool_eviction *eviction = mail_new(sizeof(*eviction), pool_eviction_deliver);
     if (!eviction)
         return;
-    eviction->mail.deliver = pool_eviction_deliver;
     eviction->shared = victim_pool;
     eviction->for_shared = pool->shared;
     eviction->for_worker = pool->worker->index;
@@ -689,10 +687,9 @@ static void pool_nudge_deliver(struct worker *w, struct mail *mail)
  * (grant_lost: first put back in line the waiter whose backend was closed on its way). */
 static void pool_post_nudge_for(struct worker *to, struct shared_pool *shared, bool grant_lost)
 {
-    struct pool_nudge *nudge = calloc(1, sizeof(*nudge));
+    struct pool_nudge *nudge = mail_new(sizeof(*nudge), pool_nudge_deliver);
     if (!nudge)
         return; /* its janitor looks again within a tick (and requeues a lost grant in 1 s) */
-    nudge->mail.deliver = pool_nudge_deliver;
     nudge->shared = shared;
     nudge->grant_lost = grant_lost;
     worker_post(to, &nudge->mail);
@@ -887,7 +884,7 @@ void pool_dispatch_server(struct server *s)
 {
     struct worker *w = s->worker;
     struct shared_pool *shared = s->pool->shared;
-    struct pool_handoff *handoff = calloc(1, sizeof(*handoff));
+    struct pool_handoff *handoff = mail_new(sizeof(*handoff), pool_handoff_deliver);
     if (!handoff || !conn_leave_loop(&s->conn)) {
         /* Out of memory, or it wrote since: it cannot travel. Its place goes to a new backend. */
         free(handoff);
@@ -895,7 +892,6 @@ void pool_dispatch_server(struct server *s)
         pool_post_nudge_for(w->world->workers[s->handoff_to], shared, true);
         return;
     }
-    handoff->mail.deliver = pool_handoff_deliver;
     handoff->shared = shared;
     handoff->server = s;
     w->handoffs_out++;
@@ -1268,9 +1264,8 @@ static void pool_share_secret(struct pool *pool, const struct scram_passthrough 
         return;
     WORLD_FOR_EACH_WORKER(world, i, wk) {
         struct pool_secret_mail *m;
-        if (wk == pool->worker || !(m = calloc(1, sizeof(*m))))
+        if (wk == pool->worker || !(m = mail_new(sizeof(*m), pool_secret_deliver)))
             continue;
-        m->mail.deliver = pool_secret_deliver;
         m->shared = pool->shared;
         m->has_passthrough = keys != NULL;
         if (keys)

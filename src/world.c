@@ -121,6 +121,14 @@ void world_retire_worker(struct worker *self)
 
 /* ---- mailboxes ---- */
 
+void *mail_new(size_t size, mail_fn deliver)
+{
+    struct mail *mail = calloc(1, size);
+    if (mail)
+        mail->deliver = deliver;
+    return mail;
+}
+
 void worker_post(struct worker *to, struct mail *mail)
 {
     struct mailbox *box = &to->mailbox;

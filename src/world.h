@@ -83,6 +83,9 @@ static inline uint64_t world_next_id(struct world *world)
 }
 
 /* Hands mail to worker to (any thread may post, to itself too). */
+/* A zeroed struct of size bytes whose first member is a struct mail that deliver delivers; NULL
+ * if out of memory. */
+void *mail_new(size_t size, mail_fn deliver);
 void worker_post(struct worker *to, struct mail *mail);
 /* The worker's own side: set up with its loop, run what was posted, free at the end. */
 int mailbox_init(struct worker *w);
