@@ -1084,17 +1084,46 @@ void server_unpause(struct server *s)
     server_process_input(s);
 }
 
+/* A ReadyForQuery from the backend, before it is passed on: what the client's statements did to
+ * its session is settled. */
+static void server_settle_ready(struct server *s, char status)
+{
+    struct client *c = s->client;
+    char before = s->ready_status;
+    s->ready_status = status;
+    s->ready_time = worker_now(s->worker);
+    if (session_tracks(c))
+        session_ready_for_query(c, before, status);
+}
+
+/*
+ * A RESET (or DISCARD ALL) that ends outside a transaction: the backend reported its own
+ * defaults, and it is about to be given back. The client's own values (its startup ones) that
+ * differ go to it now, before its ReadyForQuery, as PostgreSQL reports what RESET restored;
+ * the next backend it gets is set to them (server_sync_params) without telling it again.
+ * A client that keeps its backend (pinned) is set back before its next statement instead,
+ * which reports them (server_resync_params).
+ */
+static void server_report_reset_values(struct server *s, struct client *c, char status)
+{
+    if (!c->session.report_params || c->session.params_resync || status != 'I' || c->pinned)
+        return;
+    c->session.report_params = false;
+    for (size_t i = 0; i < c->params.n; i++) {
+        const struct param_entry *e = &c->params.entries[i];
+        const char *reported = param_set_get(&s->params, e->name);
+        if (e->is_sql || !params_is_tracked(e->name) || (reported && strcmp(reported, e->value) == 0))
+            continue;
+        server_report_to_client(c, e->name, e->value);
+    }
+}
+
 /* ReadyForQuery passed to the client: is the transaction over, and the backend free to go? */
 static void server_ready_for_query(struct server *s, char status)
 {
     struct client *c = s->client;
     struct pool_stats *stats = &s->pool->stats;
     double now = worker_now(s->worker);
-    char before = s->ready_status;
-    s->ready_status = status;
-    s->ready_time = now;
-    if (session_tracks(c))
-        session_ready_for_query(c, before, status);
     if (c->pending_ready > 0)
         c->pending_ready--;
     if (c->pending_ready == 0 && !c->unsynced) {
@@ -1189,10 +1218,13 @@ static void server_forward_input(struct server *s)
             if (evbuffer_copyout(in, ready, sizeof(ready)) < (ev_ssize_t)sizeof(ready))
                 return;
             uint32_t whole = sizeof(ready);
+            char status = (char)ready[PROTO_HEADER_LEN];
             session_server_reply(s, 'Z', ready + PROTO_HEADER_LEN, 1);
+            server_settle_ready(s, status);
+            server_report_reset_values(s, c, status);
             conn_forward(&s->conn, &c->conn, &whole);
             s->pool->stats.bytes_sent += sizeof(ready);
-            server_ready_for_query(s, (char)ready[PROTO_HEADER_LEN]);
+            server_ready_for_query(s, status);
             continue;
         }
         if (type == 'S') {

@@ -37,8 +37,7 @@ def statement(sql, name=""):
 
 
 @test("wire: DISCARD ALL of an unpinned client restores its startup values, reported with "
-      "ParameterStatus; another client's SET on the same backend stays",
-      todo="the backend's defaults are reported until the client's next transaction")
+      "ParameterStatus; another client's SET on the same backend stays")
 def discard_all_unpinned(t):
     s = transaction_pool(t)
     other = s.wire()
