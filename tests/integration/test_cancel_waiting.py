@@ -115,6 +115,10 @@ def connection_for_cancel(s, admin, victim, same=False, attempts=100):
     victim_worker = worker_of(admin, victim.sock.getsockname()[1])
     for _ in range(attempts):
         sock = socket.create_connection((s.host, s.port), timeout=10)
+        # The CancelRequest's length word: sluice's listener (TCP_DEFER_ACCEPT) takes a connection
+        # once bytes arrive, so SHOW CLIENTS lists it now rather than seconds later; sluice then
+        # waits for the rest (send_cancel).
+        sock.sendall(harness.cancel_packet(0, 0)[:4])
         if (worker_of(admin, sock.getsockname()[1]) == victim_worker) == same:
             return sock
         sock.close()
@@ -123,7 +127,8 @@ def connection_for_cancel(s, admin, victim, same=False, attempts=100):
 
 
 def send_cancel(sock, victim):
-    sock.sendall(harness.cancel_packet(*victim.backend_key))
+    """The rest of the CancelRequest on a connection_for_cancel socket."""
+    sock.sendall(harness.cancel_packet(*victim.backend_key)[4:])
     sock.settimeout(10)
     sock.recv(1)  # sluice closes it once the cancel is passed on
     sock.close()
@@ -364,7 +369,9 @@ SPREAD = tuple(i * 0.00005 for i in range(12))  # 0 to 0.55 ms, where the winner
       timeout=180,
       sluice_only=True)
 def cancel_racing_handover(t):
-    s = start(t, 4)
+    # Each attempt waits for a holder and a cancel connection on the right workers; under
+    # ThreadSanitizer that can take longer than the default query_wait_timeout (30 s).
+    s = start(t, 4, {"query_wait_timeout": 300})
     admin = console(s)
     fresh_table(t, "cw_race")
     victim = login_wire(s)
