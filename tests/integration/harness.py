@@ -1499,6 +1499,21 @@ def error_messages(messages):
 
 # ---- watching a run from outside -----------------------------------------------------------------
 
+def one_value(conn, sql, params=None):
+    """The first column of the first row of a query on a psycopg2 connection."""
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchone()[0]
+
+
+def show(admin, subject):
+    """SHOW subject on a console connection: its rows as dicts by column name."""
+    with admin.cursor() as cur:
+        cur.execute(f"SHOW {subject}")
+        names = [d.name for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
 def local_port(conn):
     """The client side's TCP port of a connection (a Wire, or a psycopg2/psycopg connection): the
     port column of its row in SHOW CLIENTS."""

@@ -10,7 +10,7 @@ import threading
 import time
 
 import harness
-from harness import Background, check, check_equal, wait_for
+from harness import Background, check, check_equal, one_value, show, wait_for
 
 suite = harness.Suite()
 test = suite.test
@@ -35,13 +35,6 @@ def console(s):
     return s.connect(dbname="sluice", user=ADMIN[0], password=ADMIN[1])
 
 
-def show(admin, subject):
-    with admin.cursor() as cur:
-        cur.execute(f"SHOW {subject}")
-        names = [d.name for d in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
-
-
 def cl_waiting(admin):
     return sum(int(r["cl_waiting"]) for r in show(admin, "POOLS")
                if r["database"] == "appdb" and r["user"] == "app")
@@ -49,12 +42,6 @@ def cl_waiting(admin):
 
 def wait_queued(admin, count=1):
     wait_for(lambda: cl_waiting(admin) == count, 10, what=f"SHOW POOLS cl_waiting = {count}")
-
-
-def one_value(conn, sql, params=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, params)
-        return cur.fetchone()[0]
 
 
 def execute(conn, sql, params=None):

@@ -14,7 +14,7 @@ import time
 import psycopg2
 
 import harness
-from harness import Background, check, check_equal, wait_for
+from harness import Background, check, check_equal, one_value, show, wait_for
 
 suite = harness.Suite()
 test = suite.test
@@ -44,19 +44,6 @@ def pool_of(t, size):
 
 def console(s):
     return s.connect(dbname="sluice", user=ADMIN[0], password=ADMIN[1])
-
-
-def show(admin, subject):
-    with admin.cursor() as cur:
-        cur.execute(f"SHOW {subject}")
-        names = [d.name for d in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
-
-
-def one_value(conn, sql, params=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, params)
-        return cur.fetchone()[0]
 
 
 def workers_table(admin):
