@@ -454,21 +454,17 @@ static void pool_evict_elsewhere(struct pool *pool, bool same_user)
     struct pool_registry *reg = pool_registry_of(pool);
     struct world *world = pool->worker->world;
     struct shared_pool *victim_pool = NULL;
-    size_t victim_worker = 0;
+    int victim_worker = -1;
 
     pool_registry_lock(reg);
-    for (struct shared_pool *sp = reg->pools; sp && !victim_pool; sp = sp->next) {
+    for (struct shared_pool *sp = reg->pools; sp && victim_worker < 0; sp = sp->next) {
         if (sp == pool->shared || POOL_LIMIT_COUNT(sp, same_user) != POOL_LIMIT_COUNT(pool, same_user))
             continue;
-        for (size_t i = 0; i < world->n_workers && !victim_pool; i++) {
-            if (i != pool->worker->index && atomic_load(&sp->idle_on[i]) > 0) {
-                victim_pool = sp;
-                victim_worker = i;
-            }
-        }
+        victim_worker = shared_pool_worker_with_idle(sp, world->n_workers, pool->worker->index);
+        victim_pool = sp;
     }
     pool_registry_unlock(reg);
-    if (!victim_pool)
+    if (victim_worker < 0)
         return;
     struct pool_eviction *eviction = mail_new(sizeof(*eviction), pool_eviction_deliver);
     if (!eviction)
@@ -703,11 +699,8 @@ static void pool_post_nudge(struct worker *to, struct shared_pool *shared)
 /* A worker other than this one that holds an idle backend of the pool, or -1. */
 static int pool_worker_with_idle(const struct pool *pool)
 {
-    const struct worker *w = pool->worker;
-    for (size_t i = 0; i < w->world->n_workers; i++)
-        if (i != w->index && atomic_load(&pool->shared->idle_on[i]) > 0)
-            return (int)i;
-    return -1;
+    return shared_pool_worker_with_idle(pool->shared, pool->worker->world->n_workers,
+                                        pool->worker->index);
 }
 
 /* A backend closed here, so there is room: the worker of the longest waiter may open one. */

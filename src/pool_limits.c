@@ -141,6 +141,14 @@ void shared_pool_dequeue(struct shared_pool *sp, struct pool_ticket *ticket)
     atomic_fetch_sub(&sp->n_tickets, 1);
 }
 
+int shared_pool_worker_with_idle(const struct shared_pool *sp, size_t n_workers, size_t except)
+{
+    for (size_t i = 0; i < n_workers; i++)
+        if (i != except && atomic_load(&sp->idle_on[i]) > 0)
+            return (int)i;
+    return -1;
+}
+
 void pool_registry_add_servers(struct pool_registry *reg, struct shared_pool *sp, int delta)
 {
     pool_registry_lock(reg);

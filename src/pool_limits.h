@@ -93,6 +93,8 @@ void pool_registry_add_servers(struct pool_registry *reg, struct shared_pool *sp
 /* Under the lock: ticket joins the queue in order of since (new ones at the end), or leaves it
  * (if still queued). */
 void shared_pool_enqueue(struct shared_pool *sp, struct pool_ticket *ticket);
+/* A worker other than except, of the first n_workers, holding an idle backend of sp, or -1. */
+int shared_pool_worker_with_idle(const struct shared_pool *sp, size_t n_workers, size_t except);
 void shared_pool_dequeue(struct shared_pool *sp, struct pool_ticket *ticket);
 
 void limit_registry_init(struct limit_registry *r);
