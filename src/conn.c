@@ -229,9 +229,25 @@ static int conn_attach(struct conn *conn, evutil_socket_t fd)
     conn->wire = conn->out;
     conn->fd = fd;
     event_assign(&conn->read_event, conn->base, fd, EV_READ | EV_PERSIST, conn_read_cb, conn);
-    event_assign(&conn->write_event, conn->base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, conn);
     conn->open = true;
     return 0;
+}
+
+/*
+ * The write event, made on first use (see struct conn). NULL if out of memory. Assigned in
+ * memory of its own rather than by event_new, so that closing a connection between two workers'
+ * loops frees it without event_free's look at the loop it last belonged to, as for read_event.
+ */
+static struct event *conn_write_event(struct conn *conn)
+{
+    if (!conn->write_event) {
+        conn->write_event = malloc(event_get_struct_event_size());
+        if (!conn->write_event)
+            return NULL;
+        event_assign(conn->write_event, conn->base, conn->fd, EV_WRITE | EV_PERSIST,
+                     conn_write_cb, conn);
+    }
+    return conn->write_event;
 }
 
 int conn_open_accepted(struct conn *conn, struct event_base *base, struct conn_flusher *flusher,
@@ -255,14 +271,20 @@ int conn_open_connect(struct conn *conn, struct event_base *base, struct conn_fl
         close(fd);
         return -1;
     }
+    struct event *write_event = conn_write_event(conn);
+    if (!write_event) {
+        conn_close(conn); /* closes fd */
+        errno = ENOMEM;
+        return -1;
+    }
     conn->connecting = true;
     /* Either way, the write event reports the outcome (immediately for unix sockets). */
     if (connect(fd, addr, addr_len) != 0 && errno != EINPROGRESS) {
         conn->error = errno;
-        event_active(&conn->write_event, EV_WRITE, 0);
+        event_active(write_event, EV_WRITE, 0);
         return 0;
     }
-    event_add(&conn->write_event, NULL);
+    event_add(write_event, NULL);
     conn->write_pending = true;
     return 0;
 }
@@ -323,7 +345,6 @@ int conn_open_connect_host(struct conn *conn, struct event_base *base, struct co
     if (!dns)
         return -1;
     snprintf(port_text, sizeof(port_text), "%d", port);
-    conn->connect_port = port;
     struct conn_dns_ticket *ticket = malloc(sizeof(*ticket));
     if (!ticket)
         return -1;
@@ -353,8 +374,11 @@ void conn_close(struct conn *conn)
     conn->open = false;
     if (conn->base) { /* NULL: between two workers' loops, in neither */
         event_del(&conn->read_event);
-        event_del(&conn->write_event);
+        if (conn->write_event)
+            event_del(conn->write_event);
     }
+    free(conn->write_event);
+    conn->write_event = NULL;
     conn->read_armed = conn->write_pending = false;
     if (conn->ssl) {
         SSL_free(conn->ssl); /* and its BIOs, which leave the socket open */
@@ -398,7 +422,8 @@ void conn_join_loop(struct conn *conn, struct event_base *base, struct conn_flus
     conn->base = base;
     conn->flusher = flusher;
     event_assign(&conn->read_event, base, conn->fd, EV_READ | EV_PERSIST, conn_read_cb, conn);
-    event_assign(&conn->write_event, base, conn->fd, EV_WRITE | EV_PERSIST, conn_write_cb, conn);
+    if (conn->write_event)
+        event_assign(conn->write_event, base, conn->fd, EV_WRITE | EV_PERSIST, conn_write_cb, conn);
     if (conn->read_armed)
         event_add(&conn->read_event, NULL);
     /* Input that arrived in transit is still in the socket: the read event reports it. */
@@ -432,9 +457,16 @@ static void conn_arm_read(struct conn *conn)
     conn_set_interest(&conn->read_event, &conn->read_armed, want);
 }
 
-static void conn_arm_write(struct conn *conn, bool want)
+/* false if the write event could not be made (out of memory). */
+static bool conn_arm_write(struct conn *conn, bool want)
 {
-    conn_set_interest(&conn->write_event, &conn->write_pending, want);
+    if (want == conn->write_pending)
+        return true;
+    struct event *write_event = conn_write_event(conn);
+    if (!write_event)
+        return false;
+    conn_set_interest(write_event, &conn->write_pending, want);
+    return true;
 }
 
 /* ---- plain socket I/O ---- */
@@ -503,7 +535,7 @@ static void conn_finish_connect(struct conn *conn)
     int error = conn->error;
     socklen_t len = sizeof(error);
     conn->connecting = false;
-    event_del(&conn->write_event);
+    event_del(conn->write_event);
     conn->write_pending = false;
     if (!error && getsockopt(conn->fd, SOL_SOCKET, SO_ERROR, &error, &len) != 0)
         error = errno;
@@ -571,7 +603,10 @@ static void conn_after_write(struct conn *conn, int error)
         return;
     }
     bool left = evbuffer_get_length(conn->wire) > 0;
-    conn_arm_write(conn, left);
+    if (!conn_arm_write(conn, left)) {
+        conn_fail_later(conn, ENOMEM);
+        return;
+    }
     if (!left)
         conn_notify_drain(conn);
 }

@@ -58,18 +58,20 @@ struct conn_flusher {
 
 struct conn {
     evutil_socket_t fd;
+    int error;                     /* errno of the failure, 0 if none */
     struct event_base *base;
     struct conn_flusher *flusher;
     struct evbuffer *in;
     struct evbuffer *out;
     struct evbuffer *wire;         /* bytes for the socket: out itself, or out's TLS records */
     struct event read_event;
-    struct event write_event;
+    /* Made when first needed (a connect, or output the kernel did not take whole), then kept:
+     * most clients never need one, and each idle client is one struct event smaller. */
+    struct event *write_event;
     SSL *ssl;                      /* TLS: NULL on a plain socket */
     unsigned long tls_error;       /* the OpenSSL error that failed the connection, 0 if none */
     struct evdns_getaddrinfo_request *dns_request;
     struct conn_dns_ticket *dns_ticket; /* outlives the conn if the look-up is cancelled */
-    int connect_port;
 
     conn_read_fn on_read;
     conn_drain_fn on_drain;        /* output became empty after a caller asked (conn_want_drain) */
@@ -88,7 +90,6 @@ struct conn {
     bool want_drain;
     bool failed;                   /* a write failed: reported through the read path */
     bool open;
-    int error;                     /* errno of the failure, 0 if none */
 };
 
 int conn_flusher_init(struct conn_flusher *flusher, struct event_base *base);
