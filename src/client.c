@@ -82,7 +82,6 @@ struct client *client_create(struct worker *w, int fd, const struct sockaddr *ad
     c->last_activity = c->connect_time;
     param_set_init(&c->params);
     session_tracking_init(&c->session);
-    prepared_client_init(&c->prepared, w->prepared);
     client_describe_peer(c, addr, is_unix);
     /* TCP_NODELAY and SO_KEEPALIVE come from the listening socket (Linux copies them). */
     conn_start_reading(&c->conn);
@@ -220,7 +219,10 @@ void client_free(struct client *c)
     }
     param_set_free(&c->params);
     session_tracking_free(&c->session);
-    prepared_client_free(&c->prepared);
+    if (c->prepared) {
+        prepared_client_free(c->prepared);
+        free(c->prepared);
+    }
     free(c->lost_message);
     free(c->pin_statement);
     free(c->startup_copy);

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/queue.h>
+#include <netinet/in.h>
 #include "auth_scram.h"
 #include "conn.h"
 #include "params.h"
@@ -42,13 +43,14 @@ struct client {
     TAILQ_ENTRY(client) link;       /* worker->clients, or worker->dead_clients once closed */
     TAILQ_ENTRY(client) login_link; /* worker->login_clients until logged in */
     TAILQ_ENTRY(client) pool_link;  /* pool->waiting_clients or pool->login_clients */
-    bool in_login_list;
-    bool in_pool_list;
 
     struct worker *worker;
     struct conn conn;
-    enum client_state state;
     uint64_t id;
+    enum client_state state;
+    bool in_login_list;
+    bool in_pool_list;
+    bool pinned;                    /* keeps its backend until it leaves (session state) */
 
     struct pool *pool;
     struct limit_count *counted_database; /* counted against the client limits while set */
@@ -59,11 +61,13 @@ struct client {
     char *startup_copy;             /* owned: user and database strings */
     struct param_set params;        /* session settings this client asked for */
     struct session_tracking session; /* how its statements change them, and its pins */
-    struct prepared_client prepared; /* its named prepared statements (transaction mode) */
-    bool pinned;                    /* keeps its backend until it leaves (session state) */
-    int pin_reason;                 /* enum pin_reason */
+    /* Its named prepared statements and its unnamed one (transaction mode): made by its first
+     * Parse that needs them, NULL until then, so a client that never prepares one (an idle
+     * one, most often) does not carry an empty table. */
+    struct prepared_client *prepared;
     double pin_time;
     char *pin_statement;            /* the start of the statement that pinned it */
+    int pin_reason;                 /* enum pin_reason */
 
     uint32_t cancel_pid;
     uint32_t cancel_key;
@@ -71,15 +75,16 @@ struct client {
     bool cancel_pending;            /* a CancelRequest came while sluice gave its backend its
                                        settings, before its statement was sent */
 
-    enum client_auth_step auth_step;
     uint8_t auth_method;            /* enum auth_type used for this login */
     uint8_t md5_salt[4];
+    enum client_auth_step auth_step;
     struct scram_server *scram;     /* only during SCRAM */
     struct auth_ticket *auth_ticket; /* its auth_query look-up, then its copy of the secret found */
 
     /* transaction tracking on the client -> backend path */
     uint32_t forward_remaining;     /* bytes of the current message still to pass to the backend */
     uint32_t pending_ready;         /* ReadyForQuery replies the backend still owes (Query, Sync) */
+    uint32_t discard_remaining;     /* bytes of a dropped message still to come */
     bool unsynced;                  /* extended-protocol messages sent since the last Sync */
     bool reading_paused;            /* backend's output is full */
     /* Its backend died inside a transaction (transaction mode), or its statement was cancelled
@@ -89,13 +94,13 @@ struct client {
     bool lost_error_sent;           /* ErrorResponse sent: only ReadyForQuery is still owed */
     char lost_sqlstate[6];
     char *lost_message;
-    uint32_t discard_remaining;     /* bytes of a dropped message still to come */
 
     double connect_time;
     double wait_start;              /* when it joined the wait queue */
     struct pool_ticket ticket;      /* its place in the queue every worker serves (pool_limits.h) */
     double query_start;             /* when the backend began to owe it a reply */
     double last_activity;
+    int admin_access;               /* enum admin_access */
     bool over_limit;                /* accepted past max_client_conn: refused after startup */
     bool is_unix;
     bool tls;                       /* the connection was upgraded to TLS */
@@ -104,9 +109,8 @@ struct client {
     uint8_t pool_mode;              /* enum pool_mode of its pool at login: SET pool_mode applies
                                        to later logins */
     bool tracks_prepared;           /* max_prepared_statements > 0 at login (transaction mode) */
-    int admin_access;               /* enum admin_access */
-    char addr[64];
-    int port;
+    uint16_t port;
+    char addr[INET6_ADDRSTRLEN];    /* the longest address inet_ntop writes, or "unix" */
 };
 
 /* Takes ownership of fd. NULL on failure (fd closed). */

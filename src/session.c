@@ -206,6 +206,41 @@ static bool session_prepared_enabled(const struct client *c)
     return c->tracks_prepared;
 }
 
+/* The client's statements, made at first use (see struct client). NULL if out of memory. */
+static struct prepared_client *session_statements(struct client *c)
+{
+    if (!c->prepared && (c->prepared = malloc(sizeof(*c->prepared))))
+        prepared_client_init(c->prepared, c->worker->prepared);
+    return c->prepared;
+}
+
+/* The client's statement of that name, or NULL (a client with no statements yet has none). */
+static struct prepared_statement *session_lookup(const struct client *c, const char *name)
+{
+    return c->prepared ? prepared_client_lookup(c->prepared, name) : NULL;
+}
+
+/* The client's unnamed statement: serial 0 if it has none. */
+static const struct prepared_unnamed *session_unnamed(const struct client *c)
+{
+    static const struct prepared_unnamed none;
+    return c->prepared ? &c->prepared->unnamed : &none;
+}
+
+/* DISCARD ALL, DEALLOCATE ALL: the client's named statements go. */
+static void session_forget_statements(struct client *c)
+{
+    if (c->prepared)
+        prepared_client_forget_all(c->prepared);
+}
+
+/* A simple query, or a Close of the unnamed statement, destroys the client's. */
+static void session_clear_unnamed(struct client *c)
+{
+    if (c->prepared)
+        prepared_client_clear_unnamed(c->prepared);
+}
+
 /*
  * Every SET a client makes is followed and replayed wherever it lands, rather than pinned: the
  * server's ParameterStatus gives the value of a parameter it reports, the client's own text that
@@ -721,14 +756,14 @@ static void session_apply_command(struct client *c, enum session_command command
     }
     switch (command) {
     case SESSION_COMMAND_DEALLOCATE:
-        if (!prepared_client_remove(&c->prepared, name)) {
+        if (!c->prepared || !prepared_client_remove(c->prepared, name)) {
             session_build_raise_sql(sql, "26000", "prepared statement \"%s\" does not exist", name);
             *retag = false;
             return;
         }
         break;
     case SESSION_COMMAND_DEALLOCATE_ALL:
-        prepared_client_forget_all(&c->prepared);
+        session_forget_statements(c);
         break;
     case SESSION_COMMAND_DISCARD_ALL:
         if (status_known && s->ready_status == 'T') {
@@ -737,7 +772,7 @@ static void session_apply_command(struct client *c, enum session_command command
             *retag = false;
             return;
         }
-        prepared_client_forget_all(&c->prepared);
+        session_forget_statements(c);
         /* the settings it resets are followed by session_note_statement, as for RESET ALL */
         session_append_text(sql, "RESET ALL");
         return;
@@ -750,7 +785,7 @@ static void session_apply_command(struct client *c, enum session_command command
 /* A pinned client's DISCARD ALL runs on its own backend: everything prepared there goes. */
 static void session_discard_on_own_backend(struct client *c)
 {
-    prepared_client_forget_all(&c->prepared);
+    session_forget_statements(c);
     prepared_server_forget_all(&c->server->prepared);
 }
 
@@ -849,7 +884,7 @@ static enum session_step session_query(struct client *c, uint32_t msg_len, bool 
     struct pinning_summary summary;
 
     /* A simple query destroys the unnamed statement, the client's as much as the backend's. */
-    prepared_client_clear_unnamed(&c->prepared);
+    session_clear_unnamed(c);
     s->session.unnamed_client = 0;
     if (msg_len > SESSION_MAX_SCANNED_QUERY) {
         if (!reply_queue_push(&s->replies, REPLY_SYNC, NULL))
@@ -1016,7 +1051,7 @@ static enum session_step session_raise(struct client *c, const char *sqlstate,
 static bool session_ensure_unnamed(struct client *c)
 {
     struct server *s = c->server;
-    const struct prepared_unnamed *u = &c->prepared.unnamed;
+    const struct prepared_unnamed *u = session_unnamed(c);
     struct msgbuf *mb = &c->worker->scratch;
 
     if (u->serial != 0 && s->session.unnamed_client == c->id &&
@@ -1028,7 +1063,7 @@ static bool session_ensure_unnamed(struct client *c)
         s->session.unnamed_client = 0;
         return reply_queue_push(&s->replies, REPLY_CLOSE_OURS, NULL) && conn_send(&s->conn, mb);
     }
-    prepared_build_unnamed_parse(mb, &c->prepared);
+    prepared_build_unnamed_parse(mb, c->prepared); /* serial != 0: it has statements */
     s->session.unnamed_client = c->id;
     s->session.unnamed_serial = u->serial;
     return reply_queue_push(&s->replies, REPLY_PARSE_OURS, NULL) && conn_send(&s->conn, mb);
@@ -1065,14 +1100,15 @@ static enum session_step session_parse_statement(struct client *c,
 
     if (!parse->name[0] || !session_prepared_enabled(c)) {
         if (!parse->name[0] && session_prepared_enabled(c)) {
-            if (!prepared_client_set_unnamed(&c->prepared, parse, (uint8_t)command))
+            struct prepared_client *statements = session_statements(c);
+            if (!statements || !prepared_client_set_unnamed(statements, parse, (uint8_t)command))
                 return session_out_of_memory(c);
             s->session.unnamed_client = c->id;
-            s->session.unnamed_serial = c->prepared.unnamed.serial;
+            s->session.unnamed_serial = statements->unnamed.serial;
         }
         /* Unnamed: if this Parse fails, the client has no unnamed statement, as in Postgres. */
         if (!reply_queue_push_binding(&s->replies, REPLY_PARSE, NULL,
-                                      parse->name[0] ? 0 : c->prepared.unnamed.serial))
+                                      parse->name[0] ? 0 : session_unnamed(c)->serial))
             return session_out_of_memory(c);
         if (!replacement)
             return SESSION_FORWARD;
@@ -1081,12 +1117,13 @@ static enum session_step session_parse_statement(struct client *c,
             return session_out_of_memory(c);
         return SESSION_HANDLED;
     }
-    if (prepared_client_lookup(&c->prepared, parse->name))
+    if (session_lookup(c, parse->name))
         return session_raise(c, "42P05", "prepared statement \"%s\" already exists", parse->name,
                              msg_len);
-    if (prepared_client_add(&c->prepared, parse, (uint8_t)command, &stmt) != PREPARED_ADDED)
+    struct prepared_client *statements = session_statements(c);
+    if (!statements || prepared_client_add(statements, parse, (uint8_t)command, &stmt) != PREPARED_ADDED)
         return session_out_of_memory(c);
-    uint64_t binding = prepared_client_serial(&c->prepared, parse->name);
+    uint64_t binding = prepared_client_serial(statements, parse->name);
     enum prepared_ensure_result ensured = prepared_server_ensure(&s->prepared, stmt, victim);
     if (ensured == PREPARED_ENSURE_NO_MEMORY)
         return session_out_of_memory(c);
@@ -1176,7 +1213,7 @@ static enum session_step session_parse(struct client *c, uint32_t msg_len, bool 
 static const char *session_backend_name(struct client *c, const char *name, bool *failed)
 {
     *failed = false;
-    struct prepared_statement *stmt = prepared_client_lookup(&c->prepared, name);
+    struct prepared_statement *stmt = session_lookup(c, name);
     if (!stmt)
         /* Unknown: the backend reports it (26000) under the client's own name, unless that name
          * could be one of sluice's shared statements. */
@@ -1246,7 +1283,7 @@ static enum session_step session_bind(struct client *c, uint32_t msg_len)
     const char *portal = (const char *)msg + PROTO_HEADER_LEN;
     const char *name = (const char *)msg + portal_end + 1;
     if (!*name) {
-        const struct prepared_unnamed *u = &c->prepared.unnamed;
+        const struct prepared_unnamed *u = session_unnamed(c);
         uint8_t command = session_statement_command(c, u->command, u->definition, deallocated);
         if (!session_ensure_unnamed(c) ||
             !session_track_portal(s, portal, u->serial ? command : SESSION_COMMAND_NONE,
@@ -1256,7 +1293,7 @@ static enum session_step session_bind(struct client *c, uint32_t msg_len)
         }
         return SESSION_FORWARD;
     }
-    struct prepared_statement *stmt = prepared_client_lookup(&c->prepared, name);
+    struct prepared_statement *stmt = session_lookup(c, name);
     const char *backend_name = session_backend_name(c, name, &failed);
     uint8_t command = stmt ? session_statement_command(c, stmt->command, stmt->definition,
                                                        deallocated)
@@ -1319,7 +1356,7 @@ static enum session_step session_target(struct client *c, uint8_t type, uint32_t
     }
     if (!*name) {
         if (type == 'C') {
-            prepared_client_clear_unnamed(&c->prepared);
+            session_clear_unnamed(c);
             s->session.unnamed_client = 0;
         } else if (!session_ensure_unnamed(c)) {
             return session_out_of_memory(c);
@@ -1330,7 +1367,8 @@ static enum session_step session_target(struct client *c, uint8_t type, uint32_t
     const char *backend_name;
     if (type == 'C') {
         /* Other clients may share the backend statement: it stays; only the name goes. */
-        prepared_client_remove(&c->prepared, name);
+        if (c->prepared)
+            prepared_client_remove(c->prepared, name);
         backend_name = SESSION_NO_STATEMENT;
     } else {
         backend_name = session_backend_name(c, name, &failed);
@@ -1435,8 +1473,8 @@ static void session_skip_to_sync(struct server *s)
         if (parse && e->stmt && prepared_server_has(&s->prepared, e->stmt))
             prepared_server_forget(&s->prepared, e->stmt);
         /* The client's own Parse failed or was skipped: Postgres would not know the name. */
-        if (e->binding && s->client)
-            prepared_client_unbind(&s->client->prepared, e->binding);
+        if (e->binding && s->client && s->client->prepared)
+            prepared_client_unbind(s->client->prepared, e->binding);
         reply_queue_pop(&s->replies);
     }
 }
