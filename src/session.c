@@ -257,16 +257,18 @@ void session_tracking_init(struct session_tracking *t)
     memset(t, 0, sizeof(*t));
     param_set_init(&t->startup);
     param_changes_init(&t->changes);
-    param_set_init(&t->txn_client);
-    param_set_init(&t->txn_server);
 }
 
 void session_tracking_free(struct session_tracking *t)
 {
     param_set_free(&t->startup);
     param_changes_free(&t->changes);
-    param_set_free(&t->txn_client);
-    param_set_free(&t->txn_server);
+    if (t->txn_start) {
+        param_set_free(&t->txn_start->client);
+        param_set_free(&t->txn_start->server);
+        free(t->txn_start);
+        t->txn_start = NULL;
+    }
 }
 
 static uint32_t pin_bit(enum pin_reason reason)
@@ -485,8 +487,12 @@ static void session_save_transaction_start(struct client *c)
 
     if (t->txn_saved)
         return;
-    if (param_set_copy(&t->txn_client, &c->params) != 0 ||
-        param_set_copy(&t->txn_server, &c->server->params) != 0) {
+    if (!t->txn_start && (t->txn_start = malloc(sizeof(*t->txn_start)))) {
+        param_set_init(&t->txn_start->client);
+        param_set_init(&t->txn_start->server);
+    }
+    if (!t->txn_start || param_set_copy(&t->txn_start->client, &c->params) != 0 ||
+        param_set_copy(&t->txn_start->server, &c->server->params) != 0) {
         /* Without a copy a rollback cannot be undone here: keep the backend instead. */
         session_pin(c, PIN_SET, 0, "", 0);
         return;
@@ -533,9 +539,9 @@ static void session_transaction_rolled_back(struct client *c)
     struct session_tracking *t = &c->session;
 
     if (t->txn_saved) {
-        param_set_copy(&c->params, &t->txn_client);
+        param_set_copy(&c->params, &t->txn_start->client);
         if (c->server)
-            param_set_copy(&c->server->params, &t->txn_server);
+            param_set_copy(&c->server->params, &t->txn_start->server);
     }
     t->txn_saved = false;
     t->txn_changed = false;

@@ -95,6 +95,12 @@ enum session_step {
     SESSION_CLOSED,   /* the client was failed */
 };
 
+/* The settings of a client and of its backend when its open transaction first changed them. */
+struct session_txn_start {
+    struct param_set client;
+    struct param_set server;
+};
+
 /*
  * A client's session settings and pins as its transactions change them (transaction mode). What
  * a query's statements do is noted before it runs and applied at its ReadyForQuery, once it is
@@ -105,9 +111,10 @@ struct session_tracking {
     struct param_changes changes;    /* noted from statements sent, each tagged with the number of
                                         the ReadyForQuery that ends it (ready_count counts them) */
     unsigned long long ready_count;  /* ReadyForQuery messages passed to the client so far */
-    struct param_set txn_client;     /* its settings when its open transaction first changed them */
-    struct param_set txn_server;     /* and its backend's: both restored on ROLLBACK */
-    bool txn_saved;                  /* txn_client and txn_server hold a transaction's start */
+    struct session_txn_start *txn_start; /* restored on ROLLBACK: made by its first transaction
+                                            that changes a setting, then kept (most clients never
+                                            change one, and an idle client carries no copies) */
+    bool txn_saved;                  /* txn_start holds the open transaction's start */
     bool txn_changed;                /* a change was applied since then */
     bool statement_failed;           /* an ErrorResponse since the last ReadyForQuery */
     bool params_resync;              /* a RESET inside a transaction: bring the backend back to the
