@@ -121,14 +121,14 @@ static int ensure_room(struct param_set *set)
 
     if (set->n < set->cap)
         return 0;
-    cap = set->cap ? set->cap * 2 : PARAM_SET_INITIAL_CAP;
-    if (cap > SIZE_MAX / sizeof(*grown))
+    cap = set->cap ? (size_t)set->cap * 2 : PARAM_SET_INITIAL_CAP;
+    if (cap > UINT32_MAX || cap > SIZE_MAX / sizeof(*grown))
         return -1;
     grown = realloc(set->entries, cap * sizeof(*grown));
     if (grown == NULL)
         return -1;
     set->entries = grown;
-    set->cap = cap;
+    set->cap = (uint32_t)cap;
     return 0;
 }
 
@@ -449,12 +449,14 @@ int param_changes_add(struct param_changes *changes, enum param_change_kind kind
     struct param_change *change;
 
     if (changes->n == changes->cap) {
-        size_t cap = changes->cap ? changes->cap * 2 : PARAM_SET_INITIAL_CAP;
+        size_t cap = changes->cap ? (size_t)changes->cap * 2 : PARAM_SET_INITIAL_CAP;
+        if (cap > UINT32_MAX)
+            return -1;
         struct param_change *grown = realloc(changes->items, cap * sizeof(*grown));
         if (grown == NULL)
             return -1;
         changes->items = grown;
-        changes->cap = cap;
+        changes->cap = (uint32_t)cap;
     }
     change = &changes->items[changes->n];
     change->kind = kind;

@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include "proto.h"
 
 struct param_entry {
@@ -19,10 +20,11 @@ struct param_entry {
                      not a plain value to quote as a literal */
 };
 
+/* Counts are 32-bit: a set holds a few dozen settings, and every client carries two sets. */
 struct param_set {
     struct param_entry *entries;
-    size_t n;
-    size_t cap;
+    uint32_t n;
+    uint32_t cap;
 };
 
 void param_set_init(struct param_set *set);
@@ -99,8 +101,8 @@ struct param_change {
 
 struct param_changes {
     struct param_change *items;
-    size_t n;
-    size_t cap;
+    uint32_t n;                 /* 32-bit, as in param_set */
+    uint32_t cap;
 };
 
 void param_changes_init(struct param_changes *changes);
