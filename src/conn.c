@@ -291,10 +291,12 @@ int conn_open_connect(struct conn *conn, struct event_base *base, struct conn_fl
 
 /*
  * evdns may report a cancelled look-up after the connection (and the struct holding it) is gone,
- * so the callback gets this ticket, not the conn; closing the conn clears ticket->conn.
+ * so the callback gets this ticket, not the conn; closing the conn clears ticket->conn. The
+ * request is kept here, not in every conn: only a backend whose host is a name has one.
  */
 struct conn_dns_ticket {
     struct conn *conn;
+    struct evdns_getaddrinfo_request *request; /* NULL until evdns_getaddrinfo returns */
 };
 
 static void conn_dns_cb(int result, struct evutil_addrinfo *res, void *arg)
@@ -307,7 +309,6 @@ static void conn_dns_cb(int result, struct evutil_addrinfo *res, void *arg)
             evutil_freeaddrinfo(res);
         return;
     }
-    conn->dns_request = NULL;
     conn->dns_ticket = NULL;
     if (result != 0 || !res) {
         conn->error = EHOSTUNREACH;
@@ -349,24 +350,24 @@ int conn_open_connect_host(struct conn *conn, struct event_base *base, struct co
     if (!ticket)
         return -1;
     ticket->conn = conn;
+    ticket->request = NULL;
     conn->dns_ticket = ticket;
     /* The request may complete (and call back, freeing the ticket) before this returns. */
     struct evdns_getaddrinfo_request *req =
         evdns_getaddrinfo(dns, host, port_text, &hints, conn_dns_cb, ticket);
-    if (req && conn->dns_ticket)
-        conn->dns_request = req;
+    if (conn->dns_ticket)
+        conn->dns_ticket->request = req;
     return 0;
 }
 
 void conn_close(struct conn *conn)
 {
-    if (conn->dns_ticket) {
-        conn->dns_ticket->conn = NULL; /* the callback frees it */
+    struct conn_dns_ticket *ticket = conn->dns_ticket;
+    if (ticket) {
         conn->dns_ticket = NULL;
-    }
-    if (conn->dns_request) {
-        evdns_getaddrinfo_cancel(conn->dns_request);
-        conn->dns_request = NULL;
+        ticket->conn = NULL; /* the callback frees it, perhaps inside the cancel below */
+        if (ticket->request)
+            evdns_getaddrinfo_cancel(ticket->request);
     }
     if (!conn->open)
         return;
@@ -397,7 +398,7 @@ void conn_close(struct conn *conn)
 
 bool conn_can_leave_loop(struct conn *conn)
 {
-    if (!conn->open || conn->connecting || conn->tls_handshaking || conn->dns_request)
+    if (!conn->open || conn->connecting || conn->tls_handshaking || conn->dns_ticket)
         return false;
     if (conn->dirty)
         conn_flush(conn);

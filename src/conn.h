@@ -36,7 +36,6 @@ enum conn_event {
 
 struct conn;
 struct evdns_base;
-struct evdns_getaddrinfo_request;
 struct conn_dns_ticket;
 
 typedef void (*conn_read_fn)(struct conn *conn, void *arg);
@@ -70,8 +69,8 @@ struct conn {
     struct event *write_event;
     SSL *ssl;                      /* TLS: NULL on a plain socket */
     unsigned long tls_error;       /* the OpenSSL error that failed the connection, 0 if none */
-    struct evdns_getaddrinfo_request *dns_request;
-    struct conn_dns_ticket *dns_ticket; /* outlives the conn if the look-up is cancelled */
+    struct conn_dns_ticket *dns_ticket; /* a host name's look-up under way, and its request; it
+                                           outlives the conn if the look-up is cancelled */
 
     conn_read_fn on_read;
     conn_drain_fn on_drain;        /* output became empty after a caller asked (conn_want_drain) */
