@@ -223,7 +223,7 @@ void client_free(struct client *c)
         prepared_client_free(c->prepared);
         free(c->prepared);
     }
-    free(c->lost_message);
+    free(c->lost_error);
     free(c->pin_statement);
     free(c->startup_copy);
     free(c);
@@ -927,6 +927,12 @@ static void client_send_pending_cancel(struct client *c)
     server_send_cancel(c->server);
 }
 
+/* The error a client's lost transaction reports, with the server's message: one allocation. */
+struct client_lost_error {
+    char sqlstate[6];
+    char message[];
+};
+
 #define CLIENT_LOST_DETAIL "The connection to the database server was lost during this transaction " \
     "(if it was committing, it may or may not have committed). This connection stays open: the " \
     "next transaction runs on a new server connection."
@@ -937,7 +943,8 @@ static bool client_send_lost_reply(struct client *c, bool error, bool ready)
     struct msgbuf *mb = &c->worker->scratch;
     msgbuf_reset(mb);
     if (error)
-        proto_build_error(mb, "ERROR", c->lost_sqlstate, c->lost_message, CLIENT_LOST_DETAIL, NULL);
+        proto_build_error(mb, "ERROR", c->lost_error->sqlstate, c->lost_error->message,
+                          CLIENT_LOST_DETAIL, NULL);
     if (ready)
         proto_build_ready_for_query(mb, 'I');
     if (!conn_send(&c->conn, mb)) {
@@ -956,13 +963,16 @@ void client_backend_lost(struct client *c, bool in_transaction, const char *sqls
         client_unlink(c);
         return;
     }
-    snprintf(c->lost_sqlstate, sizeof(c->lost_sqlstate), "%s", sqlstate);
-    free(c->lost_message);
-    c->lost_message = strdup(message);
-    if (!c->lost_message) {
+    size_t message_len = strlen(message);
+    struct client_lost_error *lost = malloc(sizeof(*lost) + message_len + 1);
+    if (!lost) {
         client_fail(c, "53200", "out of memory");
         return;
     }
+    snprintf(lost->sqlstate, sizeof(lost->sqlstate), "%s", sqlstate);
+    memcpy(lost->message, message, message_len + 1);
+    free(c->lost_error);
+    c->lost_error = lost;
     log_info("C-%llu: %s/%s@%s:%d lost its transaction with its database server connection (%s); "
              "the client stays connected", (unsigned long long)c->id, c->database, c->user, c->addr,
              c->port, message);

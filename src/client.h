@@ -29,6 +29,8 @@ enum client_state {
     CLIENT_CLOSED,     /* waiting for the reaper */
 };
 
+struct client_lost_error;
+
 enum client_auth_step {
     AUTH_STEP_NONE,
     AUTH_STEP_CLEARTEXT,
@@ -51,6 +53,7 @@ struct client {
     bool in_login_list;
     bool in_pool_list;
     bool pinned;                    /* keeps its backend until it leaves (session state) */
+    uint8_t pin_reason;             /* enum pin_reason */
 
     struct pool *pool;
     struct limit_count *counted_database; /* counted against the client limits while set */
@@ -67,7 +70,6 @@ struct client {
     struct prepared_client *prepared;
     double pin_time;
     char *pin_statement;            /* the start of the statement that pinned it */
-    int pin_reason;                 /* enum pin_reason */
 
     uint32_t cancel_pid;
     uint32_t cancel_key;
@@ -92,15 +94,14 @@ struct client {
      * PostgreSQL skips to Sync after an error, and then it is told. */
     bool transaction_lost;
     bool lost_error_sent;           /* ErrorResponse sent: only ReadyForQuery is still owed */
-    char lost_sqlstate[6];
-    char *lost_message;
+    struct client_lost_error *lost_error; /* what a lost backend's transaction reports: made when
+                                             one is lost (client_backend_lost) */
 
     double connect_time;
     double wait_start;              /* when it joined the wait queue */
     struct pool_ticket ticket;      /* its place in the queue every worker serves (pool_limits.h) */
     double query_start;             /* when the backend began to owe it a reply */
     double last_activity;
-    int admin_access;               /* enum admin_access */
     bool over_limit;                /* accepted past max_client_conn: refused after startup */
     bool is_unix;
     bool tls;                       /* the connection was upgraded to TLS */
@@ -109,6 +110,7 @@ struct client {
     uint8_t pool_mode;              /* enum pool_mode of its pool at login: SET pool_mode applies
                                        to later logins */
     bool tracks_prepared;           /* max_prepared_statements > 0 at login (transaction mode) */
+    uint8_t admin_access;           /* enum admin_access */
     uint16_t port;
     char addr[INET6_ADDRSTRLEN];    /* the longest address inet_ntop writes, or "unix" */
 };

@@ -305,7 +305,7 @@ static void session_pin(struct client *c, enum pin_reason reason, uint32_t pins,
     if (c->pinned)
         return;
     c->pinned = true;
-    c->pin_reason = (int)reason;
+    c->pin_reason = (uint8_t)reason;
     c->pin_time = worker_now(c->worker);
     size_t keep = len < SESSION_PIN_STATEMENT_LEN ? len : SESSION_PIN_STATEMENT_LEN;
     c->pin_statement = malloc(keep + 1);
