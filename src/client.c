@@ -486,7 +486,12 @@ static int client_take_settings(struct client *c, const struct startup_packet *s
             return -1;
         }
     }
-    if (param_set_copy(&c->session.startup, &c->params) != 0) {
+    /* The startup settings (what RESET returns to) own the strings; the current ones share
+     * them until a SET changes one, instead of a second copy of each in every client. */
+    param_set_free(&c->session.startup);
+    c->session.startup = c->params;
+    param_set_init(&c->params);
+    if (param_set_share(&c->params, &c->session.startup) != 0) {
         snprintf(err, err_len, "out of memory");
         return -1;
     }

@@ -87,12 +87,19 @@ void param_set_init(struct param_set *set)
     set->cap = 0;
 }
 
+/* Frees an entry's strings unless another set owns them. */
+static void free_entry_strings(struct param_entry *entry)
+{
+    if (entry->shared)
+        return;
+    free(entry->name);
+    free(entry->value);
+}
+
 void param_set_clear(struct param_set *set)
 {
-    for (size_t i = 0; i < set->n; i++) {
-        free(set->entries[i].name);
-        free(set->entries[i].value);
-    }
+    for (size_t i = 0; i < set->n; i++)
+        free_entry_strings(&set->entries[i]);
     set->n = 0;
 }
 
@@ -143,6 +150,17 @@ static int put_entry(struct param_set *set, const char *name, const char *value,
     if (value_copy == NULL)
         return -1;
     existing = find_entry(set, name);
+    if (existing != NULL && existing->shared) {
+        /* The entry becomes this set's own: its name too, as its owner keeps the shared one. */
+        name_copy = strdup(existing->name);
+        if (name_copy == NULL) {
+            free(value_copy);
+            return -1;
+        }
+        existing->name = name_copy;
+        existing->value = NULL;
+        existing->shared = false;
+    }
     if (existing != NULL) {
         free(existing->value);
         existing->value = value_copy;
@@ -158,6 +176,7 @@ static int put_entry(struct param_set *set, const char *name, const char *value,
     set->entries[set->n].name = name_copy;
     set->entries[set->n].value = value_copy;
     set->entries[set->n].is_sql = is_sql;
+    set->entries[set->n].shared = false;
     set->n++;
     return 0;
 }
@@ -192,11 +211,30 @@ bool param_set_remove(struct param_set *set, const char *name)
     if (entry == NULL)
         return false;
     index = (size_t)(entry - set->entries);
-    free(entry->name);
-    free(entry->value);
+    free_entry_strings(entry);
     memmove(entry, entry + 1, (set->n - index - 1) * sizeof(*entry));
     set->n--;
     return true;
+}
+
+int param_set_share(struct param_set *dst, const struct param_set *src)
+{
+    if (dst == src)
+        return 0;
+    param_set_clear(dst);
+    if (dst->cap < src->n) {
+        struct param_entry *grown = realloc(dst->entries, src->n * sizeof(*grown));
+        if (grown == NULL)
+            return -1;
+        dst->entries = grown;
+        dst->cap = src->n;
+    }
+    for (size_t i = 0; i < src->n; i++) {
+        dst->entries[i] = src->entries[i];
+        dst->entries[i].shared = true;
+    }
+    dst->n = src->n;
+    return 0;
 }
 
 int param_set_copy(struct param_set *dst, const struct param_set *src)

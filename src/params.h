@@ -18,6 +18,8 @@ struct param_entry {
     char *value;
     bool is_sql;  /* value is SQL text as a client wrote it after SET name TO (replayed as is),
                      not a plain value to quote as a literal */
+    bool shared;  /* name and value belong to the set this one was shared from (param_set_share):
+                     not freed here */
 };
 
 /* Counts are 32-bit: a set holds a few dozen settings, and every client carries two sets. */
@@ -39,6 +41,12 @@ const struct param_entry *param_set_find(const struct param_set *set, const char
 const char *param_set_get(const struct param_set *set, const char *name);
 bool param_set_remove(struct param_set *set, const char *name);
 int param_set_copy(struct param_set *dst, const struct param_set *src);
+/*
+ * Makes dst hold src's entries without copying their strings: src must stay unchanged and outlive
+ * them (a client's startup settings, which its current ones start as). A later change to dst
+ * copies what it changes. 0 or -1 (no memory; dst is then empty).
+ */
+int param_set_share(struct param_set *dst, const struct param_set *src);
 
 /*
  * Startup parameters that sluice forwards to backends through SET rather than in the backend's

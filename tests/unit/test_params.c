@@ -125,6 +125,47 @@ static void test_clear_and_copy(void)
     param_set_free(&dst);
 }
 
+/* A client's current settings share its startup ones' strings; changing one copies only it. */
+static void test_share(void)
+{
+    struct param_set startup, current, copy;
+
+    param_set_init(&startup);
+    param_set_init(&current);
+    param_set_init(&copy);
+    param_set_put(&startup, "DateStyle", "ISO");
+    param_set_put(&startup, "TimeZone", "UTC");
+    param_set_put(&startup, "application_name", "app");
+    param_set_put(&current, "old", "x");
+
+    is_int(param_set_share(&current, &startup), 0, "share: succeeds");
+    is_int(current.n, 3, "share: the set holds exactly the source's entries");
+    is_str(param_set_get(&current, "old"), NULL, "share: what the set held before is gone");
+    ok(current.entries[1].value == startup.entries[1].value, "share: the strings are not copied");
+    is_str(current.entries[2].name, "application_name", "share: order is kept");
+
+    is_int(param_set_put(&current, "TimeZone", "Europe/Paris"), 0, "share: a changed entry is set");
+    is_str(param_set_get(&current, "TimeZone"), "Europe/Paris", "share: the set has the new value");
+    is_str(param_set_get(&startup, "TimeZone"), "UTC", "share: the source keeps its own");
+    ok(current.entries[1].name != startup.entries[1].name,
+       "share: a changed entry owns its name too");
+    ok(param_set_remove(&current, "DateStyle"), "share: a shared entry can be removed");
+    is_str(param_set_get(&startup, "DateStyle"), "ISO", "share: removing it leaves the source's");
+    is_int(param_set_copy(&copy, &current), 0, "share: a copy of a sharing set succeeds");
+    ok(copy.entries[0].value != startup.entries[2].value, "share: a copy owns its strings");
+    is_int(param_set_share(&current, &current), 0, "share: with itself is harmless");
+    is_int(current.n, 2, "share: with itself keeps the entries");
+
+    /* Freed in either order: the sharing set never frees what it shares. */
+    param_set_free(&current);
+    is_str(param_set_get(&startup, "application_name"), "app",
+           "share: freeing the sharing set leaves the source whole");
+    param_set_free(&startup);
+    is_str(param_set_get(&copy, "application_name"), "app",
+           "share: a copy outlives the source");
+    param_set_free(&copy);
+}
+
 /* ---- name classes ---- */
 
 static void test_session_setting(void)
@@ -584,6 +625,7 @@ int main(void)
     test_order_and_growth();
     test_remove();
     test_clear_and_copy();
+    test_share();
     test_session_setting();
     test_tracked();
     test_options_accepted();
