@@ -8,8 +8,8 @@ import time
 import psycopg2
 
 import harness
-from harness import check, check_equal, wait_for
-from test_admin import ADMIN, TIMESTAMP, console, one_value, pool_row, run, show
+from harness import ADMIN, check, check_equal, console, one_value, show, wait_for
+from test_admin import TIMESTAMP, pool_row, run
 from test_metrics import prometheus_parser, scrape
 
 suite = harness.Suite()
