@@ -6,6 +6,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -272,6 +274,15 @@ void listener_close_all_after_pending(struct worker *w)
     for (struct listener *l = w->listeners; l; l = l->next)
         listener_accept_pending(l);
     listener_close_all(w);
+}
+
+void listener_stop_deferring(struct worker *w)
+{
+    int off = 0;
+    for (struct listener *l = w->listeners; l; l = l->next)
+        if (!l->is_unix && setsockopt(evconnlistener_get_fd(l->evl), IPPROTO_TCP, TCP_DEFER_ACCEPT,
+                                      &off, sizeof(off)) != 0)
+            log_warning("could not stop deferring accepts on %s: %s", l->description, strerror(errno));
 }
 
 void listener_suspend_all(struct worker *w, bool suspended)

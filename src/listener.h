@@ -26,6 +26,13 @@ int listener_open_all(struct worker *w);
 void listener_close_all(struct worker *w);
 /* The same, after accepting (and handing to the worker) every connection already queued. */
 void listener_close_all_after_pending(struct worker *w);
+/*
+ * SHUTDOWN, before the listeners close: the kernel stops deferring accepts until a connection's
+ * first bytes are in (TCP_DEFER_ACCEPT). A connection whose handshake is done but whose first bytes
+ * are still on their way sits outside the accept queue, and close() resets it; with the deferral
+ * off it joins the queue as soon as its bytes come, so a short grace before closing serves it.
+ */
+void listener_stop_deferring(struct worker *w);
 /* SUSPEND: stop accepting, the sockets kept open (the kernel queues new connections); RESUME. */
 void listener_suspend_all(struct worker *w, bool suspended);
 

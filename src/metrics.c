@@ -28,6 +28,7 @@
 #include "pool.h"
 #include "server.h"
 #include "stats.h"
+#include "timeval.h"
 #include "world_view.h"
 #ifdef HAVE_LIBSYSTEMD
 #include <systemd/sd-daemon.h>
@@ -1061,7 +1062,7 @@ static int metrics_start_watchdog(struct worker *w)
     if (sd_watchdog_enabled(0, &interval_usec) <= 0 || interval_usec == 0)
         return 0;
     uint64_t half = interval_usec / 2;
-    struct timeval period = { .tv_sec = (time_t)(half / 1000000), .tv_usec = (suseconds_t)(half % 1000000) };
+    struct timeval period = timeval_from_usec(half);
     m->watchdog_stale_usec = (int64_t)half;
     m->watchdog = event_new(w->base, -1, EV_PERSIST, metrics_watchdog_cb, w);
     if (!m->watchdog || event_add(m->watchdog, &period) != 0) {

@@ -17,6 +17,7 @@
 
 #include "client.h"
 #include "log.h"
+#include "timeval.h"
 #include "worker.h"
 
 #define DROPPED_LOG_INTERVAL 1.0 /* seconds between two "cancel dropped" lines */
@@ -163,8 +164,7 @@ void peer_forward_cancel(struct worker *w, int peer_id, uint32_t pid, uint32_t k
     double timeout = w->cfg->server_connect_timeout;
     if (timeout > 0) {
         /* A peer that never answers must not keep the forward for ever. */
-        struct timeval tv = { .tv_sec = (time_t)timeout,
-                              .tv_usec = (suseconds_t)((timeout - (double)(time_t)timeout) * 1e6) };
+        struct timeval tv = timeval_from_seconds(timeout);
         bufferevent_set_timeouts(f->bev, &tv, &tv);
     }
     f->connecting = true;

@@ -15,6 +15,7 @@
 #include "world.h"
 #include "log.h"
 #include "server.h"
+#include "timeval.h"
 
 static struct pool_registry *pool_registry_of(const struct pool *pool)
 {
@@ -793,7 +794,8 @@ static void pool_arm_lend(struct pool *pool, double delay)
     if (evtimer_pending(pool->lend_timer, NULL) && pool->lend_at <= at)
         return;
     pool->lend_at = at;
-    struct timeval tv = { (time_t)delay, (suseconds_t)((delay - (double)(time_t)delay) * 1e6) + 1 };
+    struct timeval tv = timeval_from_seconds(delay);
+    tv.tv_usec += 1; /* past the truncated fraction: when it fires, all of delay has gone by */
     evtimer_add(pool->lend_timer, &tv);
 }
 
@@ -1071,8 +1073,7 @@ bool pool_login_error_is_permanent(const char *sqlstate)
 
 static void pool_arm_retry(struct pool *pool, double delay)
 {
-    struct timeval tv = { .tv_sec = (time_t)delay,
-                          .tv_usec = (suseconds_t)((delay - (double)(time_t)delay) * 1e6) };
+    struct timeval tv = timeval_from_seconds(delay);
     evtimer_add(pool->retry_timer, &tv);
 }
 

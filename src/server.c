@@ -25,6 +25,7 @@
 #include "log.h"
 #include "pool.h"
 #include "server_token.h"
+#include "timeval.h"
 
 /* PostgreSQL never sends a message larger than 1 GB. */
 #define SERVER_MAX_MESSAGE (1024u * 1024u * 1024u)
@@ -1635,8 +1636,7 @@ void server_send_cancel(struct server *s)
     double timeout = s->worker->cfg->server_connect_timeout;
     if (timeout > 0) {
         /* A PostgreSQL that never answers must not hold the backend forever. */
-        struct timeval tv = { .tv_sec = (time_t)timeout,
-                              .tv_usec = (suseconds_t)((timeout - (double)(time_t)timeout) * 1e6) };
+        struct timeval tv = timeval_from_seconds(timeout);
         bufferevent_set_timeouts(req->bev, &tv, &tv);
     }
 

@@ -35,6 +35,10 @@
 /* A client that does not read its final error is dropped after this long. */
 #define CLOSING_GRACE_SECONDS 5.0
 #define SHUTDOWN_FLUSH_USEC 100000
+/* SHUTDOWN listens on this long, the kernel's accept deferral off, so that a connection it had
+ * completed the handshake of before (its startup packet still on its way) is served, not reset
+ * (listener_stop_deferring); then it takes what is queued and closes its sockets. */
+#define DRAIN_LISTEN_GRACE_SECONDS 0.5
 
 static void worker_reaper_cb(evutil_socket_t fd, short what, void *arg);
 static void worker_janitor_cb(evutil_socket_t fd, short what, void *arg);
@@ -367,7 +371,8 @@ void worker_accept(struct worker *w, int fd, const struct sockaddr *addr, int ad
 {
     int max_clients = w->cfg->max_client_conn;
 
-    if (w->shutting_down || w->draining) {
+    /* A draining worker still takes what reaches its listeners until they close. */
+    if (w->shutting_down) {
         evutil_closesocket(fd);
         w->stats.clients_rejected++;
         return;
@@ -459,7 +464,7 @@ static void worker_expire_clients(struct worker *w, double now)
 static void worker_check_shutdown(struct worker *w, double now)
 {
     if (w->draining && !w->shutting_down) {
-        if (w->n_clients > 0 && now < w->shutdown_deadline)
+        if ((w->n_clients > 0 || w->listeners) && now < w->shutdown_deadline)
             return;
         w->shutting_down = true; /* every client left, or shutdown_timeout passed */
     }
@@ -518,6 +523,8 @@ static void worker_janitor_cb(evutil_socket_t fd, short what, void *arg)
     auth_query_janitor(w->auth_query, now);
     metrics_janitor(w, now);
     worker_log_held_back(w, now);
+    if (w->draining && w->listeners && now >= w->listen_until)
+        listener_close_all_after_pending(w);
     worker_check_shutdown(w, now);
 }
 
@@ -688,10 +695,10 @@ void worker_begin_drain(struct worker *w, const char *why)
         worker_begin_shutdown(w, why);
         return;
     }
-    /* Before draining is set, so worker_accept serves what the queues held. */
-    listener_close_all_after_pending(w);
+    listener_stop_deferring(w);
+    w->listen_until = worker_now(w) + DRAIN_LISTEN_GRACE_SECONDS;
     if (w->index == 0)
-        log_info("%s: no new connections; serving the %zu clients connected until they leave, for up to %g s",
+        log_info("%s: closing the listeners; serving the %zu clients connected until they leave, for up to %g s",
                  why, atomic_load(&w->world->n_clients), w->cfg->shutdown_timeout);
     w->draining = true;
     if (w->index == 0)

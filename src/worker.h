@@ -112,7 +112,8 @@ struct worker {
 
     bool suspended;                /* SUSPEND: sockets not read, no accepts, no maintenance */
     bool shutting_down;
-    bool draining;                 /* SHUTDOWN: not listening; serving its clients until they leave */
+    bool draining;                 /* SHUTDOWN: serving its clients until they leave */
+    double listen_until;           /* draining: its listeners close then (worker_janitor_cb) */
     double shutdown_deadline;
 };
 

@@ -78,6 +78,8 @@ ROLES = {
 }
 APP_DB = "appdb"
 UNPRIVILEGED_USER = "sluicetest"
+# The admin console login tests put in admin_users and the auth file: (user, password)
+ADMIN = ("admin", "admin_pw")
 
 DIRECT_MODE = os.environ.get("SLUICE_IT_DIRECT") == "1"
 TIMEOUT_SCALE = float(os.environ.get("SLUICE_IT_TIMEOUT_SCALE", "1"))
@@ -1504,6 +1506,12 @@ def one_value(conn, sql, params=None):
     with conn.cursor() as cur:
         cur.execute(sql, params)
         return cur.fetchone()[0]
+
+
+def console(sluice, who=ADMIN, dbname="sluice"):
+    """A connection to sluice's admin console (the pseudo-database "sluice") as who = (user,
+    password); who must be in admin_users or stats_users for SHOW to work."""
+    return sluice.connect(dbname=dbname, user=who[0], password=who[1])
 
 
 def show(admin, subject):

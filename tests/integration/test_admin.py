@@ -9,12 +9,12 @@ import psycopg2
 import psycopg2.errors
 
 import harness
-from harness import Background, check, check_equal, expect_pg_error, wait_for
+from harness import (ADMIN, Background, check, check_equal, console, expect_pg_error, one_value,
+                     show, wait_for)
 
 suite = harness.Suite()
 test = suite.test
 
-ADMIN = ("admin", "admin_pw")
 WATCHER = ("watcher", "watcher_pw")
 
 # PgBouncer 1.18's result columns (name:type OID; 25 text, 23 int4, 20 int8, 1700 numeric), which
@@ -82,28 +82,10 @@ def start(t, settings=None, databases=None):
     return t.sluice(settings=all_settings, databases=databases, users=users)
 
 
-def console(s, who=ADMIN, dbname="sluice"):
-    return s.connect(dbname=dbname, user=who[0], password=who[1])
-
-
-def show(conn, subject):
-    """Rows of SHOW subject as dicts."""
-    with conn.cursor() as cur:
-        cur.execute(f"SHOW {subject}")
-        names = [d.name for d in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
-
-
 def run(conn, command):
     with conn.cursor() as cur:
         cur.execute(command)
         return cur.statusmessage
-
-
-def one_value(conn, sql):
-    with conn.cursor() as cur:
-        cur.execute(sql)
-        return cur.fetchone()[0]
 
 
 def pool_row(conn, database="appdb", user="app"):

@@ -6,18 +6,19 @@ import os
 import re
 import threading
 import urllib.request
+from contextlib import closing
 
 import psycopg2
 
 import harness
-from harness import APP_DB, Background, check, check_equal, expect_pg_error, wait_for
+from harness import (ADMIN, APP_DB, Background, check, check_equal, console, expect_pg_error, show,
+                     wait_for)
 
 suite = harness.Suite()
 test = suite.test
 
 # The look-up role: a superuser, as the default auth_query reads pg_authid.
 AUTH_USER, AUTH_PASSWORD = "sluice_auth", "lookup_pw"
-ADMIN = ("admin", "admin_pw")
 BENCH_DB = "aqbench"
 BURST = 100
 _roles_lock = threading.Lock()
@@ -53,24 +54,14 @@ def start(t, settings=None, auth_password=AUTH_PASSWORD, databases=None):
                     users={AUTH_USER: auth_password, ADMIN[0]: ADMIN[1]})
 
 
-def show(s, subject):
-    """Rows of the admin console's SHOW subject, as dicts."""
-    conn = s.connect(dbname="sluice", user=ADMIN[0], password=ADMIN[1])
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f"SHOW {subject}")
-            names = [d.name for d in cur.description]
-            return [dict(zip(names, row)) for row in cur.fetchall()]
-    finally:
-        conn.close()
-
-
 def show_users(s):
-    return {row["name"]: row for row in show(s, "USERS")}
+    with closing(console(s)) as admin:
+        return {row["name"]: row for row in show(admin, "USERS")}
 
 
 def show_pools(s):
-    return show(s, "POOLS")
+    with closing(console(s)) as admin:
+        return show(admin, "POOLS")
 
 
 def psycopg3():

@@ -5,16 +5,10 @@ import re
 import time
 
 import harness
-from harness import Background, check, check_equal, wait_for
+from harness import Background, check, check_equal, one_value, wait_for
 
 suite = harness.Suite()
 test = suite.test
-
-
-def one_value(conn, sql):
-    with conn.cursor() as cur:
-        cur.execute(sql)
-        return cur.fetchone()[0]
 
 
 def cancel_test(t, pool_mode, unix):

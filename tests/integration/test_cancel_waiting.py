@@ -10,12 +10,11 @@ import threading
 import time
 
 import harness
-from harness import Background, check, check_equal, one_value, show, wait_for
+from harness import ADMIN, Background, check, check_equal, console, one_value, show, wait_for
 
 suite = harness.Suite()
 test = suite.test
 
-ADMIN = ("admin", "admin_pw")
 CANCELED = "canceling statement due to user request"
 
 
@@ -29,10 +28,6 @@ def start(t, workers, settings=None):
     all_settings.update(settings or {})
     return t.sluice(settings=all_settings, databases={"appdb": t.cluster.database_line(pool_size=1)},
                     users=users)
-
-
-def console(s):
-    return s.connect(dbname="sluice", user=ADMIN[0], password=ADMIN[1])
 
 
 def cl_waiting(admin):

@@ -8,12 +8,12 @@ import os
 import socket
 
 import harness
-from harness import Background, check, check_equal, expect_pg_error, wait_for
+from harness import (ADMIN, Background, check, check_equal, console, expect_pg_error, one_value,
+                     show, wait_for)
 
 suite = harness.Suite()
 test = suite.test
 
-ADMIN = ("admin", "admin_pw")
 WATCHER = ("watcher", "watcher_pw")
 
 
@@ -31,17 +31,6 @@ def start(t, settings=None, databases=None, users_section=None):
     return s
 
 
-def console(s, who=ADMIN):
-    return s.connect(dbname="sluice", user=who[0], password=who[1])
-
-
-def show(conn, subject):
-    with conn.cursor() as cur:
-        cur.execute(f"SHOW {subject}")
-        names = [d.name for d in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
-
-
 def columns(conn, subject):
     with conn.cursor() as cur:
         cur.execute(f"SHOW {subject}")
@@ -53,12 +42,6 @@ def run(conn, command):
     with conn.cursor() as cur:
         cur.execute(command)
         return cur.statusmessage
-
-
-def one_value(conn, sql):
-    with conn.cursor() as cur:
-        cur.execute(sql)
-        return cur.fetchone()[0]
 
 
 def config_value(admin, key):

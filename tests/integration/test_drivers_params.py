@@ -12,7 +12,7 @@ import time
 import urllib.request
 
 import harness
-from harness import Background, check, check_equal, wait_for
+from harness import Background, check, check_equal, one_value, wait_for
 
 suite = harness.Suite()
 test = suite.test
@@ -21,12 +21,6 @@ ADMIN = ("admin", "admin_pw")
 PIN_LOG_LINE = "pinned to its backend"
 STARTUP = dict(application_name="myapp", options="-c TimeZone=Asia/Tokyo")
 JDBC_JAR = "/usr/share/java/postgresql.jar"
-
-
-def one_value(conn, sql, params=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, params)
-        return cur.fetchone()[0]
 
 
 def run_statements(conn, statements):

@@ -5,16 +5,10 @@ import signal
 import time
 
 import harness
-from harness import check, check_equal, expect_pg_error, wait_for
+from harness import check, check_equal, expect_pg_error, one_value, wait_for
 
 suite = harness.Suite()
 test = suite.test
-
-
-def one_value(conn, sql, params=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, params)
-        return cur.fetchone()[0]
 
 
 def fresh_table(t, name):

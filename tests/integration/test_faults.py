@@ -9,19 +9,13 @@ import threading
 import time
 
 import harness
-from harness import check, check_equal, message, query_message, wait_for
+from harness import check, check_equal, message, one_value, query_message, show, wait_for
 
 suite = harness.Suite()
 test = suite.test
 
 TOO_MANY_CLIENTS = "53300"
 PROTOCOL_VIOLATION = "08P01"
-
-
-def one_value(conn, sql, params=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, params)
-        return cur.fetchone()[0]
 
 
 def first_error(messages):
@@ -176,13 +170,6 @@ def sluice_with_console(t, pool_size):
     s = t.sluice(settings={"pool_mode": "transaction", "admin_users": ADMIN[0]}, users=users,
                  databases={"appdb": t.cluster.database_line(pool_size=pool_size)})
     return s, s.connect(dbname="sluice", user=ADMIN[0], password=ADMIN[1])
-
-
-def show(admin, subject):
-    with admin.cursor() as cur:
-        cur.execute(f"SHOW {subject}")
-        names = [d.name for d in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
 
 
 def worker_of(admin, wire):

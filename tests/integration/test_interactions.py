@@ -3,18 +3,12 @@
 import time
 
 import harness
-from harness import Background, check, check_equal, wait_for
+from harness import Background, check, check_equal, one_value, show, wait_for
 
 suite = harness.Suite()
 test = suite.test
 
 SETTING = "-c default_text_search_config=pg_catalog.simple"
-
-
-def one_value(conn, sql):
-    with conn.cursor() as cur:
-        cur.execute(sql)
-        return cur.fetchone()[0]
 
 
 def lock_ts_config(t):
@@ -116,13 +110,6 @@ def pipelined_queries_cancelled_after_client_left(t):
 
 
 ADMIN = ("admin", "admin_pw")
-
-
-def show(conn, subject):
-    with conn.cursor() as cur:
-        cur.execute(f"SHOW {subject}")
-        names = [d.name for d in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
 
 
 def pool_servers(admin):

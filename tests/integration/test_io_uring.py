@@ -6,7 +6,7 @@ import threading
 import time
 
 import harness
-from harness import check, check_equal, wait_for
+from harness import check, check_equal, one_value, wait_for
 
 suite = harness.Suite()
 test = suite.test
@@ -14,12 +14,6 @@ test = suite.test
 BATCHED = "writes are batched through io_uring"
 REFUSED = "io_uring is not available (Operation not permitted)"
 ROWS = 200000  # about 8 MB of DataRows: many batches, many pieces per send
-
-
-def one_value(conn, sql):
-    with conn.cursor() as cur:
-        cur.execute(sql)
-        return cur.fetchone()[0]
 
 
 def big_result_matches(conn):

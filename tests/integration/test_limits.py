@@ -9,18 +9,12 @@ import time
 import psycopg2
 
 import harness
-from harness import Background, check, check_equal, expect_pg_error, wait_for
+from harness import Background, check, check_equal, expect_pg_error, one_value, wait_for
 
 suite = harness.Suite()
 test = suite.test
 
 OTHER_DB = "limits_other"
-
-
-def one_value(conn, sql, params=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, params)
-        return cur.fetchone()[0]
 
 
 def begin(conn):

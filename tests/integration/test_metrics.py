@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 
 import harness
-from harness import Background, check, check_equal, expect_pg_error, wait_for
+from harness import Background, check, check_equal, expect_pg_error, one_value, wait_for
 
 suite = harness.Suite()
 test = suite.test
@@ -73,12 +73,6 @@ def scrape(s):
     status, headers, body = http_get(s.metrics_url)
     check_equal(status, 200, "status of GET /metrics")
     return Scrape(body)
-
-
-def one_value(conn, sql):
-    with conn.cursor() as cur:
-        cur.execute(sql)
-        return cur.fetchone()[0]
 
 
 def pool(**labels):

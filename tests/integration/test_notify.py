@@ -11,7 +11,7 @@ import threading
 import time
 
 import harness
-from harness import check, check_equal, wait_for
+from harness import check, check_equal, one_value, wait_for
 
 suite = harness.Suite()
 test = suite.test
@@ -95,12 +95,6 @@ def notified_sluice(t, settings=None, env=None, **kwargs):
 
 def status_of(fields):
     return fields.get("STATUS", "")
-
-
-def one_value(conn, sql):
-    with conn.cursor() as cur:
-        cur.execute(sql)
-        return cur.fetchone()[0]
 
 
 @test("READY=1 arrives once the listeners accept connections, with a STATUS= line", sluice_only=True)

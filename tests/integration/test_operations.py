@@ -8,8 +8,8 @@ import time
 import psycopg2
 
 import harness
-from harness import check, check_equal, wait_for
-from test_admin import ADMIN, TIMESTAMP, console, one_value, pool_row, run, show
+from harness import ADMIN, check, check_equal, console, one_value, show, wait_for
+from test_admin import TIMESTAMP, pool_row, run
 from test_metrics import prometheus_parser, scrape
 
 suite = harness.Suite()
@@ -188,6 +188,30 @@ def shutdown_serves_connected_clients(t):
     started = time.monotonic()
     check_equal(s.wait_exit(10), 0, "exit status once the last client left")
     check(time.monotonic() - started < 5, "sluice exits soon after its last client leaves")
+
+
+@test("SHUTDOWN serves a connection whose handshake completed before it and whose startup packet "
+      "comes just after (the kernel defers such a connection's accept until its first bytes)",
+      timeout=60, sluice_only=True)
+def shutdown_serves_connections_still_deferred(t):
+    s = start(t, settings={"shutdown_timeout": 30})
+    early = [s.wire() for _ in range(8)]  # connected over TCP, nothing sent yet
+    admin = console(s)
+    check_equal(run(admin, "SHUTDOWN"), "SHUTDOWN", "reply to SHUTDOWN")
+    admin.close()
+    wait_for(lambda: "SHUTDOWN command" in s.log_text(), 5, interval=0.01, what="the shutdown to begin")
+    for n, wire in enumerate(early):
+        try:
+            wire.send_startup("app")
+            status = wire.finish_login("app_pw")
+        except (harness.ConnectionClosed, OSError) as e:
+            raise AssertionError(f"connection {n}, connected before SHUTDOWN, was dropped at its "
+                                 f"login: {e}") from None
+        check_equal(status, "I", f"connection {n}: its login")
+        check_equal(wire.query_ok(f"SELECT {n}").first_value(), str(n), f"connection {n}: a query")
+    for wire in early:
+        wire.close()
+    check_equal(s.wait_exit(10), 0, "exit status once the last client left")
 
 
 # ---- pinning as the operator sees it ------------------------------------------------------------------

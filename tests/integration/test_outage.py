@@ -9,19 +9,13 @@ import threading
 import time
 
 import harness
-from harness import check, check_equal, wait_for
+from harness import check, check_equal, one_value, wait_for
 
 suite = harness.Suite()
 test = suite.test
 
 # What PostgreSQL says to a session it ends at a shutdown, and what sluice says for a lost one.
 LOST_SQLSTATES = {"57P01", "57P02", "57P03", "08006"}
-
-
-def one_value(conn, sql, params=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, params)
-        return cur.fetchone()[0]
 
 
 def fresh_table(cluster, name):

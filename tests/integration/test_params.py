@@ -1,16 +1,10 @@
 """Session parameters under transaction pooling: each client keeps its own, none leak to others."""
 
 import harness
-from harness import check, check_equal
+from harness import check, check_equal, one_value
 
 suite = harness.Suite()
 test = suite.test
-
-
-def one_value(conn, sql, params=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, params)
-        return cur.fetchone()[0]
 
 
 def shared_backend(t):

@@ -9,7 +9,7 @@ import sys
 import time
 
 import harness
-from harness import Background, check, check_equal, wait_for
+from harness import Background, check, check_equal, one_value, wait_for
 
 suite = harness.Suite()
 test = suite.test
@@ -150,12 +150,6 @@ def start_peers(t, count=2, settings=None):
 def query_running(t, sql):
     return t.cluster.sql("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query = %s",
                          (sql,))[0][0] > 0
-
-
-def one_value(conn, sql):
-    with conn.cursor() as cur:
-        cur.execute(sql)
-        return cur.fetchone()[0]
 
 
 def forwarded_count(instances):

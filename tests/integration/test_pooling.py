@@ -6,16 +6,10 @@ import threading
 import time
 
 import harness
-from harness import Background, check, check_equal, expect_pg_error, wait_for
+from harness import Background, check, check_equal, expect_pg_error, one_value, wait_for
 
 suite = harness.Suite()
 test = suite.test
-
-
-def one_value(conn, sql, params=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, params)
-        return cur.fetchone()[0]
 
 
 def single_backend_db(t, **extra):

@@ -17,18 +17,12 @@ import threading
 import urllib.request
 
 import harness
-from harness import check, check_equal, expect_pg_error, wait_for
+from harness import check, check_equal, expect_pg_error, one_value, wait_for
 
 suite = harness.Suite()
 test = suite.test
 
 TIMER_KEEPALIVE = 2  # /proc/net/tcp "tr" field: 1 retransmit, 2 keepalive, 4 zero-window probe
-
-
-def one_value(conn, sql, params=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, params)
-        return cur.fetchone()[0]
 
 
 def socket_inodes(pid):

@@ -14,7 +14,7 @@ import psycopg2
 import psycopg2.errors
 
 import harness
-from harness import Background, check, check_equal, expect_pg_error, wait_for
+from harness import Background, check, check_equal, expect_pg_error, one_value, wait_for
 
 suite = harness.Suite()
 test = suite.test
@@ -70,12 +70,6 @@ def verify_full(certs, **extra):
               "sslrootcert": os.path.join(certs, "ca.crt")}
     params.update(extra)
     return params
-
-
-def one_value(conn, sql):
-    with conn.cursor() as cur:
-        cur.execute(sql)
-        return cur.fetchone()[0]
 
 
 def psql(s, conninfo, sql, password="app_pw"):

@@ -7,7 +7,7 @@ import struct
 import time
 
 import harness
-from harness import Background, check, check_equal, expect_pg_error, wait_for
+from harness import Background, check, check_equal, expect_pg_error, one_value, show, wait_for
 
 suite = harness.Suite()
 test = suite.test
@@ -18,12 +18,6 @@ ADMIN = ("admin", "admin_pw")
 BENCH_DB = "benchdb"
 INT4_OID = 23
 TEXT_OID = 25
-
-
-def one_value(conn, sql, params=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, params)
-        return cur.fetchone()[0]
 
 
 def all_rows(conn, sql, params=None):
@@ -383,24 +377,18 @@ def pinned_clients_are_listed(t):
     s = t.sluice(settings={"pool_mode": "transaction", "admin_users": ADMIN[0]}, users=users)
     admin = s.connect(dbname="sluice", user=ADMIN[0], password=ADMIN[1])
 
-    def show(subject):
-        with admin.cursor() as cur:
-            cur.execute(f"SHOW {subject}")
-            names = [d.name for d in cur.description]
-            return [dict(zip(names, row)) for row in cur.fetchall()]
-
     def pinned_in_pools():
-        rows = [r for r in show("POOLS") if r["database"] == "appdb"]
+        rows = [r for r in show(admin, "POOLS") if r["database"] == "appdb"]
         check_equal(len(rows), 1, "SHOW POOLS rows for appdb")
         check("pinned" in rows[0], f"SHOW POOLS has no pinned column: {sorted(rows[0])}")
         return rows[0]["pinned"]
 
     conn = s.connect()
     run_statements(conn, ["SELECT 1"])
-    check_equal(show("PINNED"), [], "SHOW PINNED before any session state")
+    check_equal(show(admin, "PINNED"), [], "SHOW PINNED before any session state")
     check_equal(pinned_in_pools(), 0, "pinned clients in SHOW POOLS before any session state")
     run_statements(conn, ["CREATE TEMP TABLE visible_pin (x int)"])
-    rows = show("PINNED")
+    rows = show(admin, "PINNED")
     check_equal(len(rows), 1, "SHOW PINNED rows")
     check_equal((rows[0]["database"], rows[0]["user"]), ("appdb", "app"), "pinned client's pool")
     check("temp" in rows[0]["reason"], f"reason in SHOW PINNED: {rows[0]['reason']!r}")
@@ -408,7 +396,8 @@ def pinned_clients_are_listed(t):
           f"statement in SHOW PINNED: {rows[0]['statement']!r}")
     check_equal(pinned_in_pools(), 1, "pinned clients in SHOW POOLS")
     conn.close()
-    wait_for(lambda: show("PINNED") == [], 5, what="SHOW PINNED to forget the client that left")
+    wait_for(lambda: show(admin, "PINNED") == [], 5,
+             what="SHOW PINNED to forget the client that left")
     check_equal(pinned_in_pools(), 0, "pinned clients in SHOW POOLS after the client left")
 
 

@@ -14,12 +14,11 @@ import time
 import psycopg2
 
 import harness
-from harness import Background, check, check_equal, one_value, show, wait_for
+from harness import ADMIN, Background, check, check_equal, console, one_value, show, wait_for
 
 suite = harness.Suite()
 test = suite.test
 
-ADMIN = ("admin", "admin_pw")
 WORKERS_COLUMNS = ["worker", "clients", "servers", "loop_iterations", "cpu_seconds", "handoffs_in",
                    "handoffs_out"]
 # What a client may see when its backend is terminated under it: PostgreSQL's FATAL (57P01) passed
@@ -40,10 +39,6 @@ def start(t, workers, settings=None, databases=None):
 
 def pool_of(t, size):
     return {"appdb": t.cluster.database_line(pool_size=size)}
-
-
-def console(s):
-    return s.connect(dbname="sluice", user=ADMIN[0], password=ADMIN[1])
 
 
 def workers_table(admin):

@@ -1,0 +1,25 @@
+/*
+ * timeval.h: durations as the struct timeval libevent's timers and bufferevent timeouts take.
+ * Settings hold seconds as a double (config.c caps them at MAX_SECONDS, so every one fits).
+ */
+#ifndef SLUICE_TIMEVAL_H
+#define SLUICE_TIMEVAL_H
+
+#include <stdint.h>
+#include <sys/time.h>
+
+/* seconds >= 0; the fraction is truncated to whole microseconds. */
+static inline struct timeval timeval_from_seconds(double seconds)
+{
+    time_t whole = (time_t)seconds;
+    return (struct timeval){ .tv_sec = whole,
+                             .tv_usec = (suseconds_t)((seconds - (double)whole) * 1e6) };
+}
+
+static inline struct timeval timeval_from_usec(uint64_t usec)
+{
+    return (struct timeval){ .tv_sec = (time_t)(usec / 1000000),
+                             .tv_usec = (suseconds_t)(usec % 1000000) };
+}
+
+#endif
