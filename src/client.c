@@ -1132,8 +1132,15 @@ void client_server_linked(struct client *c, struct server *s)
 
 void client_resume(struct client *c)
 {
-    if (c->state == CLIENT_ACTIVE)
-        client_process_input(c);
+    if (c->state != CLIENT_ACTIVE)
+        return;
+    /* Input past CLIENT_READ_HIGH_WATER stopped reading while the backend took its settings:
+     * read again, as client_server_linked does for a client that waited. Nothing else would. */
+    if (c->reading_paused) {
+        c->reading_paused = false;
+        conn_start_reading(&c->conn);
+    }
+    client_process_input(c);
 }
 
 void client_transaction_done(struct client *c)

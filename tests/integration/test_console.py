@@ -6,6 +6,7 @@ ENABLE, SUSPEND, SHOW STATE, SHOW DNS_HOSTS and SHOW DNS_ZONES. Real PostgreSQL,
 import collections
 import os
 import socket
+import time
 
 import harness
 from harness import (ADMIN, Background, check, check_equal, console, expect_pg_error, one_value,
@@ -392,6 +393,37 @@ def suspend_resume(t):
     run(admin, "PAUSE appdb")
     expect_pg_error(lambda: run(admin, "SUSPEND"), "55000", "SUSPEND with a paused database")
     run(admin, "RESUME appdb")
+
+
+@test("a message larger than the read limit, held by SUSPEND and read while sluice gives the backend the "
+      "client's settings, is passed on whole (reading resumes after the settings)", sluice_only=True)
+def large_message_during_settings_sync(t):
+    # pkt_buf = 1 MiB: the first read after RESUME takes more than the 256 KiB a client may have
+    # buffered while its backend is busy, so reading stops until the backend is ready for it.
+    s = start(t, settings={"pool_mode": "transaction", "pkt_buf": 1048576},
+              databases={"appdb": t.cluster.database_line(pool_size=1)})
+    other = s.wire()
+    other.login()
+    other.query_ok("SELECT 1")  # the one backend now has the defaults
+    sender = s.wire()
+    sender.login(application_name="large_sender")  # linking it means a SET first
+    admin = console(s)
+    check_equal(run(admin, "SUSPEND"), "SUSPEND", "SUSPEND reply")
+    size = 3_000_000
+    query = harness.message("Q", f"SELECT length('{'x' * size}')".encode() + b"\0")
+    sending = Background(sender.send, query)  # more than the socket holds while nobody reads
+    time.sleep(0.3)
+    check_equal(run(admin, "RESUME"), "RESUME", "RESUME reply")
+    sender.settimeout(30)
+    try:
+        result = sender.read_until_ready()
+    except (OSError, harness.ConnectionClosed) as e:
+        raise AssertionError(f"no answer to the {size}-byte query within 30 s ({e}): sluice stopped "
+                             "reading the client and did not start again") from None
+    sending.result(10)
+    check_equal(result.first_value(), str(size), "length of the large literal")
+    check_equal(sender.query_ok("SHOW application_name").first_value(), "large_sender",
+                "the client's setting on the backend")
 
 
 @test("SHOW DNS_HOSTS lists the host names pools connect to; SHOW DNS_ZONES is empty",
