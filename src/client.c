@@ -1136,11 +1136,10 @@ void client_resume(struct client *c)
         return;
     /* Input past CLIENT_READ_HIGH_WATER stopped reading while the backend took its settings:
      * read again, as client_server_linked does for a client that waited. Nothing else would. */
-    if (c->reading_paused) {
-        c->reading_paused = false;
-        conn_start_reading(&c->conn);
-    }
-    client_process_input(c);
+    if (c->reading_paused)
+        client_unpause(c); /* and processes what is buffered */
+    else
+        client_process_input(c);
 }
 
 void client_transaction_done(struct client *c)
