@@ -1,9 +1,10 @@
 """A plain client idle for a while gives up its input and output buffers (the worker's janitor,
 after IDLE_BUFFER_RELEASE_SECONDS = 1 s without input, checked every 200 ms); the conn layer makes
 them again when it next reads or writes. Every way a sleeping client can be read, written to or
-looked at must find them there: its next query, large results and queries, a NOTIFY forwarded to
-it in session pooling, client_idle_timeout, KILL, KILL_CLIENT and shutdown errors, SHOW CLIENTS
-and SHOW MEM. Each test lets the clients sleep past the delay before touching them."""
+looked at must find them there: its next query, large results and queries, client_idle_timeout,
+KILL, KILL_CLIENT and shutdown errors, SHOW CLIENTS and SHOW MEM. Each test lets the clients sleep
+past the delay before touching them. Only a client without a backend (CLIENT_IDLE) sleeps: one in
+session pooling keeps its backend between queries, and a NOTIFY still reaches it after a pause."""
 
 import signal
 import time
@@ -63,7 +64,8 @@ def queries_after_sleep(t):
     check_equal(wire.query_ok("SELECT 'again'").first_value(), "again", "simple query after another")
 
 
-@test("session pooling: a NOTIFY reaches a LISTENing client that sleeps", sluice_only=True)
+@test("session pooling: a client keeps its backend (and its buffers) while idle; a NOTIFY reaches it",
+      sluice_only=True)
 def notify_while_asleep(t):
     s = start(t, settings={"pool_mode": "session"})
     wire = s.wire()
@@ -75,7 +77,7 @@ def notify_while_asleep(t):
         cur.execute("NOTIFY idle_channel, 'wake up'")
     wire.settimeout(10)
     kind, payload = wire.read_message()
-    check_equal(kind, "A", "NotificationResponse to the sleeping client")
+    check_equal(kind, "A", "NotificationResponse to the paused client")
     check("wake up" in payload.decode(errors="replace"), f"payload of the notification: {payload!r}")
     check_equal(wire.query_ok("SELECT 'after'").first_value(), "after", "a query afterwards")
 
