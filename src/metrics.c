@@ -977,7 +977,7 @@ void notify_reloading(struct worker *w)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     char message[128];
     snprintf(message, sizeof(message), "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading configuration",
-             (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000ULL);
+             (unsigned long long)timespec_usec(ts));
     notify_send(message);
 }
 
@@ -1008,7 +1008,7 @@ static int64_t monotonic_usec(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    return timespec_usec(ts);
 }
 
 /*

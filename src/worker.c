@@ -27,6 +27,7 @@
 #include "prepared.h"
 #include "server.h"
 #include "server_token.h"
+#include "timeval.h"
 
 #define JANITOR_INTERVAL_USEC 200000
 /* A client accepted past max_client_conn that has not sent its startup packet by then is told
@@ -58,7 +59,7 @@ double worker_now(struct worker *w)
     struct timespec ts;
     (void)w;
     clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    return timespec_seconds(ts);
 }
 
 static int worker_load_users(const struct config *cfg, struct userlist **out)
@@ -235,7 +236,7 @@ static void worker_note_turn(struct worker *w)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    atomic_store_explicit(&w->last_turn_usec, (int_fast64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000,
+    atomic_store_explicit(&w->last_turn_usec, (int_fast64_t)timespec_usec(ts),
                           memory_order_relaxed);
     atomic_fetch_add_explicit(&w->loop_iterations, 1, memory_order_relaxed);
 }

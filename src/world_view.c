@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "client.h"
+#include "timeval.h"
 
 /* A pool and where it came in the workers' lists: the tie-break that keeps worker order. */
 struct placed_pool {
@@ -167,7 +168,7 @@ static double thread_cpu_seconds(pthread_t thread)
     struct timespec ts;
     if (pthread_getcpuclockid(thread, &clock) != 0 || clock_gettime(clock, &ts) != 0)
         return -1;
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    return timespec_seconds(ts);
 }
 
 void worker_figures_of(const struct worker *wk, struct worker_figures *out)
