@@ -1415,7 +1415,7 @@ static size_t buffered_bytes(const struct conn *conn)
 {
     if (!conn->open)
         return 0;
-    return evbuffer_get_length(conn->in) + evbuffer_get_length(conn->out);
+    return conn_input_length(conn) + (conn->out ? evbuffer_get_length(conn->out) : 0);
 }
 
 /*

@@ -324,6 +324,8 @@ static void client_event_cb(struct conn *conn, enum conn_event event, void *arg)
 
 void client_process_input(struct client *c)
 {
+    if (!c->conn.in)
+        return; /* buffers given up while idle (worker janitor): nothing was read since */
     switch (c->state) {
     case CLIENT_STARTUP:
         client_handle_startup(c);
@@ -389,7 +391,7 @@ static void client_cancel_waiting(struct client *c)
     if (!client_answer_cancelled(c))
         return;
     client_process_input(c); /* drops the statement (the end of its input not yet in: later) */
-    if (c->state != CLIENT_WAITING || (!c->transaction_lost && evbuffer_get_length(c->conn.in) > 0))
+    if (c->state != CLIENT_WAITING || (!c->transaction_lost && conn_input_length(&c->conn) > 0))
         return;
     client_leave_pool_list(c);
     client_set_state(c, CLIENT_IDLE);
@@ -1158,6 +1160,6 @@ static void client_unlink(struct client *c)
         client_fail(c, "57P01", "terminating connection because the connection pooler is shutting down");
         return;
     }
-    if (evbuffer_get_length(c->conn.in) > 0)
+    if (conn_input_length(&c->conn) > 0)
         client_process_input(c);
 }
