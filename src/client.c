@@ -282,6 +282,21 @@ static void client_drain_cb(struct conn *conn, void *arg)
     }
     if (c->server && c->server->reading_paused)
         server_unpause(c->server);
+    else if (c->state == CLIENT_IDLE && !c->server)
+        conn_release_buffers(&c->conn); /* asked at login: see client_release_buffers_when_sent */
+}
+
+/*
+ * A client that has just logged in gives up its buffers as soon as its login answer is on the
+ * wire, if it sent nothing more: a burst of function instances that log in and then wait costs
+ * no buffers, and the chunks freed by one login are taken by the next one's instead of being
+ * left between the clients that stay (the idle timer frees them only after a second, when a
+ * burst has made them all). The conn layer makes them again at the client's first query.
+ */
+static void client_release_buffers_when_sent(struct client *c)
+{
+    if (!c->conn.ssl)
+        conn_want_drain(&c->conn);
 }
 
 static void client_log_tls_error(struct client *c)
@@ -691,6 +706,7 @@ static void client_admin_login(struct client *c)
     }
     client_leave_login_list(c);
     client_set_state(c, CLIENT_IDLE);
+    client_release_buffers_when_sent(c);
     if (w->cfg->log_connections)
         log_info("C-%llu: %s/%s@%s:%d admin console login ok", (unsigned long long)c->id,
                  c->database, c->user, c->addr, c->port);
@@ -770,6 +786,7 @@ void client_finish_login(struct client *c)
     }
     client_leave_login_list(c);
     client_set_state(c, CLIENT_IDLE);
+    client_release_buffers_when_sent(c);
     if (c->worker->cfg->log_connections)
         log_info("C-%llu: %s/%s@%s:%d login ok", (unsigned long long)c->id, c->database, c->user,
                  c->addr, c->port);

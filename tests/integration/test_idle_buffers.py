@@ -64,6 +64,43 @@ def queries_after_sleep(t):
     check_equal(wire.query_ok("SELECT 'again'").first_value(), "again", "simple query after another")
 
 
+def client_buffers(admin):
+    """SHOW MEM's client_buffers row: (clients holding their buffers, bytes of one pair)."""
+    rows = {r["name"]: r for r in show(admin, "MEM")}
+    check("client_buffers" in rows, f"SHOW MEM rows: {sorted(rows)}")
+    return rows["client_buffers"]["used"], rows["client_buffers"]["size"]
+
+
+@test("a client that logs in and sends nothing gives up its buffers at once, before the idle delay",
+      sluice_only=True)
+def buffers_given_up_after_login(t):
+    s = start(t, settings={"workers": 2})
+    admin = console(s)
+    held, pair = client_buffers(admin)
+    check_equal(held, 1, "clients holding buffers with only the console connected")
+    check(pair > 0, f"size of the console's buffer pair: {pair}")
+    clients = []
+    for _ in range(20):
+        wire = s.wire()
+        wire.login()
+        clients.append(wire)
+    # Checked at once: the idle delay (1 s) has not passed for the last of them.
+    held, _ = client_buffers(admin)
+    check_equal(held, 1, "clients holding buffers after 20 logins (only the console, which is asking)")
+    busy = s.connect()
+    with busy.cursor() as cur:
+        cur.execute("BEGIN")
+        cur.execute("SELECT 1")
+        held, _ = client_buffers(admin)
+        check_equal(held, 2, "a client inside a transaction keeps its buffers")
+        cur.execute("COMMIT")
+    for i, wire in enumerate(clients):
+        check_equal(wire.query_ok(f"SELECT {i}").first_value(), str(i), f"client {i} after its login")
+    asleep()
+    held, _ = client_buffers(admin)
+    check_equal(held, 1, "clients holding buffers once all have slept past the delay")
+
+
 @test("session pooling: a client keeps its backend (and its buffers) while idle; a NOTIFY reaches it",
       sluice_only=True)
 def notify_while_asleep(t):
