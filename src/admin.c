@@ -12,6 +12,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1415,12 +1416,14 @@ static size_t buffered_bytes(const struct conn *conn)
 {
     if (!conn->open)
         return 0;
-    return evbuffer_get_length(conn->in) + evbuffer_get_length(conn->out);
+    return conn_input_length(conn) + (conn->out ? evbuffer_get_length(conn->out) : 0);
 }
 
 /*
  * SHOW MEM: PgBouncer lists its slab caches. sluice allocates each object on its own and frees it
- * when it closes, so "free" is always 0; the last row is what sits in connection buffers now.
+ * when it closes, so "free" is always 0. client_buffers: the clients that hold their input and
+ * output buffers (an idle one gives them up), size being one client's pair of empty buffers as
+ * malloc made them; the last row is what sits in connection buffers now.
  */
 static void show_mem(struct request *req)
 {
@@ -1433,12 +1436,17 @@ static void show_mem(struct request *req)
     struct pool *pool;
     struct server *s;
     size_t n_clients = 0, n_servers = 0, n_pools = 0, buffered = 0;
+    size_t n_holding = 0, pair_size = 0;
     struct result r;
 
     WORLD_FOR_EACH_WORKER(req->w->world, i, wk) {
         TAILQ_FOREACH(c, &wk->clients, link) {
             n_clients++;
             buffered += buffered_bytes(&c->conn);
+            if (c->conn.open && c->conn.in) {
+                n_holding++;
+                pair_size = malloc_usable_size(c->conn.in) + malloc_usable_size(c->conn.out);
+            }
         }
     }
     WORLD_FOR_EACH_POOL(req->w->world, w_index, wk, pool) {
@@ -1454,6 +1462,7 @@ static void show_mem(struct request *req)
     mem_row(&r, "client_cache", sizeof(struct client), n_clients);
     mem_row(&r, "server_cache", sizeof(struct server), n_servers);
     mem_row(&r, "pool_cache", sizeof(struct pool), n_pools);
+    mem_row(&r, "client_buffers", pair_size, n_holding);
     mem_row(&r, "iobuf_bytes", 1, buffered);
     proto_build_command_complete(req->out, "SHOW");
 }

@@ -282,6 +282,21 @@ static void client_drain_cb(struct conn *conn, void *arg)
     }
     if (c->server && c->server->reading_paused)
         server_unpause(c->server);
+    else if (c->state == CLIENT_IDLE && !c->server)
+        conn_release_buffers(&c->conn); /* asked at login: see client_release_buffers_when_sent */
+}
+
+/*
+ * A client that has just logged in gives up its buffers as soon as its login answer is on the
+ * wire, if it sent nothing more: a burst of function instances that log in and then wait costs
+ * no buffers, and the chunks freed by one login are taken by the next one's instead of being
+ * left between the clients that stay (the idle timer frees them only after a second, when a
+ * burst has made them all). The conn layer makes them again at the client's first query.
+ */
+static void client_release_buffers_when_sent(struct client *c)
+{
+    if (!c->conn.ssl)
+        conn_want_drain(&c->conn);
 }
 
 static void client_log_tls_error(struct client *c)
@@ -324,6 +339,8 @@ static void client_event_cb(struct conn *conn, enum conn_event event, void *arg)
 
 void client_process_input(struct client *c)
 {
+    if (!c->conn.in)
+        return; /* buffers given up while idle (worker janitor): nothing was read since */
     switch (c->state) {
     case CLIENT_STARTUP:
         client_handle_startup(c);
@@ -389,7 +406,7 @@ static void client_cancel_waiting(struct client *c)
     if (!client_answer_cancelled(c))
         return;
     client_process_input(c); /* drops the statement (the end of its input not yet in: later) */
-    if (c->state != CLIENT_WAITING || (!c->transaction_lost && evbuffer_get_length(c->conn.in) > 0))
+    if (c->state != CLIENT_WAITING || (!c->transaction_lost && conn_input_length(&c->conn) > 0))
         return;
     client_leave_pool_list(c);
     client_set_state(c, CLIENT_IDLE);
@@ -687,6 +704,7 @@ static void client_send_login_done(struct client *c, struct msgbuf *mb, const ch
     }
     client_leave_login_list(c);
     client_set_state(c, CLIENT_IDLE);
+    client_release_buffers_when_sent(c);
     if (c->worker->cfg->log_connections)
         log_info("C-%llu: %s/%s@%s:%d %s ok", (unsigned long long)c->id, c->database, c->user,
                  c->addr, c->port, what);
@@ -1161,6 +1179,6 @@ static void client_unlink(struct client *c)
         client_fail(c, "57P01", "terminating connection because the connection pooler is shutting down");
         return;
     }
-    if (evbuffer_get_length(c->conn.in) > 0)
+    if (conn_input_length(&c->conn) > 0)
         client_process_input(c);
 }

@@ -33,6 +33,7 @@ static void conn_write_cb(evutil_socket_t fd, short what, void *arg);
 static void conn_tls_readable(struct conn *conn);
 static void conn_tls_seal(struct conn *conn);
 static void conn_after_write(struct conn *conn, int error);
+static void conn_fail_later(struct conn *conn, int error);
 
 /* ---- the flusher ---- */
 
@@ -196,6 +197,54 @@ static void conn_undirty(struct conn *conn)
         return;
     TAILQ_REMOVE(&conn->flusher->dirty, conn, dirty_link);
     conn->dirty = false;
+}
+
+/* ---- buffers given up while idle ---- */
+
+/* Bytes in a buffer, 0 for one given up by conn_release_buffers. */
+static size_t conn_buffered(const struct evbuffer *buf)
+{
+    return buf ? evbuffer_get_length(buf) : 0;
+}
+
+size_t conn_input_length(const struct conn *conn)
+{
+    return conn_buffered(conn->in);
+}
+
+bool conn_release_buffers(struct conn *conn)
+{
+    if (!conn->open || !conn->in || conn->ssl || conn->connecting || conn->dirty ||
+        conn->write_pending || conn->failed || conn->want_drain ||
+        evbuffer_get_length(conn->in) > 0 || evbuffer_get_length(conn->out) > 0)
+        return false;
+    evbuffer_free(conn->in);
+    evbuffer_free(conn->out);
+    conn->in = conn->out = conn->wire = NULL;
+    return true;
+}
+
+/*
+ * Makes the buffers of a connection that gave them up again, before anything reads into or
+ * writes onto them. false if out of memory: the failure then surfaces through the read path.
+ */
+static bool conn_wake(struct conn *conn)
+{
+    if (conn->in || !conn->open)
+        return true;
+    conn->in = evbuffer_new();
+    conn->out = evbuffer_new();
+    if (!conn->in || !conn->out) {
+        if (conn->in)
+            evbuffer_free(conn->in);
+        if (conn->out)
+            evbuffer_free(conn->out);
+        conn->in = conn->out = NULL;
+        conn_fail_later(conn, ENOMEM);
+        return false;
+    }
+    conn->wire = conn->out;
+    return true;
 }
 
 /* ---- opening and closing ---- */
@@ -385,10 +434,12 @@ void conn_close(struct conn *conn)
         SSL_free(conn->ssl); /* and its BIOs, which leave the socket open */
         conn->ssl = NULL;
     }
-    evbuffer_free(conn->in);
-    if (conn->wire != conn->out)
-        evbuffer_free(conn->wire);
-    evbuffer_free(conn->out);
+    if (conn->in) { /* NULL: given up while idle (conn_release_buffers) */
+        evbuffer_free(conn->in);
+        if (conn->wire != conn->out)
+            evbuffer_free(conn->wire);
+        evbuffer_free(conn->out);
+    }
     conn->in = conn->out = conn->wire = NULL;
     evutil_closesocket(conn->fd);
     conn->fd = -1;
@@ -403,8 +454,8 @@ bool conn_can_leave_loop(struct conn *conn)
     if (conn->dirty)
         conn_flush(conn);
     /* Output still waiting for the kernel, or bytes read and not handled: it stays here. */
-    return !conn->write_pending && !conn->failed && evbuffer_get_length(conn->wire) == 0 &&
-           evbuffer_get_length(conn->out) == 0 && evbuffer_get_length(conn->in) == 0;
+    return !conn->write_pending && !conn->failed && conn_buffered(conn->wire) == 0 &&
+           conn_buffered(conn->out) == 0 && conn_buffered(conn->in) == 0;
 }
 
 bool conn_leave_loop(struct conn *conn)
@@ -496,6 +547,8 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
     }
     if (conn->suspended)
         return; /* an event queued before SUSPEND */
+    if (!conn->in && !conn_wake(conn))
+        return; /* reported through this path next (conn_fail_later) */
     int n_vec = evbuffer_reserve_space(conn->in, (ev_ssize_t)conn->flusher->read_size, vec, 2);
     if (n_vec <= 0) {
         conn_report_error(conn, ENOMEM);
@@ -550,8 +603,7 @@ static void conn_finish_connect(struct conn *conn)
 
 static void conn_notify_drain(struct conn *conn)
 {
-    if (!conn->want_drain || evbuffer_get_length(conn->out) > 0 ||
-        evbuffer_get_length(conn->wire) > 0)
+    if (!conn->want_drain || conn_buffered(conn->out) > 0 || conn_buffered(conn->wire) > 0)
         return;
     conn->want_drain = false;
     conn->on_drain(conn, conn->arg);
@@ -569,8 +621,8 @@ static void conn_write_cb(evutil_socket_t fd, short what, void *arg)
 
 void conn_flush(struct conn *conn)
 {
-    if (!conn->open || conn->connecting || conn->failed)
-        return;
+    if (!conn->open || conn->connecting || conn->failed || !conn->wire)
+        return; /* no wire: the buffers were given up empty, nothing to write */
     if (conn->ssl) {
         conn_tls_seal(conn);
         if (conn->failed)
@@ -603,7 +655,7 @@ static void conn_after_write(struct conn *conn, int error)
         conn_fail_later(conn, error);
         return;
     }
-    bool left = evbuffer_get_length(conn->wire) > 0;
+    bool left = conn_buffered(conn->wire) > 0;
     if (!conn_arm_write(conn, left)) {
         conn_fail_later(conn, ENOMEM);
         return;
@@ -614,6 +666,8 @@ static void conn_after_write(struct conn *conn, int error)
 
 void conn_want_drain(struct conn *conn)
 {
+    if (!conn_wake(conn))
+        return;
     conn->want_drain = true;
     /* Reported from the flusher (at once if nothing is left to write), not inside the caller. */
     conn_mark_dirty(conn);
@@ -645,8 +699,7 @@ void conn_suspend(struct conn *conn, bool suspended)
 
 bool conn_output_flushed(const struct conn *conn)
 {
-    return !conn->open || (evbuffer_get_length(conn->out) == 0 &&
-                           evbuffer_get_length(conn->wire) == 0);
+    return !conn->open || (conn_buffered(conn->out) == 0 && conn_buffered(conn->wire) == 0);
 }
 
 void conn_read_now(struct conn *conn)
@@ -900,7 +953,7 @@ static int conn_attach_bios(struct conn *conn, SSL *ssl)
 
 int conn_start_tls(struct conn *conn, SSL *ssl, bool accepting)
 {
-    if (!conn->open || conn->ssl || evbuffer_get_length(conn->out) > 0 ||
+    if (!conn->open || conn->ssl || !conn_wake(conn) || evbuffer_get_length(conn->out) > 0 ||
         (!accepting && evbuffer_get_length(conn->in) > 0)) {
         SSL_free(ssl);
         return -1;
@@ -948,7 +1001,8 @@ unsigned long conn_tls_error(struct conn *conn)
 
 bool conn_write(struct conn *conn, const void *data, size_t len)
 {
-    if (!conn->open || fault_alloc_fails(FAULT_SITE_OUTPUT) || evbuffer_add(conn->out, data, len) != 0)
+    if (!conn->open || (!conn->out && !conn_wake(conn)) || fault_alloc_fails(FAULT_SITE_OUTPUT) ||
+        evbuffer_add(conn->out, data, len) != 0)
         return false;
     conn_mark_dirty(conn);
     return true;
@@ -963,10 +1017,10 @@ bool conn_send(struct conn *conn, const struct msgbuf *mb)
 
 size_t conn_forward(struct conn *src, struct conn *dst, uint32_t *remaining)
 {
-    size_t available = evbuffer_get_length(src->in);
+    size_t available = conn_buffered(src->in);
     size_t amount = available < *remaining ? available : *remaining;
 
-    if (amount == 0)
+    if (amount == 0 || (!dst->out && !conn_wake(dst)))
         return 0;
     if (amount == available)
         evbuffer_add_buffer(dst->out, src->in);
@@ -1018,5 +1072,5 @@ void conn_tune_socket(evutil_socket_t fd, bool keepalive)
 bool conn_output_is_full(const struct conn *conn)
 {
     size_t sealed = conn->open && conn->wire != conn->out ? evbuffer_get_length(conn->wire) : 0;
-    return conn->open && evbuffer_get_length(conn->out) + sealed > CONN_OUTPUT_HIGH_WATER;
+    return conn->open && conn_buffered(conn->out) + sealed > CONN_OUTPUT_HIGH_WATER;
 }
