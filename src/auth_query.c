@@ -24,6 +24,7 @@
 #include "client_auth.h"
 #include "config.h"
 #include "log.h"
+#include "secret.h"
 #include "worker.h"
 
 /* Answers older than this many TTLs are dropped by the janitor (a spray of names stays bounded). */
@@ -644,10 +645,7 @@ static void auth_source_take_result(struct auth_source *src, PGresult *res)
 
 static void auth_source_clear_result(struct auth_source *src)
 {
-    if (src->result_secret) {
-        explicit_bzero(src->result_secret, strlen(src->result_secret));
-        free(src->result_secret);
-    }
+    free_secret(src->result_secret);
     free(src->result_error);
     src->result_secret = src->result_error = NULL;
     src->got_result = false;
@@ -679,10 +677,7 @@ static void auth_source_finish_query(struct auth_source *src)
         src->result_secret = NULL;
         auth_source_clear_result(src);
         auth_user_answered(q, u, secret);
-        if (secret) {
-            explicit_bzero(secret, strlen(secret));
-            free(secret);
-        }
+        free_secret(secret);
     }
     if (src->state == AUTH_CONN_IDLE)
         auth_source_send_next(src);

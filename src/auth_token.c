@@ -372,14 +372,16 @@ static int keyring_parse_file(FILE *file, const char *path, struct token_keyring
     return 0;
 }
 
-int token_keyring_load(const char *path, struct token_keyring **ring, char *err, size_t err_len)
+/* Parses a stream just opened and closes it; NULL: it could not be opened (errno says why), and
+ * the error says "cannot <failed_to>". */
+static int keyring_parse_opened(FILE *file, const char *failed_to, const char *path,
+                                struct token_keyring **ring, char *err, size_t err_len)
 {
-    FILE *file = fopen(path, "r");
     int rc;
 
     *ring = NULL;
     if (file == NULL) {
-        snprintf(err, err_len, "%s: cannot open: %s", path, strerror(errno));
+        snprintf(err, err_len, "%s: cannot %s: %s", path, failed_to, strerror(errno));
         return -1;
     }
     rc = keyring_parse_file(file, path, ring, err, err_len);
@@ -387,20 +389,16 @@ int token_keyring_load(const char *path, struct token_keyring **ring, char *err,
     return rc;
 }
 
+int token_keyring_load(const char *path, struct token_keyring **ring, char *err, size_t err_len)
+{
+    return keyring_parse_opened(fopen(path, "r"), "open", path, ring, err, err_len);
+}
+
 int token_keyring_load_string(const char *text, const char *path, struct token_keyring **ring,
                               char *err, size_t err_len)
 {
-    FILE *file = fmemopen((void *)text, strlen(text), "r");
-    int rc;
-
-    *ring = NULL;
-    if (file == NULL) {
-        snprintf(err, err_len, "%s: cannot read: %s", path, strerror(errno));
-        return -1;
-    }
-    rc = keyring_parse_file(file, path, ring, err, err_len);
-    fclose(file);
-    return rc;
+    return keyring_parse_opened(fmemopen((void *)text, strlen(text), "r"), "read", path, ring, err,
+                                err_len);
 }
 
 /* ---- token syntax ---- */

@@ -679,6 +679,38 @@ static void client_handle_startup(struct client *c)
     }
 }
 
+/* The key a CancelRequest for this client must quote; false (client failed) when out of memory. */
+static bool client_register_cancel(struct client *c)
+{
+    if (cancel_registry_add(&c->worker->cancels, c, &c->cancel_pid, &c->cancel_key) != 0) {
+        client_fail(c, "53200", "out of memory");
+        return false;
+    }
+    c->registered_for_cancel = true;
+    return true;
+}
+
+/*
+ * Ends a login, the console's or a pool's: mb holds the ParameterStatus messages, the cancel key
+ * and ReadyForQuery follow them, and the client is idle from then on. what names it in the log.
+ */
+static void client_send_login_done(struct client *c, struct msgbuf *mb, const char *what)
+{
+    proto_build_backend_key_data(mb, c->cancel_pid, c->cancel_key);
+    proto_build_ready_for_query(mb, 'I');
+    if (!conn_send(&c->conn, mb)) {
+        client_fail(c, "53200", "out of memory");
+        return;
+    }
+    client_leave_login_list(c);
+    client_set_state(c, CLIENT_IDLE);
+    client_release_buffers_when_sent(c);
+    if (c->worker->cfg->log_connections)
+        log_info("C-%llu: %s/%s@%s:%d %s ok", (unsigned long long)c->id, c->database, c->user,
+                 c->addr, c->port, what);
+    client_process_input(c);
+}
+
 /* The console has no pool: its login completes at once, with its own parameters. */
 static void client_admin_login(struct client *c)
 {
@@ -691,26 +723,11 @@ static void client_admin_login(struct client *c)
                      c->user);
         return;
     }
-    if (cancel_registry_add(&w->cancels, c, &c->cancel_pid, &c->cancel_key) != 0) {
-        client_fail(c, "53200", "out of memory");
+    if (!client_register_cancel(c))
         return;
-    }
-    c->registered_for_cancel = true;
     msgbuf_reset(mb);
     admin_build_login_params(c, mb);
-    proto_build_backend_key_data(mb, c->cancel_pid, c->cancel_key);
-    proto_build_ready_for_query(mb, 'I');
-    if (!conn_send(&c->conn, mb)) {
-        client_fail(c, "53200", "out of memory");
-        return;
-    }
-    client_leave_login_list(c);
-    client_set_state(c, CLIENT_IDLE);
-    client_release_buffers_when_sent(c);
-    if (w->cfg->log_connections)
-        log_info("C-%llu: %s/%s@%s:%d admin console login ok", (unsigned long long)c->id,
-                 c->database, c->user, c->addr, c->port);
-    client_process_input(c);
+    client_send_login_done(c, mb, "admin console login");
 }
 
 void client_authenticated(struct client *c)
@@ -742,11 +759,8 @@ void client_authenticated(struct client *c)
     }
     if (!pool_admit_client(pool, c))
         return;
-    if (cancel_registry_add(&w->cancels, c, &c->cancel_pid, &c->cancel_key) != 0) {
-        client_fail(c, "53200", "out of memory");
+    if (!client_register_cancel(c))
         return;
-    }
-    c->registered_for_cancel = true;
     c->pool = pool;
     /* Fixed for the session: state kept under one mode cannot be carried over to another. */
     c->pool_mode = (uint8_t)pool->mode;
@@ -778,19 +792,7 @@ void client_finish_login(struct client *c)
         const char *value = param_set_get(&c->params, name);
         proto_build_parameter_status(mb, name, value ? value : pool->defaults.entries[i].value);
     }
-    proto_build_backend_key_data(mb, c->cancel_pid, c->cancel_key);
-    proto_build_ready_for_query(mb, 'I');
-    if (!conn_send(&c->conn, mb)) {
-        client_fail(c, "53200", "out of memory");
-        return;
-    }
-    client_leave_login_list(c);
-    client_set_state(c, CLIENT_IDLE);
-    client_release_buffers_when_sent(c);
-    if (c->worker->cfg->log_connections)
-        log_info("C-%llu: %s/%s@%s:%d login ok", (unsigned long long)c->id, c->database, c->user,
-                 c->addr, c->port);
-    client_process_input(c);
+    client_send_login_done(c, mb, "login");
 }
 
 /* ---- passing messages to the backend ---- */

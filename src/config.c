@@ -8,6 +8,7 @@
 #include "errbuf.h"
 #include "config.h"
 #include "cancel.h"
+#include "secret.h"
 #include "tls.h"
 
 #include <ctype.h>
@@ -274,15 +275,6 @@ static char *copy_string(struct parser *p, const char *s)
     if (copy == NULL)
         fail_at(p, p->lineno, "out of memory");
     return copy;
-}
-
-/* Frees a string that may hold a secret, wiping it first. */
-static void free_secret(char *s)
-{
-    if (s == NULL)
-        return;
-    explicit_bzero(s, strlen(s));
-    free(s);
 }
 
 /* ---- values ---------------------------------------------------------------------------- */
@@ -1421,8 +1413,7 @@ int config_load(const char *path, struct config **out, char *err, size_t err_len
     if (text == NULL)
         return -1;
     result = config_load_string(text, path, out, err, err_len);
-    explicit_bzero(text, strlen(text)); /* it may hold backend passwords */
-    free(text);
+    free_secret(text); /* it may hold backend passwords */
     return result;
 }
 

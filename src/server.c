@@ -1024,6 +1024,16 @@ static void server_idle_message(struct server *s, uint8_t type, const uint8_t *b
     }
 }
 
+/* The next message's type and length once its header is in; a length no PostgreSQL sends (over
+ * max_len) loses the backend. false: no message to read now. */
+static bool server_peek_header(struct server *s, uint32_t max_len, uint8_t *type, uint32_t *msg_len)
+{
+    enum proto_result r = conn_peek_header(s->conn.in, max_len, type, msg_len);
+    if (r == PROTO_ERROR)
+        server_lost(s, "invalid message length from the database server");
+    return r == PROTO_OK;
+}
+
 typedef void (*server_message_handler)(struct server *s, uint8_t type, const uint8_t *body,
                                        size_t body_len);
 
@@ -1045,13 +1055,8 @@ static void server_consume_messages(struct server *s, enum server_state state,
         struct evbuffer *in = s->conn.in;
         uint8_t type;
         uint32_t msg_len;
-        enum proto_result r = conn_peek_header(in, CONN_MAX_INSPECTED_MESSAGE, &type, &msg_len);
-        if (r == PROTO_INCOMPLETE)
+        if (!server_peek_header(s, CONN_MAX_INSPECTED_MESSAGE, &type, &msg_len))
             return;
-        if (r == PROTO_ERROR) {
-            server_lost(s, "invalid message length from the database server");
-            return;
-        }
         size_t whole = (size_t)msg_len + 1;
         if (evbuffer_get_length(in) < whole)
             return;
@@ -1148,6 +1153,13 @@ void server_transaction_maybe_over(struct server *s)
         server_release(s);
 }
 
+/* A message small enough for sluice to read is read whole: true while its rest is still to come.
+ * A larger one is passed on as it arrives, unread. */
+static bool server_awaits_rest(struct evbuffer *in, uint32_t msg_len)
+{
+    return msg_len <= CONN_MAX_INSPECTED_MESSAGE && evbuffer_get_length(in) < (size_t)msg_len + 1;
+}
+
 static void server_track_parameter(struct server *s, struct evbuffer *in, uint32_t msg_len)
 {
     const char *name, *value;
@@ -1203,13 +1215,8 @@ static void server_forward_input(struct server *s)
         }
         uint8_t type;
         uint32_t msg_len;
-        enum proto_result r = conn_peek_header(in, SERVER_MAX_MESSAGE, &type, &msg_len);
-        if (r == PROTO_INCOMPLETE)
+        if (!server_peek_header(s, SERVER_MAX_MESSAGE, &type, &msg_len))
             return;
-        if (r == PROTO_ERROR) {
-            server_lost(s, "invalid message length from the database server");
-            return;
-        }
         if (type == 'Z') {
             uint8_t ready[PROTO_HEADER_LEN + 1];
             if (msg_len != 5) {
@@ -1229,21 +1236,21 @@ static void server_forward_input(struct server *s)
             continue;
         }
         if (type == 'S') {
-            if (evbuffer_get_length(in) < (size_t)msg_len + 1 && msg_len <= CONN_MAX_INSPECTED_MESSAGE)
+            if (server_awaits_rest(in, msg_len))
                 return;
             server_track_parameter(s, in, msg_len);
         }
         if (type == 'E') {
             c->session.statement_failed = true;
-            if (evbuffer_get_length(in) < (size_t)msg_len + 1 && msg_len <= CONN_MAX_INSPECTED_MESSAGE)
+            if (server_awaits_rest(in, msg_len))
                 return;
             if (server_fatal_spares_client(s, in, msg_len))
                 return;
         }
         if (session_server_inspects(s, type)) {
-            bool inspectable = msg_len <= CONN_MAX_INSPECTED_MESSAGE;
-            if (inspectable && evbuffer_get_length(in) < (size_t)msg_len + 1)
+            if (server_awaits_rest(in, msg_len))
                 return;
+            bool inspectable = msg_len <= CONN_MAX_INSPECTED_MESSAGE;
             const uint8_t *msg = inspectable ? conn_pullup_message(in, msg_len) : NULL;
             if (session_server_reply(s, type, msg ? msg + PROTO_HEADER_LEN : NULL,
                                      msg ? msg_len - 4 : 0)) {

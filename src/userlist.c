@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "secret.h"
 
 #define MD5_SECRET_PREFIX "md5"
 #define MD5_SECRET_HEX_LEN 32
@@ -57,14 +58,6 @@ static const char *shown_name(const char *name, char *buf, size_t cap)
         memcpy(buf + i - 3, "...", 3);
     buf[i] = '\0';
     return buf;
-}
-
-static void free_secret(char *secret)
-{
-    if (secret == NULL)
-        return;
-    explicit_bzero(secret, strlen(secret));
-    free(secret);
 }
 
 static void clear_entry(struct userlist_entry *entry)
@@ -285,8 +278,7 @@ int userlist_load(const char *path, struct userlist **out, char *err, size_t err
     if (text == NULL)
         return -1;
     result = userlist_load_string(text, path, out, err, err_len);
-    explicit_bzero(text, strlen(text));
-    free(text);
+    free_secret(text);
     return result;
 }
 
