@@ -1370,6 +1370,14 @@ static void server_back_to_pool(struct server *s)
         server_close(s, s->close_needed ? "configuration changed" : "server_lifetime reached");
         return;
     }
+    if (s->replies.count > 0) {
+        /* Never expected: replies sluice still waits for would be matched to the next client's
+         * messages. A backend whose state is not known goes to no one. */
+        log_error("S-%llu: %s/%s: %u replies still owed at the end of a transaction", (unsigned long long)s->id,
+                  pool->db_name, pool->user_name, s->replies.count);
+        server_close(s, "replies owed at the end of a transaction");
+        return;
+    }
     if (pool_above_size(pool)) {
         server_close(s, "more backends than pool_size (lowered by a reload)");
         return;

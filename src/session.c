@@ -1486,6 +1486,17 @@ static void session_skip_to_sync(struct server *s)
 }
 
 /*
+ * An error with no Sync owed after it: the backend now ignores every message up to the client's
+ * next Sync, so the messages sluice passes on meanwhile must not be owed replies either (a Bind
+ * read after the error would wait for a BindComplete that never comes, and every reply after it
+ * would be matched to the wrong expectation, on this backend and for its next clients).
+ */
+static void session_backend_skips_to_sync(struct server *s)
+{
+    s->session.skipping = true;
+}
+
+/*
  * An error in reply to a Bind of a shared statement. 0A000 there is "cached plan must not change
  * result type": the backend statement is stale for good (the schema changed). Drivers prepare
  * again; that Parse must reach a backend, not be answered with the stale statement.
@@ -1537,13 +1548,14 @@ static bool session_command_complete(struct server *s, struct reply_expectation 
 bool session_server_inspects(const struct server *s, uint8_t type)
 {
     const struct reply_expectation *e = reply_queue_front(&s->replies);
+    if (type == 'E')
+        return true; /* with nothing owed too: see session_backend_skips_to_sync */
     if (!e)
         return false;
     switch (type) {
     case '1':
     case '2':
     case '3':
-    case 'E':
         return true;
     case 'C':
         return e->kind == REPLY_EXECUTE_OURS || e->n_retags > 0;
@@ -1572,6 +1584,12 @@ bool session_server_reply(struct server *s, uint8_t type, const uint8_t *body, s
     struct reply_expectation *e = reply_queue_front(&s->replies);
     if (type == 'Z' && body && len == 1 && body[0] == 'I')
         session_forget_portals(&s->session);   /* the transaction is over: its portals too */
+    if (type == 'Z' && !e)
+        s->session.skipping = false; /* whatever ended in an error has ended */
+    if (type == 'E' && !e) {
+        session_backend_skips_to_sync(s);
+        return false;
+    }
     if (!e)
         return false;
     switch (type) {
@@ -1591,6 +1609,8 @@ bool session_server_reply(struct server *s, uint8_t type, const uint8_t *body, s
         if (e->kind == REPLY_BIND && e->stmt)
             session_bind_failed(s, e->stmt, body, len);
         session_skip_to_sync(s);
+        if (!reply_queue_front(&s->replies))
+            session_backend_skips_to_sync(s);
         return false;
     case 'Z':
         if (e->kind == REPLY_SYNC)

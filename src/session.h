@@ -76,8 +76,9 @@ struct session_portal {
 struct session_backend {
     uint64_t unnamed_client;         /* the client whose unnamed statement the backend holds */
     uint64_t unnamed_serial;         /* and which of its Parses; 0: none sluice knows of */
-    bool skipping;                   /* sluice raised an error in the client's pipeline: the
-                                        backend skips to Sync, the client's messages pass as is */
+    bool skipping;                   /* an error (the backend's, or one sluice raised) in the
+                                        client's pipeline with no Sync after it yet: the backend
+                                        skips to Sync, the client's messages pass as is */
     struct session_portal *portals;  /* portals of enum session_command statements */
     size_t n_portals;
 };

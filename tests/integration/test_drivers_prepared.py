@@ -363,6 +363,36 @@ def parse_existing_name(t):
     check_equal(a.rows("S_1"), [("old",)], "S_1 after the failed transaction")
 
 
+@test("a Bind sent after the backend's error and before the Sync is owed nothing: the backend's "
+      "next replies reach the client as they are (psycopg 3 executemany of a failing batch)")
+def bind_after_error_before_sync(t):
+    # One backend that keeps one statement: the second Parse makes sluice close the first on it,
+    # and that CloseComplete is sluice's own, never the client's.
+    s = transaction_pool(t, max_prepared_statements=1)
+    a = Protocol(s)
+    a.prepare_ok("S_div", "SELECT 10 / $1::int")
+    # Rows of a pipeline with Flush and no Sync; the second fails (division by zero).
+    a.wire.send(harness.bind_message((1,), statement="S_div") + harness.execute_message()
+                + harness.bind_message((0,), statement="S_div") + harness.execute_message()
+                + harness.flush_message())
+    replies = []
+    while not replies or replies[-1] != "E":
+        replies.append(a.wire.read_message()[0])
+    # (the planner may divide at Bind: its BindComplete then never comes)
+    check(replies in (["2", "D", "C", "2", "E"], ["2", "D", "C", "E"]), f"replies up to the error: {replies}")
+    # What the client sends after the error is skipped by PostgreSQL up to the Sync.
+    result = a.sync(harness.bind_message((2,), statement="S_div") + harness.execute_message())
+    check_equal((kinds(result), result.status), (["Z"], "I"), "the skipped row and Sync")
+    for round_ in range(3):
+        result = a.sync(harness.parse_message(f"SELECT {round_} + $1::int", f"S_{round_}")
+                        + harness.bind_message((1,), statement=f"S_{round_}")
+                        + harness.execute_message())
+        check_equal((result.errors, kinds(result), result.rows),
+                    ([], ["1", "2", "D", "C", "Z"], [(str(round_ + 1),)]),
+                    f"Parse, Bind, Execute, Sync of a new statement, round {round_}")
+    check_equal(a.rows("S_div", (5,)), [("2",)], "the first statement, prepared again by sluice")
+
+
 @test("Bind with statement and portal names of 1,200 bytes each")
 def bind_long_names(t):
     s = transaction_pool(t)
