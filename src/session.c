@@ -1134,8 +1134,11 @@ static enum session_step session_parse_statement(struct client *c,
     if (ensured == PREPARED_ENSURE_NO_MEMORY)
         return session_out_of_memory(c);
     evbuffer_drain(c->conn.in, (size_t)msg_len + 1); /* parse may point into it: not used below */
-    if (ensured == PREPARED_ON_SERVER && !in_flight && s->replies.count == 0) {
-        /* Nothing is owed before it: answer ParseComplete here. */
+    if (ensured == PREPARED_ON_SERVER && !in_flight && s->replies.count == 0 &&
+        s->ready_status != 'E') {
+        /* Nothing is owed before it: answer ParseComplete here. Not in a failed transaction,
+         * where PostgreSQL refuses a Parse (25P02) unless it is COMMIT or ROLLBACK: the backend
+         * then says which. */
         static const uint8_t parse_complete[] = { '1', 0, 0, 0, 4 };
         if (!conn_write(&c->conn, parse_complete, sizeof(parse_complete)))
             return session_out_of_memory(c);

@@ -363,6 +363,22 @@ def parse_existing_name(t):
     check_equal(a.rows("S_1"), [("old",)], "S_1 after the failed transaction")
 
 
+@test("a Parse in a failed transaction of a statement its backend holds: 25P02, as PostgreSQL "
+      "refuses it there, and the name is not made")
+def parse_held_statement_in_failed_transaction(t):
+    s = transaction_pool(t)
+    a = Protocol(s)
+    a.prepare_ok("S_1", "SELECT 'one'")
+    check_equal(a.wire.query_ok("BEGIN").status, "T", "status after BEGIN")
+    check_equal(sqlstates(a.wire.query("SELECT 1 / 0")), ["22012"], "the failing statement")
+    result = a.sync(harness.parse_message("SELECT 'one'", "S_2"))
+    check_equal((kinds(result), sqlstates(result)), (["E", "Z"], ["25P02"]),
+                "Parse of the text S_1 has, under a new name")
+    check_equal(a.wire.query_ok("ROLLBACK").status, "I", "status after ROLLBACK")
+    check_equal(sqlstates(a.execute("S_2")), ["26000"], "S_2, which the failed Parse did not make")
+    check_equal(a.rows("S_1"), [("one",)], "S_1")
+
+
 @test("a Bind sent after the backend's error and before the Sync is owed nothing: the backend's "
       "next replies reach the client as they are (psycopg 3 executemany of a failing batch)")
 def bind_after_error_before_sync(t):
