@@ -62,7 +62,14 @@ void reply_queue_clear(struct reply_queue *q)
     q->head = 0;
 }
 
-/* Takes item (its retags are freed if it cannot be queued). */
+/* What an expectation owns. */
+static void reply_expectation_free(struct reply_expectation *e)
+{
+    free(e->retags);
+    free(e->name);
+}
+
+/* Takes item (what it owns is freed if it cannot be queued). */
 static bool reply_queue_push_item(struct reply_queue *q, struct reply_expectation item)
 {
     if (q->count == q->cap) {
@@ -70,7 +77,7 @@ static bool reply_queue_push_item(struct reply_queue *q, struct reply_expectatio
         struct reply_expectation *items =
             fault_alloc_fails(FAULT_SITE_REPLY_QUEUE) ? NULL : malloc(cap * sizeof(*items));
         if (!items) {
-            free(item.retags);
+            reply_expectation_free(&item);
             return false;
         }
         for (uint32_t i = 0; i < q->count; i++)
@@ -109,7 +116,7 @@ static void reply_queue_pop(struct reply_queue *q)
     if (!q->count)
         return;
     struct prepared_statement *stmt = q->items[q->head].stmt;
-    free(q->items[q->head].retags);
+    reply_expectation_free(&q->items[q->head]);
     if (stmt)
         prepared_reply_settled(stmt);
     q->head = (q->head + 1) % q->cap;
@@ -1028,24 +1035,39 @@ static bool session_inject_command(struct client *c, const char *sql, uint8_t re
 }
 
 /*
- * sluice raises an error in the client's pipeline: the backend skips everything up to Sync, and
- * the client's messages until then pass to it untouched (their names mean nothing any more).
+ * A Parse of a name the client already has. PostgreSQL looks at the statement before its name:
+ * a syntax error, a failed transaction (25P02, unless it is COMMIT or ROLLBACK) or an unknown
+ * table is what the client gets, and 42P05 only for a statement that parses. So the backend does
+ * the same: it parses the client's text under sluice's own name (which session_inject_command
+ * closes before its next use), then again under that name, which it refuses with 42P05 (the
+ * error sluice passes on, naming the client's statement). An error in the first is the
+ * client's, as it is; the backend then skips the second, and the rest up to Sync.
  */
-static enum session_step session_raise(struct client *c, const char *sqlstate,
-                                       const char *message_format, const char *name,
-                                       uint32_t msg_len)
+static enum session_step session_parse_existing(struct client *c,
+                                                const struct prepared_parse *parse,
+                                                uint32_t msg_len)
 {
-    struct msgbuf sql;
-    msgbuf_init(&sql);
-    session_build_raise_sql(&sql, sqlstate, message_format, name);
-    msgbuf_append(&sql, "", 1);
-    evbuffer_drain(c->conn.in, (size_t)msg_len + 1);   /* name may point into it: used above */
-    bool sent = !sql.failed && session_inject_command(c, (const char *)sql.data,
-                                                      SESSION_COMMAND_NONE);
-    msgbuf_free(&sql);
-    if (!sent)
+    struct server *s = c->server;
+    struct msgbuf *mb = &c->worker->scratch;
+    const size_t name_size = sizeof(SESSION_COMMAND_NAME);
+    struct reply_expectation duplicate = { .kind = REPLY_PARSE_DUPLICATE };
+
+    msgbuf_reset(mb);
+    session_build_close(mb, 'S', SESSION_COMMAND_NAME);
+    for (int i = 0; i < 2; i++) {
+        session_build_header(mb, 'P', name_size + parse->definition_len);
+        msgbuf_append(mb, SESSION_COMMAND_NAME, name_size);
+        msgbuf_append(mb, parse->definition, parse->definition_len);
+    }
+    if (!(duplicate.name = strdup(parse->name)) ||
+        !reply_queue_push(&s->replies, REPLY_CLOSE_OURS, NULL) ||
+        !reply_queue_push(&s->replies, REPLY_PARSE_OURS, NULL) ||
+        !reply_queue_push_item(&s->replies, duplicate) || !conn_send(&s->conn, mb)) {
+        free(duplicate.name);
         return session_out_of_memory(c);
-    c->server->session.skipping = true;
+    }
+    evbuffer_drain(c->conn.in, (size_t)msg_len + 1);   /* parse points into it: used above */
+    s->session.skipping = true;
     return SESSION_HANDLED;
 }
 
@@ -1124,8 +1146,7 @@ static enum session_step session_parse_statement(struct client *c,
         return SESSION_HANDLED;
     }
     if (session_lookup(c, parse->name))
-        return session_raise(c, "42P05", "prepared statement \"%s\" already exists", parse->name,
-                             msg_len);
+        return session_parse_existing(c, parse, msg_len);
     struct prepared_client *statements = session_statements(c);
     if (!statements || prepared_client_add(statements, parse, (uint8_t)command, &stmt) != PREPARED_ADDED)
         return session_out_of_memory(c);
@@ -1515,6 +1536,28 @@ static void session_bind_failed(struct server *s, struct prepared_statement *stm
     prepared_server_forget(&s->prepared, stmt);
 }
 
+/* The backend's 42P05 for sluice's repeated Parse, as PostgreSQL words it for the client's. */
+static void session_send_duplicate(struct server *s, const char *name)
+{
+    static const char format[] = "prepared statement \"%s\" already exists";
+    struct msgbuf *mb = &s->worker->scratch;
+    size_t size = sizeof(format) + strlen(name);
+    char *message = malloc(size);
+    if (!s->client)
+        goto done;
+    if (!message) {
+        client_fail(s->client, "53200", "out of memory");
+        goto done;
+    }
+    snprintf(message, size, format, name);
+    msgbuf_reset(mb);
+    proto_build_error(mb, "ERROR", "42P05", message, NULL, NULL);
+    if (!conn_send(&s->client->conn, mb))
+        client_fail(s->client, "53200", "out of memory");
+done:
+    free(message);
+}
+
 /* Sends the client a CommandComplete with command's tag in place of the backend's. */
 static void session_send_tag(struct server *s, uint8_t command)
 {
@@ -1572,7 +1615,8 @@ static bool session_reply_matches(const struct reply_expectation *e, uint8_t typ
 {
     switch (type) {
     case '1':
-        return e->kind == REPLY_PARSE || e->kind == REPLY_PARSE_OURS;
+        return e->kind == REPLY_PARSE || e->kind == REPLY_PARSE_OURS ||
+               e->kind == REPLY_PARSE_DUPLICATE;
     case '2':
         return e->kind == REPLY_BIND || e->kind == REPLY_BIND_OURS;
     case '3':
@@ -1602,19 +1646,23 @@ bool session_server_reply(struct server *s, uint8_t type, const uint8_t *body, s
         if (!session_reply_matches(e, type))
             return false; /* not one sluice tracks: pass it on */
         bool ours = e->kind == REPLY_PARSE_OURS || e->kind == REPLY_CLOSE_OURS ||
-                    e->kind == REPLY_BIND_OURS;
+                    e->kind == REPLY_BIND_OURS || e->kind == REPLY_PARSE_DUPLICATE;
         reply_queue_pop(&s->replies);
         return ours;
     }
     case 'C':
         return session_command_complete(s, e);
-    case 'E':
+    case 'E': {
+        bool replaced = e->kind == REPLY_PARSE_DUPLICATE;
+        if (replaced)
+            session_send_duplicate(s, e->name);
         if (e->kind == REPLY_BIND && e->stmt)
             session_bind_failed(s, e->stmt, body, len);
         session_skip_to_sync(s);
         if (!reply_queue_front(&s->replies))
             session_backend_skips_to_sync(s);
-        return false;
+        return replaced;
+    }
     case 'Z':
         if (e->kind == REPLY_SYNC)
             reply_queue_pop(&s->replies);

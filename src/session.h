@@ -21,6 +21,8 @@ struct prepared_statement;
 enum reply_kind {
     REPLY_PARSE,          /* ParseComplete for the client */
     REPLY_PARSE_OURS,     /* ParseComplete for a Parse sluice added: not for the client */
+    REPLY_PARSE_DUPLICATE,/* the error (42P05) of a Parse sluice repeats for a name the client
+                             already has: replaced by one that names the client's statement */
     REPLY_CLOSE,          /* CloseComplete for the client */
     REPLY_CLOSE_OURS,     /* CloseComplete for a Close sluice added */
     REPLY_BIND,           /* BindComplete for the client */
@@ -50,6 +52,8 @@ struct reply_expectation {
     enum reply_kind kind;
     struct prepared_statement *stmt; /* the statement a Parse prepares or a Bind uses (held) */
     uint64_t binding;                /* REPLY_PARSE: the client's name it binds (serial), or 0 */
+    char *name;                      /* REPLY_PARSE_DUPLICATE: the client's statement name
+                                        (owned) */
     struct reply_retag *retags;      /* REPLY_SYNC, REPLY_EXECUTE_OURS: owned, or NULL */
     uint32_t n_retags;
     uint32_t completes;              /* CommandCompletes seen so far */

@@ -363,6 +363,28 @@ def parse_existing_name(t):
     check_equal(a.rows("S_1"), [("old",)], "S_1 after the failed transaction")
 
 
+@test("Parse of a name the client already has: as in PostgreSQL the statement is checked first "
+      "(42601 for a syntax error, 25P02 in a failed transaction), 42P05 only for one that "
+      "parses, ROLLBACK in a failed transaction included")
+def parse_existing_name_statement_first(t):
+    s = transaction_pool(t)
+    a = Protocol(s)
+    a.prepare_ok("S_1", "SELECT 'old'")
+    result = a.sync(harness.parse_message("SELEC 1", "S_1"))
+    check_equal(sqlstates(result), ["42601"], "a syntax error under the name in use")
+    check_equal(a.wire.query_ok("BEGIN").status, "T", "status after BEGIN")
+    check_equal(sqlstates(a.wire.query("SELECT 1 / 0")), ["22012"], "the failing statement")
+    result = a.sync(harness.parse_message("SELECT 'new'", "S_1"))
+    check_equal((sqlstates(result), result.status), (["25P02"], "E"),
+                "a statement under the name in use, in the failed transaction")
+    result = a.sync(harness.parse_message("ROLLBACK", "S_1"))
+    check_equal((sqlstates(result), result.status), (["42P05"], "E"),
+                "ROLLBACK (which a failed transaction parses) under the name in use")
+    check_equal(result.errors[0].get("M"), 'prepared statement "S_1" already exists', "message")
+    check_equal(a.wire.query_ok("ROLLBACK").status, "I", "status after ROLLBACK")
+    check_equal(a.rows("S_1"), [("old",)], "S_1 at the end")
+
+
 @test("a Parse in a failed transaction of a statement its backend holds: 25P02, as PostgreSQL "
       "refuses it there, and the name is not made")
 def parse_held_statement_in_failed_transaction(t):
