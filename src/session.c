@@ -192,6 +192,7 @@ static bool session_track_portal(struct server *s, const char *portal, uint8_t c
     p->name = strdup(portal);
     p->statement = strdup(statement ? statement : "");
     p->command = command;
+    p->done = false;
     if (!p->name || !p->statement) {
         free(p->name);
         free(p->statement);
@@ -1287,6 +1288,20 @@ static uint8_t session_statement_command(const struct client *c, uint8_t command
     return command;
 }
 
+/*
+ * The BindComplete a Bind is owed. A portal just tracked as one of sluice's commands is named in
+ * it: if the Bind fails or is skipped, the backend has no such portal (or, in the transaction
+ * the error aborts, none it can run), and the client's Execute of it must reach the backend to
+ * be answered as PostgreSQL would (34000, 25P02), not run as the command.
+ */
+static bool session_push_bind(struct server *s, const char *portal, struct prepared_statement *stmt)
+{
+    struct reply_expectation e = { .kind = REPLY_BIND, .stmt = stmt };
+    if (session_find_portal(s, portal) && !(e.name = strdup(portal)))
+        return false;
+    return reply_queue_push_item(&s->replies, e);
+}
+
 /* Bind: only its two names are rewritten; parameters (maybe large) stream on untouched. */
 static enum session_step session_bind(struct client *c, uint32_t msg_len)
 {
@@ -1318,7 +1333,7 @@ static enum session_step session_bind(struct client *c, uint32_t msg_len)
         if (!session_ensure_unnamed(c) ||
             !session_track_portal(s, portal, u->serial ? command : SESSION_COMMAND_NONE,
                                   deallocated) ||
-            !reply_queue_push(&s->replies, REPLY_BIND, NULL)) {
+            !session_push_bind(s, portal, NULL)) {
             return session_out_of_memory(c);
         }
         return SESSION_FORWARD;
@@ -1329,7 +1344,7 @@ static enum session_step session_bind(struct client *c, uint32_t msg_len)
                                                        deallocated)
                            : SESSION_COMMAND_NONE;
     if (failed || !session_track_portal(s, portal, command, deallocated) ||
-        !reply_queue_push(&s->replies, REPLY_BIND, stmt)) {
+        !session_push_bind(s, portal, stmt)) {
         return session_out_of_memory(c);
     }
     if (!backend_name)
@@ -1442,9 +1457,17 @@ static enum session_step session_execute(struct client *c, uint32_t msg_len)
         return SESSION_FORWARD;
     }
     struct msgbuf sql;
-    bool retag;
+    bool retag = false;
     msgbuf_init(&sql);
-    session_apply_command(c, (enum session_command)p->command, p->statement, false, &sql, &retag);
+    if (p->done) {
+        /* Its command ran (or the backend skipped it, and the transaction failed, where the
+         * backend refuses this one with 25P02 as PostgreSQL would). */
+        session_build_raise_sql(&sql, "55000", "portal \"%s\" cannot be run", portal);
+    } else {
+        session_apply_command(c, (enum session_command)p->command, p->statement, false, &sql,
+                              &retag);
+        p->done = true;
+    }
     msgbuf_append(&sql, "", 1);
     bool sent = !sql.failed && session_inject_command(c, (const char *)sql.data,
                                                       retag ? p->command : SESSION_COMMAND_NONE);
@@ -1505,6 +1528,9 @@ static void session_skip_to_sync(struct server *s)
         /* The client's own Parse failed or was skipped: Postgres would not know the name. */
         if (e->binding && s->client && s->client->prepared)
             prepared_client_unbind(s->client->prepared, e->binding);
+        /* The Bind failed or was skipped: sluice's command portal was never made. */
+        if (e->kind == REPLY_BIND && e->name)
+            session_drop_portal(s, e->name);
         reply_queue_pop(&s->replies);
     }
 }

@@ -52,8 +52,9 @@ struct reply_expectation {
     enum reply_kind kind;
     struct prepared_statement *stmt; /* the statement a Parse prepares or a Bind uses (held) */
     uint64_t binding;                /* REPLY_PARSE: the client's name it binds (serial), or 0 */
-    char *name;                      /* REPLY_PARSE_DUPLICATE: the client's statement name
-                                        (owned) */
+    char *name;                      /* owned: REPLY_BIND, its portal if tracked in
+                                        session_backend.portals; REPLY_PARSE_DUPLICATE, the
+                                        client's statement name */
     struct reply_retag *retags;      /* REPLY_SYNC, REPLY_EXECUTE_OURS: owned, or NULL */
     uint32_t n_retags;
     uint32_t completes;              /* CommandCompletes seen so far */
@@ -74,6 +75,7 @@ struct session_portal {
     char *name;
     char *statement;       /* DEALLOCATE name: the name, as Postgres reads it */
     uint8_t command;
+    bool done;             /* executed: PostgreSQL runs a portal once (55000 after) */
 };
 
 /* What transaction pooling keeps about one backend beyond the reply queue. */

@@ -401,6 +401,38 @@ def parse_held_statement_in_failed_transaction(t):
     check_equal(a.rows("S_1"), [("one",)], "S_1")
 
 
+@test("Execute of a portal whose Bind to a DEALLOCATE statement failed: 34000, as the portal was "
+      "never made, and the statement DEALLOCATE names stays")
+def deallocate_portal_of_failed_bind(t):
+    s = transaction_pool(t)
+    a = Protocol(s)
+    a.prepare_ok("s_keep", "SELECT 'kept'")
+    a.prepare_ok("s_dealloc", "DEALLOCATE s_keep")
+    check_equal(a.wire.query_ok("BEGIN").status, "T", "status after BEGIN")
+    result = a.sync(harness.bind_message((1,), portal="p_dealloc", statement="s_dealloc"))
+    check_equal(sqlstates(result), ["08P01"], "a Bind with a parameter DEALLOCATE has not")
+    result = a.sync(harness.execute_message("p_dealloc"))
+    check_equal(sqlstates(result), ["34000"], "Execute of the portal the Bind did not make")
+    check_equal(a.wire.query_ok("ROLLBACK").status, "I", "status after ROLLBACK")
+    check_equal(a.rows("s_keep"), [("kept",)], "the statement DEALLOCATE names")
+
+
+@test("a portal of DEALLOCATE ALL executed twice: the second Execute gets 55000, as PostgreSQL "
+      "runs a portal once")
+def deallocate_portal_executed_twice(t):
+    s = transaction_pool(t)
+    a = Protocol(s)
+    result = a.sync(harness.parse_message("DEALLOCATE ALL") + harness.bind_message(portal="p")
+                    + harness.execute_message("p") + harness.flush_message())
+    check_equal((result.tags, result.errors), (["DEALLOCATE ALL"], []), "the first Execute")
+    a.prepare_ok("s_1", "SELECT 'one'")
+    result = a.sync(harness.bind_message(portal="p_all", statement="") + harness.execute_message("p_all")
+                    + harness.execute_message("p_all"))
+    check_equal((result.tags, sqlstates(result)), (["DEALLOCATE ALL"], ["55000"]),
+                "the same portal executed twice in one pipeline")
+    check_equal(sqlstates(a.execute("s_1")), ["26000"], "s_1 after the first DEALLOCATE ALL")
+
+
 @test("a Bind sent after the backend's error and before the Sync is owed nothing: the backend's "
       "next replies reach the client as they are (psycopg 3 executemany of a failing batch)")
 def bind_after_error_before_sync(t):
