@@ -683,6 +683,84 @@ bool prepared_client_remove(struct prepared_client *client, const char *name)
     return true;
 }
 
+struct prepared_taken {
+    struct prepared_slot *entries;  /* hash and struct client_name, in the order taken */
+    size_t n;
+    size_t cap;
+};
+
+/* Keeps entry in *taken (made at first use); an entry that cannot be kept is freed. */
+static void taken_keep(struct prepared_taken **taken, uint64_t hash, struct client_name *entry)
+{
+    struct prepared_taken *t = *taken;
+
+    if (t == NULL && (t = *taken = calloc(1, sizeof(*t))) == NULL) {
+        client_name_free(entry);
+        return;
+    }
+    if (t->n == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 4;
+        struct prepared_slot *grown = realloc(t->entries, cap * sizeof(*grown));
+        if (grown == NULL) {
+            client_name_free(entry);
+            return;
+        }
+        t->entries = grown;
+        t->cap = cap;
+    }
+    t->entries[t->n++] = (struct prepared_slot){ .hash = hash, .item = entry };
+}
+
+bool prepared_client_take(struct prepared_client *client, const char *name,
+                          struct prepared_taken **taken)
+{
+    uint64_t hash;
+    size_t i = client_find(client, name, &hash);
+    struct client_name *entry;
+
+    if (i == NOT_FOUND)
+        return false;
+    entry = client->names.slots[i].item;
+    table_remove_at(&client->names, i);
+    taken_keep(taken, hash, entry);
+    return true;
+}
+
+void prepared_client_take_all(struct prepared_client *client, struct prepared_taken **taken)
+{
+    for (size_t i = 0; i < client->names.cap; i++) {
+        if (client->names.slots[i].item != NULL)
+            taken_keep(taken, client->names.slots[i].hash, client->names.slots[i].item);
+    }
+    table_free(&client->names);
+}
+
+void prepared_client_give_back(struct prepared_client *client, struct prepared_taken *taken)
+{
+    if (taken == NULL)
+        return;
+    for (size_t i = 0; i < taken->n; i++) {
+        struct client_name *entry = taken->entries[i].item;
+        uint64_t hash;
+        if (client_find(client, entry->name, &hash) == NOT_FOUND &&
+            table_insert(&client->names, hash, entry) == 0)
+            continue;
+        client_name_free(entry);   /* bound again since: the newer binding stays */
+    }
+    free(taken->entries);
+    free(taken);
+}
+
+void prepared_taken_free(struct prepared_taken *taken)
+{
+    if (taken == NULL)
+        return;
+    for (size_t i = 0; i < taken->n; i++)
+        client_name_free(taken->entries[i].item);
+    free(taken->entries);
+    free(taken);
+}
+
 void prepared_client_forget_all(struct prepared_client *client)
 {
     for (size_t i = 0; i < client->names.cap; i++) {

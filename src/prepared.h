@@ -185,6 +185,23 @@ bool prepared_client_remove(struct prepared_client *client, const char *name);
 /* DISCARD ALL, DEALLOCATE ALL: every named statement goes (the unnamed one stays, as in
  * Postgres). */
 void prepared_client_forget_all(struct prepared_client *client);
+/*
+ * Names a client's Close, DEALLOCATE [ALL] or DISCARD ALL took away, kept until the backend has
+ * run it: the client's next messages must not see them, but a command the backend skips (an
+ * earlier error in the pipeline) or refuses (a failed transaction) leaves them to the client in
+ * Postgres. NULL: nothing taken.
+ */
+struct prepared_taken;
+/* As prepared_client_remove, the name kept in *taken (made if NULL). */
+bool prepared_client_take(struct prepared_client *client, const char *name,
+                          struct prepared_taken **taken);
+/* As prepared_client_forget_all, the names kept in *taken (made if NULL). */
+void prepared_client_take_all(struct prepared_client *client, struct prepared_taken **taken);
+/* The command never ran: each name comes back unless the client bound it again since. Frees
+ * taken. Undo the client's later steps first (prepared_client_unbind): latest first. */
+void prepared_client_give_back(struct prepared_client *client, struct prepared_taken *taken);
+/* The command ran: the names are gone for good. */
+void prepared_taken_free(struct prepared_taken *taken);
 /* Disconnect: everything goes. Leaves the client as prepared_client_init did. */
 void prepared_client_free(struct prepared_client *client);
 /* A Parse of the unnamed statement: keeps a copy of its definition. false if out of memory. */

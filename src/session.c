@@ -62,11 +62,15 @@ void reply_queue_clear(struct reply_queue *q)
     q->head = 0;
 }
 
-/* What an expectation owns. */
+/* What an expectation owns. Names it took are gone for good here (the command ran, or the
+ * client and backend part): session_give_back is the other way out. */
 static void reply_expectation_free(struct reply_expectation *e)
 {
+    for (uint32_t i = 0; i < e->n_retags; i++)
+        prepared_taken_free(e->retags[i].taken);
     free(e->retags);
     free(e->name);
+    prepared_taken_free(e->taken);
 }
 
 /* Takes item (what it owns is freed if it cannot be queued). */
@@ -109,6 +113,12 @@ static bool reply_queue_push(struct reply_queue *q, enum reply_kind kind, struct
 static struct reply_expectation *reply_queue_front(const struct reply_queue *q)
 {
     return q->count ? &q->items[q->head] : NULL;
+}
+
+/* The index-th expectation from the front (index < count). */
+static struct reply_expectation *reply_queue_at(const struct reply_queue *q, uint32_t index)
+{
+    return &q->items[(q->head + index) % q->cap];
 }
 
 static void reply_queue_pop(struct reply_queue *q)
@@ -240,6 +250,13 @@ static void session_forget_statements(struct client *c)
 {
     if (c->prepared)
         prepared_client_forget_all(c->prepared);
+}
+
+/* The same, the names kept until the backend has run the command (see prepared_taken). */
+static void session_take_statements(struct client *c, struct prepared_taken **taken)
+{
+    if (c->prepared)
+        prepared_client_take_all(c->prepared, taken);
 }
 
 /* A simple query, or a Close of the unnamed statement, destroys the client's. */
@@ -759,7 +776,7 @@ static void session_build_raise_sql(struct msgbuf *out, const char *sqlstate,
  */
 static void session_apply_command(struct client *c, enum session_command command,
                                   const char *name, bool status_known, struct msgbuf *sql,
-                                  bool *retag)
+                                  bool *retag, struct prepared_taken **taken)
 {
     struct server *s = c->server;
     *retag = true;
@@ -770,14 +787,14 @@ static void session_apply_command(struct client *c, enum session_command command
     }
     switch (command) {
     case SESSION_COMMAND_DEALLOCATE:
-        if (!c->prepared || !prepared_client_remove(c->prepared, name)) {
+        if (!c->prepared || !prepared_client_take(c->prepared, name, taken)) {
             session_build_raise_sql(sql, "26000", "prepared statement \"%s\" does not exist", name);
             *retag = false;
             return;
         }
         break;
     case SESSION_COMMAND_DEALLOCATE_ALL:
-        session_forget_statements(c);
+        session_take_statements(c, taken);
         break;
     case SESSION_COMMAND_DISCARD_ALL:
         if (status_known && s->ready_status == 'T') {
@@ -786,7 +803,7 @@ static void session_apply_command(struct client *c, enum session_command command
             *retag = false;
             return;
         }
-        session_forget_statements(c);
+        session_take_statements(c, taken);
         /* the settings it resets are followed by session_note_statement, as for RESET ALL */
         session_append_text(sql, "RESET ALL");
         return;
@@ -803,13 +820,17 @@ static void session_discard_on_own_backend(struct client *c)
     prepared_server_forget_all(&c->server->prepared);
 }
 
-static bool session_add_retag(struct reply_expectation *e, uint32_t index, uint8_t command)
+/* Takes taken (freed if it cannot be kept). */
+static bool session_add_retag(struct reply_expectation *e, uint32_t index, uint8_t command,
+                              struct prepared_taken *taken)
 {
     struct reply_retag *grown = realloc(e->retags, (e->n_retags + 1) * sizeof(*grown));
-    if (!grown)
+    if (!grown) {
+        prepared_taken_free(taken);
         return false;
+    }
     e->retags = grown;
-    e->retags[e->n_retags++] = (struct reply_retag){ index, command };
+    e->retags[e->n_retags++] = (struct reply_retag){ index, command, taken };
     return true;
 }
 
@@ -841,10 +862,11 @@ static bool session_rewrite_commands(struct client *c, const char *sql, size_t l
         if (command == SESSION_COMMAND_DISCARD_ALL && n_statements > 1)
             continue;   /* Postgres refuses it in a multi-statement query: so does the backend */
         bool retag;
+        struct prepared_taken *taken = NULL;
         msgbuf_append(out, sql + copied, st.start - copied);
         session_apply_command(c, command, st.name_truncated ? "" : st.name,
-                              !in_flight && this_index == 0, out, &retag);
-        if (retag && !session_add_retag(sync, this_index, (uint8_t)command))
+                              !in_flight && this_index == 0, out, &retag, &taken);
+        if (retag && !session_add_retag(sync, this_index, (uint8_t)command, taken))
             return false;
         copied = st.start + st.len;
         *rewritten = true;
@@ -1002,7 +1024,8 @@ static void session_build_close(struct msgbuf *mb, char kind, const char *name)
  * of sluice's own (the client's unnamed ones stay as they are), every reply but the last kept
  * from the client. The last is an error, or (retag) a CommandComplete given retag's tag.
  */
-static bool session_inject_command(struct client *c, const char *sql, uint8_t retag)
+static bool session_inject_command(struct client *c, const char *sql, uint8_t retag,
+                                   struct prepared_taken *taken)
 {
     static const uint8_t no_parameters[2] = { 0, 0 };
     static const uint8_t bind_tail[6] = { 0, 0, 0, 0, 0, 0 };   /* no formats, values, results */
@@ -1010,7 +1033,7 @@ static bool session_inject_command(struct client *c, const char *sql, uint8_t re
     const size_t name_size = sizeof(SESSION_COMMAND_NAME);
     struct server *s = c->server;
     struct msgbuf *mb = &c->worker->scratch;
-    struct reply_expectation execute = { .kind = REPLY_EXECUTE_OURS };
+    struct reply_expectation execute = { .kind = REPLY_EXECUTE_OURS, .taken = taken };
 
     msgbuf_reset(mb);
     session_build_close(mb, 'P', SESSION_COMMAND_NAME);
@@ -1026,13 +1049,18 @@ static bool session_inject_command(struct client *c, const char *sql, uint8_t re
     session_build_header(mb, 'E', name_size + sizeof(all_rows));
     msgbuf_append(mb, SESSION_COMMAND_NAME, name_size);
     msgbuf_append(mb, all_rows, sizeof(all_rows));
-    if (retag != SESSION_COMMAND_NONE && !session_add_retag(&execute, 0, retag))
+    if (retag != SESSION_COMMAND_NONE && !session_add_retag(&execute, 0, retag, NULL)) {
+        prepared_taken_free(taken);
         return false;
-    return reply_queue_push(&s->replies, REPLY_CLOSE_OURS, NULL) &&
-           reply_queue_push(&s->replies, REPLY_CLOSE_OURS, NULL) &&
-           reply_queue_push(&s->replies, REPLY_PARSE_OURS, NULL) &&
-           reply_queue_push(&s->replies, REPLY_BIND_OURS, NULL) &&
-           reply_queue_push_item(&s->replies, execute) && conn_send(&s->conn, mb);
+    }
+    if (!reply_queue_push(&s->replies, REPLY_CLOSE_OURS, NULL) ||
+        !reply_queue_push(&s->replies, REPLY_CLOSE_OURS, NULL) ||
+        !reply_queue_push(&s->replies, REPLY_PARSE_OURS, NULL) ||
+        !reply_queue_push(&s->replies, REPLY_BIND_OURS, NULL)) {
+        reply_expectation_free(&execute);
+        return false;
+    }
+    return reply_queue_push_item(&s->replies, execute) && conn_send(&s->conn, mb);
 }
 
 /*
@@ -1411,9 +1439,11 @@ static enum session_step session_target(struct client *c, uint8_t type, uint32_t
 
     const char *backend_name;
     if (type == 'C') {
-        /* Other clients may share the backend statement: it stays; only the name goes. */
+        /* Other clients may share the backend statement: it stays; only the name goes, until
+         * the CloseComplete (a Close skipped after an error leaves it, as in Postgres). */
         if (c->prepared)
-            prepared_client_remove(c->prepared, name);
+            prepared_client_take(c->prepared, name,
+                                 &reply_queue_at(&s->replies, s->replies.count - 1)->taken);
         backend_name = SESSION_NO_STATEMENT;
     } else {
         backend_name = session_backend_name(c, name, &failed);
@@ -1457,6 +1487,7 @@ static enum session_step session_execute(struct client *c, uint32_t msg_len)
         return SESSION_FORWARD;
     }
     struct msgbuf sql;
+    struct prepared_taken *taken = NULL;
     bool retag = false;
     msgbuf_init(&sql);
     if (p->done) {
@@ -1465,12 +1496,15 @@ static enum session_step session_execute(struct client *c, uint32_t msg_len)
         session_build_raise_sql(&sql, "55000", "portal \"%s\" cannot be run", portal);
     } else {
         session_apply_command(c, (enum session_command)p->command, p->statement, false, &sql,
-                              &retag);
+                              &retag, &taken);
         p->done = true;
     }
     msgbuf_append(&sql, "", 1);
     bool sent = !sql.failed && session_inject_command(c, (const char *)sql.data,
-                                                      retag ? p->command : SESSION_COMMAND_NONE);
+                                                      retag ? p->command : SESSION_COMMAND_NONE,
+                                                      taken);
+    if (sql.failed)
+        prepared_taken_free(taken);
     msgbuf_free(&sql);
     evbuffer_drain(c->conn.in, (size_t)msg_len + 1);
     if (!sent)
@@ -1517,21 +1551,55 @@ enum session_step session_client_message(struct client *c, uint8_t type, uint32_
 
 /* ---- replies ---- */
 
-/* After an error the backend skips everything up to the next Sync: so do the expectations. */
+/* Names a Close or command took that the backend never ran: the client has them again. */
+static void session_give_back(struct server *s, struct prepared_taken **taken)
+{
+    if (s->client && s->client->prepared)
+        prepared_client_give_back(s->client->prepared, *taken);
+    else
+        prepared_taken_free(*taken);
+    *taken = NULL;
+}
+
+/* What a message the backend failed or skipped did to sluice's records is undone. */
+static void session_undo(struct server *s, struct reply_expectation *e)
+{
+    bool parse = e->kind == REPLY_PARSE || e->kind == REPLY_PARSE_OURS;
+    if (parse && e->stmt && prepared_server_has(&s->prepared, e->stmt))
+        prepared_server_forget(&s->prepared, e->stmt);
+    /* The client's own Parse failed or was skipped: Postgres would not know the name. */
+    if (e->binding && s->client && s->client->prepared)
+        prepared_client_unbind(s->client->prepared, e->binding);
+    /* The Bind failed or was skipped: sluice's command portal was never made. */
+    if (e->kind == REPLY_BIND && e->name)
+        session_drop_portal(s, e->name);
+    if (e->taken)
+        session_give_back(s, &e->taken);
+}
+
+/*
+ * After an error the backend skips everything up to the next Sync: so do the expectations. They
+ * are undone latest first, as the client made them: a name that a skipped DEALLOCATE took and a
+ * skipped Parse then bound again is the client's old statement once both are undone.
+ */
 static void session_skip_to_sync(struct server *s)
 {
-    struct reply_expectation *e;
-    while ((e = reply_queue_front(&s->replies)) && e->kind != REPLY_SYNC) {
-        bool parse = e->kind == REPLY_PARSE || e->kind == REPLY_PARSE_OURS;
-        if (parse && e->stmt && prepared_server_has(&s->prepared, e->stmt))
-            prepared_server_forget(&s->prepared, e->stmt);
-        /* The client's own Parse failed or was skipped: Postgres would not know the name. */
-        if (e->binding && s->client && s->client->prepared)
-            prepared_client_unbind(s->client->prepared, e->binding);
-        /* The Bind failed or was skipped: sluice's command portal was never made. */
-        if (e->kind == REPLY_BIND && e->name)
-            session_drop_portal(s, e->name);
+    uint32_t n = 0;
+    while (n < s->replies.count && reply_queue_at(&s->replies, n)->kind != REPLY_SYNC)
+        n++;
+    for (uint32_t i = n; i-- > 0;)
+        session_undo(s, reply_queue_at(&s->replies, i));
+    while (n-- > 0)
         reply_queue_pop(&s->replies);
+}
+
+/* A query's ReadyForQuery: its commands that never completed (an earlier statement failed)
+ * took nothing. */
+static void session_query_done(struct server *s, struct reply_expectation *e)
+{
+    for (uint32_t i = e->n_retags; i-- > 0;) {
+        if (e->retags[i].taken)
+            session_give_back(s, &e->retags[i].taken);
     }
 }
 
@@ -1610,6 +1678,8 @@ static bool session_command_complete(struct server *s, struct reply_expectation 
     uint32_t index = e->completes++;
     for (uint32_t i = 0; i < e->n_retags; i++) {
         if (e->retags[i].index == index) {
+            prepared_taken_free(e->retags[i].taken);   /* it ran: the names are gone */
+            e->retags[i].taken = NULL;
             session_send_tag(s, e->retags[i].command);
             return true;
         }
@@ -1690,8 +1760,10 @@ bool session_server_reply(struct server *s, uint8_t type, const uint8_t *body, s
         return replaced;
     }
     case 'Z':
-        if (e->kind == REPLY_SYNC)
+        if (e->kind == REPLY_SYNC) {
+            session_query_done(s, e);
             reply_queue_pop(&s->replies);
+        }
         return false;
     default:
         return false;

@@ -16,6 +16,7 @@
 struct client;
 struct server;
 struct prepared_statement;
+struct prepared_taken;
 
 /* What the backend's next replies to sluice-tracked messages are, in order. */
 enum reply_kind {
@@ -46,6 +47,7 @@ enum session_command {
 struct reply_retag {
     uint32_t index;
     uint8_t command;                 /* enum session_command */
+    struct prepared_taken *taken;    /* the client's names it took: given back if it never ran */
 };
 
 struct reply_expectation {
@@ -55,6 +57,8 @@ struct reply_expectation {
     char *name;                      /* owned: REPLY_BIND, its portal if tracked in
                                         session_backend.portals; REPLY_PARSE_DUPLICATE, the
                                         client's statement name */
+    struct prepared_taken *taken;    /* REPLY_CLOSE, REPLY_EXECUTE_OURS: the client's names its
+                                        Close or command took, given back if it never runs */
     struct reply_retag *retags;      /* REPLY_SYNC, REPLY_EXECUTE_OURS: owned, or NULL */
     uint32_t n_retags;
     uint32_t completes;              /* CommandCompletes seen so far */

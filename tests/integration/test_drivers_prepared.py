@@ -433,6 +433,35 @@ def deallocate_portal_executed_twice(t):
     check_equal(sqlstates(a.execute("s_1")), ["26000"], "s_1 after the first DEALLOCATE ALL")
 
 
+@test("DEALLOCATE, DEALLOCATE ALL and Close that PostgreSQL skips or refuses (an earlier error in "
+      "the pipeline or the query, a failed transaction) leave the client its statements")
+def skipped_deallocate_keeps_statements(t):
+    s = transaction_pool(t)
+    a = Protocol(s)
+    a.prepare_ok("s_1", "SELECT 'one'")
+    a.prepare_ok("s_2", "SELECT 'two'")
+    failing = (harness.parse_message("SELECT 10 / $1::int") + harness.bind_message((0,))
+               + harness.execute_message())
+    deallocate = (harness.parse_message("DEALLOCATE s_1") + harness.bind_message()
+                  + harness.execute_message())
+    deallocate_all = (harness.parse_message("DEALLOCATE ALL") + harness.bind_message()
+                      + harness.execute_message())
+    result = a.sync(failing + deallocate + deallocate_all + close_message("S", "s_2"))
+    check_equal(sqlstates(result), ["22012"], "a pipeline whose first row fails")
+    check_equal((a.rows("s_1"), a.rows("s_2")), ([("one",)], [("two",)]),
+                "the statements after the skipped DEALLOCATE, DEALLOCATE ALL and Close")
+    result = a.wire.query("SELECT 1 / 0; DEALLOCATE s_1; DEALLOCATE ALL")
+    check_equal(sqlstates(result), ["22012"], "a query whose first statement fails")
+    check_equal(a.rows("s_1"), [("one",)], "s_1 after the query's DEALLOCATEs, never run")
+    check_equal(a.wire.query_ok("BEGIN").status, "T", "status after BEGIN")
+    check_equal(sqlstates(a.wire.query("SELECT 1 / 0")), ["22012"], "the failing statement")
+    check_equal(sqlstates(a.sync(deallocate_all)), ["25P02"], "DEALLOCATE ALL in the failed transaction")
+    check_equal(sqlstates(a.sync(close_message("S", "s_2"))), [], "Close in the failed transaction")
+    check_equal(a.wire.query_ok("ROLLBACK").status, "I", "status after ROLLBACK")
+    check_equal(a.rows("s_1"), [("one",)], "s_1 at the end")
+    check_equal(sqlstates(a.execute("s_2")), ["26000"], "s_2, closed in the failed transaction")
+
+
 @test("a Bind sent after the backend's error and before the Sync is owed nothing: the backend's "
       "next replies reach the client as they are (psycopg 3 executemany of a failing batch)")
 def bind_after_error_before_sync(t):

@@ -443,6 +443,43 @@ static void test_forget_all_leaves_an_idle_client_empty(void)
     prepared_registry_free(reg);
 }
 
+static void test_taken_names_come_back_unless_bound_again(void)
+{
+    struct prepared_registry *reg = prepared_registry_new(test_seed);
+    struct prepared_statement *one = NULL, *two = NULL, *again = NULL;
+    struct prepared_taken *taken = NULL;
+    struct prepared_client client;
+
+    prepared_client_init(&client, reg);
+    add(&client, "S_1", "SELECT 1", 0, NULL, &one);
+    add(&client, "S_2", "SELECT 2", 0, NULL, &two);
+    ok(prepared_client_take(&client, "S_1", &taken) && taken != NULL,
+       "take (DEALLOCATE S_1 sent): found and kept");
+    ok(prepared_client_lookup(&client, "S_1") == NULL, "take: the client's next messages miss it");
+    ok(!prepared_client_take(&client, "S_9", &taken), "take of a name the client has not: false");
+    prepared_client_give_back(&client, taken);
+    ok(prepared_client_lookup(&client, "S_1") == one, "give back (never ran): the name is back");
+    is_int(prepared_registry_count(reg), 2, "give back: the statements are still held");
+
+    taken = NULL;
+    prepared_client_take_all(&client, &taken);
+    is_int(prepared_client_count(&client), 0, "take all (DEALLOCATE ALL sent): no names left");
+    add(&client, "S_2", "SELECT 'again'", 0, NULL, &again);
+    prepared_client_give_back(&client, taken);
+    ok(prepared_client_lookup(&client, "S_1") == one &&
+       prepared_client_lookup(&client, "S_2") == again,
+       "give back: a name bound again since keeps its newer statement");
+    is_int(prepared_registry_count(reg), 2, "give back: the statement it replaced is freed");
+
+    taken = NULL;
+    prepared_client_take(&client, "S_1", &taken);
+    prepared_taken_free(taken);
+    ok(prepared_client_lookup(&client, "S_1") == NULL, "taken and ran: the name is gone");
+    is_int(prepared_registry_count(reg), 1, "taken and ran: its statement is freed");
+    prepared_client_forget_all(&client);
+    prepared_registry_free(reg);
+}
+
 static void test_many_names_stay_findable(void)
 {
     struct prepared_registry *reg = prepared_registry_new(test_seed);
@@ -897,6 +934,7 @@ int main(void)
     test_equal_statements_are_shared();
     test_references_free_what_nobody_holds();
     test_forget_all_leaves_an_idle_client_empty();
+    test_taken_names_come_back_unless_bound_again();
     test_many_names_stay_findable();
     test_backend_names_are_never_reused();
     test_backend_prepares_once();
