@@ -1567,6 +1567,10 @@ static void session_undo(struct server *s, struct reply_expectation *e)
     bool parse = e->kind == REPLY_PARSE || e->kind == REPLY_PARSE_OURS;
     if (parse && e->stmt && prepared_server_has(&s->prepared, e->stmt))
         prepared_server_forget(&s->prepared, e->stmt);
+    /* Maybe a Parse of the unnamed statement (the client's, or sluice's for its Bind): which
+     * one the backend holds now is not known, so the next Bind of it parses it again. */
+    if (parse && !e->stmt)
+        s->session.unnamed_client = 0;
     /* The client's own Parse failed or was skipped: Postgres would not know the name. */
     if (e->binding && s->client && s->client->prepared)
         prepared_client_unbind(s->client->prepared, e->binding);

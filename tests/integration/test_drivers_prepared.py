@@ -462,6 +462,21 @@ def skipped_deallocate_keeps_statements(t):
     check_equal(sqlstates(a.execute("s_2")), ["26000"], "s_2, closed in the failed transaction")
 
 
+@test("a Bind of the unnamed statement skipped after an error: the backend keeps another "
+      "client's unnamed statement, and the next Bind gets the client's own parsed again")
+def unnamed_parse_skipped(t):
+    s = transaction_pool(t)
+    a = Protocol(s)
+    b = Protocol(s)
+    check_equal(kinds(a.sync(harness.parse_message("SELECT $1::int + 1"))), ["1", "Z"], "A's Parse")
+    check_equal(kinds(b.sync(harness.parse_message("SELECT 'b'"))), ["1", "Z"], "B's Parse")
+    result = a.sync(harness.execute_message("no_such_portal") + harness.bind_message((1,))
+                    + harness.execute_message())
+    check_equal(sqlstates(result), ["34000"], "an error, then A's Bind")
+    result = a.execute("", (41,))
+    check_equal((result.errors, result.rows), ([], [("42",)]), "A's next Bind of its statement")
+
+
 @test("a Bind sent after the backend's error and before the Sync is owed nothing: the backend's "
       "next replies reach the client as they are (psycopg 3 executemany of a failing batch)")
 def bind_after_error_before_sync(t):
