@@ -1464,7 +1464,37 @@ static enum session_step session_target(struct client *c, uint8_t type, uint32_t
 }
 
 /*
- * Execute of a portal bound to DEALLOCATE [ALL] or DISCARD ALL: the backend runs what
+ * Execute of a portal bound to DISCARD ALL, pinned client or not: it runs as it is. PostgreSQL
+ * refuses it in a transaction block or after another Execute of the same pipeline (25001), and
+ * otherwise closes every portal too: no command run in its place would do all of that. The
+ * backend's statements go with it: sluice prepares its shared statements there again when they
+ * are next used (their Parse closes them first, in case the backend refused and still has
+ * them). The client's names are taken until its CommandComplete, and given back if it fails. A
+ * Close of sluice's own portal goes first, so that no earlier Execute's CommandComplete is taken
+ * for this one's.
+ */
+static enum session_step session_execute_discard_all(struct client *c)
+{
+    struct server *s = c->server;
+    struct msgbuf *mb = &c->worker->scratch;
+    struct reply_expectation discard = { .kind = REPLY_EXECUTE_OURS };
+
+    session_take_statements(c, &discard.taken);
+    prepared_server_forget_all(&s->prepared);
+    session_forget_portals(&s->session);
+    msgbuf_reset(mb);
+    session_build_close(mb, 'P', SESSION_COMMAND_NAME);
+    if (!reply_queue_push(&s->replies, REPLY_CLOSE_OURS, NULL)) {
+        prepared_taken_free(discard.taken);
+        return session_out_of_memory(c);
+    }
+    if (!reply_queue_push_item(&s->replies, discard) || !conn_send(&s->conn, mb))
+        return session_out_of_memory(c);
+    return SESSION_FORWARD;
+}
+
+/*
+ * Execute of a portal bound to DEALLOCATE [ALL]: the backend runs what
  * session_apply_command says instead, under sluice's own portal, and never the client's command.
  */
 static enum session_step session_execute(struct client *c, uint32_t msg_len)
@@ -1482,10 +1512,8 @@ static enum session_step session_execute(struct client *c, uint32_t msg_len)
     struct session_portal *p = session_find_portal(s, portal);
     if (!p)
         return SESSION_FORWARD;
-    if (p->command == SESSION_COMMAND_DISCARD_ALL && c->pinned) {
-        session_discard_on_own_backend(c);
-        return SESSION_FORWARD;
-    }
+    if (p->command == SESSION_COMMAND_DISCARD_ALL)
+        return session_execute_discard_all(c);
     struct msgbuf sql;
     struct prepared_taken *taken = NULL;
     bool retag = false;

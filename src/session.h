@@ -28,7 +28,8 @@ enum reply_kind {
     REPLY_CLOSE_OURS,     /* CloseComplete for a Close sluice added */
     REPLY_BIND,           /* BindComplete for the client */
     REPLY_BIND_OURS,      /* BindComplete for a Bind sluice added */
-    REPLY_EXECUTE_OURS,   /* CommandComplete of a command sluice runs for the client's: retagged */
+    REPLY_EXECUTE_OURS,   /* CommandComplete of a command sluice runs for the client's (retagged),
+                             or of the client's DISCARD ALL */
     REPLY_SYNC,           /* ReadyForQuery ending a Sync or a simple Query */
 };
 

@@ -305,7 +305,8 @@ def schema_change_through_sluice(t):
     check_equal(third.rows("S_star"), [("1", "10", "7", "8")], "a new client after the second")
 
 
-@test("DEALLOCATE and DISCARD ALL through Parse/Bind/Execute act on the client's statements only")
+@test("DEALLOCATE and DISCARD ALL through Parse/Bind/Execute act on the client's statements only "
+      "(DISCARD ALL runs as it is: other clients' statements are prepared again after it)")
 def extended_deallocate_and_discard(t):
     s = transaction_pool(t)
     a, b = Protocol(s), Protocol(s)
@@ -325,7 +326,9 @@ def extended_deallocate_and_discard(t):
                 ["DISCARD ALL"]), "DISCARD ALL through the extended protocol")
     check_equal(sqlstates(a.execute("S_2")), ["26000"], "A's S_2 after DISCARD ALL")
     if not harness.DIRECT_MODE:
-        check_equal(sluice_statements_on_backend(b.wire), 2, "shared statements on the backend")
+        # It ran as it is (PostgreSQL's own checks and effects, its portals closed): the shared
+        # statements went with it, and sluice prepares B's there again.
+        check_equal(sluice_statements_on_backend(b.wire), 0, "shared statements on the backend")
     check_equal(b.rows("S_1") + b.rows("S_2"), [("one",), ("two",)], "B's statements after")
     a.prepare_ok("S_1", "SELECT 'a again'")
     check_equal(a.rows("S_1"), [("a again",)], "A prepares S_1 again")
@@ -460,6 +463,30 @@ def skipped_deallocate_keeps_statements(t):
     check_equal(a.wire.query_ok("ROLLBACK").status, "I", "status after ROLLBACK")
     check_equal(a.rows("s_1"), [("one",)], "s_1 at the end")
     check_equal(sqlstates(a.execute("s_2")), ["26000"], "s_2, closed in the failed transaction")
+
+
+@test("DISCARD ALL by the extended protocol, as in PostgreSQL: refused in a transaction block and "
+      "after another Execute of the pipeline (25001), leaving the client's statements; otherwise "
+      "its portals are gone with its statements")
+def extended_discard_all(t):
+    s = transaction_pool(t)
+    a = Protocol(s)
+    a.prepare_ok("s_1", "SELECT 'one'")
+    discard = harness.parse_message("DISCARD ALL") + harness.bind_message() + harness.execute_message()
+    check_equal(a.wire.query_ok("BEGIN").status, "T", "status after BEGIN")
+    check_equal(sqlstates(a.sync(discard)), ["25001"], "DISCARD ALL in a transaction block")
+    check_equal(a.wire.query_ok("ROLLBACK").status, "I", "status after ROLLBACK")
+    result = a.sync(harness.parse_message("SELECT 1") + harness.bind_message()
+                    + harness.execute_message() + discard)
+    check_equal((result.rows, sqlstates(result)), ([("1",)], ["25001"]),
+                "DISCARD ALL after another Execute of the pipeline")
+    check_equal(a.rows("s_1"), [("one",)], "s_1 after the refused DISCARD ALLs")
+    result = a.sync(harness.parse_message("DISCARD ALL") + harness.bind_message(portal="p")
+                    + harness.execute_message("p") + harness.parse_message("SELECT 2")
+                    + harness.bind_message(portal="p") + harness.execute_message("p"))
+    check_equal((result.errors, result.tags, result.rows), ([], ["DISCARD ALL", "SELECT 1"], [("2",)]),
+                "DISCARD ALL, then a Bind of its portal's name")
+    check_equal(sqlstates(a.execute("s_1")), ["26000"], "s_1 after DISCARD ALL")
 
 
 @test("a Bind of the unnamed statement skipped after an error: the backend keeps another "
