@@ -1781,7 +1781,8 @@ bool session_server_reply(struct server *s, uint8_t type, const uint8_t *body, s
     case 'C':
         return session_command_complete(s, e);
     case 'E': {
-        bool replaced = e->kind == REPLY_PARSE_DUPLICATE;
+        /* (body NULL: none came, the backend was lost; or too large to read, then as it is) */
+        bool replaced = e->kind == REPLY_PARSE_DUPLICATE && body;
         if (replaced)
             session_send_duplicate(s, e->name);
         if (e->kind == REPLY_BIND && e->stmt)
