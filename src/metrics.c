@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
@@ -872,6 +873,19 @@ static const char *metrics_effective_addr(const struct config *cfg)
                                                                  : METRICS_DEFAULT_ADDR;
 }
 
+/*
+ * The buffered socket of each HTTP connection. evhttp's own does not own its socket: evhttp
+ * closes the socket when it frees a connection, while the buffered socket, its callbacks
+ * deferred, takes its events off the loop a turn later. By then another worker may have accepted
+ * a client on the same descriptor number, and this loop would touch that number (harmless to
+ * the kernel, a data race to ThreadSanitizer). Owning the socket, it closes it after its events.
+ */
+static struct bufferevent *metrics_http_bufferevent(struct event_base *base, void *arg)
+{
+    (void)arg;
+    return bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+}
+
 /* Opens the endpoint the config asks for (none when metrics_port is 0). */
 static int metrics_open_http(struct worker *w)
 {
@@ -889,6 +903,7 @@ static int metrics_open_http(struct worker *w)
     m->http_port = cfg->metrics_port;
     m->http_reuseport = cfg->so_reuseport;
     evhttp_set_gencb(m->http, metrics_http_cb, w);
+    evhttp_set_bevcb(m->http, metrics_http_bufferevent, NULL);
     evhttp_set_timeout(m->http, METRICS_HTTP_TIMEOUT_SECONDS);
     evhttp_set_max_headers_size(m->http, METRICS_MAX_HEADERS_SIZE);
     evhttp_set_max_body_size(m->http, METRICS_MAX_BODY_SIZE);
