@@ -1130,7 +1130,10 @@ static void client_forward_input(struct client *c)
                     return;
                 continue;
             }
-            client_note_message(c, type);
+            /* A query the backend ignores (skipping to Sync) gets no ReadyForQuery of its own:
+             * it only keeps the batch open, as a Flush would. */
+            bool ignored = (type == 'Q' || type == 'F') && session_backend_skips_to_sync(c->server);
+            client_note_message(c, ignored ? 'H' : type);
             if (step == SESSION_HANDLED)
                 continue; /* replaced, or only the rest of it (forward_remaining) is left */
         } else {

@@ -1569,12 +1569,18 @@ enum session_step session_client_message(struct client *c, uint8_t type, uint32_
     case 'E':
         return session_execute(c, msg_len);
     case 'S':
+    case 'F': /* a function call ends with ReadyForQuery, as a Sync does */
         if (!reply_queue_push(&s->replies, REPLY_SYNC, NULL))
             return session_out_of_memory(c);
         return SESSION_FORWARD;
     default:
         return SESSION_FORWARD;
     }
+}
+
+bool session_backend_skips_to_sync(const struct server *s)
+{
+    return s->session.skipping;
 }
 
 /* ---- replies ---- */
@@ -1641,7 +1647,7 @@ static void session_query_done(struct server *s, struct reply_expectation *e)
  * read after the error would wait for a BindComplete that never comes, and every reply after it
  * would be matched to the wrong expectation, on this backend and for its next clients).
  */
-static void session_backend_skips_to_sync(struct server *s)
+static void session_backend_starts_skipping(struct server *s)
 {
     s->session.skipping = true;
 }
@@ -1723,7 +1729,7 @@ bool session_server_inspects(const struct server *s, uint8_t type)
 {
     const struct reply_expectation *e = reply_queue_front(&s->replies);
     if (type == 'E')
-        return true; /* with nothing owed too: see session_backend_skips_to_sync */
+        return true; /* with nothing owed too: see session_backend_starts_skipping */
     if (!e)
         return false;
     switch (type) {
@@ -1762,7 +1768,7 @@ bool session_server_reply(struct server *s, uint8_t type, const uint8_t *body, s
     if (type == 'Z' && !e)
         s->session.skipping = false; /* whatever ended in an error has ended */
     if (type == 'E' && !e) {
-        session_backend_skips_to_sync(s);
+        session_backend_starts_skipping(s);
         return false;
     }
     if (!e)
@@ -1789,7 +1795,7 @@ bool session_server_reply(struct server *s, uint8_t type, const uint8_t *body, s
             session_bind_failed(s, e->stmt, body, len);
         session_skip_to_sync(s);
         if (!reply_queue_front(&s->replies))
-            session_backend_skips_to_sync(s);
+            session_backend_starts_skipping(s);
         return replaced;
     }
     case 'Z':
