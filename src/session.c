@@ -923,7 +923,8 @@ static enum session_step session_query(struct client *c, uint32_t msg_len, bool 
     session_clear_unnamed(c);
     s->session.unnamed_client = 0;
     if (msg_len > SESSION_MAX_SCANNED_QUERY) {
-        if (!reply_queue_push(&s->replies, REPLY_SYNC, NULL))
+        if (!reply_queue_push_item(&s->replies, (struct reply_expectation){ .kind = REPLY_SYNC,
+                                                                             .query = true }))
             return session_out_of_memory(c);
         return SESSION_FORWARD;
     }
@@ -943,14 +944,16 @@ static enum session_step session_query(struct client *c, uint32_t msg_len, bool 
 
     bool reject = reason != PIN_NONE && strcmp(c->worker->cfg->pinning, "reject") == 0;
     if (reject) {
-        if (!reply_queue_push(&s->replies, REPLY_SYNC, NULL) || !session_reject(c, reason, msg_len))
+        if (!reply_queue_push_item(&s->replies, (struct reply_expectation){ .kind = REPLY_SYNC,
+                                                                             .query = true }) ||
+            !session_reject(c, reason, msg_len))
             return session_out_of_memory(c);
         return SESSION_HANDLED;
     }
     if (session_prepared_enabled(c) && session_changes_schema(sql, len, &rules))
         prepared_registry_retire_all(c->worker->prepared);
     struct msgbuf rewritten;
-    struct reply_expectation sync = { .kind = REPLY_SYNC };
+    struct reply_expectation sync = { .kind = REPLY_SYNC, .query = true };
     bool is_rewritten = false;
     msgbuf_init(&rewritten);
     if ((summary.deallocates || summary.forgets_statements) && session_prepared_enabled(c) &&
@@ -1570,7 +1573,8 @@ enum session_step session_client_message(struct client *c, uint8_t type, uint32_
         return session_execute(c, msg_len);
     case 'S':
     case 'F': /* a function call ends with ReadyForQuery, as a Sync does */
-        if (!reply_queue_push(&s->replies, REPLY_SYNC, NULL))
+        if (!reply_queue_push_item(&s->replies, (struct reply_expectation){ .kind = REPLY_SYNC,
+                                                                             .query = type == 'F' }))
             return session_out_of_memory(c);
         return SESSION_FORWARD;
     default:
@@ -1620,13 +1624,40 @@ static void session_undo(struct server *s, struct reply_expectation *e)
  * are undone latest first, as the client made them: a name that a skipped DEALLOCATE took and a
  * skipped Parse then bound again is the client's old statement once both are undone.
  */
+static void session_query_done(struct server *s, struct reply_expectation *e);
+
+/*
+ * A simple Query or function call sent after the messages that failed, before the client's Sync
+ * (all of them already on their way when the error came), is skipped too: PostgreSQL ignores it
+ * and sends no ReadyForQuery for it, so the client is owed one fewer, and without a Sync after it
+ * its batch is still open (as a Flush would leave it). An error in reply to the query itself
+ * (first in the queue) is the query's own, and skips nothing.
+ */
+static bool session_skips(const struct reply_expectation *e, uint32_t index)
+{
+    return e->kind != REPLY_SYNC || (e->query && index > 0);
+}
+
 static void session_skip_to_sync(struct server *s)
 {
-    uint32_t n = 0;
-    while (n < s->replies.count && reply_queue_at(&s->replies, n)->kind != REPLY_SYNC)
+    uint32_t n = 0, queries = 0;
+    while (n < s->replies.count && session_skips(reply_queue_at(&s->replies, n), n))
         n++;
-    for (uint32_t i = n; i-- > 0;)
-        session_undo(s, reply_queue_at(&s->replies, i));
+    for (uint32_t i = n; i-- > 0;) {
+        struct reply_expectation *e = reply_queue_at(&s->replies, i);
+        if (e->kind == REPLY_SYNC) {
+            session_query_done(s, e); /* its commands never ran */
+            queries++;
+        } else {
+            session_undo(s, e);
+        }
+    }
+    struct client *c = s->client;
+    if (c && queries > 0) {
+        c->pending_ready = c->pending_ready > queries ? c->pending_ready - queries : 0;
+        if (n == s->replies.count)
+            c->unsynced = true;
+    }
     while (n-- > 0)
         reply_queue_pop(&s->replies);
 }

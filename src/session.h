@@ -63,6 +63,9 @@ struct reply_expectation {
     struct reply_retag *retags;      /* REPLY_SYNC, REPLY_EXECUTE_OURS: owned, or NULL */
     uint32_t n_retags;
     uint32_t completes;              /* CommandCompletes seen so far */
+    bool query;                      /* REPLY_SYNC: of a simple Query or function call, which
+                                        the backend ignores after an earlier error in an
+                                        unsynced pipeline (no ReadyForQuery then) */
 };
 
 struct reply_queue {

@@ -552,6 +552,32 @@ def query_ignored_after_pipeline_error(t):
     check_equal(a.wire.query_ok("SELECT 'a again'").rows, [("a again",)], "the first client's next query")
 
 
+@test("a simple query sent in the same write as a pipeline that fails before it, ahead of its "
+      "Sync, is ignored as by PostgreSQL: no ReadyForQuery of its own, and the backend goes back "
+      "to the pool after the Sync")
+def query_in_flight_ignored_after_pipeline_error(t):
+    s = transaction_pool(t, query_wait_timeout=5)
+    a = Protocol(s)
+    a.wire.send(harness.parse_message("SELEC 1") + harness.query_message("SELECT 'ignored'") +
+                harness.sync_message())
+    result = a.wire.read_until_ready()
+    check_equal((kinds(result), result.status), (["E", "Z"], "I"), "the bad Parse, then the Sync")
+    # No Sync after the query: the batch stays open until the client sends one.
+    a.wire.send(harness.parse_message("SELEC 2") + harness.query_message("SELECT 'ignored'") +
+                harness.flush_message())
+    kind, _ = a.wire.read_message()
+    check_equal(kind, "E", "reply to the second bad Parse")
+    a.wire.send(harness.sync_message())
+    result = a.wire.read_until_ready()
+    check_equal((kinds(result), result.status), (["Z"], "I"), "the Sync")
+    # The one backend is free again: another client gets it (query_wait_timeout would fail it).
+    b = s.wire()
+    b.login()
+    check_equal(b.query_ok("SELECT 'b'").rows, [("b",)], "another client's query")
+    check_equal(a.wire.query_ok("SELECT 'a again'").rows, [("a again",)],
+                "the first client's next query")
+
+
 @test("Bind with statement and portal names of 1,200 bytes each")
 def bind_long_names(t):
     s = transaction_pool(t)
