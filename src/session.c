@@ -923,8 +923,9 @@ static enum session_step session_query(struct client *c, uint32_t msg_len, bool 
     session_clear_unnamed(c);
     s->session.unnamed_client = 0;
     if (msg_len > SESSION_MAX_SCANNED_QUERY) {
-        if (!reply_queue_push_item(&s->replies, (struct reply_expectation){ .kind = REPLY_SYNC,
-                                                                             .query = true }))
+        if (!reply_queue_push_item(&s->replies, (struct reply_expectation){
+                                      .kind = REPLY_SYNC, .query = true,
+                                      .untracked = s->session.untracked }))
             return session_out_of_memory(c);
         return SESSION_FORWARD;
     }
@@ -944,8 +945,9 @@ static enum session_step session_query(struct client *c, uint32_t msg_len, bool 
 
     bool reject = reason != PIN_NONE && strcmp(c->worker->cfg->pinning, "reject") == 0;
     if (reject) {
-        if (!reply_queue_push_item(&s->replies, (struct reply_expectation){ .kind = REPLY_SYNC,
-                                                                             .query = true }) ||
+        if (!reply_queue_push_item(&s->replies, (struct reply_expectation){
+                                      .kind = REPLY_SYNC, .query = true,
+                                      .untracked = s->session.untracked }) ||
             !session_reject(c, reason, msg_len))
             return session_out_of_memory(c);
         return SESSION_HANDLED;
@@ -953,7 +955,8 @@ static enum session_step session_query(struct client *c, uint32_t msg_len, bool 
     if (session_prepared_enabled(c) && session_changes_schema(sql, len, &rules))
         prepared_registry_retire_all(c->worker->prepared);
     struct msgbuf rewritten;
-    struct reply_expectation sync = { .kind = REPLY_SYNC, .query = true };
+    struct reply_expectation sync = { .kind = REPLY_SYNC, .query = true,
+                                      .untracked = s->session.untracked };
     bool is_rewritten = false;
     msgbuf_init(&rewritten);
     if ((summary.deallocates || summary.forgets_statements) && session_prepared_enabled(c) &&
@@ -1545,8 +1548,31 @@ static enum session_step session_execute(struct client *c, uint32_t msg_len)
     return SESSION_HANDLED;
 }
 
+static enum session_step session_dispatch(struct client *c, uint8_t type, uint32_t msg_len,
+                                          bool in_flight);
+
+/*
+ * Counts the Executes and Describes passed on with no expectation of their own since the last
+ * message that got one: a simple Query or function call behind them in an unsynced pipeline
+ * must tell an error of theirs (after which the backend ignores the query) from its own.
+ */
 enum session_step session_client_message(struct client *c, uint8_t type, uint32_t msg_len,
                                          bool in_flight)
+{
+    struct server *s = c->server;
+    uint32_t before = s->replies.count;
+    enum session_step step = session_dispatch(c, type, msg_len, in_flight);
+    if (step == SESSION_CLOSED || step == SESSION_WAIT)
+        return step;
+    if (s->replies.count != before)
+        s->session.untracked = 0;
+    else if ((type == 'E' || type == 'D') && step != SESSION_ANSWERED && !s->session.skipping)
+        s->session.untracked++;
+    return step;
+}
+
+static enum session_step session_dispatch(struct client *c, uint8_t type, uint32_t msg_len,
+                                          bool in_flight)
 {
     struct server *s = c->server;
 
@@ -1573,8 +1599,9 @@ enum session_step session_client_message(struct client *c, uint8_t type, uint32_
         return session_execute(c, msg_len);
     case 'S':
     case 'F': /* a function call ends with ReadyForQuery, as a Sync does */
-        if (!reply_queue_push_item(&s->replies, (struct reply_expectation){ .kind = REPLY_SYNC,
-                                                                             .query = type == 'F' }))
+        if (!reply_queue_push_item(&s->replies, (struct reply_expectation){
+                                      .kind = REPLY_SYNC, .query = type == 'F',
+                                      .untracked = s->session.untracked }))
             return session_out_of_memory(c);
         return SESSION_FORWARD;
     default:
@@ -1630,12 +1657,20 @@ static void session_query_done(struct server *s, struct reply_expectation *e);
  * A simple Query or function call sent after the messages that failed, before the client's Sync
  * (all of them already on their way when the error came), is skipped too: PostgreSQL ignores it
  * and sends no ReadyForQuery for it, so the client is owed one fewer, and without a Sync after it
- * its batch is still open (as a Flush would leave it). An error in reply to the query itself
- * (first in the queue) is the query's own, and skips nothing.
+ * its batch is still open (as a Flush would leave it). An error with the query first in the
+ * queue is its own, and skips nothing, unless Executes or Describes sent just before it have
+ * not all answered yet (reply_expectation.untracked).
  */
 static bool session_skips(const struct reply_expectation *e, uint32_t index)
 {
-    return e->kind != REPLY_SYNC || (e->query && index > 0);
+    /* first: the query's own error unless Executes or Describes before it still owe replies */
+    return e->kind != REPLY_SYNC || (e->query && (index > 0 || e->untracked > 0));
+}
+
+/* Is type the last reply to an Execute or Describe? */
+static bool session_ends_untracked(uint8_t type)
+{
+    return type == 'C' || type == 'I' || type == 's' || type == 'T' || type == 'n';
 }
 
 static void session_skip_to_sync(struct server *s)
@@ -1763,6 +1798,8 @@ bool session_server_inspects(const struct server *s, uint8_t type)
         return true; /* with nothing owed too: see session_backend_starts_skipping */
     if (!e)
         return false;
+    if (e->untracked > 0 && session_ends_untracked(type))
+        return true;
     switch (type) {
     case '1':
     case '2':
@@ -1796,14 +1833,20 @@ bool session_server_reply(struct server *s, uint8_t type, const uint8_t *body, s
     struct reply_expectation *e = reply_queue_front(&s->replies);
     if (type == 'Z' && body && len == 1 && body[0] == 'I')
         session_forget_portals(&s->session);   /* the transaction is over: its portals too */
-    if (type == 'Z' && !e)
+    if (type == 'Z' && !e) {
         s->session.skipping = false; /* whatever ended in an error has ended */
+        s->session.untracked = 0;
+    }
     if (type == 'E' && !e) {
         session_backend_starts_skipping(s);
         return false;
     }
     if (!e)
         return false;
+    if (e->untracked > 0 && session_ends_untracked(type)) {
+        e->untracked--;   /* an Execute's or Describe's before the query: not the query's */
+        return false;
+    }
     switch (type) {
     case '1':
     case '2':

@@ -66,6 +66,10 @@ struct reply_expectation {
     bool query;                      /* REPLY_SYNC: of a simple Query or function call, which
                                         the backend ignores after an earlier error in an
                                         unsynced pipeline (no ReadyForQuery then) */
+    uint32_t untracked;              /* query: Executes and Describes sent just before it (after
+                                        the last message with an expectation) whose last replies
+                                        (CommandComplete, EmptyQueryResponse, PortalSuspended,
+                                        RowDescription, NoData) are still to come */
 };
 
 struct reply_queue {
@@ -95,6 +99,8 @@ struct session_backend {
                                         skips to Sync, the client's messages pass as is */
     struct session_portal *portals;  /* portals of enum session_command statements */
     size_t n_portals;
+    uint32_t untracked;              /* Executes and Describes passed on since the last message
+                                        given an expectation: see reply_expectation.untracked */
 };
 
 void session_backend_free(struct session_backend *b);

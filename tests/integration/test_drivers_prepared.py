@@ -578,6 +578,32 @@ def query_in_flight_ignored_after_pipeline_error(t):
                 "the first client's next query")
 
 
+@test("a simple query behind an Execute in the same write: ignored after the Execute's error, "
+      "run (and its own error answered) after the Execute's CommandComplete, as by PostgreSQL")
+def query_in_flight_after_execute(t):
+    s = transaction_pool(t, query_wait_timeout=5)
+    a = Protocol(s)
+    a.wire.send(harness.parse_message("SELECT 1") + harness.bind_message(()) +
+                harness.execute_message("missing") + harness.query_message("SELECT 'ignored'") +
+                harness.sync_message())
+    result = a.wire.read_until_ready()
+    check_equal((kinds(result), result.status), (["1", "2", "E", "Z"], "I"),
+                "the Execute's error, then the Sync")
+    a.wire.send(harness.parse_message("SELECT 1") + harness.bind_message(()) +
+                harness.execute_message() + harness.query_message("SELEC 1") +
+                harness.sync_message())
+    result = a.wire.read_until_ready()
+    check_equal(kinds(result), ["1", "2", "D", "C", "E", "Z"], "the Execute, then the query's error")
+    result = a.wire.read_until_ready()
+    check_equal((kinds(result), result.status), (["Z"], "I"), "the Sync")
+    # The one backend is free again: another client gets it (query_wait_timeout would fail it).
+    b = s.wire()
+    b.login()
+    check_equal(b.query_ok("SELECT 'b'").rows, [("b",)], "another client's query")
+    check_equal(a.wire.query_ok("SELECT 'a again'").rows, [("a again",)],
+                "the first client's next query")
+
+
 @test("Bind with statement and portal names of 1,200 bytes each")
 def bind_long_names(t):
     s = transaction_pool(t)
