@@ -794,8 +794,19 @@ bool prepared_client_set_unnamed(struct prepared_client *client,
     memcpy(u->definition, parse->definition, parse->definition_len);
     u->len = parse->definition_len;
     u->serial = ++client->last_serial;
+    u->defined = u->serial;
     u->command = command;
     return true;
+}
+
+void prepared_client_restore_unnamed(struct prepared_client *client, uint64_t serial,
+                                     uint8_t command)
+{
+    struct prepared_unnamed *u = &client->unnamed;
+    if (serial == 0 || u->serial != 0 || u->defined != serial)
+        return;
+    u->serial = serial;
+    u->command = command;
 }
 
 void prepared_client_clear_unnamed(struct prepared_client *client)

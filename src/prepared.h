@@ -141,6 +141,7 @@ struct prepared_unnamed {
     size_t len;
     size_t cap;
     uint64_t serial;                /* which Parse made it (a client serial); 0: none */
+    uint64_t defined;               /* which Parse's definition is held, cleared or not */
     uint8_t command;                /* as in prepared_statement */
 };
 
@@ -209,6 +210,13 @@ bool prepared_client_set_unnamed(struct prepared_client *client,
                                  const struct prepared_parse *parse, uint8_t command);
 /* Close of the unnamed statement, or a simple Query (which destroys it). */
 void prepared_client_clear_unnamed(struct prepared_client *client);
+/*
+ * A simple Query that cleared the unnamed statement made by Parse serial (command) was skipped
+ * by the backend (an earlier error in the pipeline): the statement is the client's again, unless
+ * a later Parse of the unnamed statement has replaced its definition since.
+ */
+void prepared_client_restore_unnamed(struct prepared_client *client, uint64_t serial,
+                                     uint8_t command);
 /* Parse message of the client's unnamed statement, for a backend that lost it. */
 void prepared_build_unnamed_parse(struct msgbuf *out, const struct prepared_client *client);
 size_t prepared_client_count(const struct prepared_client *client);

@@ -919,12 +919,17 @@ static enum session_step session_query(struct client *c, uint32_t msg_len, bool 
     const char *sql;
     struct pinning_summary summary;
 
-    /* A simple query destroys the unnamed statement, the client's as much as the backend's. */
+    /* A simple query destroys the unnamed statement, the client's as much as the backend's
+     * (kept in the expectation: the backend may skip the query, see session_skip_to_sync). */
+    uint64_t unnamed_serial = c->prepared ? c->prepared->unnamed.serial : 0;
+    uint8_t unnamed_command = c->prepared ? c->prepared->unnamed.command : 0;
     session_clear_unnamed(c);
     s->session.unnamed_client = 0;
     if (msg_len > SESSION_MAX_SCANNED_QUERY) {
         if (!reply_queue_push_item(&s->replies, (struct reply_expectation){
                                       .kind = REPLY_SYNC, .query = true,
+                                      .unnamed_serial = unnamed_serial,
+                                      .unnamed_command = unnamed_command,
                                       .untracked = s->session.untracked }))
             return session_out_of_memory(c);
         return SESSION_FORWARD;
@@ -947,6 +952,8 @@ static enum session_step session_query(struct client *c, uint32_t msg_len, bool 
     if (reject) {
         if (!reply_queue_push_item(&s->replies, (struct reply_expectation){
                                       .kind = REPLY_SYNC, .query = true,
+                                      .unnamed_serial = unnamed_serial,
+                                      .unnamed_command = unnamed_command,
                                       .untracked = s->session.untracked }) ||
             !session_reject(c, reason, msg_len))
             return session_out_of_memory(c);
@@ -956,6 +963,8 @@ static enum session_step session_query(struct client *c, uint32_t msg_len, bool 
         prepared_registry_retire_all(c->worker->prepared);
     struct msgbuf rewritten;
     struct reply_expectation sync = { .kind = REPLY_SYNC, .query = true,
+                                      .unnamed_serial = unnamed_serial,
+                                      .unnamed_command = unnamed_command,
                                       .untracked = s->session.untracked };
     bool is_rewritten = false;
     msgbuf_init(&rewritten);
@@ -1561,13 +1570,19 @@ enum session_step session_client_message(struct client *c, uint8_t type, uint32_
 {
     struct server *s = c->server;
     uint32_t before = s->replies.count;
+    bool skipping = s->session.skipping;
     enum session_step step = session_dispatch(c, type, msg_len, in_flight);
     if (step == SESSION_CLOSED || step == SESSION_WAIT)
         return step;
-    if (s->replies.count != before)
+    bool pushed = s->replies.count != before;
+    /* What sluice queues for an Execute or Describe goes before it (a Parse of the statement
+     * evicted from this backend), except the Execute of a command sluice runs itself. */
+    bool own = pushed && type == 'E' &&
+               reply_queue_at(&s->replies, s->replies.count - 1)->kind == REPLY_EXECUTE_OURS;
+    if ((type == 'E' || type == 'D') && !own && step != SESSION_ANSWERED && !skipping)
+        s->session.untracked = pushed ? 1 : s->session.untracked + 1;
+    else if (pushed)
         s->session.untracked = 0;
-    else if ((type == 'E' || type == 'D') && step != SESSION_ANSWERED && !s->session.skipping)
-        s->session.untracked++;
     return step;
 }
 
@@ -1682,6 +1697,9 @@ static void session_skip_to_sync(struct server *s)
         struct reply_expectation *e = reply_queue_at(&s->replies, i);
         if (e->kind == REPLY_SYNC) {
             session_query_done(s, e); /* its commands never ran */
+            if (s->client && s->client->prepared)
+                prepared_client_restore_unnamed(s->client->prepared, e->unnamed_serial,
+                                                e->unnamed_command);
             queries++;
         } else {
             session_undo(s, e);

@@ -66,6 +66,9 @@ struct reply_expectation {
     bool query;                      /* REPLY_SYNC: of a simple Query or function call, which
                                         the backend ignores after an earlier error in an
                                         unsynced pipeline (no ReadyForQuery then) */
+    uint64_t unnamed_serial;         /* query: the client's unnamed statement it cleared (its
+                                        Parse's serial, 0: none), back if the query is skipped */
+    uint8_t unnamed_command;
     uint32_t untracked;              /* query: Executes and Describes sent just before it (after
                                         the last message with an expectation) whose last replies
                                         (CommandComplete, EmptyQueryResponse, PortalSuspended,

@@ -604,6 +604,44 @@ def query_in_flight_after_execute(t):
                 "the first client's next query")
 
 
+@test("a simple query the backend skips after an error in its pipeline leaves the client its "
+      "unnamed statement, as in PostgreSQL, even after another client's query on the backend")
+def skipped_query_keeps_unnamed(t):
+    s = transaction_pool(t, query_wait_timeout=5)
+    a = Protocol(s)
+    # The Bind fails (08P01, one parameter too many): the query behind it is skipped.
+    a.wire.send(harness.parse_message("SELECT $1::int + 1") + harness.bind_message((1, 2)) +
+                harness.query_message("SELECT 'ignored'") + harness.sync_message())
+    result = a.wire.read_until_ready()
+    check_equal(kinds(result), ["1", "E", "Z"], "the Parse, the Bind's error, the Sync")
+    b = s.wire()
+    b.login()
+    check_equal(b.query_ok("SELECT 'b'").rows, [("b",)], "another client's query, same backend")
+    a.wire.send(harness.bind_message((5,)) + harness.execute_message() + harness.sync_message())
+    result = a.wire.read_until_ready()
+    check_equal((kinds(result), result.rows), (["2", "D", "C", "Z"], [("6",)]),
+                "a Bind of the unnamed statement the skipped query left")
+
+
+@test("a Describe of a statement sluice prepares again, an Execute that fails and a simple query, "
+      "in one write: the query is skipped, as by PostgreSQL, and the replies stay in step")
+def query_after_describe_of_evicted_statement(t):
+    s = transaction_pool(t, query_wait_timeout=5, max_prepared_statements=1)
+    a = Protocol(s)
+    for name, sql in (("s1", "SELECT 1"), ("s2", "SELECT 2")):   # s2 evicts s1 on the backend
+        a.wire.send(harness.parse_message(sql, name) + harness.sync_message())
+        check_equal(kinds(a.wire.read_until_ready()), ["1", "Z"], f"Parse {name}")
+    a.wire.send(harness.describe_message("S", "s1") + harness.execute_message("missing") +
+                harness.query_message("SELECT 'ignored'") + harness.sync_message())
+    result = a.wire.read_until_ready()
+    check_equal((kinds(result), result.status), (["t", "T", "E", "Z"], "I"),
+                "the Describe, the Execute's error, the Sync")
+    check_equal(a.wire.query_ok("SELECT 'next'").rows, [("next",)], "the next query's replies")
+    b = s.wire()
+    b.login()
+    check_equal(b.query_ok("SELECT 'b'").rows, [("b",)], "another client's query")
+
+
 @test("Bind with statement and portal names of 1,200 bytes each")
 def bind_long_names(t):
     s = transaction_pool(t)
