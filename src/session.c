@@ -740,6 +740,12 @@ static const char *session_command_tag(uint8_t command)
     return "";
 }
 
+/* DISCARD ALL (as RESET ALL) after an Execute in an unsynced pipeline: see session_apply_command */
+#define SESSION_DISCARD_IN_PIPELINE_SQL                                                         \
+    "DO $sluice$BEGIN IF pg_catalog.transaction_timestamp() < pg_catalog.statement_timestamp() " \
+    "THEN RAISE EXCEPTION USING ERRCODE = '25001', "                                           \
+    "MESSAGE = 'DISCARD ALL cannot be executed within a pipeline'; END IF; RESET ALL; END$sluice$"
+
 static void session_append_text(struct msgbuf *out, const char *text)
 {
     msgbuf_append(out, text, strlen(text));
@@ -805,6 +811,13 @@ static void session_apply_command(struct client *c, enum session_command command
         }
         session_take_statements(c, taken);
         /* the settings it resets are followed by session_note_statement, as for RESET ALL */
+        if (s->session.executed) {
+            /* After an Execute in the client's unsynced pipeline Postgres refuses DISCARD ALL
+             * (25001) unless that transaction has ended since (an Execute of COMMIT): the
+             * transaction then started with this query, at its statement timestamp. */
+            session_append_text(sql, SESSION_DISCARD_IN_PIPELINE_SQL);
+            return;
+        }
         session_append_text(sql, "RESET ALL");
         return;
     case SESSION_COMMAND_NONE:
@@ -1583,6 +1596,10 @@ enum session_step session_client_message(struct client *c, uint8_t type, uint32_
         s->session.untracked = pushed ? 1 : s->session.untracked + 1;
     else if (pushed)
         s->session.untracked = 0;
+    if (type == 'E' && step != SESSION_ANSWERED && !skipping)
+        s->session.executed = true;
+    else if (type == 'S' || type == 'Q' || type == 'F')
+        s->session.executed = false;
     return step;
 }
 
@@ -1854,6 +1871,7 @@ bool session_server_reply(struct server *s, uint8_t type, const uint8_t *body, s
     if (type == 'Z' && !e) {
         s->session.skipping = false; /* whatever ended in an error has ended */
         s->session.untracked = 0;
+        s->session.executed = false;
     }
     if (type == 'E' && !e) {
         session_backend_starts_skipping(s);

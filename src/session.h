@@ -104,6 +104,8 @@ struct session_backend {
     size_t n_portals;
     uint32_t untracked;              /* Executes and Describes passed on since the last message
                                         given an expectation: see reply_expectation.untracked */
+    bool executed;                   /* an Execute passed on since the client's last Sync or
+                                        simple query: a pipeline, for DISCARD ALL */
 };
 
 void session_backend_free(struct session_backend *b);

@@ -642,6 +642,40 @@ def query_after_describe_of_evicted_statement(t):
     check_equal(b.query_ok("SELECT 'b'").rows, [("b",)], "another client's query")
 
 
+@test("a simple DISCARD ALL after an Execute in an unsynced pipeline fails with 25001, as in "
+      "PostgreSQL, and leaves the client its statements; after an Execute of COMMIT it runs")
+def discard_all_in_pipeline(t):
+    s = transaction_pool(t)
+    a = Protocol(s)
+    a.wire.send(harness.parse_message("SELECT 41 + $1::int", "s1") + harness.sync_message())
+    check_equal(kinds(a.wire.read_until_ready()), ["1", "Z"], "Parse s1")
+    a.wire.send(harness.parse_message("SELECT 1") + harness.bind_message(()) +
+                harness.execute_message() + harness.query_message("DISCARD ALL") +
+                harness.sync_message())
+    result = a.wire.read_until_ready()
+    check_equal((kinds(result), [e.get("C") for e in result.errors]),
+                (["1", "2", "D", "C", "E", "Z"], ["25001"]), "DISCARD ALL in the pipeline")
+    check_equal(kinds(a.wire.read_until_ready()), ["Z"], "the Sync")
+    a.wire.send(harness.bind_message((1,), statement="s1") + harness.execute_message() +
+                harness.sync_message())
+    result = a.wire.read_until_ready()
+    check_equal((kinds(result), result.rows), (["2", "D", "C", "Z"], [("42",)]),
+                "s1, which the refused DISCARD ALL left")
+    # An Execute of COMMIT ends the pipeline's transaction: DISCARD ALL then runs.
+    a.wire.send(harness.parse_message("SELECT 1") + harness.bind_message(()) +
+                harness.execute_message() + harness.parse_message("COMMIT") +
+                harness.bind_message(()) + harness.execute_message() +
+                harness.query_message("DISCARD ALL") + harness.sync_message())
+    result = a.wire.read_until_ready()
+    check_equal([kind for kind in kinds(result) if kind not in "NS"],
+                ["1", "2", "D", "C", "1", "2", "C", "C", "Z"], "DISCARD ALL after COMMIT")
+    check_equal(kinds(a.wire.read_until_ready()), ["Z"], "the Sync")
+    a.wire.send(harness.bind_message((1,), statement="s1") + harness.sync_message())
+    result = a.wire.read_until_ready()
+    check_equal((kinds(result), [e.get("C") for e in result.errors]), (["E", "Z"], ["26000"]),
+                "s1 after DISCARD ALL ran")
+
+
 @test("Bind with statement and portal names of 1,200 bytes each")
 def bind_long_names(t):
     s = transaction_pool(t)
