@@ -1751,6 +1751,7 @@ static void session_query_done(struct server *s, struct reply_expectation *e)
 static void session_backend_starts_skipping(struct server *s)
 {
     s->session.skipping = true;
+    s->session.untracked = 0; /* skipped: they owe nothing now */
 }
 
 /*
@@ -1832,7 +1833,7 @@ bool session_server_inspects(const struct server *s, uint8_t type)
     if (type == 'E')
         return true; /* with nothing owed too: see session_backend_starts_skipping */
     if (!e)
-        return false;
+        return s->session.untracked > 0 && session_ends_untracked(type);
     if (e->untracked > 0 && session_ends_untracked(type))
         return true;
     switch (type) {
@@ -1877,8 +1878,12 @@ bool session_server_reply(struct server *s, uint8_t type, const uint8_t *body, s
         session_backend_starts_skipping(s);
         return false;
     }
-    if (!e)
+    if (!e) {
+        /* An Execute's or Describe's, answered before a query behind it is queued. */
+        if (s->session.untracked > 0 && session_ends_untracked(type))
+            s->session.untracked--;
         return false;
+    }
     if (e->untracked > 0 && session_ends_untracked(type)) {
         e->untracked--;   /* an Execute's or Describe's before the query: not the query's */
         return false;

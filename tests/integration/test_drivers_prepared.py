@@ -676,6 +676,21 @@ def discard_all_in_pipeline(t):
                 "s1 after DISCARD ALL ran")
 
 
+@test("DEALLOCATE ALL by a simple query behind a Describe, after an Execute answered at a Flush: "
+      "tagged DEALLOCATE ALL, as by PostgreSQL")
+def deallocate_query_after_answered_execute(t):
+    s = transaction_pool(t)
+    a = Protocol(s)
+    a.wire.send(harness.parse_message("SELECT 1") + harness.bind_message((), portal="p1") +
+                harness.execute_message("p1") + harness.flush_message())
+    got = [a.wire.read_message()[0] for _ in range(4)]
+    check_equal(got, ["1", "2", "D", "C"], "the Execute, read after the Flush")
+    a.wire.send(harness.describe_message("P", "p1") + harness.query_message("DEALLOCATE ALL"))
+    result = a.wire.read_until_ready()
+    check_equal((kinds(result), result.tags), (["T", "C", "Z"], ["DEALLOCATE ALL"]),
+                "the Describe, then DEALLOCATE ALL")
+
+
 @test("Bind with statement and portal names of 1,200 bytes each")
 def bind_long_names(t):
     s = transaction_pool(t)
