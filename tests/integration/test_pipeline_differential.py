@@ -1,8 +1,11 @@
 """A differential test of the protocol under transaction pooling: seeded random sessions of the
 extended protocol (named and unnamed Parse, Bind, Describe, Execute with and without a row limit,
-Close, pipelines read in parts after a Flush, Sync) and the simple protocol (multi-statement
-queries, BEGIN/COMMIT/ROLLBACK whose transactions span Syncs, DEALLOCATE [ALL] and DISCARD ALL by
-either protocol), with statements that succeed and that fail at Parse, at Bind and at Execute.
+portals of rows left suspended and executed, described or closed again, in the same batch or
+later ones, Close, pipelines read in parts after a Flush, Sync) and the simple protocol
+(multi-statement queries, BEGIN/COMMIT/ROLLBACK whose transactions span Syncs, DEALLOCATE [ALL]
+and DISCARD ALL by either protocol, and a Query ending an unsynced batch of the extended protocol,
+which PostgreSQL runs, or ignores after an error earlier in the batch, with or without a Sync
+after it), with statements that succeed and that fail at Parse, at Bind and at Execute.
 Each script runs on PostgreSQL itself and then through sluice with a small pool, several clients
 taking turns on its backends and few prepared statements per backend (so that sluice closes and
 prepares statements again behind the clients), and every client must receive the same replies.
@@ -30,7 +33,10 @@ What the scripts never do:
 - what sluice does not follow: a Bind or Describe of the unnamed statement after a Parse or
   Close of it was skipped after an error (PostgreSQL keeps the one before; sluice cannot tell
   a skipped Parse from one that failed, which drops it, without a reply of its own to every
-  Execute and Describe, and forgets it); a simple Query in the middle of an unfinished pipeline;
+  Execute and Describe, and forgets it); extended messages after a simple Query in the same
+  unsynced batch (a Query comes last, before a Sync or nothing: a Query that fails inside a
+  transaction block leaves it failed, and the messages after it could then Execute a portal
+  bound before, which crashes PostgreSQL, see below, or Describe a statement there);
 - what crashes PostgreSQL 15.18 itself: in a failed transaction, an Execute or Describe of a
   portal bound before it failed (the backend dies with SIGSEGV).
 
@@ -39,6 +45,7 @@ messages sent so far (nothing more after an ErrorResponse until the Sync); after
 Query, up to the ReadyForQuery. A divergence names the seed, the client, the step, the messages
 sent at that step and the steps before it with their replies. SLUICE_IT_DIFF_SEEDS=FIRST-LAST
 runs other seeds, SLUICE_IT_DIFF_CONTEXT=N shows N steps before a divergence.
+SLUICE_IT_DIFF_LONG_SEEDS=FIRST-LAST: the seeds of the longer scripts of four clients.
 """
 
 import os
@@ -54,7 +61,10 @@ test = suite.test
 
 SEED_RANGE = os.environ.get("SLUICE_IT_DIFF_SEEDS", "1-8").split("-")
 SEEDS = tuple(range(int(SEED_RANGE[0]), int(SEED_RANGE[-1]) + 1))
+LONG_RANGE = os.environ.get("SLUICE_IT_DIFF_LONG_SEEDS", "1-3").split("-")
+LONG_SEEDS = tuple(range(int(LONG_RANGE[0]), int(LONG_RANGE[-1]) + 1))
 STEPS_PER_SEED = 110          # a step: one client sends a batch and reads what it is owed
+LONG_STEPS = 260
 READ_TIMEOUT = 10 * harness.TIMEOUT_SCALE
 # How many steps before a divergence its report shows (more, to study one).
 CONTEXT_STEPS = int(os.environ.get("SLUICE_IT_DIFF_CONTEXT", "8"))
@@ -217,13 +227,17 @@ class Client:
         """Reads every reply owed for the messages sent; returns [(compared, shown)]."""
         replies = []
         owed, self.owed = self.owed, []
-        for kind, note in owed:
+        for number, (kind, note) in enumerate(owed):
+            if self.skipping and kind != "S":
+                # After an error PostgreSQL ignores everything up to the Sync, a simple Query
+                # too: no ReadyForQuery for it, and without a Sync after it the batch is open.
+                self.settle(note, None)
+                if kind == "Q" and number == len(owed) - 1:
+                    self.unsynced = True
+                continue
             if kind == "Q":
                 self.statements.pop("", None)   # a query destroys the unnamed statement
                 self.unnamed_unsure = False
-            if self.skipping and kind not in ("S", "Q"):
-                self.settle(note, None)
-                continue
             if kind == "S":
                 self.skipping = False
             while True:
@@ -323,10 +337,11 @@ class Script:
         return (("B", harness.bind_message(values, portal=portal, statement=name), None),
                 f"Bind {portal or '-'} {name or '-'} {values}")
 
-    def execute(self, portal=None):
+    def execute(self, portal=None, max_rows=None):
         if portal is None:
             portal = self.rng.choice(PORTALS)
-        max_rows = self.rng.choice((0, 0, 0, 1, 2))
+        if max_rows is None:
+            max_rows = self.rng.choice((0, 0, 0, 1, 2))
         return (("E", harness.execute_message(portal, max_rows), None),
                 f"Execute {portal or '-'}{f' max {max_rows}' if max_rows else ''}")
 
@@ -381,9 +396,41 @@ class Script:
                 items.append(self.execute())
             elif roll < 0.87:
                 items.append(self.describe(client))
-            else:
+            elif roll < 0.95:
                 items.append(self.close())
+            else:
+                items.extend(self.suspended(client))
         return items
+
+    def suspended(self, client):
+        """A portal of rows left suspended by an Execute with a row limit, maybe executed again,
+        described or closed in the same batch (later batches may go on with it)."""
+        rng = self.rng
+        name = rng.choice(NAMES + ("",))
+        portal = rng.choice(PORTALS)
+        sql, params = rng.choice((STATEMENTS[2], STATEMENTS[3]))
+        self.batch[name] = params
+        items = [(("P", harness.parse_message(sql, name), ("parse", name, params)),
+                  f"Parse {name or '-'} {sql!r}"),
+                 self.bind(client, portal, name)]
+        for _ in range(rng.randint(1, 3)):
+            roll = rng.random()
+            if roll < 0.6:
+                items.append(self.execute(portal, max_rows=rng.choice((1, 1, 2, 0))))
+            elif roll < 0.8:
+                items.append((("DP", harness.describe_message("P", portal), None),
+                              f"Describe P {portal or '-'}"))
+            else:
+                items.append((("C", close_message("P", portal), None), f"Close P {portal or '-'}"))
+        return items
+
+    def query_in_pipeline(self, client):
+        """A simple Query that ends a batch of the extended protocol before its Sync: PostgreSQL
+        runs it (committing what the pipeline did outside a transaction block), or ignores it
+        after an error in the batch."""
+        sql = self.rng.choice(QUERIES).format(key=self.value(client, "key"),
+                                              name=self.rng.choice(NAMES))
+        return (("Q", harness.query_message(sql), None), f"Query {sql!r}")
 
     def next_step(self, client):
         """[((owed kind, bytes), shown)] for the client's next batch."""
@@ -396,6 +443,10 @@ class Script:
                 sql = rng.choice(("COMMIT", "ROLLBACK"))
             return [(("Q", harness.query_message(sql), None), f"Query {sql!r}")]
         items = self.extended_messages(client)
+        if rng.random() < 0.08:
+            items.append(self.query_in_pipeline(client))
+            if rng.random() < 0.5:
+                return items
         if client.unsynced and rng.random() < 0.4 or rng.random() < 0.6:
             items.append((("S", harness.sync_message(), None), "Sync"))
         else:
@@ -411,7 +462,7 @@ def prepare_tables(t):
                   "ALTER TABLE diff_div OWNER TO app; ALTER TABLE diff_uniq OWNER TO app")
 
 
-def run_script(t, endpoint, seed, n_clients, pool_size, reference=None):
+def run_script(t, endpoint, seed, n_clients, pool_size, reference=None, n_steps=STEPS_PER_SEED):
     """Runs seed's script; returns its steps [(client, shown, replies)]. With a reference (the
     steps PostgreSQL gave), stops at the first step that differs and fails, saying where."""
     t.cluster.sql("TRUNCATE diff_uniq")
@@ -434,7 +485,7 @@ def run_script(t, endpoint, seed, n_clients, pool_size, reference=None):
             compare_step(seed, reference, steps)
 
     try:
-        for _ in range(STEPS_PER_SEED):
+        for _ in range(n_steps):
             client = script.pick_client(clients)
             one_step(client, script.next_step(client))
         # Those holding a backend end first: the others' last queries may need it.
@@ -475,15 +526,16 @@ def compare_step(seed, reference, steps):
     raise TestFailure("\n".join(lines))
 
 
-def differential(t, n_clients, pool_size, max_prepared_statements):
+def differential(t, n_clients, pool_size, max_prepared_statements, seeds=SEEDS,
+                 steps=STEPS_PER_SEED):
     prepare_tables(t)
     direct = harness.DirectEndpoint(t.cluster)
     pooled = t.sluice(settings={"pool_mode": "transaction",
                                 "max_prepared_statements": max_prepared_statements},
                       databases={"appdb": t.cluster.database_line(pool_size=pool_size)})
     messages = 0
-    for seed in SEEDS:
-        reference = run_script(t, direct, seed, n_clients, pool_size)
+    for seed in seeds:
+        reference = run_script(t, direct, seed, n_clients, pool_size, n_steps=steps)
         messages += sum(len(shown.split("; ")) for _, shown, _ in reference)
         for step, (_, shown, replies) in enumerate(reference):
             if replies and replies[-1][0][0] in ("timeout", "closed"):
@@ -494,8 +546,8 @@ def differential(t, n_clients, pool_size, max_prepared_statements):
                     lines.append(f"  step {earlier}, client {client}: {text}")
                     lines.append("      -> " + " | ".join(reply for _, reply in got))
                 raise TestFailure("\n".join(lines))
-        run_script(t, pooled, seed, n_clients, pool_size, reference)
-    t.note(f"{len(SEEDS)} seeds of {STEPS_PER_SEED} steps ({messages} messages), {n_clients} "
+        run_script(t, pooled, seed, n_clients, pool_size, reference, n_steps=steps)
+    t.note(f"{len(seeds)} seeds of {steps} steps ({messages} messages), {n_clients} "
            f"clients, pool_size {pool_size}, max_prepared_statements {max_prepared_statements}")
 
 
@@ -509,6 +561,13 @@ def two_clients_one_backend(t):
       "client gets the replies PostgreSQL gives it", timeout=180)
 def three_clients_two_backends(t):
     differential(t, n_clients=3, pool_size=2, max_prepared_statements=2)
+
+
+@test("longer random pipelines of 4 clients on 2 backends keeping 2 prepared statements each: "
+      "every client gets the replies PostgreSQL gives it", timeout=180)
+def four_clients_two_backends(t):
+    differential(t, n_clients=4, pool_size=2, max_prepared_statements=2, seeds=LONG_SEEDS,
+                 steps=LONG_STEPS)
 
 
 if __name__ == "__main__":
