@@ -814,7 +814,9 @@ static void session_apply_command(struct client *c, enum session_command command
         if (s->session.executed) {
             /* After an Execute in the client's unsynced pipeline Postgres refuses DISCARD ALL
              * (25001) unless that transaction has ended since (an Execute of COMMIT): the
-             * transaction then started with this query, at its statement timestamp. */
+             * transaction then started with this query, at its statement timestamp. (An
+             * Execute of an empty query does not count in Postgres; sluice cannot tell one
+             * from the message, so after only such Executes it refuses where Postgres runs.) */
             session_append_text(sql, SESSION_DISCARD_IN_PIPELINE_SQL);
             return;
         }
