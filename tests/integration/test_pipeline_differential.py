@@ -387,6 +387,10 @@ class Script:
                 portal = rng.choice(PORTALS)
                 name = rng.choice(NAMES + ("",))
                 items.append(self.parse(client, name))
+                if not failed and rng.random() < 0.2:
+                    # the statement just parsed (maybe evicted again by sluice already)
+                    items.append((("DS", harness.describe_message("S", name), None),
+                                  f"Describe S {name or '-'}"))
                 items.append(self.bind(client, portal, name))
                 if rng.random() < 0.3:
                     items.append((("DP", harness.describe_message("P", portal), None),
