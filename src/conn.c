@@ -224,14 +224,10 @@ bool conn_release_buffers(struct conn *conn)
     return true;
 }
 
-/*
- * Makes the buffers of a connection that gave them up again, before anything reads into or
- * writes onto them. false if out of memory: the failure then surfaces through the read path.
- */
-static bool conn_wake(struct conn *conn)
+/* The input and output buffers (plain: the output is what goes on the wire); false if out of
+ * memory, with neither made. */
+static bool conn_make_buffers(struct conn *conn)
 {
-    if (conn->in || !conn->open)
-        return true;
     conn->in = evbuffer_new();
     conn->out = evbuffer_new();
     if (!conn->in || !conn->out) {
@@ -240,10 +236,24 @@ static bool conn_wake(struct conn *conn)
         if (conn->out)
             evbuffer_free(conn->out);
         conn->in = conn->out = NULL;
-        conn_fail_later(conn, ENOMEM);
         return false;
     }
     conn->wire = conn->out;
+    return true;
+}
+
+/*
+ * Makes the buffers of a connection that gave them up again, before anything reads into or
+ * writes onto them. false if out of memory: the failure then surfaces through the read path.
+ */
+static bool conn_wake(struct conn *conn)
+{
+    if (conn->in || !conn->open)
+        return true;
+    if (!conn_make_buffers(conn)) {
+        conn_fail_later(conn, ENOMEM);
+        return false;
+    }
     return true;
 }
 
@@ -265,17 +275,8 @@ static void conn_init_common(struct conn *conn, struct event_base *base, struct 
 
 static int conn_attach(struct conn *conn, evutil_socket_t fd)
 {
-    conn->in = evbuffer_new();
-    conn->out = evbuffer_new();
-    if (!conn->in || !conn->out) {
-        if (conn->in)
-            evbuffer_free(conn->in);
-        if (conn->out)
-            evbuffer_free(conn->out);
-        conn->in = conn->out = NULL;
+    if (!conn_make_buffers(conn))
         return -1;
-    }
-    conn->wire = conn->out;
     conn->fd = fd;
     event_assign(&conn->read_event, conn->base, fd, EV_READ | EV_PERSIST, conn_read_cb, conn);
     conn->open = true;

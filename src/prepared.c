@@ -669,16 +669,24 @@ void prepared_client_unbind(struct prepared_client *client, uint64_t serial)
     }
 }
 
+/* Takes name out of the client's table: its entry (and hash), or NULL if it has no such name. */
+static struct client_name *client_detach(struct prepared_client *client, const char *name,
+                                         uint64_t *hash)
+{
+    size_t i = client_find(client, name, hash);
+    if (i == NOT_FOUND)
+        return NULL;
+    struct client_name *entry = client->names.slots[i].item;
+    table_remove_at(&client->names, i);
+    return entry;
+}
+
 bool prepared_client_remove(struct prepared_client *client, const char *name)
 {
     uint64_t hash;
-    size_t i = client_find(client, name, &hash);
-    struct client_name *entry;
-
-    if (i == NOT_FOUND)
+    struct client_name *entry = client_detach(client, name, &hash);
+    if (entry == NULL)
         return false;
-    entry = client->names.slots[i].item;
-    table_remove_at(&client->names, i);
     client_name_free(entry);
     return true;
 }
@@ -715,13 +723,9 @@ bool prepared_client_take(struct prepared_client *client, const char *name,
                           struct prepared_taken **taken)
 {
     uint64_t hash;
-    size_t i = client_find(client, name, &hash);
-    struct client_name *entry;
-
-    if (i == NOT_FOUND)
+    struct client_name *entry = client_detach(client, name, &hash);
+    if (entry == NULL)
         return false;
-    entry = client->names.slots[i].item;
-    table_remove_at(&client->names, i);
     taken_keep(taken, hash, entry);
     return true;
 }
