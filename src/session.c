@@ -757,20 +757,54 @@ static void session_append_text(struct msgbuf *out, const char *text)
  * encoding, so nothing in it can end a literal or a dollar quote; message_format itself must
  * hold neither a quote nor a dollar sign.
  */
-static void session_build_raise_sql(struct msgbuf *out, const char *sqlstate,
-                                    const char *message_format, const char *name)
+/* name as an SQL expression: hex-encoded, read in the client's encoding */
+static void session_append_name_expression(struct msgbuf *out, const char *name)
 {
     static const char digits[] = "0123456789abcdef";
-    session_append_text(out, "DO $sluice$BEGIN RAISE EXCEPTION USING ERRCODE = '");
-    msgbuf_append(out, sqlstate, strlen(sqlstate));
-    session_append_text(out, "', MESSAGE = pg_catalog.format('");
-    msgbuf_append(out, message_format, strlen(message_format));
-    session_append_text(out, "', pg_catalog.convert_from(pg_catalog.decode('");
+    session_append_text(out, "pg_catalog.convert_from(pg_catalog.decode('");
     for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
         char pair[2] = { digits[*p >> 4], digits[*p & 15] };
         msgbuf_append(out, pair, 2);
     }
-    session_append_text(out, "', 'hex'), pg_catalog.pg_client_encoding())); END$sluice$");
+    session_append_text(out, "', 'hex'), pg_catalog.pg_client_encoding())");
+}
+
+/* The RAISE of session_build_raise_sql, without DO around it. */
+static void session_append_raise(struct msgbuf *out, const char *sqlstate,
+                                 const char *message_format, const char *name)
+{
+    session_append_text(out, "RAISE EXCEPTION USING ERRCODE = '");
+    msgbuf_append(out, sqlstate, strlen(sqlstate));
+    session_append_text(out, "', MESSAGE = pg_catalog.format('");
+    msgbuf_append(out, message_format, strlen(message_format));
+    session_append_text(out, "', ");
+    session_append_name_expression(out, name);
+    session_append_text(out, ");");
+}
+
+static void session_build_raise_sql(struct msgbuf *out, const char *sqlstate,
+                                    const char *message_format, const char *name)
+{
+    session_append_text(out, "DO $sluice$BEGIN ");
+    session_append_raise(out, sqlstate, message_format, name);
+    session_append_text(out, " END$sluice$");
+}
+
+/*
+ * A command portal executed again: 55000 while the backend still holds the client's portal (its
+ * Bind made it there), 34000 once the transaction that made it has ended (an Execute of COMMIT
+ * further on in the pipeline), as Postgres answers.
+ */
+static void session_build_portal_done_sql(struct msgbuf *out, const char *portal)
+{
+    session_append_text(out, "DO $sluice$BEGIN IF EXISTS (SELECT FROM pg_catalog.pg_cursors "
+                             "WHERE name = ");
+    session_append_name_expression(out, portal);
+    session_append_text(out, ") THEN ");
+    session_append_raise(out, "55000", "portal \"%s\" cannot be run", portal);
+    session_append_text(out, " ELSE ");
+    session_append_raise(out, "34000", "portal \"%s\" does not exist", portal);
+    session_append_text(out, " END IF; END$sluice$");
 }
 
 /*
@@ -1551,7 +1585,7 @@ static enum session_step session_execute(struct client *c, uint32_t msg_len)
     if (p->done) {
         /* Its command ran (or the backend skipped it, and the transaction failed, where the
          * backend refuses this one with 25P02 as PostgreSQL would). */
-        session_build_raise_sql(&sql, "55000", "portal \"%s\" cannot be run", portal);
+        session_build_portal_done_sql(&sql, portal);
     } else {
         session_apply_command(c, (enum session_command)p->command, p->statement, false, &sql,
                               &retag, &taken);

@@ -691,6 +691,22 @@ def deallocate_query_after_answered_execute(t):
                 "the Describe, then DEALLOCATE ALL")
 
 
+@test("a portal of DEALLOCATE ALL executed again after an Execute of COMMIT in the same pipeline: "
+      "34000, the portal is gone with its transaction, as in PostgreSQL")
+def deallocate_portal_after_commit_in_pipeline(t):
+    s = transaction_pool(t)
+    a = Protocol(s)
+    a.wire.send(harness.parse_message("DEALLOCATE ALL") + harness.bind_message((), portal="p2") +
+                harness.execute_message("p2") + harness.parse_message("COMMIT") +
+                harness.bind_message(()) + harness.execute_message() +
+                harness.execute_message("p2") + harness.sync_message())
+    result = a.wire.read_until_ready()
+    check_equal(([kind for kind in kinds(result) if kind != "N"],
+                 [error.get("C") for error in result.errors]),
+                (["1", "2", "C", "1", "2", "C", "E", "Z"], ["34000"]),
+                "the second Execute of the portal, after COMMIT")
+
+
 @test("Bind with statement and portal names of 1,200 bytes each")
 def bind_long_names(t):
     s = transaction_pool(t)
