@@ -251,6 +251,16 @@ class Protocol:
         return result.rows
 
 
+def check_backend_free(s, a):
+    """With pool_size 1: the one backend went back to the pool after a's Sync, so another client
+    gets it (query_wait_timeout would fail it), and a's next query runs."""
+    b = s.wire()
+    b.login()
+    check_equal(b.query_ok("SELECT 'b'").rows, [("b",)], "another client's query")
+    check_equal(a.wire.query_ok("SELECT 'a again'").rows, [("a again",)],
+                "the first client's next query")
+
+
 @test("the unnamed statement survives a Sync and another client's turn on the backend before "
       "its Bind")
 def unnamed_statement_across_sync(t):
@@ -545,11 +555,7 @@ def query_ignored_after_pipeline_error(t):
     a.wire.send(harness.query_message("SELECT 'ignored'") + harness.sync_message())
     result = a.wire.read_until_ready()
     check_equal((kinds(result), result.status), (["Z"], "I"), "the ignored query, then the Sync")
-    # The one backend is free again: another client gets it (query_wait_timeout would fail it).
-    b = s.wire()
-    b.login()
-    check_equal(b.query_ok("SELECT 'b'").rows, [("b",)], "another client's query")
-    check_equal(a.wire.query_ok("SELECT 'a again'").rows, [("a again",)], "the first client's next query")
+    check_backend_free(s, a)
 
 
 @test("a simple query sent in the same write as a pipeline that fails before it, ahead of its "
@@ -570,12 +576,7 @@ def query_in_flight_ignored_after_pipeline_error(t):
     a.wire.send(harness.sync_message())
     result = a.wire.read_until_ready()
     check_equal((kinds(result), result.status), (["Z"], "I"), "the Sync")
-    # The one backend is free again: another client gets it (query_wait_timeout would fail it).
-    b = s.wire()
-    b.login()
-    check_equal(b.query_ok("SELECT 'b'").rows, [("b",)], "another client's query")
-    check_equal(a.wire.query_ok("SELECT 'a again'").rows, [("a again",)],
-                "the first client's next query")
+    check_backend_free(s, a)
 
 
 @test("a simple query behind an Execute in the same write: ignored after the Execute's error, "
@@ -596,12 +597,7 @@ def query_in_flight_after_execute(t):
     check_equal(kinds(result), ["1", "2", "D", "C", "E", "Z"], "the Execute, then the query's error")
     result = a.wire.read_until_ready()
     check_equal((kinds(result), result.status), (["Z"], "I"), "the Sync")
-    # The one backend is free again: another client gets it (query_wait_timeout would fail it).
-    b = s.wire()
-    b.login()
-    check_equal(b.query_ok("SELECT 'b'").rows, [("b",)], "another client's query")
-    check_equal(a.wire.query_ok("SELECT 'a again'").rows, [("a again",)],
-                "the first client's next query")
+    check_backend_free(s, a)
 
 
 @test("a simple query the backend skips after an error in its pipeline leaves the client its "
