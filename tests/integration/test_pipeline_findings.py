@@ -1,0 +1,69 @@
+"""Minimal reproductions of divergences the differential test (test_pipeline_differential) found
+between PostgreSQL and sluice under transaction pooling, each one in the raw protocol, in the
+style of test_drivers_prepared. A test of a divergence not fixed yet carries todo= (automake counts
+it as XFAIL, and as XPASS, an error, once the fix lands: then drop its todo)."""
+
+import harness
+from harness import check_equal
+
+suite = harness.Suite()
+test = suite.test
+
+
+def transaction_pool(t, pool_size=1, **settings):
+    all_settings = {"pool_mode": "transaction"}
+    all_settings.update(settings)
+    return t.sluice(settings=all_settings,
+                    databases={"appdb": t.cluster.database_line(pool_size=pool_size)})
+
+
+def kinds(result):
+    return [kind for kind, _ in result.messages]
+
+
+def sqlstates(result):
+    return [error.get("C") for error in result.errors]
+
+
+class Protocol:
+    def __init__(self, endpoint):
+        self.wire = endpoint.wire()
+        self.wire.login()
+
+    def sync(self, data):
+        self.wire.send(data + harness.sync_message())
+        return self.wire.read_until_ready()
+
+
+@test("a simple DISCARD ALL after an Execute of COMMIT and then a Parse in the same unsynced "
+      "pipeline runs, as in PostgreSQL: the Parse started a new transaction, in which nothing was "
+      "executed (seed 525)",
+      todo="sluice tells a pipeline by transaction_timestamp() < statement_timestamp(), which a "
+           "Parse, Bind or Describe between the COMMIT and the query also makes true: 25001")
+def discard_all_after_commit_then_parse(t):
+    s = transaction_pool(t)
+    a = Protocol(s)
+    check_equal(kinds(a.sync(harness.parse_message("SELECT 41 + $1::int", "s1"))), ["1", "Z"],
+                "Parse s1")
+    # PostgreSQL refuses DISCARD ALL after an Execute in the pipeline's transaction
+    # (XACT_FLAGS_PIPELINING); an Execute of COMMIT ends that transaction, and the Parse after
+    # it starts the next one, whose flags are clear.
+    a.wire.send(harness.parse_message("SELECT 1") + harness.bind_message(()) +
+                harness.execute_message() + harness.parse_message("COMMIT") +
+                harness.bind_message(()) + harness.execute_message() +
+                harness.parse_message("SELECT 2") + harness.query_message("DISCARD ALL") +
+                harness.sync_message())
+    result = a.wire.read_until_ready()
+    check_equal(([kind for kind in kinds(result) if kind not in "NS"], sqlstates(result),
+                 result.tags),
+                (["1", "2", "D", "C", "1", "2", "C", "1", "C", "Z"], [],
+                 ["SELECT 1", "COMMIT", "DISCARD ALL"]),
+                "the pipeline, then DISCARD ALL")
+    check_equal(kinds(a.wire.read_until_ready()), ["Z"], "the Sync")
+    result = a.sync(harness.bind_message((1,), statement="s1"))
+    check_equal((kinds(result), sqlstates(result)), (["E", "Z"], ["26000"]),
+                "s1 after DISCARD ALL ran")
+
+
+if __name__ == "__main__":
+    raise SystemExit(suite.run())
