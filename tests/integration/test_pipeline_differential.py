@@ -35,13 +35,20 @@ What the scripts never do:
   a skipped Parse from one that failed, which drops it, without a reply of its own to every
   Execute and Describe, and forgets it); extended messages after a simple Query in the same
   unsynced batch (a Query comes last, before a Sync or nothing: a Query that fails inside a
-  transaction block leaves it failed, and the messages after it could then Execute a portal
-  bound before, which crashes PostgreSQL, see below, or Describe a statement there); a simple
+  transaction block leaves it failed, and the messages after it could then Execute the unnamed
+  portal it leaves, which crashes PostgreSQL, see below, or Describe a statement there); a simple
   DISCARD ALL in a pipeline of a client that ever parsed the empty query (PostgreSQL refuses
   DISCARD ALL after an Execute in the pipeline, 25001, but not after one of an empty query, which
   sluice cannot tell from the Execute message, so it refuses then too);
-- what crashes PostgreSQL 15.18 itself: in a failed transaction, an Execute or Describe of a
-  portal bound before it failed (the backend dies with SIGSEGV).
+- what crashes PostgreSQL 15.18 itself: in a transaction block failed by a simple Query that
+  failed while running (not at parse or plan time), an Execute of the unnamed portal, which is
+  then that Query's own, left behind by the abort with its query text and plan list in the
+  Query's message memory, freed by the next message; exec_execute_message reads both before it
+  answers 25P02 (the backend dies with SIGSEGV when that memory went back to the system, every
+  time with a query text of some 170 KB, else it answers 25P02). Portals the client bound before
+  the failure are answered 25P02 (Execute, Describe) and a Describe or Close of that unnamed
+  portal is safe, but the scripts keep to the narrower rule of no Execute or Describe of a
+  portal in a failed transaction.
 
 The replies owed are read the way a driver reads them: after a Flush, every reply to the
 messages sent so far (nothing more after an ErrorResponse until the Sync); after a Sync or a
@@ -373,10 +380,11 @@ class Script:
         """One to six messages of the extended protocol."""
         rng = self.rng
         items = []
-        # In a failed transaction, no Execute or Describe of a portal bound before it failed:
-        # PostgreSQL 15.18 reads a freed plan there and its backend dies (SIGSEGV). Only the
-        # usual shape, whose Bind makes the portal in the same batch (or fails, and the rest
-        # of the pipeline is skipped).
+        # In a failed transaction, no Execute or Describe of a portal made before it failed:
+        # after a simple Query failed there, PostgreSQL 15.18 reads the freed text and plan of
+        # that Query's unnamed portal at an Execute of it, and its backend may die (SIGSEGV).
+        # Only the usual shape, whose Bind makes the portal in the same batch (or fails, and
+        # the rest of the pipeline is skipped).
         failed = client.status == "E"
         while len(items) < rng.randint(1, 6):
             roll = rng.random()
