@@ -65,5 +65,30 @@ def discard_all_after_commit_then_parse(t):
                 "s1 after DISCARD ALL ran")
 
 
+@test("a simple DISCARD ALL after an Execute of DISCARD ALL and then a Parse in the same unsynced "
+      "pipeline runs, as in PostgreSQL, which commits such an Execute at once (seed 1458)",
+      todo="the same check as after an Execute of COMMIT: 25001")
+def discard_all_after_extended_discard_then_parse(t):
+    s = transaction_pool(t)
+    a = Protocol(s)
+    check_equal(kinds(a.sync(harness.parse_message("SELECT 41 + $1::int", "s1"))), ["1", "Z"],
+                "Parse s1")
+    # DISCARD ALL may not run in a transaction block, so PostgreSQL commits the transaction
+    # of its Execute right away (XACT_FLAGS_NEEDIMMEDIATECOMMIT), as after an Execute of COMMIT:
+    # the Parse starts the next transaction.
+    a.wire.send(harness.parse_message("DISCARD ALL") + harness.bind_message(()) +
+                harness.execute_message() + harness.parse_message("SELECT 2") +
+                harness.query_message("DISCARD ALL") + harness.sync_message())
+    result = a.wire.read_until_ready()
+    check_equal(([kind for kind in kinds(result) if kind not in "NS"], sqlstates(result),
+                 result.tags),
+                (["1", "2", "C", "1", "C", "Z"], [], ["DISCARD ALL", "DISCARD ALL"]),
+                "the pipeline, then DISCARD ALL")
+    check_equal(kinds(a.wire.read_until_ready()), ["Z"], "the Sync")
+    # s1 went with the first DISCARD ALL: sluice forgets it as PostgreSQL does.
+    result = a.sync(harness.bind_message((1,), statement="s1"))
+    check_equal((kinds(result), sqlstates(result)), (["E", "Z"], ["26000"]), "s1 after both")
+
+
 if __name__ == "__main__":
     raise SystemExit(suite.run())
