@@ -752,12 +752,9 @@ static void session_append_text(struct msgbuf *out, const char *text)
 }
 
 /*
- * SQL that fails with sqlstate and format(message_format, name), in order and with the
- * transaction, as Postgres' own error would. The name travels hex-encoded, read in the client's
- * encoding, so nothing in it can end a literal or a dollar quote; message_format itself must
- * hold neither a quote nor a dollar sign.
+ * name as an SQL expression: hex-encoded, read in the client's encoding, so nothing in it can end
+ * a literal or a dollar quote.
  */
-/* name as an SQL expression: hex-encoded, read in the client's encoding */
 static void session_append_name_expression(struct msgbuf *out, const char *name)
 {
     static const char digits[] = "0123456789abcdef";
@@ -782,6 +779,11 @@ static void session_append_raise(struct msgbuf *out, const char *sqlstate,
     session_append_text(out, ");");
 }
 
+/*
+ * SQL that fails with sqlstate and format(message_format, name), in order and with the
+ * transaction, as Postgres' own error would. message_format must hold neither a quote nor a
+ * dollar sign.
+ */
 static void session_build_raise_sql(struct msgbuf *out, const char *sqlstate,
                                     const char *message_format, const char *name)
 {
@@ -791,20 +793,23 @@ static void session_build_raise_sql(struct msgbuf *out, const char *sqlstate,
 }
 
 /*
- * A command portal executed again: 55000 while the backend still holds the client's portal (its
- * Bind made it there), 34000 once the transaction that made it has ended (an Execute of COMMIT
- * further on in the pipeline), as Postgres answers.
+ * What the backend runs for an Execute of a portal bound to DEALLOCATE [ALL]: command_sql (the
+ * command in its place, or its error), unless the backend no longer holds the client's portal
+ * (its Bind made it there): an Execute of COMMIT further on in the pipeline ended the transaction
+ * that made it, and Postgres answers 34000 before it looks at anything else.
  */
-static void session_build_portal_done_sql(struct msgbuf *out, const char *portal)
+static void session_build_portal_checked_sql(struct msgbuf *out, const char *portal,
+                                             const struct msgbuf *command_sql)
 {
-    session_append_text(out, "DO $sluice$BEGIN IF EXISTS (SELECT FROM pg_catalog.pg_cursors "
-                             "WHERE name = ");
+    session_append_text(out, "DO $sluice_portal$BEGIN IF NOT EXISTS (SELECT FROM "
+                             "pg_catalog.pg_cursors WHERE name = ");
     session_append_name_expression(out, portal);
     session_append_text(out, ") THEN ");
-    session_append_raise(out, "55000", "portal \"%s\" cannot be run", portal);
-    session_append_text(out, " ELSE ");
     session_append_raise(out, "34000", "portal \"%s\" does not exist", portal);
-    session_append_text(out, " END IF; END$sluice$");
+    /* command_sql holds only $sluice$ quotes and hex-encoded names: nothing ends this one */
+    session_append_text(out, " END IF; EXECUTE $sluice_command$");
+    msgbuf_append(out, command_sql->data, command_sql->len);
+    session_append_text(out, "$sluice_command$; END$sluice_portal$");
 }
 
 /*
@@ -1578,20 +1583,24 @@ static enum session_step session_execute(struct client *c, uint32_t msg_len)
         return SESSION_FORWARD;
     if (p->command == SESSION_COMMAND_DISCARD_ALL)
         return session_execute_discard_all(c);
-    struct msgbuf sql;
+    struct msgbuf command_sql, sql;
     struct prepared_taken *taken = NULL;
     bool retag = false;
+    msgbuf_init(&command_sql);
     msgbuf_init(&sql);
     if (p->done) {
         /* Its command ran (or the backend skipped it, and the transaction failed, where the
          * backend refuses this one with 25P02 as PostgreSQL would). */
-        session_build_portal_done_sql(&sql, portal);
+        session_build_raise_sql(&command_sql, "55000", "portal \"%s\" cannot be run", portal);
     } else {
-        session_apply_command(c, (enum session_command)p->command, p->statement, false, &sql,
-                              &retag, &taken);
+        session_apply_command(c, (enum session_command)p->command, p->statement, false,
+                              &command_sql, &retag, &taken);
         p->done = true;
     }
+    session_build_portal_checked_sql(&sql, portal, &command_sql);
     msgbuf_append(&sql, "", 1);
+    sql.failed |= command_sql.failed;
+    msgbuf_free(&command_sql);
     bool sent = !sql.failed && session_inject_command(c, (const char *)sql.data,
                                                       retag ? p->command : SESSION_COMMAND_NONE,
                                                       taken);
