@@ -726,6 +726,36 @@ def deallocate_portal_first_executed_after_commit(t):
                     f"a1 is still the client's after the portal of {command} failed")
 
 
+@test("a SET in a simple query that PostgreSQL skips after an error earlier in the unsynced "
+      "pipeline is not followed: the client keeps its setting")
+def skipped_query_set_not_followed(t):
+    s = transaction_pool(t)
+    a = s.wire()
+    a.login(application_name="before_a")
+    b = s.wire()
+    b.login(application_name="other_b")
+    failing = harness.parse_message("SELECT 1/0") + harness.bind_message(()) + harness.execute_message()
+    skipped = harness.query_message("SET application_name = 'skipped'")
+    # the query in the same write as the failing Execute, or sent after the error was read
+    for how in ("same write", "after a Flush"):
+        if how == "same write":
+            a.send(failing + skipped + harness.sync_message())
+            want = (["1", "E", "Z"], ["22012"])
+        else:
+            a.send(failing + harness.flush_message())
+            check_equal([a.read_message()[0] for _ in range(2)], ["1", "E"],
+                        "the replies up to the error")
+            a.send(skipped + harness.sync_message())
+            want = (["Z"], [])
+        result = a.read_until_ready()
+        check_equal(([kind for kind in kinds(result) if kind != "S"], sqlstates(result)), want,
+                    f"the batch whose query PostgreSQL skips ({how})")
+        check_equal(b.query_ok("SELECT current_setting('application_name')").rows, [("other_b",)],
+                    f"the other client's turn on the backend ({how})")
+        check_equal(a.query_ok("SELECT current_setting('application_name')").rows, [("before_a",)],
+                    f"the client's setting after the skipped SET ({how})")
+
+
 @test("Bind with statement and portal names of 1,200 bytes each")
 def bind_long_names(t):
     s = transaction_pool(t)
