@@ -46,9 +46,9 @@ What the scripts never do:
   Query's message memory, freed by the next message; exec_execute_message reads both before it
   answers 25P02 (the backend dies with SIGSEGV when that memory went back to the system, every
   time with a query text of some 170 KB, else it answers 25P02). Portals the client bound before
-  the failure are answered 25P02 (Execute, Describe) and a Describe or Close of that unnamed
-  portal is safe, but the scripts keep to the narrower rule of no Execute or Describe of a
-  portal in a failed transaction.
+  the failure are safe (an Execute gets 25P02, a Describe 25P02 or NoData), and so are a
+  Describe or Close of that unnamed portal, but the scripts keep to the narrower rule of no
+  Execute or Describe of a portal in a failed transaction.
 
 The replies owed are read the way a driver reads them: after a Flush, every reply to the
 messages sent so far (nothing more after an ErrorResponse until the Sync); after a Sync or a
