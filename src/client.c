@@ -38,6 +38,12 @@ static void client_event_cb(struct conn *conn, enum conn_event event, void *arg)
 static void client_handle_startup(struct client *c);
 static void client_forward_input(struct client *c);
 
+static const struct conn_callbacks client_conn_callbacks = {
+    .on_read = client_read_cb,
+    .on_drain = client_drain_cb,
+    .on_event = client_event_cb,
+};
+
 /* ---- lifecycle ---- */
 
 static void client_describe_peer(struct client *c, const struct sockaddr *addr, bool is_unix)
@@ -69,8 +75,7 @@ struct client *client_create(struct worker *w, int fd, const struct sockaddr *ad
         evutil_closesocket(fd);
         return NULL;
     }
-    if (conn_open_accepted(&c->conn, w->base, &w->flusher, fd, client_read_cb, client_drain_cb,
-                           client_event_cb, c) != 0) {
+    if (conn_open_accepted(&c->conn, w->base, &w->flusher, fd, &client_conn_callbacks, c) != 0) {
         evutil_closesocket(fd);
         free(c);
         return NULL;
