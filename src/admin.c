@@ -1232,7 +1232,7 @@ static void client_row(struct request *req, struct result *r, struct client *c, 
     result_text(r, c->user);
     result_text(r, c->database);
     result_text(r, client_state_name(c));
-    result_text(r, c->addr);
+    result_text(r, client_address(c).text);
     result_int4(r, c->port);
     put_local_address(r, &c->conn, req->w->cfg->listen_port);
     format_time(c->connect_time, text, sizeof(text));
@@ -1324,17 +1324,21 @@ static void show_servers(struct request *req)
     proto_build_command_complete(req->out, "SHOW");
 }
 
-static size_t count_clients(const struct client_list *list, bool login_link)
+static size_t count_clients(const struct client_list *list)
 {
     const struct client *c;
     size_t n = 0;
-    if (login_link) {
-        TAILQ_FOREACH(c, list, login_link)
-            n++;
-    } else {
-        TAILQ_FOREACH(c, list, link)
-            n++;
-    }
+    TAILQ_FOREACH(c, list, link)
+        n++;
+    return n;
+}
+
+static size_t count_logins(const struct client_login_list *list)
+{
+    const struct client_login *login;
+    size_t n = 0;
+    TAILQ_FOREACH(login, list, link)
+        n++;
     return n;
 }
 
@@ -1365,8 +1369,8 @@ static void show_lists(struct request *req)
         return;
     }
     WORLD_FOR_EACH_WORKER(w->world, i, wk) {
-        n_clients += count_clients(&wk->clients, false);
-        n_login_clients += count_clients(&wk->login_clients, true);
+        n_clients += count_clients(&wk->clients);
+        n_login_clients += count_logins(&wk->login_clients);
         n_servers += wk->n_servers;
     }
     const char **names = collect_user_names(w, &n_users);
@@ -2207,7 +2211,7 @@ static bool run_kill_client(struct request *req)
     }
     log_info("C-%llu: KILL_CLIENT C-%llu (%s/%s@%s:%d) by %s", (unsigned long long)req->c->id,
              (unsigned long long)id, target->database ? target->database : "",
-             target->user ? target->user : "", target->addr, target->port, req->c->user);
+             target->user ? target->user : "", client_address(target).text, target->port, req->c->user);
     client_fail(target, "57P01", "terminating connection due to administrator command (KILL_CLIENT)");
     proto_build_command_complete(req->out, "KILL_CLIENT");
     return true;

@@ -433,7 +433,7 @@ static void worker_expire_logins(struct worker *w, double now)
 {
     double timeout = w->cfg->client_login_timeout;
     while (timeout > 0 && !TAILQ_EMPTY(&w->login_clients)) {
-        struct client *c = TAILQ_FIRST(&w->login_clients);
+        struct client *c = TAILQ_FIRST(&w->login_clients)->client;
         if (now - c->connect_time < timeout)
             break;
         if (c->state == CLIENT_STARTUP && c->over_limit)

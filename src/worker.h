@@ -37,6 +37,7 @@ struct autodb;
 struct auth_query;
 
 TAILQ_HEAD(client_list, client);
+TAILQ_HEAD(client_login_list, client_login);
 TAILQ_HEAD(server_list, server);
 TAILQ_HEAD(pool_list, pool);
 TAILQ_HEAD(autodb_list, autodb);
@@ -82,7 +83,7 @@ struct worker {
 
     struct listener *listeners;    /* singly linked, owned */
     struct client_list clients;    /* every live client */
-    struct client_list login_clients; /* not yet logged in, oldest first (login timeout) */
+    struct client_login_list login_clients; /* not yet logged in, oldest first (login timeout) */
     struct pool_list pools;
     struct autodb_list autodbs;    /* databases made from "*" on demand (autodb.c) */
     bool server_closed;            /* a backend closed: pools waiting on a limit may go on */
