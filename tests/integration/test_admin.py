@@ -2,6 +2,7 @@
 "pgbouncer"), with PgBouncer's column names and types, read by psql, psycopg2 and a raw socket."""
 
 import re
+import socket
 import struct
 import time
 
@@ -249,6 +250,41 @@ def clients_and_servers(t):
                 ("appdb", "app", t.cluster.port), "the backend's pool and port")
     own = [r for r in show(admin, "CLIENTS") if r["database"] == "sluice"]
     check_equal(len(own), 1, "the console's own row")
+
+
+def ipv6_loopback():
+    """Can this machine listen on ::1?"""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@test("SHOW CLIENTS gives each client's address and port: IPv4, IPv6 and the unix socket",
+      sluice_only=True)
+def clients_address_and_port(t):
+    has_ipv6 = ipv6_loopback()
+    s = start(t, settings={"listen_addr": "127.0.0.1,::1" if has_ipv6 else "127.0.0.1"})
+    v4 = s.connect(application_name="over_ipv4")
+    unix = s.connect(unix=True, application_name="over_unix")
+    expected = {"over_ipv4": ("127.0.0.1", harness.local_port(v4)), "over_unix": ("unix", 0)}
+    if has_ipv6:
+        v6 = psycopg2.connect(host="::1", port=s.port, dbname="appdb", user="app", password="app_pw",
+                              connect_timeout=10, sslmode="disable", application_name="over_ipv6")
+        with socket.fromfd(v6.fileno(), socket.AF_INET6, socket.SOCK_STREAM) as dup:
+            expected["over_ipv6"] = ("::1", dup.getsockname()[1])
+    else:
+        t.note("no IPv6 loopback on this machine: IPv6 not checked")
+    for conn in [v4, unix]:
+        one_value(conn, "SELECT 1")
+    rows = {r["application_name"]: r for r in show(console(s), "CLIENTS")}
+    for name, (addr, port) in expected.items():
+        check(name in rows, f"a row for {name} in {sorted(rows)}")
+        check_equal((rows[name]["addr"], rows[name]["port"]), (addr, port), f"{name}: addr, port")
+    if has_ipv6:
+        v6.close()
 
 
 @test("SHOW STATS, STATS_TOTALS, STATS_AVERAGES and TOTALS count transactions and queries",
