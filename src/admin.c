@@ -1405,14 +1405,15 @@ static void show_lists(struct request *req)
     proto_build_command_complete(req->out, "SHOW");
 }
 
-static void mem_row(struct result *r, const char *name, size_t size, size_t used)
+/* free: places kept for later objects (the workers' client caches); memtotal counts them too. */
+static void mem_row(struct result *r, const char *name, size_t size, size_t used, size_t free)
 {
     result_row_begin(r);
     result_text(r, name);
     result_int4(r, (long long)size);
     result_int4(r, (long long)used);
-    result_int4(r, 0);
-    result_int4(r, (long long)(size * used));
+    result_int4(r, (long long)free);
+    result_int4(r, (long long)(size * (used + free)));
     result_row_end(r);
 }
 
@@ -1439,13 +1440,14 @@ static void show_mem(struct request *req)
     struct client *c;
     struct pool *pool;
     struct server *s;
-    size_t n_clients = 0, n_servers = 0, n_pools = 0, buffered = 0;
-    size_t n_holding = 0, pair_size = 0;
+    size_t n_servers = 0, n_pools = 0, buffered = 0;
+    size_t n_holding = 0, pair_size = 0, n_places = 0, n_cached = 0;
     struct result r;
 
     WORLD_FOR_EACH_WORKER(req->w->world, i, wk) {
+        n_places += wk->client_cache.n_places; /* clients closed and not yet freed hold theirs */
+        n_cached += wk->client_cache.n_unused;
         TAILQ_FOREACH(c, &wk->clients, link) {
-            n_clients++;
             buffered += buffered_bytes(&c->conn);
             if (c->conn.open && c->conn.in) {
                 n_holding++;
@@ -1463,11 +1465,11 @@ static void show_mem(struct request *req)
             }
     }
     result_begin(&r, req->out, columns, sizeof(columns) / sizeof(columns[0]));
-    mem_row(&r, "client_cache", sizeof(struct client), n_clients);
-    mem_row(&r, "server_cache", sizeof(struct server), n_servers);
-    mem_row(&r, "pool_cache", sizeof(struct pool), n_pools);
-    mem_row(&r, "client_buffers", pair_size, n_holding);
-    mem_row(&r, "iobuf_bytes", 1, buffered);
+    mem_row(&r, "client_cache", sizeof(struct client), n_places - n_cached, n_cached);
+    mem_row(&r, "server_cache", sizeof(struct server), n_servers, 0);
+    mem_row(&r, "pool_cache", sizeof(struct pool), n_pools, 0);
+    mem_row(&r, "client_buffers", pair_size, n_holding, 0);
+    mem_row(&r, "iobuf_bytes", 1, buffered, 0);
     proto_build_command_complete(req->out, "SHOW");
 }
 

@@ -88,13 +88,14 @@ struct client_address client_address(const struct client *c)
 struct client *client_create(struct worker *w, int fd, const struct sockaddr *addr, int addr_len,
                              bool is_unix)
 {
-    struct client *c = calloc(1, sizeof(*c));
+    struct client *c = client_cache_take(&w->client_cache);
     struct client_login *login = calloc(1, sizeof(*login));
     if (!c || !login || conn_open_accepted(&c->conn, w->base, &w->flusher, fd, &client_conn_callbacks,
                                            c) != 0) {
         evutil_closesocket(fd);
         free(login);
-        free(c);
+        if (c)
+            client_cache_give_back(&w->client_cache, c);
         return NULL;
     }
     c->worker = w;
@@ -263,7 +264,7 @@ void client_free(struct client *c)
     free(c->lost_error);
     free(c->pin_statement);
     free(c->user);
-    free(c);
+    client_cache_give_back(&c->worker->client_cache, c);
 }
 
 void client_fail(struct client *c, const char *sqlstate, const char *message)

@@ -13,6 +13,7 @@
 #include <sys/queue.h>
 #include <event2/event.h>
 #include "cancel.h"
+#include "client_cache.h"
 #include "conn.h"
 #include "config.h"
 #include "peer.h"
@@ -83,6 +84,7 @@ struct worker {
 
     struct listener *listeners;    /* singly linked, owned */
     struct client_list clients;    /* every live client */
+    struct client_cache client_cache; /* the memory of its clients, live and gone */
     struct client_login_list login_clients; /* not yet logged in, oldest first (login timeout) */
     struct pool_list pools;
     struct autodb_list autodbs;    /* databases made from "*" on demand (autodb.c) */

@@ -345,6 +345,36 @@ def describe_configuration(t):
     check(mem["client_cache"]["used"] >= 2, f"client_cache: {mem.get('client_cache')}")
 
 
+def client_cache_row(admin):
+    return {r["name"]: r for r in show(admin, "MEM")}["client_cache"]
+
+
+@test("SHOW MEM client_cache: a client that leaves gives its place to the next one (free)",
+      sluice_only=True)
+def client_cache_reuses_places(t):
+    s = start(t, settings={"workers": 1})
+    admin = console(s)
+    clients = [s.connect() for _ in range(3)]
+    for conn in clients:
+        one_value(conn, "SELECT 1")
+    full = client_cache_row(admin)
+    for conn in clients:
+        conn.close()
+    def after_leaving():
+        row = client_cache_row(admin)
+        return row if row["used"] == full["used"] - 3 else None
+    left = wait_for(after_leaving, 10, what="the three clients gone from client_cache")
+    check_equal(left["free"], full["free"] + 3, "places kept after three clients left")
+    check_equal(left["memtotal"], left["size"] * (left["used"] + left["free"]),
+                "memtotal counts the places kept")
+    again = [s.connect() for _ in range(3)]
+    for conn in again:
+        one_value(conn, "SELECT 1")
+    row = client_cache_row(admin)
+    check_equal((row["used"], row["free"]), (full["used"], full["free"]),
+                "three new clients take the places the others left")
+
+
 @test("SHOW AUTH counts logins and failed logins; SHOW PINNED answers", sluice_only=True)
 def auth_counts(t):
     s = start(t)
