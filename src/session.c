@@ -5,10 +5,10 @@
  *     statement and prepared on whichever backend the client has now, once per backend;
  *   - SET, RESET and set_config(..., false) are noted and, once their transaction commits,
  *     become the client's settings, replayed on whichever backend it gets next; RESET returns to
- *     the client's own startup values;
+ *     the client's own startup values (what they do is followed in session_settings.c);
  *   - statements that leave state that cannot move (temp tables, LISTEN, advisory locks...) pin
- *     the client to its backend until it clears that state or leaves, or are refused
- *     (pinning = reject);
+ *     the client to its backend until it clears that state or leaves (session_settings.c), or
+ *     are refused (pinning = reject);
  *   - DEALLOCATE [ALL] and DISCARD ALL act on the client's own statements: the backend runs a
  *     harmless command in their place (or one raising the error Postgres would), whose
  *     CommandComplete sluice gives the client's tag, whichever protocol carries them (a pinned
@@ -30,17 +30,14 @@
 #include "client.h"
 #include "conn.h"
 #include "fault.h"
-#include "log.h"
-#include "params.h"
 #include "pinning.h"
 #include "pool.h"
 #include "prepared.h"
 #include "server.h"
+#include "session_settings.h"
 
 /* Queries larger than this are passed on without looking for session state in them. */
 #define SESSION_MAX_SCANNED_QUERY (1024 * 1024)
-/* Kept in SHOW PINNED and the log: the start of the statement that pinned a client. */
-#define SESSION_PIN_STATEMENT_LEN 200
 /* A backend name no statement ever has: closing or using it touches nothing shared. */
 #define SESSION_NO_STATEMENT "sluice_none"
 
@@ -266,102 +263,6 @@ static void session_clear_unnamed(struct client *c)
         prepared_client_clear_unnamed(c->prepared);
 }
 
-/*
- * Every SET a client makes is followed and replayed wherever it lands, rather than pinned: the
- * server's ParameterStatus gives the value of a parameter it reports, the client's own text that
- * of the others. (role and session_authorization still pin: the lexer sees to that.)
- */
-static bool session_param_is_followed(const char *name)
-{
-    (void)name;
-    return true;
-}
-
-void session_tracking_init(struct session_tracking *t)
-{
-    memset(t, 0, sizeof(*t));
-    param_set_init(&t->startup);
-    param_changes_init(&t->changes);
-}
-
-void session_tracking_free(struct session_tracking *t)
-{
-    param_set_free(&t->startup);
-    param_changes_free(&t->changes);
-    if (t->txn_start) {
-        param_set_free(&t->txn_start->client);
-        param_set_free(&t->txn_start->server);
-        free(t->txn_start);
-        t->txn_start = NULL;
-    }
-}
-
-static uint32_t pin_bit(enum pin_reason reason)
-{
-    return 1u << (unsigned)reason;
-}
-
-static struct pinning_rules session_rules(const struct client *c)
-{
-    const char *scs = param_set_get(&c->params, "standard_conforming_strings");
-    if (!scs && c->pool)
-        scs = param_set_get(&c->pool->defaults, "standard_conforming_strings");
-    return (struct pinning_rules){
-        .is_tracked = session_param_is_followed,
-        .standard_conforming_strings = !scs || strcasecmp(scs, "off") != 0,
-    };
-}
-
-/*
- * reason: the first statement's; pins: the bits of every reason the query pins for (a later
- * UNLISTEN * alone must not release a client that also holds a temporary table).
- */
-static void session_pin(struct client *c, enum pin_reason reason, uint32_t pins, const char *sql,
-                        size_t len)
-{
-    struct pool *pool = c->pool;
-    struct session_tracking *t = &c->session;
-
-    pins |= pin_bit(reason);
-    t->pins |= pins;
-    /* State made after a statement that cleared it stays. */
-    t->pending_unpins &= ~pins;
-    t->txn_unpins &= ~pins;
-    if (c->pinned)
-        return;
-    c->pinned = true;
-    c->pin_reason = (uint8_t)reason;
-    c->pin_time = worker_now(c->worker);
-    size_t keep = len < SESSION_PIN_STATEMENT_LEN ? len : SESSION_PIN_STATEMENT_LEN;
-    c->pin_statement = malloc(keep + 1);
-    if (c->pin_statement) {
-        memcpy(c->pin_statement, sql, keep);
-        c->pin_statement[keep] = '\0';
-    }
-    if (c->server)
-        c->server->session_dirty = true;
-    pool->n_pinned++;
-    atomic_fetch_add(&pool->shared->n_pinned, 1);
-    if ((size_t)reason < sizeof(pool->stats.pin_events) / sizeof(pool->stats.pin_events[0]))
-        pool->stats.pin_events[reason]++;
-    log_info("C-%llu: %s/%s@%s:%d pinned to its backend: %s", (unsigned long long)c->id,
-             c->database, c->user, client_address(c).text, c->port, pin_reason_name(reason));
-}
-
-void session_unpin(struct client *c)
-{
-    if (!c->pinned)
-        return;
-    c->pinned = false;
-    c->session.pins = 0;
-    if (c->pool) {
-        c->pool->n_pinned--;
-        atomic_fetch_sub(&c->pool->shared->n_pinned, 1);
-    }
-    free(c->pin_statement);
-    c->pin_statement = NULL;
-}
-
 /* pinning = reject: what the backend runs instead, raising the error itself so replies stay in
  * order. */
 static void session_reject_sql(char *sql, size_t size, enum pin_reason reason)
@@ -394,303 +295,6 @@ static enum session_step session_out_of_memory(struct client *c)
 {
     server_out_of_memory(c->server);
     return SESSION_CLOSED;
-}
-
-/* ---- settings and pins, statement by statement ---- */
-
-/* What RESET ALL returns to its startup value: settings that pinned because sluice could not
- * follow them. role and session_authorization survive RESET ALL in PostgreSQL. */
-#define PINS_CLEARED_BY_RESET_ALL                                                             \
-    ((1u << PIN_SET) | (1u << PIN_SET_CONFIG) | (1u << PIN_SESSION_CHARACTERISTICS) |         \
-     (1u << PIN_SET_FROM_CURRENT) | (1u << PIN_SET_BEFORE_SAVEPOINT_ROLLBACK))
-/* DISCARD ALL clears everything but a LOADed library. */
-#define PINS_CLEARED_BY_DISCARD_ALL (~(1u << PIN_LOAD))
-
-/* Has the client's open transaction (or the query on its way) changed settings or pins? */
-static bool session_transaction_matters(const struct session_tracking *t)
-{
-    return t->txn_saved || t->changes.n > 0 || t->txn_unpins != 0 || t->pending_unpins != 0;
-}
-
-static void session_save_transaction_start(struct client *c);
-
-/*
- * Notes a change, or where the transaction ends. A settings change first keeps what the client
- * and its backend have now: the server's ParameterStatus replies change c->params on their way.
- * An end matters only to a transaction that changed something.
- */
-static int session_note_change(struct client *c, enum param_change_kind kind, const char *name,
-                               const char *text, size_t text_len)
-{
-    struct session_tracking *t = &c->session;
-    bool ends = kind == PARAM_CHANGE_COMMIT || kind == PARAM_CHANGE_ROLLBACK ||
-                kind == PARAM_CHANGE_ROLLBACK_TO;
-
-    if (ends && !session_transaction_matters(t))
-        return 0;
-    if (!ends)
-        session_save_transaction_start(c);
-    if (param_changes_add(&t->changes, kind, name, text, text_len) != 0)
-        return -1;
-    /* Pipelined: the ReadyForQuery after those still owed ends this statement's group. */
-    t->changes.items[t->changes.n - 1].tag = t->ready_count + c->pending_ready + 1;
-    return 0;
-}
-
-/* The pins a statement's effect clears, once it has run and its transaction committed. */
-static uint32_t session_unpins_of(const struct pinning_statement *st)
-{
-    switch (st->effect) {
-    case PIN_EFFECT_RESET:
-        /* RESET ROLE, SET ROLE NONE; RESET SESSION AUTHORIZATION: each clears only its own */
-        return strcmp(st->name, "role") == 0 ? pin_bit(PIN_SET_ROLE)
-                                             : pin_bit(PIN_SET_SESSION_AUTHORIZATION);
-    case PIN_EFFECT_RESET_ALL:
-        return PINS_CLEARED_BY_RESET_ALL;
-    case PIN_EFFECT_DISCARD_ALL:
-        return PINS_CLEARED_BY_DISCARD_ALL;
-    case PIN_EFFECT_DEALLOCATE_ALL:
-        return pin_bit(PIN_PREPARE);
-    case PIN_EFFECT_DISCARD_TEMP:
-        return pin_bit(PIN_TEMP_TABLE);
-    case PIN_EFFECT_UNLISTEN_ALL:
-        return pin_bit(PIN_LISTEN);
-    case PIN_EFFECT_CLOSE_ALL:
-        return pin_bit(PIN_CURSOR_WITH_HOLD);
-    case PIN_EFFECT_ADVISORY_UNLOCK_ALL:
-        return pin_bit(PIN_ADVISORY_LOCK);
-    default:
-        return 0;
-    }
-}
-
-/* Notes what one statement does to settings; a pin reason if it cannot be followed. */
-static enum pin_reason session_note_statement(struct client *c, const char *sql,
-                                              const struct pinning_statement *st)
-{
-    struct session_tracking *t = &c->session;
-    int rc = 0;
-
-    switch (st->effect) {
-    case PIN_EFFECT_TRACKED_SET:
-        /* set_config(name, expression, false): only a reported value can be known */
-        if (st->value_len == 0 && !param_set_get(&c->pool->defaults, st->name))
-            return PIN_SET_CONFIG;
-        rc = session_note_change(c, PARAM_CHANGE_SET, st->name,
-                                 st->value_len ? sql + st->value_start : NULL, st->value_len);
-        break;
-    case PIN_EFFECT_TRACKED_RESET:
-        rc = session_note_change(c, PARAM_CHANGE_RESET, st->name, NULL, 0);
-        break;
-    case PIN_EFFECT_RESET_ALL:
-    case PIN_EFFECT_DISCARD_ALL:
-        rc = session_note_change(c, PARAM_CHANGE_RESET_ALL, NULL, NULL, 0);
-        break;
-    case PIN_EFFECT_COMMIT:
-        rc = session_note_change(c, PARAM_CHANGE_COMMIT, NULL, NULL, 0);
-        break;
-    case PIN_EFFECT_ROLLBACK:
-        rc = session_note_change(c, PARAM_CHANGE_ROLLBACK, NULL, NULL, 0);
-        break;
-    case PIN_EFFECT_ROLLBACK_TO:
-        rc = session_note_change(c, PARAM_CHANGE_ROLLBACK_TO, NULL, NULL, 0);
-        break;
-    default:
-        break;
-    }
-    if (rc != 0)
-        return PIN_SET; /* cannot follow it without memory: keeping the backend stays correct */
-    t->pending_unpins |= session_unpins_of(st);
-    if (st->effect == PIN_EFFECT_DISCARD_ALL)
-        t->unpin_is_discard_all = true;
-    return PIN_NONE;
-}
-
-static void session_save_transaction_start(struct client *c)
-{
-    struct session_tracking *t = &c->session;
-
-    if (t->txn_saved)
-        return;
-    if (!t->txn_start && (t->txn_start = malloc(sizeof(*t->txn_start)))) {
-        param_set_init(&t->txn_start->client);
-        param_set_init(&t->txn_start->server);
-    }
-    if (!t->txn_start || param_set_copy(&t->txn_start->client, &c->params) != 0 ||
-        param_set_copy(&t->txn_start->server, &c->server->params) != 0) {
-        /* Without a copy a rollback cannot be undone here: keep the backend instead. */
-        session_pin(c, PIN_SET, 0, "", 0);
-        return;
-    }
-    t->txn_saved = true;
-}
-
-/*
- * Goes through a query statement by statement (only when the scan found something to act on):
- * notes its setting changes and the pins it clears, and returns the bits of every pin reason in
- * it. *reason gets a pin reason if it had none and a setting cannot be followed.
- */
-static uint32_t session_note_query(struct client *c, const char *sql, size_t len,
-                                   const struct pinning_rules *rules, enum pin_reason *reason)
-{
-    struct pinning_statement st;
-    size_t offset = 0;
-    uint32_t pins = 0;
-
-    while (pinning_next_statement(sql, len, &offset, rules, &st)) {
-        enum pin_reason unfollowed = session_note_statement(c, sql, &st);
-        enum pin_reason why = st.reason != PIN_NONE ? st.reason : unfollowed;
-
-        if (why == PIN_NONE)
-            continue;
-        pins |= pin_bit(why);
-        if (*reason == PIN_NONE)
-            *reason = why;
-    }
-    return pins;
-}
-
-/* Is the query worth going through statement by statement? Rarely: most change nothing. */
-static bool session_must_note(const struct client *c, const struct pinning_summary *summary,
-                              enum pin_reason reason)
-{
-    return reason != PIN_NONE || summary->has_effect ||
-           (summary->ends_transaction && session_transaction_matters(&c->session));
-}
-
-/* The transaction's changes are undone: back to what the client and its backend had before. */
-static void session_transaction_rolled_back(struct client *c)
-{
-    struct session_tracking *t = &c->session;
-
-    if (t->txn_saved) {
-        param_set_copy(&c->params, &t->txn_start->client);
-        if (c->server)
-            param_set_copy(&c->server->params, &t->txn_start->server);
-    }
-    t->txn_saved = false;
-    t->txn_changed = false;
-    t->txn_unpins = 0;
-}
-
-/*
- * The client's backend died under its transaction: the transaction is gone as if rolled back, and
- * nothing noted in it will settle, so its settings return to where the transaction began.
- */
-void session_backend_lost(struct client *c)
-{
-    struct session_tracking *t = &c->session;
-
-    param_changes_drop_first(&t->changes, t->changes.n);
-    t->pending_unpins = 0;
-    t->statement_failed = false;
-    session_transaction_rolled_back(c);
-}
-
-/* Which of the transaction's changes a ROLLBACK TO SAVEPOINT undid is not known: keep the
- * backend, whose session is right whatever they were. */
-static void session_savepoint_rolled_back(struct client *c)
-{
-    if (c->session.txn_changed && strcmp(c->worker->cfg->pinning, "off") != 0)
-        session_pin(c, PIN_SET_BEFORE_SAVEPOINT_ROLLBACK, 0, "ROLLBACK TO SAVEPOINT",
-                    strlen("ROLLBACK TO SAVEPOINT"));
-}
-
-static void session_clear_pins(struct client *c, uint32_t cleared)
-{
-    struct session_tracking *t = &c->session;
-
-    t->pins &= ~cleared;
-    if (!c->pinned || t->pins != 0)
-        return;
-    /* After the client's own DISCARD ALL the backend holds nothing sluice does not follow. */
-    if (t->unpin_is_discard_all && c->server)
-        c->server->session_dirty = false;
-    log_info("C-%llu: %s/%s@%s:%d no longer pinned: it cleared its session state",
-             (unsigned long long)c->id, c->database, c->user, client_address(c).text, c->port);
-    session_unpin(c);
-}
-
-static void session_transaction_committed(struct client *c)
-{
-    struct session_tracking *t = &c->session;
-
-    if (t->txn_unpins)
-        session_clear_pins(c, t->txn_unpins);
-    t->txn_unpins = 0;
-    t->unpin_is_discard_all = false;
-    t->txn_saved = false;
-    t->txn_changed = false;
-}
-
-static void session_apply_change(struct client *c, const struct param_change *change, char after)
-{
-    struct session_tracking *t = &c->session;
-
-    switch (change->kind) {
-    case PARAM_CHANGE_COMMIT:
-        session_transaction_committed(c);
-        return;
-    case PARAM_CHANGE_ROLLBACK:
-        session_transaction_rolled_back(c);
-        t->pending_unpins = 0;
-        return;
-    case PARAM_CHANGE_ROLLBACK_TO:
-        session_savepoint_rolled_back(c);
-        return;
-    case PARAM_CHANGE_SET:
-    case PARAM_CHANGE_RESET:
-    case PARAM_CHANGE_RESET_ALL:
-        break;
-    }
-    session_save_transaction_start(c);
-    if (params_apply_change(change, &t->startup, &c->pool->defaults, &c->params,
-                            &c->server->params) != 0) {
-        session_pin(c, PIN_SET, 0, "", 0);
-        return;
-    }
-    t->txn_changed = true;
-    if (change->kind != PARAM_CHANGE_SET) {
-        /* The backend went back to its own defaults, the client to its startup values. */
-        t->report_params = true;
-        /* Within a transaction, or on a pinned client's backend that stays, the client's own
-         * values are applied before its next statement; otherwise at the next hand-out. */
-        if (after != 'I' || c->pinned)
-            t->params_resync = true;
-    }
-}
-
-void session_ready_for_query(struct client *c, char before, char after)
-{
-    struct session_tracking *t = &c->session;
-    bool failed = t->statement_failed;
-    size_t settled = 0;
-
-    t->statement_failed = false;
-    t->ready_count++;
-    if (t->changes.n == 0 && !t->txn_saved && t->pending_unpins == 0 && t->txn_unpins == 0)
-        return;
-    while (settled < t->changes.n && t->changes.items[settled].tag <= t->ready_count)
-        settled++;
-    if (before == 'E' || failed) {
-        /* Nothing these statements did stays; the transaction may have ended or recovered. */
-        param_changes_drop_first(&t->changes, settled);
-        t->pending_unpins = 0;
-        if (after == 'I')
-            session_transaction_rolled_back(c);
-        else if (after == 'T')
-            session_savepoint_rolled_back(c);
-        if (after == 'I')
-            t->unpin_is_discard_all = false;
-        return;
-    }
-    for (size_t i = 0; i < settled; i++)
-        session_apply_change(c, &t->changes.items[i], after);
-    param_changes_drop_first(&t->changes, settled);
-    t->txn_unpins |= t->pending_unpins;
-    t->pending_unpins = 0;
-    if (after == 'I')
-        session_transaction_committed(c);
 }
 
 static bool session_ensure(struct client *c, struct prepared_statement *stmt);
@@ -752,12 +356,9 @@ static void session_append_text(struct msgbuf *out, const char *text)
 }
 
 /*
- * SQL that fails with sqlstate and format(message_format, name), in order and with the
- * transaction, as Postgres' own error would. The name travels hex-encoded, read in the client's
- * encoding, so nothing in it can end a literal or a dollar quote; message_format itself must
- * hold neither a quote nor a dollar sign.
+ * name as an SQL expression: hex-encoded, read in the client's encoding, so nothing in it can end
+ * a literal or a dollar quote.
  */
-/* name as an SQL expression: hex-encoded, read in the client's encoding */
 static void session_append_name_expression(struct msgbuf *out, const char *name)
 {
     static const char digits[] = "0123456789abcdef";
@@ -782,6 +383,11 @@ static void session_append_raise(struct msgbuf *out, const char *sqlstate,
     session_append_text(out, ");");
 }
 
+/*
+ * SQL that fails with sqlstate and format(message_format, name), in order and with the
+ * transaction, as Postgres' own error would. message_format must hold neither a quote nor a
+ * dollar sign.
+ */
 static void session_build_raise_sql(struct msgbuf *out, const char *sqlstate,
                                     const char *message_format, const char *name)
 {
@@ -791,20 +397,23 @@ static void session_build_raise_sql(struct msgbuf *out, const char *sqlstate,
 }
 
 /*
- * A command portal executed again: 55000 while the backend still holds the client's portal (its
- * Bind made it there), 34000 once the transaction that made it has ended (an Execute of COMMIT
- * further on in the pipeline), as Postgres answers.
+ * What the backend runs for an Execute of a portal bound to DEALLOCATE [ALL]: command_sql (the
+ * command in its place, or its error), unless the backend no longer holds the client's portal
+ * (its Bind made it there): an Execute of COMMIT further on in the pipeline ended the transaction
+ * that made it, and Postgres answers 34000 before it looks at anything else.
  */
-static void session_build_portal_done_sql(struct msgbuf *out, const char *portal)
+static void session_build_portal_checked_sql(struct msgbuf *out, const char *portal,
+                                             const struct msgbuf *command_sql)
 {
-    session_append_text(out, "DO $sluice$BEGIN IF EXISTS (SELECT FROM pg_catalog.pg_cursors "
-                             "WHERE name = ");
+    session_append_text(out, "DO $sluice_portal$BEGIN IF NOT EXISTS (SELECT FROM "
+                             "pg_catalog.pg_cursors WHERE name = ");
     session_append_name_expression(out, portal);
     session_append_text(out, ") THEN ");
-    session_append_raise(out, "55000", "portal \"%s\" cannot be run", portal);
-    session_append_text(out, " ELSE ");
     session_append_raise(out, "34000", "portal \"%s\" does not exist", portal);
-    session_append_text(out, " END IF; END$sluice$");
+    /* command_sql holds only $sluice$ quotes and hex-encoded names: nothing ends this one */
+    session_append_text(out, " END IF; EXECUTE $sluice_command$");
+    msgbuf_append(out, command_sql->data, command_sql->len);
+    session_append_text(out, "$sluice_command$; END$sluice_portal$");
 }
 
 /*
@@ -1578,20 +1187,24 @@ static enum session_step session_execute(struct client *c, uint32_t msg_len)
         return SESSION_FORWARD;
     if (p->command == SESSION_COMMAND_DISCARD_ALL)
         return session_execute_discard_all(c);
-    struct msgbuf sql;
+    struct msgbuf command_sql, sql;
     struct prepared_taken *taken = NULL;
     bool retag = false;
+    msgbuf_init(&command_sql);
     msgbuf_init(&sql);
     if (p->done) {
         /* Its command ran (or the backend skipped it, and the transaction failed, where the
          * backend refuses this one with 25P02 as PostgreSQL would). */
-        session_build_portal_done_sql(&sql, portal);
+        session_build_raise_sql(&command_sql, "55000", "portal \"%s\" cannot be run", portal);
     } else {
-        session_apply_command(c, (enum session_command)p->command, p->statement, false, &sql,
-                              &retag, &taken);
+        session_apply_command(c, (enum session_command)p->command, p->statement, false,
+                              &command_sql, &retag, &taken);
         p->done = true;
     }
+    session_build_portal_checked_sql(&sql, portal, &command_sql);
     msgbuf_append(&sql, "", 1);
+    sql.failed |= command_sql.failed;
+    msgbuf_free(&command_sql);
     bool sent = !sql.failed && session_inject_command(c, (const char *)sql.data,
                                                       retag ? p->command : SESSION_COMMAND_NONE,
                                                       taken);

@@ -168,15 +168,15 @@ void session_backend_lost(struct client *c);
 bool session_tracks(const struct client *c);
 
 /*
- * A client message of this type and length is next in the client's input and its backend is
- * ready for it. Rewrites, injects or records what transaction pooling needs. in_flight: the
- * backend still owes replies to earlier messages.
- */
-/*
  * Does the backend ignore what the client sends now, up to its next Sync (an error in its
  * pipeline)? A simple query or function call sent meanwhile then gets no ReadyForQuery.
  */
 bool session_backend_skips_to_sync(const struct server *s);
+/*
+ * A client message of this type and length is next in the client's input and its backend is
+ * ready for it. Rewrites, injects or records what transaction pooling needs. in_flight: the
+ * backend still owes replies to earlier messages.
+ */
 enum session_step session_client_message(struct client *c, uint8_t type, uint32_t msg_len,
                                          bool in_flight);
 

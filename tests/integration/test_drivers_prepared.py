@@ -703,6 +703,59 @@ def deallocate_portal_after_commit_in_pipeline(t):
                 "the second Execute of the portal, after COMMIT")
 
 
+@test("a portal of DEALLOCATE never executed, whose transaction an Execute of COMMIT ended in the "
+      "same pipeline: its Execute gets 34000 and the client keeps its statements, as in PostgreSQL")
+def deallocate_portal_first_executed_after_commit(t):
+    s = transaction_pool(t)
+    a = Protocol(s)
+    for command in ("DEALLOCATE ALL", "DEALLOCATE a1", "DEALLOCATE nosuch"):
+        a.wire.send(harness.parse_message("SELECT 7", name="a1") +
+                    harness.parse_message(command) + harness.bind_message((), portal="p2") +
+                    harness.parse_message("COMMIT") + harness.bind_message(()) +
+                    harness.execute_message() + harness.execute_message("p2") +
+                    harness.sync_message())
+        result = a.wire.read_until_ready()
+        check_equal(([kind for kind in kinds(result) if kind != "N"],
+                     [error.get("C") for error in result.errors]),
+                    (["1", "1", "2", "1", "2", "C", "E", "Z"], ["34000"]),
+                    f"the first Execute of the portal of {command}, after COMMIT")
+        a.wire.send(harness.bind_message((), statement="a1") + harness.execute_message() +
+                    close_message("S", "a1") + harness.sync_message())
+        result = a.wire.read_until_ready()
+        check_equal((kinds(result), result.rows), (["2", "D", "C", "3", "Z"], [("7",)]),
+                    f"a1 is still the client's after the portal of {command} failed")
+
+
+@test("a SET in a simple query that PostgreSQL skips after an error earlier in the unsynced "
+      "pipeline is not followed: the client keeps its setting")
+def skipped_query_set_not_followed(t):
+    s = transaction_pool(t)
+    a = s.wire()
+    a.login(application_name="before_a")
+    b = s.wire()
+    b.login(application_name="other_b")
+    failing = harness.parse_message("SELECT 1/0") + harness.bind_message(()) + harness.execute_message()
+    skipped = harness.query_message("SET application_name = 'skipped'")
+    # the query in the same write as the failing Execute, or sent after the error was read
+    for how in ("same write", "after a Flush"):
+        if how == "same write":
+            a.send(failing + skipped + harness.sync_message())
+            want = (["1", "E", "Z"], ["22012"])
+        else:
+            a.send(failing + harness.flush_message())
+            check_equal([a.read_message()[0] for _ in range(2)], ["1", "E"],
+                        "the replies up to the error")
+            a.send(skipped + harness.sync_message())
+            want = (["Z"], [])
+        result = a.read_until_ready()
+        check_equal(([kind for kind in kinds(result) if kind != "S"], sqlstates(result)), want,
+                    f"the batch whose query PostgreSQL skips ({how})")
+        check_equal(b.query_ok("SELECT current_setting('application_name')").rows, [("other_b",)],
+                    f"the other client's turn on the backend ({how})")
+        check_equal(a.query_ok("SELECT current_setting('application_name')").rows, [("before_a",)],
+                    f"the client's setting after the skipped SET ({how})")
+
+
 @test("Bind with statement and portal names of 1,200 bytes each")
 def bind_long_names(t):
     s = transaction_pool(t)
