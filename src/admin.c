@@ -2213,7 +2213,8 @@ static bool run_kill_client(struct request *req)
     }
     log_info("C-%llu: KILL_CLIENT C-%llu (%s/%s@%s:%d) by %s", (unsigned long long)req->c->id,
              (unsigned long long)id, target->database ? target->database : "",
-             target->user ? target->user : "", client_address(target).text, target->port, req->c->user);
+             target->user ? target->user : "", client_address(target).text, target->port,
+             req->c->user);
     client_fail(target, "57P01", "terminating connection due to administrator command (KILL_CLIENT)");
     proto_build_command_complete(req->out, "KILL_CLIENT");
     return true;

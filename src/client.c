@@ -90,8 +90,8 @@ struct client *client_create(struct worker *w, int fd, const struct sockaddr *ad
 {
     struct client *c = client_cache_take(&w->client_cache);
     struct client_login *login = calloc(1, sizeof(*login));
-    if (!c || !login || conn_open_accepted(&c->conn, w->base, &w->flusher, fd, &client_conn_callbacks,
-                                           c) != 0) {
+    if (!c || !login ||
+        conn_open_accepted(&c->conn, w->base, &w->flusher, fd, &client_conn_callbacks, c) != 0) {
         evutil_closesocket(fd);
         free(login);
         if (c)
@@ -218,8 +218,8 @@ static void client_log_disconnect(struct client *c, const char *reason)
     if (!cfg->log_disconnections || c->state == CLIENT_STARTUP)
         return;
     log_info("C-%llu: %s/%s@%s:%d closing because: %s (age=%.3fs)", (unsigned long long)c->id,
-             c->database ? c->database : "-", c->user ? c->user : "-", client_address(c).text, c->port,
-             reason ? reason : "client left", worker_now(c->worker) - c->connect_time);
+             c->database ? c->database : "-", c->user ? c->user : "-", client_address(c).text,
+             c->port, reason ? reason : "client left", worker_now(c->worker) - c->connect_time);
 }
 
 void client_close(struct client *c, const char *reason)
@@ -275,8 +275,8 @@ void client_fail(struct client *c, const char *sqlstate, const char *message)
         return;
     if (c->worker->cfg->log_pooler_errors)
         log_info("C-%llu: %s/%s@%s:%d error %s: %s", (unsigned long long)c->id,
-                 c->database ? c->database : "-", c->user ? c->user : "-", client_address(c).text, c->port,
-                 sqlstate, message);
+                 c->database ? c->database : "-", c->user ? c->user : "-", client_address(c).text,
+                 c->port, sqlstate, message);
     client_detach(c);
     msgbuf_reset(mb);
     proto_build_error(mb, "FATAL", sqlstate, message, NULL, NULL);
@@ -345,7 +345,8 @@ static void client_log_tls_error(struct client *c)
         return;
     c->worker->stats.tls_handshake_failures++;
     ERR_error_string_n(err, text, sizeof(text));
-    log_info("C-%llu: %s:%d TLS error: %s", (unsigned long long)c->id, client_address(c).text, c->port, text);
+    log_info("C-%llu: %s:%d TLS error: %s", (unsigned long long)c->id, client_address(c).text,
+             c->port, text);
 }
 
 static void client_event_cb(struct conn *conn, enum conn_event event, void *arg)
@@ -1037,8 +1038,8 @@ void client_backend_lost(struct client *c, bool in_transaction, const char *sqls
     free(c->lost_error);
     c->lost_error = lost;
     log_info("C-%llu: %s/%s@%s:%d lost its transaction with its database server connection (%s); "
-             "the client stays connected", (unsigned long long)c->id, c->database, c->user, client_address(c).text,
-             c->port, message);
+             "the client stays connected", (unsigned long long)c->id, c->database, c->user,
+             client_address(c).text, c->port, message);
     /* A query awaiting its reply gets it now; messages sent since its Sync get the error now and
      * ReadyForQuery at their Sync, as PostgreSQL answers a failed extended query. */
     if (owes_ready && !client_send_lost_reply(c, true, true))

@@ -371,7 +371,8 @@ static void conn_dns_cb(int result, struct evutil_addrinfo *res, void *arg)
     struct event_base *base = conn->base;
     const struct conn_callbacks *cb = conn->cb;
     void *cb_arg = conn->arg;
-    if (conn_open_connect(conn, base, flusher, (struct sockaddr *)&addr, addr_len, cb, cb_arg) != 0) {
+    if (conn_open_connect(conn, base, flusher, (struct sockaddr *)&addr, addr_len, cb,
+                          cb_arg) != 0) {
         conn->error = errno;
         cb->on_event(conn, CONN_EVENT_ERROR, cb_arg);
     }
