@@ -1232,7 +1232,7 @@ static void client_row(struct request *req, struct result *r, struct client *c, 
     result_text(r, c->user);
     result_text(r, c->database);
     result_text(r, client_state_name(c));
-    result_text(r, c->addr);
+    result_text(r, client_address(c).text);
     result_int4(r, c->port);
     put_local_address(r, &c->conn, req->w->cfg->listen_port);
     format_time(c->connect_time, text, sizeof(text));
@@ -1324,17 +1324,21 @@ static void show_servers(struct request *req)
     proto_build_command_complete(req->out, "SHOW");
 }
 
-static size_t count_clients(const struct client_list *list, bool login_link)
+static size_t count_clients(const struct client_list *list)
 {
     const struct client *c;
     size_t n = 0;
-    if (login_link) {
-        TAILQ_FOREACH(c, list, login_link)
-            n++;
-    } else {
-        TAILQ_FOREACH(c, list, link)
-            n++;
-    }
+    TAILQ_FOREACH(c, list, link)
+        n++;
+    return n;
+}
+
+static size_t count_logins(const struct client_login_list *list)
+{
+    const struct client_login *login;
+    size_t n = 0;
+    TAILQ_FOREACH(login, list, link)
+        n++;
     return n;
 }
 
@@ -1365,8 +1369,8 @@ static void show_lists(struct request *req)
         return;
     }
     WORLD_FOR_EACH_WORKER(w->world, i, wk) {
-        n_clients += count_clients(&wk->clients, false);
-        n_login_clients += count_clients(&wk->login_clients, true);
+        n_clients += count_clients(&wk->clients);
+        n_login_clients += count_logins(&wk->login_clients);
         n_servers += wk->n_servers;
     }
     const char **names = collect_user_names(w, &n_users);
@@ -1401,14 +1405,15 @@ static void show_lists(struct request *req)
     proto_build_command_complete(req->out, "SHOW");
 }
 
-static void mem_row(struct result *r, const char *name, size_t size, size_t used)
+/* free: places kept for later objects (the workers' client caches); memtotal counts them too. */
+static void mem_row(struct result *r, const char *name, size_t size, size_t used, size_t free)
 {
     result_row_begin(r);
     result_text(r, name);
     result_int4(r, (long long)size);
     result_int4(r, (long long)used);
-    result_int4(r, 0);
-    result_int4(r, (long long)(size * used));
+    result_int4(r, (long long)free);
+    result_int4(r, (long long)(size * (used + free)));
     result_row_end(r);
 }
 
@@ -1435,13 +1440,14 @@ static void show_mem(struct request *req)
     struct client *c;
     struct pool *pool;
     struct server *s;
-    size_t n_clients = 0, n_servers = 0, n_pools = 0, buffered = 0;
-    size_t n_holding = 0, pair_size = 0;
+    size_t n_servers = 0, n_pools = 0, buffered = 0;
+    size_t n_holding = 0, pair_size = 0, n_places = 0, n_cached = 0;
     struct result r;
 
     WORLD_FOR_EACH_WORKER(req->w->world, i, wk) {
+        n_places += wk->client_cache.n_places; /* clients closed and not yet freed hold theirs */
+        n_cached += wk->client_cache.n_unused;
         TAILQ_FOREACH(c, &wk->clients, link) {
-            n_clients++;
             buffered += buffered_bytes(&c->conn);
             if (c->conn.open && c->conn.in) {
                 n_holding++;
@@ -1459,11 +1465,11 @@ static void show_mem(struct request *req)
             }
     }
     result_begin(&r, req->out, columns, sizeof(columns) / sizeof(columns[0]));
-    mem_row(&r, "client_cache", sizeof(struct client), n_clients);
-    mem_row(&r, "server_cache", sizeof(struct server), n_servers);
-    mem_row(&r, "pool_cache", sizeof(struct pool), n_pools);
-    mem_row(&r, "client_buffers", pair_size, n_holding);
-    mem_row(&r, "iobuf_bytes", 1, buffered);
+    mem_row(&r, "client_cache", sizeof(struct client), n_places - n_cached, n_cached);
+    mem_row(&r, "server_cache", sizeof(struct server), n_servers, 0);
+    mem_row(&r, "pool_cache", sizeof(struct pool), n_pools, 0);
+    mem_row(&r, "client_buffers", pair_size, n_holding, 0);
+    mem_row(&r, "iobuf_bytes", 1, buffered, 0);
     proto_build_command_complete(req->out, "SHOW");
 }
 
@@ -2207,7 +2213,8 @@ static bool run_kill_client(struct request *req)
     }
     log_info("C-%llu: KILL_CLIENT C-%llu (%s/%s@%s:%d) by %s", (unsigned long long)req->c->id,
              (unsigned long long)id, target->database ? target->database : "",
-             target->user ? target->user : "", target->addr, target->port, req->c->user);
+             target->user ? target->user : "", client_address(target).text, target->port,
+             req->c->user);
     client_fail(target, "57P01", "terminating connection due to administrator command (KILL_CLIENT)");
     proto_build_command_complete(req->out, "KILL_CLIENT");
     return true;

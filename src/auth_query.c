@@ -869,7 +869,7 @@ static struct auth_ticket *auth_ticket_new(struct auth_query *q, struct client *
     t->client = c;
     t->waiting = true;
     TAILQ_INSERT_TAIL(&q->waiting, t, link);
-    c->auth_ticket = t;
+    c->login->auth_ticket = t;
     return t;
 }
 
@@ -906,7 +906,7 @@ enum auth_query_outcome auth_query_begin(struct auth_query *q, struct client *c,
 
 struct userlist_entry *auth_query_cached(struct auth_query *q, const struct client *c)
 {
-    struct auth_ticket *t = c->auth_ticket;
+    struct auth_ticket *t = c->login ? c->login->auth_ticket : NULL;
 
     (void)q;
     return t && !t->waiting && t->found ? &t->entry : NULL;
@@ -914,13 +914,13 @@ struct userlist_entry *auth_query_cached(struct auth_query *q, const struct clie
 
 void auth_query_forget_client(struct auth_query *q, struct client *c)
 {
-    struct auth_ticket *t = c->auth_ticket;
+    struct auth_ticket *t = c->login ? c->login->auth_ticket : NULL;
 
     if (!t)
         return;
     if (t->waiting)
         TAILQ_REMOVE(&q->waiting, t, link);
-    c->auth_ticket = NULL;
+    c->login->auth_ticket = NULL;
     userlist_entry_clear(&t->entry);
     free(t);
 }

@@ -34,8 +34,7 @@ void cancel_registry_init(struct cancel_registry *reg, int peer_id, unsigned wor
     reg->worker = worker < reg->n_workers ? worker : 0;
     reg->slots = NULL;
     reg->n_slots = 0;
-    reg->free_slots = NULL;
-    reg->n_free = 0;
+    reg->free_head = 0;
     reg->generation = 1;
     reg->n_random_keys = 0;
 }
@@ -43,7 +42,6 @@ void cancel_registry_init(struct cancel_registry *reg, int peer_id, unsigned wor
 void cancel_registry_free(struct cancel_registry *reg)
 {
     free(reg->slots);
-    free(reg->free_slots);
     cancel_registry_init(reg, reg->peer_id, reg->worker, reg->n_workers);
 }
 
@@ -52,6 +50,13 @@ void cancel_registry_free(struct cancel_registry *reg)
 size_t cancel_registry_max_clients(const struct cancel_registry *reg)
 {
     return cancel_place_mask(reg) / reg->n_workers - 1;
+}
+
+/* Puts slot index at the head of the unused ones. */
+static void cancel_slot_release(struct cancel_registry *reg, size_t index)
+{
+    reg->slots[index] = (struct cancel_slot){ .client = NULL, .pid = (uint32_t)reg->free_head };
+    reg->free_head = index + 1;
 }
 
 static int cancel_registry_grow(struct cancel_registry *reg)
@@ -66,15 +71,9 @@ static int cancel_registry_grow(struct cancel_registry *reg)
     if (!slots)
         return -1;
     reg->slots = slots;
-    size_t *free_slots = realloc(reg->free_slots, new_count * sizeof(*free_slots));
-    if (!free_slots)
-        return -1;
-    reg->free_slots = free_slots;
     /* Push new slots so the lowest index is handed out first. */
-    for (size_t i = new_count; i > reg->n_slots; i--) {
-        reg->slots[i - 1] = (struct cancel_slot){ 0 };
-        reg->free_slots[reg->n_free++] = i - 1;
-    }
+    for (size_t i = new_count; i > reg->n_slots; i--)
+        cancel_slot_release(reg, i - 1);
     reg->n_slots = new_count;
     return 0;
 }
@@ -82,14 +81,15 @@ static int cancel_registry_grow(struct cancel_registry *reg)
 int cancel_registry_add(struct cancel_registry *reg, struct client *client, uint32_t *pid,
                         uint32_t *key)
 {
-    if (reg->n_free == 0 && cancel_registry_grow(reg) != 0)
+    if (reg->free_head == 0 && cancel_registry_grow(reg) != 0)
         return -1;
     if (reg->n_random_keys == 0) {
         if (RAND_bytes((unsigned char *)reg->random_keys, sizeof(reg->random_keys)) != 1)
             return -1;
         reg->n_random_keys = sizeof(reg->random_keys) / sizeof(reg->random_keys[0]);
     }
-    size_t slot = reg->free_slots[--reg->n_free];
+    size_t slot = reg->free_head - 1;
+    reg->free_head = reg->slots[slot].pid;
     uint32_t random_key = reg->random_keys[--reg->n_random_keys];
     reg->random_keys[reg->n_random_keys] = 0;
     uint32_t place = (uint32_t)(slot + 1) * reg->n_workers + reg->worker;
@@ -125,8 +125,7 @@ void cancel_registry_remove(struct cancel_registry *reg, uint32_t pid)
     struct cancel_slot *slot = cancel_slot_for_pid(reg, pid);
     if (!slot)
         return;
-    *slot = (struct cancel_slot){ 0 };
-    reg->free_slots[reg->n_free++] = (size_t)(slot - reg->slots);
+    cancel_slot_release(reg, (size_t)(slot - reg->slots));
 }
 
 enum cancel_route cancel_registry_route(const struct cancel_registry *reg, uint32_t pid,

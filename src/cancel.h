@@ -49,8 +49,10 @@ struct cancel_slot {
 struct cancel_registry {
     struct cancel_slot *slots;
     size_t n_slots;
-    size_t *free_slots;    /* stack of unused slot indexes */
-    size_t n_free;
+    /* Unused slots, most recently freed first: the index + 1 of the first (0: none), and an
+     * unused slot's pid holds the next one's the same way (its client is NULL, so no pid
+     * matches it). No array beside slots: every logged-in client costs one slot only. */
+    size_t free_head;
     uint32_t generation;   /* varies pids so a stale key does not match a reused slot */
     uint32_t random_keys[64]; /* drawn from the CSPRNG in batches: one call per 64 logins */
     size_t n_random_keys;

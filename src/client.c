@@ -38,41 +38,64 @@ static void client_event_cb(struct conn *conn, enum conn_event event, void *arg)
 static void client_handle_startup(struct client *c);
 static void client_forward_input(struct client *c);
 
+static const struct conn_callbacks client_conn_callbacks = {
+    .on_read = client_read_cb,
+    .on_drain = client_drain_cb,
+    .on_event = client_event_cb,
+};
+
 /* ---- lifecycle ---- */
 
+/* Kept in binary (19 bytes rather than 46 of text in every client); client_address() formats it. */
 static void client_describe_peer(struct client *c, const struct sockaddr *addr, bool is_unix)
 {
     c->is_unix = is_unix;
+    c->port = 0;
     if (is_unix || !addr) {
-        snprintf(c->addr, sizeof(c->addr), "unix");
-        c->port = 0;
-        return;
-    }
-    if (addr->sa_family == AF_INET) {
+        c->addr_family = AF_UNIX;
+    } else if (addr->sa_family == AF_INET) {
         const struct sockaddr_in *sin = (const struct sockaddr_in *)addr;
-        inet_ntop(AF_INET, &sin->sin_addr, c->addr, sizeof(c->addr));
+        c->addr_family = AF_INET;
+        memcpy(c->addr, &sin->sin_addr, sizeof(sin->sin_addr));
         c->port = ntohs(sin->sin_port);
     } else if (addr->sa_family == AF_INET6) {
         const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)addr;
-        inet_ntop(AF_INET6, &sin6->sin6_addr, c->addr, sizeof(c->addr));
+        c->addr_family = AF_INET6;
+        memcpy(c->addr, &sin6->sin6_addr, sizeof(sin6->sin6_addr));
         c->port = ntohs(sin6->sin6_port);
     } else {
-        snprintf(c->addr, sizeof(c->addr), "unknown");
+        c->addr_family = AF_UNSPEC;
     }
+}
+
+struct client_address client_address(const struct client *c)
+{
+    struct client_address out;
+    switch (c->addr_family) {
+    case AF_INET:
+    case AF_INET6:
+        if (inet_ntop(c->addr_family, c->addr, out.text, sizeof(out.text)))
+            return out;
+        break;
+    case AF_UNIX:
+        snprintf(out.text, sizeof(out.text), "unix");
+        return out;
+    }
+    snprintf(out.text, sizeof(out.text), "unknown");
+    return out;
 }
 
 struct client *client_create(struct worker *w, int fd, const struct sockaddr *addr, int addr_len,
                              bool is_unix)
 {
-    struct client *c = calloc(1, sizeof(*c));
-    if (!c) {
+    struct client *c = client_cache_take(&w->client_cache);
+    struct client_login *login = calloc(1, sizeof(*login));
+    if (!c || !login ||
+        conn_open_accepted(&c->conn, w->base, &w->flusher, fd, &client_conn_callbacks, c) != 0) {
         evutil_closesocket(fd);
-        return NULL;
-    }
-    if (conn_open_accepted(&c->conn, w->base, &w->flusher, fd, client_read_cb, client_drain_cb,
-                           client_event_cb, c) != 0) {
-        evutil_closesocket(fd);
-        free(c);
+        free(login);
+        if (c)
+            client_cache_give_back(&w->client_cache, c);
         return NULL;
     }
     c->worker = w;
@@ -87,8 +110,10 @@ struct client *client_create(struct worker *w, int fd, const struct sockaddr *ad
     conn_start_reading(&c->conn);
 
     TAILQ_INSERT_TAIL(&w->clients, c, link);
-    TAILQ_INSERT_TAIL(&w->login_clients, c, login_link);
-    c->in_login_list = true;
+    login->client = c;
+    c->login = login;
+    TAILQ_INSERT_TAIL(&w->login_clients, login, link);
+    login->listed = true;
     w->n_clients++;
     return c;
 }
@@ -112,7 +137,7 @@ void client_refuse_over_limit(struct client *c)
         if (held_back > 0)
             snprintf(more, sizeof(more), " (%lu more refused since the last such line)", held_back);
         log_warning("C-%llu: %s:%d refused: max_client_conn (%d) reached%s", (unsigned long long)c->id,
-                    c->addr, c->port, w->cfg->max_client_conn, more);
+                    client_address(c).text, c->port, w->cfg->max_client_conn, more);
     }
     client_fail(c, "53300", "sorry, too many clients already (max_client_conn reached)");
 }
@@ -141,10 +166,26 @@ void client_set_state(struct client *c, enum client_state state)
 
 static void client_leave_login_list(struct client *c)
 {
-    if (!c->in_login_list)
+    if (!c->login || !c->login->listed)
         return;
-    TAILQ_REMOVE(&c->worker->login_clients, c, login_link);
-    c->in_login_list = false;
+    TAILQ_REMOVE(&c->worker->login_clients, c->login, link);
+    c->login->listed = false;
+}
+
+/* Frees the state of a login (answered, or the client is gone), and its secrets with it. */
+static void client_end_login(struct client *c)
+{
+    struct client_login *login = c->login;
+    if (!login)
+        return;
+    client_leave_login_list(c);
+    auth_query_forget_client(c->worker->auth_query, c);
+    if (login->scram) {
+        OPENSSL_cleanse(login->scram, sizeof(*login->scram));
+        free(login->scram);
+    }
+    c->login = NULL;
+    free(login);
 }
 
 static void client_leave_pool_list(struct client *c)
@@ -177,8 +218,8 @@ static void client_log_disconnect(struct client *c, const char *reason)
     if (!cfg->log_disconnections || c->state == CLIENT_STARTUP)
         return;
     log_info("C-%llu: %s/%s@%s:%d closing because: %s (age=%.3fs)", (unsigned long long)c->id,
-             c->database ? c->database : "-", c->user ? c->user : "-", c->addr, c->port,
-             reason ? reason : "client left", worker_now(c->worker) - c->connect_time);
+             c->database ? c->database : "-", c->user ? c->user : "-", client_address(c).text,
+             c->port, reason ? reason : "client left", worker_now(c->worker) - c->connect_time);
 }
 
 void client_close(struct client *c, const char *reason)
@@ -213,10 +254,7 @@ void client_close(struct client *c, const char *reason)
 void client_free(struct client *c)
 {
     conn_close(&c->conn);
-    if (c->scram) {
-        OPENSSL_cleanse(c->scram, sizeof(*c->scram));
-        free(c->scram);
-    }
+    client_end_login(c);
     param_set_free(&c->params);
     session_tracking_free(&c->session);
     if (c->prepared) {
@@ -225,8 +263,8 @@ void client_free(struct client *c)
     }
     free(c->lost_error);
     free(c->pin_statement);
-    free(c->startup_copy);
-    free(c);
+    free(c->user);
+    client_cache_give_back(&c->worker->client_cache, c);
 }
 
 void client_fail(struct client *c, const char *sqlstate, const char *message)
@@ -237,8 +275,8 @@ void client_fail(struct client *c, const char *sqlstate, const char *message)
         return;
     if (c->worker->cfg->log_pooler_errors)
         log_info("C-%llu: %s/%s@%s:%d error %s: %s", (unsigned long long)c->id,
-                 c->database ? c->database : "-", c->user ? c->user : "-", c->addr, c->port,
-                 sqlstate, message);
+                 c->database ? c->database : "-", c->user ? c->user : "-", client_address(c).text,
+                 c->port, sqlstate, message);
     client_detach(c);
     msgbuf_reset(mb);
     proto_build_error(mb, "FATAL", sqlstate, message, NULL, NULL);
@@ -307,7 +345,8 @@ static void client_log_tls_error(struct client *c)
         return;
     c->worker->stats.tls_handshake_failures++;
     ERR_error_string_n(err, text, sizeof(text));
-    log_info("C-%llu: %s:%d TLS error: %s", (unsigned long long)c->id, c->addr, c->port, text);
+    log_info("C-%llu: %s:%d TLS error: %s", (unsigned long long)c->id, client_address(c).text,
+             c->port, text);
 }
 
 static void client_event_cb(struct conn *conn, enum conn_event event, void *arg)
@@ -473,13 +512,12 @@ static bool client_wants_replication(const struct startup_packet *sp)
 static int client_keep_identity(struct client *c, const char *user, const char *database)
 {
     size_t user_len = strlen(user), db_len = strlen(database);
-    c->startup_copy = malloc(user_len + db_len + 2);
-    if (!c->startup_copy)
+    c->user = malloc(user_len + db_len + 2);
+    if (!c->user)
         return -1;
-    memcpy(c->startup_copy, user, user_len + 1);
-    memcpy(c->startup_copy + user_len + 1, database, db_len + 1);
-    c->user = c->startup_copy;
-    c->database = c->startup_copy + user_len + 1;
+    memcpy(c->user, user, user_len + 1);
+    memcpy(c->user + user_len + 1, database, db_len + 1);
+    c->database = c->user + user_len + 1;
     return 0;
 }
 
@@ -702,12 +740,12 @@ static void client_send_login_done(struct client *c, struct msgbuf *mb, const ch
         client_fail(c, "53200", "out of memory");
         return;
     }
-    client_leave_login_list(c);
+    client_end_login(c);
     client_set_state(c, CLIENT_IDLE);
     client_release_buffers_when_sent(c);
     if (c->worker->cfg->log_connections)
         log_info("C-%llu: %s/%s@%s:%d %s ok", (unsigned long long)c->id, c->database, c->user,
-                 c->addr, c->port, what);
+                 client_address(c).text, c->port, what);
     client_process_input(c);
 }
 
@@ -735,7 +773,7 @@ void client_authenticated(struct client *c)
     struct worker *w = c->worker;
     const struct config_database *db;
 
-    c->auth_step = AUTH_STEP_NONE;
+    c->login->auth_step = AUTH_STEP_NONE;
     if (!client_auth_send_request(c, AUTH_REQ_OK, NULL, 0))
         return;
     if (c->is_admin) {
@@ -1000,8 +1038,8 @@ void client_backend_lost(struct client *c, bool in_transaction, const char *sqls
     free(c->lost_error);
     c->lost_error = lost;
     log_info("C-%llu: %s/%s@%s:%d lost its transaction with its database server connection (%s); "
-             "the client stays connected", (unsigned long long)c->id, c->database, c->user, c->addr,
-             c->port, message);
+             "the client stays connected", (unsigned long long)c->id, c->database, c->user,
+             client_address(c).text, c->port, message);
     /* A query awaiting its reply gets it now; messages sent since its Sync get the error now and
      * ReadyForQuery at their Sync, as PostgreSQL answers a failed extended query. */
     if (owes_ready && !client_send_lost_reply(c, true, true))

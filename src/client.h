@@ -41,27 +41,41 @@ enum client_auth_step {
     AUTH_STEP_LOOKUP,  /* waiting for auth_query to find the user's secret */
 };
 
+/*
+ * What only a login under way needs: made with the client, freed once its login is answered
+ * (or with the client), so that a logged-in client does not carry it.
+ */
+struct client_login {
+    TAILQ_ENTRY(client_login) link; /* worker->login_clients while listed */
+    struct client *client;
+    struct scram_server *scram;     /* only during SCRAM */
+    struct auth_ticket *auth_ticket; /* its auth_query look-up, then its copy of the secret found */
+    enum client_auth_step auth_step;
+    bool listed;                    /* in worker->login_clients (oldest first: the login timeout) */
+    uint8_t auth_method;            /* enum auth_type used for this login */
+    uint8_t md5_salt[4];
+};
+
 struct client {
     TAILQ_ENTRY(client) link;       /* worker->clients, or worker->dead_clients once closed */
-    TAILQ_ENTRY(client) login_link; /* worker->login_clients until logged in */
     TAILQ_ENTRY(client) pool_link;  /* pool->waiting_clients or pool->login_clients */
 
     struct worker *worker;
     struct conn conn;
     uint64_t id;
     enum client_state state;
-    bool in_login_list;
-    bool in_pool_list;
-    bool pinned;                    /* keeps its backend until it leaves (session state) */
     uint8_t pin_reason;             /* enum pin_reason */
+    uint8_t pool_mode;              /* enum pool_mode of its pool at login: SET pool_mode applies
+                                       to later logins */
+    uint8_t admin_access;           /* enum admin_access */
+    uint8_t addr_family;            /* AF_INET, AF_INET6, AF_UNIX, or AF_UNSPEC (not known) */
 
     struct pool *pool;
     struct limit_count *counted_database; /* counted against the client limits while set */
     struct limit_count *counted_user;
     struct server *server;          /* linked backend while ACTIVE */
-    const char *user;               /* points into startup copy */
-    const char *database;
-    char *startup_copy;             /* owned: user and database strings */
+    char *user;                     /* owned: one allocation holding user, then database */
+    const char *database;           /* points into user's allocation */
     struct param_set params;        /* session settings this client asked for */
     struct session_tracking session; /* how its statements change them, and its pins */
     /* Its named prepared statements and its unnamed one (transaction mode): made by its first
@@ -70,50 +84,55 @@ struct client {
     struct prepared_client *prepared;
     double pin_time;
     char *pin_statement;            /* the start of the statement that pinned it */
+    struct client_login *login;     /* until its login is answered: NULL once logged in */
+    struct client_lost_error *lost_error; /* what a lost backend's transaction reports: made when
+                                             one is lost (client_backend_lost) */
 
     uint32_t cancel_pid;
     uint32_t cancel_key;
-    bool registered_for_cancel;
-    bool cancel_pending;            /* a CancelRequest came while sluice gave its backend its
-                                       settings, before its statement was sent */
-
-    uint8_t auth_method;            /* enum auth_type used for this login */
-    uint8_t md5_salt[4];
-    enum client_auth_step auth_step;
-    struct scram_server *scram;     /* only during SCRAM */
-    struct auth_ticket *auth_ticket; /* its auth_query look-up, then its copy of the secret found */
 
     /* transaction tracking on the client -> backend path */
     uint32_t forward_remaining;     /* bytes of the current message still to pass to the backend */
     uint32_t pending_ready;         /* ReadyForQuery replies the backend still owes (Query, Sync) */
     uint32_t discard_remaining;     /* bytes of a dropped message still to come */
-    bool unsynced;                  /* extended-protocol messages sent since the last Sync */
-    bool reading_paused;            /* backend's output is full */
+    uint16_t port;
+
+    /* One bit each, packed with the fields above: every idle client carries them. */
+    bool in_pool_list : 1;
+    bool pinned : 1;                /* keeps its backend until it leaves (session state) */
+    bool registered_for_cancel : 1;
+    bool cancel_pending : 1;        /* a CancelRequest came while sluice gave its backend its
+                                       settings, before its statement was sent */
+    bool unsynced : 1;              /* extended-protocol messages sent since the last Sync */
+    bool reading_paused : 1;        /* backend's output is full */
     /* Its backend died inside a transaction (transaction mode), or its statement was cancelled
      * before it reached a backend: until the next Sync or query its messages are dropped, as
      * PostgreSQL skips to Sync after an error, and then it is told. */
-    bool transaction_lost;
-    bool lost_error_sent;           /* ErrorResponse sent: only ReadyForQuery is still owed */
-    struct client_lost_error *lost_error; /* what a lost backend's transaction reports: made when
-                                             one is lost (client_backend_lost) */
+    bool transaction_lost : 1;
+    bool lost_error_sent : 1;       /* ErrorResponse sent: only ReadyForQuery is still owed */
+    bool over_limit : 1;            /* accepted past max_client_conn: refused after startup */
+    bool is_unix : 1;
+    bool tls : 1;                   /* the connection was upgraded to TLS */
+    bool direct_tls : 1;            /* TLS from the first byte (sslnegotiation=direct) */
+    bool is_admin : 1;              /* logged in to the admin console, not a pool */
+    bool tracks_prepared : 1;       /* max_prepared_statements > 0 at login (transaction mode) */
 
     double connect_time;
     double wait_start;              /* when it joined the wait queue */
     struct pool_ticket ticket;      /* its place in the queue every worker serves (pool_limits.h) */
     double query_start;             /* when the backend began to owe it a reply */
     double last_activity;
-    bool over_limit;                /* accepted past max_client_conn: refused after startup */
-    bool is_unix;
-    bool tls;                       /* the connection was upgraded to TLS */
-    bool direct_tls;                /* TLS from the first byte (sslnegotiation=direct) */
-    bool is_admin;                  /* logged in to the admin console, not a pool */
-    uint8_t pool_mode;              /* enum pool_mode of its pool at login: SET pool_mode applies
-                                       to later logins */
-    bool tracks_prepared;           /* max_prepared_statements > 0 at login (transaction mode) */
-    uint8_t admin_access;           /* enum admin_access */
-    uint16_t port;
-    char addr[INET6_ADDRSTRLEN];    /* the longest address inet_ntop writes, or "unix" */
+    uint8_t addr[16];               /* the peer's in_addr or in6_addr, as addr_family says, port
+                                       its port: client_address() writes it out when a log line
+                                       or SHOW CLIENTS needs it */
 };
+
+/* A client's address as the log and SHOW CLIENTS show it: inet_ntop's text, "unix" or "unknown". */
+struct client_address {
+    char text[INET6_ADDRSTRLEN];
+};
+/* By value, so that a log call can take client_address(c).text as it is. */
+struct client_address client_address(const struct client *c);
 
 /* Takes ownership of fd. NULL on failure (fd closed). */
 struct client *client_create(struct worker *w, int fd, const struct sockaddr *addr, int addr_len,

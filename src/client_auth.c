@@ -49,7 +49,7 @@ bool client_auth_send_request(struct client *c, uint32_t code, const void *data,
 void client_auth_count(struct client *c, bool ok)
 {
     struct worker_stats *st = &c->worker->stats;
-    size_t method = c->auth_method < 8 ? c->auth_method : 0;
+    size_t method = c->login->auth_method < 8 ? c->login->auth_method : 0;
     if (ok) {
         st->logins_ok++;
         st->logins_ok_by_method[method]++;
@@ -89,15 +89,15 @@ void client_auth_begin(struct client *c)
     struct userlist_entry *entry = w->users ? userlist_find(w->users, c->user) : NULL;
 
     client_set_state(c, CLIENT_AUTH);
-    c->auth_method = (uint8_t)type;
+    c->login->auth_method = (uint8_t)type;
     /* Tokens carry their own proof; everyone else not in auth_file may be in PostgreSQL. */
     if (!entry && !c->is_admin && type != AUTH_TYPE_TOKEN) {
         /* Set first: a look-up that fails at once answers this client before it returns. */
-        c->auth_step = AUTH_STEP_LOOKUP;
+        c->login->auth_step = AUTH_STEP_LOOKUP;
         enum auth_query_outcome outcome = auth_query_begin(w->auth_query, c, &entry);
         if (outcome == AUTH_QUERY_WAIT)
             return;
-        c->auth_step = AUTH_STEP_NONE;
+        c->login->auth_step = AUTH_STEP_NONE;
         switch (outcome) {
         case AUTH_QUERY_WAIT:
             return;
@@ -116,9 +116,9 @@ void client_auth_lookup_done(struct client *c, bool failed)
 {
     const struct config_user *cu;
 
-    if (c->state != CLIENT_AUTH || c->auth_step != AUTH_STEP_LOOKUP)
+    if (c->state != CLIENT_AUTH || c->login->auth_step != AUTH_STEP_LOOKUP)
         return;
-    c->auth_step = AUTH_STEP_NONE;
+    c->login->auth_step = AUTH_STEP_NONE;
     if (failed) {
         client_auth_failed(c);
         return;
@@ -132,13 +132,13 @@ static void client_auth_start_method(struct client *c, enum auth_type type,
 {
     struct worker *w = c->worker;
 
-    c->auth_method = (uint8_t)type;
+    c->login->auth_method = (uint8_t)type;
     switch (type) {
     case AUTH_TYPE_TRUST:
         /* As PgBouncer: trust skips the password, not the auth file. */
         if (!entry) {
             log_info("C-%llu: %s/%s@%s:%d no such user", (unsigned long long)c->id, c->database,
-                     c->user, c->addr, c->port);
+                     c->user, client_address(c).text, c->port);
             client_auth_count(c, false);
             client_failf(c, "28000", "\"trust\" authentication failed for user \"%s\"", c->user);
             return;
@@ -146,25 +146,25 @@ static void client_auth_start_method(struct client *c, enum auth_type type,
         client_authenticated(c);
         return;
     case AUTH_TYPE_PLAIN:
-        c->auth_step = AUTH_STEP_CLEARTEXT;
+        c->login->auth_step = AUTH_STEP_CLEARTEXT;
         client_auth_send_request(c, AUTH_REQ_PASSWORD, NULL, 0);
         return;
     case AUTH_TYPE_MD5:
         /* As PgBouncer: a SCRAM secret cannot answer md5, so such users get SCRAM. */
         if (!(entry && entry->kind == SECRET_SCRAM)) {
-            if (RAND_bytes(c->md5_salt, sizeof(c->md5_salt)) != 1) {
+            if (RAND_bytes(c->login->md5_salt, sizeof(c->login->md5_salt)) != 1) {
                 client_fail(c, "XX000", "could not generate a random salt");
                 return;
             }
-            c->auth_step = AUTH_STEP_MD5;
-            client_auth_send_request(c, AUTH_REQ_MD5, c->md5_salt, sizeof(c->md5_salt));
+            c->login->auth_step = AUTH_STEP_MD5;
+            client_auth_send_request(c, AUTH_REQ_MD5, c->login->md5_salt, sizeof(c->login->md5_salt));
             return;
         }
-        c->auth_method = AUTH_TYPE_SCRAM;
+        c->login->auth_method = AUTH_TYPE_SCRAM;
         /* fall through */
     case AUTH_TYPE_SCRAM: {
         struct msgbuf *mb = &w->scratch;
-        c->auth_step = AUTH_STEP_SCRAM_FIRST;
+        c->login->auth_step = AUTH_STEP_SCRAM_FIRST;
         msgbuf_reset(mb);
         proto_build_auth_sasl(mb, SCRAM_MECHANISM);
         if (!conn_send(&c->conn, mb))
@@ -178,7 +178,7 @@ static void client_auth_start_method(struct client *c, enum auth_type type,
                          c->user);
             return;
         }
-        c->auth_step = AUTH_STEP_TOKEN;
+        c->login->auth_step = AUTH_STEP_TOKEN;
         client_auth_send_request(c, AUTH_REQ_PASSWORD, NULL, 0);
         return;
     case AUTH_TYPE_UNSET:
@@ -254,17 +254,17 @@ static void client_scram_first(struct client *c, struct userlist_entry *entry, c
         client_mock_verifier(c, &mock);
         verifier = &mock;
     }
-    c->scram = calloc(1, sizeof(*c->scram));
-    if (!c->scram) {
+    c->login->scram = calloc(1, sizeof(*c->login->scram));
+    if (!c->login->scram) {
         client_fail(c, "53200", "out of memory");
         return;
     }
-    if (scram_server_first(c->scram, verifier, NULL, data, data_len, out, sizeof(out), &out_len,
+    if (scram_server_first(c->login->scram, verifier, NULL, data, data_len, out, sizeof(out), &out_len,
                            err, sizeof(err)) != 0) {
         client_failf(c, "08P01", "malformed SCRAM message: %s", err);
         return;
     }
-    c->auth_step = AUTH_STEP_SCRAM_FINAL;
+    c->login->auth_step = AUTH_STEP_SCRAM_FINAL;
     client_auth_send_request(c, AUTH_REQ_SASL_CONTINUE, out, out_len);
 }
 
@@ -292,8 +292,8 @@ static void client_keep_passthrough(struct client *c)
 
     if (!pool)
         return;
-    keys.verifier = c->scram->verifier;
-    memcpy(keys.client_key, c->scram->client_key, SCRAM_KEY_LEN);
+    keys.verifier = c->login->scram->verifier;
+    memcpy(keys.client_key, c->login->scram->client_key, SCRAM_KEY_LEN);
     pool_set_passthrough(pool, &keys);
     OPENSSL_cleanse(&keys, sizeof(keys));
 }
@@ -313,13 +313,13 @@ static void client_scram_final(struct client *c, const uint8_t *body, size_t bod
 {
     char out[SCRAM_MAX_MESSAGE + 1], err[128];
     size_t out_len;
-    int verdict = scram_server_final(c->scram, body, body_len, out, sizeof(out), &out_len, err,
+    int verdict = scram_server_final(c->login->scram, body, body_len, out, sizeof(out), &out_len, err,
                                      sizeof(err));
     if (verdict == 1)
         client_keep_passthrough(c);
-    OPENSSL_cleanse(c->scram, sizeof(*c->scram));
-    free(c->scram);
-    c->scram = NULL;
+    OPENSSL_cleanse(c->login->scram, sizeof(*c->login->scram));
+    free(c->login->scram);
+    c->login->scram = NULL;
     if (verdict < 0) {
         client_failf(c, "08P01", "malformed SCRAM message: %s", err);
         return;
@@ -359,7 +359,7 @@ static void client_check_token(struct client *c, const uint8_t *body, size_t bod
         w->stats.token_failures[why]++;
     client_auth_count(c, false);
     log_info("C-%llu: %s/%s@%s:%d token login refused: %s", (unsigned long long)c->id,
-             c->database, c->user, c->addr, c->port, token_failure_message(why));
+             c->database, c->user, client_address(c).text, c->port, token_failure_message(why));
     client_failf(c, "28P01", "token authentication failed for user \"%s\": %s", c->user,
                  token_failure_message(why));
 }
@@ -369,7 +369,7 @@ static void client_auth_message(struct client *c, const uint8_t *body, size_t bo
     struct userlist_entry *entry = client_auth_entry(c);
     const char *password;
 
-    switch (c->auth_step) {
+    switch (c->login->auth_step) {
     case AUTH_STEP_CLEARTEXT:
         if (proto_parse_password(body, body_len, &password) != PROTO_OK) {
             client_fail(c, "08P01", "malformed password message");
@@ -386,7 +386,7 @@ static void client_auth_message(struct client *c, const uint8_t *body, size_t bo
             return;
         }
         if (entry && entry->kind != SECRET_SCRAM && *entry->secret &&
-            md5_check_response(entry->secret, c->user, c->md5_salt, password))
+            md5_check_response(entry->secret, c->user, c->login->md5_salt, password))
             client_password_authenticated(c, entry);
         else
             client_auth_failed(c);

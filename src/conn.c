@@ -260,16 +260,13 @@ static bool conn_wake(struct conn *conn)
 /* ---- opening and closing ---- */
 
 static void conn_init_common(struct conn *conn, struct event_base *base, struct conn_flusher *flusher,
-                             conn_read_fn on_read, conn_drain_fn on_drain, conn_event_fn on_event,
-                             void *arg)
+                             const struct conn_callbacks *cb, void *arg)
 {
     memset(conn, 0, sizeof(*conn));
     conn->fd = -1;
     conn->base = base;
     conn->flusher = flusher;
-    conn->on_read = on_read;
-    conn->on_drain = on_drain;
-    conn->on_event = on_event;
+    conn->cb = cb;
     conn->arg = arg;
 }
 
@@ -301,19 +298,18 @@ static struct event *conn_write_event(struct conn *conn)
 }
 
 int conn_open_accepted(struct conn *conn, struct event_base *base, struct conn_flusher *flusher,
-                       evutil_socket_t fd, conn_read_fn on_read, conn_drain_fn on_drain,
-                       conn_event_fn on_event, void *arg)
+                       evutil_socket_t fd, const struct conn_callbacks *cb, void *arg)
 {
     /* The listener accepts with SOCK_NONBLOCK: no fcntl here. */
-    conn_init_common(conn, base, flusher, on_read, on_drain, on_event, arg);
+    conn_init_common(conn, base, flusher, cb, arg);
     return conn_attach(conn, fd);
 }
 
 int conn_open_connect(struct conn *conn, struct event_base *base, struct conn_flusher *flusher,
-                      const struct sockaddr *addr, socklen_t addr_len, conn_read_fn on_read,
-                      conn_drain_fn on_drain, conn_event_fn on_event, void *arg)
+                      const struct sockaddr *addr, socklen_t addr_len,
+                      const struct conn_callbacks *cb, void *arg)
 {
-    conn_init_common(conn, base, flusher, on_read, on_drain, on_event, arg);
+    conn_init_common(conn, base, flusher, cb, arg);
     evutil_socket_t fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
@@ -364,7 +360,7 @@ static void conn_dns_cb(int result, struct evutil_addrinfo *res, void *arg)
         conn->error = EHOSTUNREACH;
         if (res)
             evutil_freeaddrinfo(res);
-        conn->on_event(conn, CONN_EVENT_ERROR, conn->arg);
+        conn->cb->on_event(conn, CONN_EVENT_ERROR, conn->arg);
         return;
     }
     struct sockaddr_storage addr;
@@ -373,26 +369,24 @@ static void conn_dns_cb(int result, struct evutil_addrinfo *res, void *arg)
     evutil_freeaddrinfo(res);
     struct conn_flusher *flusher = conn->flusher;
     struct event_base *base = conn->base;
-    conn_read_fn on_read = conn->on_read;
-    conn_drain_fn on_drain = conn->on_drain;
-    conn_event_fn on_event = conn->on_event;
+    const struct conn_callbacks *cb = conn->cb;
     void *cb_arg = conn->arg;
-    if (conn_open_connect(conn, base, flusher, (struct sockaddr *)&addr, addr_len, on_read,
-                          on_drain, on_event, cb_arg) != 0) {
+    if (conn_open_connect(conn, base, flusher, (struct sockaddr *)&addr, addr_len, cb,
+                          cb_arg) != 0) {
         conn->error = errno;
-        on_event(conn, CONN_EVENT_ERROR, cb_arg);
+        cb->on_event(conn, CONN_EVENT_ERROR, cb_arg);
     }
 }
 
 int conn_open_connect_host(struct conn *conn, struct event_base *base, struct conn_flusher *flusher,
-                           struct evdns_base *dns, const char *host, int port, conn_read_fn on_read,
-                           conn_drain_fn on_drain, conn_event_fn on_event, void *arg)
+                           struct evdns_base *dns, const char *host, int port,
+                           const struct conn_callbacks *cb, void *arg)
 {
     struct evutil_addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                                      .ai_protocol = IPPROTO_TCP };
     char port_text[16];
 
-    conn_init_common(conn, base, flusher, on_read, on_drain, on_event, arg);
+    conn_init_common(conn, base, flusher, cb, arg);
     if (!dns)
         return -1;
     snprintf(port_text, sizeof(port_text), "%d", port);
@@ -484,16 +478,16 @@ void conn_join_loop(struct conn *conn, struct event_base *base, struct conn_flus
 
 /* ---- interest in readability and writability ---- */
 
-/* Adds or removes one of a connection's events, remembering which it is. */
-static void conn_set_interest(struct event *event, bool *armed, bool want)
+/* Adds or removes one of a connection's events: returns whether it is added now, to remember. */
+static bool conn_set_interest(struct event *event, bool armed, bool want)
 {
-    if (want == *armed)
-        return;
+    if (want == armed)
+        return armed;
     if (want)
         event_add(event, NULL);
     else
         event_del(event);
-    *armed = want;
+    return want;
 }
 
 /* The owner reads, and SUSPEND does not hold the connection. */
@@ -507,7 +501,7 @@ static void conn_arm_read(struct conn *conn)
 {
     bool want = conn->open &&
                 (conn_wants_input(conn) || conn->tls_handshaking || conn->tls_write_wants_read);
-    conn_set_interest(&conn->read_event, &conn->read_armed, want);
+    conn->read_armed = conn_set_interest(&conn->read_event, conn->read_armed, want);
 }
 
 /* false if the write event could not be made (out of memory). */
@@ -518,7 +512,7 @@ static bool conn_arm_write(struct conn *conn, bool want)
     struct event *write_event = conn_write_event(conn);
     if (!write_event)
         return false;
-    conn_set_interest(write_event, &conn->write_pending, want);
+    conn->write_pending = conn_set_interest(write_event, conn->write_pending, want);
     return true;
 }
 
@@ -530,7 +524,7 @@ static void conn_report_error(struct conn *conn, int error)
     conn->tls_handshaking = false;
     conn->tls_write_wants_read = false;
     conn_stop_reading(conn);
-    conn->on_event(conn, error ? CONN_EVENT_ERROR : CONN_EVENT_EOF, conn->arg);
+    conn->cb->on_event(conn, error ? CONN_EVENT_ERROR : CONN_EVENT_EOF, conn->arg);
 }
 
 static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
@@ -582,7 +576,7 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
         left -= take;
     }
     evbuffer_commit_space(conn->in, vec, n_vec);
-    conn->on_read(conn, conn->arg);
+    conn->cb->on_read(conn, conn->arg);
 }
 
 static void conn_finish_connect(struct conn *conn)
@@ -596,10 +590,10 @@ static void conn_finish_connect(struct conn *conn)
         error = errno;
     if (error) {
         conn->error = error;
-        conn->on_event(conn, CONN_EVENT_ERROR, conn->arg);
+        conn->cb->on_event(conn, CONN_EVENT_ERROR, conn->arg);
         return;
     }
-    conn->on_event(conn, CONN_EVENT_CONNECTED, conn->arg);
+    conn->cb->on_event(conn, CONN_EVENT_CONNECTED, conn->arg);
 }
 
 static void conn_notify_drain(struct conn *conn)
@@ -607,7 +601,7 @@ static void conn_notify_drain(struct conn *conn)
     if (!conn->want_drain || conn_buffered(conn->out) > 0 || conn_buffered(conn->wire) > 0)
         return;
     conn->want_drain = false;
-    conn->on_drain(conn, conn->arg);
+    conn->cb->on_drain(conn, conn->arg);
 }
 
 static void conn_write_cb(evutil_socket_t fd, short what, void *arg)
@@ -794,7 +788,7 @@ static void conn_tls_handshake(struct conn *conn)
     if (rc == 1) {
         conn->tls_handshaking = false;
         conn_arm_read(conn);
-        conn->on_event(conn, CONN_EVENT_CONNECTED, conn->arg);
+        conn->cb->on_event(conn, CONN_EVENT_CONNECTED, conn->arg);
         if (!conn->open)
             return;
         if (evbuffer_get_length(conn->out) > 0)
@@ -857,7 +851,7 @@ static void conn_tls_read(struct conn *conn)
     }
     conn_tls_note_records(conn, wire_before); /* reading can answer too: a KeyUpdate, an alert */
     if (got) {
-        conn->on_read(conn, conn->arg);
+        conn->cb->on_read(conn, conn->arg);
         if (!conn->open)
             return;
     }

@@ -42,6 +42,13 @@ typedef void (*conn_read_fn)(struct conn *conn, void *arg);
 typedef void (*conn_drain_fn)(struct conn *conn, void *arg);
 typedef void (*conn_event_fn)(struct conn *conn, enum conn_event event, void *arg);
 
+/* What a connection's owner is told; one constant table per kind of owner, not one copy per conn. */
+struct conn_callbacks {
+    conn_read_fn on_read;
+    conn_drain_fn on_drain;        /* output became empty after a caller asked (conn_want_drain) */
+    conn_event_fn on_event;
+};
+
 /* The worker-wide list of connections with output to write, flushed once per loop iteration. */
 TAILQ_HEAD(conn_list, conn);
 struct write_batch;
@@ -72,23 +79,22 @@ struct conn {
     struct conn_dns_ticket *dns_ticket; /* a host name's look-up under way, and its request; it
                                            outlives the conn if the look-up is cancelled */
 
-    conn_read_fn on_read;
-    conn_drain_fn on_drain;        /* output became empty after a caller asked (conn_want_drain) */
-    conn_event_fn on_event;
-    void *arg;
+    const struct conn_callbacks *cb;
+    void *arg;                     /* passed to every callback */
 
     TAILQ_ENTRY(conn) dirty_link;
-    bool dirty;                    /* in the flusher's list */
-    bool reading;                  /* the owner wants input */
-    bool suspended;                /* SUSPEND: not read, whatever the owner wants */
-    bool read_armed;               /* read event added */
-    bool write_pending;            /* write event added: the kernel did not take everything */
-    bool tls_handshaking;
-    bool tls_write_wants_read;     /* OpenSSL must read before it can write on */
-    bool connecting;
-    bool want_drain;
-    bool failed;                   /* a write failed: reported through the read path */
-    bool open;
+    /* One bit each: every idle client carries a conn. */
+    bool dirty : 1;                /* in the flusher's list */
+    bool reading : 1;              /* the owner wants input */
+    bool suspended : 1;            /* SUSPEND: not read, whatever the owner wants */
+    bool read_armed : 1;           /* read event added */
+    bool write_pending : 1;        /* write event added: the kernel did not take everything */
+    bool tls_handshaking : 1;
+    bool tls_write_wants_read : 1; /* OpenSSL must read before it can write on */
+    bool connecting : 1;
+    bool want_drain : 1;
+    bool failed : 1;               /* a write failed: reported through the read path */
+    bool open : 1;
 };
 
 int conn_flusher_init(struct conn_flusher *flusher, struct event_base *base);
@@ -102,16 +108,15 @@ bool conn_flusher_use_io_uring(struct conn_flusher *flusher, bool on, char *why,
 
 /* Wraps an accepted socket. 0, or -1 (fd not closed). */
 int conn_open_accepted(struct conn *conn, struct event_base *base, struct conn_flusher *flusher,
-                       evutil_socket_t fd, conn_read_fn on_read, conn_drain_fn on_drain,
-                       conn_event_fn on_event, void *arg);
+                       evutil_socket_t fd, const struct conn_callbacks *cb, void *arg);
 /* Starts a non-blocking connect; on_event(CONNECTED) or (ERROR) follows. 0, or -1. */
 int conn_open_connect(struct conn *conn, struct event_base *base, struct conn_flusher *flusher,
-                      const struct sockaddr *addr, socklen_t addr_len, conn_read_fn on_read,
-                      conn_drain_fn on_drain, conn_event_fn on_event, void *arg);
+                      const struct sockaddr *addr, socklen_t addr_len,
+                      const struct conn_callbacks *cb, void *arg);
 /* The same, resolving host first with evdns. */
 int conn_open_connect_host(struct conn *conn, struct event_base *base, struct conn_flusher *flusher,
-                           struct evdns_base *dns, const char *host, int port, conn_read_fn on_read,
-                           conn_drain_fn on_drain, conn_event_fn on_event, void *arg);
+                           struct evdns_base *dns, const char *host, int port,
+                           const struct conn_callbacks *cb, void *arg);
 /* Closes the socket and frees the buffers; safe to call twice. No callback runs afterwards. */
 void conn_close(struct conn *conn);
 

@@ -34,6 +34,13 @@
 static void server_read_cb(struct conn *conn, void *arg);
 static void server_drain_cb(struct conn *conn, void *arg);
 static void server_event_cb(struct conn *conn, enum conn_event event, void *arg);
+
+static const struct conn_callbacks server_conn_callbacks = {
+    .on_read = server_read_cb,
+    .on_drain = server_drain_cb,
+    .on_event = server_event_cb,
+};
+
 static void server_cleanup_input(struct server *s);
 
 /* ---- lifecycle ---- */
@@ -149,7 +156,7 @@ static int server_start_connect(struct server *s)
 
 #define SERVER_CONNECT(addr, len)                                                                  \
     conn_open_connect(&s->conn, w->base, &w->flusher, (struct sockaddr *)(addr), (len),           \
-                      server_read_cb, server_drain_cb, server_event_cb, s)
+                      &server_conn_callbacks, s)
     if (s->host[0] == '/') {
         struct sockaddr_un sun = { .sun_family = AF_UNIX };
         int n = snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/.s.PGSQL.%d", s->host, s->port);
@@ -167,7 +174,7 @@ static int server_start_connect(struct server *s)
     /* A name is resolved again for every backend (no cache): after a failover that moves the
      * name, the next backend goes to the new address. */
     return conn_open_connect_host(&s->conn, w->base, &w->flusher, w->dns, s->host, s->port,
-                                  server_read_cb, server_drain_cb, server_event_cb, s);
+                                  &server_conn_callbacks, s);
 }
 
 /* Between tries to open a backend while the process is out of descriptors (the janitor retries). */

@@ -1014,7 +1014,14 @@ static enum session_step session_bind(struct client *c, uint32_t msg_len)
     size_t portal_end, name_end;
     char deallocated[PINNING_NAME_LEN];
     bool failed;
+    uint8_t first[PROTO_HEADER_LEN + 1];
 
+    if (whole >= sizeof(first)) {   /* (a shorter one is malformed: found so below) */
+        if (evbuffer_copyout(in, first, sizeof(first)) < (ev_ssize_t)sizeof(first))
+            return SESSION_WAIT;
+        if (first[PROTO_HEADER_LEN] == '\0')
+            s->session.unnamed_portal_of_query = false;   /* the client's own from now on */
+    }
     if (!session_prepared_enabled(c))
         return SESSION_FORWARD;
     /* The names may be as long as the message: look for their ends in what has arrived. */
@@ -1167,14 +1174,36 @@ static enum session_step session_execute_discard_all(struct client *c)
 }
 
 /*
+ * An Execute of the unnamed portal with no Bind of it since a simple query: the backend closes
+ * that portal first, so the Execute finds none (34000), as after a query that succeeded, or
+ * failed before it ran. PostgreSQL 15 keeps the unnamed portal of a query that failed while
+ * running in a transaction block, with its text and plan in memory that the next message frees,
+ * and an Execute of it reads them: with a long query its backend dies (SIGSEGV), and the
+ * postmaster then ends every connection of every pool. A Close reads neither.
+ */
+static enum session_step session_close_query_portal(struct client *c)
+{
+    struct server *s = c->server;
+    struct msgbuf *mb = &c->worker->scratch;
+
+    msgbuf_reset(mb);
+    session_build_close(mb, 'P', "");
+    if (!reply_queue_push(&s->replies, REPLY_CLOSE_OURS, NULL) || !conn_send(&s->conn, mb))
+        return session_out_of_memory(c);
+    s->session.unnamed_portal_of_query = false;
+    return SESSION_FORWARD;
+}
+
+/*
  * Execute of a portal bound to DEALLOCATE [ALL]: the backend runs what
  * session_apply_command says instead, under sluice's own portal, and never the client's command.
  */
 static enum session_step session_execute(struct client *c, uint32_t msg_len)
 {
     struct server *s = c->server;
+    bool query_portal = s->session.unnamed_portal_of_query;
 
-    if (s->session.n_portals == 0 || msg_len > CONN_MAX_INSPECTED_MESSAGE)
+    if ((s->session.n_portals == 0 && !query_portal) || msg_len > CONN_MAX_INSPECTED_MESSAGE)
         return SESSION_FORWARD;
     const uint8_t *msg = conn_pullup_message(c->conn.in, msg_len);
     if (!msg)
@@ -1182,6 +1211,8 @@ static enum session_step session_execute(struct client *c, uint32_t msg_len)
     const char *portal = (const char *)msg + PROTO_HEADER_LEN;
     if (!memchr(portal, 0, msg_len - 4))
         return SESSION_FORWARD;   /* malformed: the backend says so */
+    if (!*portal && query_portal)
+        return session_close_query_portal(c);
     struct session_portal *p = session_find_portal(s, portal);
     if (!p)
         return SESSION_FORWARD;
@@ -1245,6 +1276,8 @@ enum session_step session_client_message(struct client *c, uint8_t type, uint32_
         s->session.untracked = pushed ? 1 : s->session.untracked + 1;
     else if (pushed)
         s->session.untracked = 0;
+    if (type == 'Q' && step != SESSION_ANSWERED && !skipping)
+        s->session.unnamed_portal_of_query = true;
     if (type == 'E' && step != SESSION_ANSWERED && !skipping)
         s->session.executed = true;
     else if (type == 'S' || type == 'Q' || type == 'F')

@@ -106,6 +106,9 @@ struct session_backend {
                                         given an expectation: see reply_expectation.untracked */
     bool executed;                   /* an Execute passed on since the client's last Sync or
                                         simple query: a pipeline, for DISCARD ALL */
+    bool unnamed_portal_of_query;    /* a simple query ran since the last Bind of the unnamed
+                                        portal: any such portal is the query's (see
+                                        session_close_query_portal) */
 };
 
 void session_backend_free(struct session_backend *b);

@@ -101,7 +101,7 @@ void session_pin(struct client *c, enum pin_reason reason, uint32_t pins, const 
     if ((size_t)reason < sizeof(pool->stats.pin_events) / sizeof(pool->stats.pin_events[0]))
         pool->stats.pin_events[reason]++;
     log_info("C-%llu: %s/%s@%s:%d pinned to its backend: %s", (unsigned long long)c->id,
-             c->database, c->user, c->addr, c->port, pin_reason_name(reason));
+             c->database, c->user, client_address(c).text, c->port, pin_reason_name(reason));
 }
 
 void session_unpin(struct client *c)
@@ -328,7 +328,7 @@ static void session_clear_pins(struct client *c, uint32_t cleared)
     if (t->unpin_is_discard_all && c->server)
         c->server->session_dirty = false;
     log_info("C-%llu: %s/%s@%s:%d no longer pinned: it cleared its session state",
-             (unsigned long long)c->id, c->database, c->user, c->addr, c->port);
+             (unsigned long long)c->id, c->database, c->user, client_address(c).text, c->port);
     session_unpin(c);
 }
 

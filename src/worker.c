@@ -185,6 +185,7 @@ int worker_init(struct worker *w, struct config *cfg, struct world *world, unsig
     w->mailbox.wake_fd = -1;
     w->cfg = cfg;
     TAILQ_INIT(&w->clients);
+    client_cache_init(&w->client_cache);
     TAILQ_INIT(&w->login_clients);
     TAILQ_INIT(&w->pools);
     TAILQ_INIT(&w->autodbs);
@@ -308,6 +309,7 @@ void worker_destroy(struct worker *w)
     TAILQ_FOREACH(pool, &w->pools, link)
         pool_close_servers(pool, "shutting down");
     worker_reap(w);
+    client_cache_free(&w->client_cache);
     while (!TAILQ_EMPTY(&w->pools)) {
         pool = TAILQ_FIRST(&w->pools);
         TAILQ_REMOVE(&w->pools, pool, link);
@@ -433,7 +435,7 @@ static void worker_expire_logins(struct worker *w, double now)
 {
     double timeout = w->cfg->client_login_timeout;
     while (timeout > 0 && !TAILQ_EMPTY(&w->login_clients)) {
-        struct client *c = TAILQ_FIRST(&w->login_clients);
+        struct client *c = TAILQ_FIRST(&w->login_clients)->client;
         if (now - c->connect_time < timeout)
             break;
         if (c->state == CLIENT_STARTUP && c->over_limit)

@@ -13,6 +13,7 @@
 #include <sys/queue.h>
 #include <event2/event.h>
 #include "cancel.h"
+#include "client_cache.h"
 #include "conn.h"
 #include "config.h"
 #include "peer.h"
@@ -37,6 +38,7 @@ struct autodb;
 struct auth_query;
 
 TAILQ_HEAD(client_list, client);
+TAILQ_HEAD(client_login_list, client_login);
 TAILQ_HEAD(server_list, server);
 TAILQ_HEAD(pool_list, pool);
 TAILQ_HEAD(autodb_list, autodb);
@@ -82,7 +84,8 @@ struct worker {
 
     struct listener *listeners;    /* singly linked, owned */
     struct client_list clients;    /* every live client */
-    struct client_list login_clients; /* not yet logged in, oldest first (login timeout) */
+    struct client_cache client_cache; /* the memory of its clients, live and gone */
+    struct client_login_list login_clients; /* not yet logged in, oldest first (login timeout) */
     struct pool_list pools;
     struct autodb_list autodbs;    /* databases made from "*" on demand (autodb.c) */
     bool server_closed;            /* a backend closed: pools waiting on a limit may go on */

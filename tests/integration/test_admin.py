@@ -2,6 +2,7 @@
 "pgbouncer"), with PgBouncer's column names and types, read by psql, psycopg2 and a raw socket."""
 
 import re
+import socket
 import struct
 import time
 
@@ -251,6 +252,41 @@ def clients_and_servers(t):
     check_equal(len(own), 1, "the console's own row")
 
 
+def ipv6_loopback():
+    """Can this machine listen on ::1?"""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@test("SHOW CLIENTS gives each client's address and port: IPv4, IPv6 and the unix socket",
+      sluice_only=True)
+def clients_address_and_port(t):
+    has_ipv6 = ipv6_loopback()
+    s = start(t, settings={"listen_addr": "127.0.0.1,::1" if has_ipv6 else "127.0.0.1"})
+    v4 = s.connect(application_name="over_ipv4")
+    unix = s.connect(unix=True, application_name="over_unix")
+    expected = {"over_ipv4": ("127.0.0.1", harness.local_port(v4)), "over_unix": ("unix", 0)}
+    if has_ipv6:
+        v6 = psycopg2.connect(host="::1", port=s.port, dbname="appdb", user="app", password="app_pw",
+                              connect_timeout=10, sslmode="disable", application_name="over_ipv6")
+        with socket.fromfd(v6.fileno(), socket.AF_INET6, socket.SOCK_STREAM) as dup:
+            expected["over_ipv6"] = ("::1", dup.getsockname()[1])
+    else:
+        t.note("no IPv6 loopback on this machine: IPv6 not checked")
+    for conn in [v4, unix]:
+        one_value(conn, "SELECT 1")
+    rows = {r["application_name"]: r for r in show(console(s), "CLIENTS")}
+    for name, (addr, port) in expected.items():
+        check(name in rows, f"a row for {name} in {sorted(rows)}")
+        check_equal((rows[name]["addr"], rows[name]["port"]), (addr, port), f"{name}: addr, port")
+    if has_ipv6:
+        v6.close()
+
+
 @test("SHOW STATS, STATS_TOTALS, STATS_AVERAGES and TOTALS count transactions and queries",
       sluice_only=True)
 def stats_count(t):
@@ -307,6 +343,36 @@ def describe_configuration(t):
     check_equal(config["listen_port"]["changeable"], "no", "listen_port changeable")
     mem = {r["name"]: r for r in show(admin, "MEM")}
     check(mem["client_cache"]["used"] >= 2, f"client_cache: {mem.get('client_cache')}")
+
+
+def client_cache_row(admin):
+    return {r["name"]: r for r in show(admin, "MEM")}["client_cache"]
+
+
+@test("SHOW MEM client_cache: a client that leaves gives its place to the next one (free)",
+      sluice_only=True)
+def client_cache_reuses_places(t):
+    s = start(t, settings={"workers": 1})
+    admin = console(s)
+    clients = [s.connect() for _ in range(3)]
+    for conn in clients:
+        one_value(conn, "SELECT 1")
+    full = client_cache_row(admin)
+    for conn in clients:
+        conn.close()
+    def after_leaving():
+        row = client_cache_row(admin)
+        return row if row["used"] == full["used"] - 3 else None
+    left = wait_for(after_leaving, 10, what="the three clients gone from client_cache")
+    check_equal(left["free"], full["free"] + 3, "places kept after three clients left")
+    check_equal(left["memtotal"], left["size"] * (left["used"] + left["free"]),
+                "memtotal counts the places kept")
+    again = [s.connect() for _ in range(3)]
+    for conn in again:
+        one_value(conn, "SELECT 1")
+    row = client_cache_row(admin)
+    check_equal((row["used"], row["free"]), (full["used"], full["free"]),
+                "three new clients take the places the others left")
 
 
 @test("SHOW AUTH counts logins and failed logins; SHOW PINNED answers", sluice_only=True)

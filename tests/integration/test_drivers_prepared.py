@@ -756,6 +756,29 @@ def skipped_query_set_not_followed(t):
                     f"the client's setting after the skipped SET ({how})")
 
 
+@test("an Execute of the unnamed portal a long simple query left when it failed in a transaction "
+      "block: 34000, and the backend (PostgreSQL 15 reads that query's freed plan) does not die")
+def execute_of_failed_query_portal(t):
+    t.cluster.sql("DROP TABLE IF EXISTS crash_div; CREATE TABLE crash_div (k int, x int);"
+                  "INSERT INTO crash_div VALUES (0, 0), (1, 1); GRANT ALL ON crash_div TO PUBLIC")
+    s = transaction_pool(t)
+    a = s.wire()
+    a.login()
+    # Long enough that the memory PostgreSQL frees after the query goes back to the system.
+    failing = ("SELECT 10 / x FROM crash_div WHERE k = 0 AND k NOT IN (" +
+               ", ".join(str(n) for n in range(1, 30001)) + ")")
+    check_equal(kinds(a.query("BEGIN")), ["C", "Z"], "BEGIN")
+    check_equal(sqlstates(a.query(failing)), ["22012"], "the query failing while it runs")
+    a.send(harness.execute_message() + harness.sync_message())
+    result = a.read_until_ready()
+    check_equal((kinds(result), sqlstates(result)), (["E", "Z"], ["34000"]),
+                "Execute of the unnamed portal in the failed transaction block")
+    check_equal(kinds(a.query("ROLLBACK")), ["C", "Z"], "ROLLBACK on the same backend")
+    check_equal(a.query_ok("SELECT 'alive'").rows, [("alive",)], "the client's next query")
+    check("terminated by signal" not in open(t.cluster.log_path, errors="replace").read(),
+          "no PostgreSQL backend died")
+
+
 @test("Bind with statement and portal names of 1,200 bytes each")
 def bind_long_names(t):
     s = transaction_pool(t)

@@ -215,6 +215,40 @@ static void test_worker_capacity(void)
     cancel_registry_free(&three);
 }
 
+/* Slots of clients that left are handed out again, most recently freed first, past growth. */
+static void test_slots_reused(void)
+{
+    enum { N = 600 }; /* past the first two sizes of the table (256, 512) */
+    static int many[N];
+    static uint32_t pids[N], keys[N];
+    struct cancel_registry reg;
+    bool added = true, found = true;
+    uint32_t pid, key, second_pid, second_key;
+
+    cancel_registry_init(&reg, 0, 0, 1);
+    for (size_t i = 0; i < N; i++)
+        added &= cancel_registry_add(&reg, (struct client *)&many[i], &pids[i], &keys[i]) == 0;
+    ok(added, "600 clients are registered");
+    for (size_t i = 0; i < N; i++)
+        found &= cancel_registry_find(&reg, pids[i], keys[i]) == (struct client *)&many[i] &&
+                 (pids[i] & 0x3fffff) == i + 1;
+    ok(found, "each finds its own client, in slots taken lowest first");
+    cancel_registry_remove(&reg, pids[10]);
+    cancel_registry_remove(&reg, pids[500]);
+    ok(cancel_registry_find(&reg, pids[10], keys[10]) == NULL, "a client that left is not found");
+    ok(cancel_registry_add(&reg, CLIENT(0), &pid, &key) == 0 &&
+           cancel_registry_add(&reg, CLIENT(1), &second_pid, &second_key) == 0,
+       "two more are registered");
+    is_int(pid & 0x3fffff, 501, "the slot freed last is taken first");
+    is_int(second_pid & 0x3fffff, 11, "then the one freed before it");
+    ok(pid != pids[500] && cancel_registry_find(&reg, pids[500], keys[500]) == NULL &&
+           cancel_registry_find(&reg, pid, key) == CLIENT(0),
+       "the slot's new client has a new pid, and the old one finds nothing");
+    ok(cancel_registry_find(&reg, pids[599], keys[599]) == (struct client *)&many[599],
+       "the others are still found");
+    cancel_registry_free(&reg);
+}
+
 int main(void)
 {
     test_unpeered_keys();
@@ -224,5 +258,6 @@ int main(void)
     test_worker_routes();
     test_peered_workers();
     test_worker_capacity();
+    test_slots_reused();
     return tap_done();
 }
