@@ -125,5 +125,36 @@ def discard_all_pipelined_in_transaction_block(t):
                 "s1, which the refused DISCARD ALLs left")
 
 
+@test("a DEALLOCATE that a failing query never reached, then DEALLOCATE s1 or DEALLOCATE ALL "
+      "sent behind it before its reply: the later one drops s1, as in PostgreSQL (seeds 5, 50, "
+      "62, 66 and long seed 6 of the variant that pipelines simple queries)",
+      todo="sluice takes s1 from the client when it sends the first query and gives it back when "
+           "that query fails, after deciding the later command without s1: 26000, or s1 back")
+def deallocate_behind_failed_deallocate(t):
+    s = transaction_pool(t)
+    a = Protocol(s)
+    # DEALLOCATE s1 behind the failing one: PostgreSQL still has s1 and drops it.
+    check_equal(kinds(a.sync(harness.parse_message("SELECT 41 + $1::int", "s1"))), ["1", "Z"],
+                "Parse s1")
+    a.wire.send(harness.query_message("SELECT 1 / 0; DEALLOCATE s1") +
+                harness.query_message("DEALLOCATE s1"))
+    result = a.wire.read_until_ready()
+    check_equal((kinds(result), sqlstates(result)), (["E", "Z"], ["22012"]),
+                "the query that fails before its DEALLOCATE")
+    result = a.wire.read_until_ready()
+    check_equal((kinds(result), sqlstates(result), result.tags), (["C", "Z"], [], ["DEALLOCATE"]),
+                "DEALLOCATE s1 behind it")
+    # DEALLOCATE ALL behind the failing one: s1 goes with it, a new Parse of s1 succeeds.
+    check_equal(kinds(a.sync(harness.parse_message("SELECT 41 + $1::int", "s1"))), ["1", "Z"],
+                "Parse s1 again")
+    a.wire.send(harness.query_message("SELECT 1 / 0; DEALLOCATE s1") +
+                harness.query_message("DEALLOCATE ALL"))
+    check_equal(sqlstates(a.wire.read_until_ready()), ["22012"], "the failing query")
+    check_equal(a.wire.read_until_ready().tags, ["DEALLOCATE ALL"], "DEALLOCATE ALL behind it")
+    result = a.sync(harness.parse_message("SELECT 2", "s1"))
+    check_equal((kinds(result), sqlstates(result)), (["1", "Z"], []),
+                "a Parse of s1, which DEALLOCATE ALL dropped")
+
+
 if __name__ == "__main__":
     raise SystemExit(suite.run())
