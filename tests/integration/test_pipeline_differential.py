@@ -56,6 +56,9 @@ Query, up to the ReadyForQuery. A divergence names the seed, the client, the ste
 sent at that step and the steps before it with their replies. SLUICE_IT_DIFF_SEEDS=FIRST-LAST
 runs other seeds, SLUICE_IT_DIFF_CONTEXT=N shows N steps before a divergence.
 SLUICE_IT_DIFF_LONG_SEEDS=FIRST-LAST: the seeds of the longer scripts of four clients.
+SLUICE_IT_DIFF_PIPELINED_QUERIES=1: a simple query may have up to three more behind it in the same
+write, sent before its replies (off by default: sluice still diverges there, see
+test_pipeline_findings).
 """
 
 import os
@@ -78,6 +81,7 @@ LONG_STEPS = 260
 READ_TIMEOUT = 10 * harness.TIMEOUT_SCALE
 # How many steps before a divergence its report shows (more, to study one).
 CONTEXT_STEPS = int(os.environ.get("SLUICE_IT_DIFF_CONTEXT", "8"))
+PIPELINED_QUERIES = os.environ.get("SLUICE_IT_DIFF_PIPELINED_QUERIES") == "1"
 NAMES = ("s1", "s2", "s3")    # statement names, the same for every client
 PORTALS = ("", "p1", "p2")
 
@@ -460,7 +464,10 @@ class Script:
             sql = rng.choice(QUERIES).format(key=self.value(client, "key"), name=rng.choice(NAMES))
             if client.status != "I" and rng.random() < 0.3:
                 sql = rng.choice(("COMMIT", "ROLLBACK"))
-            return [(("Q", harness.query_message(sql), None), f"Query {sql!r}")]
+            items = [(("Q", harness.query_message(sql), None), f"Query {sql!r}")]
+            while PIPELINED_QUERIES and rng.random() < 0.4 and len(items) < 4:
+                items.append(self.query_in_pipeline(client))
+            return items
         items = self.extended_messages(client)
         if rng.random() < 0.08:
             items.append(self.query_in_pipeline(client))
