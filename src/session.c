@@ -344,11 +344,19 @@ static const char *session_command_tag(uint8_t command)
     return "";
 }
 
-/* DISCARD ALL (as RESET ALL) after an Execute in an unsynced pipeline: see session_apply_command */
-#define SESSION_DISCARD_IN_PIPELINE_SQL                                                         \
+/*
+ * DISCARD ALL (as RESET ALL) when its transaction may have begun before it, in an unsynced
+ * pipeline or a block opened by a query still running: see session_apply_command. message: what
+ * Postgres says then.
+ */
+#define SESSION_DISCARD_CHECKED_SQL(message)                                                    \
     "DO $sluice$BEGIN IF pg_catalog.transaction_timestamp() < pg_catalog.statement_timestamp() " \
     "THEN RAISE EXCEPTION USING ERRCODE = '25001', "                                           \
-    "MESSAGE = 'DISCARD ALL cannot be executed within a pipeline'; END IF; RESET ALL; END$sluice$"
+    "MESSAGE = '" message "'; END IF; RESET ALL; END$sluice$"
+#define SESSION_DISCARD_IN_PIPELINE_SQL                                                         \
+    SESSION_DISCARD_CHECKED_SQL("DISCARD ALL cannot be executed within a pipeline")
+#define SESSION_DISCARD_IN_BLOCK_SQL                                                            \
+    SESSION_DISCARD_CHECKED_SQL("DISCARD ALL cannot run inside a transaction block")
 
 static void session_append_text(struct msgbuf *out, const char *text)
 {
@@ -463,6 +471,12 @@ static void session_apply_command(struct client *c, enum session_command command
             session_append_text(sql, SESSION_DISCARD_IN_PIPELINE_SQL);
             return;
         }
+        if (!status_known && !c->unsynced) {
+            /* Behind simple queries still running (BEGIN and this in one write): the
+             * transaction began before this query only if one of them opened a block. */
+            session_append_text(sql, SESSION_DISCARD_IN_BLOCK_SQL);
+            return;
+        }
         session_append_text(sql, "RESET ALL");
         return;
     case SESSION_COMMAND_NONE:
@@ -490,6 +504,16 @@ static bool session_add_retag(struct reply_expectation *e, uint32_t index, uint8
     e->retags = grown;
     e->retags[e->n_retags++] = (struct reply_retag){ index, command, taken };
     return true;
+}
+
+/*
+ * Is the backend's last ReadyForQuery status still the transaction's status at the client's next
+ * query? Only a query, a Sync or an Execute (of BEGIN, COMMIT...) can change it: Parse, Bind,
+ * Describe and Close replies still owed do not.
+ */
+static bool session_status_known(const struct client *c, bool in_flight)
+{
+    return !in_flight || (c->pending_ready == 0 && !c->server->session.executed);
 }
 
 /*
@@ -523,7 +547,8 @@ static bool session_rewrite_commands(struct client *c, const char *sql, size_t l
         struct prepared_taken *taken = NULL;
         msgbuf_append(out, sql + copied, st.start - copied);
         session_apply_command(c, command, st.name_truncated ? "" : st.name,
-                              !in_flight && this_index == 0, out, &retag, &taken);
+                              this_index == 0 && session_status_known(c, in_flight), out, &retag,
+                              &taken);
         if (retag && !session_add_retag(sync, this_index, (uint8_t)command, taken))
             return false;
         copied = st.start + st.len;

@@ -779,6 +779,43 @@ def execute_of_failed_query_portal(t):
           "no PostgreSQL backend died")
 
 
+@test("a simple DISCARD ALL in a transaction block, sent behind another query or a Parse before "
+      "their replies came: 25001 and a failed transaction, as in PostgreSQL, and the client's "
+      "statements stay")
+def discard_all_pipelined_in_transaction_block(t):
+    s = transaction_pool(t)
+    a = Protocol(s)
+    a.prepare_ok("s1", "SELECT 41 + $1::int")
+    # Two simple queries in one write: the second one is sent before the first one's
+    # ReadyForQuery says that a transaction block is open.
+    a.wire.send(harness.query_message("BEGIN") + harness.query_message("DISCARD ALL"))
+    check_equal(kinds(a.wire.read_until_ready()), ["C", "Z"], "BEGIN")
+    result = a.wire.read_until_ready()
+    check_equal((kinds(result), sqlstates(result), result.status), (["E", "Z"], ["25001"], "E"),
+                "DISCARD ALL behind it")
+    result = a.wire.query("SELECT 1")
+    check_equal((sqlstates(result), result.status), (["25P02"], "E"),
+                "the next query, in the failed transaction")
+    check_equal(a.wire.query("ROLLBACK").tags, ["ROLLBACK"], "ROLLBACK")
+    # The same behind a Parse of the extended protocol, before its Sync.
+    check_equal(a.wire.query("BEGIN").status, "T", "BEGIN")
+    a.wire.send(harness.parse_message("SELECT 1") + harness.query_message("DISCARD ALL") +
+                harness.sync_message())
+    result = a.wire.read_until_ready()
+    check_equal((kinds(result), sqlstates(result), result.status),
+                (["1", "E", "Z"], ["25001"], "E"), "Parse, then DISCARD ALL")
+    check_equal(kinds(a.wire.read_until_ready()), ["Z"], "the Sync")
+    check_equal(a.wire.query("ROLLBACK").tags, ["ROLLBACK"], "ROLLBACK")
+    check_equal(a.rows("s1", (1,)), [("42",)], "s1, which the refused DISCARD ALLs left")
+    # Outside a block, behind a query still running, it runs.
+    a.wire.send(harness.query_message("SELECT 1") + harness.query_message("DISCARD ALL"))
+    check_equal(kinds(a.wire.read_until_ready()), ["T", "D", "C", "Z"], "SELECT 1")
+    result = a.wire.read_until_ready()
+    check_equal((result.tags, result.status), (["DISCARD ALL"], "I"), "DISCARD ALL behind it")
+    result = a.sync(harness.bind_message((1,), statement="s1") + harness.execute_message())
+    check_equal(sqlstates(result), ["26000"], "s1, which the DISCARD ALL that ran took away")
+
+
 @test("Bind with statement and portal names of 1,200 bytes each")
 def bind_long_names(t):
     s = transaction_pool(t)
