@@ -1175,6 +1175,9 @@ static void client_forward_input(struct client *c)
             if (step == SESSION_HANDLED)
                 continue; /* replaced, or only the rest of it (forward_remaining) is left */
         } else {
+            enum session_step step = session_guard_message(c, type, msg_len);
+            if (step == SESSION_WAIT || step == SESSION_CLOSED)
+                return;
             client_note_message(c, type);
         }
         c->forward_remaining = msg_len + 1;

@@ -1028,6 +1028,20 @@ static bool session_push_bind(struct server *s, const char *portal, struct prepa
     return reply_queue_push_item(&s->replies, e);
 }
 
+/* A Bind of the unnamed portal makes it the client's again. false: its first byte is not in. */
+static bool session_note_bind_portal(struct client *c, uint32_t msg_len)
+{
+    uint8_t first[PROTO_HEADER_LEN + 1];
+
+    if ((size_t)msg_len + 1 < sizeof(first))
+        return true;   /* malformed, found so where it is parsed */
+    if (evbuffer_copyout(c->conn.in, first, sizeof(first)) < (ev_ssize_t)sizeof(first))
+        return false;
+    if (first[PROTO_HEADER_LEN] == '\0')
+        c->server->session.unnamed_portal_of_query = false;
+    return true;
+}
+
 /* Bind: only its two names are rewritten; parameters (maybe large) stream on untouched. */
 static enum session_step session_bind(struct client *c, uint32_t msg_len)
 {
@@ -1039,14 +1053,9 @@ static enum session_step session_bind(struct client *c, uint32_t msg_len)
     size_t portal_end, name_end;
     char deallocated[PINNING_NAME_LEN];
     bool failed;
-    uint8_t first[PROTO_HEADER_LEN + 1];
 
-    if (whole >= sizeof(first)) {   /* (a shorter one is malformed: found so below) */
-        if (evbuffer_copyout(in, first, sizeof(first)) < (ev_ssize_t)sizeof(first))
-            return SESSION_WAIT;
-        if (first[PROTO_HEADER_LEN] == '\0')
-            s->session.unnamed_portal_of_query = false;   /* the client's own from now on */
-    }
+    if (!session_note_bind_portal(c, msg_len))
+        return SESSION_WAIT;
     if (!session_prepared_enabled(c))
         return SESSION_FORWARD;
     /* The names may be as long as the message: look for their ends in what has arrived. */
@@ -1217,6 +1226,35 @@ static enum session_step session_close_query_portal(struct client *c)
         return session_out_of_memory(c);
     s->session.unnamed_portal_of_query = false;
     return SESSION_FORWARD;
+}
+
+/*
+ * Session mode: messages pass as they are, but an Execute of the portal a failed simple query
+ * left is still closed first (session_close_query_portal): a crash would end every pool's
+ * connections, not only this client's.
+ */
+enum session_step session_guard_message(struct client *c, uint8_t type, uint32_t msg_len)
+{
+    struct server *s = c->server;
+
+    switch (type) {
+    case 'Q':
+        s->session.unnamed_portal_of_query = true;
+        return SESSION_FORWARD;
+    case 'B':
+        return session_note_bind_portal(c, msg_len) ? SESSION_FORWARD : SESSION_WAIT;
+    case 'E': {
+        if (!s->session.unnamed_portal_of_query || msg_len > CONN_MAX_INSPECTED_MESSAGE)
+            return SESSION_FORWARD;
+        const uint8_t *msg = conn_pullup_message(c->conn.in, msg_len);
+        if (!msg)
+            return SESSION_WAIT;
+        bool unnamed = msg_len > 4 && msg[PROTO_HEADER_LEN] == '\0';
+        return unnamed ? session_close_query_portal(c) : SESSION_FORWARD;
+    }
+    default:
+        return SESSION_FORWARD;
+    }
 }
 
 /*

@@ -183,6 +183,12 @@ bool session_backend_skips_to_sync(const struct server *s);
 enum session_step session_client_message(struct client *c, uint8_t type, uint32_t msg_len,
                                          bool in_flight);
 
+/*
+ * The same for a client whose traffic is not tracked (session mode): only what keeps PostgreSQL
+ * from crashing on the portal of a failed simple query (SESSION_FORWARD, _WAIT or _CLOSED).
+ */
+enum session_step session_guard_message(struct client *c, uint8_t type, uint32_t msg_len);
+
 /* Must a reply of this type be shown to session_server_reply (whole) before it is passed on? */
 bool session_server_inspects(const struct server *s, uint8_t type);
 

@@ -756,12 +756,11 @@ def skipped_query_set_not_followed(t):
                     f"the client's setting after the skipped SET ({how})")
 
 
-@test("an Execute of the unnamed portal a long simple query left when it failed in a transaction "
-      "block: 34000, and the backend (PostgreSQL 15 reads that query's freed plan) does not die")
-def execute_of_failed_query_portal(t):
+def check_failed_query_portal(t, s):
+    """BEGIN, a long query failing while it runs, then an Execute of the unnamed portal: 34000,
+    and the backend, which PostgreSQL 15 would make read the query's freed plan, lives on."""
     t.cluster.sql("DROP TABLE IF EXISTS crash_div; CREATE TABLE crash_div (k int, x int);"
                   "INSERT INTO crash_div VALUES (0, 0), (1, 1); GRANT ALL ON crash_div TO PUBLIC")
-    s = transaction_pool(t)
     a = s.wire()
     a.login()
     # Long enough that the memory PostgreSQL frees after the query goes back to the system.
@@ -777,6 +776,18 @@ def execute_of_failed_query_portal(t):
     check_equal(a.query_ok("SELECT 'alive'").rows, [("alive",)], "the client's next query")
     check("terminated by signal" not in open(t.cluster.log_path, errors="replace").read(),
           "no PostgreSQL backend died")
+
+
+@test("an Execute of the unnamed portal a long simple query left when it failed in a transaction "
+      "block: 34000, and the backend (PostgreSQL 15 reads that query's freed plan) does not die")
+def execute_of_failed_query_portal(t):
+    check_failed_query_portal(t, transaction_pool(t))
+
+
+@test("the same in session mode, where sluice passes messages as they are: the portal is closed "
+      "first, the backend does not die")
+def execute_of_failed_query_portal_session_mode(t):
+    check_failed_query_portal(t, transaction_pool(t, pool_mode="session"))
 
 
 @test("a simple DISCARD ALL in a transaction block, sent behind another query or a Parse before "
