@@ -604,16 +604,15 @@ static enum session_step session_query(struct client *c, uint32_t msg_len, bool 
 
     /* A simple query destroys the unnamed statement, the client's as much as the backend's
      * (kept in the expectation: the backend may skip the query, see session_skip_to_sync). */
-    uint64_t unnamed_serial = c->prepared ? c->prepared->unnamed.serial : 0;
-    uint8_t unnamed_command = c->prepared ? c->prepared->unnamed.command : 0;
+    struct reply_expectation sync = {
+        .kind = REPLY_SYNC, .query = true, .untracked = s->session.untracked,
+        .unnamed_serial = c->prepared ? c->prepared->unnamed.serial : 0,
+        .unnamed_command = c->prepared ? c->prepared->unnamed.command : 0,
+    };
     session_clear_unnamed(c);
     s->session.unnamed_client = 0;
     if (msg_len > SESSION_MAX_SCANNED_QUERY) {
-        if (!reply_queue_push_item(&s->replies, (struct reply_expectation){
-                                      .kind = REPLY_SYNC, .query = true,
-                                      .unnamed_serial = unnamed_serial,
-                                      .unnamed_command = unnamed_command,
-                                      .untracked = s->session.untracked }))
+        if (!reply_queue_push_item(&s->replies, sync))
             return session_out_of_memory(c);
         return SESSION_FORWARD;
     }
@@ -633,22 +632,13 @@ static enum session_step session_query(struct client *c, uint32_t msg_len, bool 
 
     bool reject = reason != PIN_NONE && strcmp(c->worker->cfg->pinning, "reject") == 0;
     if (reject) {
-        if (!reply_queue_push_item(&s->replies, (struct reply_expectation){
-                                      .kind = REPLY_SYNC, .query = true,
-                                      .unnamed_serial = unnamed_serial,
-                                      .unnamed_command = unnamed_command,
-                                      .untracked = s->session.untracked }) ||
-            !session_reject(c, reason, msg_len))
+        if (!reply_queue_push_item(&s->replies, sync) || !session_reject(c, reason, msg_len))
             return session_out_of_memory(c);
         return SESSION_HANDLED;
     }
     if (session_prepared_enabled(c) && session_changes_schema(sql, len, &rules))
         prepared_registry_retire_all(c->worker->prepared);
     struct msgbuf rewritten;
-    struct reply_expectation sync = { .kind = REPLY_SYNC, .query = true,
-                                      .unnamed_serial = unnamed_serial,
-                                      .unnamed_command = unnamed_command,
-                                      .untracked = s->session.untracked };
     bool is_rewritten = false;
     msgbuf_init(&rewritten);
     if ((summary.deallocates || summary.forgets_statements) && session_prepared_enabled(c) &&
