@@ -1062,6 +1062,27 @@ static void head_discard(struct statement_scan *s)
         set_effect(s, PIN_EFFECT_DISCARD_TEMP, false);
 }
 
+/*
+ * After COMMIT or ROLLBACK, t its next token: [WORK | TRANSACTION] AND CHAIN follows (a new
+ * transaction block opens at once), not AND NO CHAIN.
+ */
+static bool scan_and_chain(struct statement_scan *s, struct token *t)
+{
+    if (is_keyword(t, "work") || is_keyword(t, "transaction"))
+        scan_next(s, t);
+    if (!is_keyword(t, "and"))
+        return false;
+    scan_next(s, t);
+    return is_keyword(t, "chain");
+}
+
+static void set_transaction_end(struct statement_scan *s, enum pin_effect effect, bool chains)
+{
+    set_effect(s, effect, false);
+    if (s->out->effect == effect)
+        s->out->chains = chains;
+}
+
 /* COMMIT | END [WORK | TRANSACTION] [AND [NO] CHAIN], but not COMMIT PREPARED 'gid'. */
 static void head_commit(struct statement_scan *s)
 {
@@ -1069,7 +1090,7 @@ static void head_commit(struct statement_scan *s)
 
     scan_next(s, &t);
     if (!is_keyword(&t, "prepared"))
-        set_effect(s, PIN_EFFECT_COMMIT, false);
+        set_transaction_end(s, PIN_EFFECT_COMMIT, scan_and_chain(s, &t));
 }
 
 /* ROLLBACK | ABORT [WORK | TRANSACTION] [TO [SAVEPOINT] name | AND [NO] CHAIN]; not PREPARED. */
@@ -1082,7 +1103,10 @@ static void head_rollback(struct statement_scan *s)
         return;
     if (is_keyword(&t, "work") || is_keyword(&t, "transaction"))
         scan_next(s, &t);
-    set_effect(s, is_keyword(&t, "to") ? PIN_EFFECT_ROLLBACK_TO : PIN_EFFECT_ROLLBACK, false);
+    if (is_keyword(&t, "to"))
+        set_effect(s, PIN_EFFECT_ROLLBACK_TO, false);
+    else
+        set_transaction_end(s, PIN_EFFECT_ROLLBACK, scan_and_chain(s, &t));
 }
 
 /* UNLISTEN *: the session listens to nothing any more. */
@@ -1309,6 +1333,8 @@ enum pin_reason pinning_scan(const char *sql, size_t len, const struct pinning_r
             memcpy(sum.param, st.name, sizeof(sum.param));
         }
         sum_effect(&sum, st.effect);
+        if ((st.effect == PIN_EFFECT_COMMIT || st.effect == PIN_EFFECT_ROLLBACK) && !st.chains)
+            sum.closes_transaction = true;
     }
     if (out != NULL)
         *out = sum;

@@ -103,6 +103,8 @@ struct pinning_statement {
      */
     size_t value_start;
     size_t value_len;
+    bool chains;                /* PIN_EFFECT_COMMIT and PIN_EFFECT_ROLLBACK: AND CHAIN, which
+                                   opens a new transaction block at once */
 };
 
 /*
@@ -126,6 +128,8 @@ struct pinning_summary {
     bool has_effect;                /* some statement has an effect other than ending a
                                        transaction (pinning_next_statement tells which) */
     bool ends_transaction;          /* COMMIT, ROLLBACK or ROLLBACK TO SAVEPOINT */
+    bool closes_transaction;        /* COMMIT or ROLLBACK, not AND CHAIN: no transaction is
+                                       open after it */
 };
 
 /* Scans the whole query string; out may be NULL. Returns out->reason. */

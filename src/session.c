@@ -322,12 +322,16 @@ static enum session_command session_command_of(const struct pinning_statement *s
 /* The command a Parse's text is, if it is one statement that sluice answers. */
 static enum session_command session_command_of_summary(const struct pinning_summary *sum)
 {
+    if (sum->n_statements == 0)
+        return SESSION_COMMAND_EMPTY_QUERY;
     if (sum->n_statements != 1)
         return SESSION_COMMAND_NONE;   /* several: Postgres refuses such a Parse itself */
     if (sum->deallocates)
         return SESSION_COMMAND_DEALLOCATE;
     if (sum->forgets_statements)
         return sum->resets_untracked ? SESSION_COMMAND_DISCARD_ALL : SESSION_COMMAND_DEALLOCATE_ALL;
+    if (sum->closes_transaction)
+        return SESSION_COMMAND_CLOSES_TRANSACTION;
     return SESSION_COMMAND_NONE;
 }
 
@@ -462,12 +466,10 @@ static void session_apply_command(struct client *c, enum session_command command
         }
         session_take_statements(c, taken);
         /* the settings it resets are followed by session_note_statement, as for RESET ALL */
-        if (s->session.executed) {
-            /* After an Execute in the client's unsynced pipeline Postgres refuses DISCARD ALL
-             * (25001) unless that transaction has ended since (an Execute of COMMIT): the
-             * transaction then started with this query, at its statement timestamp. (An
-             * Execute of an empty query does not count in Postgres; sluice cannot tell one
-             * from the message, so after only such Executes it refuses where Postgres runs.) */
+        if (s->session.pipelined) {
+            /* After an Execute in the transaction of the client's unsynced pipeline Postgres
+             * refuses DISCARD ALL (25001); the check at run time is for an Execute of BEGIN,
+             * or of COMMIT AND CHAIN, which leave a block open where it fails too. */
             session_append_text(sql, SESSION_DISCARD_IN_PIPELINE_SQL);
             return;
         }
@@ -480,6 +482,8 @@ static void session_apply_command(struct client *c, enum session_command command
         session_append_text(sql, "RESET ALL");
         return;
     case SESSION_COMMAND_NONE:
+    case SESSION_COMMAND_CLOSES_TRANSACTION:
+    case SESSION_COMMAND_EMPTY_QUERY:
         break;
     }
     session_append_text(sql, SESSION_NOOP_SQL);
@@ -1269,6 +1273,10 @@ static enum session_step session_execute(struct client *c, uint32_t msg_len)
     struct session_portal *p = session_find_portal(s, portal);
     if (!p)
         return SESSION_FORWARD;
+    s->session.execute_command = p->command;
+    if (p->command == SESSION_COMMAND_CLOSES_TRANSACTION ||
+        p->command == SESSION_COMMAND_EMPTY_QUERY)
+        return SESSION_FORWARD;
     if (p->command == SESSION_COMMAND_DISCARD_ALL)
         return session_execute_discard_all(c);
     struct msgbuf command_sql, sql;
@@ -1306,6 +1314,17 @@ static enum session_step session_execute(struct client *c, uint32_t msg_len)
 static enum session_step session_dispatch(struct client *c, uint8_t type, uint32_t msg_len,
                                           bool in_flight);
 
+/* An Execute passed on: what it leaves of the transaction, as PostgreSQL's exec_execute_message. */
+static void session_note_execute(struct session_backend *b)
+{
+    b->executed = true;
+    if (b->execute_command == SESSION_COMMAND_CLOSES_TRANSACTION ||
+        b->execute_command == SESSION_COMMAND_DISCARD_ALL)
+        b->pipelined = false;   /* committed at once: the next message starts a new one */
+    else if (b->execute_command != SESSION_COMMAND_EMPTY_QUERY)
+        b->pipelined = true;
+}
+
 /*
  * Counts the Executes and Describes passed on with no expectation of their own since the last
  * message that got one: a simple Query or function call behind them in an unsynced pipeline
@@ -1332,9 +1351,10 @@ enum session_step session_client_message(struct client *c, uint8_t type, uint32_
     if (type == 'Q' && step != SESSION_ANSWERED && !skipping)
         s->session.unnamed_portal_of_query = true;
     if (type == 'E' && step != SESSION_ANSWERED && !skipping)
-        s->session.executed = true;
+        session_note_execute(&s->session);
     else if (type == 'S' || type == 'Q' || type == 'F')
-        s->session.executed = false;
+        s->session.executed = s->session.pipelined = false;
+    s->session.execute_command = SESSION_COMMAND_NONE;
     return step;
 }
 
@@ -1607,7 +1627,7 @@ bool session_server_reply(struct server *s, uint8_t type, const uint8_t *body, s
     if (type == 'Z' && !e) {
         s->session.skipping = false; /* whatever ended in an error has ended */
         s->session.untracked = 0;
-        s->session.executed = false;
+        s->session.executed = s->session.pipelined = false;
     }
     if (type == 'E' && !e) {
         session_backend_starts_skipping(s);

@@ -35,13 +35,16 @@ enum reply_kind {
 
 /*
  * Statements that act on the client's own prepared statements, answered by sluice so a shared
- * backend never runs them (its statements belong to every client).
+ * backend never runs them (its statements belong to every client); and statements passed on as
+ * they are whose Execute sluice must tell from others' (see session_backend.pipelined).
  */
 enum session_command {
     SESSION_COMMAND_NONE,
     SESSION_COMMAND_DEALLOCATE,      /* DEALLOCATE name */
     SESSION_COMMAND_DEALLOCATE_ALL,  /* DEALLOCATE ALL */
     SESSION_COMMAND_DISCARD_ALL,     /* DISCARD ALL */
+    SESSION_COMMAND_CLOSES_TRANSACTION, /* COMMIT or ROLLBACK, not AND CHAIN: passed on */
+    SESSION_COMMAND_EMPTY_QUERY,     /* no statement at all: passed on */
 };
 
 /* The index-th CommandComplete of a query gets the tag of command instead of the backend's. */
@@ -105,7 +108,14 @@ struct session_backend {
     uint32_t untracked;              /* Executes and Describes passed on since the last message
                                         given an expectation: see reply_expectation.untracked */
     bool executed;                   /* an Execute passed on since the client's last Sync or
-                                        simple query: a pipeline, for DISCARD ALL */
+                                        simple query: the transaction's status is not known */
+    bool pipelined;                  /* and one of them ran a statement in the transaction open
+                                        now (PostgreSQL's XACT_FLAGS_PIPELINING): DISCARD ALL
+                                        then fails. Not after an Execute of COMMIT, ROLLBACK or
+                                        DISCARD ALL, which ends the transaction, nor for one of
+                                        an empty query, which runs nothing */
+    uint8_t execute_command;         /* the session_command of the portal of the Execute being
+                                        passed on, for the above */
     bool unnamed_portal_of_query;    /* a simple query ran since the last Bind of the unnamed
                                         portal: any such portal is the query's (see
                                         session_close_query_portal) */

@@ -36,10 +36,7 @@ What the scripts never do:
   Execute and Describe, and forgets it); extended messages after a simple Query in the same
   unsynced batch (a Query comes last, before a Sync or nothing: a Query that fails inside a
   transaction block leaves it failed, and the messages after it could then Execute the unnamed
-  portal it leaves, which crashes PostgreSQL, see below, or Describe a statement there); a simple
-  DISCARD ALL in a pipeline of a client that ever parsed the empty query (PostgreSQL refuses
-  DISCARD ALL after an Execute in the pipeline, 25001, but not after one of an empty query, which
-  sluice cannot tell from the Execute message, so it refuses then too);
+  portal it leaves, which crashes PostgreSQL, see below, or Describe a statement there);
 - what crashes PostgreSQL 15.18 itself: in a transaction block failed by a simple Query that
   failed while running (not at parse or plan time), an Execute of the unnamed portal, which is
   then that Query's own, left behind by the abort with its query text and plan list in the
@@ -199,7 +196,6 @@ class Client:
         # A Parse or Close of the unnamed statement was skipped after an error: see
         # Script.unnamed_known.
         self.unnamed_unsure = False
-        self.parsed_empty = False   # a Parse of the empty query was sent: see query_in_pipeline
 
     def holds_backend(self):
         return self.unsynced or self.status != "I"
@@ -317,7 +313,6 @@ class Script:
 
     def parse(self, client, name=None):
         sql, params = self.statement()
-        client.parsed_empty |= sql == ""
         if name is None:
             name = self.rng.choice(NAMES + ("", ""))
         self.batch[name] = params
@@ -451,8 +446,6 @@ class Script:
         after an error in the batch."""
         sql = self.rng.choice(QUERIES).format(key=self.value(client, "key"),
                                               name=self.rng.choice(NAMES))
-        if sql == "DISCARD ALL" and client.parsed_empty:
-            sql = "SELECT 1"    # see the module's docstring
         return (("Q", harness.query_message(sql), None), f"Query {sql!r}")
 
     def next_step(self, client):

@@ -37,9 +37,7 @@ class Protocol:
 
 @test("a simple DISCARD ALL after an Execute of COMMIT and then a Parse in the same unsynced "
       "pipeline runs, as in PostgreSQL: the Parse started a new transaction, in which nothing was "
-      "executed (seed 525)",
-      todo="sluice tells a pipeline by transaction_timestamp() < statement_timestamp(), which a "
-           "Parse, Bind or Describe between the COMMIT and the query also makes true: 25001")
+      "executed (seed 525)")
 def discard_all_after_commit_then_parse(t):
     s = transaction_pool(t)
     a = Protocol(s)
@@ -66,8 +64,7 @@ def discard_all_after_commit_then_parse(t):
 
 
 @test("a simple DISCARD ALL after an Execute of DISCARD ALL and then a Parse in the same unsynced "
-      "pipeline runs, as in PostgreSQL, which commits such an Execute at once (seed 1458)",
-      todo="the same check as after an Execute of COMMIT: 25001")
+      "pipeline runs, as in PostgreSQL, which commits such an Execute at once (seed 1458)")
 def discard_all_after_extended_discard_then_parse(t):
     s = transaction_pool(t)
     a = Protocol(s)
@@ -88,6 +85,76 @@ def discard_all_after_extended_discard_then_parse(t):
     # s1 went with the first DISCARD ALL: sluice forgets it as PostgreSQL does.
     result = a.sync(harness.bind_message((1,), statement="s1"))
     check_equal((kinds(result), sqlstates(result)), (["E", "Z"], ["26000"]), "s1 after both")
+
+
+def simple_query(a, sql):
+    a.wire.send(harness.query_message(sql))
+    return a.wire.read_until_ready()
+
+
+def pipeline_then_discard_all(a, extended):
+    """Sends the extended messages (sql, portal) each parsed, bound and executed, then a Parse,
+    then a simple DISCARD ALL and a Sync: (kinds without notices and parameter statuses,
+    sqlstates, tags) of the replies up to the query's ReadyForQuery; the Sync's is read."""
+    data = b""
+    for sql, portal in extended:
+        data += (harness.parse_message(sql) + harness.bind_message((), portal=portal) +
+                 harness.execute_message(portal))
+    a.wire.send(data + harness.parse_message("SELECT 2") + harness.query_message("DISCARD ALL") +
+                harness.sync_message())
+    result = a.wire.read_until_ready()
+    check_equal(kinds(a.wire.read_until_ready()), ["Z"], "the Sync")
+    return ([kind for kind in kinds(result) if kind not in "NS"], sqlstates(result), result.tags)
+
+
+@test("a simple DISCARD ALL after an Execute of ROLLBACK of a block the client opened, then a "
+      "Parse, runs, as in PostgreSQL")
+def discard_all_after_rollback_of_block(t):
+    s = transaction_pool(t)
+    a = Protocol(s)
+    check_equal(simple_query(a, "BEGIN").tags, ["BEGIN"], "BEGIN")
+    check_equal(pipeline_then_discard_all(a, [("SELECT 1", "p"), ("ROLLBACK", "")]),
+                (["1", "2", "D", "C", "1", "2", "C", "1", "C", "Z"], [],
+                 ["SELECT 1", "ROLLBACK", "DISCARD ALL"]), "the pipeline, then DISCARD ALL")
+    check_equal(a.sync(b"").messages, [("Z", b"I")], "no transaction left")
+
+
+@test("a simple DISCARD ALL after an Execute of COMMIT AND CHAIN is refused, as in PostgreSQL: "
+      "the chain opened a new transaction block")
+def discard_all_after_commit_and_chain(t):
+    s = transaction_pool(t)
+    a = Protocol(s)
+    check_equal(simple_query(a, "BEGIN").tags, ["BEGIN"], "BEGIN")
+    kinds_seen, states, tags = pipeline_then_discard_all(a, [("COMMIT AND CHAIN", "")])
+    check_equal((kinds_seen, states, tags),
+                (["1", "2", "C", "1", "E", "Z"], ["25001"], ["COMMIT"]),
+                "the pipeline, then DISCARD ALL")
+    check_equal(simple_query(a, "ROLLBACK").tags, ["ROLLBACK"], "ROLLBACK")
+
+
+@test("a simple DISCARD ALL after an Execute of BEGIN in the pipeline is refused, as in "
+      "PostgreSQL")
+def discard_all_after_extended_begin(t):
+    s = transaction_pool(t)
+    a = Protocol(s)
+    kinds_seen, states, tags = pipeline_then_discard_all(a, [("BEGIN", "")])
+    check_equal((kinds_seen, states, tags), (["1", "2", "C", "1", "E", "Z"], ["25001"], ["BEGIN"]),
+                "the pipeline, then DISCARD ALL")
+    check_equal(simple_query(a, "ROLLBACK").tags, ["ROLLBACK"], "ROLLBACK")
+
+
+@test("a simple DISCARD ALL after an Execute of the empty query runs, as in PostgreSQL, where "
+      "such an Execute runs nothing; after one of a SELECT as well it is refused")
+def discard_all_after_empty_query(t):
+    s = transaction_pool(t)
+    a = Protocol(s)
+    check_equal(pipeline_then_discard_all(a, [("", "")]),
+                (["1", "2", "I", "1", "C", "Z"], [], ["DISCARD ALL"]),
+                "an empty query, then DISCARD ALL")
+    check_equal(pipeline_then_discard_all(a, [("", ""), ("SELECT 1", "p"), ("", "")]),
+                (["1", "2", "I", "1", "2", "D", "C", "1", "2", "I", "1", "E", "Z"], ["25001"],
+                 ["SELECT 1"]),
+                "a SELECT between empty queries, then DISCARD ALL")
 
 
 @test("a DEALLOCATE that a failing query never reached, then DEALLOCATE s1 or DEALLOCATE ALL "

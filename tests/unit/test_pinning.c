@@ -624,6 +624,37 @@ static void test_transaction_ends_are_reported(void)
        "summary: the end of a transaction is told apart from effects on the session");
 }
 
+/* An Execute of one of these leaves no transaction open; AND CHAIN opens the next block. */
+static void test_transactions_closed_for_good_are_told(void)
+{
+    static const struct {
+        const char *sql;
+        bool closes;
+    } cases[] = {
+        { "COMMIT", true },
+        { "end work", true },
+        { "COMMIT AND NO CHAIN", true },
+        { "COMMIT TRANSACTION AND NO CHAIN", true },
+        { "ROLLBACK", true },
+        { "abort transaction and no chain", true },
+        { "COMMIT AND CHAIN", false },
+        { "commit work and chain", false },
+        { "ROLLBACK AND CHAIN", false },
+        { "ABORT TRANSACTION AND CHAIN", false },
+        { "ROLLBACK TO SAVEPOINT s", false },
+        { "COMMIT PREPARED 'x'", false },
+        { "BEGIN", false },
+        { "SELECT 1", false },
+        { "SELECT 1; COMMIT", true },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct pinning_summary sum;
+        scan_with(cases[i].sql, &tracked_rules, &sum);
+        ok(sum.closes_transaction == cases[i].closes, "closes the transaction or not: %s",
+           cases[i].sql);
+    }
+}
+
 /* Tracking every parameter is how the pooler uses the lexer: SETs are followed, not pinned. */
 static void test_every_set_is_followed_when_everything_is_tracked(void)
 {
@@ -722,6 +753,7 @@ int main(void)
     test_summary_reports_the_first_pin();
     test_statements_that_clear_session_state_are_reported();
     test_transaction_ends_are_reported();
+    test_transactions_closed_for_good_are_told();
     test_every_set_is_followed_when_everything_is_tracked();
     test_set_config_session_is_followed_when_tracked();
     test_reason_names();
