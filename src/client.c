@@ -1074,6 +1074,27 @@ static bool client_keeps_backend(struct client *c)
     return c->server == s;
 }
 
+/*
+ * Must a message wait before it starts the client's next batch (see session_awaits_names)?
+ * Not COPY data, which belongs to a query under way.
+ */
+static bool client_holds_batch(struct client *c, uint8_t type)
+{
+    if (c->unsynced || c->pending_ready == 0 || type == 'd' || type == 'c' || type == 'f' ||
+        !session_tracks(c))
+        return false;
+    c->held_for_names = session_awaits_names(c->server);
+    return c->held_for_names;
+}
+
+void client_names_settled(struct client *c)
+{
+    if (!c->held_for_names || session_awaits_names(c->server))
+        return;
+    c->held_for_names = false;
+    client_resume(c);
+}
+
 static void client_forward_input(struct client *c)
 {
     if (c->is_admin) {
@@ -1149,6 +1170,12 @@ static void client_forward_input(struct client *c)
             return;
         }
         bool in_flight = c->pending_ready > 0 || c->unsynced;
+        if (client_holds_batch(c, type)) {
+            /* Resumed by client_names_settled; meanwhile, bounded buffering. */
+            if (evbuffer_get_length(in) > CLIENT_READ_HIGH_WATER)
+                client_pause(c);
+            return;
+        }
         if (c->cancel_pending && !in_flight && c->server->ready_status == 'I') {
             /* Cancelled while sluice gave the backend its settings: the statement has not
              * started. (Inside a transaction it is sent and cancelled, so that the transaction
@@ -1215,6 +1242,7 @@ void client_transaction_done(struct client *c)
 
 static void client_unlink(struct client *c)
 {
+    c->held_for_names = false;
     c->server = NULL;
     c->pending_ready = 0;
     c->unsynced = false;

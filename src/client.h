@@ -105,6 +105,7 @@ struct client {
                                        settings, before its statement was sent */
     bool unsynced : 1;              /* extended-protocol messages sent since the last Sync */
     bool reading_paused : 1;        /* backend's output is full */
+    bool held_for_names : 1;        /* a new batch waits for session_awaits_names */
     /* Its backend died inside a transaction (transaction mode), or its statement was cancelled
      * before it reached a backend: until the next Sync or query its messages are dropped, as
      * PostgreSQL skips to Sync after an error, and then it is told. */
@@ -161,6 +162,8 @@ void client_cancel_query(struct worker *w, uint32_t pid, uint32_t key, uint64_t 
 void client_server_linked(struct client *c, struct server *s);
 /* The backend finished sluice's own work for this client (parameter sync): resume the client. */
 void client_resume(struct client *c);
+/* The backend answered for names the client's held batch waits on: it goes on if none is left. */
+void client_names_settled(struct client *c);
 /*
  * Its backend is gone (transaction mode, nothing half passed either way). The client stays: the
  * transaction under way fails with sqlstate and message, answered now for a query awaiting its

@@ -1240,6 +1240,8 @@ static void server_forward_input(struct server *s)
             conn_forward(&s->conn, &c->conn, &whole);
             s->pool->stats.bytes_sent += sizeof(ready);
             server_ready_for_query(s, status);
+            if (s->client == c && c->held_for_names)
+                client_names_settled(c);
             continue;
         }
         if (type == 'S') {

@@ -1401,6 +1401,20 @@ bool session_backend_skips_to_sync(const struct server *s)
     return s->session.skipping;
 }
 
+bool session_awaits_names(const struct server *s)
+{
+    for (uint32_t i = 0; i < s->replies.count; i++) {
+        const struct reply_expectation *e = reply_queue_at(&s->replies, i);
+        if (e->taken)
+            return true;
+        for (uint32_t j = 0; j < e->n_retags; j++) {
+            if (e->retags[j].taken)
+                return true;
+        }
+    }
+    return false;
+}
+
 /* ---- replies ---- */
 
 /* Names a Close or command took that the backend never ran: the client has them again. */

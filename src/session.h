@@ -186,6 +186,13 @@ bool session_tracks(const struct client *c);
  */
 bool session_backend_skips_to_sync(const struct server *s);
 /*
+ * Has the backend still to say whether a Close, DEALLOCATE [ALL] or DISCARD ALL the client sent
+ * ran? Until then the client's statements it names are taken, neither its nor gone: the client's
+ * next batch (after a Sync or a simple query, which the backend runs whatever became of the
+ * earlier one) must wait for the answer to see them as PostgreSQL would.
+ */
+bool session_awaits_names(const struct server *s);
+/*
  * A client message of this type and length is next in the client's input and its backend is
  * ready for it. Rewrites, injects or records what transaction pooling needs. in_flight: the
  * backend still owes replies to earlier messages.

@@ -159,9 +159,7 @@ def discard_all_after_empty_query(t):
 
 @test("a DEALLOCATE that a failing query never reached, then DEALLOCATE s1 or DEALLOCATE ALL "
       "sent behind it before its reply: the later one drops s1, as in PostgreSQL (seeds 5, 50, "
-      "62, 66 and long seed 6 of the variant that pipelines simple queries)",
-      todo="sluice takes s1 from the client when it sends the first query and gives it back when "
-           "that query fails, after deciding the later command without s1: 26000, or s1 back")
+      "62, 66 and long seed 6 of the variant that pipelines simple queries)")
 def deallocate_behind_failed_deallocate(t):
     s = transaction_pool(t)
     a = Protocol(s)
@@ -186,6 +184,61 @@ def deallocate_behind_failed_deallocate(t):
     result = a.sync(harness.parse_message("SELECT 2", "s1"))
     check_equal((kinds(result), sqlstates(result)), (["1", "Z"], []),
                 "a Parse of s1, which DEALLOCATE ALL dropped")
+
+
+
+def close_statement(name):
+    return harness.message("C", b"S" + name.encode() + b"\0")
+
+
+@test("a Close of s1 skipped after an error, then a Sync and a Bind of s1 sent behind it before "
+      "any reply: the Bind finds s1, as in PostgreSQL; after a Close that ran, it does not")
+def bind_behind_skipped_close(t):
+    s = transaction_pool(t)
+    a = Protocol(s)
+    check_equal(kinds(a.sync(harness.parse_message("SELECT 41 + $1::int", "s1"))), ["1", "Z"],
+                "Parse s1")
+    bind_s1 = (harness.bind_message((1,), statement="s1") + harness.execute_message() +
+               harness.sync_message())
+    a.wire.send(harness.parse_message("SELECT 1 / 0") + harness.bind_message(()) +
+                harness.execute_message() + close_statement("s1") + harness.sync_message() +
+                bind_s1)
+    result = a.wire.read_until_ready()
+    check_equal((kinds(result), sqlstates(result)), (["1", "E", "Z"], ["22012"]),
+                "the Bind that fails (constants are folded), and the Close skipped after it")
+    result = a.wire.read_until_ready()
+    check_equal((kinds(result), sqlstates(result), result.rows), (["2", "D", "C", "Z"], [],
+                                                                   [("42",)]),
+                "s1 is still there")
+    a.wire.send(close_statement("s1") + harness.sync_message() + bind_s1)
+    check_equal(kinds(a.wire.read_until_ready()), ["3", "Z"], "the Close")
+    result = a.wire.read_until_ready()
+    check_equal((kinds(result), sqlstates(result)), (["E", "Z"], ["26000"]), "s1 is gone")
+
+
+@test("a DEALLOCATE and a COPY FROM STDIN in one query, its data in the same write: the data "
+      "is not held for the DEALLOCATE's answer, the queries behind are")
+def copy_behind_deallocate(t):
+    s = transaction_pool(t)
+    a = Protocol(s)
+    check_equal(kinds(a.sync(harness.parse_message("SELECT 41 + $1::int", "s1"))), ["1", "Z"],
+                "Parse s1")
+    check_equal(simple_query(a, "CREATE TABLE copied_behind (n int)").tags, ["CREATE TABLE"],
+                "a table")
+    # The COPY data belongs to the query under way: held behind the DEALLOCATE's answer, it
+    # would never come, nor would the answer.
+    a.wire.send(harness.query_message("DEALLOCATE s1; COPY copied_behind FROM STDIN") +
+                harness.message("d", b"5\n") + harness.message("c") +
+                harness.query_message("DEALLOCATE s1") +
+                harness.query_message("SELECT n FROM copied_behind"))
+    result = a.wire.read_until_ready()
+    check_equal((sqlstates(result), result.tags), ([], ["DEALLOCATE", "COPY 1"]),
+                "DEALLOCATE and COPY FROM STDIN in one query")
+    result = a.wire.read_until_ready()
+    check_equal((sqlstates(result), result.tags), (["26000"], []), "s1 was gone")
+    result = a.wire.read_until_ready()
+    check_equal((sqlstates(result), result.rows), ([], [("5",)]), "the query behind")
+    check_equal(simple_query(a, "DROP TABLE copied_behind").tags, ["DROP TABLE"], "dropped")
 
 
 if __name__ == "__main__":
