@@ -250,10 +250,23 @@ static void session_forget_statements(struct client *c)
 }
 
 /* The same, the names kept until the backend has run the command (see prepared_taken). */
+/* Names the client's command takes until the backend says whether it ran: see
+ * session_awaits_names. */
 static void session_take_statements(struct client *c, struct prepared_taken **taken)
 {
-    if (c->prepared)
+    if (c->prepared) {
         prepared_client_take_all(c->prepared, taken);
+        c->server->session.may_owe_names = true;
+    }
+}
+
+static bool session_take_statement(struct client *c, const char *name,
+                                   struct prepared_taken **taken)
+{
+    if (!c->prepared || !prepared_client_take(c->prepared, name, taken))
+        return false;
+    c->server->session.may_owe_names = true;
+    return true;
 }
 
 /* A simple query, or a Close of the unnamed statement, destroys the client's. */
@@ -448,7 +461,7 @@ static void session_apply_command(struct client *c, enum session_command command
     }
     switch (command) {
     case SESSION_COMMAND_DEALLOCATE:
-        if (!c->prepared || !prepared_client_take(c->prepared, name, taken)) {
+        if (!session_take_statement(c, name, taken)) {
             session_build_raise_sql(sql, "26000", "prepared statement \"%s\" does not exist", name);
             *retag = false;
             return;
@@ -1149,9 +1162,7 @@ static enum session_step session_target(struct client *c, uint8_t type, uint32_t
     if (type == 'C') {
         /* Other clients may share the backend statement: it stays; only the name goes, until
          * the CloseComplete (a Close skipped after an error leaves it, as in Postgres). */
-        if (c->prepared)
-            prepared_client_take(c->prepared, name,
-                                 &reply_queue_at(&s->replies, s->replies.count - 1)->taken);
+        session_take_statement(c, name, &reply_queue_at(&s->replies, s->replies.count - 1)->taken);
         backend_name = SESSION_NO_STATEMENT;
     } else {
         backend_name = session_backend_name(c, name, &failed);
@@ -1401,8 +1412,10 @@ bool session_backend_skips_to_sync(const struct server *s)
     return s->session.skipping;
 }
 
-bool session_awaits_names(const struct server *s)
+bool session_awaits_names(struct server *s)
 {
+    if (!s->session.may_owe_names)
+        return false;   /* the usual case, without a look at every reply owed */
     for (uint32_t i = 0; i < s->replies.count; i++) {
         const struct reply_expectation *e = reply_queue_at(&s->replies, i);
         if (e->taken)
@@ -1412,6 +1425,7 @@ bool session_awaits_names(const struct server *s)
                 return true;
         }
     }
+    s->session.may_owe_names = false;
     return false;
 }
 

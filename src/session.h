@@ -116,6 +116,8 @@ struct session_backend {
                                         an empty query, which runs nothing */
     uint8_t execute_command;         /* the session_command of the portal of the Execute being
                                         passed on, for the above */
+    bool may_owe_names;              /* the client's statements were taken since the last
+                                        session_awaits_names that found none */
     bool unnamed_portal_of_query;    /* a simple query ran since the last Bind of the unnamed
                                         portal: any such portal is the query's (see
                                         session_close_query_portal) */
@@ -191,7 +193,7 @@ bool session_backend_skips_to_sync(const struct server *s);
  * next batch (after a Sync or a simple query, which the backend runs whatever became of the
  * earlier one) must wait for the answer to see them as PostgreSQL would.
  */
-bool session_awaits_names(const struct server *s);
+bool session_awaits_names(struct server *s);
 /*
  * A client message of this type and length is next in the client's input and its backend is
  * ready for it. Rewrites, injects or records what transaction pooling needs. in_flight: the
