@@ -870,6 +870,9 @@ static void client_note_message(struct client *c, uint8_t type)
     case 'Q': /* simple query: ends with ReadyForQuery */
     case 'F': /* function call: ends with ReadyForQuery */
     case 'S': /* Sync */
+        /* A query inside an unsynced batch ends it only if nothing before it fails: else the
+         * backend skips it with the rest, up to the Sync. */
+        c->batch_sealed = type == 'S' || !c->unsynced;
         c->pending_ready++;
         c->unsynced = false;
         if (type != 'S' && c->pool)
@@ -1076,12 +1079,15 @@ static bool client_keeps_backend(struct client *c)
 
 /*
  * Must a message wait before it starts the client's next batch (see session_awaits_names)?
- * Not COPY data, which belongs to a query under way.
+ * Only where the batch before has certainly ended, so its answer comes whatever the client
+ * sends next: not behind a query that was inside an unsynced batch, which the backend skips
+ * up to a Sync not sent yet if something before it failed (what follows it then stays unheld:
+ * it sees the names as taken). Not COPY data either, which belongs to a query under way.
  */
 static bool client_holds_batch(struct client *c, uint8_t type)
 {
-    if (c->unsynced || c->pending_ready == 0 || type == 'd' || type == 'c' || type == 'f' ||
-        !session_tracks(c))
+    if (c->unsynced || c->pending_ready == 0 || !c->batch_sealed || type == 'd' || type == 'c' ||
+        type == 'f' || !session_tracks(c))
         return false;
     c->held_for_names = session_awaits_names(c->server);
     return c->held_for_names;

@@ -106,6 +106,8 @@ struct client {
     bool unsynced : 1;              /* extended-protocol messages sent since the last Sync */
     bool reading_paused : 1;        /* backend's output is full */
     bool held_for_names : 1;        /* a new batch waits for session_awaits_names */
+    bool batch_sealed : 1;          /* the last Sync, query or function call ends a batch
+                                       whatever becomes of the messages before it */
     /* Its backend died inside a transaction (transaction mode), or its statement was cancelled
      * before it reached a backend: until the next Sync or query its messages are dropped, as
      * PostgreSQL skips to Sync after an error, and then it is told. */

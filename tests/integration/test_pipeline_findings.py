@@ -216,6 +216,23 @@ def bind_behind_skipped_close(t):
     check_equal((kinds(result), sqlstates(result)), (["E", "Z"], ["26000"]), "s1 is gone")
 
 
+@test("a Close of s1, a Bind that fails, then a query and a Sync in the same write: the Sync "
+      "is not held for the Close's answer, which only the Sync brings (the backend skips the "
+      "query after the error; differential seed 152)")
+def sync_behind_skipped_query(t):
+    s = transaction_pool(t)
+    a = Protocol(s)
+    check_equal(kinds(a.sync(harness.parse_message("SELECT 41 + $1::int", "s1"))), ["1", "Z"],
+                "Parse s1")
+    a.wire.send(close_statement("s1") + harness.bind_message((), statement="nosuch") +
+                harness.query_message("DEALLOCATE ALL") + harness.sync_message())
+    result = a.wire.read_until_ready()
+    check_equal((kinds(result), sqlstates(result)), (["3", "E", "Z"], ["26000"]),
+                "the Close, the Bind's error, the Sync")
+    result = a.sync(harness.bind_message((1,), statement="s1"))
+    check_equal((kinds(result), sqlstates(result)), (["E", "Z"], ["26000"]), "s1 was closed")
+
+
 @test("a DEALLOCATE and a COPY FROM STDIN in one query, its data in the same write: the data "
       "is not held for the DEALLOCATE's answer, the queries behind are")
 def copy_behind_deallocate(t):
