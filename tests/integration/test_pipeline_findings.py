@@ -119,28 +119,18 @@ def discard_all_after_rollback_of_block(t):
     check_equal(a.sync(b"").messages, [("Z", b"I")], "no transaction left")
 
 
-@test("a simple DISCARD ALL after an Execute of COMMIT AND CHAIN is refused, as in PostgreSQL: "
-      "the chain opened a new transaction block")
-def discard_all_after_commit_and_chain(t):
+@test("a simple DISCARD ALL after an Execute of COMMIT AND CHAIN, or of BEGIN, is refused, as "
+      "in PostgreSQL: each leaves a transaction block open")
+def discard_all_after_block_opened(t):
     s = transaction_pool(t)
     a = Protocol(s)
-    check_equal(simple_query(a, "BEGIN").tags, ["BEGIN"], "BEGIN")
-    kinds_seen, states, tags = pipeline_then_discard_all(a, [("COMMIT AND CHAIN", "")])
-    check_equal((kinds_seen, states, tags),
-                (["1", "2", "C", "1", "E", "Z"], ["25001"], ["COMMIT"]),
-                "the pipeline, then DISCARD ALL")
-    check_equal(simple_query(a, "ROLLBACK").tags, ["ROLLBACK"], "ROLLBACK")
-
-
-@test("a simple DISCARD ALL after an Execute of BEGIN in the pipeline is refused, as in "
-      "PostgreSQL")
-def discard_all_after_extended_begin(t):
-    s = transaction_pool(t)
-    a = Protocol(s)
-    kinds_seen, states, tags = pipeline_then_discard_all(a, [("BEGIN", "")])
-    check_equal((kinds_seen, states, tags), (["1", "2", "C", "1", "E", "Z"], ["25001"], ["BEGIN"]),
-                "the pipeline, then DISCARD ALL")
-    check_equal(simple_query(a, "ROLLBACK").tags, ["ROLLBACK"], "ROLLBACK")
+    for opened_by, sql in (("BEGIN", "COMMIT AND CHAIN"), (None, "BEGIN")):
+        if opened_by:
+            check_equal(simple_query(a, opened_by).tags, [opened_by], opened_by)
+        check_equal(pipeline_then_discard_all(a, [(sql, "")]),
+                    (["1", "2", "C", "1", "E", "Z"], ["25001"], [sql.split()[0]]),
+                    f"{sql}, then DISCARD ALL")
+        check_equal(simple_query(a, "ROLLBACK").tags, ["ROLLBACK"], "ROLLBACK")
 
 
 @test("a simple DISCARD ALL after an Execute of the empty query runs, as in PostgreSQL, where "
