@@ -90,6 +90,7 @@ struct setting {
 static const char *const tls_sslmodes[] = {"disable", "allow", "prefer", "require",
                                            "verify-ca", "verify-full", NULL};
 static const char *const pinning_modes[] = {"on", "off", "reject", NULL};
+static const char *const steering_modes[] = {"auto", "on", "off", NULL};
 static const char *const syslog_facilities[] = {"auth", "authpriv", "daemon", "user",
                                                 "local0", "local1", "local2", "local3",
                                                 "local4", "local5", "local6", "local7", NULL};
@@ -119,6 +120,7 @@ static const struct setting settings[] = {
     {"unix_socket_mode", VALUE_FILE_MODE, AT(unix_socket_mode), 0, 0777, NULL, "0777"},
     BOOLEAN(so_reuseport, "off"),
     {"workers", VALUE_WORKERS, AT(workers), 1, CONFIG_MAX_WORKERS, NULL, "auto"},
+    CHOICE(steer_by_cpu, steering_modes, "auto"),
     BOOLEAN(io_uring, "on"),
     {"pool_mode", VALUE_POOL_MODE, AT(pool_mode), 0, 0, NULL, "session"},
     INTEGER(default_pool_size, 1, INT_MAX, "20"),

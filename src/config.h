@@ -80,6 +80,9 @@ struct config {
     int unix_socket_mode;        /* 0777 */
     bool so_reuseport;           /* false */
     int workers;                 /* event-loop threads; 0: auto, as many as CPUs we may run on */
+    char *steer_by_cpu;          /* "auto" | "on" | "off": new TCP connections go to workers by
+                                    CPU (steering.h); auto: on where at most
+                                    STEERING_AUTO_MAX_CPUS CPUs */
     bool io_uring;               /* true: batch writes through io_uring when the kernel allows */
     enum pool_mode pool_mode;    /* session */
     int default_pool_size;       /* 20 */

@@ -1,6 +1,7 @@
 /*
  * fault.c: the allocation-failure hooks of fault.h, in builds configured with
- * --enable-fault-injection. The choice is read once, before main(), from SLUICE_FAIL_ALLOC.
+ * --enable-fault-injection. The choices are read once, before main(), from SLUICE_FAIL_ALLOC and
+ * SLUICE_FAULT_UNBALANCED.
  */
 #include "fault.h"
 
@@ -24,9 +25,12 @@ static const char *const site_names[] = {
 static int chosen_site = -1;              /* -1: nothing fails */
 static uint64_t chosen_count;
 static atomic_uint_fast64_t counts[N_SITES];
+static bool workers_unbalanced;
 
 __attribute__((constructor)) static void fault_read_environment(void)
 {
+    const char *unbalanced = getenv("SLUICE_FAULT_UNBALANCED");
+    workers_unbalanced = unbalanced && strcmp(unbalanced, "1") == 0;
     const char *spec = getenv(FAULT_ENV);
     const char *colon = spec ? strchr(spec, ':') : NULL;
     if (!colon)
@@ -42,6 +46,11 @@ __attribute__((constructor)) static void fault_read_environment(void)
             }
         }
     }
+}
+
+bool fault_workers_unbalanced(void)
+{
+    return workers_unbalanced;
 }
 
 bool fault_alloc_fails(enum fault_site site)

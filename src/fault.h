@@ -27,10 +27,17 @@ enum fault_site {
 #ifdef SLUICE_FAULT_INJECTION
 /* Counts an allocation at site; true if it is the one SLUICE_FAIL_ALLOC chose to fail. */
 bool fault_alloc_fails(enum fault_site site);
+/* SLUICE_FAULT_UNBALANCED=1: the steering watch sees every worker but one idle and that one
+ * saturated (steering.h), so a test can see sluice go back to the kernel's hash. */
+bool fault_workers_unbalanced(void);
 #else
 static inline bool fault_alloc_fails(enum fault_site site)
 {
     (void)site;
+    return false;
+}
+static inline bool fault_workers_unbalanced(void)
+{
     return false;
 }
 #endif

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>   /* CPU_SETSIZE */
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@
 
 #include "conn.h"
 #include "log.h"
+#include "steering.h"
 
 #define LISTEN_BACKLOG 4096
 #define ACCEPT_PAUSE_SECONDS 1
@@ -283,6 +285,42 @@ void listener_stop_deferring(struct worker *w)
         if (!l->is_unix && setsockopt(evconnlistener_get_fd(l->evl), IPPROTO_TCP, TCP_DEFER_ACCEPT,
                                       &off, sizeof(off)) != 0)
             log_warning("could not stop deferring accepts on %s: %s", l->description, strerror(errno));
+}
+
+bool listener_steer_by_cpu(struct worker *w, bool on)
+{
+    int cpus[CPU_SETSIZE];
+    size_t len = 0;
+    struct sock_filter *program = NULL;   /* the kernel keeps a copy */
+
+    if (on) {
+        size_t n_cpus = steering_allowed_cpus(cpus, CPU_SETSIZE);
+        program = calloc(STEERING_MAX_PROGRAM, sizeof(*program));
+        if (program)
+            len = steering_build_program(cpus, n_cpus, (unsigned)w->world->n_workers, program,
+                                         STEERING_MAX_PROGRAM);
+        if (len == 0) {
+            free(program);
+            return false;
+        }
+    }
+    struct sock_fprog prog = { .len = (unsigned short)len, .filter = program };
+    bool done = true;
+    for (struct listener *l = w->listeners; l; l = l->next) {
+        if (l->is_unix)
+            continue;
+        int fd = evconnlistener_get_fd(l->evl);
+        int one = 1;
+        int rc = on ? setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog))
+                    : setsockopt(fd, SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, &one, sizeof(one));
+        if (rc != 0 && !(!on && errno == ENOENT)) {
+            log_warning("could not %s steering new connections by CPU on %s: %s",
+                        on ? "start" : "stop", l->description, strerror(errno));
+            done = false;
+        }
+    }
+    free(program);
+    return done;
 }
 
 void listener_suspend_all(struct worker *w, bool suspended)

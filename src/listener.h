@@ -33,6 +33,12 @@ void listener_close_all_after_pending(struct worker *w);
  * off it joins the queue as soon as its bytes come, so a short grace before closing serves it.
  */
 void listener_stop_deferring(struct worker *w);
+/*
+ * Worker 0: on, new TCP connections go to the worker steering.h picks by CPU (a program attached
+ * to the group of sockets of each address, which every worker's socket is in); off, the kernel's
+ * hash picks again. false if it could not be done on some address (logged).
+ */
+bool listener_steer_by_cpu(struct worker *w, bool on);
 /* SUSPEND: stop accepting, the sockets kept open (the kernel queues new connections); RESUME. */
 void listener_suspend_all(struct worker *w, bool suspended);
 

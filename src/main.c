@@ -128,6 +128,7 @@ static int run_world(struct world *world, struct config *cfg)
         return -1;
     }
     struct worker *first = world->workers[0];
+    worker_start_steering(first);
     for (; started < n && worker_start_thread(world->workers[started]) == 0; started++)
         ;
     if (started < n) {

@@ -5,6 +5,7 @@
  */
 #include "worker.h"
 
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@
 #include "auth_token.h"
 #include "autodb.h"
 #include "client.h"
+#include "fault.h"
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
@@ -27,7 +29,9 @@
 #include "prepared.h"
 #include "server.h"
 #include "server_token.h"
+#include "steering.h"
 #include "timeval.h"
+#include "world_view.h"
 
 #define JANITOR_INTERVAL_USEC 200000
 /* A client accepted past max_client_conn that has not sent its startup packet by then is told
@@ -50,6 +54,7 @@ static void worker_janitor_cb(evutil_socket_t fd, short what, void *arg);
 static void worker_apply_io_uring(struct worker *w);
 static void worker_signal_cb(evutil_socket_t sig, short what, void *arg);
 static void worker_prewarm_pools(struct worker *w);
+static void worker_watch_steering(struct worker *w);
 
 double worker_now(struct worker *w)
 {
@@ -317,6 +322,8 @@ void worker_destroy(struct worker *w)
     }
     autodb_free_all(w);
     listener_close_all(w);
+    free(w->steering);
+    w->steering = NULL;
     auth_query_free(w->auth_query);
     w->auth_query = NULL;
     admin_free(w);
@@ -532,9 +539,105 @@ static void worker_janitor_cb(evutil_socket_t fd, short what, void *arg)
     auth_query_janitor(w->auth_query, now);
     metrics_janitor(w, now);
     worker_log_held_back(w, now);
+    worker_watch_steering(w);
     if (w->draining && w->listeners && now >= w->listen_until)
         listener_close_all_after_pending(w);
     worker_check_shutdown(w, now);
+}
+
+/* ---- steering new connections by CPU (steering.h): worker 0's ---- */
+
+#define STEERING_WINDOW_TICKS (1000000 / JANITOR_INTERVAL_USEC) /* a window: a second */
+
+struct steering_watch {
+    size_t n_cpus;                /* the process may run on, at start */
+    bool attached;                /* the program is on the sockets */
+    bool gave_up;                 /* back to the hash until a restart (logged) */
+    unsigned ticks;               /* janitor ticks into the window */
+    unsigned unbalanced_windows;  /* in a row */
+    double window_start;          /* CLOCK_MONOTONIC seconds */
+    double cpu_start[CONFIG_MAX_WORKERS]; /* each worker's CPU seconds then */
+};
+
+static double worker_monotonic_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return timespec_seconds(ts);
+}
+
+static void worker_steering_window_start(struct worker *w, struct steering_watch *sw)
+{
+    struct worker *wk;
+    sw->ticks = 0;
+    sw->window_start = worker_monotonic_seconds();
+    WORLD_FOR_EACH_WORKER(w->world, i, wk)
+        sw->cpu_start[i] = worker_cpu_seconds(wk);
+}
+
+/* The window just ended: did it leave one worker saturated and the rest idle? */
+static bool worker_steering_window_unbalanced(struct worker *w, struct steering_watch *sw)
+{
+    double busy[CONFIG_MAX_WORKERS];
+    double elapsed = worker_monotonic_seconds() - sw->window_start;
+    struct worker *wk;
+    if (elapsed <= 0)
+        return false;
+    WORLD_FOR_EACH_WORKER(w->world, i, wk)
+        busy[i] = (worker_cpu_seconds(wk) - sw->cpu_start[i]) / elapsed;
+    return fault_workers_unbalanced() || steering_unbalanced(busy, w->world->n_workers);
+}
+
+/* Puts the program on the sockets, or takes it off, as the config and the watch say. */
+static void worker_apply_steering(struct worker *w)
+{
+    struct steering_watch *sw = w->steering;
+    bool wanted = !w->cfg->so_reuseport && !sw->gave_up &&
+                  steering_wanted(w->cfg->steer_by_cpu, sw->n_cpus, w->world->n_workers);
+    if (wanted == sw->attached)
+        return;
+    if (!listener_steer_by_cpu(w, wanted) && wanted) {
+        sw->gave_up = true;   /* logged; not tried again every second */
+        return;
+    }
+    sw->attached = wanted;
+    sw->unbalanced_windows = 0;
+    worker_steering_window_start(w, sw);
+    if (wanted)
+        log_info("new connections go to the worker of the CPU they arrive on (steer_by_cpu)");
+    else
+        log_info("new connections are spread over the workers by the kernel's hash");
+}
+
+/* Worker 0, once a janitor tick. */
+static void worker_watch_steering(struct worker *w)
+{
+    struct steering_watch *sw = w->steering;
+    if (!sw)
+        return;
+    worker_apply_steering(w);
+    if (!sw->attached || ++sw->ticks < STEERING_WINDOW_TICKS)
+        return;
+    if (!worker_steering_window_unbalanced(w, sw)) {
+        sw->unbalanced_windows = 0;
+    } else if (++sw->unbalanced_windows >= STEERING_WINDOWS) {
+        log_warning("steer_by_cpu: one worker is saturated while the others idle (connections "
+                    "arrive on too few CPUs): spreading new connections by the kernel's hash "
+                    "until a restart");
+        sw->gave_up = true;
+        worker_apply_steering(w);
+        return;
+    }
+    worker_steering_window_start(w, sw);
+}
+
+void worker_start_steering(struct worker *w)
+{
+    int cpus[CPU_SETSIZE];
+    if (w->world->n_workers < 2 || !(w->steering = calloc(1, sizeof(*w->steering))))
+        return;
+    w->steering->n_cpus = steering_allowed_cpus(cpus, CPU_SETSIZE);
+    worker_apply_steering(w);
 }
 
 /* The io_uring setting, at start and on reload; a kernel or container that refuses io_uring

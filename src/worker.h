@@ -28,6 +28,7 @@ struct client;
 struct server;
 struct pool;
 struct listener;
+struct steering_watch;
 struct evdns_base;
 struct token_keyring;
 struct server_token_signer;
@@ -83,6 +84,7 @@ struct worker {
     struct auth_query *auth_query; /* owned: auth_query's connections and cache of secrets */
 
     struct listener *listeners;    /* singly linked, owned */
+    struct steering_watch *steering; /* worker 0's: new connections steered by CPU or not */
     struct client_list clients;    /* every live client */
     struct client_cache client_cache; /* the memory of its clients, live and gone */
     struct client_login_list login_clients; /* not yet logged in, oldest first (login timeout) */
@@ -129,6 +131,8 @@ struct worker {
  * in order, 0 first. 0, or -1 (logged).
  */
 int worker_init(struct worker *w, struct config *cfg, struct world *world, unsigned index);
+/* Worker 0, once every worker has its sockets: steer new connections by CPU (steer_by_cpu). */
+void worker_start_steering(struct worker *w);
 /* Runs its loop until its shutdown completes (on the calling thread). */
 int worker_run(struct worker *w);
 /* Runs worker_run on a new thread (workers 1..n-1). */

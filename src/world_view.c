@@ -162,11 +162,11 @@ void world_stats_sum(struct world *world, struct worker_stats *sum)
         add_counts((uint64_t *)sum, (const uint64_t *)&wk->stats, n);
 }
 
-static double thread_cpu_seconds(pthread_t thread)
+double worker_cpu_seconds(const struct worker *wk)
 {
     clockid_t clock;
     struct timespec ts;
-    if (pthread_getcpuclockid(thread, &clock) != 0 || clock_gettime(clock, &ts) != 0)
+    if (pthread_getcpuclockid(wk->thread, &clock) != 0 || clock_gettime(clock, &ts) != 0)
         return -1;
     return timespec_seconds(ts);
 }
@@ -182,7 +182,7 @@ void worker_figures_of(const struct worker *wk, struct worker_figures *out)
     TAILQ_FOREACH(pool, &wk->pools, link)
         out->servers += (size_t)pool_server_count(pool);
     out->loop_iterations = atomic_load_explicit(&wk->loop_iterations, memory_order_relaxed);
-    out->cpu_seconds = thread_cpu_seconds(wk->thread);
+    out->cpu_seconds = worker_cpu_seconds(wk);
     out->handoffs_in = wk->handoffs_in;
     out->handoffs_out = wk->handoffs_out;
 }

@@ -66,5 +66,7 @@ struct worker_figures {
     uint64_t handoffs_out;
 };
 void worker_figures_of(const struct worker *wk, struct worker_figures *out);
+/* CPU time wk's thread has used, in seconds (any thread may ask); -1 if it cannot be read. */
+double worker_cpu_seconds(const struct worker *wk);
 
 #endif

@@ -111,6 +111,30 @@ def check_equal(got, want, what):
         raise TestFailure(f"{what}: got {got!r}, want {want!r}")
 
 
+ALLOWED_CPUS = sorted(os.sched_getaffinity(0))
+
+
+class on_cpu:
+    """Runs the calling thread on one CPU for the block: a loopback connection it opens arrives
+    on that CPU, which is how sluice's steer_by_cpu picks its worker."""
+
+    def __init__(self, cpu):
+        self.cpu = cpu
+
+    def __enter__(self):
+        self.before = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {self.cpu})
+
+    def __exit__(self, *exc):
+        os.sched_setaffinity(0, self.before)
+
+
+def cpu_of_attempt(attempt):
+    """Tests that open connections until one lands on a given worker open each from the next CPU
+    in turn: with steer_by_cpu, one CPU reaches one worker."""
+    return on_cpu(ALLOWED_CPUS[attempt % len(ALLOWED_CPUS)])
+
+
 def wait_for(predicate, timeout, interval=0.05, what="condition"):
     """Polls predicate() until it returns a true value; returns that value or fails."""
     deadline = time.monotonic() + timeout

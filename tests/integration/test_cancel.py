@@ -139,7 +139,8 @@ def cancel_across_workers(t):
         wait_for(lambda: query_running(t, sql) or long_query.done(), 10, what=f"round {rounds}: query running")
         check(not long_query.done(), f"round {rounds}: pg_sleep(30) ended before it was cancelled")
         log_before = len(PASSED_ON.findall(s.log_text()))
-        victim.cancel()
+        with harness.cpu_of_attempt(rounds):   # with steer_by_cpu, the CPU picks the worker
+            victim.cancel()
         check(long_query.wait(10), f"round {rounds}: pg_sleep(30) still running 10 s after its cancel")
         error = long_query.error(0)
         check(error is not None, f"round {rounds}: pg_sleep(30) was not cancelled")

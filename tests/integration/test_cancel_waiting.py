@@ -64,8 +64,9 @@ def hold_only_backend_elsewhere(s, admin, victim, attempts=100):
     """hold_only_backend on another worker than the victim's: the backend it releases travels to the
     victim's worker by a mail."""
     victim_worker = worker_of(admin, victim.sock.getsockname()[1])
-    for _ in range(attempts):
-        holder = s.connect(autocommit=False)
+    for attempt in range(attempts):
+        with harness.cpu_of_attempt(attempt):
+            holder = s.connect(autocommit=False)
         if worker_of(admin, harness.local_port(holder)) != victim_worker:
             check_equal(one_value(holder, "SELECT 'holding'"), "holding", "the holder's first statement")
             return holder
@@ -95,8 +96,9 @@ def connection_for_cancel(s, admin, victim, same=False, attempts=100):
     """A TCP connection that landed on another worker than the victim's (same: on the victim's own).
     SO_REUSEPORT spreads connections: open them until one does."""
     victim_worker = worker_of(admin, victim.sock.getsockname()[1])
-    for _ in range(attempts):
-        sock = socket.create_connection((s.host, s.port), timeout=10)
+    for attempt in range(attempts):
+        with harness.cpu_of_attempt(attempt):
+            sock = socket.create_connection((s.host, s.port), timeout=10)
         # The CancelRequest's length word: sluice's listener (TCP_DEFER_ACCEPT) takes a connection
         # once bytes arrive, so SHOW CLIENTS lists it now rather than seconds later; sluice then
         # waits for the rest (send_cancel).

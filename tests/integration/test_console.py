@@ -455,8 +455,13 @@ SPREAD = 12
 
 def spread_clients(s, n=SPREAD):
     """TCP clients: each worker has its own SO_REUSEPORT socket and the kernel hashes every
-    connection to one of them, so a dozen land on several workers."""
-    return [s.connect(application_name=f"spread{i}") for i in range(n)]
+    connection to one of them (or, with steer_by_cpu, picks by CPU: each is opened from the next
+    CPU), so a dozen land on several workers."""
+    clients = []
+    for i in range(n):
+        with harness.cpu_of_attempt(i):
+            clients.append(s.connect(application_name=f"spread{i}"))
+    return clients
 
 
 def begin_transaction(conn):

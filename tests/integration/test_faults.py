@@ -182,8 +182,9 @@ def worker_of(admin, wire):
 
 def login_wire_on_worker(s, admin, worker, attempts=100):
     """A logged-in raw connection accepted by the given worker (the others opened are closed)."""
-    for _ in range(attempts):
-        wire = s.wire(timeout=20)
+    for attempt in range(attempts):
+        with harness.cpu_of_attempt(attempt):
+            wire = s.wire(timeout=20)
         wire.login()
         if worker_of(admin, wire) == worker:
             return wire

@@ -480,7 +480,10 @@ def stats_line(t):
 def four_workers_summed(t):
     s = metrics_sluice(t, settings={"workers": 4, "default_pool_size": 20})
     n = 12
-    conns = [s.connect() for _ in range(n)]  # TCP: spread over the workers' SO_REUSEPORT sockets
+    conns = []
+    for i in range(n):  # TCP: spread over the workers' SO_REUSEPORT sockets, by hash or by CPU
+        with harness.cpu_of_attempt(i):
+            conns.append(s.connect())
     for conn in conns:
         for _ in range(2):
             one_value(conn, "SELECT 1")

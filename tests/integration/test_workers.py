@@ -72,11 +72,13 @@ def worker_of(admin, conn, timeout=5):
 
 def spread(admin, connect, workers, per_worker=1, attempts=200):
     """Opens connections with connect() until `workers` distinct workers each hold per_worker of
-    them; returns {worker: [connections]} for those workers (the rest are closed)."""
+    them; returns {worker: [connections]} for those workers (the rest are closed). They are opened
+    from each CPU in turn: with steer_by_cpu, one CPU reaches one worker."""
     by_worker = {}
     spare = []
-    for _ in range(attempts):
-        conn = connect()
+    for attempt in range(attempts):
+        with harness.cpu_of_attempt(attempt):
+            conn = connect()
         index = worker_of(admin, conn)
         wanted = len(by_worker.get(index, [])) < per_worker and \
             (index in by_worker or len(by_worker) < workers)
@@ -586,6 +588,69 @@ def show_workers_rows(t):
                     f"worker {index}'s clients in SHOW WORKERS vs SHOW CLIENTS")
     servers = sum(row["servers"] for row in table.values())
     check_equal(servers, len(show(admin, "SERVERS")), "servers in SHOW WORKERS vs SHOW SERVERS")
+
+
+
+# ---- 9. new connections steered by CPU (steer_by_cpu) ----------------------------------------------
+
+def workers_reached(admin, connect, cpu, count=12):
+    """The workers `count` connections opened from cpu land on (the connections stay open)."""
+    reached = set()
+    conns = []
+    for _ in range(count):
+        with harness.on_cpu(cpu):
+            conns.append(connect())
+        reached.add(worker_of(admin, conns[-1]))
+    return reached, conns
+
+
+def require_two_cpus():
+    if len(harness.ALLOWED_CPUS) < 2:
+        raise harness.Skip(f"steer_by_cpu needs two CPUs; this process may run on {harness.ALLOWED_CPUS}")
+
+
+@test("steer_by_cpu = on, 2 workers: every connection from the first CPU reaches worker 0, every "
+      "one from the second worker 1; a reload to off spreads them by the hash again",
+      sluice_only=True)
+def steered_by_cpu(t):
+    require_two_cpus()
+    s = start(t, 2, {"steer_by_cpu": "on"})
+    admin = console(s)
+    wait_for(lambda: "go to the worker of the CPU they arrive on" in s.log_text(), 5,
+             what="the steering log line")
+    first, conns = workers_reached(admin, s.connect, harness.ALLOWED_CPUS[0])
+    second, more = workers_reached(admin, s.connect, harness.ALLOWED_CPUS[1])
+    check_equal((first, second), ({0}, {1}), "workers reached from each CPU")
+    s.settings["steer_by_cpu"] = "off"
+    s.write_config()
+    s.reload()
+    wait_for(lambda: "spread over the workers by the kernel's hash" in s.log_text(), 5,
+             what="the log line of the hash")
+    after, others = workers_reached(admin, s.connect, harness.ALLOWED_CPUS[0], count=24)
+    check_equal(after, {0, 1}, "workers reached from the first CPU after the reload")
+    for conn in conns + more + others:
+        conn.close()
+
+
+@test("steer_by_cpu: a worker saturated while the other idles, 3 seconds in a row (simulated, "
+      "SLUICE_FAULT_UNBALANCED), sends sluice back to the hash, which it logs",
+      sluice_only=True, timeout=60)
+def steering_given_up_when_unbalanced(t):
+    require_two_cpus()
+    with open(harness.sluice_binary(), "rb") as f:
+        if b"SLUICE_FAULT_UNBALANCED" not in f.read():
+            raise harness.Skip("sluice was built without fault injection")
+    s = t.sluice(settings={"workers": 2, "steer_by_cpu": "on", "admin_users": ADMIN[0]},
+                 users=dict(harness.default_users(t.cluster), **{ADMIN[0]: ADMIN[1]}),
+                 start=False)
+    s.start(env={"SLUICE_FAULT_UNBALANCED": "1"})
+    wait_for(lambda: "one worker is saturated while the others idle" in s.log_text(), 10,
+             what="the log line of going back to the hash")
+    admin = console(s)
+    reached, conns = workers_reached(admin, s.connect, harness.ALLOWED_CPUS[0], count=24)
+    check_equal(reached, {0, 1}, "workers reached from one CPU once back on the hash")
+    for conn in conns:
+        conn.close()
 
 
 if __name__ == "__main__":

@@ -81,6 +81,7 @@ static void test_defaults(void)
     is_int(cfg->unix_socket_mode, 0777, "unix_socket_mode defaults to 0777");
     is_int(cfg->so_reuseport, false, "so_reuseport defaults to off");
     is_int(cfg->workers, 0, "workers defaults to auto (0)");
+    is_str(cfg->steer_by_cpu, "auto", "steer_by_cpu defaults to auto");
     is_int(cfg->io_uring, true, "io_uring defaults to on");
     is_int(cfg->pool_mode, POOL_MODE_SESSION, "pool_mode defaults to session");
     is_int(cfg->default_pool_size, 20, "default_pool_size defaults to 20");
@@ -176,6 +177,7 @@ static void test_every_setting_is_read(void)
                               "unix_socket_mode = 0700\n"
                               "so_reuseport = on\n"
                               "workers = 3\n"
+                              "steer_by_cpu = off\n"
                               "io_uring = off\n"
                               "pool_mode = transaction\n"
                               "default_pool_size = 5\n"
@@ -258,6 +260,7 @@ static void test_every_setting_is_read(void)
     is_int(cfg->unix_socket_mode, 0700, "unix_socket_mode is read as octal");
     is_int(cfg->so_reuseport, true, "so_reuseport is read");
     is_int(cfg->workers, 3, "workers is read");
+    is_str(cfg->steer_by_cpu, "off", "steer_by_cpu is read");
     is_int(cfg->io_uring, false, "io_uring is read");
     is_int(cfg->pool_mode, POOL_MODE_TRANSACTION, "pool_mode is read");
     is_int(cfg->default_pool_size, 5, "default_pool_size is read");
