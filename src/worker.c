@@ -555,7 +555,7 @@ struct steering_watch {
     bool gave_up;                 /* back to the hash until a restart (logged) */
     unsigned ticks;               /* janitor ticks into the window */
     unsigned unbalanced_windows;  /* in a row */
-    double window_start;          /* CLOCK_MONOTONIC seconds */
+    double window_start;          /* CLOCK_MONOTONIC seconds; 0: none started yet */
     double cpu_start[CONFIG_MAX_WORKERS]; /* each worker's CPU seconds then */
 };
 
@@ -602,7 +602,7 @@ static void worker_apply_steering(struct worker *w)
     }
     sw->attached = wanted;
     sw->unbalanced_windows = 0;
-    worker_steering_window_start(w, sw);
+    sw->window_start = 0;   /* the watch starts one: not here, before the other threads run */
     if (wanted)
         log_info("new connections go to the worker of the CPU they arrive on (steer_by_cpu)");
     else
@@ -616,7 +616,13 @@ static void worker_watch_steering(struct worker *w)
     if (!sw)
         return;
     worker_apply_steering(w);
-    if (!sw->attached || ++sw->ticks < STEERING_WINDOW_TICKS)
+    if (!sw->attached)
+        return;
+    if (sw->window_start == 0) {
+        worker_steering_window_start(w, sw);
+        return;
+    }
+    if (++sw->ticks < STEERING_WINDOW_TICKS)
         return;
     if (!worker_steering_window_unbalanced(w, sw)) {
         sw->unbalanced_windows = 0;
