@@ -47,15 +47,18 @@ VARIANTS = {
     "sluice-w1": dict(kind="sluice", settings=["workers = 1"]),
     "sluice-auto": dict(kind="sluice", settings=["workers = auto"]),
     "sluice-w2": dict(kind="sluice", settings=["workers = 2"]),
+    # The same with every connection placed by the kernel's hash of addresses, not by CPU.
+    "sluice-w2-hash": dict(kind="sluice", settings=["workers = 2", "steer_by_cpu = off"]),
     # Two processes of one worker each on one port, each with half the pool: what a second event
     # loop costs with nothing shared, against which workers=2's cost of sharing one pool is read.
     "sluice-2p": dict(kind="sluice", settings=["workers = 1", "so_reuseport = 1"], procs=2),
 }
 TARGET_LABEL.update({"pgbouncer-xP": "PgBouncer xP (so_reuseport)", "sluice-w1": "sluice workers=1",
                      "sluice-auto": "sluice workers=auto", "sluice-w2": "sluice workers=2",
+                     "sluice-w2-hash": "sluice workers=2, steer_by_cpu=off",
                      "sluice-2p": "sluice x2 processes, workers=1 (so_reuseport)"})
 SCALING_TARGETS = ["direct", "pgbouncer", "pgbouncer-xP", "sluice-w1", "sluice-auto"]
-WORKERS_COST_TARGETS = ["sluice-w1", "sluice-w2", "sluice-2p"]
+WORKERS_COST_TARGETS = ["sluice-w1", "sluice-w2", "sluice-w2-hash", "sluice-2p"]
 POOL_SIZE = 20
 MAX_CLIENT_CONN = 12000
 PASSWORD = "bench-secret-pw"

@@ -522,6 +522,14 @@ def write_suites(b):
                 if "-C" in H.SCENARIOS[scn]["args"]:
                     tp = ratio(g(scn, "sluice-w2", "tps"), g(scn, "sluice-w1", "tps"))
                     L.append(f"| {scn} | TPS (connections/s) | {rfmt(tp)} | no slower (1× or more) |")
+                cph = ratio(g(scn, "sluice-w2-hash", "cpu_proxy"), g(scn, "sluice-w1", "cpu_proxy"))
+                if cph is not None:
+                    L.append(f"| {scn} | proxy CPU per transaction, workers=2 with steer_by_cpu=off / "
+                             f"workers=1 | {rfmt(cph)} | (for reading: connections by the hash) |")
+                    if "-C" in H.SCENARIOS[scn]["args"]:
+                        tph = ratio(g(scn, "sluice-w2-hash", "tps"), g(scn, "sluice-w1", "tps"))
+                        L.append(f"| {scn} | TPS, workers=2 with steer_by_cpu=off / workers=1 | "
+                                 f"{rfmt(tph)} | (for reading) |")
                 # Two unshared loops against one: the part of the cost that is not the sharing.
                 cp2 = ratio(g(scn, "sluice-2p", "cpu_proxy"), g(scn, "sluice-w1", "cpu_proxy"))
                 if cp2 is not None:
