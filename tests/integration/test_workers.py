@@ -632,6 +632,23 @@ def steered_by_cpu(t):
         conn.close()
 
 
+@test("steer_by_cpu = auto, 2 workers: steered by CPU on a host of at most 4 CPUs, by the hash "
+      "on a bigger one", sluice_only=True)
+def steering_auto(t):
+    require_two_cpus()
+    s = start(t, 2)
+    admin = console(s)
+    small = len(harness.ALLOWED_CPUS) <= 4
+    if small:
+        wait_for(lambda: "go to the worker of the CPU they arrive on" in s.log_text(), 5,
+                 what="the steering log line")
+    reached, conns = workers_reached(admin, s.connect, harness.ALLOWED_CPUS[1], count=24)
+    check_equal(reached, {1} if small else {0, 1},
+                f"workers reached from the second CPU ({len(harness.ALLOWED_CPUS)} CPUs)")
+    for conn in conns:
+        conn.close()
+
+
 @test("steer_by_cpu: a worker saturated while the other idles, 3 seconds in a row (simulated, "
       "SLUICE_FAULT_UNBALANCED), sends sluice back to the hash, which it logs",
       sluice_only=True, timeout=60)
