@@ -53,9 +53,8 @@ Query, up to the ReadyForQuery. A divergence names the seed, the client, the ste
 sent at that step and the steps before it with their replies. SLUICE_IT_DIFF_SEEDS=FIRST-LAST
 runs other seeds, SLUICE_IT_DIFF_CONTEXT=N shows N steps before a divergence.
 SLUICE_IT_DIFF_LONG_SEEDS=FIRST-LAST: the seeds of the longer scripts of four clients.
-SLUICE_IT_DIFF_PIPELINED_QUERIES=1: a simple query may have up to three more behind it in the same
-write, sent before its replies (off by default: sluice still diverges there, see
-test_pipeline_findings).
+A simple query may have up to three more behind it in the same write, sent before its replies
+(SLUICE_IT_DIFF_PIPELINED_QUERIES=0: never).
 """
 
 import os
@@ -78,7 +77,7 @@ LONG_STEPS = 260
 READ_TIMEOUT = 10 * harness.TIMEOUT_SCALE
 # How many steps before a divergence its report shows (more, to study one).
 CONTEXT_STEPS = int(os.environ.get("SLUICE_IT_DIFF_CONTEXT", "8"))
-PIPELINED_QUERIES = os.environ.get("SLUICE_IT_DIFF_PIPELINED_QUERIES") == "1"
+PIPELINED_QUERIES = os.environ.get("SLUICE_IT_DIFF_PIPELINED_QUERIES") != "0"
 NAMES = ("s1", "s2", "s3")    # statement names, the same for every client
 PORTALS = ("", "p1", "p2")
 
