@@ -644,6 +644,11 @@ void worker_start_steering(struct worker *w)
         return;
     w->steering->n_cpus = steering_allowed_cpus(cpus, CPU_SETSIZE);
     worker_apply_steering(w);
+    if (!w->steering->attached)
+        log_info("new connections are spread over the workers by the kernel's hash "
+                 "(steer_by_cpu = %s, %zu workers, %zu CPUs%s)", w->cfg->steer_by_cpu,
+                 w->world->n_workers, w->steering->n_cpus,
+                 w->cfg->so_reuseport ? ", so_reuseport" : "");
 }
 
 /* The io_uring setting, at start and on reload; a kernel or container that refuses io_uring
