@@ -35,14 +35,19 @@ class Protocol:
         return self.wire.read_until_ready()
 
 
+def client_with_s1(t):
+    """A raw client of a transaction pool of one backend, with statement s1 prepared."""
+    a = Protocol(transaction_pool(t))
+    check_equal(kinds(a.sync(harness.parse_message("SELECT 41 + $1::int", "s1"))), ["1", "Z"],
+                "Parse s1")
+    return a
+
+
 @test("a simple DISCARD ALL after an Execute of COMMIT and then a Parse in the same unsynced "
       "pipeline runs, as in PostgreSQL: the Parse started a new transaction, in which nothing was "
       "executed (seed 525)")
 def discard_all_after_commit_then_parse(t):
-    s = transaction_pool(t)
-    a = Protocol(s)
-    check_equal(kinds(a.sync(harness.parse_message("SELECT 41 + $1::int", "s1"))), ["1", "Z"],
-                "Parse s1")
+    a = client_with_s1(t)
     # PostgreSQL refuses DISCARD ALL after an Execute in the pipeline's transaction
     # (XACT_FLAGS_PIPELINING); an Execute of COMMIT ends that transaction, and the Parse after
     # it starts the next one, whose flags are clear.
@@ -66,10 +71,7 @@ def discard_all_after_commit_then_parse(t):
 @test("a simple DISCARD ALL after an Execute of DISCARD ALL and then a Parse in the same unsynced "
       "pipeline runs, as in PostgreSQL, which commits such an Execute at once (seed 1458)")
 def discard_all_after_extended_discard_then_parse(t):
-    s = transaction_pool(t)
-    a = Protocol(s)
-    check_equal(kinds(a.sync(harness.parse_message("SELECT 41 + $1::int", "s1"))), ["1", "Z"],
-                "Parse s1")
+    a = client_with_s1(t)
     # DISCARD ALL may not run in a transaction block, so PostgreSQL commits the transaction
     # of its Execute right away (XACT_FLAGS_NEEDIMMEDIATECOMMIT), as after an Execute of COMMIT:
     # the Parse starts the next transaction.
@@ -110,8 +112,7 @@ def pipeline_then_discard_all(a, extended):
 @test("a simple DISCARD ALL after an Execute of ROLLBACK of a block the client opened, then a "
       "Parse, runs, as in PostgreSQL")
 def discard_all_after_rollback_of_block(t):
-    s = transaction_pool(t)
-    a = Protocol(s)
+    a = Protocol(transaction_pool(t))
     check_equal(simple_query(a, "BEGIN").tags, ["BEGIN"], "BEGIN")
     check_equal(pipeline_then_discard_all(a, [("SELECT 1", "p"), ("ROLLBACK", "")]),
                 (["1", "2", "D", "C", "1", "2", "C", "1", "C", "Z"], [],
@@ -122,8 +123,7 @@ def discard_all_after_rollback_of_block(t):
 @test("a simple DISCARD ALL after an Execute of COMMIT AND CHAIN, or of BEGIN, is refused, as "
       "in PostgreSQL: each leaves a transaction block open")
 def discard_all_after_block_opened(t):
-    s = transaction_pool(t)
-    a = Protocol(s)
+    a = Protocol(transaction_pool(t))
     for opened_by, sql in (("BEGIN", "COMMIT AND CHAIN"), (None, "BEGIN")):
         if opened_by:
             check_equal(simple_query(a, opened_by).tags, [opened_by], opened_by)
@@ -136,8 +136,7 @@ def discard_all_after_block_opened(t):
 @test("a simple DISCARD ALL after an Execute of the empty query runs, as in PostgreSQL, where "
       "such an Execute runs nothing; after one of a SELECT as well it is refused")
 def discard_all_after_empty_query(t):
-    s = transaction_pool(t)
-    a = Protocol(s)
+    a = Protocol(transaction_pool(t))
     check_equal(pipeline_then_discard_all(a, [("", "")]),
                 (["1", "2", "I", "1", "C", "Z"], [], ["DISCARD ALL"]),
                 "an empty query, then DISCARD ALL")
@@ -151,8 +150,7 @@ def discard_all_after_empty_query(t):
       "sent behind it before its reply: the later one drops s1, as in PostgreSQL (seeds 5, 50, "
       "62, 66 and long seed 6 of the variant that pipelines simple queries)")
 def deallocate_behind_failed_deallocate(t):
-    s = transaction_pool(t)
-    a = Protocol(s)
+    a = Protocol(transaction_pool(t))
     # DEALLOCATE s1 behind the failing one: PostgreSQL still has s1 and drops it.
     check_equal(kinds(a.sync(harness.parse_message("SELECT 41 + $1::int", "s1"))), ["1", "Z"],
                 "Parse s1")
@@ -184,10 +182,7 @@ def close_statement(name):
 @test("a Close of s1 skipped after an error, then a Sync and a Bind of s1 sent behind it before "
       "any reply: the Bind finds s1, as in PostgreSQL; after a Close that ran, it does not")
 def bind_behind_skipped_close(t):
-    s = transaction_pool(t)
-    a = Protocol(s)
-    check_equal(kinds(a.sync(harness.parse_message("SELECT 41 + $1::int", "s1"))), ["1", "Z"],
-                "Parse s1")
+    a = client_with_s1(t)
     bind_s1 = (harness.bind_message((1,), statement="s1") + harness.execute_message() +
                harness.sync_message())
     a.wire.send(harness.parse_message("SELECT 1 / 0") + harness.bind_message(()) +
@@ -210,10 +205,7 @@ def bind_behind_skipped_close(t):
       "is not held for the Close's answer, which only the Sync brings (the backend skips the "
       "query after the error; differential seed 152)")
 def sync_behind_skipped_query(t):
-    s = transaction_pool(t)
-    a = Protocol(s)
-    check_equal(kinds(a.sync(harness.parse_message("SELECT 41 + $1::int", "s1"))), ["1", "Z"],
-                "Parse s1")
+    a = client_with_s1(t)
     a.wire.send(close_statement("s1") + harness.bind_message((), statement="nosuch") +
                 harness.query_message("DEALLOCATE ALL") + harness.sync_message())
     result = a.wire.read_until_ready()
@@ -226,10 +218,7 @@ def sync_behind_skipped_query(t):
 @test("a DEALLOCATE and a COPY FROM STDIN in one query, its data in the same write: the data "
       "is not held for the DEALLOCATE's answer, the queries behind are")
 def copy_behind_deallocate(t):
-    s = transaction_pool(t)
-    a = Protocol(s)
-    check_equal(kinds(a.sync(harness.parse_message("SELECT 41 + $1::int", "s1"))), ["1", "Z"],
-                "Parse s1")
+    a = client_with_s1(t)
     check_equal(simple_query(a, "CREATE TABLE copied_behind (n int)").tags, ["CREATE TABLE"],
                 "a table")
     # The COPY data belongs to the query under way: held behind the DEALLOCATE's answer, it
