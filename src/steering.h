@@ -5,11 +5,11 @@
  * each new connection: by a hash of the addresses, unless a program attached to the sockets picks.
  * With steer_by_cpu sluice attaches one that picks by the CPU the connection arrived on: that
  * CPU's place among the CPUs sluice may run on, modulo the number of workers. The connections of
- * a client process then meet one worker per CPU its threads run on, instead of every worker, so
- * each worker's loop finds more of them ready per turn, and wakes less often per transaction (on
- * two cores shared with pgbench and PostgreSQL, measured in bench/RESULTS.md). Connections from
- * the network arrive on the CPU their network queue interrupts: spread as widely as the NIC's
- * queues are.
+ * a client thread then meet the worker of the CPU it ran on when it connected, instead of every
+ * worker: on two cores shared with pgbench -c 50 -j 2 and PostgreSQL, two workers cost 1.04-1.05
+ * times the CPU per transaction of one, against 1.11-1.12 by the hash (bench/RESULTS.md, which
+ * also has the load where it makes no difference). Connections from the network arrive on the
+ * CPU their network queue interrupts: spread as widely as the NIC's queues are.
  *
  * Where connections arrive on too few CPUs (a NIC with one queue, one client thread), one worker
  * would get them all: sluice watches what each worker's thread uses of its core, and goes back to
