@@ -381,6 +381,51 @@ static void session_apply_change(struct client *c, const struct param_change *ch
     }
 }
 
+/* Puts back on the backend's set the reported parameters (ParameterStatus) it had in before. */
+static int session_keep_reported(struct client *c, const struct param_set *before)
+{
+    for (uint32_t i = 0; i < before->n; i++) {
+        const struct param_entry *e = &before->entries[i];
+        if (param_set_find(&c->pool->defaults, e->name) &&
+            param_set_put(&c->server->params, e->name, e->value) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/*
+ * A failed transaction that ended without an error since: a COMMIT or ROLLBACK among the settled
+ * changes rolled it back (in a pipeline, an Execute of either; BEGIN may have opened the next
+ * block behind it). The failed transaction's changes go with it; those noted after the end ran
+ * in the next transaction and stay in *settled to be applied. false if no end was noted.
+ */
+static bool session_failed_transaction_ended(struct client *c, size_t *settled)
+{
+    struct session_tracking *t = &c->session;
+    size_t end = 0;
+    while (end < *settled && t->changes.items[end].kind != PARAM_CHANGE_COMMIT &&
+           t->changes.items[end].kind != PARAM_CHANGE_ROLLBACK)
+        end++;
+    if (end == *settled)
+        return false;
+    param_changes_drop_first(&t->changes, end + 1);
+    *settled -= end + 1;
+    t->pending_unpins = 0;   /* which statement they came from is not kept: unpin later */
+    /* The backend's reported parameters are what its ParameterStatus messages said last,
+     * changes after the end included: they stay over the restore to the transaction's start. */
+    struct param_set now;
+    param_set_init(&now);
+    bool copied = c->server && param_set_copy(&now, &c->server->params) == 0;
+    session_transaction_rolled_back(c);
+    if (c->server && (!copied || session_keep_reported(c, &now) != 0))
+        session_pin(c, PIN_SET, 0, "", 0);   /* out of memory: the backend stays right */
+    param_set_free(&now);
+    t->unpin_is_discard_all = false;
+    if (*settled > 0)
+        session_save_transaction_start(c);   /* where the next transaction began */
+    return true;
+}
+
 void session_ready_for_query(struct client *c, char before, char after)
 {
     struct session_tracking *t = &c->session;
@@ -393,7 +438,9 @@ void session_ready_for_query(struct client *c, char before, char after)
         return;
     while (settled < t->changes.n && t->changes.items[settled].tag <= t->ready_count)
         settled++;
-    if (before == 'E' || failed) {
+    bool ended = before == 'E' && !failed && after != 'E' &&
+                 session_failed_transaction_ended(c, &settled);
+    if (!ended && (before == 'E' || failed)) {
         /* Nothing these statements did stays; the transaction may have ended or recovered. */
         param_changes_drop_first(&t->changes, settled);
         t->pending_unpins = 0;

@@ -237,5 +237,55 @@ def copy_behind_deallocate(t):
     check_equal(simple_query(a, "DROP TABLE copied_behind").tags, ["DROP TABLE"], "dropped")
 
 
+
+def extended(sql):
+    return harness.parse_message(sql) + harness.bind_message(()) + harness.execute_message()
+
+
+def application_name(a):
+    return simple_query(a, "SHOW application_name").rows[0][0]
+
+
+@test("a failed transaction ended by an Execute of COMMIT with BEGIN behind it in the same batch: "
+      "the client's SET in the failed transaction is gone, and the client is not pinned, as it "
+      "was when sluice took the recovery for a ROLLBACK TO SAVEPOINT (differential seed 548)")
+def failed_transaction_ended_then_begin(t):
+    s = transaction_pool(t, query_wait_timeout=3)
+    a = Protocol(s)
+    before = application_name(a)
+    for sql in ("BEGIN", "SET application_name = 'in_failed'", "SELECT 1 / 0"):
+        simple_query(a, sql)
+    a.wire.send(extended("COMMIT") + extended("BEGIN") + harness.sync_message())
+    result = a.wire.read_until_ready()
+    check_equal((kinds(result), sqlstates(result), result.tags, result.messages[-1]),
+                (["1", "2", "C", "1", "2", "C", "Z"], [], ["ROLLBACK", "BEGIN"], ("Z", b"T")),
+                "COMMIT rolls the failed transaction back, BEGIN opens the next")
+    check_equal(application_name(a), before, "the SET of the failed transaction is undone")
+    check_equal(simple_query(a, "ROLLBACK").tags, ["ROLLBACK"], "ROLLBACK")
+    b = Protocol(s)
+    result = simple_query(b, "SELECT 2")
+    check_equal((sqlstates(result), result.rows), ([], [("2",)]),
+                "another client gets the only backend: the first is not pinned")
+
+
+@test("a SET run after an Execute of COMMIT ended a failed transaction, in the same batch, stays "
+      "the client's own: the next client of the backend does not get it")
+def set_after_failed_transaction_ended(t):
+    s = transaction_pool(t)
+    a = Protocol(s)
+    b = Protocol(s)
+    before = application_name(b)
+    for sql in ("BEGIN", "SET application_name = 'in_failed'", "SELECT 1 / 0"):
+        simple_query(a, sql)
+    a.wire.send(extended("COMMIT") + extended("SET application_name = 'after_end'") +
+                harness.sync_message())
+    result = a.wire.read_until_ready()
+    check_equal((sqlstates(result), result.tags, result.messages[-1]),
+                ([], ["ROLLBACK", "SET"], ("Z", b"I")), "COMMIT, then the SET")
+    check_equal(application_name(a), "after_end", "the client keeps its SET")
+    check_equal(application_name(b), before, "the other client of the backend does not")
+    check_equal(application_name(a), "after_end", "nor does the first lose it")
+
+
 if __name__ == "__main__":
     raise SystemExit(suite.run())
