@@ -1328,11 +1328,13 @@ static enum session_step session_dispatch(struct client *c, uint8_t type, uint32
 /* An Execute passed on: what it leaves of the transaction, as PostgreSQL's exec_execute_message. */
 static void session_note_execute(struct session_backend *b)
 {
+    if (b->execute_command == SESSION_COMMAND_EMPTY_QUERY)
+        return;   /* it runs nothing: neither the transaction's status nor its flag changes */
     b->executed = true;
     if (b->execute_command == SESSION_COMMAND_CLOSES_TRANSACTION ||
         b->execute_command == SESSION_COMMAND_DISCARD_ALL)
         b->pipelined = false;   /* committed at once: the next message starts a new one */
-    else if (b->execute_command != SESSION_COMMAND_EMPTY_QUERY)
+    else
         b->pipelined = true;
 }
 

@@ -108,7 +108,8 @@ struct session_backend {
     uint32_t untracked;              /* Executes and Describes passed on since the last message
                                         given an expectation: see reply_expectation.untracked */
     bool executed;                   /* an Execute passed on since the client's last Sync or
-                                        simple query: the transaction's status is not known */
+                                        simple query (not one of the empty query): the
+                                        transaction's status is not known */
     bool pipelined;                  /* and one of them ran a statement in the transaction open
                                         now (PostgreSQL's XACT_FLAGS_PIPELINING): DISCARD ALL
                                         then fails. Not after an Execute of COMMIT, ROLLBACK or

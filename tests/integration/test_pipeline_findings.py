@@ -146,6 +146,20 @@ def discard_all_after_empty_query(t):
                 "a SELECT between empty queries, then DISCARD ALL")
 
 
+@test("a simple DISCARD ALL after an Execute of the empty query, inside a block the client opened "
+      "before: refused, as in PostgreSQL (the empty query changes nothing; seed 1313)")
+def discard_all_after_empty_query_in_block(t):
+    a = Protocol(transaction_pool(t))
+    check_equal(simple_query(a, "BEGIN").tags, ["BEGIN"], "BEGIN")
+    a.wire.send(harness.parse_message("") + harness.bind_message(()) + harness.execute_message() +
+                harness.query_message("DISCARD ALL") + harness.sync_message())
+    result = a.wire.read_until_ready()
+    check_equal((kinds(result), sqlstates(result), result.messages[-1]),
+                (["1", "2", "I", "E", "Z"], ["25001"], ("Z", b"E")), "the batch, then DISCARD ALL")
+    check_equal(kinds(a.wire.read_until_ready()), ["Z"], "the Sync")
+    check_equal(simple_query(a, "ROLLBACK").tags, ["ROLLBACK"], "ROLLBACK")
+
+
 @test("a DEALLOCATE that a failing query never reached, then DEALLOCATE s1 or DEALLOCATE ALL "
       "sent behind it before its reply: the later one drops s1, as in PostgreSQL (seeds 5, 50, "
       "62, 66 and long seed 6 of the variant that pipelines simple queries)")
