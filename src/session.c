@@ -249,9 +249,10 @@ static void session_forget_statements(struct client *c)
         prepared_client_forget_all(c->prepared);
 }
 
-/* The same, the names kept until the backend has run the command (see prepared_taken). */
-/* Names the client's command takes until the backend says whether it ran: see
- * session_awaits_names. */
+/*
+ * The same, the names kept until the backend has run the command (see prepared_taken and
+ * session_awaits_names).
+ */
 static void session_take_statements(struct client *c, struct prepared_taken **taken)
 {
     if (c->prepared) {
@@ -260,6 +261,7 @@ static void session_take_statements(struct client *c, struct prepared_taken **ta
     }
 }
 
+/* One name, as session_take_statements: false if the client has no statement by that name. */
 static bool session_take_statement(struct client *c, const char *name,
                                    struct prepared_taken **taken)
 {
