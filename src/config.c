@@ -16,6 +16,7 @@
 #include <ini.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <sys/stat.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -1351,6 +1352,12 @@ int config_load_string(const char *text, const char *path, struct config **out, 
 
 char *config_read_file(const char *path, size_t *len, char *err, size_t err_len)
 {
+    return config_read_file_stat(path, len, NULL, err, err_len);
+}
+
+char *config_read_file_stat(const char *path, size_t *len, struct stat *st, char *err,
+                            size_t err_len)
+{
     FILE *f;
     char *text = NULL;
     size_t used = 0, cap = 0;
@@ -1360,6 +1367,11 @@ char *config_read_file(const char *path, size_t *len, char *err, size_t err_len)
     f = fopen(path, "rb");
     if (f == NULL) {
         errbuf_set(err, err_len, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    if (st != NULL && fstat(fileno(f), st) != 0) {
+        errbuf_set(err, err_len, "%s: cannot stat: %s", path, strerror(errno));
+        fclose(f);
         return NULL;
     }
     for (;;) {

@@ -194,6 +194,12 @@ void config_free(struct config *cfg);
  */
 char *config_read_file(const char *path, size_t *len, char *err, size_t err_len);
 
+/* config_read_file, and the opened file's stat in *st: what was read, even where a helper
+ * renames another file over the path meanwhile. */
+struct stat;
+char *config_read_file_stat(const char *path, size_t *len, struct stat *st, char *err,
+                            size_t err_len);
+
 const struct config_database *config_find_database(const struct config *cfg, const char *name);
 /* The "*" line of [databases]: the fallback for names not listed; NULL if there is none. */
 const struct config_database *config_fallback_database(const struct config *cfg);

@@ -211,16 +211,14 @@ static const char *environment_lookup(const char *name)
     return getenv(name);
 }
 
-/* Reads and parses the file; st gets its identity as it was before the read. */
+/* Reads and parses the file; st gets the identity of the very file read (a helper renaming
+ * another over the path between a stat and the open must not pair one's identity with the
+ * other's keys, or the newer keys would never be read). */
 static int signer_read_file(const struct server_token_signer *signer, struct stat *st,
                             struct aws_credentials *creds, char *err, size_t err_len)
 {
-    if (stat(signer->path, st) != 0) {
-        errbuf_set(err, err_len, "%s: cannot open: %s", signer->path, strerror(errno));
-        return -1;
-    }
     size_t len = 0;
-    char *text = config_read_file(signer->path, &len, err, err_len);
+    char *text = config_read_file_stat(signer->path, &len, st, err, err_len);
     if (text == NULL)
         return -1;
     int rc = aws_credentials_parse(text, signer->path, signer->profile, creds, err, err_len);

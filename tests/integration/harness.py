@@ -794,6 +794,22 @@ class Sluice(Endpoint):
     def reload(self):
         self.signal(signal.SIGHUP)
 
+    def reload_and_wait(self, timeout=10):
+        """SIGHUP, then waits until sluice logs the reload as applied: a reload is read on the
+        loop's next turn, and a client that comes before it still meets the old configuration."""
+        applied = self.log_text().count("configuration reloaded")
+        refused = self.log_text().count("reload failed")
+        self.reload()
+        deadline = time.monotonic() + timeout * TIMEOUT_SCALE
+        while time.monotonic() < deadline:
+            text = self.log_text()
+            if text.count("reload failed") > refused:
+                raise TestFailure(f"sluice refused the reload:\n{self.log_tail(10)}")
+            if text.count("configuration reloaded") > applied:
+                return
+            time.sleep(0.02)
+        raise TestFailure(f"sluice did not log the reload within {timeout}s:\n{self.log_tail(10)}")
+
     def wait_exit(self, timeout):
         try:
             return self.proc.wait(timeout)

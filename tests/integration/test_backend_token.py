@@ -118,7 +118,7 @@ def pgbench_through_token_chain(t):
     back = back_sluice(t)
     back.databases["pgbench_token"] = t.cluster.database_line(dbname="pgbench_token")
     back.write_config()
-    back.reload()
+    back.reload_and_wait()
     front = front_sluice(t, back, dbname="pgbench_token",
                          settings={"server_lifetime": 0.5, "metrics_listen_addr": "127.0.0.1",
                                    "metrics_port": harness.free_port()})
@@ -189,7 +189,7 @@ def rotating_credentials_file_across_workers(t):
     back = back_sluice(t, keys={KEY_ID: (SECRET, ["app"]), OTHER_KEY_ID: (OTHER_SECRET, ["app"])})
     back.databases["pgbench_token"] = t.cluster.database_line(dbname="pgbench_token")
     back.write_config()
-    back.reload()
+    back.reload_and_wait()
     # Short-lived backends: every worker keeps opening backends, each signing a token.
     front = front_sluice(t, back, dbname="pgbench_token", start=False,
                          settings={"workers": 4, "server_lifetime": 0.2})
