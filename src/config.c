@@ -16,13 +16,13 @@
 #include <ini.h>
 #include <limits.h>
 #include <stdarg.h>
-#include <sys/stat.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #define MAX_FILE_SIZE (64u * 1024 * 1024)
 #define MAX_SECONDS 1e9          /* ~31 years: keeps every timeout representable as a timeval */

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static char err[1024];
@@ -1301,6 +1302,56 @@ static void test_files(void)
     ok(starts_with(err, "/nonexistent/sluice.ini: cannot open: "), "a missing file is named (%s)", err);
 }
 
+/* Writes text to path + ".new" and renames it over path, as a credentials helper does; returns
+ * the new file's inode, or 0. */
+static ino_t replace_file(const char *path, const char *text)
+{
+    char aside[64];
+    struct stat st;
+    snprintf(aside, sizeof aside, "%s.new", path);
+    int fd = open(aside, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    bool written = fd >= 0 && write(fd, text, strlen(text)) == (ssize_t)strlen(text);
+    if (fd >= 0)
+        close(fd);
+    if (!written || stat(aside, &st) != 0 || rename(aside, path) != 0)
+        return 0;
+    return st.st_ino;
+}
+
+/* config_read_file_stat: the identity is the file the text came from, replaced or not. */
+static void test_read_file_stat(void)
+{
+    char path[] = "/tmp/sluice-test-read-XXXXXX";
+    int fd = mkstemp(path);
+    struct stat st;
+    size_t len = 0;
+    if (fd >= 0)
+        close(fd);
+    ino_t first = replace_file(path, "first\n");
+    ino_t second = 0;
+    char *text = config_read_file_stat(path, &len, &st, err, sizeof err);
+    ok(first != 0 && text != NULL && strcmp(text, "first\n") == 0 && len == 6,
+       "config_read_file_stat reads the file (%s)", err);
+    ok(text != NULL && st.st_ino == first && st.st_size == 6,
+       "its stat is the file read");
+    free(text);
+    /* The old file stays open, so the new one cannot be given its inode number. */
+    FILE *held = fopen(path, "rb");
+    second = replace_file(path, "second, longer\n");
+    text = config_read_file_stat(path, &len, &st, err, sizeof err);
+    ok(second != 0 && second != first && text != NULL && strcmp(text, "second, longer\n") == 0,
+       "after a rename over the path, the new file is read (%s)", err);
+    ok(text != NULL && st.st_ino == second && st.st_size == (off_t)strlen("second, longer\n"),
+       "and its stat is the new file's, not the old one's");
+    free(text);
+    if (held)
+        fclose(held);
+    ok(config_read_file_stat("/nonexistent/credentials", &len, &st, err, sizeof err) == NULL &&
+           starts_with(err, "/nonexistent/credentials: cannot open: "),
+       "a missing file is an error (%s)", err);
+    unlink(path);
+}
+
 /* ---- the sample config ---------------------------------------------------------------- */
 
 /* Room for the names conf/sluice.ini documents in [sluice]. */
@@ -1701,6 +1752,7 @@ int main(void)
     test_connection_limits();
     test_helpers();
     test_files();
+    test_read_file_stat();
     test_sample_config();
     test_settings_are_listed_and_found();
     test_settings_are_formatted();
