@@ -211,9 +211,9 @@ static const char *environment_lookup(const char *name)
     return getenv(name);
 }
 
-/* Reads and parses the file; st gets the identity of the very file read (a helper renaming
- * another over the path between a stat and the open must not pair one's identity with the
- * other's keys, or the newer keys would never be read). */
+/* Reads and parses the file; st gets the identity of the very file read, so that what is
+ * remembered is what was read, even where a helper renames another file over the path
+ * meanwhile. */
 static int signer_read_file(const struct server_token_signer *signer, struct stat *st,
                             struct aws_credentials *creds, char *err, size_t err_len)
 {
