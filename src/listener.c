@@ -6,7 +6,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <sched.h>   /* CPU_SETSIZE */
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -287,14 +286,12 @@ void listener_stop_deferring(struct worker *w)
             log_warning("could not stop deferring accepts on %s: %s", l->description, strerror(errno));
 }
 
-bool listener_steer_by_cpu(struct worker *w, bool on)
+bool listener_steer_by_cpu(struct worker *w, bool on, const int *cpus, size_t n_cpus)
 {
-    int cpus[CPU_SETSIZE];
     size_t len = 0;
     struct sock_filter *program = NULL;   /* the kernel keeps a copy */
 
     if (on) {
-        size_t n_cpus = steering_allowed_cpus(cpus, CPU_SETSIZE);
         program = calloc(STEERING_MAX_PROGRAM, sizeof(*program));
         if (program)
             len = steering_build_program(cpus, n_cpus, (unsigned)w->world->n_workers, program,

@@ -34,11 +34,12 @@ void listener_close_all_after_pending(struct worker *w);
  */
 void listener_stop_deferring(struct worker *w);
 /*
- * Worker 0: on, new TCP connections go to the worker steering.h picks by CPU (a program attached
- * to the group of sockets of each address, which every worker's socket is in); off, the kernel's
- * hash picks again. false if it could not be done on some address (logged).
+ * Worker 0: on, new TCP connections go to the worker steering.h picks by CPU among cpus (the
+ * CPUs the process may run on: steering_allowed_cpus), by a program attached to the group of
+ * sockets of each address, which every worker's socket is in; off, the kernel's hash picks
+ * again. false if it could not be done on some address (logged).
  */
-bool listener_steer_by_cpu(struct worker *w, bool on);
+bool listener_steer_by_cpu(struct worker *w, bool on, const int *cpus, size_t n_cpus);
 /* SUSPEND: stop accepting, the sockets kept open (the kernel queues new connections); RESUME. */
 void listener_suspend_all(struct worker *w, bool suspended);
 

@@ -550,7 +550,9 @@ static void worker_janitor_cb(evutil_socket_t fd, short what, void *arg)
 #define STEERING_WINDOW_TICKS (1000000 / JANITOR_INTERVAL_USEC) /* a window: a second */
 
 struct steering_watch {
-    size_t n_cpus;                /* the process may run on, at start */
+    int cpus[CPU_SETSIZE];        /* the process may run on, at start, ascending: what auto
+                                     decides on and the program maps to workers */
+    size_t n_cpus;
     bool attached;                /* the program is on the sockets */
     bool gave_up;                 /* back to the hash until a restart (logged) */
     unsigned ticks;               /* janitor ticks into the window */
@@ -596,7 +598,7 @@ static void worker_apply_steering(struct worker *w)
                   steering_wanted(w->cfg->steer_by_cpu, sw->n_cpus, w->world->n_workers);
     if (wanted == sw->attached)
         return;
-    if (!listener_steer_by_cpu(w, wanted) && wanted) {
+    if (!listener_steer_by_cpu(w, wanted, sw->cpus, sw->n_cpus) && wanted) {
         sw->gave_up = true;   /* logged; not tried again every second */
         return;
     }
@@ -639,10 +641,9 @@ static void worker_watch_steering(struct worker *w)
 
 void worker_start_steering(struct worker *w)
 {
-    int cpus[CPU_SETSIZE];
     if (w->world->n_workers < 2 || !(w->steering = calloc(1, sizeof(*w->steering))))
         return;
-    w->steering->n_cpus = steering_allowed_cpus(cpus, CPU_SETSIZE);
+    w->steering->n_cpus = steering_allowed_cpus(w->steering->cpus, CPU_SETSIZE);
     worker_apply_steering(w);
     if (!w->steering->attached)
         log_info("new connections are spread over the workers by the kernel's hash "
