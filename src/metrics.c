@@ -988,11 +988,9 @@ void notify_ready(struct worker *w)
 void notify_reloading(struct worker *w)
 {
     /* MONOTONIC_USEC lets Type=notify-reload units match this message to their reload request. */
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
     char message[128];
     snprintf(message, sizeof(message), "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading configuration",
-             (unsigned long long)timespec_usec(ts));
+             (unsigned long long)monotonic_usec());
     notify_send(message);
 }
 
@@ -1017,13 +1015,6 @@ static void metrics_update_status(struct worker *w, double now)
     if (strcmp(status, m->last_status) != 0)
         notify_with_status(w, "");
     world_resume(w);
-}
-
-static int64_t monotonic_usec(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return timespec_usec(ts);
 }
 
 /*

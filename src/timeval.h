@@ -34,4 +34,19 @@ static inline int64_t timespec_usec(struct timespec ts)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+/* CLOCK_MONOTONIC, for intervals and for what systemd matches (MONOTONIC_USEC). */
+static inline int64_t monotonic_usec(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return timespec_usec(ts);
+}
+
+static inline double monotonic_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return timespec_seconds(ts);
+}
+
 #endif

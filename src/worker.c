@@ -240,9 +240,7 @@ int worker_init(struct worker *w, struct config *cfg, struct world *world, unsig
 
 static void worker_note_turn(struct worker *w)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    atomic_store_explicit(&w->last_turn_usec, (int_fast64_t)timespec_usec(ts),
+    atomic_store_explicit(&w->last_turn_usec, (int_fast64_t)monotonic_usec(),
                           memory_order_relaxed);
     atomic_fetch_add_explicit(&w->loop_iterations, 1, memory_order_relaxed);
 }
@@ -561,18 +559,11 @@ struct steering_watch {
     double cpu_start[CONFIG_MAX_WORKERS]; /* each worker's CPU seconds then */
 };
 
-static double worker_monotonic_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return timespec_seconds(ts);
-}
-
 static void worker_steering_window_start(struct worker *w, struct steering_watch *sw)
 {
     struct worker *wk;
     sw->ticks = 0;
-    sw->window_start = worker_monotonic_seconds();
+    sw->window_start = monotonic_seconds();
     WORLD_FOR_EACH_WORKER(w->world, i, wk)
         sw->cpu_start[i] = worker_cpu_seconds(wk);
 }
@@ -581,7 +572,7 @@ static void worker_steering_window_start(struct worker *w, struct steering_watch
 static bool worker_steering_window_unbalanced(struct worker *w, struct steering_watch *sw)
 {
     double busy[CONFIG_MAX_WORKERS];
-    double elapsed = worker_monotonic_seconds() - sw->window_start;
+    double elapsed = monotonic_seconds() - sw->window_start;
     struct worker *wk;
     if (elapsed <= 0)
         return false;
