@@ -794,19 +794,24 @@ class Sluice(Endpoint):
     def reload(self):
         self.signal(signal.SIGHUP)
 
-    def reload_and_wait(self, timeout=10):
-        """SIGHUP, then waits until sluice logs the reload as applied: a reload is read on the
-        loop's next turn, and a client that comes before it still meets the old configuration."""
-        applied = self.log_text().count("configuration reloaded")
-        refused = self.log_text().count("reload failed")
+    def reload_and_wait(self, refused=False, timeout=10):
+        """SIGHUP, then waits until sluice logs the reload as applied (refused: as refused, the
+        running configuration kept), and fails on the other outcome. A reload is read on the
+        loop's next turn: a client that comes before it still meets the old configuration."""
+        text = self.log_text()
+        applied, failed = text.count("configuration reloaded"), text.count("reload failed")
         self.reload()
         deadline = time.monotonic() + timeout * TIMEOUT_SCALE
         while time.monotonic() < deadline:
             text = self.log_text()
-            if text.count("reload failed") > refused:
+            if text.count("reload failed") > failed:
+                if refused:
+                    return
                 raise TestFailure(f"sluice refused the reload:\n{self.log_tail(10)}")
             if text.count("configuration reloaded") > applied:
-                return
+                if not refused:
+                    return
+                raise TestFailure(f"sluice applied a reload it should refuse:\n{self.log_tail(10)}")
             time.sleep(0.02)
         raise TestFailure(f"sluice did not log the reload within {timeout}s:\n{self.log_tail(10)}")
 

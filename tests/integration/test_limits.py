@@ -224,8 +224,7 @@ def max_db_client_connections_reload(t):
     kept = s.connect()
     s.settings["max_db_client_connections"] = 1
     s.write_config()
-    s.reload()
-    wait_for(lambda: "configuration reloaded" in s.log_text(), 10, what="the reload")
+    s.reload_and_wait()
     refused(s, "a second client after the reload")
     check_equal(one_value(kept, "SELECT 'kept'"), "kept", "the client admitted before the reload")
 

@@ -12,7 +12,7 @@ import time
 import urllib.parse
 
 import harness
-from harness import Skip, check, check_equal, expect_pg_error, wait_for
+from harness import Skip, check, check_equal, expect_pg_error
 
 suite = harness.Suite()
 test = suite.test
@@ -348,10 +348,7 @@ def reload_changes_region(t):
     token_login(t, s, make_token(s.port))
     s.settings["auth_token_region"] = "ap-south-1"
     s.write_config()
-    reloads = s.log_text().count("configuration reloaded")
-    s.reload()
-    wait_for(lambda: s.log_text().count("configuration reloaded") > reloads, 10,
-             what="sluice to log the reload")
+    s.reload_and_wait()
     expect_refusal(t, s, make_token(s.port), "another region")
     token_login(t, s, make_token(s.port, region="ap-south-1"))
 
@@ -392,10 +389,7 @@ def reload_removes_key(t):
     token_login(t, s, reusable)
 
     write_keys(s.keys_path, {OTHER_KEY_ID: (OTHER_SECRET, [FUNCTION_USER])})
-    reloads = s.log_text().count("configuration reloaded")
-    s.reload()
-    wait_for(lambda: s.log_text().count("configuration reloaded") > reloads, 10,
-             what="sluice to log the reload")
+    s.reload_and_wait()
     expect_refusal(t, s, reusable, "not in auth_token_keys")
     expect_refusal(t, s, make_token(s.port), "not in auth_token_keys")
     token_login(t, s, make_token(s.port, key_id=OTHER_KEY_ID, secret=OTHER_SECRET))
@@ -408,10 +402,7 @@ def reload_broken_key_file(t):
     s = token_sluice(t)
     with open(s.keys_path, "w") as f:
         f.write(f"[{KEY_ID}]\nusers = {FUNCTION_USER}\n")  # no secret
-    reloads = s.log_text().count("reload failed")
-    s.reload()
-    wait_for(lambda: s.log_text().count("reload failed") > reloads, 10,
-             what="sluice to refuse the reload")
+    s.reload_and_wait(refused=True)
     check("has no secret" in s.log_text(), "the log says why:\n" + s.log_tail())
     token_login(t, s, make_token(s.port)).query_ok("SELECT 1")
 
