@@ -590,7 +590,6 @@ def show_workers_rows(t):
     check_equal(servers, len(show(admin, "SERVERS")), "servers in SHOW WORKERS vs SHOW SERVERS")
 
 
-
 # ---- 9. new connections steered by CPU (steer_by_cpu) ----------------------------------------------
 
 def workers_reached(admin, connect, cpu, count=12):
