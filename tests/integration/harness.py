@@ -166,18 +166,45 @@ def make_certificates(directory):
 
 
 _ports_handed_out = set()
+_port_claims = []  # open descriptors of the claim files this process holds: kept until it exits
+
+
+def _claim_port(port):
+    """Claims a port against every other test process on this machine. Tests run in parallel,
+    each in its own process, and a port one of them was handed may not be listened on yet (or
+    ever: listen_addr empty), so a bind check alone lets two tests share one. The claim is a lock
+    on a file named after the port; the kernel drops it when the process ends, so a killed run
+    leaves nothing held."""
+    import fcntl
+    directory = os.path.join(tempfile.gettempdir(), "sluice-it-ports")
+    os.makedirs(directory, exist_ok=True)
+    try:
+        os.chmod(directory, 0o1777)
+    except PermissionError:
+        pass  # made by another user, who opened it to all already
+    fd = os.open(os.path.join(directory, str(port)), os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _port_claims.append(fd)
+    return True
 
 
 def free_port():
     """A port nothing listens on, below the kernel's range for outgoing connections: a port from
     that range can be taken by some client socket before a test (re)starts a server on it. Never
-    the same one twice in a run: two asked for before either is listened on would collide."""
+    the same one twice in a run, in this process or another test's: two asked for before either
+    is listened on would collide."""
     import random
     for _ in range(200):
         port = random.randint(26000, 32000)  # bench/run uses 24432 and up
         if port in _ports_handed_out:
             continue
         _ports_handed_out.add(port)
+        if not _claim_port(port):
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind(("127.0.0.1", port))
