@@ -182,7 +182,10 @@ def _claim_port(port):
         os.chmod(directory, 0o1777)
     except PermissionError:
         pass  # made by another user, who opened it to all already
-    fd = os.open(os.path.join(directory, str(port)), os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(os.path.join(directory, str(port)), os.O_RDONLY | os.O_CREAT, 0o644)
+    except OSError:
+        return False  # another user's file that this one may not open (fs.protected_regular)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
