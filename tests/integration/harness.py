@@ -167,6 +167,20 @@ def make_certificates(directory):
 
 _ports_handed_out = set()
 _port_claims = []  # open descriptors of the claim files this process holds: kept until it exits
+_port_claims_directory = None  # made on the first claim
+
+
+def _claims_directory():
+    global _port_claims_directory
+    if _port_claims_directory is None:
+        directory = os.path.join(tempfile.gettempdir(), "sluice-it-ports")
+        os.makedirs(directory, exist_ok=True)
+        try:
+            os.chmod(directory, 0o1777)
+        except PermissionError:
+            pass  # made by another user, who opened it to all already
+        _port_claims_directory = directory
+    return _port_claims_directory
 
 
 def _claim_port(port):
@@ -176,14 +190,8 @@ def _claim_port(port):
     on a file named after the port; the kernel drops it when the process ends, so a killed run
     leaves nothing held."""
     import fcntl
-    directory = os.path.join(tempfile.gettempdir(), "sluice-it-ports")
-    os.makedirs(directory, exist_ok=True)
     try:
-        os.chmod(directory, 0o1777)
-    except PermissionError:
-        pass  # made by another user, who opened it to all already
-    try:
-        fd = os.open(os.path.join(directory, str(port)), os.O_RDONLY | os.O_CREAT, 0o644)
+        fd = os.open(os.path.join(_claims_directory(), str(port)), os.O_RDONLY | os.O_CREAT, 0o644)
     except OSError:
         return False  # another user's file that this one may not open (fs.protected_regular)
     try:
